@@ -1,0 +1,1869 @@
+#!/usr/bin/env python3
+"""popup-server: pop up the caller's details from the office's contacts file.
+
+Voicenter calls a URL of your choosing on every phase of an incoming call (Ringing,
+Answer, Hangup); this server answers with the caller's name, company and CRM link,
+looked up in a CSV or Excel file of contacts that it loads at start-up and reloads
+whenever the file changes.
+
+Run it:
+    python popup_server.py [CONTACTS_FILE] [options]      (python popup_server.py --help)
+    python popup_server.py contacts.xlsx --check          (report how the file loads)
+
+Endpoints:
+    GET|POST /popup   the pop-up answer: {"STATUS", "TOTAL", "CLIENTNAME", "COMPANY", "URL"}
+    GET /health       load status for monitors (never contact data, never a token)
+    GET / or /calls   the day's calls, missed first (HTML); /calls.csv?day=YYYY-MM-DD
+
+Every option has an environment variable, POPUP_ + the option's name in capitals
+(POPUP_CONTACTS, POPUP_HOST, POPUP_PORT, POPUP_REGION, POPUP_URL_TEMPLATE,
+POPUP_NO_MATCH_URL, POPUP_MATCH_DIGITS, POPUP_ENCODING, POPUP_DELIMITER, POPUP_SHEET,
+POPUP_NAME_COLUMN, POPUP_COMPANY_COLUMN, POPUP_PHONE_COLUMNS, POPUP_URL_COLUMN,
+POPUP_TOKEN, POPUP_TOKEN_FILE, POPUP_ALLOW_IP, POPUP_TRUSTED_PROXY, POPUP_MAX_BODY,
+POPUP_RELOAD_INTERVAL, POPUP_LOG_NUMBERS, POPUP_THREADS, POPUP_CALLS_DB,
+POPUP_CALLS_KEEP_DAYS); a flag on the command line wins over its variable.
+"""
+from __future__ import annotations
+
+import argparse
+import codecs
+import csv
+import dataclasses
+import datetime as dt
+import functools
+import hmac
+import io
+import ipaddress
+import json
+import logging
+import os
+import random
+import re
+import secrets
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import parse_qsl, quote
+
+import bottle
+import numpy as np
+import pandas as pd
+import phonenumbers
+
+log = logging.getLogger("popup_server")
+
+###############################################################################
+# Constants and messages #####################################################
+###############################################################################
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_CONTACTS = HERE / "data" / "contacts.csv"
+TOKEN_FILE_NAME = ".popup-token"
+ENV_PREFIX = "POPUP_"
+
+#: A caller id with fewer digits than this is an extension or junk, never looked up;
+#: a cell with fewer is reported as "too short" rather than indexed.
+MIN_NUMBER_DIGITS = 5
+#: E.164 allows 15 digits; longer runs of digits are not one phone number.
+MAX_NUMBER_DIGITS = 15
+#: How many lines of skipped rows / unusable numbers --check and the log show.
+REPORT_LIMIT = 20
+
+WITHHELD_CALLER_IDS = frozenset(
+    {"anonymous", "restricted", "private", "unknown", "unavailable", "withheld",
+     "blocked", "no caller id", "חסום", "חסוי", "פרטי", "לא ידוע"})
+
+NO_MATCH_ANSWER = {"STATUS": "OK", "TOTAL": 0, "CLIENTNAME": "", "COMPANY": "", "URL": ""}
+
+#: Request fields that URL templates may use; values come from the request as sent.
+REQUEST_PLACEHOLDERS = ("phone", "e164", "ivrid", "did", "extenUser", "status")
+#: Template placeholders filled from the matched contact.
+CONTACT_PLACEHOLDERS = ("name", "company")
+
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Content-Type, X-Popup-Token",
+    "Access-Control-Max-Age": "600",
+}
+JSON_TYPE = "application/json; charset=utf-8"
+
+###############################################################################
+# Errors ######################################################################
+###############################################################################
+
+
+class PopupError(Exception):
+    """Base of every error this program reports to a person in one line."""
+
+
+class ConfigError(PopupError):
+    """An option or environment variable has a value that cannot work."""
+
+
+class ContactsFileError(PopupError):
+    """The contacts file cannot be used; the message names the file and the problem."""
+
+    def __init__(self, path, problem):
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+###############################################################################
+# Configuration ###############################################################
+###############################################################################
+# To add an option: add a field to Config, an Option to OPTIONS (its flag, help and
+# example), and a line to the module docstring. The environment variable, --help
+# text and precedence (flag > variable > default) follow from the Option.
+
+
+def _port(text):
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("a port is a number from 1 to 65535 (0 picks a free one)")
+    return value
+
+
+def _region(text):
+    region = text.strip().upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"{text!r} is not a two-letter country code that phone numbers "
+                         "know (IL, US, GB, ...)")
+    return region
+
+
+def _int_between(low, high):
+    def parse(text):
+        value = int(text)
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+    return parse
+
+
+def _positive_float(text):
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be a number of seconds above 0")
+    return value
+
+
+def _delimiter(text):
+    named = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+    value = named.get(text.lower(), text)
+    if len(value) != 1:
+        raise ValueError("a delimiter is one character: , ; | or tab")
+    return value
+
+
+def _encoding(text):
+    try:
+        return codecs.lookup(text).name
+    except LookupError:
+        raise ValueError(f"{text!r} is not an encoding Python knows "
+                         "(utf-8, utf-16, windows-1255, ...)") from None
+
+
+def _network(text):
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an address or a CIDR range "
+                         "(203.0.113.7, 10.0.0.0/8, 2001:db8::/32)") from None
+
+
+def _columns(text):
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _flag(text):
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be 1/0, true/false, yes/no or on/off")
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    flag: str
+    help: str
+    example: str = ""
+    parse: object = str
+    default: object = None
+    repeatable: bool = False
+    switch: bool = False
+
+    @property
+    def dest(self):
+        return self.flag.lstrip("-").replace("-", "_")
+
+    @property
+    def env(self):
+        return ENV_PREFIX + self.dest.upper()
+
+
+OPTIONS = (
+    Option("--host", "address to listen on: 0.0.0.0 answers on every network of this "
+           "machine (what Voicenter needs unless a proxy is in front); 127.0.0.1 only "
+           "this machine", "127.0.0.1", default="0.0.0.0"),
+    Option("--port", "TCP port to listen on", "8080", _port, 8080),
+    Option("--region", "country whose local numbers the file and the caller ids use "
+           "(two letters); numbers in other countries need their + or 00",
+           "IL", _region, "IL"),
+    Option("--url-template", "CRM link for a found caller; {phone} {e164} {name} "
+           "{company} {ivrid} {did} {extenUser} {status} and any column of the file, "
+           "e.g. {id}, are filled in and URL-encoded",
+           "'https://crm.example.com/contact/{id}'", default=""),
+    Option("--no-match-url", "link when nobody matched, e.g. the CRM's new-contact form "
+           "(request placeholders only)",
+           "'https://crm.example.com/new?phone={phone}'", default=""),
+    Option("--match-digits", "when no number matches exactly, match on this many "
+           "trailing digits (never for shorter numbers)", "9", _int_between(6, 15), 9),
+    Option("--encoding", "encoding of a text file, when the guess (BOM, UTF-8, "
+           "Windows-1255) is wrong", "windows-1255", _encoding),
+    Option("--delimiter", "column separator of a text file, when the guess is wrong: "
+           ", ; | or tab", "';'", _delimiter),
+    Option("--sheet", "sheet of an .xlsx file to read (default: the first)", "Contacts"),
+    Option("--name-column", "column holding the name; join several with +",
+           "'First Name+Last Name'"),
+    Option("--company-column", "column holding the company", "'Organization Name'"),
+    Option("--phone-columns", "the only columns to index as phone numbers, "
+           "comma-separated", "'Mobile Phone,Business Phone'", _columns, ()),
+    Option("--url-column", "column holding a per-contact link (wins over --url-template)",
+           "'CRM Link'"),
+    Option("--token", "secret that /popup requires as ?token=... or an X-Popup-Token "
+           "header; without one a token is made and kept in --token-file; an empty "
+           "value turns the check off", "'s3cret-long-random'"),
+    Option("--token-file", "where the generated token is kept (default: .popup-token "
+           "beside the contacts file)", "/etc/popup-server/token", Path),
+    Option("--allow-ip", "serve only clients from this address or CIDR range "
+           "(repeat for several)", "203.0.113.0/24", _network, repeatable=True),
+    Option("--trusted-proxy", "believe X-Forwarded-For only from this proxy address or "
+           "range (repeat for several)", "127.0.0.1", _network, repeatable=True),
+    Option("--max-body", "largest request body accepted, in bytes", "65536",
+           _int_between(1024, 16 * 1024 * 1024), 64 * 1024),
+    Option("--reload-interval", "seconds between checks of the contacts file for "
+           "changes", "1", _positive_float, 1.0),
+    Option("--log-numbers", "log callers' full numbers (default: last 3 digits only)",
+           parse=_flag, default=False, switch=True),
+    Option("--threads", "worker threads answering requests", "8",
+           _int_between(1, 256), 8),
+    Option("--calls-db", "SQLite file recording calls for the calls page; empty turns "
+           "recording off (default: data/calls.sqlite beside the program)",
+           "/var/lib/popup-server/calls.sqlite"),
+    Option("--calls-keep-days", "days of calls to keep", "90",
+           _int_between(1, 3650), 90),
+)
+_OPTION_BY_DEST = {option.dest: option for option in OPTIONS}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything the program was told, built once by parse_config()."""
+
+    contacts: Path = DEFAULT_CONTACTS
+    host: str = "0.0.0.0"
+    port: int = 8080
+    region: str = "IL"
+    url_template: str = ""
+    no_match_url: str = ""
+    match_digits: int = 9
+    encoding: str | None = None
+    delimiter: str | None = None
+    sheet: str | None = None
+    name_column: str | None = None
+    company_column: str | None = None
+    phone_columns: tuple = ()
+    url_column: str | None = None
+    token: str | None = None          # None: not configured (one is generated); "": off
+    token_file: Path | None = None
+    allow_ip: tuple = ()
+    trusted_proxy: tuple = ()
+    max_body: int = 64 * 1024
+    reload_interval: float = 1.0
+    log_numbers: bool = False
+    threads: int = 8
+    calls_db: str | None = None       # None: the default file; "": recording off
+    calls_keep_days: int = 90
+    check: bool = False
+
+    def load_options(self):
+        """The keyword arguments of load_index() that this configuration sets."""
+        return dict(region=self.region, encoding=self.encoding, delimiter=self.delimiter,
+                    sheet=self.sheet, name_column=self.name_column,
+                    company_column=self.company_column,
+                    phone_columns=list(self.phone_columns) or None,
+                    url_column=self.url_column, match_digits=self.match_digits,
+                    keep_columns=template_columns(self.url_template))
+
+    @property
+    def token_path(self):
+        return self.token_file or self.contacts.parent / TOKEN_FILE_NAME
+
+    @property
+    def calls_path(self):
+        if self.calls_db == "":
+            return None
+        return Path(self.calls_db) if self.calls_db else HERE / "data" / "calls.sqlite"
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog):
+        super().__init__(prog, max_help_position=30, width=100)
+
+
+def build_parser(environ):
+    """The argument parser; defaults come from `environ`, so a flag wins over its variable."""
+    parser = argparse.ArgumentParser(
+        prog="popup_server.py", formatter_class=_HelpFormatter,
+        description="Answer Voicenter's pop-up requests from a CSV or Excel contacts file.",
+        epilog=_help_epilog())
+    parser.add_argument(
+        "contacts", nargs="?", type=Path, metavar="CONTACTS_FILE",
+        default=Path(environ["POPUP_CONTACTS"]) if environ.get("POPUP_CONTACTS")
+        else DEFAULT_CONTACTS,
+        help="contacts file: .csv, .txt, .tsv or .xlsx "
+             f"(default: data/contacts.csv beside the program) [env POPUP_CONTACTS]")
+    for option in OPTIONS:
+        default = _env_default(option, environ)
+        shown = option.default if option.default not in (None, "", ()) else None
+        text = option.help
+        if shown is not None and not option.switch:
+            text += f" (default: {shown})"
+        text += f" [env {option.env}]"
+        if option.example:
+            text += f"  e.g. {option.flag} {option.example}"
+        if option.switch:
+            parser.add_argument(option.flag, action="store_const", const=True,
+                                default=default, help=text)
+        elif option.repeatable:
+            parser.add_argument(option.flag, action="append", type=option.parse,
+                                default=None, metavar=option.dest.upper(), help=text)
+            parser.set_defaults(**{option.dest + "_from_env": default})
+        else:
+            parser.add_argument(option.flag, type=option.parse, default=default,
+                                metavar=option.dest.upper(), help=text)
+    parser.add_argument("--check", action="store_true",
+                        help="load the file exactly as the server would, print a report "
+                             "of what was found and exit (0 when contacts can be found)")
+    return parser
+
+
+def _env_default(option, environ):
+    if option.env not in environ:
+        return option.default
+    raw = environ[option.env]
+    if option.dest in ("token", "calls_db"):
+        return raw  # set but empty is meaningful: the feature is off
+    if raw == "" and not option.switch:
+        return option.default
+    try:
+        if option.repeatable:
+            return tuple(option.parse(part) for part in re.split(r"[\s,]+", raw) if part)
+        return option.parse(raw)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"{option.env}={raw!r}: {error}") from None
+
+
+def _help_epilog():
+    return ("examples:\n"
+            "  python popup_server.py                        serve data/contacts.csv on "
+            "port 8080\n"
+            "  python popup_server.py contacts.xlsx --check  show how a file loads, "
+            "then exit\n"
+            "  POPUP_PORT=9000 python popup_server.py ~/Desktop/contacts.csv\n\n"
+            "Give Voicenter the URL printed at start-up: http://HOST:PORT/popup?token=...")
+
+
+def parse_config(argv=None, environ=None):
+    """Build the Config from command-line words and an environment mapping."""
+    environ = os.environ if environ is None else environ
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(environ)
+    args = parser.parse_args(argv)
+    values = {}
+    for field in dataclasses.fields(Config):
+        if hasattr(args, field.name):
+            values[field.name] = getattr(args, field.name)
+    for option in OPTIONS:
+        if option.repeatable:
+            given = getattr(args, option.dest)
+            values[option.dest] = tuple(given) if given else tuple(
+                getattr(args, option.dest + "_from_env") or ())
+    config = Config(**values)
+    for name in ("url_template", "no_match_url"):
+        _check_template(getattr(config, name), name)
+    return config
+
+
+###############################################################################
+# Loading a file ##############################################################
+###############################################################################
+
+XLSX_SUFFIXES = (".xlsx", ".xlsm")
+TEXT_DELIMITERS = (",", ";", "\t", "|")
+#: Windows-1255 is the code page Hebrew Windows (and so Outlook and Excel) writes.
+LEGACY_ENCODING = "cp1255"
+_SNIFF_BYTES = 64 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnChoice:
+    """Which headers of the file became the name, company, phones and URL."""
+
+    name: tuple = ()
+    company: str | None = None
+    phones: tuple = ()
+    url: str | None = None
+
+
+@dataclasses.dataclass
+class Table:
+    """A file read as text: every cell a str, plus how it was read."""
+
+    frame: pd.DataFrame
+    encoding: str
+    delimiter: str | None
+    warnings: list
+    skipped: list          # (row, reason) for lines the reader could not split
+
+
+def read_table(path, *, encoding=None, delimiter=None, sheet=None, usecols=None):
+    """Read a contacts file with every cell as text. `usecols` picks headers to keep."""
+    path = Path(path)
+    _check_readable(path)
+    with open(path, "rb") as handle:
+        head = handle.read(_SNIFF_BYTES)
+    if not head:
+        raise ContactsFileError(path, "the file is empty")
+    if head.startswith(b"PK\x03\x04") or path.suffix.lower() in XLSX_SUFFIXES:
+        return _read_xlsx(path, sheet, usecols)
+    if head.startswith(b"\xd0\xcf\x11\xe0"):
+        raise ContactsFileError(path, "this is an old Excel .xls file; save it as .xlsx "
+                                      "or CSV and use that")
+    encoding, warnings = (encoding, []) if encoding else _detect_encoding(path, head)
+    text_head = head.decode(encoding, errors="ignore")
+    if delimiter is None:
+        delimiter = _sniff_delimiter(text_head, path.suffix.lower())
+    skipped = []
+    options = dict(sep=delimiter, dtype=str, na_filter=False, encoding=encoding,
+                   encoding_errors="strict", quotechar='"', skip_blank_lines=True,
+                   usecols=usecols)
+    try:
+        try:
+            frame = pd.read_csv(path, engine="c", **options)
+        except pd.errors.ParserError:
+            # A row with more cells than the header: read again, skipping and
+            # reporting such rows instead of refusing the whole file.
+            def skip(line, _rows=skipped):
+                _rows.append(line)
+                return None
+            frame = pd.read_csv(path, engine="python", on_bad_lines=skip, **options)
+            skipped = [(None, f"{len(cells)} cells where the header has fewer: "
+                              f"{_clip(delimiter.join(cells))}") for cells in skipped]
+    except UnicodeError as error:
+        raise ContactsFileError(path, f"cannot be read as {encoding} ({error.reason} at "
+                                      f"byte {getattr(error, 'start', '?')}); "
+                                      "pass --encoding") from None
+    except pd.errors.EmptyDataError:
+        raise ContactsFileError(path, "the file has no header row") from None
+    except (pd.errors.ParserError, ValueError, csv.Error) as error:
+        raise ContactsFileError(path, f"cannot be read as a table: {_first_line(error)}"
+                                ) from None
+    except OSError as error:
+        raise ContactsFileError(path, f"cannot be read: {error.strerror or error}") from None
+    frame.columns = [_clean_header(name) for name in frame.columns]
+    return Table(frame, encoding, delimiter, warnings, skipped)
+
+
+def _check_readable(path):
+    try:
+        if not path.exists():
+            raise ContactsFileError(path, "no such file")
+        if path.is_dir():
+            raise ContactsFileError(path, "is a folder, not a contacts file")
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        raise ContactsFileError(path, "permission denied: this user cannot read it") from None
+    except OSError as error:
+        raise ContactsFileError(path, f"cannot be opened: {error.strerror or error}") from None
+
+
+def _detect_encoding(path, head):
+    """BOM first, then strict UTF-8 over the whole file, then Windows-1255.
+
+    Hebrew in Windows-1255 is never valid UTF-8 (its letters are bytes 0xE0-0xFA, which
+    UTF-8 only allows as lead bytes followed by 0x80-0xBF), so trying UTF-8 first cannot
+    misread a Hebrew legacy file; bytes that are not Windows-1255 either are refused.
+    """
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig", []
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16", []
+    sample = head[:4096]
+    if sample.count(b"\x00") * 4 > len(sample):
+        # UTF-16 without a BOM: ASCII characters leave a zero byte beside them.
+        zeros_at_odd = sample[1::2].count(b"\x00") > sample[0::2].count(b"\x00")
+        return ("utf-16-le" if zeros_at_odd else "utf-16-be"), []
+    if b"\x00" in head:
+        raise ContactsFileError(path, "contains binary data, not text; is it really a "
+                                      "contacts CSV?")
+    if _decodes_whole_file(path, "utf-8"):
+        return "utf-8", []
+    if not _decodes_whole_file(path, LEGACY_ENCODING):
+        raise ContactsFileError(path, "is neither UTF-8 nor Windows-1255 text; save it as "
+                                      "'CSV UTF-8' or pass --encoding")
+    warnings = []
+    text = head.decode(LEGACY_ENCODING, errors="ignore")
+    if re.search(r"[A-Za-z][\u05d0-\u05ea]|[\u05d0-\u05ea][A-Za-z]", text):
+        warnings.append("read as Windows-1255 but Hebrew letters sit inside Latin words: "
+                        "the file may be in another code page; pass --encoding")
+    return "windows-1255", warnings
+
+
+def _decodes_whole_file(path, encoding):
+    decoder = codecs.getincrementaldecoder(encoding)("strict")
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                decoder.decode(chunk)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _sniff_delimiter(text, suffix):
+    """The candidate that splits the header line most often (outside quotes)."""
+    header = _first_record(text)
+    counts = {d: _count_outside_quotes(header, d) for d in TEXT_DELIMITERS}
+    best = max(counts, key=counts.get)
+    if counts[best] == 0:
+        return "\t" if suffix == ".tsv" else ","
+    return best
+
+
+def _first_record(text):
+    in_quotes = False
+    for position, char in enumerate(text):
+        if char == '"':
+            in_quotes = not in_quotes
+        elif char in "\r\n" and not in_quotes:
+            return text[:position]
+    return text
+
+
+def _count_outside_quotes(line, delimiter):
+    return sum(part.count(delimiter) for part in line.split('"')[0::2])
+
+
+def _read_xlsx(path, sheet, usecols):
+    import openpyxl  # imported here: only users of .xlsx files pay for it
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as error:  # openpyxl raises many kinds for a damaged file
+        raise ContactsFileError(path, f"cannot be read as an Excel workbook: "
+                                      f"{_first_line(error)}") from None
+    try:
+        if sheet is not None:
+            if sheet not in book.sheetnames:
+                raise ContactsFileError(path, f"has no sheet {sheet!r} (sheets: "
+                                              f"{', '.join(book.sheetnames)})")
+            worksheet = book[sheet]
+        else:
+            worksheet = book.worksheets[0]
+        rows = [[_xlsx_cell_text(cell) for cell in row]
+                for row in worksheet.iter_rows()]
+    finally:
+        book.close()
+    while rows and not any(rows[0]):
+        rows.pop(0)
+    if not rows:
+        raise ContactsFileError(path, "the sheet is empty")
+    header = [_clean_header(text) for text in rows[0]]
+    width = len(header)
+    body = [row[:width] + [""] * (width - len(row)) for row in rows[1:] if any(row)]
+    frame = pd.DataFrame(body, columns=header, dtype=str) if body else \
+        pd.DataFrame(columns=header, dtype=str)
+    frame = frame.loc[:, [name != "" for name in frame.columns]]
+    if usecols is not None:
+        frame = frame[[name for name in frame.columns if name in set(usecols)]]
+    return Table(frame, "xlsx", None, [], [])
+
+
+def _xlsx_cell_text(cell):
+    """A cell as the text a person typed, as far as that can be known for certain."""
+    value = getattr(cell, "value", None)
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).upper()
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        number_format = (getattr(cell, "number_format", "") or "").upper()
+        if "E+" in number_format or "E-" in number_format:
+            return f"{value:.2E}"  # shown in scientific notation: digits may be gone
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
+        return repr(value)
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    return str(value)
+
+
+def _clean_header(name):
+    text = "" if name is None else str(name)
+    return text.replace("\ufeff", "").strip()
+
+
+def _clip(text, width=60):
+    text = text.replace("\r", " ").replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _first_line(error):
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+# Choosing columns ------------------------------------------------------------
+# Headers are compared as lower-case words, so "Mobile Phone", "mobile_phone" and
+# "MOBILE-PHONE" read alike, and a word never matches inside another ("Telex").
+
+_PHONE_WORDS = {"phone", "phones", "mobile", "tel", "telephone", "cell", "cellphone",
+                "cellular", "gsm", "טלפון", "נייד", "פלאפון", "סלולרי", "סלולר", "טל",
+                "טלפונים"}
+_NOT_PHONE_WORDS = {"label", "type", "fax", "pager", "ext", "extension", "phonetic",
+                    "email", "mail", "e", "telex", "פקס", "שלוחה"}
+_COMPANY_HEADERS = {"company", "company name", "organization", "organization name",
+                    "organisation", "organisation name", "organization 1 name",
+                    "business", "business name", "firm", "account", "account name",
+                    "employer", "חברה", "שם חברה", "שם החברה", "ארגון", "עסק", "שם עסק",
+                    "שם העסק"}
+_FULL_NAME_HEADERS = {"name", "full name", "display name", "contact", "contact name",
+                      "client", "client name", "customer", "customer name", "שם",
+                      "שם מלא", "איש קשר", "שם איש קשר", "שם לקוח", "לקוח", "שם הלקוח"}
+_FIRST_NAME_HEADERS = {"first name", "given name", "firstname", "first", "שם פרטי"}
+_MIDDLE_NAME_HEADERS = {"middle name", "additional name", "middlename"}
+_LAST_NAME_HEADERS = {"last name", "family name", "surname", "lastname", "last",
+                      "שם משפחה"}
+_NOT_NAME_WORDS = {"phonetic", "yomi", "nickname", "prefix", "suffix", "file", "user",
+                   "company", "organization", "organisation", "business", "email", "mail",
+                   "e", "account", "חברה", "ארגון", "עסק", "פרטי", "משפחה", "first", "last",
+                   "middle", "given", "family", "label", "type"}
+_URL_HEADERS = {"url", "link", "crm", "crm url", "crm link", "popup url", "קישור"}
+
+
+def _words(header):
+    return re.findall(r"[^\W_]+", header.lower())
+
+
+def _phrase(header):
+    return " ".join(word for word in _words(header) if not word.isdigit()) if \
+        re.match(r"(?i)organi[sz]ation \d", header) else " ".join(_words(header))
+
+
+def choose_columns(headers, *, name_column=None, company_column=None, phone_columns=None,
+                   url_column=None, path=""):
+    """Decide which headers are the name, company, phones and URL (overrides win)."""
+    by_lower = {}
+    for header in headers:
+        by_lower.setdefault(header.lower(), header)
+
+    def named(header, option):
+        found = by_lower.get(header.strip().lower())
+        if found is None:
+            raise ContactsFileError(path, f"{option} {header!r} is not a column of this "
+                                          f"file (columns: {_list_headers(headers)})")
+        return found
+
+    phrases = {header: _phrase(header) for header in headers}
+    if phone_columns:
+        phones = tuple(named(header, "--phone-columns") for header in phone_columns)
+    else:
+        phones = tuple(h for h in headers if _is_phone_header(h))
+    if company_column:
+        company = named(company_column, "--company-column")
+    else:
+        company = next((h for h in headers if phrases[h] in _COMPANY_HEADERS), None)
+    if name_column:
+        name = tuple(named(part, "--name-column") for part in name_column.split("+"))
+    else:
+        name = _choose_name(headers, phrases, exclude=set(phones) | {company})
+    if url_column:
+        url = named(url_column, "--url-column")
+    else:
+        url = next((h for h in headers if phrases[h] in _URL_HEADERS), None)
+    return ColumnChoice(name=name, company=company, phones=phones, url=url)
+
+
+def _is_phone_header(header):
+    words = set(_words(header))
+    return bool(words & _PHONE_WORDS) and not words & _NOT_PHONE_WORDS
+
+
+def _choose_name(headers, phrases, exclude):
+    candidates = [h for h in headers if h not in exclude]
+    full = next((h for h in candidates if phrases[h] in _FULL_NAME_HEADERS), None)
+    if full is None:
+        full = next((h for h in candidates if set(_words(h)) & {"name", "שם"}
+                     and not set(_words(h)) & _NOT_NAME_WORDS
+                     and not set(_words(h)) & _PHONE_WORDS), None)
+    parts = tuple(next((h for h in candidates if phrases[h] in group), None)
+                  for group in (_FIRST_NAME_HEADERS, _MIDDLE_NAME_HEADERS,
+                                _LAST_NAME_HEADERS))
+    parts = tuple(h for h in parts if h)
+    # A full-name column comes first; the parts fill rows where it is empty.
+    return ((full,) if full else ()) + (parts if parts else ())
+
+
+def _list_headers(headers, limit=12):
+    shown = ", ".join(repr(h) for h in headers[:limit])
+    return shown + (f", ... ({len(headers)} in all)" if len(headers) > limit else "")
+
+
+###############################################################################
+# Normalising numbers #########################################################
+###############################################################################
+# One canonical key per number: its E.164 digits as an int (+972 72-277-6772 is
+# 972722776772). The reference is phonenumbers.parse() with the default region. It
+# costs ~12-30 us a number, so plain digit strings in the home country take a fast
+# path that gives the same key; NumberRules says, per form of writing, which first
+# two digits and lengths of a national number the fast path may take, and it learns
+# that by asking phonenumbers itself on samples of each, so the two cannot drift
+# apart when the metadata changes. Everything else (foreign numbers, letters,
+# unusual prefixes) goes to phonenumbers.
+
+FORM_PLUS, FORM_00, FORM_NATIONAL, FORM_CC, FORM_BARE = range(5)
+_FORM_TEXT = {
+    FORM_PLUS: "+{cc}{n}", FORM_00: "00{cc}{n}", FORM_NATIONAL: "0{n}",
+    FORM_CC: "{cc}{n}", FORM_BARE: "{n}"}
+_MAX_FAST_LENGTH = 13
+_POW10 = 10 ** np.arange(19, dtype=np.int64)
+#: Characters that only format a number; removing them never changes it.
+_FORMATTING = " -()\u00a0\u2010\u2011\u2012\u2013\u2014\u200e\u200f\u202a\u202b\u202c"
+_DELETE_FORMATTING = str.maketrans("", "", _FORMATTING)
+_CELL_SEPARATORS = re.compile(r"\s*(?::::|/|;|,|\||\r?\n|\bor\b|\bאו\b)\s*", re.I)
+_EXTENSION = re.compile(
+    r"(?:\b(?:ext|extension|ex)\.?|(?<=[\d\s)])x|#|שלוחה|שלו'|שלוחה:)\s*:?\s*\d{1,6}\s*$",
+    re.I)
+_SCIENTIFIC = re.compile(r"[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+")
+_EXCEL_FLOAT = re.compile(r"(\+?\d+)\.0+")
+
+
+@dataclasses.dataclass(frozen=True)
+class NumberRules:
+    """What the fast path may do for one default region (see number_rules())."""
+
+    region: str
+    country_code: int
+    cc_digits: str
+    #: fast[form, first two digits of the national number, its length]
+    fast: np.ndarray = dataclasses.field(repr=False, compare=False)
+
+
+@functools.lru_cache(maxsize=None)
+def number_rules(region):
+    """Learn, from phonenumbers itself, where the fast path agrees with it."""
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    country_code = metadata.country_code
+    cc = str(country_code)
+    pattern = re.compile(metadata.general_desc.national_number_pattern or r"\d+")
+    lengths = [n for n in (metadata.general_desc.possible_length or range(4, 14))
+               if 2 <= n <= _MAX_FAST_LENGTH]
+    fast = np.zeros((5, 100, _MAX_FAST_LENGTH + 1), dtype=bool)
+    rng = random.Random(f"popup-server:{region}")
+    for length in lengths:
+        for prefix in range(10, 100):
+            head = str(prefix)
+            samples = [head + "0" * (length - 2), head + "9" * (length - 2)] + [
+                head + "".join(rng.choice("0123456789") for _ in range(length - 2))
+                for _ in range(6)]
+            if not all(pattern.fullmatch(n) for n in samples):
+                continue  # phonenumbers would not strip a prefix: not uniform here
+            for form, template in _FORM_TEXT.items():
+                if form == FORM_BARE and (cc.startswith(head[: len(cc)]) or
+                                          head.startswith(cc[:2])):
+                    continue  # a bare number that starts like the country code
+                fast[form, prefix, length] = all(
+                    _reference_e164(template.format(cc=cc, n=n), region) == f"+{cc}{n}"
+                    for n in samples[:4])
+    return NumberRules(region, country_code, cc, fast)
+
+
+def _reference_e164(text, region):
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _fast_key(digits, plus, rules):
+    """The key of an ASCII digit string by the fast path, or None to ask phonenumbers."""
+    cc = rules.cc_digits
+    if plus:
+        if not digits.startswith(cc):
+            return None
+        form, national = FORM_PLUS, digits[len(cc):]
+    elif digits.startswith("00"):
+        if not digits.startswith("00" + cc):
+            return None
+        form, national = FORM_00, digits[2 + len(cc):]
+    elif digits.startswith("0"):
+        form, national = FORM_NATIONAL, digits[1:]
+    elif digits.startswith(cc):
+        form, national = FORM_CC, digits[len(cc):]
+    else:
+        form, national = FORM_BARE, digits
+    length = len(national)
+    if not 2 <= length <= _MAX_FAST_LENGTH or national[0] == "0":
+        return None
+    if not rules.fast[form, int(national[:2]), length]:
+        return None
+    return rules.country_code * 10 ** length + int(national)
+
+
+def number_key(text, rules):
+    """(key, problem) for one written number; key None means not usable (see problem)."""
+    text = text.strip()
+    plus = text.startswith("+")
+    digits = text.translate(_DELETE_FORMATTING)
+    if plus:
+        digits = digits[1:]
+    if digits.isascii() and digits.isdigit():
+        if len(digits) < MIN_NUMBER_DIGITS:
+            return None, "too short to be a phone number"
+        if len(digits) > MAX_NUMBER_DIGITS:
+            return None, "too many digits for one phone number"
+        key = _fast_key(digits, plus, rules)
+        if key is not None:
+            return key, None
+    elif sum(ch.isdigit() for ch in text) < MIN_NUMBER_DIGITS:
+        return None, "too short to be a phone number" if any(
+            ch.isdigit() for ch in text) else "no digits"
+    try:
+        number = phonenumbers.parse(text, rules.region)
+    except phonenumbers.NumberParseException as error:
+        return None, f"not a phone number ({_first_line(error.args[0] if error.args else error)})"
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    if not 1 + MIN_NUMBER_DIGITS <= len(e164) <= 1 + MAX_NUMBER_DIGITS + 1:
+        return None, "not a phone number"
+    return int(e164[1:]), None
+
+
+def cell_keys(cell, rules):
+    """Every number in one cell: ([keys], [problems]). Several numbers, extensions
+    and Excel's damage are handled here; a cell without digits is simply empty."""
+    text = cell.strip()
+    if not any(ch.isdigit() for ch in text):
+        return [], []
+    if _SCIENTIFIC.fullmatch(text):
+        return [], ["in scientific notation: Excel has dropped its last digits; format "
+                    "the column as text and type the number again"]
+    keys, problems = [], []
+    for part in _CELL_SEPARATORS.split(text):
+        part = _EXTENSION.sub("", part).strip()
+        if not part or not any(ch.isdigit() for ch in part):
+            continue
+        excel_float = _EXCEL_FLOAT.fullmatch(part)
+        if excel_float:
+            part = excel_float.group(1)  # 541234567.0: a number cell, not a decimal
+        key, problem = number_key(part, rules)
+        if key is None:
+            problems.append(problem)
+        elif key not in keys:
+            keys.append(key)
+    return keys, problems
+
+
+def normalize_number(text, region="IL"):
+    """The E.164 form ("+972722776772") of one written number, or None."""
+    if text is None or _is_withheld(str(text)):
+        return None
+    key, _ = number_key(str(text), number_rules(_region(region)))
+    return None if key is None else f"+{key}"
+
+
+def _is_withheld(text):
+    stripped = text.strip()
+    return not stripped or stripped.lower() in WITHHELD_CALLER_IDS or not any(
+        ch.isdigit() for ch in stripped)
+
+
+# The vectorised fast path ----------------------------------------------------
+# The same rules as _fast_key(), applied to a whole column at once: the cells are
+# joined into one byte string and digits are summed per cell with numpy. A cell with
+# anything but digits, formatting and a leading "+" is left to cell_keys().
+
+_UNIT_SEPARATOR = "\x1f"
+_BYTE_CLASS = np.zeros(256, dtype=np.uint8)   # 0 other, 1 digit, 2 formatting, 3 "+", 4 sep
+_BYTE_CLASS[ord("0"): ord("9") + 1] = 1
+for _char in " -()":
+    _BYTE_CLASS[ord(_char)] = 2
+_BYTE_CLASS[ord("+")] = 3
+_BYTE_CLASS[ord(_UNIT_SEPARATOR)] = 4
+_FAST_CHUNK = 262_144
+
+
+def column_keys(cells, rules):
+    """Keys of a column of single-number cells: (keys int64, 0 where none; handled bool,
+    False where the cell needs cell_keys(); blank bool, True where it has no digit)."""
+    keys = np.zeros(len(cells), dtype=np.int64)
+    handled = np.zeros(len(cells), dtype=bool)
+    blank = np.zeros(len(cells), dtype=bool)
+    for start in range(0, len(cells), _FAST_CHUNK):
+        part = slice(start, start + _FAST_CHUNK)
+        keys[part], handled[part], blank[part] = _column_keys_chunk(cells[part], rules)
+    return keys, handled, blank
+
+
+def _column_keys_chunk(cells, rules):
+    count = len(cells)
+    text = _UNIT_SEPARATOR.join(cells)
+    data = np.frombuffer(text.encode("utf-8", "surrogatepass"), dtype=np.uint8)
+    klass = _BYTE_CLASS[data]
+    is_sep = klass == 4
+    if data.size == 0:  # every cell empty
+        return np.zeros(count, np.int64), np.ones(count, bool), np.ones(count, bool)
+    cell_of = np.cumsum(is_sep, dtype=np.int32)
+    if int(cell_of[-1]) != count - 1:  # a cell holds the separator itself
+        return np.zeros(count, np.int64), np.zeros(count, bool), np.zeros(count, bool)
+    other = np.bincount(cell_of[klass == 0], minlength=count) > 0
+    digit_at = np.flatnonzero(klass == 1)
+    digit_cell = cell_of[digit_at]
+    ndig = np.bincount(digit_cell, minlength=count)
+    first = np.zeros(count + 1, dtype=np.int64)
+    np.cumsum(ndig, out=first[1:])
+    value_digits = (data[digit_at] - 48).astype(np.int64)
+    from_right = first[digit_cell + 1] - 1 - np.arange(digit_at.size)
+    np.minimum(from_right, 18, out=from_right)
+    weighted = value_digits * _POW10[from_right]
+    value = np.zeros(count, dtype=np.int64)
+    has_digits = ndig > 0
+    starts = first[:-1][has_digits]
+    if starts.size:
+        value[has_digits] = np.add.reduceat(weighted, starts)
+    # "+" only as the first character that is not formatting.
+    plus_at = np.flatnonzero(klass == 3)
+    plus_cell = cell_of[plus_at]
+    plus_count = np.bincount(plus_cell, minlength=count)
+    digits_before_plus = np.cumsum(klass == 1)[plus_at] - first[plus_cell]
+    bad_plus = np.zeros(count, dtype=bool)
+    bad_plus[plus_cell[digits_before_plus > 0]] = True
+    plus = plus_count == 1
+    bad = other | bad_plus | (plus_count > 1) | (ndig > MAX_NUMBER_DIGITS)
+    safe_first = np.minimum(first[:-1], max(value_digits.size - 1, 0))
+    d0 = np.where(ndig >= 1, value_digits[safe_first] if value_digits.size else 0, -1)
+    d1 = np.where(ndig >= 2, value_digits[np.minimum(safe_first + 1,
+                                                     max(value_digits.size - 1, 0))]
+                  if value_digits.size else 0, -1)
+    cc_value, cc_len = rules.country_code, len(rules.cc_digits)
+    form = np.full(count, -1, dtype=np.int64)
+    length = np.zeros(count, dtype=np.int64)
+
+    def leading_cc(digits_left):
+        shift = np.clip(digits_left - cc_len, 0, 18)
+        return (digits_left > cc_len) & (value // _POW10[shift] == cc_value)
+
+    with np.errstate(all="ignore"):
+        m = plus & (d0 > 0) & leading_cc(ndig)
+        form[m], length[m] = FORM_PLUS, ndig[m] - cc_len
+        m = ~plus & (d0 == 0) & (d1 == 0) & leading_cc(ndig - 2)
+        form[m], length[m] = FORM_00, ndig[m] - 2 - cc_len
+        m = ~plus & (d0 == 0) & (d1 > 0)
+        form[m], length[m] = FORM_NATIONAL, ndig[m] - 1
+        starts_cc = leading_cc(ndig)
+        m = ~plus & (d0 > 0) & starts_cc
+        form[m], length[m] = FORM_CC, ndig[m] - cc_len
+        m = ~plus & (d0 > 0) & ~starts_cc
+        form[m], length[m] = FORM_BARE, ndig[m]
+        safe_length = np.clip(length, 2, _MAX_FAST_LENGTH)
+        national = value % _POW10[safe_length]
+        prefix = national // _POW10[safe_length - 2]
+        usable = ((form >= 0) & ~bad & (ndig >= MIN_NUMBER_DIGITS) & (length >= 2)
+                  & (length <= _MAX_FAST_LENGTH) & (prefix >= 10) & (prefix <= 99))
+        ok = usable & rules.fast[np.clip(form, 0, 4), np.clip(prefix, 0, 99), safe_length]
+        keys = np.where(ok, cc_value * _POW10[safe_length] + national, 0)
+    blank = (ndig == 0) & ~other
+    return keys, ok | blank, blank
+
+
+###############################################################################
+# The index ###################################################################
+###############################################################################
+
+
+@dataclasses.dataclass(frozen=True)
+class Contact:
+    name: str
+    company: str
+    url: str
+    row: int           # spreadsheet row: the header is row 1
+    fields: dict       # the file's columns that templates use, by header
+
+
+@dataclasses.dataclass(frozen=True)
+class Match:
+    total: int
+    contact: Contact | None
+    e164: str | None
+
+
+NO_MATCH = Match(0, None, None)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ContactIndex:
+    """One loaded file, never changed after it is built: a reload builds a new one.
+
+    Numbers live in two sorted int64 arrays (canonical keys, and trailing digits for
+    the fallback) beside int32 row numbers, a few bytes a number instead of a Python
+    dict's ~100; a lookup is two binary searches.
+    """
+
+    source: Path
+    encoding: str
+    delimiter: str | None
+    loaded_at: dt.datetime
+    columns: ColumnChoice
+    rows_read: int
+    contacts: int
+    numbers: int
+    shared_numbers: int
+    skipped: tuple
+    unusable: tuple
+    warnings: tuple
+    rules: NumberRules = dataclasses.field(repr=False)
+    match_digits: int = 9
+    _keys: np.ndarray = dataclasses.field(repr=False, default=None)
+    _rows: np.ndarray = dataclasses.field(repr=False, default=None)
+    _suffixes: np.ndarray = dataclasses.field(repr=False, default=None)
+    _suffix_rows: np.ndarray = dataclasses.field(repr=False, default=None)
+    _names: np.ndarray = dataclasses.field(repr=False, default=None)
+    _companies: np.ndarray = dataclasses.field(repr=False, default=None)
+    _urls: np.ndarray = dataclasses.field(repr=False, default=None)
+    _extra: dict = dataclasses.field(repr=False, default_factory=dict)
+
+    def lookup(self, caller_id):
+        """Match(total, first contact in file order, caller's E.164) for a caller id."""
+        if caller_id is None or _is_withheld(caller_id):
+            return NO_MATCH
+        key, _ = number_key(caller_id, self.rules)
+        if key is None:
+            return NO_MATCH
+        row, total = _find(self._keys, self._rows, key)
+        if total == 0 and key >= _POW10[self.match_digits]:
+            row, total = _find(self._suffixes, self._suffix_rows,
+                               key % int(_POW10[self.match_digits]))
+        contact = self.contact(row) if total else None
+        return Match(total, contact, f"+{key}")
+
+    def contact(self, position):
+        return Contact(
+            name=str(self._names[position]).strip(),
+            company=str(self._companies[position]).strip(),
+            url=str(self._urls[position]).strip(),
+            row=int(position) + 2,
+            fields={header: str(values[position]) for header, values in self._extra.items()})
+
+
+def _find(keys, rows, key):
+    """(first row, how many rows) holding `key` in a sorted key array."""
+    low = int(keys.searchsorted(key, "left"))
+    if low == keys.size or keys[low] != key:
+        return 0, 0
+    high = int(keys.searchsorted(key, "right"))
+    return int(rows[low]), high - low
+
+
+def load_index(path, *, region="IL", encoding=None, delimiter=None, sheet=None,
+               name_column=None, company_column=None, phone_columns=None,
+               url_column=None, match_digits=9, keep_columns=()):
+    """Read a contacts file and build its ContactIndex (pure: no globals, no I/O else).
+
+    Raises ContactsFileError when the file cannot be read or has no phone column. A
+    file that loads but where no contact has a usable number gives contacts == 0.
+    """
+    path = Path(path)
+    rules = number_rules(region)
+    header_table = read_table(path, encoding=encoding, delimiter=delimiter, sheet=sheet,
+                              usecols=None) if _is_xlsx(path) else None
+    if header_table is None:
+        headers = _read_headers(path, encoding, delimiter)
+    else:
+        headers = list(header_table.frame.columns)
+    choice = choose_columns(headers, name_column=name_column,
+                            company_column=company_column, phone_columns=phone_columns,
+                            url_column=url_column, path=path)
+    if not choice.phones:
+        raise ContactsFileError(path, "has no phone column (columns: "
+                                      f"{_list_headers(headers)}); name it with "
+                                      "--phone-columns")
+    keep = _resolve_keep_columns(headers, keep_columns)
+    wanted = list(dict.fromkeys(
+        list(choice.name) + [choice.company, choice.url] + list(choice.phones) + keep))
+    wanted = [h for h in wanted if h]
+    if header_table is not None:
+        table = header_table
+        table.frame = table.frame[wanted]
+    else:
+        table = read_table(path, encoding=encoding, delimiter=delimiter,
+                           usecols=lambda h: _clean_header(h) in set(wanted))
+    return _build_index(path, table, choice, keep, rules, match_digits)
+
+
+def _is_xlsx(path):
+    if path.suffix.lower() in XLSX_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
+
+
+def _read_headers(path, encoding, delimiter):
+    table = read_table(path, encoding=encoding, delimiter=delimiter, usecols=None)\
+        if path.stat().st_size <= _SNIFF_BYTES else _read_header_only(path, encoding,
+                                                                      delimiter)
+    headers = list(table.frame.columns)
+    if not any(headers):
+        raise ContactsFileError(path, "the first row is empty; it must hold the column "
+                                      "names")
+    return headers
+
+
+def _read_header_only(path, encoding, delimiter):
+    _check_readable(path)
+    with open(path, "rb") as handle:
+        head = handle.read(_SNIFF_BYTES)
+    if head.startswith(b"\xd0\xcf\x11\xe0") or not head:
+        return read_table(path, encoding=encoding, delimiter=delimiter)
+    guessed, warnings = (encoding, []) if encoding else _detect_encoding(path, head)
+    text = head.decode(guessed, errors="ignore")
+    delimiter = delimiter or _sniff_delimiter(text, path.suffix.lower())
+    frame = pd.read_csv(io.StringIO(_first_record(text.lstrip("\ufeff")) + "\n"),
+                        sep=delimiter, dtype=str, na_filter=False)
+    frame.columns = [_clean_header(name) for name in frame.columns]
+    return Table(frame, guessed, delimiter, warnings, [])
+
+
+def _resolve_keep_columns(headers, keep_columns):
+    by_lower = {h.lower(): h for h in headers}
+    return [by_lower[name.lower()] for name in keep_columns if name.lower() in by_lower]
+
+
+def _column(frame, header):
+    """A column as a numpy array of str ('' for missing cells)."""
+    values = frame[header].to_numpy(dtype=object, na_value="")
+    return values
+
+
+def _build_index(path, table, choice, keep, rules, match_digits):
+    frame = table.frame
+    count = len(frame)
+    phone_keys = []          # per phone column: int64 keys of single-number cells
+    extra_pairs = []         # (row, key) from cells holding several numbers
+    unusable = []
+    rows_with_numbers = np.zeros(count, dtype=bool)
+    for header in choice.phones:
+        cells = _column(frame, header)
+        keys, handled, _blank = column_keys(cells, rules)
+        for position in np.flatnonzero(~handled):
+            found, problems = cell_keys(cells[position], rules)
+            if found:
+                keys[position] = found[0]
+                extra_pairs.extend((int(position), key) for key in found[1:])
+            for problem in problems:
+                unusable.append((int(position) + 2, header, _clip(str(cells[position])),
+                                 problem))
+        phone_keys.append(keys)
+        rows_with_numbers |= keys > 0
+        del cells
+    for position, _key in extra_pairs:
+        rows_with_numbers[position] = True
+
+    keys, rows = _pairs(phone_keys, extra_pairs, count)
+    del phone_keys
+    keys, rows = _sorted_unique_pairs(keys, rows)
+    eligible = keys >= _POW10[match_digits]
+    suffixes, suffix_rows = _sorted_unique_pairs(keys[eligible] % _POW10[match_digits],
+                                                 rows[eligible])
+    distinct = np.ones(keys.size, dtype=bool)
+    distinct[1:] = keys[1:] != keys[:-1]
+    starts = np.flatnonzero(distinct)
+    sizes = np.diff(np.append(starts, keys.size))
+
+    names = _names(frame, choice)
+    companies = _column(frame, choice.company) if choice.company else \
+        np.full(count, "", dtype=object)
+    blank_names = names == ""
+    if blank_names.any():
+        names = np.where(blank_names, companies, names)  # a company-only contact
+    urls = _column(frame, choice.url) if choice.url else np.full(count, "", dtype=object)
+    extra = {header: _column(frame, header) for header in keep}
+    skipped = [(row, reason) for row, reason in table.skipped]
+    for position in np.flatnonzero(~rows_with_numbers):
+        skipped.append((int(position) + 2, "no usable phone number"))
+    skipped.sort(key=lambda item: (item[0] is None, item[0] or 0))
+    return ContactIndex(
+        source=path, encoding=table.encoding, delimiter=table.delimiter,
+        loaded_at=dt.datetime.now(dt.timezone.utc).astimezone(), columns=choice,
+        rows_read=count, contacts=int(rows_with_numbers.sum()), numbers=int(starts.size),
+        shared_numbers=int((sizes > 1).sum()), skipped=tuple(skipped),
+        unusable=tuple(unusable), warnings=tuple(table.warnings), rules=rules,
+        match_digits=match_digits, _keys=keys, _rows=rows, _suffixes=suffixes,
+        _suffix_rows=suffix_rows, _names=names, _companies=companies, _urls=urls,
+        _extra=extra)
+
+
+def _pairs(phone_keys, extra_pairs, count):
+    """All (key, row) pairs, rows in file order (interleaving columns row by row)."""
+    if phone_keys:
+        matrix = np.column_stack(phone_keys) if len(phone_keys) > 1 else \
+            phone_keys[0].reshape(-1, 1)
+        keys = matrix.ravel()
+        rows = np.repeat(np.arange(count, dtype=np.int32), matrix.shape[1])
+        present = keys > 0
+        keys, rows = keys[present], rows[present]
+    else:
+        keys, rows = np.zeros(0, np.int64), np.zeros(0, np.int32)
+    if extra_pairs:
+        extra = np.array(extra_pairs, dtype=np.int64)
+        keys = np.concatenate([keys, extra[:, 1]])
+        rows = np.concatenate([rows, extra[:, 0].astype(np.int32)])
+    return keys, rows
+
+
+def _sorted_unique_pairs(keys, rows):
+    """Sort by (key, row) and drop repeats: a contact listing a number twice counts once."""
+    order = np.lexsort((rows, keys))
+    keys, rows = keys[order], rows[order]
+    keep = np.ones(keys.size, dtype=bool)
+    keep[1:] = (keys[1:] != keys[:-1]) | (rows[1:] != rows[:-1])
+    return keys[keep], rows[keep]
+
+
+def _names(frame, choice):
+    count = len(frame)
+    if not choice.name:
+        return np.full(count, "", dtype=object)
+    columns = [_column(frame, header) for header in choice.name]
+    if len(columns) == 1:
+        return columns[0]
+    full, parts = (columns[0], columns[1:]) if _is_full_name(choice.name[0]) else \
+        (None, columns)
+    joined = np.array([" ".join(p.strip() for p in cells if p and p.strip())
+                       for cells in zip(*parts)], dtype=object) if parts else \
+        np.full(count, "", dtype=object)
+    if full is None:
+        return joined
+    return np.where(np.array([bool(n.strip()) for n in full]), full, joined)
+
+
+def _is_full_name(header):
+    return _phrase(header) not in (_FIRST_NAME_HEADERS | _MIDDLE_NAME_HEADERS |
+                                   _LAST_NAME_HEADERS)
+
+
+def load_report(index):
+    """The lines --check prints and the server logs after loading a file."""
+    columns = index.columns
+    lines = [
+        f"file: {index.source}",
+        f"encoding: {index.encoding}",
+        f"delimiter: {_show_delimiter(index.delimiter)}",
+        f"name column: {' + '.join(columns.name) or '(none)'}",
+        f"company column: {columns.company or '(none)'}",
+        f"phone columns: {', '.join(columns.phones) or '(none)'}",
+        f"url column: {columns.url or '(none)'}",
+        f"rows read: {index.rows_read}",
+        f"{index.contacts} contacts can be found",
+        f"numbers indexed: {index.numbers}",
+        f"numbers shared by several contacts: {index.shared_numbers}",
+        f"rows skipped: {len(index.skipped)}",
+    ]
+    lines += [f"  row {row}: {reason}" if row else f"  {reason}"
+              for row, reason in index.skipped[:REPORT_LIMIT]]
+    if len(index.skipped) > REPORT_LIMIT:
+        lines.append(f"  ... and {len(index.skipped) - REPORT_LIMIT} more")
+    lines.append(f"numbers not used: {len(index.unusable)}")
+    lines += [f"  row {row}, {column}: {cell!r} {problem}"
+              for row, column, cell, problem in index.unusable[:REPORT_LIMIT]]
+    if len(index.unusable) > REPORT_LIMIT:
+        lines.append(f"  ... and {len(index.unusable) - REPORT_LIMIT} more")
+    lines += [f"warning: {warning}" for warning in index.warnings]
+    return lines
+
+
+def _show_delimiter(delimiter):
+    if delimiter is None:
+        return "(xlsx)"
+    return "tab" if delimiter == "\t" else repr(delimiter)
+
+
+# URL templates --------------------------------------------------------------
+
+_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
+
+
+def template_columns(template):
+    """Placeholders of a template that are not request or contact fields: file columns."""
+    known = {name.lower() for name in REQUEST_PLACEHOLDERS + CONTACT_PLACEHOLDERS}
+    return tuple(name for name in _PLACEHOLDER.findall(template or "")
+                 if name.lower() not in known)
+
+
+def _check_template(template, option):
+    if template and not template.lower().startswith(("http://", "https://", "/")):
+        raise ConfigError(f"--{option.replace('_', '-')}: {template!r} must start with "
+                          "http:// or https://")
+
+
+def fill_template(template, values):
+    """Replace {placeholder}s (case-insensitively) with URL-encoded values."""
+    lowered = {name.lower(): value for name, value in values.items()}
+    return _PLACEHOLDER.sub(
+        lambda m: quote(str(lowered.get(m.group(1).lower(), "")), safe=""), template)
+
+
+###############################################################################
+# The HTTP layer ##############################################################
+###############################################################################
+
+#: Fields read from a request; everything else a client sends is ignored.
+REQUEST_FIELDS = ("phone", "ivrid", "extenUser", "did", "status", "statusCall",
+                  "direction", "callerName")
+
+
+class ContactsHolder:
+    """The index being served and the outcome of the last load.
+
+    A reload builds a whole new ContactIndex off the request path and swaps it in by
+    one assignment, so a lookup sees the old index or the new one, never a mixture;
+    a failed load leaves the old one serving and records why in last_error.
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self.last_error = None
+        self.index = self.load()   # at start-up a bad file is fatal: the error goes up
+        for line in load_report(self.index):
+            log.info("%s", line)
+
+    def load(self):
+        index = load_index(self.config.contacts, **self.config.load_options())
+        if index.contacts == 0:
+            raise ContactsFileError(self.config.contacts,
+                                    "no contact has a usable phone number "
+                                    f"({index.rows_read} rows read; run --check to see why)")
+        return index
+
+    def reload(self):
+        """Load the file again; True when the new contacts are being served."""
+        started = time.perf_counter()
+        try:
+            index = self.load()
+        except ContactsFileError as error:
+            self.last_error = str(error)
+            log.error("reload failed, still serving %d contacts loaded at %s: %s",
+                      self.index.contacts, self.index.loaded_at.isoformat(timespec="seconds"),
+                      error)
+            return False
+        self.index = index
+        self.last_error = None
+        log.info("reloaded in %.2f s: %s", time.perf_counter() - started, self.summary(index))
+        return True
+
+    @staticmethod
+    def summary(index):
+        return (f"{index.source.name}: {index.contacts} contacts, {index.numbers} numbers, "
+                f"{len(index.skipped)} rows skipped, {len(index.unusable)} numbers not used")
+
+    def health(self):
+        index = self.index
+        return {"status": "ok" if self.last_error is None else "error",
+                "contacts": index.contacts, "numbers": index.numbers,
+                "source": index.source.name,
+                "loaded_at": index.loaded_at.isoformat(timespec="seconds"),
+                "last_error": self.last_error}
+
+
+class AccessGuard:
+    """Decides whether a request may use /popup: the client address, then the token."""
+
+    def __init__(self, config):
+        self.token = (config.token or "").encode("utf-8")
+        self.allowed = config.allow_ip
+        self.trusted = config.trusted_proxy
+
+    def client_address(self, environ):
+        """The socket's peer, or the forwarded client when the peer is a trusted proxy."""
+        peer = environ.get("REMOTE_ADDR") or ""
+        if not self.trusted or not self._in(peer, self.trusted):
+            return peer
+        # X-Forwarded-For is "client, proxy1, proxy2": walk back over trusted proxies.
+        forwarded = [part.strip() for part in
+                     environ.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
+        for address in reversed(forwarded):
+            if not self._in(address, self.trusted):
+                return address if self._parse(address) else peer
+        return forwarded[0] if forwarded and self._parse(forwarded[0]) else peer
+
+    def check(self, environ, query):
+        if self.allowed:
+            client = self.client_address(environ)
+            if not self._in(client, self.allowed):
+                raise bottle.HTTPError(403, "this address is not allowed to use the "
+                                            "pop-up service")
+        if self.token:
+            given = query.get("token") or environ.get("HTTP_X_POPUP_TOKEN") or ""
+            if not hmac.compare_digest(given.encode("utf-8"), self.token):
+                raise bottle.HTTPError(403, "missing or wrong token: add ?token=... to "
+                                            "the URL given to Voicenter")
+
+    def allows_page(self, environ, query):
+        """The calls page: the token when one is set, else --allow-ip or loopback only."""
+        if self.token:
+            self.check(environ, query)
+            return
+        client = self.client_address(environ)
+        allowed = self.allowed or (ipaddress.ip_network("127.0.0.0/8"),
+                                   ipaddress.ip_network("::1/128"))
+        if not self._in(client, allowed):
+            raise bottle.HTTPError(403, "the calls page is open only to this machine "
+                                        "unless --token or --allow-ip is set")
+
+    @staticmethod
+    def _parse(text):
+        try:
+            address = ipaddress.ip_address(text.strip().strip("[]"))
+        except ValueError:
+            return None
+        mapped = getattr(address, "ipv4_mapped", None)
+        return mapped or address
+
+    def _in(self, text, networks):
+        address = self._parse(text)
+        return address is not None and any(address in net for net in networks
+                                           if net.version == address.version)
+
+
+def _query_fields(environ):
+    """The query string as a dict; the last value of a repeated field wins."""
+    raw = environ.get("QUERY_STRING", "")
+    if not raw:
+        return {}
+    try:
+        # WSGI hands over the raw bytes as latin-1; the text inside is UTF-8.
+        text = raw.encode("latin-1").decode("utf-8")
+        return dict(parse_qsl(text, keep_blank_values=True, encoding="utf-8",
+                              errors="strict", max_num_fields=200))
+    except (UnicodeError, ValueError):
+        raise bottle.HTTPError(400, "the query string is not valid UTF-8 "
+                                    "URL-encoding") from None
+
+
+def _body_fields(environ, max_body):
+    """Fields of a POST body: JSON or form-encoded, by Content-Type (or by its look)."""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise bottle.HTTPError(400, "Content-Length is not a number") from None
+    if length > max_body:
+        raise bottle.HTTPError(413, f"the request body is over {max_body} bytes")
+    if length <= 0:
+        return {}
+    body = environ["wsgi.input"].read(length)
+    content_type = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+    if content_type == "application/json" or content_type.endswith("+json") or (
+            content_type not in ("application/x-www-form-urlencoded",
+                                 "multipart/form-data") and body.lstrip()[:1] in (b"{", b"[")):
+        return _json_fields(body)
+    if content_type == "multipart/form-data":
+        raise bottle.HTTPError(415, "send the fields as a query string, as "
+                                    "application/x-www-form-urlencoded or as JSON")
+    try:
+        return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True,
+                              errors="strict", max_num_fields=200))
+    except (UnicodeError, ValueError):
+        raise bottle.HTTPError(400, "the form body is not valid UTF-8 "
+                                    "URL-encoding") from None
+
+
+def _json_fields(body):
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise bottle.HTTPError(400, "the JSON body is not UTF-8") from None
+    except ValueError as error:
+        raise bottle.HTTPError(400, f"the body is not valid JSON ({error})") from None
+    except RecursionError:
+        raise bottle.HTTPError(400, "the JSON body is nested too deeply") from None
+    if not isinstance(data, dict):
+        raise bottle.HTTPError(400, "the JSON body must be an object, e.g. "
+                                    '{"phone": "0722776772"}')
+    fields = {}
+    for name in REQUEST_FIELDS:
+        value = data.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            if name == "phone":
+                raise bottle.HTTPError(400, "phone must be a string or a number")
+            continue
+        if isinstance(value, float):
+            value = str(int(value)) if value.is_integer() else str(value)
+        fields[name] = str(value)
+    return fields
+
+
+def _mask(number, log_numbers):
+    if log_numbers or not number:
+        return number or "-"
+    digits = "".join(ch for ch in number if ch.isdigit())
+    return "*" * max(len(digits) - 3, 0) + digits[-3:] if digits else "-"
+
+
+def build_answer(match, fields, config):
+    """The five fields Voicenter reads, for a Match and the request's fields."""
+    values = {"phone": fields.get("phone", ""), "e164": match.e164 or "",
+              "ivrid": fields.get("ivrid", ""), "did": fields.get("did", ""),
+              "extenUser": fields.get("extenUser", ""), "status": _phase(fields)}
+    contact = match.contact
+    if contact is None:
+        url = fill_template(config.no_match_url, values) if config.no_match_url else ""
+        return {"STATUS": "OK", "TOTAL": 0, "CLIENTNAME": "", "COMPANY": "", "URL": url}
+    url = contact.url
+    if not url and config.url_template:
+        url = fill_template(config.url_template, {**contact.fields, **values,
+                                                  "name": contact.name,
+                                                  "company": contact.company})
+    return {"STATUS": "OK", "TOTAL": match.total, "CLIENTNAME": contact.name,
+            "COMPANY": contact.company, "URL": url}
+
+
+def _phase(fields):
+    return fields.get("status") or fields.get("statusCall") or ""
+
+
+def _json_bytes(payload):
+    return json.dumps(payload, ensure_ascii=False).encode("utf-8")
+
+
+ERROR_MESSAGES = {
+    404: "no such page: the pop-up service is at /popup, its status at /health",
+    405: "method not allowed here: /popup takes GET, POST or OPTIONS",
+}
+
+
+def create_app(config, holder, recorder=None):
+    """The Bottle application: /popup, /health and the calls page."""
+    app = bottle.Bottle(catchall=True)
+    guard = AccessGuard(config)
+    access_log = logging.getLogger("popup_server.access")
+
+    def json_error(error):
+        status = error.status_code
+        if status >= 500:
+            log.error("internal error on %s: %s", bottle.request.path,
+                      error.traceback or error.body)
+        message = ERROR_MESSAGES.get(status) or (
+            error.body if isinstance(error.body, str) and status < 500
+            else "internal error; the server log has the details")
+        access_log.info("%s %s %d %s", bottle.request.method,
+                        _clip(bottle.request.path, 80), status, message)
+        bottle.response.content_type = JSON_TYPE
+        if bottle.request.path == "/popup":
+            for name, value in CORS_HEADERS.items():
+                bottle.response.set_header(name, value)
+        return _json_bytes({"STATUS": "ERROR", "MESSAGE": message})
+
+    for status in (400, 403, 404, 405, 413, 415, 500):
+        app.error(status)(json_error)
+
+    @app.route("/popup", method=["GET", "POST"])
+    def popup():
+        started = time.perf_counter()
+        environ = bottle.request.environ
+        query = _query_fields(environ)
+        guard.check(environ, query)
+        fields = query
+        if environ["REQUEST_METHOD"] == "POST":
+            fields = {**query, **_body_fields(environ, config.max_body)}
+        phone = fields.get("phone")
+        if phone is None:
+            raise bottle.HTTPError(400, "the request has no phone field "
+                                        "(e.g. /popup?phone=0722776772)")
+        match = holder.index.lookup(phone)
+        answer = build_answer(match, fields, config)
+        response = bottle.response
+        response.content_type = JSON_TYPE
+        for name, value in CORS_HEADERS.items():
+            response.set_header(name, value)
+        if recorder is not None:
+            recorder.record(fields, match)
+        access_log.info("%s /popup 200 %s ivrid=%s total=%d caller=%s %.1fms",
+                        environ["REQUEST_METHOD"], _phase(fields) or "-",
+                        fields.get("ivrid") or "-", answer["TOTAL"],
+                        _mask(phone, config.log_numbers),
+                        (time.perf_counter() - started) * 1000)
+        return _json_bytes(answer)
+
+    @app.route("/popup", method="OPTIONS")
+    def popup_preflight():
+        for name, value in CORS_HEADERS.items():
+            bottle.response.set_header(name, value)
+        bottle.response.status = 204
+        return b""
+
+    @app.get("/health")
+    def health():
+        bottle.response.content_type = JSON_TYPE
+        bottle.response.set_header("Cache-Control", "no-store")
+        return _json_bytes(holder.health())
+
+    return app
+
+
+###############################################################################
+# Reloading ###################################################################
+###############################################################################
+
+
+def file_signature(path):
+    """What tells one version of a file from another: identity, size, mtime."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+class FileWatcher:
+    """Reloads the contacts file when it changes, polling so it works on every OS and
+    network share (in the manner of bottle's FileCheckerThread).
+
+    Strategy: a change of identity, size or mtime is acted upon only when the next
+    poll sees the same signature (Excel and editors save in several steps). The
+    signature is read again after loading; if the file moved meanwhile the result is
+    dropped and the load tried again, so a half-written file is never served. A file
+    that is missing or locked is retried on every poll; one whose content is bad waits
+    for its next change. Throughout, lookups go on against the index being served.
+    Use as a context manager: the thread starts on enter and stops on exit.
+    """
+
+    def __init__(self, holder, interval):
+        self.holder = holder
+        self.path = holder.config.contacts
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="contacts-watcher",
+                                        daemon=True)
+        self._served = file_signature(self.path)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        self._thread.join(timeout=self.interval + 5)
+
+    def _run(self):
+        seen = self._served
+        while not self._stop.wait(self.interval):
+            try:
+                seen = self._poll(seen)
+            except Exception:  # the watcher must outlive any surprise; say what it was
+                log.exception("checking %s for changes failed", self.path)
+
+    def _poll(self, seen):
+        current = file_signature(self.path)
+        if current == self._served:
+            return current
+        if current != seen:
+            return current  # still changing, or just changed: look again next time
+        if current is None:
+            self._report_missing()
+            return current
+        if self._load_settled(current):
+            self._served = current
+        return current
+
+    def _report_missing(self):
+        message = f"{self.path}: the file is missing; still serving the contacts loaded before"
+        if self.holder.last_error != message:
+            self.holder.last_error = message
+            log.error("%s", message)
+
+    def _load_settled(self, signature):
+        """Load the file seen with `signature`; True when that attempt is over."""
+        log.info("%s changed; reloading", self.path.name)
+        try:
+            with open(self.path, "rb"):
+                pass
+        except OSError as error:  # locked mid-save (Windows) or gone: next poll retries
+            self.holder.last_error = f"{self.path}: cannot be opened yet ({error.strerror})"
+            return False
+        self.holder.reload()
+        if file_signature(self.path) != signature:
+            log.info("%s changed while being read; reading it again", self.path.name)
+            return False
+        return True
+
+
+###############################################################################
+# The command line ############################################################
+###############################################################################
+
+
+def resolve_token(config):
+    """The token in force: the configured one, or the one kept in the token file
+    (made on first start, readable by its owner only). "" means no check."""
+    if config.token is not None:
+        return config.token
+    path = config.token_path
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+        if token:
+            return token
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the token file ({error.strerror})") from None
+    token = secrets.token_urlsafe(24)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(token + "\n")
+        os.chmod(path, 0o600)
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot keep the new token there ({error.strerror}); "
+                          "pass --token or --token-file") from None
+    log.info("made a new token and kept it in %s", path)
+    return token
+
+
+def voicenter_url(host, port, token):
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    if ":" in host:
+        host = f"[{host}]"
+    url = f"http://{host}:{port}/popup"
+    return url + (f"?token={quote(token, safe='')}" if token else "")
+
+
+def serve(app, config, holder):
+    """Serve `app` with waitress until interrupted.
+
+    The waitress settings and why: see the README's "Running it in production".
+    """
+    import waitress.server
+    server = waitress.server.create_server(
+        app, host=config.host, port=config.port, threads=config.threads,
+        ident="popup-server",
+        connection_limit=1000,             # many idle keep-alive clients are cheap
+        channel_timeout=30,                # a stalled client is dropped after 30 s
+        cleanup_interval=10,
+        max_request_body_size=config.max_body * 4,  # the app answers 413 in JSON below that
+        max_request_header_size=64 * 1024,
+        expose_tracebacks=False,
+        asyncore_use_poll=True,            # select() stops at 1024 descriptors
+    )
+    port = server.effective_port
+    log.info("serving %d contacts on http://%s:%s", holder.index.contacts,
+             config.host, port)
+    if config.token:
+        log.info("give Voicenter this URL: %s", voicenter_url(config.host, port, config.token))
+    else:
+        log.warning("the token check is OFF: anyone who can reach port %s can look up "
+                    "contacts; set --token or remove the empty POPUP_TOKEN", port)
+        log.info("give Voicenter this URL: %s", voicenter_url(config.host, port, ""))
+    log.info("status: http://%s:%s/health", "127.0.0.1" if config.host in ("0.0.0.0", "")
+             else config.host, port)
+    try:
+        server.run()
+    finally:
+        server.close()
+
+
+def _configure_logging():
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # one warning per busy request
+
+
+def _run_check(config):
+    try:
+        index = load_index(config.contacts, **config.load_options())
+    except ContactsFileError as error:
+        print(f"popup_server: {error}", file=sys.stderr)
+        return 2
+    print("\n".join(load_report(index)))
+    if index.contacts == 0:
+        print(f"popup_server: {index.source}: no contact has a usable phone number",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _stop_on_sigterm():
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt  # unwinds serve() so that everything closes cleanly
+    try:
+        signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread (tests calling main())
+        pass
+
+
+def main(argv=None, environ=None):
+    """Run the program; returns the exit status."""
+    environ = os.environ if environ is None else environ
+    try:
+        config = parse_config(argv, environ)
+    except ConfigError as error:
+        print(f"popup_server: {error}", file=sys.stderr)
+        return 2
+    if config.check:
+        return _run_check(config)
+    _configure_logging()
+    try:
+        holder = ContactsHolder(config)
+        config = dataclasses.replace(config, token=resolve_token(config))
+    except PopupError as error:
+        log.error("%s", error)
+        print(f"popup_server: {error}", file=sys.stderr)
+        return 2
+    for line in holder.index.warnings:
+        log.warning("%s", line)
+    app = create_app(config, holder)
+    _stop_on_sigterm()
+    try:
+        with FileWatcher(holder, config.reload_interval):
+            serve(app, config, holder)
+    except KeyboardInterrupt:
+        log.info("stopped")
+    except OSError as error:
+        print(f"popup_server: cannot listen on {config.host}:{config.port}: "
+              f"{error.strerror or error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,361 @@
+"""Shared fixtures for the HTTP-level tests: start the real server as a subprocess.
+
+Nothing here imports popup_server: every test talks to a running
+``python popup_server.py ...`` over a socket, the way Voicenter does.
+"""
+
+from __future__ import annotations
+
+import csv
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+MODULE = Path(__file__).resolve().parent.parent / "popup_server.py"
+SAMPLE_CONTACTS = MODULE.parent / "data" / "contacts.csv"
+
+STARTUP_TIMEOUT = 20.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Response:
+    """A fully read HTTP answer."""
+
+    def __init__(self, status: int, reason: str, headers, body: bytes):
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+
+    def header(self, name: str, default=None):
+        return self.headers.get(name, default)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8")
+
+    def json(self):
+        return json.loads(self.body.decode("utf-8"))
+
+    def __repr__(self) -> str:  # shown by pytest when an assertion fails
+        return f"<Response {self.status} {self.body[:300]!r}>"
+
+
+def http_request(method: str, url: str, body: bytes | str | None = None,
+                 headers: dict | None = None, timeout: float = 15.0) -> Response:
+    """Send one request on a fresh connection; the path is sent exactly as given."""
+    parts = urllib.parse.urlsplit(url)
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=dict(headers or {}))
+        resp = conn.getresponse()
+        data = resp.read()
+        return Response(resp.status, resp.reason, resp.headers, data)
+    finally:
+        conn.close()
+
+
+def _has_flag(args, flag: str) -> bool:
+    return any(a == flag or str(a).startswith(flag + "=") for a in args)
+
+
+def _flag_value(args, flag: str):
+    args = [str(a) for a in args]
+    value = None
+    for i, a in enumerate(args):
+        if a == flag and i + 1 < len(args):
+            value = args[i + 1]
+        elif a.startswith(flag + "="):
+            value = a.split("=", 1)[1]
+    return value
+
+
+def subprocess_env(env: dict | None = None) -> dict:
+    """The test runner's environment without any POPUP_* variable, plus ``env``."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("POPUP_")}
+    base["PYTHONUNBUFFERED"] = "1"
+    base["PYTHONIOENCODING"] = "utf-8"
+    base.update(env or {})
+    return base
+
+
+class ServerHandle:
+    """One running ``popup_server.py`` subprocess."""
+
+    def __init__(self, proc: subprocess.Popen, port: int, stdout_path: Path,
+                 stderr_path: Path, argv: list[str]):
+        self.proc = proc
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.argv = argv
+        self._stdout_path = stdout_path
+        self._stderr_path = stderr_path
+
+    # ---- logs -------------------------------------------------------------
+    def stdout_text(self) -> str:
+        return self._stdout_path.read_bytes().decode("utf-8", "replace")
+
+    def stderr_text(self) -> str:
+        return self._stderr_path.read_bytes().decode("utf-8", "replace")
+
+    def log_text(self) -> str:
+        """Everything the server printed, stdout then stderr."""
+        return self.stdout_text() + "\n" + self.stderr_text()
+
+    def log_mark(self) -> tuple[int, int]:
+        return (self._stdout_path.stat().st_size, self._stderr_path.stat().st_size)
+
+    def log_since(self, mark: tuple[int, int]) -> str:
+        out = self._stdout_path.read_bytes()[mark[0]:]
+        err = self._stderr_path.read_bytes()[mark[1]:]
+        return (out + b"\n" + err).decode("utf-8", "replace")
+
+    def wait_for_log(self, needle: str, since=(0, 0), timeout: float = 5.0) -> str:
+        """Poll the log written after ``since`` until it contains ``needle``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log_since(since)
+            if needle in text or time.monotonic() > deadline:
+                return text
+            time.sleep(0.05)
+
+    # ---- HTTP -------------------------------------------------------------
+    def request(self, method: str, path: str, body=None, headers=None,
+                timeout: float = 15.0) -> Response:
+        return http_request(method, self.url + path, body=body, headers=headers,
+                            timeout=timeout)
+
+    def get(self, path: str = "/popup", params: dict | None = None,
+            headers=None, **kw) -> Response:
+        if params:
+            sep = "&" if "?" in path else "?"
+            path = path + sep + urllib.parse.urlencode(params)
+        return self.request("GET", path, headers=headers, **kw)
+
+    def post_form(self, path: str = "/popup", data: dict | None = None,
+                  headers=None, **kw) -> Response:
+        h = {"Content-Type": "application/x-www-form-urlencoded"}
+        h.update(headers or {})
+        body = urllib.parse.urlencode(data or {})
+        return self.request("POST", path, body=body, headers=h, **kw)
+
+    def post_json(self, path: str = "/popup", obj=None, headers=None, **kw) -> Response:
+        h = {"Content-Type": "application/json"}
+        h.update(headers or {})
+        body = json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        return self.request("POST", path, body=body, headers=h, **kw)
+
+    def lookup(self, phone: str, path: str = "/popup", **params) -> dict:
+        """GET /popup?phone=... and return the JSON answer (asserting 200)."""
+        resp = self.get(path, dict(phone=phone, **params))
+        assert resp.status == 200, resp
+        return resp.json()
+
+    def health(self) -> dict:
+        resp = self.get("/health")
+        assert resp.status == 200, resp
+        return resp.json()
+
+    # ---- life cycle ---------------------------------------------------------
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def launch_server(contacts_path, *extra_args, env: dict | None = None,
+                  cwd: Path, log_dir: Path,
+                  startup_timeout: float = STARTUP_TIMEOUT,
+                  disable_token: bool = True) -> ServerHandle:
+    """Start ``popup_server.py`` and wait until GET /health answers.
+
+    Unless the caller gives them (as flag or POPUP_* variable), the server is
+    started with ``--host 127.0.0.1 --port <free> --token "" --calls-db ""``.
+    ``contacts_path=None`` starts it without a CONTACTS_FILE argument;
+    ``disable_token=False`` leaves out the default ``--token ""`` (token generation).
+    """
+    env = dict(env or {})
+    extra = [str(a) for a in extra_args]
+    argv = [sys.executable, str(MODULE)]
+    if contacts_path is not None:
+        argv.append(str(contacts_path))
+
+    if not _has_flag(extra, "--host") and "POPUP_HOST" not in env:
+        argv += ["--host", "127.0.0.1"]
+    if _has_flag(extra, "--port"):
+        port = int(_flag_value(extra, "--port"))
+    elif "POPUP_PORT" in env:
+        port = int(env["POPUP_PORT"])
+    else:
+        port = free_port()
+        argv += ["--port", str(port)]
+    if disable_token and not _has_flag(extra, "--token") and "POPUP_TOKEN" not in env:
+        argv += ["--token", ""]
+    if not _has_flag(extra, "--calls-db") and "POPUP_CALLS_DB" not in env:
+        argv += ["--calls-db", ""]
+    argv += extra
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    n = len(list(log_dir.glob("server-*.stdout")))
+    stdout_path = log_dir / f"server-{n}.stdout"
+    stderr_path = log_dir / f"server-{n}.stderr"
+    with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
+        proc = subprocess.Popen(argv, cwd=str(cwd), stdout=out, stderr=err,
+                                stdin=subprocess.DEVNULL, env=subprocess_env(env))
+    handle = ServerHandle(proc, port, stdout_path, stderr_path, argv)
+
+    deadline = time.monotonic() + startup_timeout
+    while True:
+        rc = proc.poll()
+        if rc is not None:
+            pytest.fail(f"server exited with status {rc} before answering /health\n"
+                        f"argv: {argv}\nstderr:\n{handle.stderr_text()}\n"
+                        f"stdout:\n{handle.stdout_text()}")
+        try:
+            http_request("GET", handle.url + "/health", timeout=1.0)
+            return handle
+        except (OSError, http.client.HTTPException):
+            pass
+        if time.monotonic() > deadline:
+            handle.stop()
+            pytest.fail(f"server did not answer /health within {startup_timeout} s\n"
+                        f"argv: {argv}\nstderr:\n{handle.stderr_text()}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """Factory: ``start_server(contacts_path, *extra_args, env=None)`` -> ServerHandle.
+
+    Keyword ``disable_token=False`` starts it without the default ``--token ""``.
+
+    Every server started through it is stopped at teardown.
+    """
+    started: list[ServerHandle] = []
+
+    def _start(contacts_path, *extra_args, env=None, startup_timeout=STARTUP_TIMEOUT,
+               disable_token=True):
+        handle = launch_server(contacts_path, *extra_args, env=env, cwd=tmp_path,
+                               log_dir=tmp_path / "server-logs",
+                               startup_timeout=startup_timeout, disable_token=disable_token)
+        started.append(handle)
+        return handle
+
+    yield _start
+    for handle in reversed(started):
+        handle.stop()
+
+
+@pytest.fixture
+def server(start_server):
+    """A server on the shipped sample data/contacts.csv (no token, no calls db)."""
+    return start_server(SAMPLE_CONTACTS)
+
+
+@pytest.fixture(scope="module")
+def start_module_server(tmp_path_factory):
+    """Module-scoped variant of ``start_server`` (for hypothesis tests)."""
+    base = tmp_path_factory.mktemp("module-server")
+    started: list[ServerHandle] = []
+
+    def _start(contacts_path, *extra_args, env=None, startup_timeout=STARTUP_TIMEOUT):
+        handle = launch_server(contacts_path, *extra_args, env=env, cwd=base,
+                               log_dir=base / "server-logs",
+                               startup_timeout=startup_timeout)
+        started.append(handle)
+        return handle
+
+    yield _start
+    for handle in reversed(started):
+        handle.stop()
+
+
+def write_contacts(path: Path, rows, header=("name", "company", "phone"),
+                   encoding: str = "utf-8") -> Path:
+    """Write a small CSV contacts file (header + rows) and return its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding=encoding, newline="") as fh:
+        writer = csv.writer(fh)
+        if header is not None:
+            writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def make_contacts(tmp_path):
+    """``make_contacts(rows, header=..., name="contacts.csv")`` -> path under tmp_path/data."""
+
+    def _make(rows, header=("name", "company", "phone"), name="contacts.csv",
+              encoding="utf-8"):
+        return write_contacts(tmp_path / "data" / name, rows, header=header,
+                              encoding=encoding)
+
+    return _make
+
+
+@pytest.fixture
+def run_cli(tmp_path):
+    """Run ``popup_server.py *args`` to completion (for --help and start-up errors)."""
+
+    def _run(*args, env=None, timeout=30):
+        argv = [sys.executable, str(MODULE), *[str(a) for a in args]]
+        return subprocess.run(argv, cwd=str(tmp_path), env=subprocess_env(env),
+                              stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=timeout)
+
+    return _run
+
+
+def assert_popup_answer(answer: dict) -> None:
+    """The five Voicenter fields are there with the right JSON types."""
+    assert answer["STATUS"] == "OK", answer
+    assert isinstance(answer["TOTAL"], int) and not isinstance(answer["TOTAL"], bool), answer
+    for key in ("CLIENTNAME", "COMPANY", "URL"):
+        assert isinstance(answer[key], str), (key, answer)
+
+
+def assert_json_error(resp: Response, status: int) -> dict:
+    """A 4xx answer is JSON {"STATUS": "ERROR", "MESSAGE": <non-empty str>}."""
+    assert resp.status == status, resp
+    ctype = (resp.header("Content-Type") or "").lower()
+    assert ctype.startswith("application/json"), (ctype, resp)
+    body = resp.json()
+    assert isinstance(body, dict), body
+    assert body.get("STATUS") == "ERROR", body
+    assert isinstance(body.get("MESSAGE"), str) and body["MESSAGE"].strip(), body
+    return body
+
+
+@pytest.fixture
+def json_error():
+    return assert_json_error
+
+
+@pytest.fixture
+def popup_answer():
+    return assert_popup_answer

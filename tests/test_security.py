@@ -1,0 +1,430 @@
+"""Issue 4: tokens, IP allow-lists, proxies, CORS, error answers and log hygiene."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+
+import pytest
+
+from conftest import assert_json_error, write_contacts
+
+JOHN = ["John Doe", "Voicenter", "072-277-6772"]
+MASKED = ["Masked Caller", "Privacy Ltd", "050-123-4987"]
+TOKEN = "s3cret-T0ken"
+
+
+@pytest.fixture
+def contacts(make_contacts):
+    return make_contacts([JOHN, MASKED])
+
+
+def assert_no_contact_data(resp) -> None:
+    for secret in (b"John Doe", b"Voicenter", b"Masked Caller", b"Privacy Ltd"):
+        assert secret not in resp.body, resp
+
+
+# --------------------------------------------------------------------------
+# Token
+# --------------------------------------------------------------------------
+
+@pytest.fixture
+def token_server(start_server, contacts):
+    return start_server(contacts, "--token", TOKEN)
+
+
+def test_missing_token_is_refused_with_403_json_without_contact_data(token_server):
+    resp = token_server.get("/popup", {"phone": "0722776772"})
+    assert_json_error(resp, 403)
+    assert_no_contact_data(resp)
+
+
+@pytest.mark.parametrize("wrong", ["wrong", TOKEN[:-1], TOKEN + "X", TOKEN.upper(), "x" * 12])
+def test_wrong_token_is_refused_in_query_and_in_header(token_server, wrong):
+    resp = token_server.get("/popup", {"phone": "0722776772", "token": wrong})
+    assert_json_error(resp, 403)
+    assert_no_contact_data(resp)
+    resp = token_server.get("/popup", {"phone": "0722776772"},
+                            headers={"X-Popup-Token": wrong})
+    assert_json_error(resp, 403)
+    assert_no_contact_data(resp)
+
+
+def test_empty_token_value_is_refused(token_server):
+    resp = token_server.request("GET", "/popup?phone=0722776772&token=")
+    assert_json_error(resp, 403)
+    assert_no_contact_data(resp)
+
+
+def test_missing_or_wrong_token_is_refused_on_posts_too(token_server):
+    for resp in (token_server.post_form("/popup?token=nope", {"phone": "0722776772"}),
+                 token_server.post_json("/popup?token=nope", {"phone": "0722776772"}),
+                 token_server.post_json("/popup", {"phone": "0722776772"}),
+                 token_server.post_form("/popup", {"phone": "0722776772"})):
+        assert_json_error(resp, 403)
+        assert_no_contact_data(resp)
+
+
+def test_token_in_query_string_grants_access(token_server):
+    answer = token_server.lookup("0722776772", token=TOKEN)
+    assert answer["CLIENTNAME"] == "John Doe", answer
+
+
+def test_token_in_header_grants_access(token_server):
+    resp = token_server.get("/popup", {"phone": "0722776772"},
+                            headers={"X-Popup-Token": TOKEN})
+    assert resp.status == 200, resp
+    assert resp.json()["CLIENTNAME"] == "John Doe", resp
+
+
+def test_token_in_url_or_header_grants_access_to_form_and_json_posts(token_server):
+    form = token_server.post_form(f"/popup?token={TOKEN}",
+                                  {"phone": "0722776772", "status": "Ringing"})
+    js = token_server.post_json(f"/popup?token={TOKEN}",
+                                {"phone": "972722776772", "status": "Answer"})
+    hdr = token_server.post_json("/popup", {"phone": "972722776772"},
+                                 headers={"X-Popup-Token": TOKEN})
+    for resp in (form, js, hdr):
+        assert resp.status == 200, resp
+        assert resp.json()["CLIENTNAME"] == "John Doe", resp
+
+
+def test_health_needs_no_token_and_shows_no_contact_data(token_server):
+    resp = token_server.get("/health")
+    assert resp.status == 200, resp
+    body = resp.json()
+    assert body["status"] in ("ok", "error"), body
+    assert body["contacts"] == 2, body
+    assert_no_contact_data(resp)
+    assert b"2776772" not in resp.body and b"1234987" not in resp.body, resp
+
+
+def _generated_token(srv, directory, before):
+    """The one new file in ``directory`` whose content the start-up log shows."""
+    deadline = time.monotonic() + 5
+    while True:
+        log = srv.log_text()
+        new = [p for p in sorted(directory.iterdir()) if p.is_file() and p.name not in before]
+        found = [p for p in new if p.read_text(errors="replace").strip()
+                 and p.read_text(errors="replace").strip() in log]
+        if found or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert len(found) == 1, (new, log)
+    return found[0], found[0].read_text().strip()
+
+
+def test_without_token_one_is_generated_stored_0600_beside_contacts_and_logged_in_url(
+        start_server, tmp_path):
+    directory = tmp_path / "book"
+    path = write_contacts(directory / "contacts.csv", [JOHN])
+    before = {p.name for p in directory.iterdir()}
+    srv = start_server(path, disable_token=False)
+    token_file, token = _generated_token(srv, directory, before)
+    assert len(token) >= 16, token
+    mode = stat.S_IMODE(os.stat(token_file).st_mode)
+    assert mode == 0o600, oct(mode)
+    log = srv.log_text()
+    assert any("http" in line and f"token={token}" in line for line in log.splitlines()), log
+    assert_json_error(srv.get("/popup", {"phone": "0722776772"}), 403)
+    assert srv.lookup("0722776772", token=token)["CLIENTNAME"] == "John Doe"
+
+
+def test_generated_token_survives_a_restart(start_server, tmp_path):
+    directory = tmp_path / "book"
+    path = write_contacts(directory / "contacts.csv", [JOHN])
+    before = {p.name for p in directory.iterdir()}
+    first = start_server(path, disable_token=False)
+    token_file, token = _generated_token(first, directory, before)
+    first.stop()
+
+    second = start_server(path, disable_token=False)
+    assert token_file.read_text().strip() == token
+    assert f"token={token}" in second.wait_for_log(f"token={token}")
+    assert second.lookup("0722776772", token=token)["CLIENTNAME"] == "John Doe"
+
+
+def test_token_file_flag_chooses_where_the_generated_token_is_stored(start_server, tmp_path):
+    directory = tmp_path / "book"
+    path = write_contacts(directory / "contacts.csv", [JOHN])
+    token_file = tmp_path / "secrets" / "popup.token"
+    token_file.parent.mkdir()
+    srv = start_server(path, "--token-file", token_file, disable_token=False)
+    deadline = time.monotonic() + 5
+    while not token_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert token_file.exists()
+    assert stat.S_IMODE(os.stat(token_file).st_mode) == 0o600
+    token = token_file.read_text().strip()
+    assert token
+    assert sorted(p.name for p in directory.iterdir()) == ["contacts.csv"]
+    assert_json_error(srv.get("/popup", {"phone": "0722776772"}), 403)
+    assert srv.lookup("0722776772", token=token)["CLIENTNAME"] == "John Doe"
+
+
+def test_token_file_content_is_used_when_the_file_already_exists(start_server, tmp_path):
+    path = write_contacts(tmp_path / "book" / "contacts.csv", [JOHN])
+    token_file = tmp_path / "popup.token"
+    token_file.write_text("preset-token-0123456789\n")
+    os.chmod(token_file, 0o600)
+    srv = start_server(path, "--token-file", token_file, disable_token=False)
+    assert srv.lookup("0722776772", token="preset-token-0123456789")["CLIENTNAME"] == "John Doe"
+    assert_json_error(srv.get("/popup", {"phone": "0722776772"}), 403)
+
+
+def test_explicit_empty_token_disables_the_check_with_a_warning(start_server, tmp_path):
+    directory = tmp_path / "book"
+    path = write_contacts(directory / "contacts.csv", [JOHN])
+    srv = start_server(path, "--token", "")
+    assert srv.lookup("0722776772")["CLIENTNAME"] == "John Doe"
+    log = srv.log_text()
+    assert any("token" in line.lower() and "warn" in line.lower()
+               for line in log.splitlines()), log
+    assert sorted(p.name for p in directory.iterdir()) == ["contacts.csv"]
+
+
+# --------------------------------------------------------------------------
+# IP allow-list and proxies
+# --------------------------------------------------------------------------
+
+def test_allow_ip_without_the_peer_refuses_it_with_403(start_server, contacts):
+    srv = start_server(contacts, "--allow-ip", "10.0.0.0/8")
+    resp = srv.get("/popup", {"phone": "0722776772"})
+    assert_json_error(resp, 403)
+    assert_no_contact_data(resp)
+    assert_json_error(srv.post_json("/popup", {"phone": "0722776772"}), 403)
+
+
+@pytest.mark.parametrize("allowed", [["127.0.0.1"], ["127.0.0.0/8"],
+                                     ["10.0.0.0/8", "127.0.0.1/32"]])
+def test_allow_ip_with_the_peer_allows_it(start_server, contacts, allowed):
+    args = [word for cidr in allowed for word in ("--allow-ip", cidr)]
+    srv = start_server(contacts, *args)
+    assert srv.lookup("0722776772")["CLIENTNAME"] == "John Doe"
+
+
+FORGED = [
+    {"X-Forwarded-For": "10.1.2.3"},
+    {"X-Forwarded-For": "127.0.0.1, 10.1.2.3"},
+    {"X-Real-IP": "10.1.2.3"},
+    {"Forwarded": "for=10.1.2.3"},
+    {"X-Forwarded-For": "10.1.2.3", "X-Real-IP": "10.1.2.3", "Forwarded": "for=10.1.2.3",
+     "X-Client-IP": "10.1.2.3", "True-Client-IP": "10.1.2.3"},
+]
+
+
+@pytest.mark.parametrize("headers", FORGED)
+def test_forged_forwarding_headers_from_untrusted_peer_do_not_pass_allow_list(
+        start_server, contacts, headers):
+    srv = start_server(contacts, "--allow-ip", "10.0.0.0/8")
+    resp = srv.get("/popup", {"phone": "0722776772"}, headers=headers)
+    assert_json_error(resp, 403)
+    assert_no_contact_data(resp)
+
+
+def test_forged_forwarding_headers_do_not_change_the_logged_address(start_server, contacts):
+    srv = start_server(contacts)
+    mark = srv.log_mark()
+    resp = srv.get("/popup", {"phone": "0501234987"},
+                   headers={"X-Forwarded-For": "203.0.113.77", "X-Real-IP": "198.51.100.77",
+                            "Forwarded": "for=192.0.2.77"})
+    assert resp.status == 200, resp
+    log = srv.wait_for_log("987", since=mark)
+    assert "987" in log, log
+    assert "127.0.0.1" in log, log
+    for forged in ("203.0.113.77", "198.51.100.77", "192.0.2.77"):
+        assert forged not in log, log
+
+
+def test_trusted_proxy_makes_x_forwarded_for_believed(start_server, contacts):
+    srv = start_server(contacts, "--allow-ip", "10.0.0.0/8", "--trusted-proxy", "127.0.0.1")
+    assert_json_error(srv.get("/popup", {"phone": "0722776772"}), 403)
+    mark = srv.log_mark()
+    resp = srv.get("/popup", {"phone": "0501234987"}, headers={"X-Forwarded-For": "10.9.8.7"})
+    assert resp.status == 200, resp
+    assert resp.json()["CLIENTNAME"] == "Masked Caller"
+    log = srv.wait_for_log("10.9.8.7", since=mark)
+    assert "10.9.8.7" in log, log
+
+
+def test_trusted_proxy_does_not_believe_addresses_the_client_put_before_it(
+        start_server, contacts):
+    # The client forged "10.9.8.7"; the trusted proxy appended the real peer.
+    srv = start_server(contacts, "--allow-ip", "10.0.0.0/8", "--trusted-proxy", "127.0.0.1")
+    resp = srv.get("/popup", {"phone": "0722776772"},
+                   headers={"X-Forwarded-For": "10.9.8.7, 203.0.113.5"})
+    assert_json_error(resp, 403)
+    assert_no_contact_data(resp)
+
+
+# --------------------------------------------------------------------------
+# CORS
+# --------------------------------------------------------------------------
+
+ORIGIN = "chrome-extension://abcdefghijklmnop"
+
+
+def _allows(header_value: str | None, *items: str) -> bool:
+    value = (header_value or "").lower()
+    listed = {v.strip() for v in value.split(",")}
+    return "*" in listed or all(item.lower() in listed for item in items)
+
+
+def test_options_preflight_is_answered_with_cors_headers(start_server, contacts):
+    srv = start_server(contacts)
+    resp = srv.request("OPTIONS", "/popup", headers={
+        "Origin": ORIGIN, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type, x-popup-token"})
+    assert resp.status == 204, resp
+    assert resp.header("Access-Control-Allow-Origin") in ("*", ORIGIN), resp.headers
+    assert _allows(resp.header("Access-Control-Allow-Methods"), "GET", "POST"), resp.headers
+    assert _allows(resp.header("Access-Control-Allow-Headers"),
+                   "content-type", "x-popup-token"), resp.headers
+
+
+def test_options_preflight_needs_no_token(token_server):
+    # Browsers never send custom headers (the token header) on a preflight.
+    resp = token_server.request("OPTIONS", "/popup", headers={
+        "Origin": ORIGIN, "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "x-popup-token"})
+    assert resp.status == 204, resp
+    assert resp.header("Access-Control-Allow-Origin") in ("*", ORIGIN), resp.headers
+    assert_no_contact_data(resp)
+
+
+def test_popup_answers_carry_cors_headers(start_server, contacts):
+    srv = start_server(contacts)
+    get = srv.get("/popup", {"phone": "0722776772"}, headers={"Origin": ORIGIN})
+    js = srv.post_json("/popup", {"phone": "0722776772"}, headers={"Origin": ORIGIN})
+    for resp in (get, js):
+        assert resp.status == 200, resp
+        assert resp.header("Access-Control-Allow-Origin") in ("*", ORIGIN), resp.headers
+
+
+# --------------------------------------------------------------------------
+# Every 4xx is JSON with STATUS "ERROR" and a MESSAGE
+# --------------------------------------------------------------------------
+
+@pytest.fixture
+def open_server(start_server, contacts):
+    return start_server(contacts, "--max-body", "1024")
+
+
+@pytest.mark.parametrize("body", [b'{"phone": ', b"{'phone': '0722776772'}", b"nul",
+                                  b'{"phone": "0722776772",}', b"\x00\x01", b"{]"])
+def test_malformed_json_is_a_400_json_error(open_server, body):
+    resp = open_server.request("POST", "/popup", body=body,
+                               headers={"Content-Type": "application/json"})
+    assert_json_error(resp, 400)
+
+
+@pytest.mark.parametrize("body", [b'["0722776772"]', b'"0722776772"', b"972722776772",
+                                  b"null", b"true", b'[{"phone": "0722776772"}]'])
+def test_json_body_that_is_not_an_object_is_a_400_json_error(open_server, body):
+    resp = open_server.request("POST", "/popup", body=body,
+                               headers={"Content-Type": "application/json"})
+    assert_json_error(resp, 400)
+    assert_no_contact_data(resp)
+
+
+@pytest.mark.parametrize("phone", [{"number": "0722776772"}, ["0722776772"], True, False,
+                                   None, [], {}])
+def test_phone_that_is_not_a_string_or_number_is_a_400_json_error(open_server, phone):
+    resp = open_server.post_json("/popup", {"phone": phone, "status": "Ringing"})
+    assert_json_error(resp, 400)
+    assert_no_contact_data(resp)
+
+
+@pytest.mark.parametrize("body", [b'{"phone": "0722776772", "callerName": "\xff\xfe"}',
+                                  b'{"phone": "\xc3\x28"}',
+                                  b'{"phone": "0722776772", "x": "\xed\xa0\x80"}'])
+def test_json_body_that_is_not_utf8_is_a_400_json_error(open_server, body):
+    resp = open_server.request("POST", "/popup", body=body,
+                               headers={"Content-Type": "application/json; charset=utf-8"})
+    assert_json_error(resp, 400)
+
+
+@pytest.mark.parametrize("path", ["/nope", "/popup/extra", "/index.php", "/healthz",
+                                  "/popup_server.py", "/data/contacts.csv",
+                                  "/../popup_server.py", "/%2e%2e/popup_server.py",
+                                  "/data/../popup_server.py", "/tests/conftest.py",
+                                  "/requirements.txt", "/.git/config", "/data/"])
+def test_unknown_paths_are_404_json_and_never_serve_files(open_server, path):
+    resp = open_server.request("GET", path)
+    assert_json_error(resp, 404)
+    for leak in (b"import ", b"def ", b"John Doe", b"Voicenter", b"[core]", b"bottle=="):
+        assert leak not in resp.body, (path, resp)
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH"])
+def test_other_methods_on_popup_are_405_json(open_server, method):
+    resp = open_server.request(method, "/popup?phone=0722776772", body=b'{"phone": "1"}',
+                               headers={"Content-Type": "application/json"})
+    assert_json_error(resp, 405)
+    assert_no_contact_data(resp)
+
+
+def test_body_over_max_body_is_413_json_and_under_it_works(open_server):
+    small = open_server.post_json("/popup", {"phone": "0722776772", "pad": "x" * 500})
+    assert small.status == 200, small
+    assert small.json()["CLIENTNAME"] == "John Doe"
+    for resp in (open_server.post_json("/popup", {"phone": "0722776772", "pad": "x" * 1100}),
+                 open_server.post_form("/popup", {"phone": "0722776772", "pad": "y" * 5000})):
+        assert_json_error(resp, 413)
+        assert_no_contact_data(resp)
+
+
+# --------------------------------------------------------------------------
+# Request log hygiene
+# --------------------------------------------------------------------------
+
+def _send_masked_caller(srv, **extra_query):
+    q = "".join(f"&{k}={v}" for k, v in extra_query.items())
+    resp = [srv.request("GET", f"/popup?phone=0501234987{q}"),
+            srv.post_form(f"/popup?x=1{q}", {"phone": "0501234987"}),
+            srv.post_json(f"/popup?x=1{q}", {"phone": "972501234987"})]
+    for r in resp:
+        assert r.status == 200, r
+        assert r.json()["CLIENTNAME"] == "Masked Caller", r
+
+
+def _wait_for_request_lines(srv, mark, needle, count, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        log = srv.log_since(mark)
+        if log.count(needle) >= count or time.monotonic() > deadline:
+            return log
+        time.sleep(0.05)
+
+
+def test_request_log_shows_only_the_last_three_digits_of_the_number(start_server, contacts):
+    srv = start_server(contacts)
+    mark = srv.log_mark()
+    _send_masked_caller(srv)
+    log = _wait_for_request_lines(srv, mark, "987", 3)
+    assert log.count("987") >= 3, log
+    for leak in ("0501234987", "501234987", "234987"):
+        assert leak not in log, (leak, log)
+
+
+def test_log_numbers_flag_logs_the_whole_number(start_server, contacts):
+    srv = start_server(contacts, "--log-numbers")
+    mark = srv.log_mark()
+    _send_masked_caller(srv)
+    log = _wait_for_request_lines(srv, mark, "501234987", 3)
+    assert "501234987" in log, log
+
+
+def test_request_log_never_contains_the_token(start_server, contacts):
+    srv = start_server(contacts, "--token", "TOPSECRET-abc123")
+    mark = srv.log_mark()
+    _send_masked_caller(srv, token="TOPSECRET-abc123")
+    resp = srv.get("/popup", {"phone": "0501234987"}, headers={"X-Popup-Token": "TOPSECRET-abc123"})
+    assert resp.status == 200, resp
+    log = _wait_for_request_lines(srv, mark, "987", 4)
+    assert log.count("987") >= 4, log
+    time.sleep(0.3)
+    log = srv.log_since(mark)
+    assert "TOPSECRET-abc123" not in log, log
+    assert "TOPSECRET" not in log, log

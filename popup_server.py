@@ -37,10 +37,12 @@ import ipaddress
 import json
 import logging
 import os
+import queue
 import random
 import re
 import secrets
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -778,6 +780,7 @@ def number_rules(region):
     pattern = re.compile(metadata.general_desc.national_number_pattern or r"\d+")
     lengths = [n for n in (metadata.general_desc.possible_length or range(4, 14))
                if 2 <= n <= _MAX_FAST_LENGTH]
+    international = re.compile(metadata.international_prefix or r"(?!)")
     fast = np.zeros((5, 100, _MAX_FAST_LENGTH + 1), dtype=bool)
     rng = random.Random(f"popup-server:{region}")
     for length in lengths:
@@ -785,17 +788,37 @@ def number_rules(region):
             head = str(prefix)
             samples = [head + "0" * (length - 2), head + "9" * (length - 2)] + [
                 head + "".join(rng.choice("0123456789") for _ in range(length - 2))
-                for _ in range(6)]
+                for _ in range(30)]
             if not all(pattern.fullmatch(n) for n in samples):
                 continue  # phonenumbers would not strip a prefix: not uniform here
+            # Written as cc + number, phonenumbers strips the cc only when the whole
+            # is not itself a national number (in Germany, 49... can be both).
+            cc_is_stripped = not any(pattern.fullmatch(cc + n) for n in samples)
             for form, template in _FORM_TEXT.items():
                 if form == FORM_BARE and (cc.startswith(head[: len(cc)]) or
                                           head.startswith(cc[:2])):
                     continue  # a bare number that starts like the country code
+                if form == FORM_CC and not cc_is_stripped:
+                    continue
+                if not _international_prefix_is(international, template, cc, head,
+                                                length, 2 if form == FORM_00 else 0):
+                    continue  # e.g. Israel's 0105...: a carrier's international prefix
                 fast[form, prefix, length] = all(
                     _reference_e164(template.format(cc=cc, n=n), region) == f"+{cc}{n}"
-                    for n in samples[:4])
+                    for n in samples[:6])
     return NumberRules(region, country_code, cc, fast)
+
+
+def _international_prefix_is(international, template, cc, head, length, expected):
+    """Whether the region's international prefix takes exactly `expected` leading
+    characters of this form, whatever the next two digits (prefixes are <= 4 long)."""
+    for follow in range(100):
+        national = head + f"{follow:02d}" + "0" * max(length - 4, 0)
+        text = template.format(cc=cc, n=national[:length])
+        match = international.match(text)
+        if (match.end() if match else 0) != expected:
+            return False
+    return True
 
 
 def _reference_e164(text, region):
@@ -1336,12 +1359,255 @@ def fill_template(template, values):
 
 
 ###############################################################################
+# Call history ################################################################
+###############################################################################
+# Every pop-up request is one phase of one call. The recorder queues it and a single
+# writer thread stores it in SQLite (WAL), so the answer never waits for the disk;
+# calls are rebuilt from their phases when the page asks, grouped by ivrid.
+
+CALL_PHASES = ("ringing", "answer", "hangup")
+_RECORD_QUEUE_SIZE = 10_000
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    ivrid       TEXT NOT NULL,
+    phase       TEXT NOT NULL,      -- ringing, answer, hangup, or what the client sent
+    received_at REAL NOT NULL,      -- Unix seconds
+    caller      TEXT NOT NULL,      -- the caller id as received
+    e164        TEXT NOT NULL,
+    did         TEXT NOT NULL,
+    exten_user  TEXT NOT NULL,
+    direction   TEXT NOT NULL,
+    answered    INTEGER NOT NULL,   -- the client said the call was answered
+    name        TEXT NOT NULL,
+    company     TEXT NOT NULL,
+    total       INTEGER NOT NULL,
+    url         TEXT NOT NULL,
+    PRIMARY KEY (ivrid, phase)      -- a repeated delivery of a phase counts once
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS events_by_time ON events (received_at);
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """One call rebuilt from its phases."""
+
+    ivrid: str
+    started: dt.datetime
+    caller: str
+    e164: str
+    name: str
+    company: str
+    url: str
+    did: str
+    answered_at: dt.datetime | None
+    answered_by: str
+    ended_at: dt.datetime | None
+    outcome: str          # "answered", "missed" or "in progress"
+    tries: int = 1        # calls from the same number that day
+
+    @property
+    def duration(self):
+        """Seconds from the answer (or the first ring) to the hang-up, or None."""
+        if self.ended_at is None:
+            return None
+        return max(0, round((self.ended_at - (self.answered_at or self.started))
+                            .total_seconds()))
+
+
+class CallRecorder:
+    """Records pop-up requests off the request path: record() only queues; one writer
+    thread owns the database. A full queue or a failing database drops the event
+    and logs it; it never delays or breaks a pop-up. close() writes what is queued."""
+
+    def __init__(self, path, keep_days):
+        self.path = Path(path)
+        self.keep_days = keep_days
+        self._queue = queue.Queue(maxsize=_RECORD_QUEUE_SIZE)
+        self._dropped = 0
+        self._thread = threading.Thread(target=self._write_loop, name="calls-writer",
+                                        daemon=True)
+        self._ready = threading.Event()
+        self._closing = object()
+
+    def start(self):
+        self._thread.start()
+        self._ready.wait(timeout=10)
+        return self
+
+    def close(self):
+        if self._thread.is_alive():
+            self._queue.put(self._closing)
+            self._thread.join(timeout=30)
+
+    def record(self, fields, match, answer):
+        event = (fields.get("ivrid") or f"no-ivrid-{time.time_ns()}",
+                 _phase(fields).strip().lower() or "unknown", time.time(),
+                 fields.get("phone", ""), match.e164 or "", fields.get("did", ""),
+                 fields.get("extenUser", ""), fields.get("direction", ""),
+                 1 if str(fields.get("isAnswered", "")).lower() in ("1", "true") else 0,
+                 answer["CLIENTNAME"], answer["COMPANY"], answer["TOTAL"], answer["URL"])
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:  # the disk is far behind; the pop-up comes first
+            self._dropped += 1
+            if self._dropped in (1, 10, 100) or self._dropped % 1000 == 0:
+                log.error("call recording is behind; %d events dropped so far",
+                          self._dropped)
+
+    def _connect(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.path, timeout=1.0, isolation_level=None,
+                                     check_same_thread=False)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.executescript(_SCHEMA)
+        return connection
+
+    def _write_loop(self):
+        connection = None
+        last_prune = 0.0
+        try:
+            try:
+                connection = self._connect()
+            except sqlite3.Error as error:
+                log.error("calls database %s cannot be opened (%s); calls will not be "
+                          "recorded until it can", self.path, error)
+            self._ready.set()
+            closing = False
+            while not closing:
+                batch = [self._queue.get()]
+                while len(batch) < 500:
+                    try:
+                        batch.append(self._queue.get(timeout=0.05))
+                    except queue.Empty:  # write what we have
+                        break
+                closing = batch[-1] is self._closing or self._closing in batch
+                events = [event for event in batch if event is not self._closing]
+                if closing:  # drain what is left before stopping
+                    while not self._queue.empty():
+                        item = self._queue.get_nowait()
+                        if item is not self._closing:
+                            events.append(item)
+                connection = self._write(connection, events)
+                if connection is not None and time.time() - last_prune > 3600:
+                    last_prune = time.time()
+                    self._prune(connection)
+        finally:
+            self._ready.set()
+            if connection is not None:
+                connection.close()
+
+    def _write(self, connection, events):
+        if not events:
+            return connection
+        try:
+            if connection is None:
+                connection = self._connect()
+            with connection:
+                connection.execute("BEGIN")
+                connection.executemany(
+                    "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    events)
+        except sqlite3.Error as error:
+            log.error("could not record %d call events in %s: %s", len(events),
+                      self.path, error)
+            try:
+                connection.execute("ROLLBACK")
+            except Exception:  # no transaction was open, or the connection is gone
+                pass
+        return connection
+
+    def _prune(self, connection):
+        cutoff = time.time() - self.keep_days * 86400
+        try:
+            deleted = connection.execute("DELETE FROM events WHERE received_at < ?",
+                                         (cutoff,)).rowcount
+            if deleted:
+                log.info("pruned %d call events older than %d days", deleted,
+                         self.keep_days)
+        except sqlite3.Error as error:
+            log.error("could not prune old calls in %s: %s", self.path, error)
+
+
+def calls_of_day(path, day):
+    """The calls that started on `day` (local time), missed first, then newest first."""
+    start = dt.datetime.combine(day, dt.time()).astimezone()
+    end = start + dt.timedelta(days=1)
+    if not Path(path).exists():
+        return []
+    connection = sqlite3.connect(f"file:{Path(path).as_posix()}?mode=ro", uri=True,
+                                 timeout=1.0)
+    try:
+        rows = connection.execute(
+            "SELECT * FROM events WHERE ivrid IN (SELECT ivrid FROM events "
+            "WHERE received_at >= ? AND received_at < ? GROUP BY ivrid "
+            "HAVING MIN(received_at) >= ?) ORDER BY received_at",
+            (start.timestamp(), end.timestamp(), start.timestamp())).fetchall()
+    finally:
+        connection.close()
+    calls = _calls_from_events(rows)
+    tries = {}
+    for call in calls:
+        tries[call.e164 or call.caller] = tries.get(call.e164 or call.caller, 0) + 1
+    calls = [dataclasses.replace(call, tries=tries[call.e164 or call.caller])
+             for call in calls]
+    order = {"missed": 0, "in progress": 1, "answered": 2}
+    return sorted(calls, key=lambda c: (order[c.outcome], -c.started.timestamp()))
+
+
+def _calls_from_events(rows):
+    by_call = {}
+    for row in rows:
+        by_call.setdefault(row[0], []).append(row)
+    calls = []
+    for ivrid, events in by_call.items():
+        phases = {event[1]: event for event in events}
+        first = min(events, key=lambda event: event[2])
+        best = max(events, key=lambda event: (event[11] > 0, -event[2]))  # a named one
+
+        def at(phase):
+            event = phases.get(phase)
+            return dt.datetime.fromtimestamp(event[2]).astimezone() if event else None
+        answered_at = at("answer")
+        ended_at = at("hangup")
+        if answered_at is None and ended_at is not None and phases["hangup"][8]:
+            answered_at = ended_at  # the hang-up says it was answered; no Answer came
+        outcome = ("answered" if answered_at else "missed" if ended_at else "in progress")
+        calls.append(Call(
+            ivrid=ivrid, started=dt.datetime.fromtimestamp(first[2]).astimezone(),
+            caller=first[3], e164=best[4] or first[4], name=best[9], company=best[10],
+            url=best[12], did=first[5],
+            answered_at=answered_at,
+            answered_by=phases["answer"][6] if "answer" in phases else "",
+            ended_at=ended_at, outcome=outcome))
+    return calls
+
+
+CALLS_CSV_COLUMNS = ("time", "outcome", "caller", "name", "company", "tries",
+                     "answered by", "duration (s)", "dialled", "crm link", "ivrid")
+
+
+def calls_csv(calls):
+    """The calls as CSV text for Excel: UTF-8 with a BOM so Hebrew opens correctly."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CALLS_CSV_COLUMNS)
+    for call in calls:
+        writer.writerow([call.started.strftime("%Y-%m-%d %H:%M:%S"), call.outcome,
+                         call.caller, call.name, call.company, call.tries,
+                         call.answered_by, "" if call.duration is None else call.duration,
+                         call.did, call.url, call.ivrid])
+    return "\ufeff" + out.getvalue()
+
+
+###############################################################################
 # The HTTP layer ##############################################################
 ###############################################################################
 
 #: Fields read from a request; everything else a client sends is ignored.
 REQUEST_FIELDS = ("phone", "ivrid", "extenUser", "did", "status", "statusCall",
-                  "direction", "callerName")
+                  "direction", "callerName", "isAnswered")
 
 
 class ContactsHolder:
@@ -1519,6 +1785,8 @@ def _json_fields(body):
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             if name == "phone":
                 raise bottle.HTTPError(400, "phone must be a string or a number")
+            if isinstance(value, bool):
+                fields[name] = "true" if value else "false"
             continue
         if isinstance(value, float):
             value = str(int(value)) if value.is_integer() else str(value)
@@ -1587,7 +1855,7 @@ def create_app(config, holder, recorder=None):
                 bottle.response.set_header(name, value)
         return _json_bytes({"STATUS": "ERROR", "MESSAGE": message})
 
-    for status in (400, 403, 404, 405, 413, 415, 500):
+    for status in (400, 403, 404, 405, 413, 415, 500, 503):
         app.error(status)(json_error)
 
     @app.route("/popup", method=["GET", "POST"])
@@ -1610,7 +1878,7 @@ def create_app(config, holder, recorder=None):
         for name, value in CORS_HEADERS.items():
             response.set_header(name, value)
         if recorder is not None:
-            recorder.record(fields, match)
+            recorder.record(fields, match, answer)
         access_log.info("%s /popup 200 %s ivrid=%s total=%d caller=%s %.1fms",
                         environ["REQUEST_METHOD"], _phase(fields) or "-",
                         fields.get("ivrid") or "-", answer["TOTAL"],
@@ -1631,7 +1899,63 @@ def create_app(config, holder, recorder=None):
         bottle.response.set_header("Cache-Control", "no-store")
         return _json_bytes(holder.health())
 
+    def page_request():
+        environ = bottle.request.environ
+        query = _query_fields(environ)
+        guard.allows_page(environ, query)
+        bottle.response.set_header("Cache-Control", "no-store")
+        return query, _parse_day(query.get("day"))
+
+    @app.get("/")
+    @app.get("/calls")
+    def calls_page():
+        query, day = page_request()
+        calls, calls_error = _calls_or_error(recorder, day)
+        tried = query.get("try")
+        tried_answer = None
+        if tried is not None:
+            fields = {"phone": tried}
+            tried_answer = build_answer(holder.index.lookup(tried), fields, config)
+        token = query.get("token", "") if guard.token else ""
+        return bottle.template(
+            "calls", template_lookup=[str(HERE / "views")],
+            health=holder.health(), calls=calls, calls_error=calls_error,
+            recording=recorder is not None, day=day, today=dt.date.today(),
+            token=token, tried=tried, tried_answer=tried_answer,
+            tried_json=_json_bytes(tried_answer).decode("utf-8") if tried_answer else "",
+            quote=quote)
+
+    @app.get("/calls.csv")
+    def calls_csv_download():
+        _query, day = page_request()
+        calls, calls_error = _calls_or_error(recorder, day)
+        if calls_error:
+            raise bottle.HTTPError(503, calls_error)
+        bottle.response.content_type = "text/csv; charset=utf-8"
+        bottle.response.set_header("Content-Disposition",
+                                   f'attachment; filename="calls-{day.isoformat()}.csv"')
+        return calls_csv(calls).encode("utf-8")
+
     return app
+
+
+def _parse_day(text):
+    if not text:
+        return dt.date.today()
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise bottle.HTTPError(400, "day must be a date written YYYY-MM-DD") from None
+
+
+def _calls_or_error(recorder, day):
+    if recorder is None:
+        return [], None
+    try:
+        return calls_of_day(recorder.path, day), None
+    except sqlite3.Error as error:
+        log.error("cannot read calls from %s: %s", recorder.path, error)
+        return [], f"the calls database cannot be read: {error}"
 
 
 ###############################################################################
@@ -1851,7 +2175,12 @@ def main(argv=None, environ=None):
         return 2
     for line in holder.index.warnings:
         log.warning("%s", line)
-    app = create_app(config, holder)
+    recorder = None
+    if config.calls_path is not None:
+        recorder = CallRecorder(config.calls_path, config.calls_keep_days).start()
+        log.info("recording calls in %s (kept %d days)", config.calls_path,
+                 config.calls_keep_days)
+    app = create_app(config, holder, recorder)
     _stop_on_sigterm()
     try:
         with FileWatcher(holder, config.reload_interval):
@@ -1862,6 +2191,9 @@ def main(argv=None, environ=None):
         print(f"popup_server: cannot listen on {config.host}:{config.port}: "
               f"{error.strerror or error}", file=sys.stderr)
         return 2
+    finally:
+        if recorder is not None:
+            recorder.close()
     return 0
 
 

@@ -521,9 +521,11 @@ def write_excel_unicode_text(directory: Path, *,
 def write_xlsx(directory: Path, *, filename: str = "clients.xlsx") -> tuple[Path, Expected]:
     """An .xlsx workbook (written with openpyxl, as Excel stores it) whose phone
     cells are numbers: 541234567 (leading zero lost), 35553399 (landline
-    03-5553399), 541234568.0 (a float; stored as <v>541234568</v>, as Excel
-    does), and 541000000 shown as 5.41E+08 (number format 0.00E+00: the digits
-    were lost before it was saved; must be reported, not guessed).
+    03-5553399), 541234568.0 (a float: openpyxl and Excel store it as
+    <v>541234568</v>; here it is rewritten as <v>5.41234568E8</v>, the way
+    Apache POI based exporters store doubles, so it reads back as a float with
+    every digit), and 541000000 shown as 5.41E+08 (number format 0.00E+00: the
+    digits were lost before it was saved; must be reported, not guessed).
     """
     import openpyxl
 
@@ -539,6 +541,7 @@ def write_xlsx(directory: Path, *, filename: str = "clients.xlsx") -> tuple[Path
     ws.append(["Boaz Hen", "Hen Law", None, None, None, "no phone"])
     path = Path(directory) / filename
     wb.save(path)
+    _store_as_java_double(path, "541234568")
     expected = Expected(
         contacts=[
             contact(2, "Ofer Sade", "Sade Optics", "0541234567", "972541234567"),
@@ -559,6 +562,23 @@ def write_xlsx(directory: Path, *, filename: str = "clients.xlsx") -> tuple[Path
         numbers=5,
     )
     return path, expected
+
+
+def _store_as_java_double(path: Path, digits: str) -> None:
+    """Rewrite the cell value <v>DIGITS</v> of the first sheet as Java's
+    Double.toString writes it (5.41234568E8), as POI-made workbooks hold it."""
+    import zipfile
+
+    java = f"{digits[0]}.{digits[1:].rstrip('0') or '0'}E{len(digits) - 1}"
+    with zipfile.ZipFile(path) as zin:
+        entries = [(info, zin.read(info.filename)) for info in zin.infolist()]
+    old, new = f"<v>{digits}</v>".encode(), f"<v>{java}</v>".encode()
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info, data in entries:
+            if info.filename == "xl/worksheets/sheet1.xml":
+                assert data.count(old) == 1, "fixture cell not found"
+                data = data.replace(old, new)
+            zout.writestr(info, data)
 
 
 def write_xlsx_two_sheets(directory: Path, *,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The floor: Bottle on waitress answering one constant JSON, nothing else.
 
-usage: python floor_server.py PORT [THREADS=4]
+usage: python floor_server.py PORT [THREADS=8]
 
 GET /popup (any query) -> the same constant JSON a hit of popup_server answers.
 Served on 127.0.0.1 with the same waitress settings as popup_server (see
@@ -32,21 +32,30 @@ def health():
     return {"status": "ok"}
 
 
-def waitress_options(threads=4):
-    """The keyword arguments popup_server gives waitress.serve (kept in step by hand)."""
-    return {"threads": threads, "_quiet": True}
+def waitress_options(threads=8):
+    """The settings popup_server.serve() gives waitress (mirrored by hand: keep in step)."""
+    return dict(threads=threads, ident="popup-server", connection_limit=1000,
+                channel_timeout=30, cleanup_interval=10,
+                max_request_body_size=65536 * 4, max_request_header_size=64 * 1024,
+                expose_tracebacks=False, asyncore_use_poll=True)
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     port = int(argv[0])
-    threads = int(argv[1]) if len(argv) > 1 else 4
+    threads = int(argv[1]) if len(argv) > 1 else 8
     import logging
-    import waitress
-    # waitress logs "Task queue depth is N" once per queued request under load;
-    # that logging is not what we measure.
+    import waitress.server
+    # as popup_server does: waitress logs "Task queue depth is N" once per queued request
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-    waitress.serve(app, host="127.0.0.1", port=port, **waitress_options(threads))
+    server = waitress.server.create_server(app, host="127.0.0.1", port=port,
+                                           **waitress_options(threads))
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
     return 0
 
 

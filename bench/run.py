@@ -41,6 +41,7 @@ import make_queries  # noqa: E402
 
 PY = sys.executable
 CONNS = (1, 4, 32)
+THREADS = 8  # waitress threads of both servers (popup_server's default); --threads
 TARGETS = {  # name -> (op, value)
     "http": (">=", 0.9), "inproc": ("<=", 1.5), "startup_time": ("<=", 2.0),
     "startup_rss": ("<=", 1.2), "reload_p99": ("<=", 5.0), "reload_fail": ("==", 0),
@@ -202,7 +203,7 @@ def start_floor(procs, threads):
 
 def server_cmd(server, csv_path, port, extra=()):
     return [PY, str(server), str(csv_path), "--host", "127.0.0.1", "--port", str(port),
-            "--token", "", "--calls-db", "", *extra]
+            "--token", "", "--calls-db", "", "--threads", str(THREADS), *extra]
 
 
 def start_server(procs, server, csv_path, extra=(), timeout=600):
@@ -634,6 +635,7 @@ def report(args, R, n, http_res, inproc_res, startup_res, reload_res):
 # --------------------------------------------------------------------------- main
 
 def main(argv=None):
+    global THREADS
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--_inproc":
         _, server_dir, csv_path, q_path, iters, repeats = argv
@@ -650,7 +652,8 @@ def main(argv=None):
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "popup-bench-cache",
                     help="where generated data is kept between runs")
     ap.add_argument("--server", type=Path, default=HERE.parent / "popup_server.py")
-    ap.add_argument("--threads", type=int, default=4, help="waitress threads of the floor")
+    ap.add_argument("--threads", type=int, default=THREADS,
+                    help="waitress threads of both servers (default %(default)s, the server's default)")
     ap.add_argument("--wrk-threads", type=int, default=1)
     ap.add_argument("--inproc-iters", type=int, default=INPROC_ITERS)
     ap.add_argument("--skip", default="", help="comma list of parts: http,inproc,startup,reload")
@@ -670,6 +673,7 @@ def main(argv=None):
     args.duration = args.duration or (3 if args.quick else 5)
     args.rest_seconds = args.rest_seconds or (2.0 if args.quick else 5.0)
     skip = set(filter(None, args.skip.split(",")))
+    THREADS = args.threads
 
     server = args.server.resolve()
     if not server.exists():

@@ -606,12 +606,13 @@ def _xlsx_cell_text(cell):
         return ""
     if isinstance(value, bool):
         return str(value).upper()
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
+    if isinstance(value, (int, float)):
         number_format = (getattr(cell, "number_format", "") or "").upper()
         if "E+" in number_format or "E-" in number_format:
             return f"{value:.2E}"  # shown in scientific notation: digits may be gone
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
         if value.is_integer() and abs(value) < 1e15:
             return str(int(value))
         return repr(value)
@@ -657,6 +658,7 @@ _MIDDLE_NAME_HEADERS = {"middle name", "additional name", "middlename"}
 _LAST_NAME_HEADERS = {"last name", "family name", "surname", "lastname", "last",
                       "שם משפחה"}
 _NOT_NAME_WORDS = {"phonetic", "yomi", "nickname", "prefix", "suffix", "file", "user",
+                   "manager", "assistant", "spouse", "children", "referred", "partner",
                    "company", "organization", "organisation", "business", "email", "mail",
                    "e", "account", "חברה", "ארגון", "עסק", "פרטי", "משפחה", "first", "last",
                    "middle", "given", "family", "label", "type"}
@@ -712,18 +714,21 @@ def _is_phone_header(header):
 
 
 def _choose_name(headers, phrases, exclude):
+    """A full-name column and/or first, middle and last name columns. A looser guess
+    ("Client Name", "שם הלקוח") only when neither exists, so that Outlook's
+    "Manager's Name" never names the contact."""
     candidates = [h for h in headers if h not in exclude]
     full = next((h for h in candidates if phrases[h] in _FULL_NAME_HEADERS), None)
-    if full is None:
-        full = next((h for h in candidates if set(_words(h)) & {"name", "שם"}
-                     and not set(_words(h)) & _NOT_NAME_WORDS
-                     and not set(_words(h)) & _PHONE_WORDS), None)
     parts = tuple(next((h for h in candidates if phrases[h] in group), None)
                   for group in (_FIRST_NAME_HEADERS, _MIDDLE_NAME_HEADERS,
                                 _LAST_NAME_HEADERS))
     parts = tuple(h for h in parts if h)
+    if full is None and not parts:
+        full = next((h for h in candidates if set(_words(h)) & {"name", "שם"}
+                     and not set(_words(h)) & _NOT_NAME_WORDS
+                     and not set(_words(h)) & _PHONE_WORDS), None)
     # A full-name column comes first; the parts fill rows where it is empty.
-    return ((full,) if full else ()) + (parts if parts else ())
+    return ((full,) if full else ()) + parts
 
 
 def _list_headers(headers, limit=12):
@@ -1125,6 +1130,7 @@ def load_index(path, *, region="IL", encoding=None, delimiter=None, sheet=None,
     """
     path = Path(path)
     rules = number_rules(region)
+    _check_readable(path)
     header_table = read_table(path, encoding=encoding, delimiter=delimiter, sheet=sheet,
                               usecols=None) if _is_xlsx(path) else None
     if header_table is None:
@@ -1201,6 +1207,8 @@ def _column(frame, header):
 def _build_index(path, table, choice, keep, rules, match_digits):
     frame = table.frame
     count = len(frame)
+    if count == 0:
+        raise ContactsFileError(path, "has no contacts: only a header row")
     phone_keys = []          # per phone column: int64 keys of single-number cells
     extra_pairs = []         # (row, key) from cells holding several numbers
     unusable = []
@@ -1351,7 +1359,7 @@ def load_report(index):
 def _show_delimiter(delimiter):
     if delimiter is None:
         return "(xlsx)"
-    return "tab" if delimiter == "\t" else repr(delimiter)
+    return repr(delimiter)
 
 
 # URL templates --------------------------------------------------------------
@@ -1491,7 +1499,7 @@ class CallRecorder:
         try:
             try:
                 connection = self._connect()
-            except sqlite3.Error as error:
+            except (sqlite3.Error, OSError) as error:
                 log.error("calls database %s cannot be opened (%s); calls will not be "
                           "recorded until it can", self.path, error)
             self._ready.set()
@@ -1530,13 +1538,14 @@ class CallRecorder:
                 connection.executemany(
                     "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     events)
-        except sqlite3.Error as error:
+        except (sqlite3.Error, OSError) as error:
             log.error("could not record %d call events in %s: %s", len(events),
                       self.path, error)
-            try:
-                connection.execute("ROLLBACK")
-            except Exception:  # no transaction was open, or the connection is gone
-                pass
+            if connection is not None:
+                try:
+                    connection.execute("ROLLBACK")
+                except sqlite3.Error:  # no transaction was open
+                    pass
         return connection
 
     def _prune(self, connection):

@@ -617,7 +617,8 @@ def report(args, R, n, http_res, inproc_res, startup_res, reload_res):
         rows.append(("3. RSS when ready / RSS after read_csv", startup_res["rss"], "startup_rss"))
     if reload_res:
         rows.append(("4. p99 latency during reload / at rest", reload_res["ratio"], "reload_p99"))
-    say(f"\n== Ratios ({n} contacts, {R} repeats; median [min–max]) ==")
+    say(f"\n== Ratios ({n} contacts, {R} repeats; median [min–max]; "
+        f"load average now {os.getloadavg()[0]:.2f}) ==")
     say(f"  {'figure':<46} {'median [min–max]':>24}  {'target':>7}  verdict")
     for label, xs, key in rows:
         op, t = TARGETS[key]
@@ -685,7 +686,8 @@ def main(argv=None):
             "apt-get install wrk")
 
     say(f"popup-server bench: {n} contacts, {R} repeats, wrk runs of {args.duration} s, "
-        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.2f} (other work on the machine makes figures noisy)")
     csv_path, q_path = ensure_data(args.cache, n, args.seed, args.queries)
     workdir = tempfile.mkdtemp(prefix="popup-bench-")
     procs = Procs(workdir)

@@ -1877,8 +1877,9 @@ def create_app(config, holder, recorder=None):
         message = ERROR_MESSAGES.get(status) or (
             error.body if isinstance(error.body, str) and status < 500
             else "internal error; the server log has the details")
-        access_log.info("%s %s %d %s", bottle.request.method,
-                        _clip(bottle.request.path, 80), status, message)
+        access_log.info("%s %s %d %s client=%s", bottle.request.method,
+                        _clip(bottle.request.path, 80), status, message,
+                        guard.client_address(bottle.request.environ))
         bottle.response.content_type = JSON_TYPE
         if bottle.request.path == "/popup":
             for name, value in CORS_HEADERS.items():
@@ -1909,11 +1910,12 @@ def create_app(config, holder, recorder=None):
             response.set_header(name, value)
         if recorder is not None:
             recorder.record(fields, match, answer)
-        access_log.info("%s /popup 200 %s ivrid=%s total=%d caller=%s %.1fms",
+        access_log.info("%s /popup 200 %s ivrid=%s total=%d caller=%s %.1fms client=%s",
                         environ["REQUEST_METHOD"], _phase(fields) or "-",
                         fields.get("ivrid") or "-", answer["TOTAL"],
                         _mask(phone, config.log_numbers),
-                        (time.perf_counter() - started) * 1000)
+                        (time.perf_counter() - started) * 1000,
+                        guard.client_address(environ))
         return _json_bytes(answer)
 
     @app.route("/popup", method="OPTIONS")
@@ -2123,16 +2125,19 @@ def serve(app, config, holder):
     The waitress settings and why: see the README's "Running it in production".
     """
     import waitress.server
+    _render_waitress_errors_as_json()
     server = waitress.server.create_server(
         app, host=config.host, port=config.port, threads=config.threads,
         ident="popup-server",
         connection_limit=1000,             # many idle keep-alive clients are cheap
         channel_timeout=30,                # a stalled client is dropped after 30 s
         cleanup_interval=10,
-        max_request_body_size=config.max_body * 4,  # the app answers 413 in JSON below that
+        max_request_body_size=config.max_body,  # refused before it is read
         max_request_header_size=64 * 1024,
         expose_tracebacks=False,
         asyncore_use_poll=True,            # select() stops at 1024 descriptors
+        # waitress drops X-Forwarded-* headers; AccessGuard needs them from --trusted-proxy
+        clear_untrusted_proxy_headers=not config.trusted_proxy,
     )
     port = server.effective_port
     log.info("serving %d contacts on http://%s:%s", holder.index.contacts,
@@ -2149,6 +2154,18 @@ def serve(app, config, holder):
         server.run()
     finally:
         server.close()
+
+
+def _render_waitress_errors_as_json():
+    """Answer the errors waitress itself raises (a body over the limit, a malformed
+    request line, headers too large) in the same JSON as the app's own, so that a
+    client never sees a text/plain error page from this server."""
+    import waitress.utilities
+
+    def to_response(error, ident=None):
+        body = _json_bytes({"STATUS": "ERROR", "MESSAGE": f"{error.reason}: {error.body}"})
+        return f"{error.code} {error.reason}", [("Content-Type", JSON_TYPE)], body
+    waitress.utilities.Error.to_response = to_response
 
 
 def _configure_logging():
@@ -2200,8 +2217,7 @@ def main(argv=None, environ=None):
         holder = ContactsHolder(config)
         config = dataclasses.replace(config, token=resolve_token(config))
     except PopupError as error:
-        log.error("%s", error)
-        print(f"popup_server: {error}", file=sys.stderr)
+        print(f"popup_server: {error}", file=sys.stderr)  # one line, no traceback
         return 2
     for line in holder.index.warnings:
         log.warning("%s", line)

@@ -485,6 +485,27 @@ class Client(threading.Thread):
             conn.close()
 
 
+class LogWatch:
+    """Reads what a server has logged since the last call (its log is a file)."""
+    RELOADING = re.compile(r"changed; reloading")
+    RELOADED = re.compile(r"reloaded in ([\d.]+) s")
+
+    def __init__(self, p):
+        self.p, self.offset = p, 0
+
+    def new_text(self):
+        self.p.log_file.flush()
+        try:
+            with open(self.p.log_path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            return ""
+        cut = data.rfind(b"\n") + 1  # whole lines only
+        self.offset += cut
+        return data[:cut].decode(errors="replace")
+
+
 def trigger(path, mode):
     if mode == "touch":
         now = time.time()
@@ -511,6 +532,7 @@ def part_reload(args, procs, server, csv_path, q_path, R, workdir):
     queries = make_queries.read_expected(str(q_path) + ".expected")
     srv, port, secs, h0 = start_server(procs, server, path, ("--reload-interval", "0.5"))
     say(f"  server ready in {secs:.2f} s")
+    logw = LogWatch(srv)
     stop = threading.Event()
     per = args.reload_rate / args.reload_clients if args.reload_rate else 0
     clients = [Client(port, queries, i * 1009, per, stop) for i in range(args.reload_clients)]
@@ -527,12 +549,19 @@ def part_reload(args, procs, server, csv_path, q_path, R, workdir):
             windows["rest"].append((r, t, time.perf_counter()))
             for mode in modes:
                 before = (health(port) or {}).get("loaded_at")
+                logw.new_text()
                 t = time.perf_counter()
                 trigger(path, mode)
-                done = None
+                done = started = None
+                took = []
                 while time.perf_counter() - t < args.reload_timeout:
+                    text = logw.new_text()
+                    if started is None and LogWatch.RELOADING.search(text):
+                        started = time.perf_counter()
+                    took += [float(x) for x in LogWatch.RELOADED.findall(text)]
                     h = health(port)
-                    if h and h.get("loaded_at") != before:
+                    # loaded_at has whole seconds only: the server's log says it too
+                    if h and (h.get("loaded_at") != before or took):
                         done = time.perf_counter()
                         break
                     time.sleep(0.05)
@@ -540,11 +569,17 @@ def part_reload(args, procs, server, csv_path, q_path, R, workdir):
                     say(f"  rep {r + 1}/{R} {mode}: no reload seen within {args.reload_timeout} s")
                     windows["reload"].append((r, t, time.perf_counter()))
                     continue
-                windows["reload"].append((r, t, done + args.reload_tail))
+                # "during reload": from the server starting to read the file (its log
+                # says when) or else from the change, until the new index is served, + tail
+                windows["reload"].append((r, started or t, done + args.reload_tail))
                 reload_secs.append(done - t)
-                say(f"  rep {r + 1}/{R} {mode:7}: reloaded {done - t:6.2f} s after the change"
-                    f" (contacts {h.get('contacts')}, last_error {h.get('last_error')!r})")
                 time.sleep(max(1.0, args.reload_tail + 0.5))
+                took += [float(x) for x in LogWatch.RELOADED.findall(logw.new_text())]
+                own = f"; the server says loading took {took[-1]:.2f} s" if took else ""
+                settle = f", began reading after {started - t:.2f} s" if started else ""
+                say(f"  rep {r + 1}/{R} {mode:7}: new contacts served {done - t:5.2f} s after the "
+                    f"change{settle}{own} (contacts {h.get('contacts')}, "
+                    f"last_error {h.get('last_error')!r})")
     finally:
         stop.set()
         for c in clients:
@@ -668,6 +703,8 @@ def main(argv=None):
     ap.add_argument("--reload-tail", type=float, default=0.5,
                     help="seconds after the new index shows in /health still counted as 'during reload'")
     ap.add_argument("--startup-timeout", type=float, default=600.0)
+    ap.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    ap.add_argument("--keep", action="store_true", help="keep the servers' logs (temp dir)")
     args = ap.parse_args(argv)
     n = args.contacts or (100_000 if args.quick else 1_000_000)
     R = args.repeats or (2 if args.quick else 3)
@@ -709,10 +746,19 @@ def main(argv=None):
             except RuntimeError as e:
                 say(f"  failed: {e}")
         report(args, R, n, http_res, inproc_res, startup_res, reload_res)
+        if args.json:
+            args.json.write_text(json.dumps(
+                {"contacts": n, "repeats": R, "duration": args.duration, "threads": THREADS,
+                 "http": {str(k): v for k, v in (http_res or {}).items()}, "inproc": inproc_res,
+                 "startup": startup_res, "reload": reload_res}, indent=1, default=str))
+            say(f"\nall figures written to {args.json}")
     finally:
         procs.stop_all()
         signal.signal(signal.SIGTERM, old_term)
-        shutil.rmtree(workdir, ignore_errors=True)
+        if args.keep:
+            say(f"server logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import collections
 import csv
 import dataclasses
 import datetime as dt
@@ -46,6 +47,7 @@ import sqlite3
 import sys
 import threading
 import time
+import typing
 from pathlib import Path
 from urllib.parse import parse_qsl, quote
 
@@ -84,7 +86,10 @@ REQUEST_PLACEHOLDERS = ("phone", "e164", "ivrid", "did", "extenUser", "status")
 #: Template placeholders filled from the matched contact.
 CONTACT_PLACEHOLDERS = ("name", "company")
 
-CORS_HEADERS = {
+#: A browser (Voicenter's Chrome extension) may call /popup: every answer allows any
+#: origin (the token guards access); the preflight also names methods and headers.
+CORS_ORIGIN = ("Access-Control-Allow-Origin", "*")
+CORS_PREFLIGHT_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
     "Access-Control-Allow-Headers": "Content-Type, X-Popup-Token",
@@ -921,6 +926,8 @@ def normalize_number(text, region="IL"):
 
 
 def _is_withheld(text):
+    if text.isdigit():
+        return False  # the usual caller id: checked first, it is the hot path
     stripped = text.strip()
     return not stripped or stripped.lower() in WITHHELD_CALLER_IDS or not any(
         ch.isdigit() for ch in stripped)
@@ -1037,8 +1044,9 @@ def _keys_from_value(value, ndig, d0, d1, plus, bad, rules):
 ###############################################################################
 
 
-@dataclasses.dataclass(frozen=True)
-class Contact:
+class Contact(typing.NamedTuple):
+    """A found contact (a NamedTuple: made on every lookup, so it must be cheap)."""
+
     name: str
     company: str
     url: str
@@ -1046,8 +1054,7 @@ class Contact:
     fields: dict       # the file's columns that templates use, by header
 
 
-@dataclasses.dataclass(frozen=True)
-class Match:
+class Match(typing.NamedTuple):
     total: int
     contact: Contact | None
     e164: str | None
@@ -1056,13 +1063,43 @@ class Match:
 NO_MATCH = Match(0, None, None)
 
 
+class NumberTable(typing.NamedTuple):
+    """Sorted distinct keys; the rows holding keys[i] are rows[starts[i]:starts[i+1]],
+    in file order, so one binary search gives the first contact and how many share
+    the number."""
+
+    keys: np.ndarray     # int64, sorted, distinct
+    starts: np.ndarray   # int64, len(keys) + 1
+    rows: np.ndarray     # int32 row positions
+
+    @classmethod
+    def build(cls, keys, rows):
+        keys, rows = _sorted_unique_pairs(keys, rows)
+        distinct = np.ones(keys.size, dtype=bool)
+        distinct[1:] = keys[1:] != keys[:-1]
+        starts = np.append(np.flatnonzero(distinct), keys.size)
+        return cls(keys[distinct], starts, rows)
+
+    def find(self, key):
+        """(first row, how many rows) holding `key`; (0, 0) when none does."""
+        index = int(self.keys.searchsorted(key))
+        if index == self.keys.size or int(self.keys[index]) != key:
+            return 0, 0
+        low = int(self.starts[index])
+        return int(self.rows[low]), int(self.starts[index + 1]) - low
+
+    @property
+    def shared(self):
+        return int((np.diff(self.starts) > 1).sum())
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class ContactIndex:
     """One loaded file, never changed after it is built: a reload builds a new one.
 
-    Numbers live in two sorted int64 arrays (canonical keys, and trailing digits for
-    the fallback) beside int32 row numbers, a few bytes a number instead of a Python
-    dict's ~100; a lookup is two binary searches.
+    Numbers live in two NumberTables (canonical keys, and trailing digits for the
+    fallback) of numpy arrays: ~20 bytes a number instead of a Python dict's ~100,
+    and a lookup is one binary search.
     """
 
     source: Path
@@ -1079,10 +1116,8 @@ class ContactIndex:
     warnings: tuple
     rules: NumberRules = dataclasses.field(repr=False)
     match_digits: int = 9
-    _keys: np.ndarray = dataclasses.field(repr=False, default=None)
-    _rows: np.ndarray = dataclasses.field(repr=False, default=None)
-    _suffixes: np.ndarray = dataclasses.field(repr=False, default=None)
-    _suffix_rows: np.ndarray = dataclasses.field(repr=False, default=None)
+    _numbers: NumberTable = dataclasses.field(repr=False, default=None)
+    _suffixes: NumberTable = dataclasses.field(repr=False, default=None)
     _names: np.ndarray = dataclasses.field(repr=False, default=None)
     _companies: np.ndarray = dataclasses.field(repr=False, default=None)
     _urls: np.ndarray = dataclasses.field(repr=False, default=None)
@@ -1095,10 +1130,9 @@ class ContactIndex:
         key, _ = number_key(caller_id, self.rules)
         if key is None:
             return NO_MATCH
-        row, total = _find(self._keys, self._rows, key)
-        if total == 0 and key >= _POW10[self.match_digits]:
-            row, total = _find(self._suffixes, self._suffix_rows,
-                               key % int(_POW10[self.match_digits]))
+        row, total = self._numbers.find(key)
+        if total == 0 and key >= 10 ** self.match_digits:
+            row, total = self._suffixes.find(key % 10 ** self.match_digits)
         contact = self.contact(row) if total else None
         return Match(total, contact, f"+{key}")
 
@@ -1109,15 +1143,6 @@ class ContactIndex:
             url=str(self._urls[position]).strip(),
             row=int(position) + 2,
             fields={header: str(values[position]) for header, values in self._extra.items()})
-
-
-def _find(keys, rows, key):
-    """(first row, how many rows) holding `key` in a sorted key array."""
-    low = int(keys.searchsorted(key, "left"))
-    if low == keys.size or keys[low] != key:
-        return 0, 0
-    high = int(keys.searchsorted(key, "right"))
-    return int(rows[low]), high - low
 
 
 def load_index(path, *, region="IL", encoding=None, delimiter=None, sheet=None,
@@ -1232,14 +1257,10 @@ def _build_index(path, table, choice, keep, rules, match_digits):
 
     keys, rows = _pairs(phone_keys, extra_pairs, count)
     del phone_keys
-    keys, rows = _sorted_unique_pairs(keys, rows)
+    numbers = NumberTable.build(keys, rows)
     eligible = keys >= _POW10[match_digits]
-    suffixes, suffix_rows = _sorted_unique_pairs(keys[eligible] % _POW10[match_digits],
-                                                 rows[eligible])
-    distinct = np.ones(keys.size, dtype=bool)
-    distinct[1:] = keys[1:] != keys[:-1]
-    starts = np.flatnonzero(distinct)
-    sizes = np.diff(np.append(starts, keys.size))
+    suffixes = NumberTable.build(keys[eligible] % _POW10[match_digits], rows[eligible])
+    del keys, rows, eligible
 
     names = _names(frame, choice)
     companies = _column(frame, choice.company) if choice.company else \
@@ -1256,12 +1277,11 @@ def _build_index(path, table, choice, keep, rules, match_digits):
     return ContactIndex(
         source=path, encoding=table.encoding, delimiter=table.delimiter,
         loaded_at=dt.datetime.now(dt.timezone.utc).astimezone(), columns=choice,
-        rows_read=count, contacts=int(rows_with_numbers.sum()), numbers=int(starts.size),
-        shared_numbers=int((sizes > 1).sum()), skipped=tuple(skipped),
-        unusable=tuple(unusable), warnings=tuple(table.warnings), rules=rules,
-        match_digits=match_digits, _keys=keys, _rows=rows, _suffixes=suffixes,
-        _suffix_rows=suffix_rows, _names=names, _companies=companies, _urls=urls,
-        _extra=extra)
+        rows_read=count, contacts=int(rows_with_numbers.sum()),
+        numbers=int(numbers.keys.size), shared_numbers=numbers.shared,
+        skipped=tuple(skipped), unusable=tuple(unusable), warnings=tuple(table.warnings),
+        rules=rules, match_digits=match_digits, _numbers=numbers, _suffixes=suffixes,
+        _names=names, _companies=companies, _urls=urls, _extra=extra)
 
 
 def _pairs(phone_keys, extra_pairs, count):
@@ -1758,6 +1778,9 @@ def _query_fields(environ):
     raw = environ.get("QUERY_STRING", "")
     if not raw:
         return {}
+    if raw.isascii() and "%" not in raw and "+" not in raw:
+        # What Voicenter sends (?phone=0722776772&...): nothing to decode.
+        return dict(part.partition("=")[::2] for part in raw.split("&") if part)
     try:
         # WSGI hands over the raw bytes as latin-1; the text inside is UTF-8.
         text = raw.encode("latin-1").decode("utf-8")
@@ -1824,10 +1847,89 @@ def _json_fields(body):
     return fields
 
 
+class AccessLog:
+    """The request log: one line per request, in the layout of the other log lines.
+
+    It is the only log on the busiest path, and a line through `logging` costs ~20 us,
+    as much as answering the request (bench/run.py measures it), so lines are made
+    here and a thread writes them out in batches every `interval` seconds. Values a
+    client chose are escaped, so that nobody can write a line of their own.
+    """
+
+    def __init__(self, stream, interval=0.1):
+        self._stream = stream
+        self._interval = interval
+        self._lines = collections.deque()
+        self._second = None
+        self._stamp = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="access-log", daemon=True)
+
+    enabled = True
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._flush()
+
+    def write(self, message):
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second, self._stamp = second, time.strftime("%Y-%m-%d %H:%M:%S",
+                                                              time.localtime(now))
+        self._lines.append(f"{self._stamp},{int(now % 1 * 1000):03d} INFO {message}\n")
+
+    def _run(self):
+        while not self._stop.wait(self._interval):
+            self._flush()
+
+    def _flush(self):
+        lines = []
+        try:
+            while True:
+                lines.append(self._lines.popleft())
+        except IndexError:
+            pass
+        if lines:
+            try:
+                self._stream.write("".join(lines))
+                self._stream.flush()
+            except (OSError, ValueError):  # the log's stream is gone (closed terminal)
+                pass
+
+
+class LoggingAccessLog:
+    """The request log through `logging` (logger popup_server.access), for embedding."""
+
+    def __init__(self):
+        self._logger = logging.getLogger("popup_server.access")
+
+    @property
+    def enabled(self):
+        return self._logger.isEnabledFor(logging.INFO)
+
+    def write(self, message):
+        self._logger.info("%s", message)
+
+
+def _loggable(value, width=80):
+    text = str(value)
+    if not text.isprintable():
+        text = text.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def _mask(number, log_numbers):
-    if log_numbers or not number:
-        return number or "-"
-    digits = "".join(ch for ch in number if ch.isdigit())
+    if not number:
+        return "-"
+    if log_numbers:
+        return _loggable(number)
+    digits = number if number.isdigit() else "".join(ch for ch in number if ch.isdigit())
     return "*" * max(len(digits) - 3, 0) + digits[-3:] if digits else "-"
 
 
@@ -1854,7 +1956,19 @@ def _phase(fields):
 
 
 def _json_bytes(payload):
-    return json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    return json.dumps(payload, ensure_ascii=False).encode("utf-8", "replace")
+
+
+_json_string = json.encoder.encode_basestring  # C; keeps Hebrew as is, escapes '"\\'
+
+
+def _answer_bytes(answer):
+    """The answer as JSON, assembled directly: the fields and their order are fixed,
+    and this costs a quarter of json.dumps on the busiest path."""
+    return (f'{{"STATUS": "OK", "TOTAL": {answer["TOTAL"]:d}, '
+            f'"CLIENTNAME": {_json_string(answer["CLIENTNAME"])}, '
+            f'"COMPANY": {_json_string(answer["COMPANY"])}, '
+            f'"URL": {_json_string(answer["URL"])}}}').encode("utf-8", "replace")
 
 
 ERROR_MESSAGES = {
@@ -1863,11 +1977,11 @@ ERROR_MESSAGES = {
 }
 
 
-def create_app(config, holder, recorder=None):
+def create_app(config, holder, recorder=None, access_log=None):
     """The Bottle application: /popup, /health and the calls page."""
     app = bottle.Bottle(catchall=True)
     guard = AccessGuard(config)
-    access_log = logging.getLogger("popup_server.access")
+    access_log = access_log or LoggingAccessLog()
 
     def json_error(error):
         status = error.status_code
@@ -1877,13 +1991,13 @@ def create_app(config, holder, recorder=None):
         message = ERROR_MESSAGES.get(status) or (
             error.body if isinstance(error.body, str) and status < 500
             else "internal error; the server log has the details")
-        access_log.info("%s %s %d %s client=%s", bottle.request.method,
-                        _clip(bottle.request.path, 80), status, message,
-                        guard.client_address(bottle.request.environ))
+        if access_log.enabled:
+            access_log.write(f"{bottle.request.method} {_loggable(bottle.request.path)} "
+                             f"{status} {_loggable(message, 200)} "
+                             f"client={guard.client_address(bottle.request.environ)}")
         bottle.response.content_type = JSON_TYPE
         if bottle.request.path == "/popup":
-            for name, value in CORS_HEADERS.items():
-                bottle.response.set_header(name, value)
+            bottle.response.set_header(*CORS_ORIGIN)
         return _json_bytes({"STATUS": "ERROR", "MESSAGE": message})
 
     for status in (400, 403, 404, 405, 413, 415, 500, 503):
@@ -1906,21 +2020,21 @@ def create_app(config, holder, recorder=None):
         answer = build_answer(match, fields, config)
         response = bottle.response
         response.content_type = JSON_TYPE
-        for name, value in CORS_HEADERS.items():
-            response.set_header(name, value)
+        response.set_header(*CORS_ORIGIN)
         if recorder is not None:
             recorder.record(fields, match, answer)
-        access_log.info("%s /popup 200 %s ivrid=%s total=%d caller=%s %.1fms client=%s",
-                        environ["REQUEST_METHOD"], _phase(fields) or "-",
-                        fields.get("ivrid") or "-", answer["TOTAL"],
-                        _mask(phone, config.log_numbers),
-                        (time.perf_counter() - started) * 1000,
-                        guard.client_address(environ))
-        return _json_bytes(answer)
+        if access_log.enabled:
+            access_log.write(
+                f"{environ['REQUEST_METHOD']} /popup 200 {_loggable(_phase(fields) or '-')} "
+                f"ivrid={_loggable(fields.get('ivrid') or '-')} total={answer['TOTAL']} "
+                f"caller={_mask(phone, config.log_numbers)} "
+                f"{(time.perf_counter() - started) * 1000:.1f}ms "
+                f"client={guard.client_address(environ)}")
+        return _answer_bytes(answer)
 
     @app.route("/popup", method="OPTIONS")
     def popup_preflight():
-        for name, value in CORS_HEADERS.items():
+        for name, value in CORS_PREFLIGHT_HEADERS.items():
             bottle.response.set_header(name, value)
         bottle.response.status = 204
         return b""
@@ -2226,10 +2340,11 @@ def main(argv=None, environ=None):
         recorder = CallRecorder(config.calls_path, config.calls_keep_days).start()
         log.info("recording calls in %s (kept %d days)", config.calls_path,
                  config.calls_keep_days)
-    app = create_app(config, holder, recorder)
+    access_log = AccessLog(sys.stderr)
+    app = create_app(config, holder, recorder, access_log)
     _stop_on_sigterm()
     try:
-        with FileWatcher(holder, config.reload_interval):
+        with access_log, FileWatcher(holder, config.reload_interval):
             serve(app, config, holder)
     except KeyboardInterrupt:
         log.info("stopped")

@@ -166,3 +166,12 @@ def test_scientific_notation_is_reported_not_guessed():
 def test_a_number_too_short_to_be_a_phone_is_reported():
     keys, problems = ps.cell_keys("123", IL)
     assert keys == [] and "too short" in problems[0]
+
+
+@settings(max_examples=300)
+@given(st.text(), st.text(), st.text(), st.integers(0, 10**6))
+def test_the_hand_assembled_answer_is_exactly_what_json_dumps_writes(name, company, url,
+                                                                     total):
+    answer = {"STATUS": "OK", "TOTAL": total, "CLIENTNAME": name, "COMPANY": company,
+              "URL": url}
+    assert ps._answer_bytes(answer) == ps._json_bytes(answer)

@@ -429,15 +429,35 @@ class ColumnChoice:
     url: str | None = None
 
 
+#: pandas reads a CSV in blocks of this many rows. Converting a block to Python
+#: strings holds the GIL; in small blocks a reload never stalls the requests being
+#: answered meanwhile for more than a few ms, and the whole read is no slower.
+_READ_ROWS = 10_000
+
+
 @dataclasses.dataclass
 class Table:
-    """A file read as text: every cell a str, plus how it was read."""
+    """A file read as text: each column a numpy array of str, plus how it was read."""
 
-    frame: pd.DataFrame
+    columns: dict          # header -> np.ndarray of str, in the file's column order
     encoding: str
     delimiter: str | None
     warnings: list
     skipped: list          # (row, reason) for lines the reader could not split
+
+    @property
+    def headers(self):
+        return list(self.columns)
+
+    @property
+    def rows(self):
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+    def column(self, header):
+        return self.columns[header]
+
+    def keep(self, headers):
+        return dataclasses.replace(self, columns={h: self.columns[h] for h in headers})
 
 
 def read_table(path, *, encoding=None, delimiter=None, sheet=None, usecols=None):
@@ -463,14 +483,16 @@ def read_table(path, *, encoding=None, delimiter=None, sheet=None, usecols=None)
                    usecols=usecols)
     try:
         try:
-            frame = pd.read_csv(path, engine="c", **options)
+            columns = _columns_of(pd.read_csv(path, engine="c", chunksize=_READ_ROWS,
+                                              **options))
         except pd.errors.ParserError:
             # A row with more cells than the header: read again, skipping and
             # reporting such rows instead of refusing the whole file.
             def skip(line, _rows=skipped):
                 _rows.append(line)
                 return None
-            frame = pd.read_csv(path, engine="python", on_bad_lines=skip, **options)
+            columns = _columns_of([pd.read_csv(path, engine="python", on_bad_lines=skip,
+                                               **options)])
             skipped = [(None, f"{len(cells)} cells where the header has fewer: "
                               f"{_clip(delimiter.join(cells))}") for cells in skipped]
     except UnicodeError as error:
@@ -484,8 +506,23 @@ def read_table(path, *, encoding=None, delimiter=None, sheet=None, usecols=None)
                                 ) from None
     except OSError as error:
         raise ContactsFileError(path, f"cannot be read: {error.strerror or error}") from None
-    frame.columns = [_clean_header(name) for name in frame.columns]
-    return Table(frame, encoding, delimiter, warnings, skipped)
+    return Table(columns, encoding, delimiter, warnings, skipped)
+
+
+def _columns_of(blocks):
+    """{clean header: array of str} from DataFrame blocks, joined column by column."""
+    parts, headers = {}, None
+    for block in blocks:
+        if headers is None:
+            headers = list(block.columns)
+        for name in headers:
+            parts.setdefault(name, []).append(block[name].to_numpy(dtype=object))
+    columns = {}
+    for name in headers or ():
+        arrays = parts.pop(name)  # freed column by column: no long pause at the end
+        columns.setdefault(_clean_header(name), np.concatenate(arrays) if len(arrays) > 1
+                           else arrays[0])
+    return columns
 
 
 def _check_readable(path):
@@ -596,12 +633,13 @@ def _read_xlsx(path, sheet, usecols):
     header = [_clean_header(text) for text in rows[0]]
     width = len(header)
     body = [row[:width] + [""] * (width - len(row)) for row in rows[1:] if any(row)]
-    frame = pd.DataFrame(body, columns=header, dtype=str) if body else \
-        pd.DataFrame(columns=header, dtype=str)
-    frame = frame.loc[:, [name != "" for name in frame.columns]]
-    if usecols is not None:
-        frame = frame[[name for name in frame.columns if name in set(usecols)]]
-    return Table(frame, "xlsx", None, [], [])
+    columns = {}
+    for position, name in enumerate(header):
+        if name and name not in columns and (usecols is None or name in set(usecols)):
+            values = np.empty(len(body), dtype=object)
+            values[:] = [row[position] for row in body]
+            columns[name] = values
+    return Table(columns, "xlsx", None, [], [])
 
 
 def _xlsx_cell_text(cell):
@@ -1161,7 +1199,7 @@ def load_index(path, *, region="IL", encoding=None, delimiter=None, sheet=None,
     if header_table is None:
         headers = _read_headers(path, encoding, delimiter)
     else:
-        headers = list(header_table.frame.columns)
+        headers = header_table.headers
     choice = choose_columns(headers, name_column=name_column,
                             company_column=company_column, phone_columns=phone_columns,
                             url_column=url_column, path=path)
@@ -1174,8 +1212,7 @@ def load_index(path, *, region="IL", encoding=None, delimiter=None, sheet=None,
         list(choice.name) + [choice.company, choice.url] + list(choice.phones) + keep))
     wanted = [h for h in wanted if h]
     if header_table is not None:
-        table = header_table
-        table.frame = table.frame[wanted]
+        table = header_table.keep(wanted)
     else:
         table = read_table(path, encoding=encoding, delimiter=delimiter,
                            usecols=lambda h: _clean_header(h) in set(wanted))
@@ -1196,7 +1233,7 @@ def _read_headers(path, encoding, delimiter):
     table = read_table(path, encoding=encoding, delimiter=delimiter, usecols=None)\
         if path.stat().st_size <= _SNIFF_BYTES else _read_header_only(path, encoding,
                                                                       delimiter)
-    headers = list(table.frame.columns)
+    headers = table.headers
     if not any(headers):
         raise ContactsFileError(path, "the first row is empty; it must hold the column "
                                       "names")
@@ -1214,8 +1251,7 @@ def _read_header_only(path, encoding, delimiter):
     delimiter = delimiter or _sniff_delimiter(text, path.suffix.lower())
     frame = pd.read_csv(io.StringIO(_first_record(text.lstrip("\ufeff")) + "\n"),
                         sep=delimiter, dtype=str, na_filter=False)
-    frame.columns = [_clean_header(name) for name in frame.columns]
-    return Table(frame, guessed, delimiter, warnings, [])
+    return Table(_columns_of([frame]), guessed, delimiter, warnings, [])
 
 
 def _resolve_keep_columns(headers, keep_columns):
@@ -1223,15 +1259,8 @@ def _resolve_keep_columns(headers, keep_columns):
     return [by_lower[name.lower()] for name in keep_columns if name.lower() in by_lower]
 
 
-def _column(frame, header):
-    """A column as a numpy array of str, without a copy. Frames are read with
-    na_filter=False, so a missing cell is already '' and never NaN."""
-    return frame[header].to_numpy(dtype=object)
-
-
 def _build_index(path, table, choice, keep, rules, match_digits):
-    frame = table.frame
-    count = len(frame)
+    count = table.rows
     if count == 0:
         raise ContactsFileError(path, "has no contacts: only a header row")
     phone_keys = []          # per phone column: int64 keys of single-number cells
@@ -1239,7 +1268,7 @@ def _build_index(path, table, choice, keep, rules, match_digits):
     unusable = []
     rows_with_numbers = np.zeros(count, dtype=bool)
     for header in choice.phones:
-        cells = _column(frame, header)
+        cells = table.column(header)
         keys, handled, _blank = column_keys(cells, rules)
         for position in np.flatnonzero(~handled):
             found, problems = cell_keys(cells[position], rules)
@@ -1262,14 +1291,14 @@ def _build_index(path, table, choice, keep, rules, match_digits):
     suffixes = NumberTable.build(keys[eligible] % _POW10[match_digits], rows[eligible])
     del keys, rows, eligible
 
-    names = _names(frame, choice)
-    companies = _column(frame, choice.company) if choice.company else \
+    names = _names(table, choice)
+    companies = table.column(choice.company) if choice.company else \
         np.full(count, "", dtype=object)
     blank_names = names == ""
     if blank_names.any():
         names = np.where(blank_names, companies, names)  # a company-only contact
-    urls = _column(frame, choice.url) if choice.url else np.full(count, "", dtype=object)
-    extra = {header: _column(frame, header) for header in keep}
+    urls = table.column(choice.url) if choice.url else np.full(count, "", dtype=object)
+    extra = {header: table.column(header) for header in keep}
     skipped = [(row, reason) for row, reason in table.skipped]
     for position in np.flatnonzero(~rows_with_numbers):
         skipped.append((int(position) + 2, "no usable phone number"))
@@ -1324,11 +1353,11 @@ def _sorted_unique_pairs(keys, rows):
     return keys[keep], rows[keep].astype(np.int32)
 
 
-def _names(frame, choice):
-    count = len(frame)
+def _names(table, choice):
+    count = table.rows
     if not choice.name:
         return np.full(count, "", dtype=object)
-    columns = [_column(frame, header) for header in choice.name]
+    columns = [table.column(header) for header in choice.name]
     if len(columns) == 1:
         return columns[0]
     full, parts = (columns[0], columns[1:]) if _is_full_name(choice.name[0]) else \

@@ -72,6 +72,8 @@ ENV_PREFIX = "POPUP_"
 MIN_NUMBER_DIGITS = 5
 #: E.164 allows 15 digits; longer runs of digits are not one phone number.
 MAX_NUMBER_DIGITS = 15
+#: A replaced index is emptied this long after the swap; a lookup takes microseconds.
+RETIRE_AFTER_SECONDS = 30
 #: How many lines of skipped rows / unusable numbers --check and the log show.
 REPORT_LIMIT = 20
 
@@ -1174,6 +1176,12 @@ class ContactIndex:
         contact = self.contact(row) if total else None
         return Match(total, contact, f"+{key}")
 
+    def release(self):
+        """Empty this index's text columns gradually (see release_gradually). Only for
+        an index that is no longer served: ContactsHolder retires replaced ones."""
+        for values in (self._names, self._companies, self._urls, *self._extra.values()):
+            release_gradually(values)
+
     def contact(self, position):
         return Contact(
             name=str(self._names[position]).strip(),
@@ -1263,6 +1271,7 @@ def _build_index(path, table, choice, keep, rules, match_digits):
     count = table.rows
     if count == 0:
         raise ContactsFileError(path, "has no contacts: only a header row")
+    kept = set(choice.name) | {choice.company, choice.url} | set(keep)
     phone_keys = []          # per phone column: int64 keys of single-number cells
     extra_pairs = []         # (row, key) from cells holding several numbers
     unusable = []
@@ -1281,6 +1290,8 @@ def _build_index(path, table, choice, keep, rules, match_digits):
         phone_keys.append(keys)
         rows_with_numbers |= keys > 0
         del cells
+        if header not in kept:  # the index keeps no phone text: free it now, gently
+            release_gradually(table.columns.pop(header))
     for position, _key in extra_pairs:
         rows_with_numbers[position] = True
 
@@ -1311,6 +1322,15 @@ def _build_index(path, table, choice, keep, rules, match_digits):
         skipped=tuple(skipped), unusable=tuple(unusable), warnings=tuple(table.warnings),
         rules=rules, match_digits=match_digits, _numbers=numbers, _suffixes=suffixes,
         _names=names, _companies=companies, _urls=urls, _extra=extra)
+
+
+def release_gradually(values, step=65_536):
+    """Let go of an object array's strings a slice at a time. Freeing a million
+    strings at once holds the GIL for ~15 ms, long enough to delay the answers
+    being served meanwhile; a slice takes ~1 ms. Only for arrays nobody else uses."""
+    if values.dtype == object:
+        for start in range(0, len(values), step):
+            values[start:start + step] = None
 
 
 def _pairs(phone_keys, extra_pairs, count):
@@ -1723,10 +1743,17 @@ class ContactsHolder:
                       self.index.contacts, self.index.loaded_at.isoformat(timespec="seconds"),
                       error)
             return False
-        self.index = index
+        replaced, self.index = self.index, index
         self.last_error = None
         log.info("reloaded in %.2f s: %s", time.perf_counter() - started, self.summary(index))
+        threading.Thread(target=self._retire, args=(replaced,), name="retire-index",
+                         daemon=True).start()
         return True
+
+    def _retire(self, index):
+        """Free a replaced index's strings gently, once lookups in flight are long done."""
+        time.sleep(RETIRE_AFTER_SECONDS)
+        index.release()
 
     @staticmethod
     def summary(index):

@@ -475,10 +475,23 @@ def read_table(path, *, encoding=None, delimiter=None, sheet=None, usecols=None)
     if head.startswith(b"\xd0\xcf\x11\xe0"):
         raise ContactsFileError(path, "this is an old Excel .xls file; save it as .xlsx "
                                       "or CSV and use that")
-    encoding, warnings = (encoding, []) if encoding else _detect_encoding(path, head)
+    encoding, warnings, provisional = (encoding, [], False) if encoding else \
+        _detect_encoding(path, head)
     text_head = head.decode(encoding, errors="ignore")
     if delimiter is None:
         delimiter = _sniff_delimiter(text_head, path.suffix.lower())
+    try:
+        columns, skipped = _read_csv(path, delimiter, encoding, usecols)
+    except UnicodeError:
+        if not provisional:
+            raise
+        encoding, warnings, _ = _legacy_encoding(path)
+        columns, skipped = _read_csv(path, delimiter, encoding, usecols)
+    return Table(columns, encoding, delimiter, warnings, skipped)
+
+
+def _read_csv(path, delimiter, encoding, usecols):
+    """({header: array of str}, skipped lines) read by pandas, every cell as text."""
     skipped = []
     options = dict(sep=delimiter, dtype=str, na_filter=False, encoding=encoding,
                    encoding_errors="strict", quotechar='"', skip_blank_lines=True,
@@ -497,9 +510,13 @@ def read_table(path, *, encoding=None, delimiter=None, sheet=None, usecols=None)
                                                **options)])
             skipped = [(None, f"{len(cells)} cells where the header has fewer: "
                               f"{_clip(delimiter.join(cells))}") for cells in skipped]
+    except UnicodeDecodeError as error:
+        if encoding == "utf-8":
+            raise  # read_table may try Windows-1255
+        raise ContactsFileError(path, f"cannot be read as {encoding} ({error.reason}); "
+                                      "pass --encoding") from None
     except UnicodeError as error:
-        raise ContactsFileError(path, f"cannot be read as {encoding} ({error.reason} at "
-                                      f"byte {getattr(error, 'start', '?')}); "
+        raise ContactsFileError(path, f"cannot be read as {encoding} ({error}); "
                                       "pass --encoding") from None
     except pd.errors.EmptyDataError:
         raise ContactsFileError(path, "the file has no header row") from None
@@ -508,7 +525,7 @@ def read_table(path, *, encoding=None, delimiter=None, sheet=None, usecols=None)
                                 ) from None
     except OSError as error:
         raise ContactsFileError(path, f"cannot be read: {error.strerror or error}") from None
-    return Table(columns, encoding, delimiter, warnings, skipped)
+    return columns, skipped
 
 
 def _columns_of(blocks):
@@ -542,35 +559,47 @@ def _check_readable(path):
 
 
 def _detect_encoding(path, head):
-    """BOM first, then strict UTF-8 over the whole file, then Windows-1255.
+    """(encoding, warnings, provisional): a BOM first, then UTF-8, then Windows-1255.
 
-    Hebrew in Windows-1255 is never valid UTF-8 (its letters are bytes 0xE0-0xFA, which
-    UTF-8 only allows as lead bytes followed by 0x80-0xBF), so trying UTF-8 first cannot
-    misread a Hebrew legacy file; bytes that are not Windows-1255 either are refused.
+    Hebrew in Windows-1255 is never valid UTF-8 (its letters are bytes 0xE0-0xFA,
+    which UTF-8 only allows as lead bytes followed by 0x80-0xBF), so trying UTF-8
+    first cannot misread a Hebrew legacy file. The first 64 KiB decide; when they are
+    plain ASCII, UTF-8 is provisional: the reader, which decodes strictly, falls back
+    to Windows-1255 if a later byte is not UTF-8 (the header reads the same in both).
+    Bytes that are not Windows-1255 either are refused.
     """
     if head.startswith(codecs.BOM_UTF8):
-        return "utf-8-sig", []
+        return "utf-8-sig", [], False
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return "utf-16", []
+        return "utf-16", [], False
     sample = head[:4096]
     if sample.count(b"\x00") * 4 > len(sample):
         # UTF-16 without a BOM: ASCII characters leave a zero byte beside them.
         zeros_at_odd = sample[1::2].count(b"\x00") > sample[0::2].count(b"\x00")
-        return ("utf-16-le" if zeros_at_odd else "utf-16-be"), []
+        return ("utf-16-le" if zeros_at_odd else "utf-16-be"), [], False
     if b"\x00" in head:
         raise ContactsFileError(path, "contains binary data, not text; is it really a "
                                       "contacts CSV?")
-    if _decodes_whole_file(path, "utf-8"):
-        return "utf-8", []
+    try:
+        codecs.getincrementaldecoder("utf-8")("strict").decode(head)  # not final: a
+        return "utf-8", [], head.isascii()   # character may be cut at the 64 KiB mark
+    except UnicodeDecodeError:
+        return _legacy_encoding(path)
+
+
+def _legacy_encoding(path):
     if not _decodes_whole_file(path, LEGACY_ENCODING):
         raise ContactsFileError(path, "is neither UTF-8 nor Windows-1255 text; save it as "
                                       "'CSV UTF-8' or pass --encoding")
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    first = next((i for i, byte in enumerate(raw[:1 << 20]) if byte >= 0x80), 0)
+    text = raw[first:first + _SNIFF_BYTES].decode(LEGACY_ENCODING, errors="ignore")
     warnings = []
-    text = head.decode(LEGACY_ENCODING, errors="ignore")
     if re.search(r"[A-Za-z][\u05d0-\u05ea]|[\u05d0-\u05ea][A-Za-z]", text):
         warnings.append("read as Windows-1255 but Hebrew letters sit inside Latin words: "
                         "the file may be in another code page; pass --encoding")
-    return "windows-1255", warnings
+    return "windows-1255", warnings, False
 
 
 def _decodes_whole_file(path, encoding):
@@ -1254,7 +1283,8 @@ def _read_header_only(path, encoding, delimiter):
         head = handle.read(_SNIFF_BYTES)
     if head.startswith(b"\xd0\xcf\x11\xe0") or not head:
         return read_table(path, encoding=encoding, delimiter=delimiter)
-    guessed, warnings = (encoding, []) if encoding else _detect_encoding(path, head)
+    guessed, warnings, _ = (encoding, [], False) if encoding else \
+        _detect_encoding(path, head)
     text = head.decode(guessed, errors="ignore")
     delimiter = delimiter or _sniff_delimiter(text, path.suffix.lower())
     frame = pd.read_csv(io.StringIO(_first_record(text.lstrip("\ufeff")) + "\n"),

@@ -260,8 +260,9 @@ OPTIONS = (
            "changes", "1", _positive_float, 1.0),
     Option("--log-numbers", "log callers' full numbers (default: last 3 digits only)",
            parse=_flag, default=False, switch=True),
-    Option("--threads", "worker threads answering requests", "8",
-           _int_between(1, 256), 8),
+    Option("--threads", "worker threads answering requests (more do not help: "
+           "answers take microseconds and Python runs one thread at a time)", "4",
+           _int_between(1, 256), 4),
     Option("--calls-db", "SQLite file recording calls for the calls page; empty turns "
            "recording off (default: data/calls.sqlite beside the program)",
            "/var/lib/popup-server/calls.sqlite"),
@@ -296,7 +297,7 @@ class Config:
     max_body: int = 64 * 1024
     reload_interval: float = 1.0
     log_numbers: bool = False
-    threads: int = 8
+    threads: int = 4
     calls_db: str | None = None       # None: the default file; "": recording off
     calls_keep_days: int = 90
     check: bool = False
@@ -482,9 +483,10 @@ def read_table(path, *, encoding=None, delimiter=None, sheet=None, usecols=None)
         delimiter = _sniff_delimiter(text_head, path.suffix.lower())
     try:
         columns, skipped = _read_csv(path, delimiter, encoding, usecols)
-    except UnicodeError:
+    except UnicodeDecodeError as error:
         if not provisional:
-            raise
+            raise ContactsFileError(path, f"cannot be read as {encoding} ({error.reason}); "
+                                          "pass --encoding") from None
         encoding, warnings, _ = _legacy_encoding(path)
         columns, skipped = _read_csv(path, delimiter, encoding, usecols)
     return Table(columns, encoding, delimiter, warnings, skipped)
@@ -2319,15 +2321,38 @@ def voicenter_url(host, port, token):
     return url + (f"?token={quote(token, safe='')}" if token else "")
 
 
-def serve(app, config, holder):
-    """Serve `app` with waitress until interrupted.
+def _quiet_channel_class():
+    """waitress' HTTPChannel, minus a busy loop that collapses throughput at 4+
+    keep-alive connections on small machines (waitress 3.0.2, channel.py).
 
-    The waitress settings and why: see the README's "Running it in production".
+    A worker sends its response while holding the channel's outbuf_lock. Meanwhile
+    writable() says yes (it only looks at the buffered length), so the main loop's
+    poll returns at once, handle_write cannot take the lock, and the loop spins,
+    taking the GIL the worker needs to finish: measured 2 -> 38 loop turns a request
+    at 4 connections, and a third of the throughput. Here a channel whose lock a
+    worker holds is not writable; that worker wakes the loop itself (pull_trigger)
+    whenever it leaves bytes unsent, so nothing waits.
     """
-    import waitress.server
-    _render_waitress_errors_as_json()
-    server = waitress.server.create_server(
-        app, host=config.host, port=config.port, threads=config.threads,
+    from waitress.channel import HTTPChannel
+
+    class QuietChannel(HTTPChannel):
+        def writable(self):
+            if self.will_close or self.close_when_flushed:
+                return True
+            if not self.total_outbufs_len:
+                return False
+            if self.requests:  # a worker may be sending right now
+                if not self.outbuf_lock.acquire(blocking=False):
+                    return False
+                self.outbuf_lock.release()
+            return True
+    return QuietChannel
+
+
+def waitress_settings(config):
+    """What waitress is told, and why (the README explains it for operators too)."""
+    return dict(
+        host=config.host, port=config.port, threads=config.threads,
         ident="popup-server",
         connection_limit=1000,             # many idle keep-alive clients are cheap
         channel_timeout=30,                # a stalled client is dropped after 30 s
@@ -2339,6 +2364,20 @@ def serve(app, config, holder):
         # waitress drops X-Forwarded-* headers; AccessGuard needs them from --trusted-proxy
         clear_untrusted_proxy_headers=not config.trusted_proxy,
     )
+
+
+def create_server(app, config):
+    """A waitress server for `app`, with waitress_settings() and the quiet channel."""
+    import waitress.server
+    _render_waitress_errors_as_json()
+    server = waitress.server.create_server(app, **waitress_settings(config))
+    server.channel_class = _quiet_channel_class()  # the accept handler makes these
+    return server
+
+
+def serve(app, config, holder):
+    """Serve `app` with waitress until interrupted."""
+    server = create_server(app, config)
     port = server.effective_port
     log.info("serving %d contacts on http://%s:%s", holder.index.contacts,
              config.host, port)

@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
 """The floor: Bottle on waitress answering one constant JSON, nothing else.
 
-usage: python floor_server.py PORT [THREADS=8]
+usage: python floor_server.py PORT [THREADS=4] [stock|tuned]
 
 GET /popup (any query) -> the same constant JSON a hit of popup_server answers.
-Served on 127.0.0.1 with the same waitress settings as popup_server (see
-waitress_options below), so that the only difference between the two
-servers in the benchmark is the work popup_server does per request.
+  stock  waitress as it comes: create_server(app, threads=THREADS) (the issue's yardstick)
+  tuned  the very settings and channel popup_server serves with
+         (popup_server.create_server), so that the only difference between this
+         floor and popup_server is the work popup_server does per request.
 """
 import json
 import sys
+from pathlib import Path
 
 import bottle
 
@@ -32,24 +34,23 @@ def health():
     return {"status": "ok"}
 
 
-def waitress_options(threads=8):
-    """The settings popup_server.serve() gives waitress (mirrored by hand: keep in step)."""
-    return dict(threads=threads, ident="popup-server", connection_limit=1000,
-                channel_timeout=30, cleanup_interval=10,
-                max_request_body_size=65536 * 4, max_request_header_size=64 * 1024,
-                expose_tracebacks=False, asyncore_use_poll=True)
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     port = int(argv[0])
-    threads = int(argv[1]) if len(argv) > 1 else 8
+    threads = int(argv[1]) if len(argv) > 1 else 4
+    mode = argv[2] if len(argv) > 2 else "tuned"
     import logging
     import waitress.server
-    # as popup_server does: waitress logs "Task queue depth is N" once per queued request
+    # waitress logs "Task queue depth is N" once per queued request; popup_server too
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-    server = waitress.server.create_server(app, host="127.0.0.1", port=port,
-                                           **waitress_options(threads))
+    if mode == "stock":
+        server = waitress.server.create_server(app, host="127.0.0.1", port=port,
+                                               threads=threads)
+    else:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        import popup_server
+        config = popup_server.Config(host="127.0.0.1", port=port, threads=threads)
+        server = popup_server.create_server(app, config)
     try:
         server.run()
     except KeyboardInterrupt:

@@ -41,7 +41,7 @@ import make_queries  # noqa: E402
 
 PY = sys.executable
 CONNS = (1, 4, 32)
-THREADS = 8  # waitress threads of both servers (popup_server's default); --threads
+THREADS = 4  # waitress threads of both servers (popup_server's default); --threads
 TARGETS = {  # name -> (op, value)
     "http": (">=", 0.9), "inproc": ("<=", 1.5), "startup_time": ("<=", 2.0),
     "startup_rss": ("<=", 1.2), "reload_p99": ("<=", 5.0), "reload_fail": ("==", 0),
@@ -194,9 +194,10 @@ def ensure_data(cache, n, seed, nq):
 
 # --------------------------------------------------------------------------- servers
 
-def start_floor(procs, threads):
+def start_floor(procs, threads, mode="tuned"):
     port = free_port()
-    p = procs.start([PY, str(HERE / "floor_server.py"), str(port), str(threads)], f"floor-{port}")
+    p = procs.start([PY, str(HERE / "floor_server.py"), str(port), str(threads), mode],
+                    f"floor-{mode}-{port}")
     wait_ready(port, p, 30, need_contacts=False)
     return p, port
 
@@ -242,16 +243,18 @@ def run_wrk(port, conns, duration, queries, threads=1):
 def part_http(args, procs, server, csv_path, q_path, R):
     say("\n== 1. HTTP throughput (wrk, hits and misses in varied forms) ==")
     floor, fport = start_floor(procs, args.threads)
+    stock, stock_port = start_floor(procs, args.threads, "stock")
     srv = sport = None
     if server:
         try:
             srv, sport, secs, _ = start_server(procs, server, csv_path)
         except RuntimeError as e:
             say(f"popup_server did not start: {e}")
-    targets = [("floor", fport)] + ([("server", sport)] if sport else [])
+    targets = [("stock", stock_port), ("floor", fport)] + ([("server", sport)] if sport else [])
     for name, port in targets:  # warm-up, not counted
         run_wrk(port, 4, 1, q_path, args.wrk_threads)
-    res = {c: {"floor": [], "server": [], "ratio": []} for c in CONNS}
+    res = {c: {"stock": [], "floor": [], "server": [], "ratio": [], "ratio_stock": []}
+           for c in CONNS}
     for c in CONNS:
         for r in range(R):
             order = targets if r % 2 == 0 else targets[::-1]
@@ -265,7 +268,9 @@ def part_http(args, procs, server, csv_path, q_path, R):
                     f"  non-2xx {w['non2xx']}  socket errors {w['sockerr']}")
             if "server" in got:
                 res[c]["ratio"].append(got["server"]["rps"] / got["floor"]["rps"])
+                res[c]["ratio_stock"].append(got["server"]["rps"] / got["stock"]["rps"])
     procs.stop(floor)
+    procs.stop(stock)
     if srv:
         procs.stop(srv)
     return res
@@ -628,7 +633,17 @@ def verdict(key, value):
 
 def report(args, R, n, http_res, inproc_res, startup_res, reload_res):
     if http_res:
-        say("\n== 5. Floor vs popup_server side by side (wrk, req/s median [min–max]; latency ms median) ==")
+        say("\n== 5. Floors vs popup_server side by side (wrk, req/s median [min–max]; "
+            "latency ms median) ==")
+        say("  stock floor: waitress as it comes; floor: the same settings and channel "
+            "as popup_server")
+        say(f"  {'conns':>5} | {'stock floor req/s':>24} | {'stock p50/p99':>14} | "
+            f"{'server/stock':>20}")
+        for c in CONNS:
+            st = http_res[c]["stock"]
+            say(f"  {c:>5} | {fmt_range([w['rps'] for w in st], '{:.0f}'):>24} | "
+                f"{med([w.get('p50', 0) for w in st]):.2f}/{med([w.get('p99', 0) for w in st]):.2f}"
+                f"{'':>4} | {fmt_range(http_res[c]['ratio_stock']):>20}")
         say(f"  {'conns':>5} | {'floor req/s':>26} | {'server req/s':>26} | {'floor p50/p99':>15} | "
             f"{'server p50/p99':>15} | server/floor")
         for c in CONNS:

@@ -19,7 +19,8 @@ def record_all(path, events):
     recorder = ps.CallRecorder(path, keep_days=90).start()
     for fields, name in events:
         total = 1 if name else 0
-        match = ps.Match(total, None, ps.normalize_number(fields["phone"]))
+        e164 = ps.normalize_number(fields["phone"])
+        match = ps.Match(total, None, int(e164[1:]) if e164 else None)
         answer = {"STATUS": "OK", "TOTAL": total, "CLIENTNAME": name or "",
                   "COMPANY": "Voicenter" if name else "", "URL": ""}
         recorder.record(fields, match, answer)

@@ -175,3 +175,31 @@ def test_the_hand_assembled_answer_is_exactly_what_json_dumps_writes(name, compa
     answer = {"STATUS": "OK", "TOTAL": total, "CLIENTNAME": name, "COMPANY": company,
               "URL": url}
     assert ps._answer_bytes(answer) == ps._json_bytes(answer)
+
+
+# The request decoders are hand-made for speed; the standard library is the reference.
+query_text = st.lists(st.sampled_from(list("ab=&+%2B0Fe7Dz9 ") + ["%D7", "%A9", "%2B"]),
+                      max_size=30).map("".join)
+
+
+@settings(max_examples=500)
+@given(query_text)
+def test_query_decoding_is_exactly_parse_qsl(text):
+    from urllib.parse import parse_qsl
+    import bottle
+    try:
+        expected = dict(parse_qsl(text, keep_blank_values=True, errors="strict"))
+    except UnicodeDecodeError:
+        with pytest.raises(bottle.HTTPError) as refused:
+            ps._form_fields(text, "query string")
+        assert refused.value.status_code == 400
+        return
+    assert ps._form_fields(text, "query string") == expected
+
+
+@settings(max_examples=500)
+@given(st.text(max_size=30).map(lambda t: t.encode("utf-8").hex("%", 1)), st.text(max_size=10))
+def test_percent_decoding_is_exactly_unquote_plus(escaped, plain):
+    from urllib.parse import unquote_plus
+    text = ("%" + escaped if escaped else "") + plain
+    assert ps._unquote(text) == unquote_plus(text, errors="strict")

@@ -29,6 +29,7 @@ import argparse
 import bisect
 import codecs
 import collections
+import ctypes
 import csv
 import dataclasses
 import datetime as dt
@@ -73,8 +74,6 @@ ENV_PREFIX = "POPUP_"
 MIN_NUMBER_DIGITS = 5
 #: E.164 allows 15 digits; longer runs of digits are not one phone number.
 MAX_NUMBER_DIGITS = 15
-#: A replaced index is emptied this long after the swap; a lookup takes microseconds.
-RETIRE_AFTER_SECONDS = 30
 #: How many lines of skipped rows / unusable numbers --check and the log show.
 REPORT_LIMIT = 20
 
@@ -433,39 +432,43 @@ class ColumnChoice:
     url: str | None = None
 
 
-#: pandas reads a CSV in blocks of this many rows. Converting a block to Python
-#: strings holds the GIL; in small blocks a reload never stalls the requests being
-#: answered meanwhile for more than a few ms, and the whole read is no slower.
+#: pandas reads a CSV in blocks of this many rows, and the index is built one block
+#: at a time. Converting a block to Python strings holds the GIL: in small blocks a
+#: reload never stalls the requests answered meanwhile for more than a few ms, only a
+#: block's strings are alive at once, and the whole read is no slower.
 _READ_ROWS = 10_000
 
 
 @dataclasses.dataclass
 class Table:
-    """A file read as text: each column a numpy array of str, plus how it was read."""
+    """A file being read as text: its headers, and its rows in blocks, each block a
+    {header: numpy array of str}. `skipped` fills in as the blocks are read."""
 
-    columns: dict          # header -> np.ndarray of str, in the file's column order
+    headers: list
+    blocks: typing.Iterable
     encoding: str
     delimiter: str | None
     warnings: list
     skipped: list          # (row, reason) for lines the reader could not split
 
-    @property
-    def headers(self):
-        return list(self.columns)
-
-    @property
-    def rows(self):
-        return len(next(iter(self.columns.values()))) if self.columns else 0
-
-    def column(self, header):
-        return self.columns[header]
-
     def keep(self, headers):
-        return dataclasses.replace(self, columns={h: self.columns[h] for h in headers})
+        """The same table with only these columns."""
+        return dataclasses.replace(self, headers=list(headers), blocks=(
+            {h: block[h] for h in headers} for block in self.blocks))
 
 
-def read_table(path, *, encoding=None, delimiter=None, sheet=None, usecols=None):
-    """Read a contacts file with every cell as text. `usecols` picks headers to keep."""
+class _ReadAgain(Exception):
+    """Reading must start over with other settings (raised while blocks are read)."""
+
+    def __init__(self, **changes):
+        super().__init__(changes)
+        self.changes = changes
+
+
+def read_table(path, *, encoding=None, delimiter=None, sheet=None, usecols=None,
+               engine="c"):
+    """Open a contacts file for reading with every cell as text (`usecols`: headers to
+    keep). Its blocks raise _ReadAgain when an encoding guess turns out wrong."""
     path = Path(path)
     _check_readable(path)
     with open(path, "rb") as handle:
@@ -477,45 +480,37 @@ def read_table(path, *, encoding=None, delimiter=None, sheet=None, usecols=None)
     if head.startswith(b"\xd0\xcf\x11\xe0"):
         raise ContactsFileError(path, "this is an old Excel .xls file; save it as .xlsx "
                                       "or CSV and use that")
-    encoding, warnings, provisional = (encoding, [], False) if encoding else \
-        _detect_encoding(path, head)
+    warnings, provisional = [], False
+    if encoding is None:
+        encoding, warnings, provisional = _detect_encoding(path, head)
+    elif encoding == "windows-1255":
+        warnings = _legacy_encoding(path)[1]
     text_head = head.decode(encoding, errors="ignore")
     if delimiter is None:
         delimiter = _sniff_delimiter(text_head, path.suffix.lower())
-    try:
-        columns, skipped = _read_csv(path, delimiter, encoding, usecols)
-    except UnicodeDecodeError as error:
-        if not provisional:
-            raise ContactsFileError(path, f"cannot be read as {encoding} ({error.reason}); "
-                                          "pass --encoding") from None
-        encoding, warnings, _ = _legacy_encoding(path)
-        columns, skipped = _read_csv(path, delimiter, encoding, usecols)
-    return Table(columns, encoding, delimiter, warnings, skipped)
-
-
-def _read_csv(path, delimiter, encoding, usecols):
-    """({header: array of str}, skipped lines) read by pandas, every cell as text."""
     skipped = []
+    blocks = _csv_blocks(path, delimiter, encoding, usecols, engine, provisional, skipped)
+    return Table([], blocks, encoding, delimiter, warnings, skipped)
+
+
+def _csv_blocks(path, delimiter, encoding, usecols, engine, provisional, skipped):
+    """{header: array of str} blocks read by pandas, every cell as text."""
     options = dict(sep=delimiter, dtype=str, na_filter=False, encoding=encoding,
                    encoding_errors="strict", quotechar='"', skip_blank_lines=True,
-                   usecols=usecols)
+                   usecols=usecols, chunksize=_READ_ROWS, engine=engine)
+    if engine == "python":
+        def skip(cells):  # a row with more cells than the header: report, don't refuse
+            skipped.append((None, f"{len(cells)} cells where the header has fewer: "
+                                  f"{_clip(delimiter.join(cells))}"))
+        options["on_bad_lines"] = skip
     try:
-        try:
-            columns = _columns_of(pd.read_csv(path, engine="c", chunksize=_READ_ROWS,
-                                              **options))
-        except pd.errors.ParserError:
-            # A row with more cells than the header: read again, skipping and
-            # reporting such rows instead of refusing the whole file.
-            def skip(line, _rows=skipped):
-                _rows.append(line)
-                return None
-            columns = _columns_of([pd.read_csv(path, engine="python", on_bad_lines=skip,
-                                               **options)])
-            skipped = [(None, f"{len(cells)} cells where the header has fewer: "
-                              f"{_clip(delimiter.join(cells))}") for cells in skipped]
+        with pd.read_csv(path, **options) as reader:
+            for frame in reader:
+                yield {_clean_header(name): frame[name].to_numpy(dtype=object)
+                       for name in frame.columns}
     except UnicodeDecodeError as error:
-        if encoding == "utf-8":
-            raise  # read_table may try Windows-1255
+        if provisional:
+            raise _ReadAgain(encoding="windows-1255") from None
         raise ContactsFileError(path, f"cannot be read as {encoding} ({error.reason}); "
                                       "pass --encoding") from None
     except UnicodeError as error:
@@ -523,28 +518,16 @@ def _read_csv(path, delimiter, encoding, usecols):
                                       "pass --encoding") from None
     except pd.errors.EmptyDataError:
         raise ContactsFileError(path, "the file has no header row") from None
-    except (pd.errors.ParserError, ValueError, csv.Error) as error:
+    except pd.errors.ParserError as error:
+        if engine == "c":
+            raise _ReadAgain(engine="python") from None
+        raise ContactsFileError(path, f"cannot be read as a table: {_first_line(error)}"
+                                ) from None
+    except (ValueError, csv.Error) as error:
         raise ContactsFileError(path, f"cannot be read as a table: {_first_line(error)}"
                                 ) from None
     except OSError as error:
         raise ContactsFileError(path, f"cannot be read: {error.strerror or error}") from None
-    return columns, skipped
-
-
-def _columns_of(blocks):
-    """{clean header: array of str} from DataFrame blocks, joined column by column."""
-    parts, headers = {}, None
-    for block in blocks:
-        if headers is None:
-            headers = list(block.columns)
-        for name in headers:
-            parts.setdefault(name, []).append(block[name].to_numpy(dtype=object))
-    columns = {}
-    for name in headers or ():
-        arrays = parts.pop(name)  # freed column by column: no long pause at the end
-        columns.setdefault(_clean_header(name), np.concatenate(arrays) if len(arrays) > 1
-                           else arrays[0])
-    return columns
 
 
 def _check_readable(path):
@@ -673,7 +656,9 @@ def _read_xlsx(path, sheet, usecols):
             values = np.empty(len(body), dtype=object)
             values[:] = [row[position] for row in body]
             columns[name] = values
-    return Table(columns, "xlsx", None, [], [])
+    blocks = [{name: values[start:start + _READ_ROWS] for name, values in columns.items()}
+              for start in range(0, max(len(body), 1), _READ_ROWS)]
+    return Table(list(columns), blocks, "xlsx", None, [], [])
 
 
 def _xlsx_cell_text(cell):
@@ -1187,7 +1172,7 @@ class ContactIndex:
 
     Numbers live in two NumberTables (canonical keys, and trailing digits for the
     fallback) of numpy arrays: ~20 bytes a number instead of a Python dict's ~100,
-    and a lookup is one binary search.
+    and a lookup is one binary search. Text lives in TextColumns.
     """
 
     source: Path
@@ -1206,9 +1191,9 @@ class ContactIndex:
     match_digits: int = 9
     _numbers: NumberTable = dataclasses.field(repr=False, default=None)
     _suffixes: NumberTable = dataclasses.field(repr=False, default=None)
-    _names: np.ndarray = dataclasses.field(repr=False, default=None)
-    _companies: np.ndarray = dataclasses.field(repr=False, default=None)
-    _urls: np.ndarray = dataclasses.field(repr=False, default=None)
+    _names: TextColumn = dataclasses.field(repr=False, default=None)
+    _companies: TextColumn = dataclasses.field(repr=False, default=None)
+    _urls: TextColumn = dataclasses.field(repr=False, default=None)
     _extra: dict = dataclasses.field(repr=False, default_factory=dict)
 
     def lookup(self, caller_id):
@@ -1223,19 +1208,13 @@ class ContactIndex:
             row, total = self._suffixes.find(key % 10 ** self.match_digits)
         return Match(total, self.contact(row) if total else None, key)
 
-    def release(self):
-        """Empty this index's text columns gradually (see release_gradually). Only for
-        an index that is no longer served: ContactsHolder retires replaced ones."""
-        for values in (self._names, self._companies, self._urls, *self._extra.values()):
-            release_gradually(values)
-
     def contact(self, position):
         return Contact(
-            name=str(self._names[position]).strip(),
-            company=str(self._companies[position]).strip(),
-            url=str(self._urls[position]).strip(),
-            row=int(position) + 2,
-            fields={header: str(values[position]) for header, values in self._extra.items()})
+            name=self._names[position].strip(),
+            company=self._companies[position].strip(),
+            url=self._urls[position].strip(),
+            row=position + 2,
+            fields={header: values[position] for header, values in self._extra.items()})
 
 
 def load_index(path, *, region="IL", encoding=None, delimiter=None, sheet=None,
@@ -1249,12 +1228,8 @@ def load_index(path, *, region="IL", encoding=None, delimiter=None, sheet=None,
     path = Path(path)
     rules = number_rules(region)
     _check_readable(path)
-    header_table = read_table(path, encoding=encoding, delimiter=delimiter, sheet=sheet,
-                              usecols=None) if _is_xlsx(path) else None
-    if header_table is None:
-        headers = _read_headers(path, encoding, delimiter)
-    else:
-        headers = header_table.headers
+    xlsx_table = read_table(path, sheet=sheet) if _is_xlsx(path) else None
+    headers = xlsx_table.headers if xlsx_table else _read_headers(path, encoding, delimiter)
     choice = choose_columns(headers, name_column=name_column,
                             company_column=company_column, phone_columns=phone_columns,
                             url_column=url_column, path=path)
@@ -1263,15 +1238,20 @@ def load_index(path, *, region="IL", encoding=None, delimiter=None, sheet=None,
                                       f"{_list_headers(headers)}); name it with "
                                       "--phone-columns")
     keep = _resolve_keep_columns(headers, keep_columns)
-    wanted = list(dict.fromkeys(
-        list(choice.name) + [choice.company, choice.url] + list(choice.phones) + keep))
-    wanted = [h for h in wanted if h]
-    if header_table is not None:
-        table = header_table.keep(wanted)
-    else:
-        table = read_table(path, encoding=encoding, delimiter=delimiter,
-                           usecols=lambda h: _clean_header(h) in set(wanted))
-    return _build_index(path, table, choice, keep, rules, match_digits)
+    wanted = [h for h in dict.fromkeys(list(choice.name) + [choice.company, choice.url]
+                                       + list(choice.phones) + keep) if h]
+    if xlsx_table:
+        return _build_index(path, xlsx_table.keep(wanted), choice, keep, rules,
+                            match_digits)
+    settings = dict(encoding=encoding, delimiter=delimiter, engine="c")
+    while True:  # at most twice: a wrong encoding guess, then a ragged row
+        table = read_table(path, usecols=lambda h: _clean_header(h) in set(wanted),
+                           **settings)
+        table.headers = wanted
+        try:
+            return _build_index(path, table, choice, keep, rules, match_digits)
+        except _ReadAgain as again:
+            settings.update(again.changes)
 
 
 def _is_xlsx(path):
@@ -1285,29 +1265,29 @@ def _is_xlsx(path):
 
 
 def _read_headers(path, encoding, delimiter):
-    table = read_table(path, encoding=encoding, delimiter=delimiter, usecols=None)\
-        if path.stat().st_size <= _SNIFF_BYTES else _read_header_only(path, encoding,
-                                                                      delimiter)
-    headers = table.headers
+    """The header row of a text file, read from its first 64 KiB."""
+    with open(path, "rb") as handle:
+        head = handle.read(_SNIFF_BYTES)
+    if not head:
+        raise ContactsFileError(path, "the file is empty")
+    if head.startswith(b"\xd0\xcf\x11\xe0"):
+        return read_table(path)  # refuses it with the reason
+    guessed = encoding or _detect_encoding(path, head)[0]
+    text = head.decode(guessed, errors="ignore").lstrip("\ufeff")
+    delimiter = delimiter or _sniff_delimiter(text, path.suffix.lower())
+    try:
+        frame = pd.read_csv(io.StringIO(_first_record(text) + "\n"), sep=delimiter,
+                            dtype=str, na_filter=False)
+    except pd.errors.EmptyDataError:
+        raise ContactsFileError(path, "the file has no header row") from None
+    except (pd.errors.ParserError, ValueError, csv.Error) as error:
+        raise ContactsFileError(path, f"cannot be read as a table: {_first_line(error)}"
+                                ) from None
+    headers = [_clean_header(name) for name in frame.columns]
     if not any(headers):
         raise ContactsFileError(path, "the first row is empty; it must hold the column "
                                       "names")
     return headers
-
-
-def _read_header_only(path, encoding, delimiter):
-    _check_readable(path)
-    with open(path, "rb") as handle:
-        head = handle.read(_SNIFF_BYTES)
-    if head.startswith(b"\xd0\xcf\x11\xe0") or not head:
-        return read_table(path, encoding=encoding, delimiter=delimiter)
-    guessed, warnings, _ = (encoding, [], False) if encoding else \
-        _detect_encoding(path, head)
-    text = head.decode(guessed, errors="ignore")
-    delimiter = delimiter or _sniff_delimiter(text, path.suffix.lower())
-    frame = pd.read_csv(io.StringIO(_first_record(text.lstrip("\ufeff")) + "\n"),
-                        sep=delimiter, dtype=str, na_filter=False)
-    return Table(_columns_of([frame]), guessed, delimiter, warnings, [])
 
 
 def _resolve_keep_columns(headers, keep_columns):
@@ -1316,87 +1296,128 @@ def _resolve_keep_columns(headers, keep_columns):
 
 
 def _build_index(path, table, choice, keep, rules, match_digits):
-    count = table.rows
+    """Build the index one block of rows at a time (see _READ_ROWS)."""
+    texts = {"name": TextColumnBuilder(), "company": TextColumnBuilder(),
+             "url": TextColumnBuilder(), **{h: TextColumnBuilder() for h in keep}}
+    pair_keys, pair_rows, findable = [], [], []
+    unusable, skipped = [], []
+    count = 0
+    for block in table.blocks:
+        size = len(next(iter(block.values()))) if block else 0
+        keys, rows, has_number = _block_pairs(block, size, count, choice, rules, unusable)
+        pair_keys.append(keys)
+        pair_rows.append(rows)
+        findable.append(has_number)
+        skipped.extend((int(position) + count + 2, "no usable phone number")
+                       for position in np.flatnonzero(~has_number))
+        companies = block[choice.company] if choice.company else _blank(size)
+        names = _names(block, choice, size)
+        blank_names = names == ""
+        if blank_names.any():
+            names = np.where(blank_names, companies, names)  # a company-only contact
+        texts["name"].add(names)
+        texts["company"].add(companies)
+        texts["url"].add(block[choice.url] if choice.url else _blank(size))
+        for header in keep:
+            texts[header].add(block[header])
+        count += size
     if count == 0:
         raise ContactsFileError(path, "has no contacts: only a header row")
-    kept = set(choice.name) | {choice.company, choice.url} | set(keep)
-    phone_keys = []          # per phone column: int64 keys of single-number cells
-    extra_pairs = []         # (row, key) from cells holding several numbers
-    unusable = []
-    rows_with_numbers = np.zeros(count, dtype=bool)
-    for header in choice.phones:
-        cells = table.column(header)
-        keys, handled, _blank = column_keys(cells, rules)
-        for position in np.flatnonzero(~handled):
-            found, problems = cell_keys(cells[position], rules)
-            if found:
-                keys[position] = found[0]
-                extra_pairs.extend((int(position), key) for key in found[1:])
-            for problem in problems:
-                unusable.append((int(position) + 2, header, _clip(str(cells[position])),
-                                 problem))
-        phone_keys.append(keys)
-        rows_with_numbers |= keys > 0
-        del cells
-        if header not in kept:  # the index keeps no phone text: free it now, gently
-            release_gradually(table.columns.pop(header))
-    for position, _key in extra_pairs:
-        rows_with_numbers[position] = True
-
-    keys, rows = _pairs(phone_keys, extra_pairs, count)
-    del phone_keys
+    keys, rows = np.concatenate(pair_keys), np.concatenate(pair_rows)
+    del pair_keys, pair_rows
     numbers = NumberTable.build(keys, rows)
     eligible = keys >= _POW10[match_digits]
     suffixes = NumberTable.build(keys[eligible] % _POW10[match_digits], rows[eligible])
     del keys, rows, eligible
-
-    names = _names(table, choice)
-    companies = table.column(choice.company) if choice.company else \
-        np.full(count, "", dtype=object)
-    blank_names = names == ""
-    if blank_names.any():
-        names = np.where(blank_names, companies, names)  # a company-only contact
-    urls = table.column(choice.url) if choice.url else np.full(count, "", dtype=object)
-    extra = {header: table.column(header) for header in keep}
-    skipped = [(row, reason) for row, reason in table.skipped]
-    for position in np.flatnonzero(~rows_with_numbers):
-        skipped.append((int(position) + 2, "no usable phone number"))
-    skipped.sort(key=lambda item: (item[0] is None, item[0] or 0))
+    skipped = sorted(table.skipped + skipped, key=lambda item: (item[0] is None,
+                                                                 item[0] or 0))
     return ContactIndex(
         source=path, encoding=table.encoding, delimiter=table.delimiter,
         loaded_at=dt.datetime.now(dt.timezone.utc).astimezone(), columns=choice,
-        rows_read=count, contacts=int(rows_with_numbers.sum()),
+        rows_read=count, contacts=int(sum(int(f.sum()) for f in findable)),
         numbers=int(numbers.keys.size), shared_numbers=numbers.shared,
         skipped=tuple(skipped), unusable=tuple(unusable), warnings=tuple(table.warnings),
         rules=rules, match_digits=match_digits, _numbers=numbers, _suffixes=suffixes,
-        _names=names, _companies=companies, _urls=urls, _extra=extra)
+        _names=texts.pop("name").build(), _companies=texts.pop("company").build(),
+        _urls=texts.pop("url").build(),
+        _extra={header: builder.build() for header, builder in texts.items()})
 
 
-def release_gradually(values, step=65_536):
-    """Let go of an object array's strings a slice at a time. Freeing a million
-    strings at once holds the GIL for ~15 ms, long enough to delay the answers
-    being served meanwhile; a slice takes ~1 ms. Only for arrays nobody else uses."""
-    if values.dtype == object:
-        for start in range(0, len(values), step):
-            values[start:start + step] = None
+def _block_pairs(block, size, first_row, choice, rules, unusable):
+    """(keys, rows, row has a number) of one block; rows counted from the file's start,
+    in file order. Problems with cells are added to `unusable`."""
+    columns, extra = [], []
+    for header in choice.phones:
+        cells = block[header]
+        keys, handled, _blank_cells = column_keys(cells, rules)
+        for position in np.flatnonzero(~handled):
+            found, problems = cell_keys(cells[position], rules)
+            if found:  # the first number in its column, the others beside it
+                keys[position] = found[0]
+                extra.extend((int(position), key) for key in found[1:])
+            unusable.extend((int(position) + first_row + 2, header,
+                             _clip(str(cells[position])), problem) for problem in problems)
+        columns.append(keys)
+    matrix = np.column_stack(columns)  # row by row, so that rows stay in file order
+    keys = matrix.ravel()
+    rows = np.repeat(np.arange(first_row, first_row + size, dtype=np.int32),
+                     matrix.shape[1])
+    has_number = (matrix > 0).any(axis=1)
+    present = keys > 0
+    keys, rows = keys[present], rows[present]
+    if extra:
+        more = np.array(extra, dtype=np.int64)
+        keys = np.concatenate([keys, more[:, 1]])
+        rows = np.concatenate([rows, (more[:, 0] + first_row).astype(np.int32)])
+        has_number[more[:, 0]] = True
+    return keys, rows, has_number
 
 
-def _pairs(phone_keys, extra_pairs, count):
-    """All (key, row) pairs, rows in file order (interleaving columns row by row)."""
-    if phone_keys:
-        matrix = np.column_stack(phone_keys) if len(phone_keys) > 1 else \
-            phone_keys[0].reshape(-1, 1)
-        keys = matrix.ravel()
-        rows = np.repeat(np.arange(count, dtype=np.int32), matrix.shape[1])
-        present = keys > 0
-        keys, rows = keys[present], rows[present]
-    else:
-        keys, rows = np.zeros(0, np.int64), np.zeros(0, np.int32)
-    if extra_pairs:
-        extra = np.array(extra_pairs, dtype=np.int64)
-        keys = np.concatenate([keys, extra[:, 1]])
-        rows = np.concatenate([rows, extra[:, 0].astype(np.int32)])
-    return keys, rows
+def _blank(size):
+    return np.full(size, "", dtype=object)
+
+
+class TextColumn:
+    """A column of strings kept as one UTF-8 buffer, each string followed by a NUL:
+    a byte or two of overhead a string instead of a Python str's ~50, and freed as one
+    block when a reload replaces the index (no pause to free a million objects)."""
+
+    __slots__ = ("_data", "_ends", "_end_positions")
+
+    def __init__(self, data, ends):
+        self._data = data
+        self._ends = np.ascontiguousarray(ends, dtype=np.int64)
+        self._end_positions = memoryview(self._ends)
+
+    def __len__(self):
+        return len(self._ends)
+
+    def __getitem__(self, position):
+        ends = self._end_positions
+        start = ends[position - 1] + 1 if position else 0
+        return self._data[start:ends[position]].decode("utf-8", "surrogatepass")
+
+
+class TextColumnBuilder:
+    """Collects arrays of str into a TextColumn."""
+
+    def __init__(self):
+        self._parts, self._ends, self._size = [], [], 0
+
+    def add(self, cells):
+        if not len(cells):
+            return
+        data = ("\0".join(cells) + "\0").encode("utf-8", "surrogatepass")
+        ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 0)
+        if ends.size != len(cells):  # a cell holds a NUL itself: it cannot be text
+            return self.add([cell.replace("\0", "") for cell in cells])
+        self._parts.append(data)
+        self._ends.append(ends + self._size)
+        self._size += len(data)
+
+    def build(self):
+        ends = np.concatenate(self._ends) if self._ends else np.zeros(0, np.int64)
+        return TextColumn(b"".join(self._parts), ends)
 
 
 def _sorted_unique_pairs(keys, rows):
@@ -1421,21 +1442,21 @@ def _sorted_unique_pairs(keys, rows):
     return keys[keep], rows[keep].astype(np.int32)
 
 
-def _names(table, choice):
-    count = table.rows
+def _names(block, choice, size):
+    """The block's names: the full-name column, or first, middle and last joined."""
     if not choice.name:
-        return np.full(count, "", dtype=object)
-    columns = [table.column(header) for header in choice.name]
+        return _blank(size)
+    columns = [block[header] for header in choice.name]
     if len(columns) == 1:
         return columns[0]
     full, parts = (columns[0], columns[1:]) if _is_full_name(choice.name[0]) else \
         (None, columns)
-    joined = np.array([" ".join(p.strip() for p in cells if p and p.strip())
-                       for cells in zip(*parts)], dtype=object) if parts else \
-        np.full(count, "", dtype=object)
+    joined = np.empty(size, dtype=object)
+    joined[:] = [" ".join(p.strip() for p in cells if p and p.strip())
+                 for cells in zip(*parts)]
     if full is None:
         return joined
-    return np.where(np.array([bool(n.strip()) for n in full]), full, joined)
+    return np.where(np.array([bool(n.strip()) for n in full], dtype=bool), full, joined)
 
 
 def _is_full_name(header):
@@ -1774,6 +1795,7 @@ class ContactsHolder:
 
     def load(self):
         index = load_index(self.config.contacts, **self.config.load_options())
+        _return_freed_memory()
         if index.contacts == 0:
             raise ContactsFileError(self.config.contacts,
                                     "no contact has a usable phone number "
@@ -1791,17 +1813,11 @@ class ContactsHolder:
                       self.index.contacts, self.index.loaded_at.isoformat(timespec="seconds"),
                       error)
             return False
-        replaced, self.index = self.index, index
+        self.index = index
         self.last_error = None
+        _return_freed_memory()  # the replaced index's
         log.info("reloaded in %.2f s: %s", time.perf_counter() - started, self.summary(index))
-        threading.Thread(target=self._retire, args=(replaced,), name="retire-index",
-                         daemon=True).start()
         return True
-
-    def _retire(self, index):
-        """Free a replaced index's strings gently, once lookups in flight are long done."""
-        time.sleep(RETIRE_AFTER_SECONDS)
-        index.release()
 
     @staticmethod
     def summary(index):
@@ -1815,6 +1831,17 @@ class ContactsHolder:
                 "source": index.source.name,
                 "loaded_at": index.loaded_at.isoformat(timespec="seconds"),
                 "last_error": self.last_error}
+
+
+def _return_freed_memory():
+    """Hand memory freed while loading back to the OS. glibc keeps it in its heap
+    otherwise: a third of the RSS after loading a million contacts, returned in ~5 ms.
+    Other C libraries return it by themselves, or keep it: nothing to do there."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None).malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+            pass
 
 
 class AccessGuard:

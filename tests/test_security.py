@@ -439,3 +439,15 @@ def test_request_log_never_contains_the_token(start_server, contacts):
     log = srv.log_since(mark)
     assert "TOPSECRET-abc123" not in log, log
     assert "TOPSECRET" not in log, log
+
+
+def test_an_untrusted_peer_cannot_forge_x_forwarded_for_when_another_proxy_is_trusted(
+        start_server, contacts):
+    # 127.0.0.1 is not the trusted proxy here, so its X-Forwarded-For must be ignored.
+    srv = start_server(contacts, "--allow-ip", "10.0.0.0/8",
+                       "--trusted-proxy", "192.0.2.1")
+    for header in ("X-Forwarded-For", "X-Real-IP", "Forwarded"):
+        value = "for=10.9.8.7" if header == "Forwarded" else "10.9.8.7"
+        resp = srv.get("/popup", {"phone": "0722776772"}, headers={header: value})
+        assert_json_error(resp, 403)
+        assert "Widget Works" not in resp.text

@@ -29,11 +29,13 @@ import argparse
 import bisect
 import codecs
 import collections
+import contextlib
 import ctypes
 import csv
 import dataclasses
 import datetime as dt
 import functools
+import gc
 import hmac
 import io
 import ipaddress
@@ -872,9 +874,9 @@ def number_rules(region):
                     continue
                 if not prefix_is_clear(form, head):
                     continue  # e.g. Israel's 0105...: a carrier's international prefix
-                fast[form, prefix, length] = all(
+                fast[form, prefix, length] = all(  # lowest, highest and a random one
                     _reference_e164(template.format(cc=cc, n=n), region) == f"+{cc}{n}"
-                    for n in samples[:6])
+                    for n in samples[:3])
     return NumberRules(region, country_code, cc, fast)
 
 
@@ -1002,7 +1004,7 @@ for _char in " -()":
     _BYTE_CLASS[ord(_char)] = 2
 _BYTE_CLASS[ord("+")] = 3
 _BYTE_CLASS[ord(_UNIT_SEPARATOR)] = 4
-_FAST_CHUNK = 16_384  # small enough that its arrays stay in cache (measured)
+_FAST_CHUNK = 32_768  # small enough that its arrays stay in cache (measured)
 
 
 def column_keys(cells, rules):
@@ -1015,6 +1017,22 @@ def column_keys(cells, rules):
         part = slice(start, start + _FAST_CHUNK)
         keys[part], handled[part], blank[part] = _column_keys_chunk(cells[part], rules)
     return keys, handled, blank
+
+
+#: _DIGIT_WEIGHT[byte * 19 + k] = (byte - 48) * 10**k: a digit's worth k places from
+#: the right (flat: one 1-D gather is the cheapest numpy can do).
+_DIGIT_WEIGHT = ((np.arange(256, dtype=np.int64)[:, None] - 48) * _POW10[None, :]).ravel()
+_COUNT_UP = np.arange(1 << 20, dtype=np.int64)  # sliced, never reallocated
+#: How a cell was written, from (has "+", leading zeros 0/1/2, country code follows
+#: them): _FORM[...] is its form (-1: not for the fast path), _STRIPS_CC whether the
+#: country code is cut off to leave the national number.
+_FORM = np.full((2, 3, 2), -1, dtype=np.int64)
+_FORM[1, 0, 1] = FORM_PLUS
+_FORM[0, 2, 1] = FORM_00
+_FORM[0, 1, :] = FORM_NATIONAL
+_FORM[0, 0, 1] = FORM_CC
+_FORM[0, 0, 0] = FORM_BARE
+_STRIPS_CC = np.isin(_FORM, (FORM_PLUS, FORM_00, FORM_CC))
 
 
 def _column_keys_chunk(cells, rules):
@@ -1044,53 +1062,48 @@ def _column_keys_chunk(cells, rules):
     plus = plus_count == 1
     bad = other | bad_plus | (plus_count > 1) | (ndig > MAX_NUMBER_DIGITS)
     # The value of each cell's digits: digit * 10 ** (digits after it in its cell).
-    digits = (data[digit_at] - 48).astype(np.int64)
-    del data, klass, digit_at
-    cell_end = np.repeat(first[1:], ndig)
-    from_right = cell_end - 1 - np.arange(digits.size)
-    np.minimum(from_right, 18, out=from_right)
-    digits *= _POW10[from_right]
-    del cell_end, from_right
+    digit_bytes = data[digit_at]
+    if digit_bytes.size:
+        from_right = np.repeat(first[1:] - 1, ndig) - _COUNT_UP[:digit_bytes.size] \
+            if digit_bytes.size <= _COUNT_UP.size else \
+            np.repeat(first[1:] - 1, ndig) - np.arange(digit_bytes.size)
+        np.minimum(from_right, 18, out=from_right)
+        from_right += digit_bytes.astype(np.int64) * 19
+        weighted = _DIGIT_WEIGHT[from_right]
+    else:
+        weighted = np.zeros(0, np.int64)
     value = np.zeros(count, dtype=np.int64)
     has_digits = ndig > 0
     if has_digits.any():
-        value[has_digits] = np.add.reduceat(digits, first[:-1][has_digits])
+        value[has_digits] = np.add.reduceat(weighted, first[:-1][has_digits])
     # The first two digits as written (a leading zero is a 0 here, not lost).
-    d0 = np.where(ndig >= 1, value // _POW10[np.clip(ndig - 1, 0, 18)], -1)
-    d1 = np.where(ndig >= 2, (value // _POW10[np.clip(ndig - 2, 0, 18)]) % 10, -1)
+    last = max(digit_bytes.size - 1, 0)
+    d0 = np.where(ndig >= 1, digit_bytes[np.minimum(first[:-1], last)].astype(np.int64)
+                  - 48 if digit_bytes.size else 0, -1)
+    d1 = np.where(ndig >= 2, digit_bytes[np.minimum(first[:-1] + 1, last)].astype(np.int64)
+                  - 48 if digit_bytes.size else 0, -1)
     keys, ok = _keys_from_value(value, ndig, d0, d1, plus, bad, rules)
     blank = (ndig == 0) & ~other
     return keys, ok | blank, blank
 
 
 def _keys_from_value(value, ndig, d0, d1, plus, bad, rules):
-    """The fast path's keys from each cell's digits (as an int) and how they began."""
-    count = value.size
+    """The fast path's keys from each cell's digits (as an int) and how they began:
+    the vectorised _fast_key()."""
     cc_value, cc_len = rules.country_code, len(rules.cc_digits)
-    form = np.full(count, -1, dtype=np.int64)
-    length = np.zeros(count, dtype=np.int64)
-
-    def leading_cc(digits_left):
-        shift = np.clip(digits_left - cc_len, 0, 18)
-        return (digits_left > cc_len) & (value // _POW10[shift] == cc_value)
-
+    zeros = (d0 == 0).astype(np.int64) + ((d0 == 0) & (d1 == 0))
+    after_zeros = ndig - zeros
     with np.errstate(all="ignore"):
-        m = plus & (d0 > 0) & leading_cc(ndig)
-        form[m], length[m] = FORM_PLUS, ndig[m] - cc_len
-        m = ~plus & (d0 == 0) & (d1 == 0) & leading_cc(ndig - 2)
-        form[m], length[m] = FORM_00, ndig[m] - 2 - cc_len
-        m = ~plus & (d0 == 0) & (d1 > 0)
-        form[m], length[m] = FORM_NATIONAL, ndig[m] - 1
-        starts_cc = leading_cc(ndig)
-        m = ~plus & (d0 > 0) & starts_cc
-        form[m], length[m] = FORM_CC, ndig[m] - cc_len
-        m = ~plus & (d0 > 0) & ~starts_cc
-        form[m], length[m] = FORM_BARE, ndig[m]
+        top = value // _POW10[np.clip(after_zeros - cc_len, 0, 18)]
+        has_cc = (after_zeros > cc_len) & (top == cc_value)
+        where = (plus.astype(np.int64), zeros, has_cc.astype(np.int64))
+        form = _FORM[where]
+        length = after_zeros - cc_len * _STRIPS_CC[where]
         safe_length = np.clip(length, 2, _MAX_FAST_LENGTH)
         national = value % _POW10[safe_length]
         prefix = national // _POW10[safe_length - 2]
         usable = ((form >= 0) & ~bad & (ndig >= MIN_NUMBER_DIGITS) & (length >= 2)
-                  & (length <= _MAX_FAST_LENGTH) & (prefix >= 10) & (prefix <= 99))
+                  & (length <= _MAX_FAST_LENGTH) & (prefix >= 10))
         ok = usable & rules.fast[np.clip(form, 0, 4), np.clip(prefix, 0, 99), safe_length]
         keys = np.where(ok, cc_value * _POW10[safe_length] + national, 0)
     return keys, ok
@@ -1346,19 +1359,21 @@ def _build_index(path, table, choice, keep, rules, match_digits):
 def _block_pairs(block, size, first_row, choice, rules, unusable):
     """(keys, rows, row has a number) of one block; rows counted from the file's start,
     in file order. Problems with cells are added to `unusable`."""
-    columns, extra = [], []
-    for header in choice.phones:
-        cells = block[header]
-        keys, handled, _blank_cells = column_keys(cells, rules)
-        for position in np.flatnonzero(~handled):
-            found, problems = cell_keys(cells[position], rules)
-            if found:  # the first number in its column, the others beside it
-                keys[position] = found[0]
-                extra.extend((int(position), key) for key in found[1:])
-            unusable.extend((int(position) + first_row + 2, header,
-                             _clip(str(cells[position])), problem) for problem in problems)
-        columns.append(keys)
-    matrix = np.column_stack(columns)  # row by row, so that rows stay in file order
+    extra = []
+    # Every phone column of the block in one vectorised call: fewer, larger numpy steps.
+    cells = np.concatenate([block[header] for header in choice.phones]) \
+        if len(choice.phones) > 1 else block[choice.phones[0]]
+    keys, handled, _blank_cells = column_keys(cells, rules)
+    for position in np.flatnonzero(~handled):
+        found, problems = cell_keys(cells[position], rules)
+        column, row = divmod(int(position), size)
+        if found:  # the first number in its column, the others beside it
+            keys[position] = found[0]
+            extra.extend((row, key) for key in found[1:])
+        unusable.extend((row + first_row + 2, choice.phones[column],
+                         _clip(str(cells[position])), problem) for problem in problems)
+    columns = keys.reshape(len(choice.phones), size)
+    matrix = np.ascontiguousarray(columns.T)  # row by row: rows stay in file order
     keys = matrix.ravel()
     rows = np.repeat(np.arange(first_row, first_row + size, dtype=np.int32),
                      matrix.shape[1])
@@ -1427,14 +1442,18 @@ def _sorted_unique_pairs(keys, rows):
     digits leave 20+ bits for the row), because numpy sorts plain integers ~10x faster
     than it lexsorts two arrays; otherwise lexsort.
     """
-    rows = rows.astype(np.int64)
     row_bits = int(rows.max()).bit_length() if rows.size else 0
     if keys.size and int(keys.max()).bit_length() + row_bits <= 63:
-        packed = np.sort((keys << row_bits) | rows)
-        keep = np.ones(packed.size, dtype=bool)
-        keep[1:] = packed[1:] != packed[:-1]
-        packed = packed[keep]
+        packed = keys << row_bits
+        packed |= rows
+        packed.sort()
+        keep = np.empty(packed.size, dtype=bool)
+        keep[0] = True
+        np.not_equal(packed[1:], packed[:-1], out=keep[1:])
+        if not keep.all():
+            packed = packed[keep]
         return packed >> row_bits, (packed & ((1 << row_bits) - 1)).astype(np.int32)
+    rows = rows.astype(np.int64)
     order = np.lexsort((rows, keys))
     keys, rows = keys[order], rows[order]
     keep = np.ones(keys.size, dtype=bool)
@@ -1794,8 +1813,8 @@ class ContactsHolder:
             log.info("%s", line)
 
     def load(self):
-        index = load_index(self.config.contacts, **self.config.load_options())
-        _return_freed_memory()
+        with _bulk_load():
+            index = load_index(self.config.contacts, **self.config.load_options())
         if index.contacts == 0:
             raise ContactsFileError(self.config.contacts,
                                     "no contact has a usable phone number "
@@ -1815,7 +1834,7 @@ class ContactsHolder:
             return False
         self.index = index
         self.last_error = None
-        _return_freed_memory()  # the replaced index's
+        _return_freed_memory()  # the replaced index's arrays
         log.info("reloaded in %.2f s: %s", time.perf_counter() - started, self.summary(index))
         return True
 
@@ -1831,6 +1850,36 @@ class ContactsHolder:
                 "source": index.source.name,
                 "loaded_at": index.loaded_at.isoformat(timespec="seconds"),
                 "last_error": self.last_error}
+
+
+@contextlib.contextmanager
+def _bulk_load():
+    """Around loading a file: no cyclic garbage collection meanwhile (a load makes
+    no cycles, and one collection over its blocks cost ~0.2 s of a 1.5 s load), and
+    the memory it freed handed back to the OS afterwards."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+        _return_freed_memory()
+
+
+def _keep_freed_memory_for_reuse():
+    """Tell glibc to keep memory freed while loading and reuse it, instead of giving
+    each block's memory back to the OS and faulting it in again for the next block:
+    loading a million contacts went from ~290,000 page faults to ~50,000 and 25% less
+    time. _return_freed_memory() hands it all back once a load is over."""
+    if sys.platform.startswith("linux"):
+        try:
+            mallopt = ctypes.CDLL(None).mallopt
+        except (OSError, AttributeError):  # not glibc
+            return
+        m_trim_threshold, m_mmap_threshold = -1, -3   # glibc's <malloc.h>
+        mallopt(m_mmap_threshold, 256 * 1024 * 1024)
+        mallopt(m_trim_threshold, 1024 * 1024 * 1024)
 
 
 def _return_freed_memory():
@@ -2543,6 +2592,7 @@ def main(argv=None, environ=None):
     if config.check:
         return _run_check(config)
     _configure_logging()
+    _keep_freed_memory_for_reuse()
     try:
         holder = ContactsHolder(config)
         config = dataclasses.replace(config, token=resolve_token(config))

@@ -839,6 +839,12 @@ class NumberRules:
     #: fast[form, first two digits of the national number, its length]
     fast: np.ndarray = dataclasses.field(repr=False, compare=False)
 
+    @functools.cached_property
+    def fast_flat(self):
+        """`fast` as bytes, indexed [(form * 100 + prefix) * 14 + length]: a bytes index
+        costs a fifth of numpy's three-way one, on every request."""
+        return self.fast.astype(np.uint8).tobytes()
+
 
 @functools.lru_cache(maxsize=None)
 def number_rules(region):
@@ -918,7 +924,8 @@ def _fast_key(digits, plus, rules):
     length = len(national)
     if not 2 <= length <= _MAX_FAST_LENGTH or national[0] == "0":
         return None
-    if not rules.fast[form, int(national[:2]), length]:
+    if not rules.fast_flat[(form * 100 + int(national[:2])) * (_MAX_FAST_LENGTH + 1)
+                           + length]:
         return None
     return rules.country_code * 10 ** length + int(national)
 
@@ -1147,7 +1154,11 @@ class NumberTable:
     behind waitress' main loop to take it back (seen with py-spy).
     """
 
-    __slots__ = ("keys", "starts", "rows", "_keys", "_starts", "_rows")
+    __slots__ = ("keys", "starts", "rows", "_keys", "_starts", "_rows", "_seen")
+
+    #: A key whose low 24 bits no key has is missing: one bit lookup in a 2 MiB map
+    #: instead of a search through tens of MB of keys, for most numbers not there.
+    _SEEN_BITS = 24
 
     def __init__(self, keys, starts, rows):
         self.keys = np.ascontiguousarray(keys, dtype=np.int64)      # sorted, distinct
@@ -1156,6 +1167,9 @@ class NumberTable:
         self._keys, self._starts, self._rows = (memoryview(self.keys),
                                                 memoryview(self.starts),
                                                 memoryview(self.rows))
+        seen = np.zeros(1 << self._SEEN_BITS, dtype=bool)
+        seen[self.keys & ((1 << self._SEEN_BITS) - 1)] = True
+        self._seen = np.packbits(seen, bitorder="little").tobytes()
 
     @classmethod
     def build(cls, keys, rows):
@@ -1167,6 +1181,9 @@ class NumberTable:
 
     def find(self, key):
         """(first row, how many rows) holding `key`; (0, 0) when none does."""
+        low = key & 0xFFFFFF
+        if not self._seen[low >> 3] >> (low & 7) & 1:
+            return 0, 0
         keys = self._keys
         index = bisect.bisect_left(keys, key)
         if index == len(keys) or keys[index] != key:

@@ -3,7 +3,9 @@
 
 usage: python floor_server.py PORT [THREADS=4] [stock|tuned]
 
-GET /popup (any query) -> the same constant JSON a hit of popup_server answers.
+GET /popup (any query) -> the same constant JSON a hit of popup_server answers, as
+bytes encoded once; GET /hello -> the same as a dict that Bottle encodes each time (the
+shape of the constant-JSON route the project's goals are measured against).
   stock  waitress as it comes: create_server(app, threads=THREADS) (the issue's yardstick)
   tuned  the very settings and channel popup_server serves with
          (popup_server.create_server), so that the only difference between this
@@ -27,6 +29,13 @@ app = bottle.Bottle()
 def popup():
     bottle.response.content_type = "application/json; charset=utf-8"
     return BODY
+
+
+@app.get("/hello")
+def hello():
+    """The issue's yardstick shape: a constant dict, encoded by Bottle's JSON plugin."""
+    return {"STATUS": "OK", "CLIENTNAME": "Noa Cohen", "COMPANY": "Galil Systems Ltd",
+            "TOTAL": 1, "URL": "https://crm.example.com/contact/1"}
 
 
 @app.get("/health")

@@ -1828,6 +1828,11 @@ class ContactsHolder:
         self.index = self.load()   # at start-up a bad file is fatal: the error goes up
         for line in load_report(self.index):
             log.info("%s", line)
+        kept = {header.lower() for header in self.index._extra}
+        for name in template_columns(config.url_template):
+            if name.lower() not in kept:
+                log.warning("--url-template uses {%s}, which is not a column of %s: it "
+                            "will be empty", name, config.contacts.name)
 
     def load(self):
         with _bulk_load():

@@ -451,3 +451,31 @@ def test_an_untrusted_peer_cannot_forge_x_forwarded_for_when_another_proxy_is_tr
         resp = srv.get("/popup", {"phone": "0722776772"}, headers={header: value})
         assert_json_error(resp, 403)
         assert "Widget Works" not in resp.text
+
+
+def test_stalled_connections_do_not_delay_other_clients(start_server, contacts):
+    import socket
+    srv = start_server(contacts, "--threads", "2")
+    stalled = []
+    try:
+        for n in range(12):  # six times as many as there are worker threads
+            sock = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+            if n % 3 == 0:    # headers never finished
+                sock.sendall(b"GET /popup?phone=0722776772 HTTP/1.1\r\nHost: x\r\n")
+            elif n % 3 == 1:  # a body announced and never sent
+                sock.sendall(b"POST /popup HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                             b"application/json\r\nContent-Length: 5000\r\n\r\n{\"ph")
+            else:             # many requests pipelined, answers never read
+                sock.sendall(b"GET /popup?phone=0722776772 HTTP/1.1\r\nHost: x\r\n\r\n" * 200)
+            stalled.append(sock)
+        time.sleep(0.3)
+        slowest = 0.0
+        for _ in range(20):
+            started = time.monotonic()
+            resp = srv.get("/popup", {"phone": "0722776772"}, timeout=5)
+            slowest = max(slowest, time.monotonic() - started)
+            assert resp.status == 200 and resp.json()["CLIENTNAME"] == "John Doe"
+        assert slowest < 0.5, slowest
+    finally:
+        for sock in stalled:
+            sock.close()

@@ -89,6 +89,14 @@
   % end
   <a href="calls.csv?day={{day.isoformat()}}{{tok}}" id="csv-link">download as CSV (Excel)</a>
 </div>
+<form method="get" action="" id="day-form">
+  % if token:
+  <input type="hidden" name="token" value="{{token}}">
+  % end
+  <label for="day">Day</label>
+  <input type="date" id="day" name="day" value="{{day.isoformat()}}" max="{{today.isoformat()}}">
+  <button type="submit">Show</button>
+</form>
 % if not recording:
 <p class="muted">Calls are not being recorded (the server was started with an empty --calls-db).</p>
 % elif calls_error:

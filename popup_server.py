@@ -68,6 +68,8 @@ log = logging.getLogger("popup_server")
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CONTACTS = HERE / "data" / "contacts.csv"
+#: Bottle caches compiled templates by the identity of this list: one list, one cache.
+VIEWS = [str(HERE / "views")]
 TOKEN_FILE_NAME = ".popup-token"
 ENV_PREFIX = "POPUP_"
 
@@ -83,7 +85,6 @@ WITHHELD_CALLER_IDS = frozenset(
     {"anonymous", "restricted", "private", "unknown", "unavailable", "withheld",
      "blocked", "no caller id", "חסום", "חסוי", "פרטי", "לא ידוע"})
 
-NO_MATCH_ANSWER = {"STATUS": "OK", "TOTAL": 0, "CLIENTNAME": "", "COMPANY": "", "URL": ""}
 
 #: Request fields that URL templates may use; values come from the request as sent.
 REQUEST_PLACEHOLDERS = ("phone", "e164", "ivrid", "did", "extenUser", "status")
@@ -271,7 +272,6 @@ OPTIONS = (
     Option("--calls-keep-days", "days of calls to keep", "90",
            _int_between(1, 3650), 90),
 )
-_OPTION_BY_DEST = {option.dest: option for option in OPTIONS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -432,6 +432,7 @@ class ColumnChoice:
     company: str | None = None
     phones: tuple = ()
     url: str | None = None
+    join_names: bool = False  # --name-column A+B: always join, never "A, else B"
 
 
 #: pandas reads a CSV in blocks of this many rows, and the index is built one block
@@ -452,6 +453,7 @@ class Table:
     delimiter: str | None
     warnings: list
     skipped: list          # (row, reason) for lines the reader could not split
+    first_row: int = 2     # the spreadsheet row of the first contact (header above it)
 
     def keep(self, headers):
         """The same table with only these columns."""
@@ -485,8 +487,8 @@ def read_table(path, *, encoding=None, delimiter=None, sheet=None, usecols=None,
     warnings, provisional = [], False
     if encoding is None:
         encoding, warnings, provisional = _detect_encoding(path, head)
-    elif encoding == "windows-1255":
-        warnings = _legacy_encoding(path)[1]
+    elif codecs.lookup(encoding).name == LEGACY_ENCODING:
+        encoding, warnings = "windows-1255", _legacy_encoding(path)[1]
     text_head = head.decode(encoding, errors="ignore")
     if delimiter is None:
         delimiter = _sniff_delimiter(text_head, path.suffix.lower())
@@ -498,8 +500,10 @@ def read_table(path, *, encoding=None, delimiter=None, sheet=None, usecols=None,
 def _csv_blocks(path, delimiter, encoding, usecols, engine, provisional, skipped):
     """{header: array of str} blocks read by pandas, every cell as text."""
     options = dict(sep=delimiter, dtype=str, na_filter=False, encoding=encoding,
-                   encoding_errors="strict", quotechar='"', skip_blank_lines=True,
-                   usecols=usecols, chunksize=_READ_ROWS, engine=engine)
+                   encoding_errors="strict", quotechar='"', usecols=usecols,
+                   index_col=False,         # a trailing delimiter must not shift columns
+                   skip_blank_lines=False,  # blank rows keep their place: row numbers
+                   chunksize=_READ_ROWS, engine=engine)
     if engine == "python":
         def skip(cells):  # a row with more cells than the header: report, don't refuse
             skipped.append((None, f"{len(cells)} cells where the header has fewer: "
@@ -643,24 +647,43 @@ def _read_xlsx(path, sheet, usecols):
             worksheet = book.worksheets[0]
         rows = [[_xlsx_cell_text(cell) for cell in row]
                 for row in worksheet.iter_rows()]
+    except ContactsFileError:
+        raise
+    except Exception as error:  # a damaged sheet: openpyxl and its XML parser raise many
+        raise ContactsFileError(path, f"cannot be read as an Excel workbook: "
+                                      f"{_first_line(error)}") from None
     finally:
         book.close()
-    while rows and not any(rows[0]):
-        rows.pop(0)
-    if not rows:
+    header_row = next((n for n, row in enumerate(rows) if any(row)), None)
+    if header_row is None:
         raise ContactsFileError(path, "the sheet is empty")
-    header = [_clean_header(text) for text in rows[0]]
+    while rows and not any(rows[-1]):
+        rows.pop()
+    header = _unique_headers([_clean_header(text) for text in rows[header_row]])
     width = len(header)
-    body = [row[:width] + [""] * (width - len(row)) for row in rows[1:] if any(row)]
+    body = [row[:width] + [""] * (width - len(row)) for row in rows[header_row + 1:]]
     columns = {}
     for position, name in enumerate(header):
-        if name and name not in columns and (usecols is None or name in set(usecols)):
+        if name and (usecols is None or name in set(usecols)):
             values = np.empty(len(body), dtype=object)
             values[:] = [row[position] for row in body]
             columns[name] = values
     blocks = [{name: values[start:start + _READ_ROWS] for name, values in columns.items()}
               for start in range(0, max(len(body), 1), _READ_ROWS)]
-    return Table(list(columns), blocks, "xlsx", None, [], [])
+    return Table(list(columns), blocks, "xlsx", None, [], [], first_row=header_row + 2)
+
+
+def _unique_headers(headers):
+    """Repeated headers numbered as pandas numbers them in a CSV: Phone, Phone.1, ..."""
+    seen, unique = {}, []
+    for name in headers:
+        if name and name in seen:
+            seen[name] += 1
+            unique.append(f"{name}.{seen[name]}")
+        else:
+            seen.setdefault(name, 0)
+            unique.append(name)
+    return unique
 
 
 def _xlsx_cell_text(cell):
@@ -763,6 +786,10 @@ def choose_columns(headers, *, name_column=None, company_column=None, phone_colu
         company = next((h for h in headers if phrases[h] in _COMPANY_HEADERS), None)
     if name_column:
         name = tuple(named(part, "--name-column") for part in name_column.split("+"))
+        return ColumnChoice(name=name, company=company, phones=phones,
+                            url=named(url_column, "--url-column") if url_column else next(
+                                (h for h in headers if phrases[h] in _URL_HEADERS), None),
+                            join_names=True)
     else:
         name = _choose_name(headers, phrases, exclude=set(phones) | {company})
     if url_column:
@@ -825,6 +852,8 @@ _CELL_SEPARATORS = re.compile(r"\s*(?::::|/|;|,|\||\r?\n|\bor\b|\bאו\b)\s*", r
 _EXTENSION = re.compile(
     r"(?:\b(?:ext|extension|ex)\.?|(?<=[\d\s)])x|#|שלוחה|שלו'|שלוחה:)\s*:?\s*\d{1,6}\s*$",
     re.I)
+#: A label before or after a number: "home: 054-...", "054-... (mobile)", "נייד 054-...".
+_LABELS = re.compile(r"^\s*\(?[^\W\d_]+\)?\s*[:\-]?\s*(?=[+(\d])|(?<=[\d)])\s*\(?[^\W\d_]+\)?\s*$")
 _SCIENTIFIC = re.compile(r"[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+")
 _EXCEL_FLOAT = re.compile(r"(\+?\d+)\.0+")
 
@@ -953,7 +982,7 @@ def number_key(text, rules):
     except phonenumbers.NumberParseException as error:
         return None, f"not a phone number ({_first_line(error.args[0] if error.args else error)})"
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    if not 1 + MIN_NUMBER_DIGITS <= len(e164) <= 1 + MAX_NUMBER_DIGITS + 1:
+    if not 1 + MIN_NUMBER_DIGITS <= len(e164) <= 1 + MAX_NUMBER_DIGITS:
         return None, "not a phone number"
     return int(e164[1:]), None
 
@@ -969,8 +998,13 @@ def cell_keys(cell, rules):
                     "the column as text and type the number again"]
     keys, problems = [], []
     for part in _CELL_SEPARATORS.split(text):
-        part = _EXTENSION.sub("", part).strip()
+        part = _LABELS.sub("", _EXTENSION.sub("", part)).strip()
         if not part or not any(ch.isdigit() for ch in part):
+            continue
+        if sum(ch.isalpha() for ch in part) >= 3:
+            # phonenumbers would read the letters as a keypad (1-800-FLOWERS): in a
+            # contacts file they are far more likely a note, so say so, don't guess.
+            problems.append("has words in it, not only a number")
             continue
         excel_float = _EXCEL_FLOAT.fullmatch(part)
         if excel_float:
@@ -1219,6 +1253,7 @@ class ContactIndex:
     warnings: tuple
     rules: NumberRules = dataclasses.field(repr=False)
     match_digits: int = 9
+    first_row: int = 2   # the spreadsheet row of the first contact
     _numbers: NumberTable = dataclasses.field(repr=False, default=None)
     _suffixes: NumberTable = dataclasses.field(repr=False, default=None)
     _names: TextColumn = dataclasses.field(repr=False, default=None)
@@ -1230,7 +1265,7 @@ class ContactIndex:
         """Match(total, first contact in file order, caller's E.164) for a caller id."""
         if caller_id is None:
             return NO_MATCH
-        key, _ = number_key(caller_id, self.rules)  # None for withheld words too
+        key, _ = number_key(caller_id, self.rules)  # None without digits: withheld too
         if key is None:
             return NO_MATCH
         row, total = self._numbers.find(key)
@@ -1243,7 +1278,7 @@ class ContactIndex:
             name=self._names[position].strip(),
             company=self._companies[position].strip(),
             url=self._urls[position].strip(),
-            row=position + 2,
+            row=position + self.first_row,
             fields={header: values[position] for header, values in self._extra.items()})
 
 
@@ -1334,12 +1369,14 @@ def _build_index(path, table, choice, keep, rules, match_digits):
     count = 0
     for block in table.blocks:
         size = len(next(iter(block.values()))) if block else 0
-        keys, rows, has_number = _block_pairs(block, size, count, choice, rules, unusable)
+        keys, rows, has_number = _block_pairs(block, size, count, choice, rules, unusable,
+                                              table.first_row)
         pair_keys.append(keys)
         pair_rows.append(rows)
         findable.append(has_number)
-        skipped.extend((int(position) + count + 2, "no usable phone number")
-                       for position in np.flatnonzero(~has_number))
+        skipped.extend((int(position) + count + table.first_row, "no usable phone number")
+                       for position in np.flatnonzero(~has_number)
+                       if any(str(values[position]).strip() for values in block.values()))
         companies = block[choice.company] if choice.company else _blank(size)
         names = _names(block, choice, size)
         blank_names = names == ""
@@ -1367,13 +1404,14 @@ def _build_index(path, table, choice, keep, rules, match_digits):
         rows_read=count, contacts=int(sum(int(f.sum()) for f in findable)),
         numbers=int(numbers.keys.size), shared_numbers=numbers.shared,
         skipped=tuple(skipped), unusable=tuple(unusable), warnings=tuple(table.warnings),
-        rules=rules, match_digits=match_digits, _numbers=numbers, _suffixes=suffixes,
+        rules=rules, match_digits=match_digits, first_row=table.first_row,
+        _numbers=numbers, _suffixes=suffixes,
         _names=texts.pop("name").build(), _companies=texts.pop("company").build(),
         _urls=texts.pop("url").build(),
         _extra={header: builder.build() for header, builder in texts.items()})
 
 
-def _block_pairs(block, size, first_row, choice, rules, unusable):
+def _block_pairs(block, size, first_row, choice, rules, unusable, row_base=2):
     """(keys, rows, row has a number) of one block; rows counted from the file's start,
     in file order. Problems with cells are added to `unusable`."""
     extra = []
@@ -1387,7 +1425,7 @@ def _block_pairs(block, size, first_row, choice, rules, unusable):
         if found:  # the first number in its column, the others beside it
             keys[position] = found[0]
             extra.extend((row, key) for key in found[1:])
-        unusable.extend((row + first_row + 2, choice.phones[column],
+        unusable.extend((row + first_row + row_base, choice.phones[column],
                          _clip(str(cells[position])), problem) for problem in problems)
     columns = keys.reshape(len(choice.phones), size)
     matrix = np.ascontiguousarray(columns.T)  # row by row: rows stay in file order
@@ -1485,8 +1523,8 @@ def _names(block, choice, size):
     columns = [block[header] for header in choice.name]
     if len(columns) == 1:
         return columns[0]
-    full, parts = (columns[0], columns[1:]) if _is_full_name(choice.name[0]) else \
-        (None, columns)
+    full, parts = (columns[0], columns[1:]) \
+        if _is_full_name(choice.name[0]) and not choice.join_names else (None, columns)
     joined = np.empty(size, dtype=object)
     joined[:] = [" ".join(p.strip() for p in cells if p and p.strip())
                  for cells in zip(*parts)]
@@ -1568,7 +1606,6 @@ def fill_template(template, values):
 # writer thread stores it in SQLite (WAL), so the answer never waits for the disk;
 # calls are rebuilt from their phases when the page asks, grouped by ivrid.
 
-CALL_PHASES = ("ringing", "answer", "hangup")
 _RECORD_QUEUE_SIZE = 10_000
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -1740,21 +1777,22 @@ def calls_of_day(path, day):
     end = start + dt.timedelta(days=1)
     if not Path(path).exists():
         return []
-    connection = sqlite3.connect(f"file:{Path(path).as_posix()}?mode=ro", uri=True,
+    connection = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True,
                                  timeout=1.0)
     try:
+        # A call belongs to the day it began on, even when it ends after midnight.
         rows = connection.execute(
             "SELECT * FROM events WHERE ivrid IN (SELECT ivrid FROM events "
-            "WHERE received_at >= ? AND received_at < ? GROUP BY ivrid "
-            "HAVING MIN(received_at) >= ?) ORDER BY received_at",
-            (start.timestamp(), end.timestamp(), start.timestamp())).fetchall()
+            "WHERE received_at >= ? AND received_at < ? + 86400 GROUP BY ivrid "
+            "HAVING MIN(received_at) >= ? AND MIN(received_at) < ?) ORDER BY received_at",
+            (start.timestamp() - 86400, end.timestamp(), start.timestamp(),
+             end.timestamp())).fetchall()
     finally:
         connection.close()
     calls = _calls_from_events(rows)
-    tries = {}
-    for call in calls:
-        tries[call.e164 or call.caller] = tries.get(call.e164 or call.caller, 0) + 1
-    calls = [dataclasses.replace(call, tries=tries[call.e164 or call.caller])
+    tries = collections.Counter(call.e164 for call in calls if call.e164)
+    # Withheld callers have no number to tell them apart: each call counts once.
+    calls = [dataclasses.replace(call, tries=tries[call.e164] if call.e164 else 1)
              for call in calls]
     order = {"missed": 0, "in progress": 1, "answered": 2}
     return sorted(calls, key=lambda c: (order[c.outcome], -c.started.timestamp()))
@@ -1799,10 +1837,17 @@ def calls_csv(calls):
     writer.writerow(CALLS_CSV_COLUMNS)
     for call in calls:
         writer.writerow([call.started.strftime("%Y-%m-%d %H:%M:%S"), call.outcome,
-                         call.caller, call.name, call.company, call.tries,
-                         call.answered_by, "" if call.duration is None else call.duration,
-                         call.did, call.url, call.ivrid])
+                         *map(_no_formula, (call.caller, call.name, call.company)),
+                         call.tries, _no_formula(call.answered_by),
+                         "" if call.duration is None else call.duration,
+                         *map(_no_formula, (call.did, call.url, call.ivrid))])
     return "\ufeff" + out.getvalue()
+
+
+def _no_formula(text):
+    """Text that Excel will show, not run: callers choose their caller id and names
+    come from files, and a cell starting with = + - @ is a formula to Excel."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 ###############################################################################
@@ -1824,7 +1869,9 @@ class ContactsHolder:
 
     def __init__(self, config):
         self.config = config
-        self.last_error = None
+        self.last_error = None        # the whole message, for the log and the calls page
+        self.last_error_public = None  # its gist, for the unauthenticated /health
+        self.signature = None         # the file as it was when the served index was read
         self.index = self.load()   # at start-up a bad file is fatal: the error goes up
         for line in load_report(self.index):
             log.info("%s", line)
@@ -1835,8 +1882,18 @@ class ContactsHolder:
                             "will be empty", name, config.contacts.name)
 
     def load(self):
-        with _bulk_load():
-            index = load_index(self.config.contacts, **self.config.load_options())
+        path = self.config.contacts
+        signature = file_signature(path)  # before reading: a change meanwhile is seen
+        try:
+            with _bulk_load():
+                index = load_index(path, **self.config.load_options())
+        except ContactsFileError:
+            raise
+        except Exception as error:  # a file no reader foresaw: still one line, no crash
+            log.debug("loading %s failed", path, exc_info=True)
+            raise ContactsFileError(path, f"cannot be loaded ({type(error).__name__}: "
+                                          f"{_first_line(error)})") from None
+        self.signature = signature
         if index.contacts == 0:
             raise ContactsFileError(self.config.contacts,
                                     "no contact has a usable phone number "
@@ -1849,16 +1906,27 @@ class ContactsHolder:
         try:
             index = self.load()
         except ContactsFileError as error:
-            self.last_error = str(error)
+            self.report(error)
             log.error("reload failed, still serving %d contacts loaded at %s: %s",
                       self.index.contacts, self.index.loaded_at.isoformat(timespec="seconds"),
                       error)
             return False
         self.index = index
-        self.last_error = None
+        self.report(None)
         _return_freed_memory()  # the replaced index's arrays
         log.info("reloaded in %.2f s: %s", time.perf_counter() - started, self.summary(index))
         return True
+
+    def report(self, error):
+        """Record the last failure (a ContactsFileError), or None once all is well."""
+        if error is None:
+            self.last_error = self.last_error_public = None
+            return
+        self.last_error = str(error)
+        # /health is open to anyone: the file's name and the gist of the problem only,
+        # never its folder or the cells quoted in the full message.
+        gist = re.split(r" \(|; ", error.problem, maxsplit=1)[0]
+        self.last_error_public = f"{Path(error.path).name}: {gist}"
 
     @staticmethod
     def summary(index):
@@ -1871,7 +1939,7 @@ class ContactsHolder:
                 "contacts": index.contacts, "numbers": index.numbers,
                 "source": index.source.name,
                 "loaded_at": index.loaded_at.isoformat(timespec="seconds"),
-                "last_error": self.last_error}
+                "last_error": self.last_error_public}
 
 
 @contextlib.contextmanager
@@ -2002,15 +2070,16 @@ def _unquote(text):
 
 def _query_fields(environ):
     """The query string as a dict; the last value of a repeated field wins."""
-    return _form_fields(environ.get("QUERY_STRING", ""), "query string")
+    return _form_fields(environ.get("QUERY_STRING", ""), "query string", wsgi_text=True)
 
 
-def _form_fields(text, what):
+def _form_fields(text, what, wsgi_text=False):
     """Decode `a=1&b=%2B972...` (UTF-8, strictly): what parse_qsl does, at a third of
-    its cost for the plain fields Voicenter sends (this runs on every request)."""
+    its cost for the plain fields Voicenter sends (this runs on every request).
+    `wsgi_text`: `text` is a WSGI string, raw bytes shown as latin-1."""
     if not text:
         return {}
-    if not text.isascii():
+    if wsgi_text and not text.isascii():
         # WSGI hands over raw bytes as latin-1; anything outside ASCII is UTF-8 inside.
         try:
             text = text.encode("latin-1").decode("utf-8")
@@ -2314,8 +2383,9 @@ def create_app(config, holder, recorder=None, access_log=None):
             tried_answer = build_answer(holder.index.lookup(tried), fields, config)
         token = query.get("token", "") if guard.token else ""
         return bottle.template(
-            "calls", template_lookup=[str(HERE / "views")],
-            health=holder.health(), calls=calls, calls_error=calls_error,
+            "calls", template_lookup=VIEWS,
+            health={**holder.health(), "last_error": holder.last_error},  # needs the token
+            calls=calls, calls_error=calls_error,
             recording=recorder is not None, day=day, today=dt.date.today(),
             token=token, tried=tried, tried_answer=tried_answer,
             tried_json=_json_bytes(tried_answer).decode("utf-8") if tried_answer else "",
@@ -2339,9 +2409,12 @@ def _parse_day(text):
     if not text:
         return dt.date.today()
     try:
-        return dt.date.fromisoformat(text)
+        day = dt.date.fromisoformat(text)
     except ValueError:
+        day = None
+    if day is None or not 2000 <= day.year <= 9998:
         raise bottle.HTTPError(400, "day must be a date written YYYY-MM-DD") from None
+    return day
 
 
 def _calls_or_error(recorder, day):
@@ -2388,7 +2461,8 @@ class FileWatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="contacts-watcher",
                                         daemon=True)
-        self._served = file_signature(self.path)
+        self._served = holder.signature  # taken before the load: a later edit is seen
+        self._watcher_error = False      # last_error is the watcher's own (missing, locked)
 
     def __enter__(self):
         self._thread.start()
@@ -2409,6 +2483,9 @@ class FileWatcher:
     def _poll(self, seen):
         current = file_signature(self.path)
         if current == self._served:
+            if self._watcher_error:  # back as it was after a moment away or locked
+                self._watcher_error = False
+                self.holder.report(None)
             return current
         if current != seen:
             return current  # still changing, or just changed: look again next time
@@ -2420,10 +2497,12 @@ class FileWatcher:
         return current
 
     def _report_missing(self):
-        message = f"{self.path}: the file is missing; still serving the contacts loaded before"
-        if self.holder.last_error != message:
-            self.holder.last_error = message
-            log.error("%s", message)
+        error = ContactsFileError(self.path, "the file is missing; still serving the "
+                                             "contacts loaded before")
+        if self.holder.last_error != str(error):
+            self.holder.report(error)
+            self._watcher_error = True
+            log.error("%s", error)
 
     def _load_settled(self, signature):
         """Load the file seen with `signature`; True when that attempt is over."""
@@ -2432,8 +2511,11 @@ class FileWatcher:
             with open(self.path, "rb"):
                 pass
         except OSError as error:  # locked mid-save (Windows) or gone: next poll retries
-            self.holder.last_error = f"{self.path}: cannot be opened yet ({error.strerror})"
+            self.holder.report(ContactsFileError(self.path, f"cannot be opened yet "
+                                                            f"({error.strerror})"))
+            self._watcher_error = True
             return False
+        self._watcher_error = False
         self.holder.reload()
         if file_signature(self.path) != signature:
             log.info("%s changed while being read; reading it again", self.path.name)

@@ -125,8 +125,8 @@
   <td>{{call.answered_by}}</td>
   <td>{{"" if call.duration is None else "%d:%02d" % divmod(call.duration, 60)}}</td>
   <td>
-    % if call.e164 or call.caller:
-    <a href="tel:{{call.e164 or call.caller}}">call back</a>
+    % if call.e164:
+    <a href="tel:{{call.e164}}">call back</a>
     % end
     % if call.url.startswith(("http://", "https://")):
     · <a href="{{call.url}}" rel="noopener noreferrer" target="_blank">CRM</a>

@@ -961,11 +961,14 @@ def _fast_key(digits, plus, rules):
 
 def number_key(text, rules):
     """(key, problem) for one written number; key None means not usable (see problem)."""
-    text = text.strip()
-    plus = text.startswith("+")
-    digits = text.translate(_DELETE_FORMATTING)
-    if plus:
-        digits = digits[1:]
+    if text.isdigit() and text.isascii():  # how Voicenter sends caller ids: nothing to strip
+        plus, digits = False, text
+    else:
+        text = text.strip()
+        plus = text.startswith("+")
+        digits = text.translate(_DELETE_FORMATTING)
+        if plus:
+            digits = digits[1:]
     if digits.isascii() and digits.isdigit():
         if len(digits) < MIN_NUMBER_DIGITS:
             return None, "too short to be a phone number"
@@ -1269,9 +1272,13 @@ class ContactIndex:
         if key is None:
             return NO_MATCH
         row, total = self._numbers.find(key)
-        if total == 0 and key >= 10 ** self.match_digits:
-            row, total = self._suffixes.find(key % 10 ** self.match_digits)
+        if total == 0 and key >= self._suffix_modulus:
+            row, total = self._suffixes.find(key % self._suffix_modulus)
         return Match(total, self.contact(row) if total else None, key)
+
+    @functools.cached_property
+    def _suffix_modulus(self):
+        return 10 ** self.match_digits
 
     def contact(self, position):
         return Contact(

@@ -340,7 +340,7 @@ def build_parser(environ):
         default=Path(environ["POPUP_CONTACTS"]) if environ.get("POPUP_CONTACTS")
         else DEFAULT_CONTACTS,
         help="contacts file: .csv, .txt, .tsv or .xlsx "
-             f"(default: data/contacts.csv beside the program) [env POPUP_CONTACTS]")
+             "(default: data/contacts.csv beside the program) [env POPUP_CONTACTS]")
     for option in OPTIONS:
         default = _env_default(option, environ)
         shown = option.default if option.default not in (None, "", ()) else None
@@ -1066,7 +1066,6 @@ def column_keys(cells, rules):
 #: _DIGIT_WEIGHT[byte * 19 + k] = (byte - 48) * 10**k: a digit's worth k places from
 #: the right (flat: one 1-D gather is the cheapest numpy can do).
 _DIGIT_WEIGHT = ((np.arange(256, dtype=np.int64)[:, None] - 48) * _POW10[None, :]).ravel()
-_COUNT_UP = np.arange(1 << 20, dtype=np.int64)  # sliced, never reallocated
 #: How a cell was written, from (has "+", leading zeros 0/1/2, country code follows
 #: them): _FORM[...] is its form (-1: not for the fast path), _STRIPS_CC whether the
 #: country code is cut off to leave the national number.
@@ -1108,9 +1107,7 @@ def _column_keys_chunk(cells, rules):
     # The value of each cell's digits: digit * 10 ** (digits after it in its cell).
     digit_bytes = data[digit_at]
     if digit_bytes.size:
-        from_right = np.repeat(first[1:] - 1, ndig) - _COUNT_UP[:digit_bytes.size] \
-            if digit_bytes.size <= _COUNT_UP.size else \
-            np.repeat(first[1:] - 1, ndig) - np.arange(digit_bytes.size)
+        from_right = np.repeat(first[1:] - 1, ndig) - np.arange(digit_bytes.size)
         np.minimum(from_right, 18, out=from_right)
         from_right += digit_bytes.astype(np.int64) * 19
         weighted = _DIGIT_WEIGHT[from_right]

@@ -6,8 +6,6 @@ import io
 import sqlite3
 import time
 
-import pytest
-
 import popup_server as ps
 from conftest import SAMPLE_CONTACTS
 

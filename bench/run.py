@@ -242,22 +242,25 @@ def run_wrk(port, conns, duration, queries, threads=1):
 
 def part_http(args, procs, server, csv_path, q_path, R):
     say("\n== 1. HTTP throughput (wrk, hits and misses in varied forms) ==")
-    floor, fport = start_floor(procs, args.threads)
-    stock, stock_port = start_floor(procs, args.threads, "stock")
-    srv = sport = None
-    if server:
-        try:
-            srv, sport, secs, _ = start_server(procs, server, csv_path)
-        except RuntimeError as e:
-            say(f"popup_server did not start: {e}")
-    targets = [("stock", stock_port), ("floor", fport)] + ([("server", sport)] if sport else [])
-    for name, port in targets:  # warm-up, not counted
-        run_wrk(port, 4, 1, q_path, args.wrk_threads)
+    say("  fresh processes every repeat: a process keeps the speed it starts with (where")
+    say("  the scheduler puts its threads), so repeats inside one process understate the")
+    say("  spread")
     res = {c: {"stock": [], "floor": [], "server": [], "ratio": [], "ratio_stock": []}
            for c in CONNS}
-    for c in CONNS:
-        for r in range(R):
-            order = targets if r % 2 == 0 else targets[::-1]
+    for r in range(R):
+        floor, fport = start_floor(procs, args.threads)
+        stock, stock_port = start_floor(procs, args.threads, "stock")
+        srv = sport = None
+        if server:
+            try:
+                srv, sport, secs, _ = start_server(procs, server, csv_path)
+            except RuntimeError as e:
+                say(f"popup_server did not start: {e}")
+        targets = [("stock", stock_port), ("floor", fport)] + ([("server", sport)] if sport else [])
+        for name, port in targets:  # warm-up, not counted
+            run_wrk(port, 4, 1, q_path, args.wrk_threads)
+        for c in CONNS:
+            order = targets if (r + CONNS.index(c)) % 2 == 0 else targets[::-1]
             got = {}
             for name, port in order:
                 w = run_wrk(port, c, args.duration, q_path, args.wrk_threads)
@@ -269,10 +272,10 @@ def part_http(args, procs, server, csv_path, q_path, R):
             if "server" in got:
                 res[c]["ratio"].append(got["server"]["rps"] / got["floor"]["rps"])
                 res[c]["ratio_stock"].append(got["server"]["rps"] / got["stock"]["rps"])
-    procs.stop(floor)
-    procs.stop(stock)
-    if srv:
-        procs.stop(srv)
+        procs.stop(floor)
+        procs.stop(stock)
+        if srv:
+            procs.stop(srv)
     return res
 
 

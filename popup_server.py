@@ -2440,7 +2440,7 @@ def create_app(config, holder, recorder=None, access_log=None):
         answer = build_answer(match, fields, config)
         # Straight into the response's header table (name: [value]) as set_header()
         # would leave it: these names and values are constants, so its checks only
-        # cost time, ~1 us of the busiest path (test_http checks both headers arrive).
+        # cost time, ~1 us of the busiest path (test_security checks both arrive).
         headers = bottle.response._headers
         headers["Content-Type"] = [JSON_TYPE]  # new lists: add_header() appends to them
         headers["Access-Control-Allow-Origin"] = [CORS_ORIGIN[1]]

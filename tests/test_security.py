@@ -304,6 +304,7 @@ def test_popup_answers_carry_cors_headers(start_server, contacts):
     for resp in (get, js):
         assert resp.status == 200, resp
         assert resp.header("Access-Control-Allow-Origin") in ("*", ORIGIN), resp.headers
+        assert resp.header("Content-Type") == "application/json; charset=utf-8", resp.headers
 
 
 # --------------------------------------------------------------------------

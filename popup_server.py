@@ -1998,7 +1998,8 @@ def _bulk_load():
     gc.disable()
     # numpy asks the kernel for 2 MiB pages for arrays of 4 MiB and more; faulting
     # those in made building the number tables take 0.45-0.55 s instead of 0.22 s, in
-    # two loads out of three (Linux 'madvise' mode). Lookups gain nothing from them.
+    # 7 loads of 8 (Linux 'madvise' mode). Over HTTP, lookups gained at most a few
+    # percent from them, within the noise.
     # NUMPY_MADVISE_HUGEPAGE=0 does this for a whole process; this only for the load.
     set_huge_pages = getattr(getattr(getattr(np, "_core", None), "multiarray", None),
                              "_set_madvise_hugepage", None)

@@ -1507,14 +1507,17 @@ class TextRowsBuilder:
 
     def add(self, columns):
         """Append a block: `width` arrays of str, one value per row each."""
-        cells = np.stack(columns, axis=1).ravel().tolist()  # row by row
-        if not cells:
-            return
+        # As objects: a fixed-width str array would be as wide as the longest cell.
+        cells = np.stack([np.asarray(column, dtype=object) for column in columns],
+                         axis=1).ravel().tolist()  # row by row
+        if cells:
+            self._add_cells(cells)
+
+    def _add_cells(self, cells):
         data = ("\0".join(cells) + "\0").encode("utf-8", "surrogatepass")
         ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 0)
         if ends.size != len(cells):  # a cell holds a NUL itself: it cannot be text
-            return self.add([[cell.replace("\0", "") for cell in column]
-                             for column in columns])
+            return self._add_cells([cell.replace("\0", "") for cell in cells])
         self._parts.append(data)
         self._ends.append(ends[self.width - 1::self.width] + self._size)
         self._size += len(data)
@@ -2056,10 +2059,14 @@ class AccessGuard:
         # X-Forwarded-For is "client, proxy1, proxy2": walk back over trusted proxies.
         forwarded = [part.strip() for part in
                      environ.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
+        # The address as ipaddress writes it, never the header's text: that is the
+        # client's to choose, and an IPv6 zone ("fe80::1%...") may hold any words.
         for address in reversed(forwarded):
             if not self._in(address, self.trusted):
-                return address if self._parse(address) else peer
-        return forwarded[0] if forwarded and self._parse(forwarded[0]) else peer
+                parsed = self._parse(address)
+                return str(parsed) if parsed else peer
+        first = self._parse(forwarded[0]) if forwarded else None
+        return str(first) if first else peer
 
     def check(self, environ, query):
         if self.allowed:
@@ -2087,8 +2094,8 @@ class AccessGuard:
 
     @staticmethod
     def _parse(text):
-        try:
-            address = ipaddress.ip_address(text.strip().strip("[]"))
+        try:  # without its zone (%eth0): it names an interface, not a host
+            address = ipaddress.ip_address(text.strip().strip("[]").partition("%")[0])
         except ValueError:
             return None
         mapped = getattr(address, "ipv4_mapped", None)
@@ -2262,7 +2269,10 @@ class AccessLog:
 
     def _run(self):
         while not self._stop.wait(self._interval):
-            self._flush()
+            try:
+                self._flush()
+            except Exception:  # a line that cannot be made must not end the log
+                log.exception("the request log could not write a batch of lines")
 
     def _lines_of(self, entries):
         lines = []
@@ -2279,7 +2289,7 @@ class AccessLog:
             lines.append(_POPUP_LINE % (
                 self._stamp, now % 1 * 1000, method, _loggable(phase or "-"),
                 _loggable(ivrid or "-"), total, _mask(phone, log_numbers), seconds * 1000,
-                client))
+                _loggable(client)))  # a forwarded address can hold words (fe80::1%x y)
         return lines
 
     def _flush(self):
@@ -2327,7 +2337,8 @@ _POPUP_LINE = "%s,%03d INFO " + _POPUP_MESSAGE + "\n"
 
 def _popup_line(method, phase, ivrid, phone, total, seconds, client, log_numbers):
     return _POPUP_MESSAGE % (method, _loggable(phase or "-"), _loggable(ivrid or "-"),
-                             total, _mask(phone, log_numbers), seconds * 1000, client)
+                             total, _mask(phone, log_numbers), seconds * 1000,
+                             _loggable(client))  # a forwarded address can hold words
 
 
 def _loggable(value, width=80):
@@ -2413,7 +2424,7 @@ def create_app(config, holder, recorder=None, access_log=None):
         if access_log.enabled:
             access_log.write(f"{bottle.request.method} {_loggable(bottle.request.path)} "
                              f"{status} {_loggable(message, 200)} "
-                             f"client={guard.client_address(bottle.request.environ)}")
+                             f"client={_loggable(guard.client_address(bottle.request.environ))}")
         bottle.response.content_type = JSON_TYPE
         if bottle.request.path == "/popup":
             bottle.response.set_header(*CORS_ORIGIN)

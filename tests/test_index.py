@@ -92,6 +92,27 @@ def test_text_rows_give_back_every_row_as_it_was_added(shape):
     assert [rows[i] for i in range(len(rows))] == expected
 
 
+def test_a_nul_in_a_block_with_one_long_cell_costs_no_more_memory():
+    # Cleaning the NUL must not widen every cell to the longest one (rows x longest).
+    import tracemalloc
+    rows = 10_000
+    names = np.array([f"name {i}" for i in range(rows)], dtype=object)
+    names[5] = "A\0B"
+    urls = np.array([""] * rows, dtype=object)
+    urls[7] = "https://crm.example/" + "x" * 4_000
+    companies = np.array(["Acme"] * rows, dtype=object)
+    builder = ps.TextRowsBuilder(3)
+    tracemalloc.start()
+    builder.add([names, companies, urls])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 20 * 2 ** 20, peak  # widened, it was ~480 MB
+    text_rows = builder.build()
+    assert text_rows[5] == ["AB", "Acme", ""]
+    assert text_rows[7][2].endswith("x" * 4_000)
+    assert text_rows[9_999] == ["name 9999", "Acme", ""]
+
+
 def test_a_contact_is_read_back_with_its_template_columns(tmp_path):
     path = tmp_path / "contacts.csv"
     path.write_text("Name,Company,Phone,CRM id\n"

@@ -252,6 +252,19 @@ def test_trusted_proxy_makes_x_forwarded_for_believed(start_server, contacts):
     assert resp.json()["CLIENTNAME"] == "Masked Caller"
 
 
+def test_a_forwarded_address_cannot_write_words_into_the_log(start_server, contacts):
+    # An IPv6 zone may hold any text: the log shows the address, not the header's words.
+    srv = start_server(contacts, "--trusted-proxy", "127.0.0.1")
+    mark = srv.log_mark()
+    forged = "fe80::1%x total=9 caller=0509999999 client=203.0.113.9"
+    resp = srv.get("/popup", {"phone": "0501234987"}, headers={"X-Forwarded-For": forged})
+    assert resp.status == 200, resp
+    log = srv.wait_for_log("987", since=mark)
+    line = next(line for line in log.splitlines() if "987" in line)
+    assert line.endswith("client=fe80::1"), line
+    assert "203.0.113.9" not in log and "0509999999" not in log, log
+
+
 def test_trusted_proxy_does_not_believe_addresses_the_client_put_before_it(
         start_server, contacts):
     # The client forged "10.9.8.7"; the trusted proxy appended the real peer.

@@ -1208,19 +1208,20 @@ class NumberTable:
     waitress' main loop (seen with py-spy).
     """
 
-    __slots__ = ("keys", "counts", "_modulus", "_directory", "_keys", "_found")
+    __slots__ = ("keys", "shared", "_modulus", "_directory", "_keys", "_found")
 
     def __init__(self, modulus, keys, first_rows, counts):
         """`keys`: distinct, in bucket order (by key % modulus, then key)."""
         self._modulus = modulus
         self.keys = np.asarray(keys, dtype=np.int64)
-        self.counts = np.asarray(counts, dtype=np.int64)
+        counts = np.asarray(counts, dtype=np.int64)
+        self.shared = int((counts > 1).sum())  # numbers held by several contacts
         found = np.asarray(first_rows, dtype=np.int64) << 32
-        found |= self.counts
-        directory = np.zeros(modulus + 1, dtype=np.int64)
+        found |= counts
+        directory = np.zeros(modulus + 1,
+                             dtype=np.int32 if self.keys.size < 2 ** 31 else np.int64)
         np.cumsum(np.bincount(self.keys % modulus, minlength=modulus), out=directory[1:])
-        self._directory = memoryview(directory.astype(
-            np.int32 if self.keys.size < 2 ** 31 else np.int64))
+        self._directory = memoryview(directory)
         self._keys, self._found = memoryview(self.keys), memoryview(found)
 
     @classmethod
@@ -1248,10 +1249,6 @@ class NumberTable:
                 return 0, 0
         found = self._found[low]
         return found >> 32, found & 0xFFFFFFFF
-
-    @property
-    def shared(self):
-        return int((self.counts > 1).sum())
 
 
 def _prime_at_least(number):
@@ -2282,14 +2279,11 @@ class AccessLog:
             if int(now) != self._second:
                 self._second = int(now)
                 self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
-            if len(entry) == 2:
+            if len(entry) == 2:  # write(): the line is made already
                 lines.append("%s,%03d INFO %s\n" % (self._stamp, now % 1 * 1000, entry[1]))
                 continue
-            _, method, phase, ivrid, phone, total, seconds, client = entry
-            lines.append(_POPUP_LINE % (
-                self._stamp, now % 1 * 1000, method, _loggable(phase or "-"),
-                _loggable(ivrid or "-"), total, _mask(phone, log_numbers), seconds * 1000,
-                _loggable(client)))  # a forwarded address can hold words (fe80::1%x y)
+            lines.append("%s,%03d INFO %s\n" % (self._stamp, now % 1 * 1000,
+                                                 _popup_line(*entry[1:], log_numbers)))
         return lines
 
     def _flush(self):
@@ -2331,14 +2325,11 @@ class LoggingAccessLog:
                                             self._log_numbers))
 
 
-_POPUP_MESSAGE = "%s /popup 200 %s ivrid=%s total=%d caller=%s %.1fms client=%s"
-_POPUP_LINE = "%s,%03d INFO " + _POPUP_MESSAGE + "\n"
-
-
 def _popup_line(method, phase, ivrid, phone, total, seconds, client, log_numbers):
-    return _POPUP_MESSAGE % (method, _loggable(phase or "-"), _loggable(ivrid or "-"),
-                             total, _mask(phone, log_numbers), seconds * 1000,
-                             _loggable(client))  # a forwarded address can hold words
+    return "%s /popup 200 %s ivrid=%s total=%d caller=%s %.1fms client=%s" % (
+        method, _loggable(phase or "-"), _loggable(ivrid or "-"), total,
+        _mask(phone, log_numbers), seconds * 1000,
+        _loggable(client))  # a forwarded address can hold words (fe80::1%x ...)
 
 
 def _loggable(value, width=80):

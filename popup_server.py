@@ -1168,7 +1168,7 @@ def _keys_from_value(value, ndig, d0, d1, plus, bad, rules):
 
 
 class Contact(typing.NamedTuple):
-    """A found contact (a NamedTuple: made on every lookup, so it must be cheap)."""
+    """A found contact, whole (lookup()); requests read only what they answer."""
 
     name: str
     company: str
@@ -1184,10 +1184,13 @@ class Match(typing.NamedTuple):
 
     @property
     def e164(self):
-        return None if self.key is None else f"+{self.key}"
+        return _e164(self.key)
 
 
-NO_MATCH = Match(0, None, None)
+def _e164(key):
+    return None if key is None else f"+{key}"
+
+
 NO_FIELDS = types.MappingProxyType({})  # shared by every contact without template columns
 
 
@@ -1290,25 +1293,37 @@ class ContactIndex:
     _texts: TextRows = dataclasses.field(repr=False, default=None)
     template_headers: tuple = ()  # the file's columns kept for URL templates
 
-    def lookup(self, caller_id):
-        """Match(total, first contact in file order, caller's E.164) for a caller id."""
-        if caller_id is None:
-            return NO_MATCH
-        key, _ = number_key(caller_id, self.rules)  # None without digits: withheld too
+    def find(self, caller_id):
+        """(row, total, key) for a caller id: the position of the first contact in
+        file order holding its number, how many do, and the number's key (None when
+        it has none: withheld, or no digits). The one matching rule, shared by
+        answer_for() (every request: plain tuples, nothing built) and lookup()."""
+        key = None if caller_id is None else number_key(caller_id, self.rules)[0]
         if key is None:
-            return NO_MATCH
+            return 0, 0, None
         row, total = self._numbers.find(key)
-        if total == 0 and key >= self._suffix_modulus:
+        if not total and key >= self._suffix_modulus:
             row, total = self._suffixes.find(key % self._suffix_modulus)
-        return Match(total, self.contact(row) if total else None, key)
+        return row, total, key
+
+    def lookup(self, caller_id):
+        """Match(total, first contact in file order, caller's key) for a caller id:
+        find() with the contact made whole, for the command line, tests and embedding."""
+        row, total, key = self.find(caller_id)
+        return Match(total, self.contact(row), key) if total else Match(0, None, key)
 
     @functools.cached_property
     def _suffix_modulus(self):
         return 10 ** self.match_digits
 
+    def texts_of(self, row):
+        """The row's name, company and URL, then a list of its template columns."""
+        name, company, url, *kept = self._texts[row]
+        return name.strip(), company.strip(), url.strip(), kept
+
     def contact(self, position):
-        name, company, url, *kept = self._texts[position]
-        return Contact(name.strip(), company.strip(), url.strip(), position + self.first_row,
+        name, company, url, kept = self.texts_of(position)
+        return Contact(name, company, url, position + self.first_row,
                        dict(zip(self.template_headers, kept)) if kept else NO_FIELDS)
 
 
@@ -1726,13 +1741,13 @@ class CallRecorder:
             self._queue.put(self._closing)
             self._thread.join(timeout=30)
 
-    def record(self, fields, match, answer):
+    def record(self, fields, answer):
         event = (fields.get("ivrid") or f"no-ivrid-{time.time_ns()}",
                  _phase(fields).strip().lower() or "unknown", time.time(),
-                 fields.get("phone", ""), match.e164 or "", fields.get("did", ""),
+                 fields.get("phone", ""), answer.e164 or "", fields.get("did", ""),
                  fields.get("extenUser", ""), fields.get("direction", ""),
                  1 if str(fields.get("isAnswered", "")).lower() in ("1", "true") else 0,
-                 answer["CLIENTNAME"], answer["COMPANY"], answer["TOTAL"], answer["URL"])
+                 answer.name, answer.company, answer.total, answer.url)
         try:
             self._queue.put_nowait(event)
         except queue.Full:  # the disk is far behind; the pop-up comes first
@@ -2348,26 +2363,54 @@ def _mask(number, log_numbers):
     return "*" * (len(digits) - 3) + digits[-3:] if digits else "-"
 
 
-def build_answer(match, fields, config):
-    """The five fields Voicenter reads, for a Match and the request's fields."""
-    contact = match.contact
-    if contact is None:
-        url = fill_template(config.no_match_url, _request_values(match, fields)) \
+_json_string = json.encoder.encode_basestring  # C; keeps Hebrew as is, escapes '"\\'
+
+
+class PopupAnswer(typing.NamedTuple):
+    """What /popup answers (STATUS is always "OK") and the caller's key."""
+
+    total: int
+    name: str
+    company: str
+    url: str
+    key: int | None
+
+    @property
+    def e164(self):
+        return _e164(self.key)
+
+    def as_dict(self):
+        """The five fields Voicenter reads, in the order they are sent."""
+        return {"STATUS": "OK", "TOTAL": self.total, "CLIENTNAME": self.name,
+                "COMPANY": self.company, "URL": self.url}
+
+    def json_bytes(self):
+        """json.dumps(as_dict()), assembled directly: the fields and their order are
+        fixed, and this costs a quarter of json.dumps on the busiest path."""
+        return (f'{{"STATUS": "OK", "TOTAL": {self.total:d}, '
+                f'"CLIENTNAME": {_json_string(self.name)}, '
+                f'"COMPANY": {_json_string(self.company)}, '
+                f'"URL": {_json_string(self.url)}}}').encode("utf-8", "replace")
+
+
+def answer_for(index, caller_id, fields, config):
+    """The PopupAnswer to a caller id; the request's fields fill URL templates."""
+    row, total, key = index.find(caller_id)
+    if not total:
+        url = fill_template(config.no_match_url, _request_values(key, fields)) \
             if config.no_match_url else ""
-        return {"STATUS": "OK", "TOTAL": 0, "CLIENTNAME": "", "COMPANY": "", "URL": url}
-    url = contact.url
+        return PopupAnswer(0, "", "", url, key)
+    name, company, url, kept = index.texts_of(row)
     if not url and config.url_template:
-        url = fill_template(config.url_template, {**contact.fields,
-                                                  **_request_values(match, fields),
-                                                  "name": contact.name,
-                                                  "company": contact.company})
-    return {"STATUS": "OK", "TOTAL": match.total, "CLIENTNAME": contact.name,
-            "COMPANY": contact.company, "URL": url}
+        url = fill_template(config.url_template, {
+            **dict(zip(index.template_headers, kept)), **_request_values(key, fields),
+            "name": name, "company": company})
+    return PopupAnswer(total, name, company, url, key)
 
 
-def _request_values(match, fields):
+def _request_values(key, fields):
     """The request's placeholders for URL templates."""
-    return {"phone": fields.get("phone", ""), "e164": match.e164 or "",
+    return {"phone": fields.get("phone", ""), "e164": _e164(key) or "",
             "ivrid": fields.get("ivrid", ""), "did": fields.get("did", ""),
             "extenUser": fields.get("extenUser", ""), "status": _phase(fields)}
 
@@ -2378,18 +2421,6 @@ def _phase(fields):
 
 def _json_bytes(payload):
     return json.dumps(payload, ensure_ascii=False).encode("utf-8", "replace")
-
-
-_json_string = json.encoder.encode_basestring  # C; keeps Hebrew as is, escapes '"\\'
-
-
-def _answer_bytes(answer):
-    """The answer as JSON, assembled directly: the fields and their order are fixed,
-    and this costs a quarter of json.dumps on the busiest path."""
-    return (f'{{"STATUS": "OK", "TOTAL": {answer["TOTAL"]:d}, '
-            f'"CLIENTNAME": {_json_string(answer["CLIENTNAME"])}, '
-            f'"COMPANY": {_json_string(answer["COMPANY"])}, '
-            f'"URL": {_json_string(answer["URL"])}}}').encode("utf-8", "replace")
 
 
 ERROR_MESSAGES = {
@@ -2439,8 +2470,7 @@ def create_app(config, holder, recorder=None, access_log=None):
         if phone is None:
             raise bottle.HTTPError(400, "the request has no phone field "
                                         "(e.g. /popup?phone=0722776772)")
-        match = holder.index.lookup(phone)
-        answer = build_answer(match, fields, config)
+        answer = answer_for(holder.index, phone, fields, config)
         # Straight into the response's header table (name: [value]) as set_header()
         # would leave it: these names and values are constants, so its checks only
         # cost time, ~1 us of the busiest path (test_security checks both arrive).
@@ -2448,11 +2478,11 @@ def create_app(config, holder, recorder=None, access_log=None):
         headers["Content-Type"] = [JSON_TYPE]  # new lists: add_header() appends to them
         headers["Access-Control-Allow-Origin"] = [CORS_ORIGIN[1]]
         if recorder is not None:
-            recorder.record(fields, match, answer)
+            recorder.record(fields, answer)
         if log_request:
-            access_log.popup(environ["REQUEST_METHOD"], fields, answer["TOTAL"],
+            access_log.popup(environ["REQUEST_METHOD"], fields, answer.total,
                              time.perf_counter() - started, guard.client_address(environ))
-        return _answer_bytes(answer)
+        return answer.json_bytes()
 
     @app.route("/popup", method="OPTIONS")
     def popup_preflight():
@@ -2483,7 +2513,7 @@ def create_app(config, holder, recorder=None, access_log=None):
         tried_answer = None
         if tried is not None:
             fields = {"phone": tried}
-            tried_answer = build_answer(holder.index.lookup(tried), fields, config)
+            tried_answer = answer_for(holder.index, tried, fields, config).as_dict()
         token = query.get("token", "") if guard.token else ""
         return bottle.template(
             "calls", template_lookup=VIEWS,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""The floor: Bottle on waitress answering one constant JSON, nothing else.
+"""The floor: Bottle on waitress answering one constant JSON (or, in lookup mode, a dict lookup).
 
-usage: python floor_server.py PORT [THREADS=4] [stock|tuned]
+usage: python floor_server.py PORT [THREADS=4] [stock|tuned|lookup QUERIES.expected]
 
 GET /popup (any query) -> the same constant JSON a hit of popup_server answers, as
 bytes encoded once; GET /hello -> the same as a dict that Bottle encodes each time (the
@@ -10,6 +10,10 @@ shape of the constant-JSON route the project's goals are measured against).
   tuned  the very settings and channel popup_server serves with
          (popup_server.create_server), so that the only difference between this
          floor and popup_server is the work popup_server does per request.
+  lookup the tuned floor, but /popup looks the answer up: the least a Bottle route
+         can do to answer a lookup (no plugins, Bottle's own query parsing, one
+         dict.get on the caller id exactly as written, json.dumps), with the answers
+         of a queries file. No normalising, no index: what the tools cost for one.
 """
 import json
 import sys
@@ -29,6 +33,33 @@ app = bottle.Bottle()
 def popup():
     bottle.response.content_type = "application/json; charset=utf-8"
     return BODY
+
+
+ANSWERS = {}  # caller id as written -> name; filled in lookup mode
+
+
+def lookup_popup():
+    """The lookup floor's /popup (routed only in lookup mode)."""
+    name = ANSWERS.get(bottle.request.query.get("phone", ""))
+    bottle.response.content_type = "application/json; charset=utf-8"
+    if name is None:
+        return json.dumps({"STATUS": "OK", "TOTAL": 0, "CLIENTNAME": "", "COMPANY": "",
+                           "URL": ""}).encode("utf-8")
+    return json.dumps({"STATUS": "OK", "TOTAL": 1, "CLIENTNAME": name,
+                       "COMPANY": "Galil Systems Ltd", "URL": "https://crm.example.com/contact/1"},
+                      ensure_ascii=False).encode("utf-8")
+
+
+def load_answers(expected_path):
+    """QUERIES.expected lines ("/popup?phone=...<TAB>name") -> ANSWERS, keyed the way
+    Bottle decodes the query (unquote_plus; the queries are ASCII)."""
+    from urllib.parse import parse_qs, urlsplit
+    with open(expected_path, encoding="utf-8") as lines:
+        for line in lines:
+            path, _, name = line.rstrip("\n").partition("\t")
+            phone = parse_qs(urlsplit(path).query).get("phone", [""])[0]
+            if name:
+                ANSWERS[phone] = name
 
 
 @app.get("/hello")
@@ -52,6 +83,9 @@ def main(argv=None):
     import waitress.server
     # waitress logs "Task queue depth is N" once per queued request; popup_server too
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    if mode == "lookup":
+        load_answers(argv[3])
+        app.route("/popup", "GET", lookup_popup, skip=True)  # replaces the constant route
     if mode == "stock":
         server = waitress.server.create_server(app, host="127.0.0.1", port=port,
                                                threads=threads)

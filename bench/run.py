@@ -6,7 +6,8 @@ usage: python bench/run.py [--contacts N] [--repeats R] [--quick] [--skip PARTS]
 Parts (each compares popup_server with a yardstick measured in the same run):
   http     wrk throughput of popup_server vs the floor (floor_server.py: Bottle on
            waitress answering a constant JSON) at 1, 4 and 32 connections, replaying
-           a mix of hits and misses in varied written forms (popup.lua).
+           a mix of hits and misses in varied written forms (popup.lua); beside them
+           the lookup floor (the least a Bottle route can do to answer a lookup).
   inproc   inside Bottle, no HTTP: time per /popup lookup vs the constant-JSON route.
   startup  process start to a ready /health vs a bare pandas.read_csv(path, dtype=str)
            in a fresh process; RSS when ready vs RSS right after that read_csv.
@@ -194,10 +195,10 @@ def ensure_data(cache, n, seed, nq):
 
 # --------------------------------------------------------------------------- servers
 
-def start_floor(procs, threads, mode="tuned"):
+def start_floor(procs, threads, mode="tuned", extra=()):
     port = free_port()
-    p = procs.start([PY, str(HERE / "floor_server.py"), str(port), str(threads), mode],
-                    f"floor-{mode}-{port}")
+    p = procs.start([PY, str(HERE / "floor_server.py"), str(port), str(threads), mode,
+                     *extra], f"floor-{mode}-{port}")
     wait_ready(port, p, 30, need_contacts=False)
     return p, port
 
@@ -245,18 +246,22 @@ def part_http(args, procs, server, csv_path, q_path, R):
     say("  fresh processes every repeat: a process keeps the speed it starts with (where")
     say("  the scheduler puts its threads), so repeats inside one process understate the")
     say("  spread")
-    res = {c: {"stock": [], "floor": [], "server": [], "ratio": [], "ratio_stock": []}
+    res = {c: {"stock": [], "floor": [], "lookup": [], "server": [], "ratio": [],
+               "ratio_stock": [], "ratio_lookup": [], "lookup_floor": []}
            for c in CONNS}
     for r in range(R):
         floor, fport = start_floor(procs, args.threads)
         stock, stock_port = start_floor(procs, args.threads, "stock")
+        lookup, lookup_port = start_floor(procs, args.threads, "lookup",
+                                          [f"{q_path}.expected"])
         srv = sport = None
         if server:
             try:
                 srv, sport, secs, _ = start_server(procs, server, csv_path)
             except RuntimeError as e:
                 say(f"popup_server did not start: {e}")
-        targets = [("stock", stock_port), ("floor", fport)] + ([("server", sport)] if sport else [])
+        targets = [("stock", stock_port), ("floor", fport), ("lookup", lookup_port)] + (
+            [("server", sport)] if sport else [])
         for name, port in targets:  # warm-up, not counted
             run_wrk(port, 4, 1, q_path, args.wrk_threads)
         for c in CONNS:
@@ -272,8 +277,11 @@ def part_http(args, procs, server, csv_path, q_path, R):
             if "server" in got:
                 res[c]["ratio"].append(got["server"]["rps"] / got["floor"]["rps"])
                 res[c]["ratio_stock"].append(got["server"]["rps"] / got["stock"]["rps"])
+                res[c]["ratio_lookup"].append(got["server"]["rps"] / got["lookup"]["rps"])
+            res[c]["lookup_floor"].append(got["lookup"]["rps"] / got["floor"]["rps"])
         procs.stop(floor)
         procs.stop(stock)
+        procs.stop(lookup)
         if srv:
             procs.stop(srv)
     return res
@@ -662,16 +670,33 @@ def report(args, R, n, http_res, inproc_res, startup_res, reload_res):
                   if s else "n/a")
             say(f"  {c:>5} | {fr:>26} | {sr:>26} | {fl:>15} | {sl:>15} | "
                 f"{fmt_range(http_res[c]['ratio'])}")
+        say("  lookup floor: the tuned floor looking each answer up by the caller id as "
+            "written (Bottle's")
+        say("  query parsing, one dict.get, json.dumps): the least a Bottle route can do "
+            "to answer a lookup")
+        say(f"  {'conns':>5} | {'lookup floor req/s':>26} | {'lookup floor/floor':>20} | "
+            f"server/lookup floor")
+        for c in CONNS:
+            lk = http_res[c]["lookup"]
+            say(f"  {c:>5} | {fmt_range([w['rps'] for w in lk], '{:.0f}'):>26} | "
+                f"{fmt_range(http_res[c]['lookup_floor']):>20} | "
+                f"{fmt_range(http_res[c]['ratio_lookup'])}")
 
     rows = []
     if http_res:
         for c in CONNS:
             rows.append((f"1. HTTP req/s, server / floor, {c} conn", http_res[c]["ratio"], "http"))
+        for c in CONNS:
+            rows.append((f"1. (lookup floor / floor, {c} conn)", http_res[c]["lookup_floor"],
+                         None))
+        for c in CONNS:
+            rows.append((f"1. (server / lookup floor, {c} conn)", http_res[c]["ratio_lookup"],
+                         None))
     if inproc_res:
         rows.append(("2. in Bottle, /popup lookup / constant JSON route", inproc_res["ratio"],
                      "inproc"))
         rows.append(("2. (the same / a route returning fixed bytes)", inproc_res["ratio_bytes"],
-                     "inproc"))
+                     None))
     if startup_res:
         rows.append(("3. start-up to ready / bare read_csv", startup_res["time"], "startup_time"))
         rows.append(("3. RSS when ready / RSS after read_csv", startup_res["rss"], "startup_rss"))
@@ -681,6 +706,9 @@ def report(args, R, n, http_res, inproc_res, startup_res, reload_res):
         f"load average now {os.getloadavg()[0]:.2f}) ==")
     say(f"  {'figure':<46} {'median [min–max]':>24}  {'target':>7}  verdict")
     for label, xs, key in rows:
+        if key is None:  # a figure that explains another; no goal of its own
+            say(f"  {label:<46} {fmt_range(xs):>24}  {'-':>7}  -")
+            continue
         op, t = TARGETS[key]
         say(f"  {label:<46} {fmt_range(xs):>24}  {op + format(t, 'g'):>7}  {verdict(key, med(xs))}")
     if reload_res:

@@ -18,10 +18,9 @@ def record_all(path, events):
     for fields, name in events:
         total = 1 if name else 0
         e164 = ps.normalize_number(fields["phone"])
-        match = ps.Match(total, None, int(e164[1:]) if e164 else None)
-        answer = {"STATUS": "OK", "TOTAL": total, "CLIENTNAME": name or "",
-                  "COMPANY": "Voicenter" if name else "", "URL": ""}
-        recorder.record(fields, match, answer)
+        answer = ps.PopupAnswer(total, name or "", "Voicenter" if name else "", "",
+                           int(e164[1:]) if e164 else None)
+        recorder.record(fields, answer)
     recorder.close()
 
 

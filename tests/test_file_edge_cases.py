@@ -93,11 +93,9 @@ def test_an_encoding_given_by_its_windows_name_gets_the_hebrew_checks(tmp_path):
 def test_a_call_that_crosses_midnight_belongs_to_the_day_it_began(tmp_path):
     db = tmp_path / "calls #1.sqlite"  # a name with a URI character in it, too
     recorder = ps.CallRecorder(db, keep_days=90).start()
-    match = ps.Match(1, None, 972722776772)
-    answer = {"STATUS": "OK", "TOTAL": 1, "CLIENTNAME": "John", "COMPANY": "", "URL": ""}
+    answer = ps.PopupAnswer(1, "John", "", "", 972722776772)
     for phase in ("Ringing", "Hangup"):
-        recorder.record({"phone": "0722776772", "ivrid": "night", "status": phase},
-                        match, answer)
+        recorder.record({"phone": "0722776772", "ivrid": "night", "status": phase}, answer)
     recorder.close()
     today = dt.date.today()
     midnight = dt.datetime.combine(today, dt.time()).astimezone().timestamp()
@@ -115,10 +113,9 @@ def test_a_call_that_crosses_midnight_belongs_to_the_day_it_began(tmp_path):
 def test_withheld_callers_are_not_counted_as_one_caller_who_tried_many_times(tmp_path):
     db = tmp_path / "calls.sqlite"
     recorder = ps.CallRecorder(db, keep_days=90).start()
-    answer = {"STATUS": "OK", "TOTAL": 0, "CLIENTNAME": "", "COMPANY": "", "URL": ""}
+    answer = ps.PopupAnswer(0, "", "", "", None)
     for n in range(3):
-        recorder.record({"phone": "", "ivrid": f"w{n}", "status": "Ringing"},
-                        ps.NO_MATCH, answer)
+        recorder.record({"phone": "", "ivrid": f"w{n}", "status": "Ringing"}, answer)
     recorder.close()
     assert [c.tries for c in ps.calls_of_day(db, dt.date.today())] == [1, 1, 1]
 

@@ -3,9 +3,11 @@
 import io
 
 import numpy as np
-from hypothesis import given, settings, strategies as st
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import popup_server as ps
+from conftest import SAMPLE_CONTACTS
 
 
 def reference_table(pairs):
@@ -140,3 +142,31 @@ def test_the_access_log_writes_each_request_masked_and_escaped():
                              "caller=*******772 0.4ms client=127.0.0.1"), lines
     assert lines[1].endswith(" INFO GET /nowhere 404 no such page"), lines
     assert "0722776772" not in stream.getvalue()
+
+
+@pytest.fixture(scope="module")
+def sample_index():
+    return ps.load_index(SAMPLE_CONTACTS, keep_columns=("id",))
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(caller_id=st.one_of(
+    st.sampled_from(["072-277-6772", "+972 52-765-4321", "073-2000000", "0587654321",
+                     "12125551234", "00972-4-8123456", "77-5001234", "", "0", "anonymous"]),
+    st.text(alphabet="0123456789+-() ", max_size=16)))
+def test_a_requests_answer_is_the_whole_contact_lookup_finds(sample_index, caller_id):
+    """/popup answers through answer_for(), which reads only what it sends; lookup()
+    makes the contact whole. Both must name the same contact, and the URL template
+    must fill in for a contact without a URL of its own."""
+    config = ps.Config(url_template="https://crm.example.com/{id}?from={e164}")
+    match = sample_index.lookup(caller_id)
+    answer = ps.answer_for(sample_index, caller_id, {"phone": caller_id}, config)
+    assert (answer.total, answer.key) == (match.total, match.key)
+    if match.contact is None:
+        assert (answer.name, answer.company, answer.url) == ("", "", "")
+    else:
+        contact = match.contact
+        assert (answer.name, answer.company) == (contact.name, contact.company)
+        assert answer.url == (contact.url or f"https://crm.example.com/"
+                                             f"{contact.fields['id']}?from=%2B{match.key}")

@@ -172,9 +172,8 @@ def test_a_number_too_short_to_be_a_phone_is_reported():
 @given(st.text(), st.text(), st.text(), st.integers(0, 10**6))
 def test_the_hand_assembled_answer_is_exactly_what_json_dumps_writes(name, company, url,
                                                                      total):
-    answer = {"STATUS": "OK", "TOTAL": total, "CLIENTNAME": name, "COMPANY": company,
-              "URL": url}
-    assert ps._answer_bytes(answer) == ps._json_bytes(answer)
+    answer = ps.PopupAnswer(total, name, company, url, None)
+    assert answer.json_bytes() == ps._json_bytes(answer.as_dict())
 
 
 # The request decoders are hand-made for speed; the standard library is the reference.

@@ -42,7 +42,6 @@ import ipaddress
 import json
 import logging
 import os
-import queue
 import random
 import re
 import secrets
@@ -1667,7 +1666,13 @@ def fill_template(template, values):
 # writer thread stores it in SQLite (WAL), so the answer never waits for the disk;
 # calls are rebuilt from their phases when the page asks, grouped by ivrid.
 
-_RECORD_QUEUE_SIZE = 10_000
+# A batch goes to SQLite as one JSON array, one statement: executemany() re-takes the
+# GIL for every row, and under load each of those waits behind the pop-ups (JSON:
+# 7 % more requests per second at 32 connections while recording).
+_INSERT_JSON_BATCH = ("INSERT OR IGNORE INTO events SELECT " + ", ".join(
+    f"json_extract(value, '$[{column}]')" for column in range(13)) + " FROM json_each(?)")
+_INSERT_ROW = "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_RECORD_BACKLOG = 10_000  # events waiting for the disk; more are dropped
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     ivrid       TEXT NOT NULL,
@@ -1717,19 +1722,23 @@ class Call:
 
 
 class CallRecorder:
-    """Records pop-up requests off the request path: record() only queues; one writer
-    thread owns the database. A full queue or a failing database drops the event
-    and logs it; it never delays or breaks a pop-up. close() writes what is queued."""
+    """Records pop-up requests off the request path: record() only appends to a deque
+    (no lock, no wake-up: queue.Queue's cost a pop-up 11-13 % of the requests per
+    second under load); one writer thread owns the database and writes what waits
+    every `interval` seconds, in one transaction. A full backlog or a failing
+    database drops events and logs it; it never delays or breaks a pop-up. close()
+    writes what is waiting."""
 
-    def __init__(self, path, keep_days):
+    def __init__(self, path, keep_days, interval=0.05):
         self.path = Path(path)
         self.keep_days = keep_days
-        self._queue = queue.Queue(maxsize=_RECORD_QUEUE_SIZE)
+        self._interval = interval
+        self._events = collections.deque()
         self._dropped = 0
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._write_loop, name="calls-writer",
                                         daemon=True)
         self._ready = threading.Event()
-        self._closing = object()
 
     def start(self):
         self._thread.start()
@@ -1738,23 +1747,23 @@ class CallRecorder:
 
     def close(self):
         if self._thread.is_alive():
-            self._queue.put(self._closing)
+            self._stop.set()
             self._thread.join(timeout=30)
 
     def record(self, fields, answer):
-        event = (fields.get("ivrid") or f"no-ivrid-{time.time_ns()}",
-                 _phase(fields).strip().lower() or "unknown", time.time(),
-                 fields.get("phone", ""), answer.e164 or "", fields.get("did", ""),
-                 fields.get("extenUser", ""), fields.get("direction", ""),
-                 1 if str(fields.get("isAnswered", "")).lower() in ("1", "true") else 0,
-                 answer.name, answer.company, answer.total, answer.url)
-        try:
-            self._queue.put_nowait(event)
-        except queue.Full:  # the disk is far behind; the pop-up comes first
+        if len(self._events) >= _RECORD_BACKLOG:  # the disk is far behind; pop-ups first
             self._dropped += 1
             if self._dropped in (1, 10, 100) or self._dropped % 1000 == 0:
                 log.error("call recording is behind; %d events dropped so far",
                           self._dropped)
+            return
+        self._events.append((
+            fields.get("ivrid") or f"no-ivrid-{time.time_ns()}",
+            _phase(fields).strip().lower() or "unknown", time.time(),
+            fields.get("phone", ""), answer.e164 or "", fields.get("did", ""),
+            fields.get("extenUser", ""), fields.get("direction", ""),
+            1 if str(fields.get("isAnswered", "")).lower() in ("1", "true") else 0,
+            answer.name, answer.company, answer.total, answer.url))
 
     def _connect(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -1775,25 +1784,23 @@ class CallRecorder:
                 log.error("calls database %s cannot be opened (%s); calls will not be "
                           "recorded until it can", self.path, error)
             self._ready.set()
-            closing = False
-            while not closing:
-                batch = [self._queue.get()]
-                while len(batch) < 500:
-                    try:
-                        batch.append(self._queue.get(timeout=0.05))
-                    except queue.Empty:  # write what we have
-                        break
-                closing = batch[-1] is self._closing or self._closing in batch
-                events = [event for event in batch if event is not self._closing]
-                if closing:  # drain what is left before stopping
-                    while not self._queue.empty():
-                        item = self._queue.get_nowait()
-                        if item is not self._closing:
-                            events.append(item)
-                connection = self._write(connection, events)
+            while True:
+                stopping = self._stop.wait(self._interval)
+                events = []
+                try:  # popleft is atomic: record() may append meanwhile
+                    while True:
+                        events.append(self._events.popleft())
+                except IndexError:
+                    pass
+                try:
+                    connection = self._write(connection, events)
+                except Exception:  # an event that cannot be written must not end recording
+                    log.exception("could not record %d call events", len(events))
                 if connection is not None and time.time() - last_prune > 3600:
-                    last_prune = time.time()
+                    last_prune = time.time()  # at the first turn, then hourly
                     self._prune(connection)
+                if stopping:
+                    break
         finally:
             self._ready.set()
             if connection is not None:
@@ -1807,9 +1814,11 @@ class CallRecorder:
                 connection = self._connect()
             with connection:
                 connection.execute("BEGIN")
-                connection.executemany(
-                    "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    events)
+                if _has_json(connection):
+                    connection.execute(_INSERT_JSON_BATCH,
+                                       (json.dumps(events, ensure_ascii=False),))
+                else:  # an SQLite built without its JSON functions
+                    connection.executemany(_INSERT_ROW, events)
         except (sqlite3.Error, OSError) as error:
             log.error("could not record %d call events in %s: %s", len(events),
                       self.path, error)
@@ -1830,6 +1839,14 @@ class CallRecorder:
                          self.keep_days)
         except sqlite3.Error as error:
             log.error("could not prune old calls in %s: %s", self.path, error)
+
+
+def _has_json(connection):
+    try:
+        connection.execute("SELECT json_extract('[1]', '$[0]')")
+        return True
+    except sqlite3.OperationalError:
+        return False
 
 
 def calls_of_day(path, day):
@@ -2231,7 +2248,13 @@ def _json_fields(body):
             continue
         if isinstance(value, float):
             value = str(int(value)) if value.is_integer() else str(value)
-        fields[name] = str(value)
+        value = str(value)
+        if not value.isascii():
+            try:  # JSON can escape half a character ("\ud800"); no text holds one
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise bottle.HTTPError(400, f"{name} is not valid Unicode text") from None
+        fields[name] = value
     return fields
 
 

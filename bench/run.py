@@ -241,27 +241,33 @@ def run_wrk(port, conns, duration, queries, threads=1):
     return res
 
 
-def part_http(args, procs, server, csv_path, q_path, R):
+def part_http(args, procs, server, csv_path, q_path, R, workdir):
     say("\n== 1. HTTP throughput (wrk, hits and misses in varied forms) ==")
     say("  fresh processes every repeat: a process keeps the speed it starts with (where")
     say("  the scheduler puts its threads), so repeats inside one process understate the")
     say("  spread")
-    res = {c: {"stock": [], "floor": [], "lookup": [], "server": [], "ratio": [],
-               "ratio_stock": [], "ratio_lookup": [], "lookup_floor": []}
+    res = {c: {"stock": [], "floor": [], "lookup": [], "server": [], "recording": [],
+               "ratio": [], "ratio_stock": [], "ratio_lookup": [], "lookup_floor": [],
+               "ratio_recording": []}
            for c in CONNS}
     for r in range(R):
         floor, fport = start_floor(procs, args.threads)
         stock, stock_port = start_floor(procs, args.threads, "stock")
         lookup, lookup_port = start_floor(procs, args.threads, "lookup",
                                           [f"{q_path}.expected"])
-        srv = sport = None
+        srv = sport = rec = rec_port = None
         if server:
             try:
                 srv, sport, secs, _ = start_server(procs, server, csv_path)
+                # the default setup: every request also recorded in the calls database
+                rec, rec_port, secs, _ = start_server(
+                    procs, server, csv_path,
+                    ("--calls-db", str(Path(workdir) / f"calls-{r}.sqlite")))
             except RuntimeError as e:
                 say(f"popup_server did not start: {e}")
         targets = [("stock", stock_port), ("floor", fport), ("lookup", lookup_port)] + (
-            [("server", sport)] if sport else [])
+            [("server", sport)] if sport else []) + (
+            [("recording", rec_port)] if rec_port else [])
         for name, port in targets:  # warm-up, not counted
             run_wrk(port, 4, 1, q_path, args.wrk_threads)
         for c in CONNS:
@@ -278,12 +284,15 @@ def part_http(args, procs, server, csv_path, q_path, R):
                 res[c]["ratio"].append(got["server"]["rps"] / got["floor"]["rps"])
                 res[c]["ratio_stock"].append(got["server"]["rps"] / got["stock"]["rps"])
                 res[c]["ratio_lookup"].append(got["server"]["rps"] / got["lookup"]["rps"])
+            if "recording" in got:
+                res[c]["ratio_recording"].append(got["recording"]["rps"] / got["floor"]["rps"])
             res[c]["lookup_floor"].append(got["lookup"]["rps"] / got["floor"]["rps"])
         procs.stop(floor)
         procs.stop(stock)
         procs.stop(lookup)
-        if srv:
-            procs.stop(srv)
+        for process in (srv, rec):
+            if process:
+                procs.stop(process)
     return res
 
 
@@ -681,6 +690,13 @@ def report(args, R, n, http_res, inproc_res, startup_res, reload_res):
             say(f"  {c:>5} | {fmt_range([w['rps'] for w in lk], '{:.0f}'):>26} | "
                 f"{fmt_range(http_res[c]['lookup_floor']):>20} | "
                 f"{fmt_range(http_res[c]['ratio_lookup'])}")
+        say("  recording: popup_server as it runs by default, every request also written to the")
+        say("  calls database (the rows above run with --calls-db '')")
+        say(f"  {'conns':>5} | {'recording req/s':>26} | recording/floor")
+        for c in CONNS:
+            rc = http_res[c]["recording"]
+            say(f"  {c:>5} | {fmt_range([w['rps'] for w in rc], '{:.0f}'):>26} | "
+                f"{fmt_range(http_res[c]['ratio_recording'])}")
 
     rows = []
     if http_res:
@@ -692,6 +708,9 @@ def report(args, R, n, http_res, inproc_res, startup_res, reload_res):
         for c in CONNS:
             rows.append((f"1. (server / lookup floor, {c} conn)", http_res[c]["ratio_lookup"],
                          None))
+        for c in CONNS:
+            rows.append((f"1. (recording calls too / floor, {c} conn)",
+                         http_res[c]["ratio_recording"], None))
     if inproc_res:
         rows.append(("2. in Bottle, /popup lookup / constant JSON route", inproc_res["ratio"],
                      "inproc"))
@@ -785,7 +804,7 @@ def main(argv=None):
     http_res = inproc_res = startup_res = reload_res = None
     try:
         if have_wrk and "http" not in skip:
-            http_res = part_http(args, procs, server, csv_path, q_path, R)
+            http_res = part_http(args, procs, server, csv_path, q_path, R, workdir)
         if server and "inproc" not in skip:
             inproc_res = part_inproc(args, procs, server, csv_path, q_path, R)
         if server and "startup" not in skip:

@@ -3,8 +3,11 @@ the page and in the CSV; a broken database never breaks a pop-up."""
 import csv
 import datetime as dt
 import io
+import logging
 import sqlite3
 import time
+
+import pytest
 
 import popup_server as ps
 from conftest import SAMPLE_CONTACTS
@@ -216,3 +219,69 @@ def test_nothing_recorded_is_lost_on_a_normal_shutdown(start_server, tmp_path):
     assert server.proc.returncode == 0
     count = sqlite3.connect(db).execute("SELECT COUNT(*) FROM events").fetchone()[0]
     assert count == 200
+
+
+def test_a_recorder_far_behind_drops_new_events_logs_it_and_keeps_the_rest(tmp_path,
+                                                                          caplog):
+    db = tmp_path / "calls.sqlite"
+    recorder = ps.CallRecorder(db, keep_days=90)  # not started: nothing is written yet
+    answer = ps.PopupAnswer(1, "John", "", "", 972722776772)
+    with caplog.at_level(logging.ERROR, logger="popup_server"):
+        for n in range(ps._RECORD_BACKLOG + 3):
+            recorder.record(call(f"c{n}", "Ringing"), answer)
+    assert "call recording is behind; 1 events dropped so far" in caplog.text
+    recorder.start()
+    recorder.close()
+    ivrids = {row[0] for row in sqlite3.connect(db).execute("SELECT ivrid FROM events")}
+    assert len(ivrids) == ps._RECORD_BACKLOG and "c0" in ivrids  # the newest were dropped
+    assert f"c{ps._RECORD_BACKLOG}" not in ivrids
+
+
+def test_half_a_character_in_a_json_field_is_refused_and_recording_goes_on(start_server,
+                                                                           tmp_path):
+    db = tmp_path / "calls.sqlite"
+    server = start_server(SAMPLE_CONTACTS, "--calls-db", db)
+    for field in ("ivrid", "phone", "did"):
+        body = ('{"phone": "0722776772", "ivrid": "x", "did": "035", '
+                '"status": "Ringing"}').replace(
+            f'"{field}": "', f'"{field}": "\\ud800')
+        resp = server.request("POST", "/popup", body=body.encode(),
+                              headers={"Content-Type": "application/json"})
+        assert resp.status == 400 and resp.json()["STATUS"] != "OK", resp
+        assert "not valid Unicode" in resp.json()["MESSAGE"]
+    assert server.lookup("0722776772", ivrid="after", statusCall="Ringing")["TOTAL"] == 1
+    server.stop()
+    ivrids = [row[0] for row in sqlite3.connect(db).execute("SELECT ivrid FROM events")]
+    assert ivrids == ["after"]
+
+
+def test_an_event_the_database_cannot_take_does_not_stop_the_recorder(tmp_path):
+    db = tmp_path / "calls.sqlite"
+    recorder = ps.CallRecorder(db, keep_days=90).start()
+    answer = ps.PopupAnswer(0, "", "", "", None)
+    recorder.record(call("bad", "Ringing", phone="\ud800"), answer)  # not UTF-8-able
+    time.sleep(0.3)  # written (and refused) on its own
+    recorder.record(call("good", "Ringing"), answer)
+    recorder.close()
+    ivrids = [row[0] for row in sqlite3.connect(db).execute("SELECT ivrid FROM events")]
+    assert ivrids == ["good"]
+
+
+@pytest.mark.parametrize("sqlite_has_json", [True, False])
+def test_events_are_stored_exactly_as_recorded(tmp_path, monkeypatch, sqlite_has_json):
+    if not sqlite_has_json:  # the path for an SQLite built without JSON functions
+        monkeypatch.setattr(ps, "_has_json", lambda connection: False)
+    db = tmp_path / "calls.sqlite"
+    recorder = ps.CallRecorder(db, keep_days=90).start()
+    fields = {"ivrid": 'q"uote\\d', "status": "Answer", "phone": "+972 (72) 277-6772",
+              "did": "035", "extenUser": "שלוחה 7", "direction": "in", "isAnswered": "true"}
+    answer = ps.PopupAnswer(4294967295, "דנה \"D\" לוי", "", "https://x.example/?a=1&b=[2]",
+                            972722776772)
+    before = time.time()
+    recorder.record(fields, answer)
+    recorder.close()
+    (row,) = sqlite3.connect(db).execute("SELECT * FROM events").fetchall()
+    assert row[:2] == ('q"uote\\d', "answer") and before <= row[2] <= time.time()
+    assert row[3:] == ("+972 (72) 277-6772", "+972722776772", "035", "שלוחה 7", "in", 1,
+                       "דנה \"D\" לוי", "", 4294967295, "https://x.example/?a=1&b=[2]")
+    assert isinstance(row[2], float)

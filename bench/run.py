@@ -7,7 +7,8 @@ Parts (each compares popup_server with a yardstick measured in the same run):
   http     wrk throughput of popup_server vs the floor (floor_server.py: Bottle on
            waitress answering a constant JSON) at 1, 4 and 32 connections, replaying
            a mix of hits and misses in varied written forms (popup.lua); beside them
-           the lookup floor (the least a Bottle route can do to answer a lookup).
+           the lookup floor (the least a Bottle route can do to answer a lookup) and
+           popup_server recording calls as well (its default setup).
   inproc   inside Bottle, no HTTP: time per /popup lookup vs the constant-JSON route.
   startup  process start to a ready /health vs a bare pandas.read_csv(path, dtype=str)
            in a fresh process; RSS when ready vs RSS right after that read_csv.

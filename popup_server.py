@@ -1722,6 +1722,18 @@ class Call:
                             .total_seconds()))
 
 
+def _take(waiting, limit=None):
+    """Up to `limit` items (all without one) from the left of a deque that other
+    threads append to: popleft is atomic, so no lock is needed on either side."""
+    items = []
+    try:
+        while limit is None or len(items) < limit:
+            items.append(waiting.popleft())
+    except IndexError:
+        pass
+    return items
+
+
 class CallRecorder:
     """Records pop-up requests off the request path: record() only appends to a deque,
     with no lock and no wake-up; one writer thread owns the database and writes what
@@ -1794,13 +1806,7 @@ class CallRecorder:
             while True:
                 stopping = self._stop.wait(self._interval)
                 while self._events:
-                    events = []
-                    try:  # popleft is atomic: record() may append meanwhile
-                        while len(events) < _WRITE_BATCH:
-                            events.append(self._events.popleft())
-                    except IndexError:
-                        pass
-                    connection = self._write(connection, events)
+                    connection = self._write(connection, _take(self._events, _WRITE_BATCH))
                 if connection is not None and time.time() - last_prune > 3600:
                     last_prune = time.time()  # at the first turn, then hourly
                     self._prune(connection)
@@ -2333,12 +2339,7 @@ class AccessLog:
         return lines
 
     def _flush(self):
-        entries = []
-        try:
-            while True:
-                entries.append(self._lines.popleft())
-        except IndexError:
-            pass
+        entries = _take(self._lines)
         if entries:
             if len(entries) >= self.MAX_WAITING:
                 entries.insert(0, (entries[0][0], "the log's output was blocked; older "

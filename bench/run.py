@@ -656,6 +656,15 @@ def verdict(key, value):
     return "PASS" if ok else "FAIL"
 
 
+def rps_range(runs):
+    return fmt_range([w["rps"] for w in runs], "{:.0f}")
+
+
+def latencies(runs):
+    """Median p50/p99 of wrk runs, ms."""
+    return f"{med([w.get('p50', 0) for w in runs]):.2f}/{med([w.get('p99', 0) for w in runs]):.2f}"
+
+
 def report(args, R, n, http_res, inproc_res, startup_res, reload_res):
     if http_res:
         say("\n== 5. Floors vs popup_server side by side (wrk, req/s median [min–max]; "
@@ -666,20 +675,15 @@ def report(args, R, n, http_res, inproc_res, startup_res, reload_res):
             f"{'server/stock':>20}")
         for c in CONNS:
             st = http_res[c]["stock"]
-            say(f"  {c:>5} | {fmt_range([w['rps'] for w in st], '{:.0f}'):>24} | "
-                f"{med([w.get('p50', 0) for w in st]):.2f}/{med([w.get('p99', 0) for w in st]):.2f}"
-                f"{'':>4} | {fmt_range(http_res[c]['ratio_stock']):>20}")
+            say(f"  {c:>5} | {rps_range(st):>24} | {latencies(st):>14} | "
+                f"{fmt_range(http_res[c]['ratio_stock']):>20}")
         say(f"  {'conns':>5} | {'floor req/s':>26} | {'server req/s':>26} | {'floor p50/p99':>15} | "
             f"{'server p50/p99':>15} | server/floor")
         for c in CONNS:
             f, s = http_res[c]["floor"], http_res[c]["server"]
-            fr = fmt_range([w["rps"] for w in f], "{:.0f}")
-            sr = fmt_range([w["rps"] for w in s], "{:.0f}") if s else "n/a"
-            fl = f"{med([w.get('p50', 0) for w in f]):.2f}/{med([w.get('p99', 0) for w in f]):.2f}"
-            sl = (f"{med([w.get('p50', 0) for w in s]):.2f}/{med([w.get('p99', 0) for w in s]):.2f}"
-                  if s else "n/a")
-            say(f"  {c:>5} | {fr:>26} | {sr:>26} | {fl:>15} | {sl:>15} | "
-                f"{fmt_range(http_res[c]['ratio'])}")
+            sl = latencies(s) if s else "n/a"
+            say(f"  {c:>5} | {rps_range(f):>26} | {rps_range(s):>26} | {latencies(f):>15} | "
+                f"{sl:>15} | {fmt_range(http_res[c]['ratio'])}")
         say("  lookup floor: the tuned floor looking each answer up by the caller id as "
             "written (Bottle's")
         say("  query parsing, one dict.get, json.dumps): the least a Bottle route can do "
@@ -687,31 +691,25 @@ def report(args, R, n, http_res, inproc_res, startup_res, reload_res):
         say(f"  {'conns':>5} | {'lookup floor req/s':>26} | {'lookup floor/floor':>20} | "
             f"server/lookup floor")
         for c in CONNS:
-            lk = http_res[c]["lookup"]
-            say(f"  {c:>5} | {fmt_range([w['rps'] for w in lk], '{:.0f}'):>26} | "
+            say(f"  {c:>5} | {rps_range(http_res[c]['lookup']):>26} | "
                 f"{fmt_range(http_res[c]['lookup_floor']):>20} | "
                 f"{fmt_range(http_res[c]['ratio_lookup'])}")
         say("  recording: popup_server as it runs by default, every request also written to the")
         say("  calls database (the rows above run with --calls-db '')")
         say(f"  {'conns':>5} | {'recording req/s':>26} | recording/floor")
         for c in CONNS:
-            rc = http_res[c]["recording"]
-            say(f"  {c:>5} | {fmt_range([w['rps'] for w in rc], '{:.0f}'):>26} | "
+            say(f"  {c:>5} | {rps_range(http_res[c]['recording']):>26} | "
                 f"{fmt_range(http_res[c]['ratio_recording'])}")
 
     rows = []
     if http_res:
-        for c in CONNS:
-            rows.append((f"1. HTTP req/s, server / floor, {c} conn", http_res[c]["ratio"], "http"))
-        for c in CONNS:
-            rows.append((f"1. (lookup floor / floor, {c} conn)", http_res[c]["lookup_floor"],
-                         None))
-        for c in CONNS:
-            rows.append((f"1. (server / lookup floor, {c} conn)", http_res[c]["ratio_lookup"],
-                         None))
-        for c in CONNS:
-            rows.append((f"1. (recording calls too / floor, {c} conn)",
-                         http_res[c]["ratio_recording"], None))
+        for label, figure, key in (
+                ("1. HTTP req/s, server / floor, {} conn", "ratio", "http"),
+                ("1. (lookup floor / floor, {} conn)", "lookup_floor", None),
+                ("1. (server / lookup floor, {} conn)", "ratio_lookup", None),
+                ("1. (recording calls too / floor, {} conn)", "ratio_recording", None)):
+            for c in CONNS:
+                rows.append((label.format(c), http_res[c][figure], key))
     if inproc_res:
         rows.append(("2. in Bottle, /popup lookup / constant JSON route", inproc_res["ratio"],
                      "inproc"))

@@ -20,7 +20,7 @@ Every option has an environment variable, POPUP_ + the option's name in capitals
 POPUP_NO_MATCH_URL, POPUP_MATCH_DIGITS, POPUP_ENCODING, POPUP_DELIMITER, POPUP_SHEET,
 POPUP_NAME_COLUMN, POPUP_COMPANY_COLUMN, POPUP_PHONE_COLUMNS, POPUP_URL_COLUMN,
 POPUP_TOKEN, POPUP_TOKEN_FILE, POPUP_ALLOW_IP, POPUP_TRUSTED_PROXY, POPUP_MAX_BODY,
-POPUP_RELOAD_INTERVAL, POPUP_LOG_NUMBERS, POPUP_THREADS, POPUP_CALLS_DB,
+POPUP_MAX_CONNECTIONS_PER_IP, POPUP_RELOAD_INTERVAL, POPUP_LOG_NUMBERS, POPUP_THREADS, POPUP_CALLS_DB,
 POPUP_CALLS_KEEP_DAYS); a flag on the command line wins over its variable.
 """
 from __future__ import annotations
@@ -47,6 +47,7 @@ import re
 import secrets
 import socket
 import sqlite3
+import struct
 import sys
 import threading
 import time
@@ -259,6 +260,9 @@ OPTIONS = (
            "range (repeat for several)", "127.0.0.1", _network, repeatable=True),
     Option("--max-body", "largest request body accepted, in bytes", "65536",
            _int_between(1024, 16 * 1024 * 1024), 64 * 1024),
+    Option("--max-connections-per-ip", "connections one client address may hold open "
+           "(an IPv6 client: its /64); more are refused at once. --trusted-proxy "
+           "addresses are exempt", "100", _int_between(1, 10_000), 100),
     Option("--reload-interval", "seconds between checks of the contacts file for "
            "changes", "1", _positive_float, 1.0),
     Option("--log-numbers", "log callers' full numbers (default: last 3 digits only)",
@@ -297,6 +301,7 @@ class Config:
     allow_ip: tuple = ()
     trusted_proxy: tuple = ()
     max_body: int = 64 * 1024
+    max_connections_per_ip: int = 100
     reload_interval: float = 1.0
     log_numbers: bool = False
     threads: int = 4
@@ -1408,7 +1413,7 @@ def _build_index(path, table, choice, keep, rules, match_digits):
     """Build the index one block of rows at a time (see _READ_ROWS)."""
     texts = TextRowsBuilder(3 + len(keep))  # name, company, url, then `keep`
     pair_keys, pair_rows, findable = [], [], []
-    unusable, skipped = [], []
+    unusable, skipped, refused_links = [], [], []
     count = 0
     for block in table.blocks:
         size = len(next(iter(block.values()))) if block else 0
@@ -1425,7 +1430,9 @@ def _build_index(path, table, choice, keep, rules, match_digits):
         blank_names = names == ""
         if blank_names.any():
             names = np.where(blank_names, companies, names)  # a company-only contact
-        texts.add([names, companies, block[choice.url] if choice.url else _blank(size),
+        urls = _web_links(block[choice.url], count + table.first_row, refused_links) \
+            if choice.url else _blank(size)
+        texts.add([names, companies, urls,
                    *(block[header] for header in keep)])
         count += size
     if count == 0:
@@ -1443,7 +1450,9 @@ def _build_index(path, table, choice, keep, rules, match_digits):
         loaded_at=dt.datetime.now(dt.timezone.utc).astimezone(), columns=choice,
         rows_read=count, contacts=int(sum(int(f.sum()) for f in findable)),
         numbers=int(numbers.keys.size), shared_numbers=numbers.shared,
-        skipped=tuple(skipped), unusable=tuple(unusable), warnings=tuple(table.warnings),
+        skipped=tuple(skipped), unusable=tuple(unusable),
+        warnings=tuple(table.warnings) + ((_refused_links_warning(refused_links),)
+                                          if refused_links else ()),
         rules=rules, match_digits=match_digits, first_row=table.first_row,
         _numbers=numbers, _suffixes=suffixes, _texts=texts.build(),
         template_headers=tuple(keep))
@@ -1647,9 +1656,43 @@ def template_columns(template):
 
 
 def _check_template(template, option):
-    if template and not template.lower().startswith(("http://", "https://", "/")):
+    # What the template fills in is URL-encoded, so its start decides the link's scheme.
+    if template and not is_web_link(template):
         raise ConfigError(f"--{option.replace('_', '-')}: {template!r} must start with "
                           "http:// or https://")
+
+
+def is_web_link(text):
+    """Whether text is an http: or https: link (spaces before it allowed): the only
+    links the pop-up sends, as Voicenter opens URL in the agent's browser, where a
+    javascript: or data: link would run. The scheme is all that decides it."""
+    return text.lstrip()[:6].lower().startswith(("http:", "https:"))
+
+
+def _web_links(cells, first_row, refused):
+    """A block of the URL column with every cell that is not a web link emptied;
+    (row, cell) of each goes to `refused`. Done as the file loads, so lookups add
+    nothing; numpy compares the first 6 characters (a Python loop cost 0.2-0.35 s a
+    million cells, this 0.1), and only cells that differ are looked at one by one."""
+    head = cells.astype("U6")
+    differ = np.flatnonzero((head != "https:") & (head != "") &
+                            (head.astype("U5") != "http:"))
+    bad = [position for position in differ.tolist()
+           if not is_web_link(cells[position]) and cells[position].strip()]
+    if not bad:
+        return cells
+    cells = cells.copy()
+    for position in bad:
+        refused.append((first_row + position, cells[position]))
+        cells[position] = ""
+    return cells
+
+
+def _refused_links_warning(refused):
+    examples = ", ".join(f"row {row} {_clip(cell)!r}" for row, cell in refused[:3])
+    more = f" and {len(refused) - 3} more" if len(refused) > 3 else ""
+    return (f"{len(refused)} contact URLs are not http: or https: links and are not "
+            f"sent (URL is empty for them): {examples}{more}")
 
 
 def fill_template(template, values):
@@ -1936,10 +1979,18 @@ def calls_csv(calls):
     return "\ufeff" + out.getvalue()
 
 
+#: What makes a spreadsheet read a cell as a formula (OWASP, CSV injection): = + - @
+#: first or after leading spaces, and their full-width and small forms, which
+#: spreadsheets may read as the ASCII ones; a tab, CR or LF first (_no_formula).
+_FORMULA_SIGNS = frozenset("=+-@\uff1d\uff0b\uff0d\uff20\ufe66\ufe62\ufe63\ufe6b")
+
+
 def _no_formula(text):
-    """Text that Excel will show, not run: callers choose their caller id and names
-    come from files, and a cell starting with = + - @ is a formula to Excel."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    """Text that a spreadsheet will show, not run: callers choose their caller id and
+    names come from files. Such a cell gets a leading ' (OWASP's advice)."""
+    if text[:1] in ("\t", "\r", "\n") or text.lstrip()[:1] in _FORMULA_SIGNS:
+        return "'" + text
+    return text
 
 
 ###############################################################################
@@ -2095,26 +2146,33 @@ class AccessGuard:
         self.trusted = config.trusted_proxy
 
     def client_address(self, environ):
-        """The socket's peer, or the forwarded client when the peer is a trusted proxy."""
+        """The socket's peer, or the forwarded client when the peer is a trusted proxy;
+        "" when that proxy forwarded something that is not an address."""
         peer = environ.get("REMOTE_ADDR") or ""
         if not self.trusted or not self._in(peer, self.trusted):
             return peer
+        header = environ.get("HTTP_X_FORWARDED_FOR")
+        if header is None:  # the proxy's machine asking for itself
+            return peer
         # X-Forwarded-For is "client, proxy1, proxy2": walk back over trusted proxies.
-        forwarded = [part.strip() for part in
-                     environ.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
-        # The address as ipaddress writes it, never the header's text: that is the
-        # client's to choose, and an IPv6 zone ("fe80::1%...") may hold any words.
-        for address in reversed(forwarded):
-            if not self._in(address, self.trusted):
-                parsed = self._parse(address)
-                return str(parsed) if parsed else peer
-        first = self._parse(forwarded[0]) if forwarded else None
-        return str(first) if first else peer
+        # An entry that is no address ("unknown", "10.9.9.9:1234": proxies write bare
+        # addresses, and "2001:db8::1:80" could be either) must not be read as the
+        # proxy itself, which may well be inside --allow-ip.
+        forwarded = [part.strip() for part in header.split(",")]
+        for entry in reversed(forwarded):
+            address = self._parse(entry)
+            if address is None:
+                return ""
+            if not self._in(entry, self.trusted):
+                # As ipaddress writes it, never the header's text: that is the client's
+                # to choose, and an IPv6 zone ("fe80::1%...") may hold any words.
+                return str(address)
+        return str(self._parse(forwarded[0]))
 
     def check(self, environ, query):
-        if self.allowed:
-            client = self.client_address(environ)
-            if not self._in(client, self.allowed):
+        if self.allowed or self.trusted:
+            client = self._client(environ)
+            if self.allowed and not self._in(client, self.allowed):
                 raise bottle.HTTPError(403, "this address is not allowed to use the "
                                             "pop-up service")
         if self.token:
@@ -2128,17 +2186,29 @@ class AccessGuard:
         if self.token:
             self.check(environ, query)
             return
-        client = self.client_address(environ)
+        client = self._client(environ)
         allowed = self.allowed or (ipaddress.ip_network("127.0.0.0/8"),
                                    ipaddress.ip_network("::1/128"))
         if not self._in(client, allowed):
             raise bottle.HTTPError(403, "the calls page is open only to this machine "
                                         "unless --token or --allow-ip is set")
 
+    def _client(self, environ):
+        client = self.client_address(environ)
+        if not client:
+            raise bottle.HTTPError(403, "the trusted proxy forwarded a client address "
+                                        "that cannot be read (X-Forwarded-For)")
+        return client
+
     @staticmethod
     def _parse(text):
+        """An address as a proxy writes it (IPv6 maybe in [brackets] or with a zone),
+        or None; never with a port."""
+        text = text.strip()
+        if text.startswith("[") and text.endswith("]"):
+            text = text[1:-1]
         try:  # without its zone (%eth0): it names an interface, not a host
-            address = ipaddress.ip_address(text.strip().strip("[]").partition("%")[0])
+            address = ipaddress.ip_address(text.partition("%")[0])
         except ValueError:
             return None
         mapped = getattr(address, "ipv4_mapped", None)
@@ -2379,6 +2449,35 @@ def _popup_line(method, phase, ivrid, phone, total, seconds, client, log_numbers
         _loggable(client))  # a forwarded address can hold words (fe80::1%x ...)
 
 
+#: The application's paths, longest first (a path is logged as the one it starts with).
+ROUTES = ("/calls.csv", "/popup", "/health", "/calls", "/")
+
+
+def _loggable_path(path):
+    """A path for the log: a route's as it is, any other only as the route it starts
+    with, then "...": the rest is the client's to write, and a token pasted into it
+    (/popup;token=..., /popup/TOKEN, /TOKEN) must never reach the log."""
+    if path in ROUTES:
+        return path
+    return next(route for route in ROUTES if path.startswith(route)) + "..." \
+        if path.startswith("/") else "..."
+
+
+class _NoRequestPaths(logging.Filter):
+    """Waitress logs a request's path when its client leaves mid-answer (INFO) or the
+    application fails; the path is the client's to write, as in _loggable_path()."""
+
+    PREFIXES = ("Client disconnected while serving ", "Exception while serving ")
+
+    def filter(self, record):
+        message = record.msg
+        if isinstance(message, str):
+            for prefix in self.PREFIXES:
+                if message.startswith(prefix):
+                    record.msg = prefix + _loggable_path(message[len(prefix):])
+        return True
+
+
 def _loggable(value, width=80):
     text = value if type(value) is str else str(value)
     if not text.isprintable():
@@ -2470,15 +2569,15 @@ def create_app(config, holder, recorder=None, access_log=None):
     def json_error(error):
         status = error.status_code
         if status >= 500:
-            log.error("internal error on %s: %s", bottle.request.path,
+            log.error("internal error on %s: %s", _loggable_path(bottle.request.path),
                       error.traceback or error.body)
         message = ERROR_MESSAGES.get(status) or (
             error.body if isinstance(error.body, str) and status < 500
             else "internal error; the server log has the details")
         if access_log.enabled:
-            access_log.write(f"{bottle.request.method} {_loggable(bottle.request.path)} "
-                             f"{status} {_loggable(message, 200)} "
-                             f"client={_loggable(guard.client_address(bottle.request.environ))}")
+            client = guard.client_address(bottle.request.environ) or "unreadable"
+            access_log.write(f"{bottle.request.method} {_loggable_path(bottle.request.path)} "
+                             f"{status} {_loggable(message, 200)} client={_loggable(client)}")
         bottle.response.content_type = JSON_TYPE
         if bottle.request.path == "/popup":
             bottle.response.set_header(*CORS_ORIGIN)
@@ -2758,14 +2857,24 @@ def _quiet_channel_class():
     return QuietChannel
 
 
+#: A request's headers and body must arrive whole within this many seconds of its
+#: first byte, and a new connection must send something within it: a client that
+#: trickles a byte now and then is never idle long enough for channel_timeout.
+REQUEST_DEADLINE = 10
+#: Connections open at once, from everyone; the descriptor limit is raised to fit.
+#: poll() walks every connection on every turn of the loop: ~1.5 us each.
+CONNECTION_LIMIT = 4000
+_SPARE_DESCRIPTORS = 256  # the contacts file, SQLite, the log, waitress' own pipe
+
+
 def waitress_settings(config):
     """What waitress is told, and why (the README explains it for operators too)."""
     return dict(
         host=config.host, port=config.port, threads=config.threads,
         ident="popup-server",
-        connection_limit=1000,             # many idle keep-alive clients are cheap
-        channel_timeout=30,                # a stalled client is dropped after 30 s
-        cleanup_interval=10,
+        connection_limit=_connection_limit(),  # an address's share: ConnectionGuard
+        channel_timeout=30,                # an idle keep-alive client is dropped after 30 s
+        cleanup_interval=1,                # ConnectionGuard.close_stalled(), every second
         max_request_body_size=config.max_body,  # refused before it is read
         max_request_header_size=64 * 1024,
         expose_tracebacks=False,
@@ -2775,19 +2884,182 @@ def waitress_settings(config):
     )
 
 
+def _connection_limit():
+    """CONNECTION_LIMIT, or fewer when the process may not open that many descriptors
+    (the soft limit, often 1024, is raised towards the hard one first): a server out
+    of descriptors spins on accept() and answers nobody."""
+    if sys.platform == "win32":
+        return 500  # no poll() there, and select() takes at most 512 sockets
+    import resource
+    wanted = CONNECTION_LIMIT + _SPARE_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return CONNECTION_LIMIT
+    return max(16, min(CONNECTION_LIMIT, soft - _SPARE_DESCRIPTORS))
+
+
+class ConnectionGuard:
+    """Keeps one client from taking every connection. Waitress alone stops accepting
+    anyone once connection_limit sockets are open, and never drops a client that
+    sends a byte every few seconds. So, for each waitress server:
+
+    - an address holds at most --max-connections-per-ip connections (an IPv6 client
+      its /64, which one subscriber usually gets whole); more are reset as soon as
+      they are accepted. Trusted proxies are exempt: they carry every client.
+    - a request must arrive whole within REQUEST_DEADLINE seconds of its first byte,
+      and a new connection must start one within it; between requests a keep-alive
+      connection may idle channel_timeout seconds, as before.
+
+    Both run in waitress' main loop (accepting, and its maintenance pass once a
+    second), so a request that arrives whole pays nothing for them.
+    """
+
+    WARN_EVERY = 60  # seconds between warnings about refused connections
+
+    def __init__(self, server, config):
+        self.server = server
+        self.per_address = config.max_connections_per_ip
+        self.trusted = config.trusted_proxy
+        self.open = {}                          # address -> its channels
+        self.refused = collections.Counter()    # address -> refused since the last warning
+        self.warned_at = 0.0
+        self.seen = {}  # channel -> (partial request, since, last answer, since): close_stalled()
+        server.handle_accept = self.accept
+        server.maintenance = self.close_stalled
+
+    def address_of(self, host):
+        """The key an address is counted under; None for a trusted proxy."""
+        address = AccessGuard._parse(host)
+        if address is None:
+            return host
+        if self.trusted and any(address in net for net in self.trusted
+                                if net.version == address.version):
+            return None
+        if address.version == 6:
+            return ipaddress.ip_network((address, 64), strict=False)
+        return address
+
+    def accept(self):
+        """Accept what waits (waitress takes one a loop turn, and a flood of connects
+        would fill the backlog, where a new client's waits unseen), refusing
+        connections beyond their address' share."""
+        server = self.server
+        for _ in range(64):
+            if len(server._map) >= server.adj.connection_limit:
+                return  # waitress stops listening until some close
+            try:
+                accepted = server.accept()
+            except OSError:  # e.g. out of descriptors: try again next turn
+                return
+            if accepted is None:
+                return
+            conn, addr = accepted
+            key = self.address_of(addr[0]) if isinstance(addr, tuple) else None
+            peers = None
+            if key is not None:
+                peers = self.open.setdefault(key, set())
+                if len(peers) >= self.per_address:
+                    peers.difference_update([c for c in peers if c.socket is None])
+                    if len(peers) >= self.per_address:
+                        self.refuse(conn, key)
+                        continue
+            try:
+                server.set_socket_options(conn)
+            except OSError:  # the client left already
+                conn.close()
+                continue
+            channel = server.channel_class(server, conn, server.fix_addr(addr), server.adj,
+                                           map=server._map)
+            if peers is not None:
+                peers.add(channel)
+
+    def refuse(self, conn, key):
+        try:  # a reset, not a close: nothing lingers in TIME_WAIT by the thousand
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        conn.close()
+        self.refused[key] += 1
+
+    def close_stalled(self, now):
+        """Waitress' maintenance pass (every cleanup_interval, replacing its own): close
+        the connections whose client keeps them without using them, forget closed ones.
+
+        Idleness is judged by answers, not by bytes: a client sending a blank line now
+        and then (an empty request, which waitress skips) is never idle by its bytes.
+        An answer leaves a new buffer at the end of channel.outbufs (waitress starts
+        one for each response), so comparing it between passes costs nothing per request.
+        """
+        timeout = self.server.adj.channel_timeout
+        seen, self.seen = self.seen, {}
+        for channel in list(self.server.active_channels.values()):
+            if channel.requests:  # being answered: the application's time, not the client's
+                continue
+            if channel.total_outbufs_len:  # an answer being sent: is the client reading?
+                overdue = channel.last_activity < now - timeout
+            else:
+                partial, answer = channel.request, channel.outbufs[-1]
+                before = seen.get(channel)
+                partial_since = before[1] if before and before[0] is partial else now
+                answered_at = before[3] if before and before[2] is answer else \
+                    channel.last_activity
+                self.seen[channel] = (partial, partial_since, answer, answered_at)
+                if not channel.current_outbuf_count:  # never answered: a request is due
+                    overdue = now - channel.creation_time > REQUEST_DEADLINE
+                else:  # keep-alive: the next request may take channel_timeout to start
+                    overdue = now - answered_at > timeout + (REQUEST_DEADLINE if partial
+                                                             else 0)
+                if partial is not None and now - partial_since > REQUEST_DEADLINE:
+                    overdue = True
+            if overdue:
+                channel.will_close = True
+        for key in list(self.open):
+            peers = self.open[key]
+            peers.difference_update([c for c in peers if c.socket is None])
+            if not peers:
+                del self.open[key]
+        if self.refused and now - self.warned_at >= self.WARN_EVERY:
+            self.warn_refused(now)
+
+    def warn_refused(self, now):
+        worst = ", ".join(f"{count} from {key}" for key, count in self.refused.most_common(3))
+        more = len(self.refused) - 3
+        log.warning("refused %d connections (%s%s): an address may hold %d at once "
+                    "(--max-connections-per-ip)", sum(self.refused.values()), worst,
+                    f", and {more} more addresses" if more > 0 else "", self.per_address)
+        self.refused.clear()
+        self.warned_at = now
+
+
 def create_server(app, config):
-    """A waitress server for `app`, with waitress_settings() and the quiet channel."""
+    """A waitress server for `app`, with waitress_settings(), the quiet channel and a
+    ConnectionGuard for each address it listens on."""
     import waitress.server
     _render_waitress_errors_as_json()
     server = waitress.server.create_server(app, **waitress_settings(config))
-    server.channel_class = _quiet_channel_class()  # the accept handler makes these
+    # One server, or a MultiSocketServer whose map holds one per address (--host localhost)
+    listeners = [server] if isinstance(server, waitress.server.BaseWSGIServer) else [
+        item for item in server.map.values()
+        if isinstance(item, waitress.server.BaseWSGIServer)]
+    channel_class = _quiet_channel_class()
+    for listener in listeners:
+        listener.channel_class = channel_class  # the accept handler makes these
+        ConnectionGuard(listener, config)
     return server
 
 
 def serve(app, config, holder):
     """Serve `app` with waitress until interrupted."""
     server = create_server(app, config)
-    port = server.effective_port
+    port = server.effective_port if hasattr(server, "effective_port") else \
+        server.effective_listen[0][1]
     log.info("serving %d contacts on http://%s:%s", holder.index.contacts,
              config.host, port)
     if config.token:
@@ -2823,6 +3095,7 @@ def _configure_logging():
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # one warning per busy request
+    logging.getLogger("waitress").addFilter(_NoRequestPaths())
 
 
 def _run_check(config):

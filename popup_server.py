@@ -2170,6 +2170,9 @@ class AccessGuard:
         return str(self._parse(forwarded[0]))
 
     def check(self, environ, query):
+        """Refuse the request (403) unless it may use /popup; the client's address when
+        working it out was needed (--allow-ip, --trusted-proxy), else None."""
+        client = None
         if self.allowed or self.trusted:
             client = self._client(environ)
             if self.allowed and not self._in(client, self.allowed):
@@ -2180,6 +2183,7 @@ class AccessGuard:
             if not hmac.compare_digest(given.encode("utf-8"), self.token):
                 raise bottle.HTTPError(403, "missing or wrong token: add ?token=... to "
                                             "the URL given to Voicenter")
+        return client
 
     def allows_page(self, environ, query):
         """The calls page: the token when one is set, else --allow-ip or loopback only."""
@@ -2593,7 +2597,7 @@ def create_app(config, holder, recorder=None, access_log=None):
         started = time.perf_counter() if log_request else 0.0
         environ = bottle.request.environ
         query = _query_fields(environ)
-        guard.check(environ, query)
+        client = guard.check(environ, query)
         fields = query
         if environ["REQUEST_METHOD"] == "POST":
             fields = {**query, **_body_fields(environ, config.max_body)}
@@ -2612,7 +2616,8 @@ def create_app(config, holder, recorder=None, access_log=None):
             recorder.record(fields, answer)
         if log_request:
             access_log.popup(environ["REQUEST_METHOD"], fields, answer.total,
-                             time.perf_counter() - started, guard.client_address(environ))
+                             time.perf_counter() - started,
+                             client or guard.client_address(environ))
         return answer.json_bytes()
 
     @app.route("/popup", method="OPTIONS")

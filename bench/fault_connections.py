@@ -44,6 +44,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from run import clean_env, free_port, say  # noqa: E402
 SERVER = HERE.parent / "popup_server.py"
 CONTACTS = HERE.parent / "data" / "contacts.csv"
 TOKEN = "bench-token-0123456789"
@@ -54,16 +56,6 @@ PROBE_TIMEOUT = 5.0
 TRICKLE = (b"GET " + LOOKUP.encode() + b" HTTP/1.1\r\nHost: x\r\nX-Padding: "
            + b"a" * 60_000)  # a byte at a time, never finished
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux
-
-
-def say(*args):
-    print(*args, flush=True)
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def raise_fd_limit(wanted):
@@ -213,7 +205,7 @@ def start_server(server, port, workdir, per_ip):
         argv += ["--max-connections-per-ip", str(per_ip)]
     log = open(workdir / "server.log", "wb")
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, cwd=workdir)
+                            stdin=subprocess.DEVNULL, cwd=workdir, env=clean_env())
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -17,7 +17,7 @@ import popup_server as ps
 from conftest import assert_json_error
 
 JOHN = ["John Doe", "Widget Works", "072-277-6772"]
-HOSTILE, PROBE, KEEPALIVE = "127.0.0.2", "127.0.0.1", "127.0.0.3"
+HOSTILE, PROBE, KEEPALIVE, PROXY = "127.0.0.2", "127.0.0.1", "127.0.0.3", "127.0.0.4"
 
 
 @pytest.fixture
@@ -62,21 +62,26 @@ def _keepalive_lookup(conn, sock_before=None):
 def test_one_address_cannot_take_every_connection(start_server, contacts):
     # 200 idle connections from one address, which may hold 20: the rest are reset at
     # once, and other clients, new or kept alive, are answered meanwhile. (Before,
-    # all were held until the 30 s timeout, and 1,000 locked everyone out.)
-    srv = start_server(contacts, env={"POPUP_MAX_CONNECTIONS_PER_IP": "20"})
+    # all were held until the 30 s timeout, and 1,000 locked everyone out.) A trusted
+    # proxy carries every client: it is not held to the share.
+    srv = start_server(contacts, "--trusted-proxy", PROXY,
+                       env={"POPUP_MAX_CONNECTIONS_PER_IP": "20"})
     keepalive = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10,
                                            source_address=(KEEPALIVE, 0))
     hostile = []
     try:
         kept = _keepalive_lookup(keepalive)
         hostile = [_connect(srv.port, HOSTILE) for _ in range(200)]
-        deadline = time.monotonic() + 8  # well inside the 10 s a request may take
+        proxied = [_connect(srv.port, PROXY) for _ in range(30)]
+        hostile += proxied
+        deadline = time.monotonic() + 5  # well inside the 10 s a request may take
         closed = set()
         while len(closed) < 180 and time.monotonic() < deadline:
             closed.update(n for n, sock in enumerate(hostile)
                           if n not in closed and _closed_by_server(sock))
             time.sleep(0.05)
         assert len(closed) >= 180, f"only {len(closed)} of 200 were refused"
+        assert not any(_closed_by_server(sock) for sock in proxied)
         assert srv.get("/popup", {"phone": "0722776772"}, timeout=5).json()[
             "CLIENTNAME"] == "John Doe"
         _keepalive_lookup(keepalive, kept)

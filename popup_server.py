@@ -20,8 +20,8 @@ Every option has an environment variable, POPUP_ + the option's name in capitals
 POPUP_NO_MATCH_URL, POPUP_MATCH_DIGITS, POPUP_ENCODING, POPUP_DELIMITER, POPUP_SHEET,
 POPUP_NAME_COLUMN, POPUP_COMPANY_COLUMN, POPUP_PHONE_COLUMNS, POPUP_URL_COLUMN,
 POPUP_TOKEN, POPUP_TOKEN_FILE, POPUP_ALLOW_IP, POPUP_TRUSTED_PROXY, POPUP_MAX_BODY,
-POPUP_MAX_CONNECTIONS_PER_IP, POPUP_RELOAD_INTERVAL, POPUP_LOG_NUMBERS, POPUP_THREADS, POPUP_CALLS_DB,
-POPUP_CALLS_KEEP_DAYS); a flag on the command line wins over its variable.
+POPUP_MAX_CONNECTIONS_PER_IP, POPUP_RELOAD_INTERVAL, POPUP_LOG_NUMBERS, POPUP_THREADS,
+POPUP_CALLS_DB, POPUP_CALLS_KEEP_DAYS); a flag on the command line wins over its variable.
 """
 from __future__ import annotations
 
@@ -2863,8 +2863,8 @@ def _quiet_channel_class():
 
 
 #: A request's headers and body must arrive whole within this many seconds of its
-#: first byte, and a new connection must send something within it: a client that
-#: trickles a byte now and then is never idle long enough for channel_timeout.
+#: first byte, and a new connection's first request within this many of connecting:
+#: a client that trickles a byte now and then is never idle for channel_timeout.
 REQUEST_DEADLINE = 10
 #: Connections open at once, from everyone; the descriptor limit is raised to fit.
 #: poll() walks every connection on every turn of the loop: ~1.5 us each.
@@ -2919,8 +2919,8 @@ class ConnectionGuard:
       its /64, which one subscriber usually gets whole); more are reset as soon as
       they are accepted. Trusted proxies are exempt: they carry every client.
     - a request must arrive whole within REQUEST_DEADLINE seconds of its first byte,
-      and a new connection must start one within it; between requests a keep-alive
-      connection may idle channel_timeout seconds, as before.
+      and a new connection's first request within REQUEST_DEADLINE of connecting;
+      between requests a keep-alive connection may idle channel_timeout seconds.
 
     Both run in waitress' main loop (accepting, and its maintenance pass once a
     second), so a request that arrives whole pays nothing for them.
@@ -2935,7 +2935,8 @@ class ConnectionGuard:
         self.open = {}                          # address -> its channels
         self.refused = collections.Counter()    # address -> refused since the last warning
         self.warned_at = 0.0
-        self.seen = {}  # channel -> (partial request, since, last answer, since): close_stalled()
+        # channel -> (its partial request, seen since, its last answer, seen since)
+        self.seen = {}
         server.handle_accept = self.accept
         server.maintenance = self.close_stalled
 
@@ -2952,9 +2953,9 @@ class ConnectionGuard:
         return address
 
     def accept(self):
-        """Accept what waits (waitress takes one a loop turn, and a flood of connects
-        would fill the backlog, where a new client's waits unseen), refusing
-        connections beyond their address' share."""
+        """Accept what waits, refusing connections beyond their address' share.
+        Up to 64 at a time: waitress takes one a loop turn, and under a flood of
+        connects the kernel's backlog would fill, where a new client waits unseen."""
         server = self.server
         for _ in range(64):
             if len(server._map) >= server.adj.connection_limit:
@@ -2975,13 +2976,13 @@ class ConnectionGuard:
                     if len(peers) >= self.per_address:
                         self.refuse(conn, key)
                         continue
-            try:
+            try:  # an error here would reach wasyncore, which closes the listener
                 server.set_socket_options(conn)
+                channel = server.channel_class(server, conn, server.fix_addr(addr),
+                                               server.adj, map=server._map)
             except OSError:  # the client left already
                 conn.close()
                 continue
-            channel = server.channel_class(server, conn, server.fix_addr(addr), server.adj,
-                                           map=server._map)
             if peers is not None:
                 peers.add(channel)
 
@@ -3019,8 +3020,8 @@ class ConnectionGuard:
                 if not channel.current_outbuf_count:  # never answered: a request is due
                     overdue = now - channel.creation_time > REQUEST_DEADLINE
                 else:  # keep-alive: the next request may take channel_timeout to start
-                    overdue = now - answered_at > timeout + (REQUEST_DEADLINE if partial
-                                                             else 0)
+                    overdue = now - answered_at > timeout + (
+                        REQUEST_DEADLINE if partial is not None else 0)
                 if partial is not None and now - partial_since > REQUEST_DEADLINE:
                     overdue = True
             if overdue:

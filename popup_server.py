@@ -2347,19 +2347,31 @@ class ContactsHolder:
 
     def reload(self):
         """Load the file again; True when the new contacts are being served."""
+        return self.swap_in(self.read())
+
+    def read(self):
+        """Load the file again without serving it yet: (the new index, or the
+        ContactsFileError saying why there is none; seconds the load took)."""
         started = time.perf_counter()
         try:
-            index = self.load()
+            outcome = self.load()
         except ContactsFileError as error:
-            self.report(error)
+            outcome = error
+        return outcome, time.perf_counter() - started
+
+    def swap_in(self, read):
+        """Serve what read() loaded, or report why it failed; True when serving it."""
+        outcome, seconds = read
+        if isinstance(outcome, ContactsFileError):
+            self.report(outcome)
             log.error("reload failed, still serving %d contacts loaded at %s: %s",
                       self.index.contacts, self.index.loaded_at.isoformat(timespec="seconds"),
-                      error)
+                      outcome)
             return False
-        self.index = index
+        self.index = outcome
         self.report(None)
         _return_freed_memory()  # the replaced index's arrays
-        log.info("reloaded in %.2f s: %s", time.perf_counter() - started, self.summary(index))
+        log.info("reloaded in %.2f s: %s", seconds, self.summary(outcome))
         return True
 
     def report(self, error):
@@ -2959,17 +2971,24 @@ def file_signature(path):
     return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
+#: A changed contacts file is served only once it has stayed the same (identity, size,
+#: modification time) for this long, so a writer may pause this long mid-write.
+SETTLE_SECONDS = 3.0
+
+
 class FileWatcher:
     """Reloads the contacts file when it changes, polling so it works on every OS and
     network share (in the manner of bottle's FileCheckerThread).
 
-    Strategy: a change of identity, size or mtime is acted upon only when the next
-    poll sees the same signature (Excel and editors save in several steps). The
-    signature is read again after loading; if the file moved meanwhile the result is
-    dropped and the load tried again, so a half-written file is never served. A file
-    that is missing or locked is retried on every poll; one whose content is bad waits
-    for its next change. Throughout, lookups go on against the index being served.
-    Use as a context manager: the thread starts on enter and stops on exit.
+    Strategy: a change of identity, size or mtime is read once the next poll sees the
+    same signature (Excel and editors save in several steps), but what was read is
+    served, or its error reported, only when the signature has then stayed the same
+    for SETTLE_SECONDS since it was first seen; if it changes before, what was read is
+    dropped. So a half-written file is never served while its writer pauses for less
+    than that. A file that is missing or locked is retried on every poll; one whose
+    content is bad waits for its next change. Throughout, lookups go on against the
+    index being served. Use as a context manager: the thread starts on enter and stops
+    on exit.
     """
 
     def __init__(self, holder, interval):
@@ -2980,6 +2999,8 @@ class FileWatcher:
         self._thread = threading.Thread(target=self._run, name="contacts-watcher",
                                         daemon=True)
         self._served = holder.signature  # taken before the load: a later edit is seen
+        self._seen, self._seen_at = self._served, time.monotonic()  # unchanged since
+        self._read = None                # holder.read() of the file as _seen, unserved
         self._watcher_error = False      # last_error is the watcher's own (missing, locked)
 
     def __enter__(self):
@@ -2991,28 +3012,34 @@ class FileWatcher:
         self._thread.join(timeout=self.interval + 5)
 
     def _run(self):
-        seen = self._served
         while not self._stop.wait(self.interval):
             try:
-                seen = self._poll(seen)
+                self._poll()
             except Exception:  # the watcher must outlive any surprise; say what it was
                 log.exception("checking %s for changes failed", self.path)
 
-    def _poll(self, seen):
+    def _poll(self):
         current = file_signature(self.path)
+        if current != self._seen:  # just changed, or still changing: look again later
+            self._seen, self._seen_at, self._read = current, time.monotonic(), None
+            return
         if current == self._served:
             if self._watcher_error:  # back as it was after a moment away or locked
                 self._watcher_error = False
                 self.holder.report(None)
-            return current
-        if current != seen:
-            return current  # still changing, or just changed: look again next time
+            return
         if current is None:
             self._report_missing()
-            return current
-        if self._load_settled(current):
-            self._served = current
-        return current
+            return
+        if self._read is None:
+            self._read = self._read_file()
+            if file_signature(self.path) != current:
+                log.info("%s changed while being read; reading it again", self.path.name)
+                self._seen = self._read = None
+                return
+        if self._read is not None and time.monotonic() - self._seen_at >= SETTLE_SECONDS:
+            self.holder.swap_in(self._read)
+            self._served, self._read = current, None
 
     def _report_missing(self):
         error = ContactsFileError(self.path, "the file is missing; still serving the "
@@ -3022,8 +3049,8 @@ class FileWatcher:
             self._watcher_error = True
             log.error("%s", error)
 
-    def _load_settled(self, signature):
-        """Load the file seen with `signature`; True when that attempt is over."""
+    def _read_file(self):
+        """holder.read() of the file, or None when it cannot be opened yet."""
         log.info("%s changed; reloading", self.path.name)
         try:
             with open(self.path, "rb"):
@@ -3032,13 +3059,9 @@ class FileWatcher:
             self.holder.report(ContactsFileError(self.path, f"cannot be opened yet "
                                                             f"({error.strerror})"))
             self._watcher_error = True
-            return False
+            return None
         self._watcher_error = False
-        self.holder.reload()
-        if file_signature(self.path) != signature:
-            log.info("%s changed while being read; reading it again", self.path.name)
-            return False
-        return True
+        return self.holder.read()
 
 
 ###############################################################################

@@ -774,15 +774,19 @@ class _CellScanner:
         return starts[_toggling_runs(lengths, opens, self.quoted)]
 
     def _refuse_header(self):
-        raise ContactsFileError(self.path, f"the header row has a cell of more than "
-                                           f"{MAX_CELL_BYTES:,} bytes: it is not a "
-                                           "contacts file, or is damaged")
+        raise _long_header(self.path)
 
     def _refuse_row(self, row, size):
         size = f"{size:,} bytes long" if size else f"longer than {MAX_ROW_BYTES:,} bytes"
         raise ContactsFileError(self.path, f"row {row + 1} is {size} without its skipped "
                                            "cells, more than a row of contacts could be: "
                                            "the file is damaged")
+
+
+def _long_header(path):
+    return ContactsFileError(path, f"the header row has a cell of more than "
+                                   f"{MAX_CELL_BYTES:,} bytes: it is not a contacts file, "
+                                   "or is damaged")
 
 
 def _toggling_runs(lengths, opens, quoted):
@@ -1002,9 +1006,7 @@ def _skip_long_cells(path, rows, header_row):
             for column, text in enumerate(row):
                 if len(text) > MAX_CELL_BYTES:
                     if number <= header_row:
-                        raise ContactsFileError(path, f"the header row has a cell of more "
-                                                      f"than {MAX_CELL_BYTES:,} characters: "
-                                                      "it is not a contacts sheet")
+                        raise _long_header(path)
                     oversized.append((number + 1, column,
                                       len(text.encode("utf-8", "surrogatepass"))))
                     row[column] = ""
@@ -1739,6 +1741,8 @@ def _read_headers(path, encoding, delimiter):
         raise ContactsFileError(path, f"cannot be read as a table: {_first_line(error)}"
                                 ) from None
     headers = [_clean_header(name) for name in frame.columns]
+    if max(map(len, headers)) > MAX_CELL_BYTES:
+        raise _long_header(path)
     if not any(headers):
         raise ContactsFileError(path, "the first row is empty; it must hold the column "
                                       "names")

@@ -2368,9 +2368,9 @@ class ContactsHolder:
         outcome, seconds = read
         if isinstance(outcome, ContactsFileError):
             self.report(outcome)
-            log.error("reload failed, still serving %d contacts loaded at %s: %s",
-                      self.index.contacts, self.index.loaded_at.isoformat(timespec="seconds"),
-                      outcome)
+            log.error("reload failed after %.2f s, still serving %d contacts loaded at "
+                      "%s: %s", seconds, self.index.contacts,
+                      self.index.loaded_at.isoformat(timespec="seconds"), outcome)
             return False
         self.index = outcome
         self.report(None)
@@ -2987,8 +2987,8 @@ class FileWatcher:
     Strategy: a change of identity, size or mtime is read once the next poll sees the
     same signature (Excel and editors save in several steps), but what was read is
     served, or its error reported, only when the signature has then stayed the same
-    for SETTLE_SECONDS since it was first seen; if it changes before, what was read is
-    dropped. So a half-written file is never served while its writer pauses for less
+    for SETTLE_SECONDS since the file last changed (its mtime, or the poll before it
+    was first seen if that is later); if it changes before, what was read is dropped. So a half-written file is never served while its writer pauses for less
     than that. A file that is missing or locked is retried on every poll; one whose
     content is bad waits for its next change. Throughout, lookups go on against the
     index being served. Use as a context manager: the thread starts on enter and stops
@@ -3016,16 +3016,27 @@ class FileWatcher:
         self._thread.join(timeout=self.interval + 5)
 
     def _run(self):
-        while not self._stop.wait(self.interval):
+        while not self._stop.wait(self._wait()):
             try:
                 self._poll()
             except Exception:  # the watcher must outlive any surprise; say what it was
                 log.exception("checking %s for changes failed", self.path)
 
+    def _wait(self):
+        """Seconds to the next poll: the interval, or less when a file read waits to be
+        served (so that it is served as soon as it has settled)."""
+        if self._read is None:
+            return self.interval
+        settled_in = self._seen_at + SETTLE_SECONDS - time.monotonic()
+        return min(self.interval, max(settled_in, 0.01))
+
     def _poll(self):
         current = file_signature(self.path)
         if current != self._seen:  # just changed, or still changing: look again later
-            self._seen, self._seen_at, self._read = current, time.monotonic(), None
+            # It changed after the last poll, when its mtime says if the clocks agree.
+            lag = min(max(time.time() - current[3] / 1e9, 0.0), self.interval) \
+                if current else 0.0
+            self._seen, self._seen_at, self._read = current, time.monotonic() - lag, None
             return
         if current == self._served:
             if self._watcher_error:  # back as it was after a moment away or locked

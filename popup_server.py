@@ -796,7 +796,7 @@ def _toggling_runs(lengths, opens, quoted):
     stray = odd & ~opens           # text outside a quoted field, a close inside one
     toggles = odd.copy()
     first = 0
-    for _ in range(16):
+    for _ in range(4):  # a few stray quotes: numpy; many: the walk below
         inside = ((np.cumsum(toggles[first:]) - toggles[first:]) & 1).astype(bool) ^ quoted
         text = np.flatnonzero(stray[first:] & ~inside)
         if not text.size:
@@ -804,12 +804,18 @@ def _toggling_runs(lengths, opens, quoted):
         first += int(text[0])
         toggles[first] = False
         first, quoted = first + 1, False
-    for run in range(first, lengths.size):  # many stray quotes: one run at a time
-        if stray[run] and not quoted:
-            toggles[run] = False
-        elif toggles[run]:
-            quoted = not quoted
-    return toggles
+    # Many stray quotes: go from toggle to toggle. Outside a quoted field, the next odd
+    # run that begins a field opens one; inside, the next odd run closes it.
+    toggles[first:] = False
+    closing = np.flatnonzero(odd[first:]) + first
+    opening = np.flatnonzero(odd[first:] & opens[first:]) + first
+    while True:
+        runs = closing if quoted else opening
+        found = np.searchsorted(runs, first)
+        if found == runs.size:
+            return toggles
+        first = int(runs[found])
+        toggles[first], quoted, first = True, not quoted, first + 1
 
 
 class _WithoutCuts(io.RawIOBase):

@@ -445,6 +445,20 @@ class ColumnChoice:
 #: reload never stalls the requests answered meanwhile for more than a few ms, only a
 #: block's strings are alive at once, and the whole read is no slower.
 _READ_ROWS = 10_000
+#: ... and fewer rows when rows are long: a block holds about this much text at most.
+_BLOCK_BYTES = 8 * 1024 * 1024
+
+#: Limits on what a contacts file may hold, so that a damaged or hostile file can
+#: neither exhaust memory nor hold up lookups while it loads (README, "Damaged and
+#: huge files"). A cell longer than MAX_CELL_BYTES is skipped unread and reported; a
+#: phone cell longer than MAX_PHONE_CELL_CHARS is reported, not parsed; a row longer
+#: than MAX_ROW_BYTES without its skipped cells, or a header with a skipped cell,
+#: refuses the file; so does a workbook that unpacks to more than
+#: MAX_XLSX_UNPACKED_BYTES.
+MAX_CELL_BYTES = 16 * 1024
+MAX_PHONE_CELL_CHARS = 500
+MAX_ROW_BYTES = 1024 * 1024
+MAX_XLSX_UNPACKED_BYTES = 512 * 1024 * 1024
 
 
 @dataclasses.dataclass
@@ -459,6 +473,8 @@ class Table:
     warnings: list
     skipped: list          # (row, reason) for lines the reader could not split
     first_row: int = 2     # the spreadsheet row of the first contact (header above it)
+    oversized: list = dataclasses.field(default_factory=list)  # (row, column, size)
+                           # of cells skipped unread, longer than MAX_CELL_BYTES
 
     def keep(self, headers):
         """The same table with only these columns."""
@@ -475,9 +491,10 @@ class _ReadAgain(Exception):
 
 
 def read_table(path, *, encoding=None, delimiter=None, sheet=None, usecols=None,
-               engine="c"):
+               engine="c", names=()):
     """Open a contacts file for reading with every cell as text (`usecols`: headers to
-    keep). Its blocks raise _ReadAgain when an encoding guess turns out wrong."""
+    keep; `names`: every header of a text file, to name the columns of cells skipped).
+    Its blocks raise _ReadAgain when an encoding guess turns out wrong."""
     path = Path(path)
     _check_readable(path)
     with open(path, "rb") as handle:
@@ -497,25 +514,36 @@ def read_table(path, *, encoding=None, delimiter=None, sheet=None, usecols=None,
     text_head = head.decode(encoding, errors="ignore")
     if delimiter is None:
         delimiter = _sniff_delimiter(text_head, path.suffix.lower())
-    skipped = []
-    blocks = _csv_blocks(path, delimiter, encoding, usecols, engine, provisional, skipped)
-    return Table([], blocks, encoding, delimiter, warnings, skipped)
+    skipped, oversized = [], []
+    blocks = _csv_blocks(path, delimiter, encoding, usecols, engine, provisional, skipped,
+                         oversized, names)
+    return Table([], blocks, encoding, delimiter, warnings, skipped, oversized=oversized)
 
 
-def _csv_blocks(path, delimiter, encoding, usecols, engine, provisional, skipped):
-    """{header: array of str} blocks read by pandas, every cell as text."""
+def _csv_blocks(path, delimiter, encoding, usecols, engine, provisional, skipped,
+                oversized, names):
+    """{header: array of str} blocks read by pandas, every cell as text. Cells longer
+    than MAX_CELL_BYTES are left out of what pandas reads (see _scan_cells)."""
     options = dict(sep=delimiter, dtype=str, na_filter=False, encoding=encoding,
                    encoding_errors="strict", quotechar='"', usecols=usecols,
                    index_col=False,         # a trailing delimiter must not shift columns
                    skip_blank_lines=False,  # blank rows keep their place: row numbers
-                   chunksize=_READ_ROWS, engine=engine)
+                   engine=engine)
     if engine == "python":
         def skip(cells):  # a row with more cells than the header: report, don't refuse
             skipped.append((None, f"{len(cells)} cells where the header has fewer: "
                                   f"{_clip(delimiter.join(cells))}"))
         options["on_bad_lines"] = skip
     try:
-        with pd.read_csv(path, **options) as reader:
+        scan = _scan_cells(path, delimiter, encoding)
+        oversized.extend((row + 1, names[column] if column < len(names)
+                          else f"column {column + 1}", size)
+                         for row, column, size in scan.oversized)
+        options["chunksize"] = max(1, min(_READ_ROWS,
+                                          _BLOCK_BYTES // max(scan.longest_row, 1)))
+        source = (io.BufferedReader(_WithoutCuts(path, scan.cuts, scan.space))
+                  if scan.cuts else contextlib.nullcontext(path))
+        with source as readable, pd.read_csv(readable, **options) as reader:
             for frame in reader:
                 yield {_clean_header(name): frame[name].to_numpy(dtype=object)
                        for name in frame.columns}
@@ -539,6 +567,287 @@ def _csv_blocks(path, delimiter, encoding, usecols, engine, provisional, skipped
                                 ) from None
     except OSError as error:
         raise ContactsFileError(path, f"cannot be read: {error.strerror or error}") from None
+
+
+_QUOTE, _LF, _CR = ord('"'), ord("\n"), ord("\r")
+_SCAN_BYTES = 1024 * 1024  # a file is scanned in pieces of this size
+
+
+@dataclasses.dataclass
+class _CellScan:
+    """What _scan_cells() found: the cells to leave out, as (start, end) byte ranges and
+    as (row, column, bytes) counted from 0 with the header as row 0, and the length in
+    bytes of the longest row that stays."""
+
+    cuts: list
+    oversized: list
+    longest_row: int
+    space: bytes  # " " in the file's encoding
+
+
+def _scan_cells(path, delimiter, encoding):
+    """Find the cells of a text file longer than MAX_CELL_BYTES, and refuse the file
+    for a row too long (see MAX_ROW_BYTES), holding ~1 MiB of it at a time.
+
+    pandas would hold such a cell whole, ~3 times over, and convert it to a string in
+    one call that keeps the GIL: a cell of 1 GiB killed the server. Here the file is
+    split into fields with numpy, by the rules of pandas' own reader, so that the
+    cells found are the very cells pandas would read.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+        unit, bom = _text_unit(encoding, head)
+        scanner = _CellScanner(path, delimiter, unit, len(bom))
+        handle.seek(len(bom))
+        piece = handle.read(_SCAN_BYTES)
+        while piece:
+            following = handle.read(_SCAN_BYTES)
+            scanner.feed(piece, last=not following)
+            piece = following
+    scanner.finish()
+    return _CellScan(scanner.cuts, scanner.oversized, scanner.longest_row * unit.itemsize,
+                     np.array([ord(" ")], dtype=unit).tobytes())
+
+
+def _text_unit(encoding, head):
+    """(numpy dtype of one code unit, byte-order mark) of text in this encoding."""
+    name = codecs.lookup(encoding).name
+    if name.startswith("utf-16"):
+        big = name == "utf-16-be" or (name == "utf-16" and head.startswith(codecs.BOM_UTF16_BE))
+        bom = (codecs.BOM_UTF16_BE if big else codecs.BOM_UTF16_LE)
+        return np.dtype(">u2" if big else "<u2"), bom if head.startswith(bom) else b""
+    utf8_bom = name.startswith("utf-8") and head.startswith(codecs.BOM_UTF8)
+    return np.dtype(np.uint8), codecs.BOM_UTF8 if utf8_bom else b""
+
+
+class _CellScanner:
+    """Splits a text file, fed to it piece by piece, into rows and fields as pandas'
+    reader does, and notes every field longer than MAX_CELL_BYTES (see _scan_cells).
+
+    Positions are counted in code units (bytes, or 2 bytes in UTF-16). A quote opens a
+    quoted field only at a field's start; inside one, a run of quotes of odd length
+    closes it (the others are doubled quotes). So the quotes that open or close a field
+    are the odd runs, but for a stray odd run outside a quoted field (`24" screen`),
+    which is text; numpy finds the first such run, and the state is corrected from it.
+    """
+
+    def __init__(self, path, delimiter, unit, start):
+        self.path, self.delimiter, self.unit = path, ord(delimiter), unit
+        self.unit_size = unit_size = unit.itemsize
+        self.limit = MAX_CELL_BYTES // unit_size
+        self.pos = start // unit_size  # where the piece being fed starts
+        self.quoted = False            # ... inside a quoted field, or not
+        self.prev = _LF                # the unit before it: the file starts as a line does
+        self.pending = None            # a run of quotes reaching its end: (start, length,
+                                       # whether it begins a field)
+        self.field_start = self.row_start = self.pos
+        self.row = self.column = 0     # of the field being read
+        self.row_cut = 0               # units of the current row's cells left out
+        self.cuts, self.oversized, self.longest_row = [], [], 0
+
+    def feed(self, piece, last):
+        units = np.frombuffer(piece, self.unit, len(piece) // self.unit_size)
+        if not units.size:
+            return
+        if not self._plain(piece, units):
+            toggles = self._quote_toggles(units, last)
+            ends = np.flatnonzero((units == self.delimiter) | (units == _LF)
+                                  | (units == _CR))
+            if toggles.size or self.quoted:  # leave out the separators inside quotes
+                inside = (np.searchsorted(toggles, ends) & 1).astype(bool) ^ self.quoted
+                ends = ends[~inside]
+                self.quoted ^= bool(toggles.size & 1)
+            if ends.size:
+                self._fields(units, ends)
+        self.prev = int(units[-1])
+        self.pos += units.size
+        field = self.pos - self.field_start
+        row = self.pos - self.row_start - self.row_cut - (field if field > self.limit else 0)
+        if self.row == 0 and field > self.limit:
+            self._refuse_header()
+        if row * self.unit_size > MAX_ROW_BYTES:
+            self._refuse_row(self.row, None)
+
+    def _plain(self, piece, units):
+        """Account for a piece of bytes without quotes and with short lines only (most
+        files; a few memchr() calls, not numpy's passes), or return False."""
+        if (self.unit_size != 1 or self.quoted or self.pending is not None
+                or b'"' in piece or (self.prev == _CR and piece.startswith(b"\n"))):
+            return False
+        if b"\r" in piece and (piece.endswith(b"\r") or not np.all(
+                units[np.flatnonzero(units == _CR) + 1] == _LF)):
+            return False  # a line break by "\r" alone: let _fields() count it
+        first, last = piece.find(b"\n"), piece.rfind(b"\n")
+        if first < 0 or first + self.pos - self.row_start > self.limit:
+            return False
+        line = first + 1
+        while line <= last:  # each line ends within reach: jump to the last break there
+            line = piece.rfind(b"\n", line, line + self.limit + 1) + 1
+            if not line:
+                return False  # a cell may be too long
+        rows = int(np.count_nonzero(units == _LF))
+        self.row += rows
+        # A block's size is its rows' total: their average here is what counts.
+        self.longest_row = max(self.longest_row, first + self.pos - self.row_start,
+                               len(piece) // rows)
+        self.row_start = self.field_start = self.pos + last + 1
+        self.row_cut = 0
+        tail = piece[last + 1:]
+        self.column = tail.count(self.delimiter)
+        if self.column:
+            self.field_start += tail.rindex(self.delimiter) + 1
+        return True
+
+    def finish(self):
+        """The last row, when the file does not end with a line break: as if it did."""
+        if self.pos > self.row_start:
+            self._fields(np.array([_LF]), np.zeros(1, dtype=np.int64))
+
+    def _fields(self, units, ends):
+        """Account for the fields ending at `ends` (positions in `units`)."""
+        kind = units[ends]
+        before = np.where(ends > 0, units[ends - 1], self.prev)
+        follows_cr = (kind == _LF) & (before == _CR)  # "\r\n": one line break
+        line_break = ((kind == _LF) | (kind == _CR)) & ~follows_cr
+        starts = np.empty(ends.size, dtype=np.int64)
+        starts[0] = self.field_start - self.pos
+        starts[1:] = ends[:-1] + 1
+        lengths = ends - starts
+        breaks = np.flatnonzero(line_break)
+        cut_per_row = np.zeros(breaks.size + 1, dtype=np.int64)
+        cut_per_row[0] = self.row_cut
+        long = np.flatnonzero(lengths > self.limit)
+        if long.size:
+            in_row = np.searchsorted(breaks, long)  # row, counted from self.row
+            delimiters = np.cumsum(kind == self.delimiter)
+            before_field = np.where(long > 0, delimiters[long - 1], 0)
+            row_begins = np.where(in_row > 0, delimiters[breaks[in_row - 1]], 0) \
+                if breaks.size else 0
+            columns = before_field - row_begins + np.where(in_row == 0, self.column, 0)
+            np.add.at(cut_per_row, in_row, lengths[long])
+            for row, column, start, length in zip(in_row + self.row, columns,
+                                                  starts[long] + self.pos, lengths[long]):
+                if row == 0:
+                    self._refuse_header()
+                self.cuts.append((int(start) * self.unit_size,
+                                  int(start + length) * self.unit_size))
+                self.oversized.append((int(row), int(column),
+                                       int(length) * self.unit_size))
+        if breaks.size:
+            row_ends = ends[breaks] + self.pos
+            row_starts = np.empty(breaks.size, dtype=np.int64)
+            row_starts[0] = self.row_start
+            row_starts[1:] = row_ends[:-1] + 1
+            rows = row_ends - row_starts - cut_per_row[:-1]
+            longest = int(rows.argmax())
+            if rows[longest] * self.unit_size > MAX_ROW_BYTES:
+                self._refuse_row(self.row + longest, int(rows[longest]) * self.unit_size)
+            self.longest_row = max(self.longest_row, int(rows[longest]))
+            self.row += breaks.size
+            self.row_start = int(row_ends[-1]) + 1
+            self.column = int(np.count_nonzero(kind[breaks[-1]:] == self.delimiter))
+        else:
+            self.column += int(np.count_nonzero(kind == self.delimiter))
+        self.row_cut = int(cut_per_row[-1])
+        self.field_start = int(ends[-1]) + 1 + self.pos
+
+    def _quote_toggles(self, units, last):
+        """Positions (in `units`) of the runs of quotes that open or close a quoted
+        field; a run reaching the end of the piece waits for the next one."""
+        quotes = np.flatnonzero(units == _QUOTE)
+        pending, self.pending = self.pending, None
+        if not quotes.size and pending is None:
+            return quotes
+        firsts = np.concatenate(([0], np.flatnonzero(np.diff(quotes) != 1) + 1)) \
+            if quotes.size else quotes
+        starts = quotes[firsts]
+        lengths = np.diff(np.append(firsts, quotes.size))
+        before = np.where(starts > 0, units[starts - 1], self.prev)
+        opens = (before == self.delimiter) | (before == _LF) | (before == _CR)
+        if pending is not None:
+            start, length, opening = pending
+            if starts.size and starts[0] == 0:  # the same run goes on
+                starts[0], lengths[0], opens[0] = start - self.pos, lengths[0] + length, \
+                    opening
+            else:
+                starts = np.insert(starts, 0, start - self.pos)
+                lengths = np.insert(lengths, 0, length)
+                opens = np.insert(opens, 0, opening)
+        if not last and starts.size and starts[-1] + lengths[-1] == units.size:
+            self.pending = (int(starts[-1]) + self.pos, int(lengths[-1]), bool(opens[-1]))
+            starts, lengths, opens = starts[:-1], lengths[:-1], opens[:-1]
+        return starts[_toggling_runs(lengths, opens, self.quoted)]
+
+    def _refuse_header(self):
+        raise _long_header(self.path)
+
+    def _refuse_row(self, row, size):
+        size = f"{size:,} bytes long" if size else f"longer than {MAX_ROW_BYTES:,} bytes"
+        raise ContactsFileError(self.path, f"row {row + 1} is {size} without its skipped "
+                                           "cells, more than a row of contacts could be: "
+                                           "the file is damaged")
+
+
+def _long_header(path):
+    return ContactsFileError(path, f"the header row has a cell of more than "
+                                   f"{MAX_CELL_BYTES:,} bytes: it is not a contacts file, "
+                                   "or is damaged")
+
+
+def _toggling_runs(lengths, opens, quoted):
+    """Which runs of quotes open or close a quoted field (see _CellScanner), given
+    their lengths, whether each begins a field, and whether the first is in one."""
+    odd = (lengths & 1).astype(bool)
+    stray = odd & ~opens           # text outside a quoted field, a close inside one
+    toggles = odd.copy()
+    first = 0
+    for _ in range(4):  # a few stray quotes: numpy; many: the walk below
+        inside = ((np.cumsum(toggles[first:]) - toggles[first:]) & 1).astype(bool) ^ quoted
+        text = np.flatnonzero(stray[first:] & ~inside)
+        if not text.size:
+            return toggles
+        first += int(text[0])
+        toggles[first] = False
+        first, quoted = first + 1, False
+    # Many stray quotes: go from toggle to toggle. Outside a quoted field, the next odd
+    # run that begins a field opens one; inside, the next odd run closes it.
+    toggles[first:] = False
+    closing = np.flatnonzero(odd[first:]) + first
+    opening = np.flatnonzero(odd[first:] & opens[first:]) + first
+    while True:
+        runs = closing if quoted else opening
+        found = np.searchsorted(runs, first)
+        if found == runs.size:
+            return toggles
+        first = int(runs[found])
+        toggles[first], quoted, first = True, not quoted, first + 1
+
+
+class _WithoutCuts(io.RawIOBase):
+    """A file read with some byte ranges (sorted, apart) each replaced by a space:
+    what pandas reads of a file with cells too long to read. A space, not nothing:
+    a cell alone on its row between "\r" and "\n" must not join them into one break."""
+
+    def __init__(self, path, cuts, space):
+        self._file = open(path, "rb")
+        self._cuts = collections.deque(cuts)
+        self._space = space  # " " in the file's encoding
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        at = self._file.tell()
+        if self._cuts and self._cuts[0][0] <= at:
+            self._file.seek(self._cuts.popleft()[1])
+            buffer[:len(self._space)] = self._space  # the reader asks for 8 KiB or more
+            return len(self._space)
+        wanted = len(buffer) if not self._cuts else min(len(buffer), self._cuts[0][0] - at)
+        return self._file.readinto(memoryview(buffer)[:wanted])
+
+    def close(self):
+        self._file.close()
+        super().close()
 
 
 def _check_readable(path):
@@ -589,7 +898,7 @@ def _legacy_encoding(path):
         raise ContactsFileError(path, "is neither UTF-8 nor Windows-1255 text; save it as "
                                       "'CSV UTF-8' or pass --encoding")
     with open(path, "rb") as handle:
-        raw = handle.read()
+        raw = handle.read((1 << 20) + _SNIFF_BYTES)  # never the whole file: it may be huge
     first = next((i for i, byte in enumerate(raw[:1 << 20]) if byte >= 0x80), 0)
     text = raw[first:first + _SNIFF_BYTES].decode(LEGACY_ENCODING, errors="ignore")
     warnings = []
@@ -637,6 +946,7 @@ def _count_outside_quotes(line, delimiter):
 
 def _read_xlsx(path, sheet, usecols):
     import openpyxl  # imported here: only users of .xlsx files pay for it
+    _check_unpacked_size(path)
     try:
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except Exception as error:  # openpyxl raises many kinds for a damaged file
@@ -664,6 +974,7 @@ def _read_xlsx(path, sheet, usecols):
         raise ContactsFileError(path, "the sheet is empty")
     while rows and not any(rows[-1]):
         rows.pop()
+    oversized = _skip_long_cells(path, rows, header_row)
     header = _unique_headers([_clean_header(text) for text in rows[header_row]])
     width = len(header)
     body = [row[:width] + [""] * (width - len(row)) for row in rows[header_row + 1:]]
@@ -675,7 +986,42 @@ def _read_xlsx(path, sheet, usecols):
             columns[name] = values
     blocks = [{name: values[start:start + _READ_ROWS] for name, values in columns.items()}
               for start in range(0, max(len(body), 1), _READ_ROWS)]
-    return Table(list(columns), blocks, "xlsx", None, [], [], first_row=header_row + 2)
+    return Table(list(columns), blocks, "xlsx", None, [], [], first_row=header_row + 2,
+                 oversized=[(row, header[column], size) for row, column, size in oversized
+                            if column < width])
+
+
+def _check_unpacked_size(path):
+    """Refuse a workbook that would unpack to more than MAX_XLSX_UNPACKED_BYTES: openpyxl
+    holds a cell's text whole, whatever its size (the sizes are the ones the archive
+    declares, and zipfile never unpacks more than those)."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(member.file_size for member in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # openpyxl says what is wrong with it
+    if unpacked > MAX_XLSX_UNPACKED_BYTES:
+        raise ContactsFileError(path, f"unpacks to {unpacked >> 20:,} MiB, more than the "
+                                      f"{MAX_XLSX_UNPACKED_BYTES >> 20} MiB a contacts "
+                                      "workbook may; save it as CSV")
+
+
+def _skip_long_cells(path, rows, header_row):
+    """Empty the cells of a sheet longer than MAX_CELL_BYTES characters, as a text
+    file's are skipped; [(row, column, bytes in UTF-8)] of them. A header cell that
+    long refuses the file."""
+    oversized = []
+    for number, row in enumerate(rows):
+        if row and max(map(len, row)) > MAX_CELL_BYTES:
+            for column, text in enumerate(row):
+                if len(text) > MAX_CELL_BYTES:
+                    if number <= header_row:
+                        raise _long_header(path)
+                    oversized.append((number + 1, column,
+                                      len(text.encode("utf-8", "surrogatepass"))))
+                    row[column] = ""
+    return oversized
 
 
 def _unique_headers(headers):
@@ -1009,6 +1355,8 @@ def number_key(text, rules):
 def cell_keys(cell, rules):
     """Every number in one cell: ([keys], [problems]). Several numbers, extensions
     and Excel's damage are handled here; a cell without digits is simply empty."""
+    if len(cell) > MAX_PHONE_CELL_CHARS:  # parsing it could take long: say so instead
+        return [], [f"{len(cell):,} characters: longer than any phone cell could be"]
     text = cell.strip()
     if not any(ch.isdigit() for ch in text):
         return [], []
@@ -1065,6 +1413,7 @@ for _char in " -()":
 _BYTE_CLASS[ord("+")] = 3
 _BYTE_CLASS[ord(_UNIT_SEPARATOR)] = 4
 _FAST_CHUNK = 32_768  # small enough that its arrays stay in cache (measured)
+_MAX_FAST_CELL_BYTES = 64  # a longer cell is no single number written plainly
 
 
 def column_keys(cells, rules):
@@ -1106,6 +1455,10 @@ def _column_keys_chunk(cells, rules):
     ends = np.append(np.flatnonzero(klass == 4), data.size)
     if ends.size != count:  # a cell holds the separator itself: leave all to cell_keys
         return np.zeros(count, np.int64), np.zeros(count, bool), np.zeros(count, bool)
+    lengths = np.diff(ends, prepend=-1)  # each cell's bytes and its separator
+    long = lengths > _MAX_FAST_CELL_BYTES + 1
+    if long.any():  # left to cell_keys: below, each of their digits would cost ~30 bytes
+        klass[np.repeat(long, lengths)[:data.size]] = 0
     digit_at = np.flatnonzero(klass == 1)
     first = np.zeros(count + 1, dtype=np.int64)  # digits of cell c: first[c]:first[c+1]
     first[1:] = np.searchsorted(digit_at, ends)
@@ -1296,6 +1649,7 @@ class ContactIndex:
     _suffixes: NumberTable = dataclasses.field(repr=False, default=None)
     _texts: TextRows = dataclasses.field(repr=False, default=None)
     template_headers: tuple = ()  # the file's columns kept for URL templates
+    oversized: tuple = ()  # (row, column, bytes) of its cells skipped as too long
 
     def find(self, caller_id):
         """(row, total, key) for a caller id: the position of the first contact in
@@ -1360,7 +1714,7 @@ def load_index(path, *, region="IL", encoding=None, delimiter=None, sheet=None,
     settings = dict(encoding=encoding, delimiter=delimiter, engine="c")
     while True:  # at most twice: a wrong encoding guess, then a ragged row
         table = read_table(path, usecols=lambda h: _clean_header(h) in set(wanted),
-                           **settings)
+                           names=headers, **settings)
         table.headers = wanted
         try:
             return _build_index(path, table, choice, keep, rules, match_digits)
@@ -1398,6 +1752,8 @@ def _read_headers(path, encoding, delimiter):
         raise ContactsFileError(path, f"cannot be read as a table: {_first_line(error)}"
                                 ) from None
     headers = [_clean_header(name) for name in frame.columns]
+    if max(map(len, headers)) > MAX_CELL_BYTES:
+        raise _long_header(path)
     if not any(headers):
         raise ContactsFileError(path, "the first row is empty; it must hold the column "
                                       "names")
@@ -1455,7 +1811,8 @@ def _build_index(path, table, choice, keep, rules, match_digits):
                                           if refused_links else ()),
         rules=rules, match_digits=match_digits, first_row=table.first_row,
         _numbers=numbers, _suffixes=suffixes, _texts=texts.build(),
-        template_headers=tuple(keep))
+        template_headers=tuple(keep),
+        oversized=tuple(cell for cell in table.oversized if cell[1] in table.headers))
 
 
 def _block_pairs(block, size, first_row, choice, rules, unusable, row_base=2):
@@ -1622,18 +1979,24 @@ def load_report(index):
         f"{index.contacts} contacts can be found",
         f"numbers indexed: {index.numbers}",
         f"numbers shared by several contacts: {index.shared_numbers}",
-        f"rows skipped: {len(index.skipped)}",
     ]
-    lines += [f"  row {row}: {reason}" if row else f"  {reason}"
-              for row, reason in index.skipped[:REPORT_LIMIT]]
-    if len(index.skipped) > REPORT_LIMIT:
-        lines.append(f"  ... and {len(index.skipped) - REPORT_LIMIT} more")
-    lines.append(f"numbers not used: {len(index.unusable)}")
-    lines += [f"  row {row}, {column}: {cell!r} {problem}"
-              for row, column, cell, problem in index.unusable[:REPORT_LIMIT]]
-    if len(index.unusable) > REPORT_LIMIT:
-        lines.append(f"  ... and {len(index.unusable) - REPORT_LIMIT} more")
+    lines += _report_section("rows skipped", index.skipped, lambda row, reason:
+                             f"  row {row}: {reason}" if row else f"  {reason}")
+    lines += _report_section("numbers not used", index.unusable,
+                             lambda row, column, cell, problem:
+                             f"  row {row}, {column}: {cell!r} {problem}")
+    lines += _report_section("cells too long, skipped", index.oversized,
+                             lambda row, column, size: f"  row {row}, {column}: {size:,} "
+                             f"bytes, more than the {MAX_CELL_BYTES:,} a cell may hold")
     lines += [f"warning: {warning}" for warning in index.warnings]
+    return lines
+
+
+def _report_section(title, items, line):
+    """`title: count`, then the first REPORT_LIMIT items, each as line(*item)."""
+    lines = [f"{title}: {len(items)}"] + [line(*item) for item in items[:REPORT_LIMIT]]
+    if len(items) > REPORT_LIMIT:
+        lines.append(f"  ... and {len(items) - REPORT_LIMIT} more")
     return lines
 
 
@@ -2045,19 +2408,31 @@ class ContactsHolder:
 
     def reload(self):
         """Load the file again; True when the new contacts are being served."""
+        return self.swap_in(self.read())
+
+    def read(self):
+        """Load the file again without serving it yet: (the new index, or the
+        ContactsFileError saying why there is none; seconds the load took)."""
         started = time.perf_counter()
         try:
-            index = self.load()
+            outcome = self.load()
         except ContactsFileError as error:
-            self.report(error)
-            log.error("reload failed, still serving %d contacts loaded at %s: %s",
-                      self.index.contacts, self.index.loaded_at.isoformat(timespec="seconds"),
-                      error)
+            outcome = error
+        return outcome, time.perf_counter() - started
+
+    def swap_in(self, read):
+        """Serve what read() loaded, or report why it failed; True when serving it."""
+        outcome, seconds = read
+        if isinstance(outcome, ContactsFileError):
+            self.report(outcome)
+            log.error("reload failed after %.2f s, still serving %d contacts loaded at "
+                      "%s: %s", seconds, self.index.contacts,
+                      self.index.loaded_at.isoformat(timespec="seconds"), outcome)
             return False
-        self.index = index
+        self.index = outcome
         self.report(None)
         _return_freed_memory()  # the replaced index's arrays
-        log.info("reloaded in %.2f s: %s", time.perf_counter() - started, self.summary(index))
+        log.info("reloaded in %.2f s: %s", seconds, self.summary(outcome))
         return True
 
     def report(self, error):
@@ -2710,17 +3085,24 @@ def file_signature(path):
     return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
+#: A changed contacts file is served only once it has stayed the same (identity, size,
+#: modification time) for this long, so a writer may pause this long mid-write.
+SETTLE_SECONDS = 3.0
+
+
 class FileWatcher:
     """Reloads the contacts file when it changes, polling so it works on every OS and
     network share (in the manner of bottle's FileCheckerThread).
 
-    Strategy: a change of identity, size or mtime is acted upon only when the next
-    poll sees the same signature (Excel and editors save in several steps). The
-    signature is read again after loading; if the file moved meanwhile the result is
-    dropped and the load tried again, so a half-written file is never served. A file
-    that is missing or locked is retried on every poll; one whose content is bad waits
-    for its next change. Throughout, lookups go on against the index being served.
-    Use as a context manager: the thread starts on enter and stops on exit.
+    Strategy: a change of identity, size or mtime is read once the next poll sees the
+    same signature (Excel and editors save in several steps), but what was read is
+    served, or its error reported, only when the signature has then stayed the same
+    for SETTLE_SECONDS since the file last changed (its mtime, or the poll before it
+    was first seen if that is later); if it changes before, what was read is dropped. So a half-written file is never served while its writer pauses for less
+    than that. A file that is missing or locked is retried on every poll; one whose
+    content is bad waits for its next change. Throughout, lookups go on against the
+    index being served. Use as a context manager: the thread starts on enter and stops
+    on exit.
     """
 
     def __init__(self, holder, interval):
@@ -2731,6 +3113,8 @@ class FileWatcher:
         self._thread = threading.Thread(target=self._run, name="contacts-watcher",
                                         daemon=True)
         self._served = holder.signature  # taken before the load: a later edit is seen
+        self._seen, self._seen_at = self._served, time.monotonic()  # unchanged since
+        self._read = None                # holder.read() of the file as _seen, unserved
         self._watcher_error = False      # last_error is the watcher's own (missing, locked)
 
     def __enter__(self):
@@ -2742,28 +3126,45 @@ class FileWatcher:
         self._thread.join(timeout=self.interval + 5)
 
     def _run(self):
-        seen = self._served
-        while not self._stop.wait(self.interval):
+        while not self._stop.wait(self._wait()):
             try:
-                seen = self._poll(seen)
+                self._poll()
             except Exception:  # the watcher must outlive any surprise; say what it was
                 log.exception("checking %s for changes failed", self.path)
 
-    def _poll(self, seen):
+    def _wait(self):
+        """Seconds to the next poll: the interval, or less when a file read waits to be
+        served (so that it is served as soon as it has settled)."""
+        if self._read is None:
+            return self.interval
+        settled_in = self._seen_at + SETTLE_SECONDS - time.monotonic()
+        return min(self.interval, max(settled_in, 0.01))
+
+    def _poll(self):
         current = file_signature(self.path)
+        if current != self._seen:  # just changed, or still changing: look again later
+            # It changed after the last poll, when its mtime says if the clocks agree.
+            lag = min(max(time.time() - current[3] / 1e9, 0.0), self.interval) \
+                if current else 0.0
+            self._seen, self._seen_at, self._read = current, time.monotonic() - lag, None
+            return
         if current == self._served:
             if self._watcher_error:  # back as it was after a moment away or locked
                 self._watcher_error = False
                 self.holder.report(None)
-            return current
-        if current != seen:
-            return current  # still changing, or just changed: look again next time
+            return
         if current is None:
             self._report_missing()
-            return current
-        if self._load_settled(current):
-            self._served = current
-        return current
+            return
+        if self._read is None:
+            self._read = self._read_file()
+            if file_signature(self.path) != current:
+                log.info("%s changed while being read; reading it again", self.path.name)
+                self._seen = self._read = None
+                return
+        if self._read is not None and time.monotonic() - self._seen_at >= SETTLE_SECONDS:
+            self.holder.swap_in(self._read)
+            self._served, self._read = current, None
 
     def _report_missing(self):
         error = ContactsFileError(self.path, "the file is missing; still serving the "
@@ -2773,8 +3174,8 @@ class FileWatcher:
             self._watcher_error = True
             log.error("%s", error)
 
-    def _load_settled(self, signature):
-        """Load the file seen with `signature`; True when that attempt is over."""
+    def _read_file(self):
+        """holder.read() of the file, or None when it cannot be opened yet."""
         log.info("%s changed; reloading", self.path.name)
         try:
             with open(self.path, "rb"):
@@ -2783,13 +3184,9 @@ class FileWatcher:
             self.holder.report(ContactsFileError(self.path, f"cannot be opened yet "
                                                             f"({error.strerror})"))
             self._watcher_error = True
-            return False
+            return None
         self._watcher_error = False
-        self.holder.reload()
-        if file_signature(self.path) != signature:
-            log.info("%s changed while being read; reading it again", self.path.name)
-            return False
-        return True
+        return self.holder.read()
 
 
 ###############################################################################

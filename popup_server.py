@@ -871,13 +871,14 @@ def _ole2_other(path):
 #: The label `encoding` carries for a vCard (its delimiter is None, as a workbook's).
 _VCARD_TAG = " (vCard)"
 #: Properties whose value is a file (a photo is hundreds of lines): never kept.
-_VCARD_BLOBS = frozenset({"PHOTO", "LOGO", "SOUND", "KEY"})
+_VCARD_BLOB = re.compile(rb"[ \t]*(?:[A-Za-z0-9_-]+\.)?(?:PHOTO|LOGO|SOUND|KEY)[ \t]*[;:]", re.I)
 _VCARD_KEPT = frozenset({"FN", "N", "ORG", "TEL", "EMAIL", "URL", "NOTE", "X-ABLABEL"})
 #: As with a CSV's fax and pager columns, these numbers never call.
 _VCARD_NOT_PHONES = frozenset({"fax", "pager"})
 _VCARD_PLAIN_TYPES = frozenset({"voice", "pref", "internet"})
 _VCARD_2_1_ENCODINGS = frozenset({"QUOTED-PRINTABLE", "BASE64", "B", "8BIT", "7BIT"})
-_VCARD_PROPERTY = re.compile(r"(?:[A-Za-z0-9_-]+\.)?[A-Za-z0-9_-]+$")  # [group.]NAME
+#: [group.]NAME, then ";parameters" or ":value"
+_VCARD_PROPERTY = re.compile(r"[ \t]*(?:([A-Za-z0-9_-]+)\.)?([A-Za-z0-9_-]+)[ \t]*(?=[;:])")
 _VCARD_ESCAPE = re.compile(r"\\(.)")
 _VCARD_PARTS = re.compile(r"(?<!\\);")  # between the parts of N and ORG
 _APPLE_LABEL = re.compile(r"_\$!<(.*)>!\$_")  # Apple's own labels: _$!<Mobile>!$_
@@ -897,14 +898,14 @@ def _read_vcard(path, encoding):
     try:
         cards = [_NO_CARD if properties is None else _vcard_fields(properties)
                  for properties in _vcard_cards(_vcard_logical_lines(
-                     _vcard_lines(path, encoding, decoded)), skipped)]
+                     _vcard_lines(path, encoding), encoding, decoded), skipped)]
     except OSError as error:
         raise ContactsFileError(path, f"cannot be read: {error.strerror or error}") from None
     if not cards:
         raise ContactsFileError(path, "is a vCard file without a single card")
     if all(card is _NO_CARD for card in cards):
         raise ContactsFileError(path, f"none of its {len(cards)} vCards can be read "
-                                      f"(card 1, {skipped[0][1]})")
+                                      f"(card 1: {next(r for c, r in skipped if c)})")
     width = max(len(card[5]) for card in cards)
     columns = {header: [card[n] for card in cards]
                for n, header in enumerate(_VCARD_COLUMNS)}
@@ -924,60 +925,65 @@ def _read_vcard(path, encoding):
     return Table(list(arrays), blocks, label + _VCARD_TAG, None, [], skipped, first_row=1)
 
 
-def _vcard_lines(path, encoding, decoded):
-    """(line number, text) of each line. Each line is decoded on its own: as UTF-8 when
-    it is (Windows-1255 Hebrew never is), else as Windows-1255, so an Outlook card in
-    the Windows code page, or one damaged byte, garbles nothing else. `decoded`
-    counts the lines that needed each."""
+def _vcard_lines(path, encoding):
+    """(line number, bytes) of each line, without its line break."""
     with open(path, "rb") as handle:
         utf16 = handle.read(2) in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
     if utf16 or (encoding and codecs.lookup(encoding).name.startswith("utf-16")):
         with open(path, encoding=encoding or "utf-16", errors="replace",
                   newline="") as handle:
             for number, text in enumerate(handle, 1):
-                yield number, text.rstrip("\r\n")
+                yield number, text.rstrip("\r\n").encode("utf-8", "surrogatepass")
         return
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, 1):
-            if encoding:
-                text = raw.decode(encoding, "replace")
-            elif raw.isascii():
-                text = raw.decode("ascii")
-            else:
-                try:
-                    text = raw.decode("utf-8")
-                    decoded["utf-8"] += 1
-                except UnicodeDecodeError:
-                    text = raw.decode(LEGACY_ENCODING, "replace")
-                    decoded["windows-1255"] += 1
-            yield number, text.rstrip("\r\n").lstrip("\ufeff")
+            yield number, raw.rstrip(b"\r\n")
 
 
-def _vcard_logical_lines(lines):
+def _vcard_logical_lines(lines, encoding, decoded):
     """(first line number, logical line): folded lines (a line break and a space or
-    tab) and quoted-printable soft line breaks (a final "=") joined again; the value
-    of a blob (PHOTO, ...) dropped as it is read, its lines never kept."""
+    tab) and quoted-printable soft line breaks (a final "=") joined again, the value
+    of a blob (PHOTO, ...) dropped as it is read, never kept.
+
+    Joined as bytes, then decoded (a fold may split a UTF-8 character): as UTF-8 when
+    the line is (Windows-1255 Hebrew never is), else as Windows-1255, so an Outlook
+    card in the Windows code page, or a damaged byte, garbles no other line. `decoded`
+    counts the lines that needed each."""
     parts, start, blob, soft = None, 0, False, False
-    for number, text in lines:
-        if soft and text.upper() != "END:VCARD":
+    for number, raw in lines:
+        if soft and raw.upper() != b"END:VCARD":
             parts[-1] = parts[-1][:-1]  # the "=" that breaks the line
-            parts.append(text)
-            soft = text.endswith("=")
+            parts.append(raw)
+            soft = raw.endswith(b"=")
             continue
-        if parts is not None and text[:1] in (" ", "\t"):
+        if parts is not None and raw[:1] in (b" ", b"\t"):
             if not blob:
-                parts.append(text[1:])
+                parts.append(raw[1:])
             continue
-        if not text.strip() or (blob and ":" not in text):  # vCard 2.1 base64 lines
-            continue                                        # need not be indented
+        if not raw.strip() or (blob and b":" not in raw):  # vCard 2.1 base64 lines
+            continue                                       # need not be indented
         if parts is not None:
-            yield start, "".join(parts)
-        head = text.partition(":")[0]
-        blob = head.partition(";")[0].rpartition(".")[2].upper() in _VCARD_BLOBS
-        parts, start = [head + ":" if blob else text], number
-        soft = not blob and text.endswith("=") and "QUOTED-PRINTABLE" in head.upper()
+            yield start, _vcard_text_line(b"".join(parts), encoding, decoded)
+        blob = _VCARD_BLOB.match(raw) is not None
+        parts, start = [b"PHOTO:" if blob else raw], number
+        soft = not blob and raw.endswith(b"=") and \
+            b"QUOTED-PRINTABLE" in raw.partition(b":")[0].upper()
     if parts is not None:
-        yield start, "".join(parts)
+        yield start, _vcard_text_line(b"".join(parts), encoding, decoded)
+
+
+def _vcard_text_line(raw, encoding, decoded):
+    if encoding:
+        return raw.decode(encoding, "replace").lstrip("\ufeff")
+    if raw.isascii():
+        return raw.decode("ascii")
+    try:
+        text = raw.decode("utf-8")
+        decoded["utf-8"] += 1
+    except UnicodeDecodeError:
+        text = raw.decode(LEGACY_ENCODING, "replace")
+        decoded["windows-1255"] += 1
+    return text.lstrip("\ufeff")
 
 
 def _vcard_cards(logical_lines, skipped):
@@ -986,57 +992,55 @@ def _vcard_cards(logical_lines, skipped):
     and (its number, why) in `skipped`; text outside any card is reported there too."""
     card, number, start, problem, outside = None, 0, 0, None, False
     for line_number, line in logical_lines:
-        head, value = _vcard_split(line)
-        parameters = head.split(";")
-        group, _dot, name = parameters[0].strip().rpartition(".")
-        name = name.upper()
-        word = (value or "").strip().upper()
-        if name == "BEGIN" and word == "VCARD":
+        match = _VCARD_PROPERTY.match(line)
+        name = match[2].upper() if match else ""
+        if name in ("BEGIN", "END"):
+            word = line[match.end():].strip(" \t:").upper()
+            if word != "VCARD":
+                name = ""
+        if name == "BEGIN":
             if card is not None:
-                yield _damaged_card(number, start, "has no END:VCARD before the next "
-                                                   "card", skipped)
+                yield _damaged_card(number, start, "no END:VCARD before the next card",
+                                    skipped)
             card, number, start, problem, outside = [], number + 1, line_number, None, False
         elif card is None:
             if not outside:
                 skipped.append((None, f"line {line_number}: not inside a card "
                                       f"(BEGIN:VCARD ... END:VCARD), ignored: {_clip(line)!r}"))
             outside = True
-        elif name == "END" and word == "VCARD":
+        elif name == "END":
             yield card if problem is None else _damaged_card(number, start, problem, skipped)
             card = None
         elif problem is not None:
             continue
-        elif value is None or not _VCARD_PROPERTY.match(parameters[0].strip()):
-            problem = f"is damaged: line {line_number} is not a vCard property: " \
-                      f"{_clip(line)!r}"
+        elif match is None or (colon := _vcard_colon(line, match.end())) < 0:
+            problem = f"line {line_number} is not a vCard property: {_clip(line)!r}"
         elif name in _VCARD_KEPT:
-            card.append((group.upper(), name, parameters[1:], value))
+            parameters = line[match.end() + 1:colon].split(";") if colon > match.end() else ()
+            card.append(((match[1] or "").upper(), name, parameters, line[colon + 1:]))
     if card is not None:
-        yield _damaged_card(number, start, "has no END:VCARD", skipped)
+        yield _damaged_card(number, start, "no END:VCARD before the end of the file",
+                            skipped)
 
 
 def _damaged_card(number, start, problem, skipped):
-    skipped.append((number, f"line {start}: the card that begins here {problem}; "
-                            "it is skipped"))
+    skipped.append((number, f"{problem}; the card from line {start} is skipped"))
     return None
 
 
-def _vcard_split(line):
-    """(name and parameters, value) of a property line; value None when it has no ':'
-    (a colon inside a quoted parameter does not count)."""
-    colon = line.find(":")
-    if colon < 0:
-        return line, None
-    if '"' in line[:colon]:
-        quoted = False
-        for colon, char in enumerate(line):
-            if char == '"':
-                quoted = not quoted
-            elif char == ":" and not quoted:
-                break
-        else:
-            return line, None
-    return line[:colon], line[colon + 1:]
+def _vcard_colon(line, after):
+    """Where the value of a property line begins (-1: nowhere); a colon inside a
+    quoted parameter (TYPE="a:b") does not count."""
+    colon = line.find(":", after)
+    if colon < 0 or '"' not in line[after:colon]:
+        return colon
+    quoted = False
+    for position in range(after, len(line)):
+        if line[position] == '"':
+            quoted = not quoted
+        elif line[position] == ":" and not quoted:
+            return position
+    return -1
 
 
 def _vcard_fields(properties):
@@ -1044,7 +1048,8 @@ def _vcard_fields(properties):
     full_name = structured_name = company = email = url = note = ""
     phones, labels = [], {}
     for group, name, parameters, value in properties:
-        types, encoding, charset, custom = _vcard_parameters(parameters)
+        types, encoding, charset, custom = _vcard_parameters(parameters) \
+            if parameters else ((), "", "", "")
         if name == "TEL":
             number = _vcard_decode(value, encoding, charset).strip()
             if number[:4].lower() == "tel:":  # vCard 4.0: tel:+972-52-555-1234;ext=12

@@ -877,8 +877,10 @@ _VCARD_KEPT = frozenset({"FN", "N", "ORG", "TEL", "EMAIL", "URL", "NOTE", "X-ABL
 _VCARD_NOT_PHONES = frozenset({"fax", "pager"})
 _VCARD_PLAIN_TYPES = frozenset({"voice", "pref", "internet"})
 _VCARD_2_1_ENCODINGS = frozenset({"QUOTED-PRINTABLE", "BASE64", "B", "8BIT", "7BIT"})
-#: [group.]NAME, then ";parameters" or ":value"
-_VCARD_PROPERTY = re.compile(r"[ \t]*(?:([A-Za-z0-9_-]+)\.)?([A-Za-z0-9_-]+)[ \t]*(?=[;:])")
+#: [group.]NAME[;parameters]: (without quotes: see _VCARD_NAME and _vcard_colon)
+_VCARD_PROPERTY = re.compile(
+    r'[ \t]*(?:([A-Za-z0-9_-]+)\.)?([A-Za-z0-9_-]+)[ \t]*(;[^:"]*)?:')
+_VCARD_NAME = re.compile(r"[ \t]*(?:([A-Za-z0-9_-]+)\.)?([A-Za-z0-9_-]+)[ \t]*(?=;)")
 _VCARD_ESCAPE = re.compile(r"\\(.)")
 _VCARD_PARTS = re.compile(r"(?<!\\);")  # between the parts of N and ORG
 _APPLE_LABEL = re.compile(r"_\$!<(.*)>!\$_")  # Apple's own labels: _$!<Mobile>!$_
@@ -896,9 +898,11 @@ def _read_vcard(path, encoding):
     A damaged card is an empty row, reported in `skipped` with its line number."""
     skipped, decoded = [], collections.Counter()
     try:
-        cards = [_NO_CARD if properties is None else _vcard_fields(properties)
-                 for properties in _vcard_cards(_vcard_logical_lines(
-                     _vcard_lines(path, encoding), encoding, decoded), skipped)]
+        handle, lines = _vcard_open(path, encoding)
+        with handle:
+            cards = [_NO_CARD if properties is None else _vcard_fields(properties)
+                     for properties in _vcard_cards(
+                         _vcard_logical_lines(lines, encoding, decoded), skipped)]
     except OSError as error:
         raise ContactsFileError(path, f"cannot be read: {error.strerror or error}") from None
     if not cards:
@@ -925,19 +929,15 @@ def _read_vcard(path, encoding):
     return Table(list(arrays), blocks, label + _VCARD_TAG, None, [], skipped, first_row=1)
 
 
-def _vcard_lines(path, encoding):
-    """(line number, bytes) of each line, without its line break."""
+def _vcard_open(path, encoding):
+    """(the open file, its lines as bytes); a UTF-16 file's lines re-encoded as UTF-8."""
     with open(path, "rb") as handle:
         utf16 = handle.read(2) in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
     if utf16 or (encoding and codecs.lookup(encoding).name.startswith("utf-16")):
-        with open(path, encoding=encoding or "utf-16", errors="replace",
-                  newline="") as handle:
-            for number, text in enumerate(handle, 1):
-                yield number, text.rstrip("\r\n").encode("utf-8", "surrogatepass")
-        return
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, 1):
-            yield number, raw.rstrip(b"\r\n")
+        handle = open(path, encoding=encoding or "utf-16", errors="replace", newline="")
+        return handle, (line.encode("utf-8", "surrogatepass") for line in handle)
+    handle = open(path, "rb")
+    return handle, handle
 
 
 def _vcard_logical_lines(lines, encoding, decoded):
@@ -949,27 +949,38 @@ def _vcard_logical_lines(lines, encoding, decoded):
     the line is (Windows-1255 Hebrew never is), else as Windows-1255, so an Outlook
     card in the Windows code page, or a damaged byte, garbles no other line. `decoded`
     counts the lines that needed each."""
-    parts, start, blob, soft = None, 0, False, False
-    for number, raw in lines:
+    line, more, start, blob, soft = None, None, 0, False, False
+    for number, raw in enumerate(lines, 1):
+        raw = raw.rstrip(b"\r\n")
         if soft and raw.upper() != b"END:VCARD":
-            parts[-1] = parts[-1][:-1]  # the "=" that breaks the line
-            parts.append(raw)
+            if more is None:
+                more = [line]
+            more[-1] = more[-1][:-1]  # the "=" that breaks the line
+            more.append(raw)
             soft = raw.endswith(b"=")
             continue
-        if parts is not None and raw[:1] in (b" ", b"\t"):
-            if not blob:
-                parts.append(raw[1:])
+        first = raw[:1]
+        if first == b" " or first == b"\t":
+            if line is not None and not blob:
+                if more is None:
+                    more = [line]
+                more.append(raw[1:])
             continue
-        if not raw.strip() or (blob and b":" not in raw):  # vCard 2.1 base64 lines
-            continue                                       # need not be indented
-        if parts is not None:
-            yield start, _vcard_text_line(b"".join(parts), encoding, decoded)
+        if not raw or raw.isspace() or (blob and b":" not in raw):  # vCard 2.1 base64
+            continue                                    # lines need not be indented
+        if line is not None:
+            if more is not None:
+                line, more = b"".join(more), None
+            yield start, line.decode("ascii") if not encoding and line.isascii() \
+                else _vcard_text_line(line, encoding, decoded)
         blob = _VCARD_BLOB.match(raw) is not None
-        parts, start = [b"PHOTO:" if blob else raw], number
-        soft = not blob and raw.endswith(b"=") and \
+        line, start = b"PHOTO:" if blob else raw, number
+        soft = raw.endswith(b"=") and not blob and \
             b"QUOTED-PRINTABLE" in raw.partition(b":")[0].upper()
-    if parts is not None:
-        yield start, _vcard_text_line(b"".join(parts), encoding, decoded)
+    if line is not None:
+        if more is not None:
+            line = b"".join(more)
+        yield start, _vcard_text_line(line, encoding, decoded)
 
 
 def _vcard_text_line(raw, encoding, decoded):
@@ -987,17 +998,24 @@ def _vcard_text_line(raw, encoding, decoded):
 
 
 def _vcard_cards(logical_lines, skipped):
-    """Each card's kept properties, as a list of (group, NAME, parameters, value), in
-    file order. A damaged card (a line that is no property, no END:VCARD) gives None
-    and (its number, why) in `skipped`; text outside any card is reported there too."""
+    """Each card's kept properties, as a list of (group, NAME, ";parameters", value),
+    in file order. A damaged card (a line that is no property, no END:VCARD) gives
+    None and (its number, why) in `skipped`; text outside any card is reported there
+    too."""
     card, number, start, problem, outside = None, 0, 0, None, False
     for line_number, line in logical_lines:
         match = _VCARD_PROPERTY.match(line)
-        name = match[2].upper() if match else ""
-        if name in ("BEGIN", "END"):
-            word = line[match.end():].strip(" \t:").upper()
-            if word != "VCARD":
-                name = ""
+        if match is not None:
+            group, name, parameters = match.groups()
+            colon = match.end() - 1
+        else:  # a colon in a quoted parameter (TYPE="a:b"), or no property at all
+            match = _VCARD_NAME.match(line)
+            colon = _vcard_colon(line, match.end()) if match else -1
+            group, name = match.groups() if match else (None, "")
+            parameters = line[match.end():colon] if colon > 0 else ""
+        name = name.upper()
+        if (name == "BEGIN" or name == "END") and line[colon + 1:].strip().upper() != "VCARD":
+            name = ""  # BEGIN:VCALENDAR and such, inside a card: ignored
         if name == "BEGIN":
             if card is not None:
                 yield _damaged_card(number, start, "no END:VCARD before the next card",
@@ -1013,11 +1031,11 @@ def _vcard_cards(logical_lines, skipped):
             card = None
         elif problem is not None:
             continue
-        elif match is None or (colon := _vcard_colon(line, match.end())) < 0:
+        elif colon < 0:
             problem = f"line {line_number} is not a vCard property: {_clip(line)!r}"
         elif name in _VCARD_KEPT:
-            parameters = line[match.end() + 1:colon].split(";") if colon > match.end() else ()
-            card.append(((match[1] or "").upper(), name, parameters, line[colon + 1:]))
+            card.append((group.upper() if group else "", name, parameters,
+                         line[colon + 1:]))
     if card is not None:
         yield _damaged_card(number, start, "no END:VCARD before the end of the file",
                             skipped)
@@ -1076,18 +1094,20 @@ def _vcard_fields(properties):
             note = _vcard_unescape(text)
         elif name == "X-ABLABEL" and group:
             label = _vcard_unescape(text)
-            labels[group] = _APPLE_LABEL.sub(r"\1", label)
+            apple = _APPLE_LABEL.fullmatch(label)
+            labels[group] = apple[1] if apple else label
     numbers = tuple((number, labels.get(group) or label) if group else (number, label)
                     for group, number, label in phones)
     return full_name or structured_name, company, email, url, note, numbers
 
 
+@functools.lru_cache(maxsize=4096)  # a file repeats a few dozen kinds over and over
 def _vcard_parameters(parameters):
-    """(types, encoding, charset, custom label) of a property's parameters, in the
+    """(types, encoding, charset, custom label) of a property's ";parameters", in the
     3.0/4.0 form (TYPE=CELL,VOICE) or the 2.1 one (;CELL;QUOTED-PRINTABLE), with
-    Android's X-CUSTOM(CHARSET=UTF-8,ENCODING=QUOTED-PRINTABLE,label)."""
+    Samsung's X-CUSTOM(CHARSET=UTF-8,ENCODING=QUOTED-PRINTABLE,label)."""
     types, encoding, charset, custom = [], "", "", ""
-    for parameter in parameters:
+    for parameter in parameters[1:].split(";"):
         key, equals, value = parameter.partition("=")
         key = key.strip().upper()
         if key.startswith("X-CUSTOM("):
@@ -1106,7 +1126,7 @@ def _vcard_parameters(parameters):
             encoding = value.strip().upper()
         elif key == "CHARSET":
             charset = value.strip()
-    return types, encoding, charset, custom
+    return tuple(types), encoding, charset, custom
 
 
 def _vcard_decode(value, encoding, charset):

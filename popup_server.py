@@ -1138,7 +1138,7 @@ def _vcard_decode(value, encoding, charset):
     for candidate in (charset, "utf-8"):
         try:
             return data.decode(candidate) if candidate else data.decode("utf-8")
-        except (LookupError, UnicodeDecodeError):
+        except (LookupError, ValueError):  # an unknown CHARSET; bytes not in it
             continue
     return data.decode(LEGACY_ENCODING, "replace")
 

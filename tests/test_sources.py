@@ -358,3 +358,34 @@ def test_a_damaged_xls_says_it_cannot_be_read_as_one(tmp_path, run_cli):
     assert status == 2
     assert f"{path}: cannot be read as an Excel 97-2003 workbook (.xls): " in errors
     assert errors.count("\n") == 1 and "--phone-columns" not in errors
+
+
+def test_mangled_vcards_load_what_they_can_and_never_raise_anything_else(tmp_path):
+    """Seeded, so the same 300 files every run: bytes changed, cut, or spliced in."""
+    import random
+    rnd = random.Random(12)
+    sources = [write(tmp_path)[0].read_bytes() for write in vcards.ALL_VCARD_WRITERS.values()]
+    splices = [b"=", b":", b";", b'"', b"\r\n", b"\r\n ", b"ENCODING=QUOTED-PRINTABLE",
+               b"CHARSET=idna", b"CHARSET=\x00", b"BEGIN:VCARD\r\n", b"END:VCARD\r\n",
+               b"\x00", b"\\", b"\xff\xfe"]
+    loaded = 0
+    for n in range(300):
+        data = bytearray(rnd.choice(sources))
+        for _ in range(rnd.randint(1, 6)):
+            position = rnd.randrange(len(data))
+            choice = rnd.random()
+            if choice < 0.4:
+                data[position] = rnd.randrange(256)
+            elif choice < 0.6:
+                del data[position:position + rnd.randint(1, 40)]
+            else:
+                data[position:position] = rnd.choice(splices)
+        path = tmp_path / f"mangled-{n}.vcf"
+        path.write_bytes(bytes(data))
+        try:
+            index = ps.load_index(path)
+        except ps.ContactsFileError:
+            continue
+        ps.load_report(index)
+        loaded += index.contacts > 0
+    assert loaded > 150, loaded

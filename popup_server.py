@@ -744,11 +744,11 @@ _NOT_CONTACTS = (
 )
 #: Streams inside an OLE2 file that is not a workbook, and what that file is.
 _OLE2_STREAMS = (
-    ("EncryptedPackage", "a password-protected Office file; open it, remove the "
-                         "password and save it again"),
-    ("WordDocument", "a Word document (.doc)"),
-    ("__substg1.0_", "an Outlook item (.msg)"),
-    ("PowerPoint Document", "a PowerPoint presentation"),
+    ("EncryptedPackage", "a password-protected Office file",
+     "open it, remove the password and save it again"),
+    ("WordDocument", "a Word document (.doc)", ""),
+    ("__substg1.0_", "an Outlook item (.msg)", ""),
+    ("PowerPoint Document", "a PowerPoint presentation", ""),
 )
 
 
@@ -777,11 +777,11 @@ def _file_kind(path, head=None):
     if start.startswith("BEGIN:VCALENDAR"):
         raise _not_contacts(path, "an iCalendar file (calendar events, not contacts)")
     if start.startswith(("<!DOCTYPE HTML", "<HTML")):
-        raise _not_contacts(path, "a web page (HTML), as some programs save under an "
-                                  "Excel name; open it in Excel and save it as .xlsx")
+        raise _not_contacts(path, "a web page (HTML)", "if a program saved it as an "
+                                  "Excel file, open it in Excel and save it as .xlsx")
     if start.startswith("<?XML") and "URN:SCHEMAS-MICROSOFT-COM:OFFICE:SPREADSHEET" \
             in text.upper():
-        raise _not_contacts(path, "an Excel 2003 XML spreadsheet; save it as .xlsx")
+        raise _not_contacts(path, "an Excel 2003 XML spreadsheet", "save it as .xlsx")
     if path.suffix.lower() in XLSX_SUFFIXES + (".ods",):  # damaged: its reader says how
         return path.suffix.lower().lstrip(".").replace("xlsm", "xlsx")
     return "text"
@@ -801,24 +801,27 @@ def _zip_kind(path):
     if "xl/workbook.xml" in names:
         return "xlsx"
     if "xl/workbook.bin" in names:
-        raise _not_contacts(path, "an Excel binary workbook (.xlsb); save it as .xlsx")
+        raise _not_contacts(path, "an Excel binary workbook (.xlsb)", "save it as .xlsx")
+    advice = ""
     if mimetype.startswith("application/vnd.oasis.opendocument."):
-        what = f"an OpenDocument {mimetype.rsplit('.', 1)[-1]} file, not a spreadsheet"
+        what = f"an OpenDocument {mimetype.rsplit('.', 1)[-1]} document"
     elif "word/document.xml" in names:
         what = "a Word document (.docx)"
     elif any(name.startswith("Index/") and name.endswith(".iwa") for name in names) \
             or "Index.zip" in names:
-        what = ("an Apple Numbers (or Pages, Keynote) document; in Numbers, File > "
-                "Export To > CSV or Excel")
+        what = "an Apple Numbers (or Pages, Keynote) document"
+        advice = "in Numbers, File > Export To > CSV or Excel"
     else:
         inside = [name for name in names if not name.endswith("/")]
-        what = "a zip archive" + (f" (holding {_clip(', '.join(inside[:5]))}); unzip it "
-                                  "and give the contacts file inside" if inside else "")
-    raise _not_contacts(path, what)
+        what = "a zip archive" + (f" (holding {_clip(', '.join(inside[:5]))})"
+                                  if inside else "")
+        advice = "unzip it and give the contacts file inside" if inside else ""
+    raise _not_contacts(path, what, advice)
 
 
-def _not_contacts(path, what):
-    return ContactsFileError(path, f"looks like {what}, not a contacts file; {_SUPPORTED}")
+def _not_contacts(path, what, advice=""):
+    return ContactsFileError(path, f"looks like {what}, not a contacts file; "
+                                   + (f"{advice}; " if advice else "") + _SUPPORTED)
 
 
 def _read_workbook(path, kind, sheet, usecols):
@@ -844,7 +847,7 @@ def _read_workbook(path, kind, sheet, usecols):
     except Exception as error:  # the engines raise many kinds for a damaged file
         other = _ole2_other(path) if kind == "xls" else None
         if other:
-            raise _not_contacts(path, other) from None
+            raise _not_contacts(path, *other) from None
         raise ContactsFileError(path, f"cannot be read as {what}: {_first_line(error)}"
                                 ) from None
     rows = [[_cell_text(value) for value in row]
@@ -857,7 +860,7 @@ def _ole2_other(path):
     """What an OLE2 file that xlrd cannot read holds instead of a workbook, if known."""
     with open(path, "rb") as handle:
         data = handle.read(16 << 20)
-    return next((what for stream, what in _OLE2_STREAMS
+    return next(((what, advice) for stream, what, advice in _OLE2_STREAMS
                  if stream.encode("utf-16-le") in data), None)
 
 

@@ -322,7 +322,8 @@ NOT_CONTACTS = {
                                                     b">>\nendobj\ntrailer\n%%EOF\n"),
             "looks like a PDF document"),
     "zip": ("contacts.zip", lambda p: _zip(p, {"export/contacts.csv": "name,phone\nA,1\n"}),
-            "looks like a zip archive (holding export/contacts.csv); unzip it"),
+            "looks like a zip archive (holding export/contacts.csv), not a contacts file;"
+            " unzip it and give the contacts file inside;"),
     "numbers": ("Contacts.numbers", lambda p: _zip(p, {
         "Index/Document.iwa": b"\x00\x01", "Metadata/Properties.plist": b"<plist/>"}),
         "looks like an Apple Numbers (or Pages, Keynote) document"),

@@ -26,6 +26,7 @@ POPUP_CALLS_DB, POPUP_CALLS_KEEP_DAYS); a flag on the command line wins over its
 from __future__ import annotations
 
 import argparse
+import binascii
 import bisect
 import codecs
 import collections
@@ -501,11 +502,13 @@ def read_table(path, *, encoding=None, delimiter=None, sheet=None, usecols=None,
         head = handle.read(_SNIFF_BYTES)
     if not head:
         raise ContactsFileError(path, "the file is empty")
-    if head.startswith(b"PK\x03\x04") or path.suffix.lower() in XLSX_SUFFIXES:
+    kind = _file_kind(path, head)
+    if kind == "xlsx":
         return _read_xlsx(path, sheet, usecols)
-    if head.startswith(b"\xd0\xcf\x11\xe0"):
-        raise ContactsFileError(path, "this is an old Excel .xls file; save it as .xlsx "
-                                      "or CSV and use that")
+    if kind in WORKBOOK_ENGINES:
+        return _read_workbook(path, kind, sheet, usecols)
+    if kind == "vcard":
+        return _read_vcard(path, encoding)
     warnings, provisional = [], False
     if encoding is None:
         encoding, warnings, provisional = _detect_encoding(path, head)
@@ -969,6 +972,12 @@ def _read_xlsx(path, sheet, usecols):
                                       f"{_first_line(error)}") from None
     finally:
         book.close()
+    return _sheet_table(path, rows, usecols, "xlsx")
+
+
+def _sheet_table(path, rows, usecols, kind):
+    """A sheet's rows of text as a Table: the first row with anything in it is the
+    header, repeated headers are numbered, trailing empty rows are dropped."""
     header_row = next((n for n, row in enumerate(rows) if any(row)), None)
     if header_row is None:
         raise ContactsFileError(path, "the sheet is empty")
@@ -986,7 +995,7 @@ def _read_xlsx(path, sheet, usecols):
             columns[name] = values
     blocks = [{name: values[start:start + _READ_ROWS] for name, values in columns.items()}
               for start in range(0, max(len(body), 1), _READ_ROWS)]
-    return Table(list(columns), blocks, "xlsx", None, [], [], first_row=header_row + 2,
+    return Table(list(columns), blocks, kind, None, [], [], first_row=header_row + 2,
                  oversized=[(row, header[column], size) for row, column, size in oversized
                             if column < width])
 
@@ -1039,13 +1048,18 @@ def _unique_headers(headers):
 
 def _xlsx_cell_text(cell):
     """A cell as the text a person typed, as far as that can be known for certain."""
-    value = getattr(cell, "value", None)
-    if value is None:
+    return _cell_text(getattr(cell, "value", None),
+                      (getattr(cell, "number_format", "") or "").upper())
+
+
+def _cell_text(value, number_format=""):
+    """A workbook's value as the text a person typed: a whole number without the
+    ".0" a float gives it (the number repair then restores a lost leading zero)."""
+    if value is None or value != value:  # NaN: pandas' empty
         return ""
     if isinstance(value, bool):
         return str(value).upper()
     if isinstance(value, (int, float)):
-        number_format = (getattr(cell, "number_format", "") or "").upper()
         if "E+" in number_format or "E-" in number_format:
             return f"{value:.2E}"  # shown in scientific notation: digits may be gone
     if isinstance(value, int):
@@ -1057,6 +1071,438 @@ def _xlsx_cell_text(cell):
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()
     return str(value)
+
+
+# Other kinds of file -----------------------------------------------------------
+# A file is known by its content, whatever its name: a phone's export may arrive as
+# "contacts.txt", a workbook renamed by a mail program.
+
+#: pandas' own readers for the workbook kinds openpyxl does not read.
+WORKBOOK_ENGINES = {"ods": "odf", "xls": "xlrd"}
+_WORKBOOK_KINDS = {"ods": "a LibreOffice spreadsheet (.ods)",
+                   "xls": "an Excel 97-2003 workbook (.xls)"}
+VCARD_SUFFIXES = (".vcf", ".vcard")
+_SUPPORTED = ("contacts are read from CSV or text exports, Excel workbooks (.xlsx, .xls), "
+              "LibreOffice spreadsheets (.ods) and vCard files (.vcf)")
+_OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # old Office files: .xls, .doc, .msg
+#: The starts of files people take for contacts files, and what each one is.
+_NOT_CONTACTS = (
+    (b"%PDF", "a PDF document"), (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+    (b"\x1f\x8b", "a gzip archive"), (b"Rar!", "a RAR archive"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"), (b"{\\rtf", "an RTF document"),
+    (b"SQLite format 3\x00", "an SQLite database"),
+)
+#: Streams inside an OLE2 file that is not a workbook, and what that file is.
+_OLE2_STREAMS = (
+    ("EncryptedPackage", "a password-protected Office file",
+     "open it, remove the password and save it again"),
+    ("WordDocument", "a Word document (.doc)", ""),
+    ("__substg1.0_", "an Outlook item (.msg)", ""),
+    ("PowerPoint Document", "a PowerPoint presentation", ""),
+)
+
+
+def _file_kind(path, head=None):
+    """"xlsx", "ods", "xls", "vcard" or "text" (a CSV, read by pandas), from the
+    file's first bytes; a file of a kind that cannot hold readable contacts is
+    refused, saying what it looks like."""
+    if head is None:
+        with open(path, "rb") as handle:
+            head = handle.read(_SNIFF_BYTES)
+    if head.startswith(b"PK\x03\x04"):
+        return _zip_kind(path)
+    if head.startswith(_OLE2):
+        return "xls"  # anything else in an OLE2 file is told apart when xlrd refuses it
+    for magic, what in _NOT_CONTACTS:
+        if head.startswith(magic):
+            raise _not_contacts(path, what)
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        text = head.decode("utf-16", errors="ignore")
+    else:
+        text = head.decode("latin-1")  # only ASCII words are looked for
+    start = text.lstrip("\ufeff\xef\xbb\xbf \t\r\n")[:512].upper()
+    if start.startswith("BEGIN:VCARD") or (
+            path.suffix.lower() in VCARD_SUFFIXES and "BEGIN:VCARD" in text.upper()):
+        return "vcard"
+    if start.startswith("BEGIN:VCALENDAR"):
+        raise _not_contacts(path, "an iCalendar file (calendar events, not contacts)")
+    if start.startswith(("<!DOCTYPE HTML", "<HTML")):
+        raise _not_contacts(path, "a web page (HTML)", "if a program saved it as an "
+                                  "Excel file, open it in Excel and save it as .xlsx")
+    if start.startswith("<?XML") and "URN:SCHEMAS-MICROSOFT-COM:OFFICE:SPREADSHEET" \
+            in text.upper():
+        raise _not_contacts(path, "an Excel 2003 XML spreadsheet", "save it as .xlsx")
+    if path.suffix.lower() in XLSX_SUFFIXES + (".ods",):  # damaged: its reader says how
+        return path.suffix.lower().lstrip(".").replace("xlsm", "xlsx")
+    return "text"
+
+
+def _zip_kind(path):
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            mimetype = archive.read("mimetype")[:80].decode("ascii", "replace") \
+                if "mimetype" in names else ""
+    except (zipfile.BadZipFile, OSError, KeyError, RuntimeError, EOFError):  # damaged
+        return "ods" if path.suffix.lower() == ".ods" else "xlsx"  # its reader says how
+    if mimetype == "application/vnd.oasis.opendocument.spreadsheet":
+        return "ods"
+    if "xl/workbook.xml" in names:
+        return "xlsx"
+    if "xl/workbook.bin" in names:
+        raise _not_contacts(path, "an Excel binary workbook (.xlsb)", "save it as .xlsx")
+    advice = ""
+    if mimetype.startswith("application/vnd.oasis.opendocument."):
+        what = f"an OpenDocument {mimetype.rsplit('.', 1)[-1]} document"
+    elif "word/document.xml" in names:
+        what = "a Word document (.docx)"
+    elif any(name.startswith("Index/") and name.endswith(".iwa") for name in names) \
+            or "Index.zip" in names:
+        what = "an Apple Numbers (or Pages, Keynote) document"
+        advice = "in Numbers, File > Export To > CSV or Excel"
+    else:
+        inside = [name for name in names if not name.endswith("/")]
+        what = "a zip archive" + (f" (holding {_clip(', '.join(inside[:5]))})"
+                                  if inside else "")
+        advice = "unzip it and give the contacts file inside" if inside else ""
+    raise _not_contacts(path, what, advice)
+
+
+def _not_contacts(path, what, advice=""):
+    return ContactsFileError(path, f"looks like {what}, not a contacts file; "
+                                   + (f"{advice}; " if advice else "") + _SUPPORTED)
+
+
+def _read_workbook(path, kind, sheet, usecols):
+    """An .ods or .xls sheet, read by pandas' engine for it, every cell as text."""
+    import warnings
+    what = _WORKBOOK_KINDS[kind]
+    try:
+        with warnings.catch_warnings():
+            # pandas 3 announces on every .xls read that it will retire xlrd
+            warnings.filterwarnings("ignore", message=".*xlrd engine is deprecated")
+            with pd.ExcelFile(path, engine=WORKBOOK_ENGINES[kind]) as book:
+                if sheet is not None and sheet not in book.sheet_names:
+                    raise ContactsFileError(path, f"has no sheet {sheet!r} (sheets: "
+                                                  f"{', '.join(book.sheet_names)})")
+                frame = pd.read_excel(book, sheet_name=0 if sheet is None else sheet,
+                                      header=None, dtype=object, na_filter=False)
+    except ContactsFileError:
+        raise
+    except ImportError as error:
+        raise ContactsFileError(path, f"is {what}, which needs the Python package "
+                                      f"{error.name or 'named in requirements.txt'}; "
+                                      "pip install -r requirements.txt") from None
+    except Exception as error:  # the engines raise many kinds for a damaged file
+        other = _ole2_other(path) if kind == "xls" else None
+        if other:
+            raise _not_contacts(path, *other) from None
+        raise ContactsFileError(path, f"cannot be read as {what}: {_first_line(error)}"
+                                ) from None
+    rows = [[_cell_text(value) for value in row]
+            for row in frame.itertuples(index=False, name=None)]
+    del frame
+    return _sheet_table(path, rows, usecols, kind)
+
+
+def _ole2_other(path):
+    """What an OLE2 file that xlrd cannot read holds instead of a workbook, if known."""
+    with open(path, "rb") as handle:
+        data = handle.read(16 << 20)
+    return next(((what, advice) for stream, what, advice in _OLE2_STREAMS
+                 if stream.encode("utf-16-le") in data), None)
+
+
+# vCard ---------------------------------------------------------------------------
+# Read here, not by vobject (the vCard parser on PyPI): measured, vobject took 4.9 s
+# for 10,000 iPhone cards, stopped at Android's quoted-printable soft line breaks
+# and at the first damaged card, and kept Google's "https\://" (see the README).
+# One pass, line by line: only the properties a pop-up uses are kept, and a photo's
+# hundreds of lines are dropped as they are read.
+
+#: The label `encoding` carries for a vCard (its delimiter is None, as a workbook's).
+_VCARD_TAG = " (vCard)"
+#: Properties whose value is a file (a photo is hundreds of lines): never kept.
+_VCARD_BLOB = re.compile(rb"[ \t]*(?:[A-Za-z0-9_-]+\.)?(?:PHOTO|LOGO|SOUND|KEY)[ \t]*[;:]", re.I)
+_VCARD_KEPT = frozenset({"FN", "N", "ORG", "TEL", "EMAIL", "URL", "NOTE", "X-ABLABEL"})
+#: As with a CSV's fax and pager columns, these numbers never call.
+_VCARD_NOT_PHONES = frozenset({"fax", "pager"})
+_VCARD_PLAIN_TYPES = frozenset({"voice", "pref", "internet"})
+_VCARD_2_1_ENCODINGS = frozenset({"QUOTED-PRINTABLE", "BASE64", "B", "8BIT", "7BIT"})
+#: [group.]NAME[;parameters]: (without quotes: see _VCARD_NAME and _vcard_colon)
+_VCARD_PROPERTY = re.compile(
+    r'[ \t]*(?:([A-Za-z0-9_-]+)\.)?([A-Za-z0-9_-]+)[ \t]*(;[^:"]*)?:')
+_VCARD_NAME = re.compile(r"[ \t]*(?:([A-Za-z0-9_-]+)\.)?([A-Za-z0-9_-]+)[ \t]*(?=;)")
+_VCARD_ESCAPE = re.compile(r"\\(.)")
+_VCARD_PARTS = re.compile(r"(?<!\\);")  # between the parts of N and ORG
+_APPLE_LABEL = re.compile(r"_\$!<(.*)>!\$_")  # Apple's own labels: _$!<Mobile>!$_
+_VCARD_COLUMNS = ("Name", "Company", "E-mail", "URL", "Note")
+_NO_CARD = ("", "", "", "", "", ())  # a damaged card keeps its number, and nothing else
+
+
+def _is_vcard(encoding):
+    return encoding.endswith(_VCARD_TAG)
+
+
+def _read_vcard(path, encoding):
+    """A vCard file as a Table with a row per card (numbered from 1): Name (FN, else
+    N), Company (ORG's first part), Phone 1, Phone 1 - Label, ..., E-mail, URL, Note.
+    A damaged card is an empty row, reported in `skipped` with its line number."""
+    skipped, decoded = [], collections.Counter()
+    try:
+        handle, lines = _vcard_open(path, encoding)
+        with handle:
+            cards = [_NO_CARD if properties is None else _vcard_fields(properties)
+                     for properties in _vcard_cards(
+                         _vcard_logical_lines(lines, encoding, decoded), skipped)]
+    except OSError as error:
+        raise ContactsFileError(path, f"cannot be read: {error.strerror or error}") from None
+    if not cards:
+        raise ContactsFileError(path, "is a vCard file without a single card")
+    if all(card is _NO_CARD for card in cards):
+        raise ContactsFileError(path, f"none of its {len(cards)} vCards can be read "
+                                      f"(card 1: {next(r for c, r in skipped if c)})")
+    width = max(len(card[5]) for card in cards)
+    columns = {header: [card[n] for card in cards]
+               for n, header in enumerate(_VCARD_COLUMNS)}
+    for n in range(width):
+        numbers = [card[5][n] if n < len(card[5]) else ("", "") for card in cards]
+        columns[f"Phone {n + 1}"] = [number for number, _label in numbers]
+        columns[f"Phone {n + 1} - Label"] = [label for _number, label in numbers]
+    del cards
+    arrays = {}
+    for header, values in columns.items():
+        arrays[header] = np.empty(len(values), dtype=object)
+        arrays[header][:] = values
+    blocks = [{header: values[start:start + _READ_ROWS] for header, values in arrays.items()}
+              for start in range(0, len(arrays["Name"]), _READ_ROWS)]
+    label = encoding or " and ".join(name for name in ("utf-8", "windows-1255")
+                                     if decoded[name]) or "utf-8"
+    return Table(list(arrays), blocks, label + _VCARD_TAG, None, [], skipped, first_row=1)
+
+
+def _vcard_open(path, encoding):
+    """(the open file, its lines as bytes); a UTF-16 file's lines re-encoded as UTF-8."""
+    with open(path, "rb") as handle:
+        utf16 = handle.read(2) in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+    if utf16 or (encoding and codecs.lookup(encoding).name.startswith("utf-16")):
+        handle = open(path, encoding=encoding or "utf-16", errors="replace", newline="")
+        return handle, (line.encode("utf-8", "surrogatepass") for line in handle)
+    handle = open(path, "rb")
+    return handle, handle
+
+
+def _vcard_logical_lines(lines, encoding, decoded):
+    """(first line number, logical line): folded lines (a line break and a space or
+    tab) and quoted-printable soft line breaks (a final "=") joined again, the value
+    of a blob (PHOTO, ...) dropped as it is read, never kept.
+
+    Joined as bytes, then decoded (a fold may split a UTF-8 character): as UTF-8 when
+    the line is (Windows-1255 Hebrew never is), else as Windows-1255, so an Outlook
+    card in the Windows code page, or a damaged byte, garbles no other line. `decoded`
+    counts the lines that needed each."""
+    line, more, start, blob, soft = None, None, 0, False, False
+    for number, raw in enumerate(lines, 1):
+        raw = raw.rstrip(b"\r\n")
+        if soft and raw.upper() != b"END:VCARD":
+            if more is None:
+                more = [line]
+            more[-1] = more[-1][:-1]  # the "=" that breaks the line
+            more.append(raw)
+            soft = raw.endswith(b"=")
+            continue
+        first = raw[:1]
+        if first == b" " or first == b"\t":
+            if line is not None and not blob:
+                if more is None:
+                    more = [line]
+                more.append(raw[1:])
+            continue
+        if not raw or raw.isspace() or (blob and b":" not in raw):  # vCard 2.1 base64
+            continue                                    # lines need not be indented
+        if line is not None:
+            if more is not None:
+                line, more = b"".join(more), None
+            yield start, line.decode("ascii") if not encoding and line.isascii() \
+                else _vcard_text_line(line, encoding, decoded)
+        blob = _VCARD_BLOB.match(raw) is not None
+        line, start = b"PHOTO:" if blob else raw, number
+        soft = raw.endswith(b"=") and not blob and \
+            b"QUOTED-PRINTABLE" in raw.partition(b":")[0].upper()
+    if line is not None:
+        if more is not None:
+            line = b"".join(more)
+        yield start, _vcard_text_line(line, encoding, decoded)
+
+
+def _vcard_text_line(raw, encoding, decoded):
+    if encoding:
+        return raw.decode(encoding, "replace").lstrip("\ufeff")
+    if raw.isascii():
+        return raw.decode("ascii")
+    try:
+        text = raw.decode("utf-8")
+        decoded["utf-8"] += 1
+    except UnicodeDecodeError:
+        text = raw.decode(LEGACY_ENCODING, "replace")
+        decoded["windows-1255"] += 1
+    return text.lstrip("\ufeff")
+
+
+def _vcard_cards(logical_lines, skipped):
+    """Each card's kept properties, as a list of (group, NAME, ";parameters", value),
+    in file order. A damaged card (a line that is no property, no END:VCARD) gives
+    None and (its number, why) in `skipped`; text outside any card is reported there
+    too."""
+    card, number, start, problem, outside = None, 0, 0, None, False
+    for line_number, line in logical_lines:
+        match = _VCARD_PROPERTY.match(line)
+        if match is not None:
+            group, name, parameters = match.groups()
+            colon = match.end() - 1
+        else:  # a colon in a quoted parameter (TYPE="a:b"), or no property at all
+            match = _VCARD_NAME.match(line)
+            colon = _vcard_colon(line, match.end()) if match else -1
+            group, name = match.groups() if match else (None, "")
+            parameters = line[match.end():colon] if colon > 0 else ""
+        name = name.upper()
+        if (name == "BEGIN" or name == "END") and line[colon + 1:].strip().upper() != "VCARD":
+            name = ""  # BEGIN:VCALENDAR and such, inside a card: ignored
+        if name == "BEGIN":
+            if card is not None:
+                yield _damaged_card(number, start, "no END:VCARD before the next card",
+                                    skipped)
+            card, number, start, problem, outside = [], number + 1, line_number, None, False
+        elif card is None:
+            if not outside:
+                skipped.append((None, f"line {line_number}: not inside a card "
+                                      f"(BEGIN:VCARD ... END:VCARD), ignored: {_clip(line)!r}"))
+            outside = True
+        elif name == "END":
+            yield card if problem is None else _damaged_card(number, start, problem, skipped)
+            card = None
+        elif problem is not None:
+            continue
+        elif colon < 0:
+            problem = f"line {line_number} is not a vCard property: {_clip(line)!r}"
+        elif name in _VCARD_KEPT:
+            card.append((group.upper() if group else "", name, parameters,
+                         line[colon + 1:]))
+    if card is not None:
+        yield _damaged_card(number, start, "no END:VCARD before the end of the file",
+                            skipped)
+
+
+def _damaged_card(number, start, problem, skipped):
+    skipped.append((number, f"{problem}; the card from line {start} is skipped"))
+    return None
+
+
+def _vcard_colon(line, after):
+    """Where the value of a property line begins (-1: nowhere); a colon inside a
+    quoted parameter (TYPE="a:b") does not count."""
+    colon = line.find(":", after)
+    if colon < 0 or '"' not in line[after:colon]:
+        return colon
+    quoted = False
+    for position in range(after, len(line)):
+        if line[position] == '"':
+            quoted = not quoted
+        elif line[position] == ":" and not quoted:
+            return position
+    return -1
+
+
+def _vcard_fields(properties):
+    """(name, company, e-mail, URL, note, ((number, label), ...)) of one card."""
+    full_name = structured_name = company = email = url = note = ""
+    phones, labels = [], {}
+    for group, name, parameters, value in properties:
+        types, encoding, charset, custom = _vcard_parameters(parameters) \
+            if parameters else ((), "", "", "")
+        if name == "TEL":
+            number = _vcard_decode(value, encoding, charset).strip()
+            if number[:4].lower() == "tel:":  # vCard 4.0: tel:+972-52-555-1234;ext=12
+                number = number[4:].partition(";")[0]
+            if number and not _VCARD_NOT_PHONES.intersection(types):
+                phones.append((group, number, custom or ", ".join(
+                    kind.capitalize() for kind in types if kind not in _VCARD_PLAIN_TYPES)))
+            continue
+        text = _vcard_decode(value, encoding, charset)
+        if name == "FN" and not full_name:
+            full_name = _vcard_unescape(text)
+        elif name == "N" and not structured_name:
+            family, given, middle, prefix, suffix = (
+                [_vcard_unescape(part) for part in _VCARD_PARTS.split(text)] + [""] * 5)[:5]
+            structured_name = " ".join(part for part in (prefix, given, middle, family,
+                                                         suffix) if part)
+        elif name == "ORG" and not company:
+            company = _vcard_unescape(_VCARD_PARTS.split(text)[0])
+        elif name == "EMAIL" and not email:
+            email = _vcard_unescape(text)
+        elif name == "URL" and not url:
+            url = _vcard_unescape(text)
+        elif name == "NOTE" and not note:
+            note = _vcard_unescape(text)
+        elif name == "X-ABLABEL" and group:
+            label = _vcard_unescape(text)
+            apple = _APPLE_LABEL.fullmatch(label)
+            labels[group] = apple[1] if apple else label
+    numbers = tuple((number, labels.get(group) or label) if group else (number, label)
+                    for group, number, label in phones)
+    return full_name or structured_name, company, email, url, note, numbers
+
+
+@functools.lru_cache(maxsize=4096)  # a file repeats a few dozen kinds over and over
+def _vcard_parameters(parameters):
+    """(types, encoding, charset, custom label) of a property's ";parameters", in the
+    3.0/4.0 form (TYPE=CELL,VOICE) or the 2.1 one (;CELL;QUOTED-PRINTABLE), with
+    Samsung's X-CUSTOM(CHARSET=UTF-8,ENCODING=QUOTED-PRINTABLE,label)."""
+    types, encoding, charset, custom = [], "", "", ""
+    for parameter in parameters[1:].split(";"):
+        key, equals, value = parameter.partition("=")
+        key = key.strip().upper()
+        if key.startswith("X-CUSTOM("):
+            *settings, label = parameter.strip()[9:].rstrip(")").split(",")
+            custom = _vcard_decode(label, "QUOTED-PRINTABLE" if any(
+                "QUOTED-PRINTABLE" in s.upper() for s in settings) else "", "utf-8")
+        elif not equals:
+            if key in _VCARD_2_1_ENCODINGS:
+                encoding = key
+            elif key:
+                types.append(key.lower())
+        elif key == "TYPE":
+            types.extend(kind.strip().lower() for kind in value.strip('"').split(",")
+                         if kind.strip())
+        elif key == "ENCODING":
+            encoding = value.strip().upper()
+        elif key == "CHARSET":
+            charset = value.strip()
+    return tuple(types), encoding, charset, custom
+
+
+def _vcard_decode(value, encoding, charset):
+    """A value's text: quoted-printable decoded, its bytes read in its CHARSET (else
+    UTF-8, else Windows-1255)."""
+    if encoding != "QUOTED-PRINTABLE":
+        return value
+    data = binascii.a2b_qp(value.encode("utf-8", "surrogatepass"))
+    for candidate in (charset, "utf-8"):
+        try:
+            return data.decode(candidate) if candidate else data.decode("utf-8")
+        except (LookupError, ValueError):  # an unknown CHARSET; bytes not in it
+            continue
+    return data.decode(LEGACY_ENCODING, "replace")
+
+
+def _vcard_unescape(text):
+    """3.0 and 4.0 escapes undone: \\, \\; \\: (Google writes https\\://) \\\\ and \\n."""
+    if "\\" not in text:
+        return text.strip()
+    return _VCARD_ESCAPE.sub(lambda m: "\n" if m.group(1) in "nN" else m.group(1),
+                             text).strip()
 
 
 def _clean_header(name):
@@ -1696,11 +2142,18 @@ def load_index(path, *, region="IL", encoding=None, delimiter=None, sheet=None,
     path = Path(path)
     rules = number_rules(region)
     _check_readable(path)
-    xlsx_table = read_table(path, sheet=sheet) if _is_xlsx(path) else None
+    # A workbook or vCard is read whole here; a CSV is read in blocks further down.
+    xlsx_table = read_table(path, sheet=sheet, encoding=encoding) \
+        if _file_kind(path) != "text" else None
     headers = xlsx_table.headers if xlsx_table else _read_headers(path, encoding, delimiter)
     choice = choose_columns(headers, name_column=name_column,
                             company_column=company_column, phone_columns=phone_columns,
                             url_column=url_column, path=path)
+    if not choice.phones and xlsx_table and _is_vcard(xlsx_table.encoding):
+        cards = sum(len(block["Name"]) for block in xlsx_table.blocks)
+        raise ContactsFileError(path, f"is a vCard file with no phone numbers ({cards} "
+                                      "cards, none with a TEL line): a caller cannot be "
+                                      "found in it")
     if not choice.phones:
         raise ContactsFileError(path, "has no phone column (columns: "
                                       f"{_list_headers(headers)}); name it with "
@@ -1720,16 +2173,6 @@ def load_index(path, *, region="IL", encoding=None, delimiter=None, sheet=None,
             return _build_index(path, table, choice, keep, rules, match_digits)
         except _ReadAgain as again:
             settings.update(again.changes)
-
-
-def _is_xlsx(path):
-    if path.suffix.lower() in XLSX_SUFFIXES:
-        return True
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(4) == b"PK\x03\x04"
-    except OSError:
-        return False
 
 
 def _read_headers(path, encoding, delimiter):
@@ -1967,24 +2410,25 @@ def _is_full_name(header):
 def load_report(index):
     """The lines --check prints and the server logs after loading a file."""
     columns = index.columns
+    unit = "card" if _is_vcard(index.encoding) else "row"  # a vCard's contacts by number
     lines = [
         f"file: {index.source}",
         f"encoding: {index.encoding}",
-        f"delimiter: {_show_delimiter(index.delimiter)}",
+        f"delimiter: {_show_delimiter(index.delimiter, index.encoding)}",
         f"name column: {' + '.join(columns.name) or '(none)'}",
         f"company column: {columns.company or '(none)'}",
         f"phone columns: {', '.join(columns.phones) or '(none)'}",
         f"url column: {columns.url or '(none)'}",
-        f"rows read: {index.rows_read}",
+        f"{unit}s read: {index.rows_read}",
         f"{index.contacts} contacts can be found",
         f"numbers indexed: {index.numbers}",
         f"numbers shared by several contacts: {index.shared_numbers}",
     ]
-    lines += _report_section("rows skipped", index.skipped, lambda row, reason:
-                             f"  row {row}: {reason}" if row else f"  {reason}")
+    lines += _report_section(f"{unit}s skipped", index.skipped, lambda row, reason:
+                             f"  {unit} {row}: {reason}" if row else f"  {reason}")
     lines += _report_section("numbers not used", index.unusable,
                              lambda row, column, cell, problem:
-                             f"  row {row}, {column}: {cell!r} {problem}")
+                             f"  {unit} {row}, {column}: {cell!r} {problem}")
     lines += _report_section("cells too long, skipped", index.oversized,
                              lambda row, column, size: f"  row {row}, {column}: {size:,} "
                              f"bytes, more than the {MAX_CELL_BYTES:,} a cell may hold")
@@ -2000,9 +2444,9 @@ def _report_section(title, items, line):
     return lines
 
 
-def _show_delimiter(delimiter):
-    if delimiter is None:
-        return "(xlsx)"
+def _show_delimiter(delimiter, encoding="xlsx"):
+    if delimiter is None:  # a workbook or a vCard
+        return "(vCard)" if _is_vcard(encoding) else f"({encoding})"
     return repr(delimiter)
 
 

@@ -435,7 +435,7 @@ def _command_name():
 
 def _help_epilog(command):
     return ("examples:\n"
-            f"  {command}                        serve data/contacts.csv on port 8080\n"
+            f"  {command}                        serve the sample contacts on port 8080\n"
             f"  {command} contacts.xlsx --check  show how a file loads, then exit\n"
             f"  POPUP_PORT=9000 {command} ~/Desktop/contacts.csv\n"
             f"  {command} --config /etc/popup-server.toml\n\n"

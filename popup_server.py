@@ -6,9 +6,11 @@ Answer, Hangup); this server answers with the caller's name, company and CRM lin
 looked up in a CSV or Excel file of contacts that it loads at start-up and reloads
 whenever the file changes.
 
-Run it:
+Run it (installed with pip or pipx, the command is `popup-server`, the same program):
     python popup_server.py [CONTACTS_FILE] [options]      (python popup_server.py --help)
     python popup_server.py contacts.xlsx --check          (report how the file loads)
+    python popup_server.py --config /etc/popup-server.toml
+    python popup_server.py --version
 
 Endpoints:
     GET|POST /popup   the pop-up answer: {"STATUS", "TOTAL", "CLIENTNAME", "COMPANY", "URL"}
@@ -21,7 +23,9 @@ POPUP_NO_MATCH_URL, POPUP_MATCH_DIGITS, POPUP_ENCODING, POPUP_DELIMITER, POPUP_S
 POPUP_NAME_COLUMN, POPUP_COMPANY_COLUMN, POPUP_PHONE_COLUMNS, POPUP_URL_COLUMN,
 POPUP_TOKEN, POPUP_TOKEN_FILE, POPUP_ALLOW_IP, POPUP_TRUSTED_PROXY, POPUP_MAX_BODY,
 POPUP_MAX_CONNECTIONS_PER_IP, POPUP_RELOAD_INTERVAL, POPUP_LOG_NUMBERS, POPUP_THREADS,
-POPUP_CALLS_DB, POPUP_CALLS_KEEP_DAYS); a flag on the command line wins over its variable.
+POPUP_CALLS_DB, POPUP_CALLS_KEEP_DAYS), and a key in the --config file (POPUP_CONFIG), TOML, named
+as the option without its dashes (port = 8080, url-template = "..."). A setting comes
+from the first of: its flag, its variable, the config file, its default.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ import ctypes
 import csv
 import dataclasses
 import datetime as dt
+import difflib
 import functools
 import gc
 import hmac
@@ -52,6 +57,7 @@ import struct
 import sys
 import threading
 import time
+import tomllib
 import types
 import typing
 from pathlib import Path
@@ -68,12 +74,20 @@ log = logging.getLogger("popup_server")
 # Constants and messages #####################################################
 ###############################################################################
 
+__version__ = "1.0.0"  # the one place the version is written (pyproject.toml reads it)
+
 HERE = Path(__file__).resolve().parent
-DEFAULT_CONTACTS = HERE / "data" / "contacts.csv"
+#: A checkout has views/ and data/ beside the module; an installed wheel keeps them in
+#: popup_server_data/ beside it, so that site-packages gets no folder named "views".
+PACKAGE_DATA = HERE / "popup_server_data"
+INSTALLED = PACKAGE_DATA.is_dir()
+RESOURCES = PACKAGE_DATA if INSTALLED else HERE
+DEFAULT_CONTACTS = RESOURCES / "data" / "contacts.csv"
 #: Bottle caches compiled templates by the identity of this list: one list, one cache.
-VIEWS = [str(HERE / "views")]
+VIEWS = [str(RESOURCES / "views")]
 TOKEN_FILE_NAME = ".popup-token"
 ENV_PREFIX = "POPUP_"
+CONFIG_ENV = ENV_PREFIX + "CONFIG"
 
 #: A caller id with fewer digits than this is an extension or junk, never looked up;
 #: a cell with fewer is reported as "too short" rather than indexed.
@@ -130,8 +144,9 @@ class ContactsFileError(PopupError):
 # Configuration ###############################################################
 ###############################################################################
 # To add an option: add a field to Config, an Option to OPTIONS (its flag, help and
-# example), and a line to the module docstring. The environment variable, --help
-# text and precedence (flag > variable > default) follow from the Option.
+# example), and a line to the module docstring. The environment variable, the config
+# file's key, --help text and precedence (flag > variable > file > default) follow
+# from the Option.
 
 
 def _port(text):
@@ -220,6 +235,31 @@ class Option:
     def env(self):
         return ENV_PREFIX + self.dest.upper()
 
+    @property
+    def key(self):
+        """Its name in a config file: the flag without its dashes (url-template)."""
+        return self.flag.lstrip("-")
+
+    @property
+    def file_types(self):
+        """The TOML types a config file may give it, and how to say so."""
+        if self.switch:
+            return (bool,), "true or false"
+        if self.repeatable or isinstance(self.default, tuple):
+            return (str, list), 'text in quotes or a list of them, e.g. ["a", "b"]'
+        if isinstance(self.default, float):
+            return (int, float), "a number"
+        if isinstance(self.default, int):
+            return (int,), "a whole number"
+        return (str,), "text in quotes"
+
+
+#: The positional CONTACTS_FILE, described as an Option for its variable and file key.
+CONTACTS = Option("contacts", "contacts file: .csv, .txt, .tsv or .xlsx (default: "
+                  "data/contacts.csv beside the program, the sample)", parse=Path,
+                  default=DEFAULT_CONTACTS)
+#: Set but empty, these mean "off" rather than "not set".
+EMPTY_MEANS_OFF = ("token", "calls_db")
 
 OPTIONS = (
     Option("--host", "address to listen on: 0.0.0.0 answers on every network of this "
@@ -254,7 +294,8 @@ OPTIONS = (
            "header; without one a token is made and kept in --token-file; an empty "
            "value turns the check off", "'s3cret-long-random'"),
     Option("--token-file", "where the generated token is kept (default: .popup-token "
-           "beside the contacts file)", "/etc/popup-server/token", Path),
+           "beside the contacts file; for the sample of an installed command, in the "
+           "user's data folder)", "/etc/popup-server/token", Path),
     Option("--allow-ip", "serve only clients from this address or CIDR range "
            "(repeat for several)", "203.0.113.0/24", _network, repeatable=True),
     Option("--trusted-proxy", "believe X-Forwarded-For only from this proxy address or "
@@ -272,7 +313,9 @@ OPTIONS = (
            "answers take microseconds and Python runs one thread at a time)", "4",
            _int_between(1, 256), 4),
     Option("--calls-db", "SQLite file recording calls for the calls page; empty turns "
-           "recording off (default: data/calls.sqlite beside the program)",
+           "recording off (default: data/calls.sqlite beside the program; for an "
+           "installed command, calls.sqlite in the user's data folder: "
+           "~/.local/share/popup-server, %%LOCALAPPDATA%%\\popup-server)",
            "/var/lib/popup-server/calls.sqlite"),
     Option("--calls-keep-days", "days of calls to keep", "90",
            _int_between(1, 3650), 90),
@@ -321,13 +364,31 @@ class Config:
 
     @property
     def token_path(self):
-        return self.token_file or self.contacts.parent / TOKEN_FILE_NAME
+        if self.token_file:
+            return self.token_file
+        folder = self.contacts.parent
+        if INSTALLED and folder.resolve() == PACKAGE_DATA / "data":
+            folder = state_dir()  # the installed sample's token: never into site-packages
+        return folder / TOKEN_FILE_NAME
 
     @property
     def calls_path(self):
         if self.calls_db == "":
             return None
-        return Path(self.calls_db) if self.calls_db else HERE / "data" / "calls.sqlite"
+        return Path(self.calls_db) if self.calls_db else state_dir() / "calls.sqlite"
+
+
+def state_dir():
+    """Where the calls (and the installed sample's token) are kept by default: data/
+    beside the program in a checkout; for an installed command, which must not write
+    into site-packages, the user's data folder, the same whatever folder it runs in."""
+    if not INSTALLED:
+        return HERE / "data"
+    if os.name == "nt":
+        base = os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local"
+    else:
+        base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "popup-server"
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -335,20 +396,18 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, max_help_position=30, width=100)
 
 
-def build_parser(environ):
-    """The argument parser; defaults come from `environ`, so a flag wins over its variable."""
+def build_parser():
+    """The argument parser. A flag not given is None here: parse_config() then takes
+    its variable, the config file or its default, in that order."""
     parser = argparse.ArgumentParser(
-        prog="popup_server.py", formatter_class=_HelpFormatter,
-        description="Answer Voicenter's pop-up requests from a CSV or Excel contacts file.",
-        epilog=_help_epilog())
-    parser.add_argument(
-        "contacts", nargs="?", type=Path, metavar="CONTACTS_FILE",
-        default=Path(environ["POPUP_CONTACTS"]) if environ.get("POPUP_CONTACTS")
-        else DEFAULT_CONTACTS,
-        help="contacts file: .csv, .txt, .tsv or .xlsx "
-             "(default: data/contacts.csv beside the program) [env POPUP_CONTACTS]")
+        formatter_class=_HelpFormatter,
+        description="Answer Voicenter's pop-up requests from a CSV or Excel contacts "
+                    "file.\n\nEach setting comes from the first of: its flag, its "
+                    "environment variable\n(POPUP_...), the --config file, its default.",
+        epilog=_help_epilog(_command_name()))
+    parser.add_argument("contacts", nargs="?", type=Path, metavar="CONTACTS_FILE",
+                        help=f"{CONTACTS.help} [env {CONTACTS.env}]")
     for option in OPTIONS:
-        default = _env_default(option, environ)
         shown = option.default if option.default not in (None, "", ()) else None
         text = option.help
         if shown is not None and not option.switch:
@@ -357,62 +416,174 @@ def build_parser(environ):
         if option.example:
             text += f"  e.g. {option.flag} {option.example}"
         if option.switch:
-            parser.add_argument(option.flag, action="store_const", const=True,
-                                default=default, help=text)
-        elif option.repeatable:
-            parser.add_argument(option.flag, action="append", type=option.parse,
-                                default=None, metavar=option.dest.upper(), help=text)
-            parser.set_defaults(**{option.dest + "_from_env": default})
+            parser.add_argument(option.flag, action="store_const", const=True, help=text)
         else:
-            parser.add_argument(option.flag, type=option.parse, default=default,
-                                metavar=option.dest.upper(), help=text)
+            parser.add_argument(option.flag, type=option.parse, help=text,
+                                action="append" if option.repeatable else "store",
+                                metavar=option.dest.upper())
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="TOML file of settings, each key named as its option without "
+                             "the dashes: port = 8080, url-template = \"...\", allow-ip = "
+                             f"[\"10.0.0.0/8\"], log-numbers = true [env {CONFIG_ENV}]  "
+                             "e.g. --config /etc/popup-server.toml")
     parser.add_argument("--check", action="store_true",
                         help="load the file exactly as the server would, print a report "
                              "of what was found and exit (0 when contacts can be found)")
+    parser.add_argument("--version", action="version", version=f"popup-server {__version__}")
     return parser
 
 
-def _env_default(option, environ):
-    if option.env not in environ:
-        return option.default
-    raw = environ[option.env]
-    if option.dest in ("token", "calls_db"):
-        return raw  # set but empty is meaningful: the feature is off
-    if raw == "" and not option.switch:
-        return option.default
-    try:
-        if option.repeatable:
-            return tuple(option.parse(part) for part in re.split(r"[\s,]+", raw) if part)
-        return option.parse(raw)
-    except (ValueError, TypeError) as error:
-        raise ConfigError(f"{option.env}={raw!r}: {error}") from None
+def _command_name():
+    """How the person typed this program, for --help: `popup-server` when installed."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return name if name.startswith("popup-server") else "python popup_server.py"
 
 
-def _help_epilog():
+def _help_epilog(command):
     return ("examples:\n"
-            "  python popup_server.py                        serve data/contacts.csv on "
-            "port 8080\n"
-            "  python popup_server.py contacts.xlsx --check  show how a file loads, "
-            "then exit\n"
-            "  POPUP_PORT=9000 python popup_server.py ~/Desktop/contacts.csv\n\n"
+            f"  {command}                        serve the sample contacts on port 8080\n"
+            f"  {command} contacts.xlsx --check  show how a file loads, then exit\n"
+            f"  POPUP_PORT=9000 {command} ~/Desktop/contacts.csv\n"
+            f"  {command} --config /etc/popup-server.toml\n\n"
             "Give Voicenter the URL printed at start-up: http://HOST:PORT/popup?token=...")
 
 
+def _parse_text(option, text):
+    """An option's value from text (a variable or a file's string), as its flag's would be."""
+    if option.repeatable:
+        return tuple(option.parse(part) for part in re.split(r"[\s,]+", text) if part)
+    return option.parse(text)
+
+
+def _is_set(option, value):
+    """Whether a variable's or file's value counts; set but empty means "not set", except
+    where it means "off"."""
+    return value != "" or option.dest in EMPTY_MEANS_OFF or option.switch
+
+
+def _unset_value(option, environ, from_file):
+    """An option whose flag was not given: its variable, else the config file, else its
+    default."""
+    raw = environ.get(option.env)
+    if raw is not None and _is_set(option, raw):
+        if option.dest in EMPTY_MEANS_OFF:
+            return raw
+        try:
+            return _parse_text(option, raw)
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"{option.env}={raw!r}: {error}") from None
+    return from_file.get(option.dest, option.default)
+
+
+def read_config_file(path):
+    """{option's dest: value} from a TOML config file. Keys are the options' names
+    (url-template; url_template too, as people write TOML both ways); every value is
+    checked as its flag's would be. Errors name the file, the key and its line."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8-sig")
+        table = tomllib.loads(text)
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the config file "
+                          f"({error.strerror or error})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: the config file is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not a valid TOML file: {error}") from None
+    by_key = {option.key: option for option in (CONTACTS, *OPTIONS)}
+    values = {}
+    for key, value in table.items():
+        option = by_key.get(key.replace("_", "-"))
+        if option is None:
+            close = difflib.get_close_matches(key.replace("_", "-"), by_key, n=1)
+            hint = f' (did you mean "{close[0]}"?)' if close else ""
+            if isinstance(value, dict):
+                hint = " (options go at the top of the file, not in a [table])"
+            raise _file_error(path, text, key, f'unknown key "{key}"{hint}; the keys are '
+                              "the options' names, see --help")
+        if option.dest in values:
+            raise _file_error(path, text, key, f'"{key}" is given twice (as '
+                              f"{option.key} and {option.dest})")
+        try:
+            values[option.dest] = _file_value(option, value)
+        except TypeError as error:
+            raise _file_error(path, text, key, f"{_key_and_value(key, value)}: must be "
+                              f"{error}, not {_toml_type_name(value)}") from None
+        except ValueError as error:
+            raise _file_error(path, text, key,
+                              f"{_key_and_value(key, value)}: {error}") from None
+    return values
+
+
+def _file_error(path, text, key, problem):
+    line = _key_line(text, key)
+    return ConfigError(f"{path}, line {line}: {problem}" if line else f"{path}: {problem}")
+
+
+def _file_value(option, value):
+    """A TOML value for `option`: TypeError when of the wrong type, ValueError when the
+    option's own check refuses it."""
+    types_, wanted = option.file_types
+    if (isinstance(value, bool) and bool not in types_) or not isinstance(value, types_):
+        raise TypeError(wanted)
+    if isinstance(value, list):
+        if not all(isinstance(item, str) for item in value):
+            raise TypeError(wanted)
+        parsed = [_parse_text(option, item) for item in value]
+        return tuple(part for parts in parsed for part in parts)  # each item may hold several
+    if isinstance(value, bool) or (value == "" and option.dest in EMPTY_MEANS_OFF):
+        return value
+    if value == "":
+        return option.default
+    return _parse_text(option, str(value))
+
+
+def _toml_type_name(value):
+    if isinstance(value, list):
+        odd = [item for item in value if not isinstance(item, str)]
+        return f"a list holding {_toml_type_name(odd[0])}" if odd else "a list"
+    for kind, name in ((bool, "true/false"), (int, "a whole number"),
+                       (float, "a decimal number"), (str, "text"), (dict, "a table")):
+        if isinstance(value, kind):
+            return name
+    return "a date or time"
+
+
+def _key_and_value(key, value):
+    if isinstance(value, dict):
+        return key
+    if isinstance(value, bool):
+        return f"{key} = {str(value).lower()}"
+    if isinstance(value, (str, list)):
+        return f"{key} = {json.dumps(value, ensure_ascii=False)}"
+    return f"{key} = {value}"
+
+
+def _key_line(text, key):
+    """The line of a top-level key (tomllib gives no positions): its first line that
+    assigns it (`key =`, `key.sub =`) or opens it as a table (`[key]`, `[key.sub]`)."""
+    name = r"(?:%s|\"%s\"|'%s')" % ((re.escape(key),) * 3)
+    pattern = re.compile(rf"\s*(?:{name}\s*[=.]|\[\[?\s*{name}\s*[\].])")
+    for number, line in enumerate(text.splitlines(), 1):
+        if pattern.match(line):
+            return number
+    return None
+
+
 def parse_config(argv=None, environ=None):
-    """Build the Config from command-line words and an environment mapping."""
+    """Build the Config from command-line words, an environment mapping and the config
+    file they name (--config, else POPUP_CONFIG)."""
     environ = os.environ if environ is None else environ
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(environ)
-    args = parser.parse_args(argv)
-    values = {}
-    for field in dataclasses.fields(Config):
-        if hasattr(args, field.name):
-            values[field.name] = getattr(args, field.name)
-    for option in OPTIONS:
-        if option.repeatable:
-            given = getattr(args, option.dest)
-            values[option.dest] = tuple(given) if given else tuple(
-                getattr(args, option.dest + "_from_env") or ())
+    args = build_parser().parse_args(argv)
+    config_file = args.config or environ.get(CONFIG_ENV) or None
+    from_file = read_config_file(config_file) if config_file else {}
+    values = {"check": args.check}
+    for option in (CONTACTS, *OPTIONS):
+        given = getattr(args, option.dest)
+        if given is None:
+            values[option.dest] = _unset_value(option, environ, from_file)
+        else:
+            values[option.dest] = tuple(given) if option.repeatable else given
     config = Config(**values)
     for name in ("url_template", "no_match_url"):
         _check_template(getattr(config, name), name)

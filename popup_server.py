@@ -1249,7 +1249,7 @@ def _cell_text(value, number_format=""):
 # "contacts.txt", a workbook renamed by a mail program.
 
 #: pandas' own readers for the workbook kinds openpyxl does not read.
-WORKBOOK_ENGINES = {"ods": "odf", "xls": "xlrd"}
+WORKBOOK_ENGINES = {"ods": "calamine", "xls": "calamine"}
 _WORKBOOK_KINDS = {"ods": "a LibreOffice spreadsheet (.ods)",
                    "xls": "an Excel 97-2003 workbook (.xls)"}
 VCARD_SUFFIXES = (".vcf", ".vcard")
@@ -1284,7 +1284,7 @@ def _file_kind(path, head=None):
     if head.startswith(b"PK\x03\x04"):
         return _zip_kind(path)
     if head.startswith(_OLE2):
-        return "xls"  # anything else in an OLE2 file is told apart when xlrd refuses it
+        return "xls"  # anything else in an OLE2 file is told apart when the reader refuses it
     for magic, what in _NOT_CONTACTS:
         if head.startswith(magic):
             raise _not_contacts(path, what)
@@ -1347,19 +1347,15 @@ def _not_contacts(path, what, advice=""):
 
 
 def _read_workbook(path, kind, sheet, usecols):
-    """An .ods or .xls sheet, read by pandas' engine for it, every cell as text."""
-    import warnings
+    """An .ods or .xls sheet, read by pandas' calamine engine, every cell as text."""
     what = _WORKBOOK_KINDS[kind]
     try:
-        with warnings.catch_warnings():
-            # pandas 3 announces on every .xls read that it will retire xlrd
-            warnings.filterwarnings("ignore", message=".*xlrd engine is deprecated")
-            with pd.ExcelFile(path, engine=WORKBOOK_ENGINES[kind]) as book:
-                if sheet is not None and sheet not in book.sheet_names:
-                    raise ContactsFileError(path, f"has no sheet {sheet!r} (sheets: "
-                                                  f"{', '.join(book.sheet_names)})")
-                frame = pd.read_excel(book, sheet_name=0 if sheet is None else sheet,
-                                      header=None, dtype=object, na_filter=False)
+        with pd.ExcelFile(path, engine=WORKBOOK_ENGINES[kind]) as book:
+            if sheet is not None and sheet not in book.sheet_names:
+                raise ContactsFileError(path, f"has no sheet {sheet!r} (sheets: "
+                                              f"{', '.join(book.sheet_names)})")
+            frame = pd.read_excel(book, sheet_name=0 if sheet is None else sheet,
+                                  header=None, dtype=object, na_filter=False)
     except ContactsFileError:
         raise
     except ImportError as error:
@@ -1379,7 +1375,7 @@ def _read_workbook(path, kind, sheet, usecols):
 
 
 def _ole2_other(path):
-    """What an OLE2 file that xlrd cannot read holds instead of a workbook, if known."""
+    """What an OLE2 file that is not a workbook holds instead of a workbook, if known."""
     with open(path, "rb") as handle:
         data = handle.read(16 << 20)
     return next(((what, advice) for stream, what, advice in _OLE2_STREAMS

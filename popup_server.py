@@ -1673,7 +1673,9 @@ _INSERT_JSON_BATCH = ("INSERT OR IGNORE INTO events SELECT " + ", ".join(
     f"json_extract(value, '$[{column}]')" for column in range(13)) + " FROM json_each(?)")
 _INSERT_ROW = "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 _WRITE_BATCH = 1_000  # events a statement: an event can be ~128 KiB (body and query)
-_RECORD_BACKLOG = 10_000  # events waiting for the disk; more are dropped
+_RECORD_BACKLOG = 20_000  # events waiting for the disk (~1 KiB each); more are dropped
+_RETRY_AT_MOST = 2.0  # seconds between tries of a failing database, at most
+_STOP_TRIES_FOR = 5.0  # seconds a stop keeps trying to write what waits
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     ivrid       TEXT NOT NULL,
@@ -1739,17 +1741,29 @@ class CallRecorder:
     with no lock and no wake-up; one writer thread owns the database and writes what
     waits every `interval` seconds, up to _WRITE_BATCH events a statement. (With
     queue.Queue and executemany() recording cost 11-13 % of the requests per second
-    under load: the queue's locks, and the GIL re-taken for every row.) A full
-    backlog or a failing database drops events and logs it; it never delays or
-    breaks a pop-up. close() writes what is waiting."""
+    under load: the queue's locks, and the GIL re-taken for every row.)
+
+    Nothing it could keep is lost: a database that is locked, full, read-only or
+    cannot be opened is tried again with back-off while the events wait in memory (up
+    to _RECORD_BACKLOG; newer ones are dropped and counted); a database file deleted
+    or replaced while running is noticed by its identity (device, inode) and a new
+    one opened, and a batch written to the old file meanwhile is written again
+    (INSERT OR IGNORE makes that harmless). A failure is logged when it starts or
+    changes, and its end too; `trouble` says it for /health. It never delays or
+    breaks a pop-up. close() writes what is waiting, trying for _STOP_TRIES_FOR."""
 
     def __init__(self, path, keep_days, interval=0.05):
         self.path = Path(path)
         self.keep_days = keep_days
         self._interval = interval
         self._events = collections.deque()
-        self._dropped = 0
+        self._dropped = 0  # events turned away with the backlog full (under _drop_lock)
+        self._dropped_told = 0  # of those, how many a summary line has counted
+        self._drop_lock = threading.Lock()
         self._json = False  # whether this SQLite has JSON functions (known on connect)
+        self._connection = None
+        self._file = None   # (st_dev, st_ino) of the file the connection writes to
+        self.trouble = None  # why calls cannot be recorded now (no folder); None: they can
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._write_loop, name="calls-writer",
                                         daemon=True)
@@ -1763,17 +1777,16 @@ class CallRecorder:
     def close(self):
         if self._thread.is_alive():
             self._stop.set()
-            self._thread.join(timeout=30)
-        if self._events:  # recorded after the last write: a request outlived the server
-            log.error("%d call events were not recorded: the server stopped first",
-                      len(self._events))
+            self._thread.join(timeout=_STOP_TRIES_FOR + 5)
+        self._tell_dropped()
+        if self._events:  # the database failed until the end, or a request outlived it
+            log.error("%d call events were not recorded: %s", len(self._events),
+                      f"{self.path} could not be written ({self.trouble})" if self.trouble
+                      else "the server stopped first")
 
     def record(self, fields, answer):
         if len(self._events) >= _RECORD_BACKLOG:  # the disk is far behind; pop-ups first
-            self._dropped += 1
-            if self._dropped in (1, 10, 100) or self._dropped % 1000 == 0:
-                log.error("call recording is behind; %d events dropped so far",
-                          self._dropped)
+            self._drop()
             return
         self._events.append((
             fields.get("ivrid") or f"no-ivrid-{time.time_ns()}",
@@ -1783,58 +1796,146 @@ class CallRecorder:
             1 if str(fields.get("isAnswered", "")).lower() in ("1", "true") else 0,
             answer.name, answer.company, answer.total, answer.url))
 
-    def _connect(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path, timeout=1.0, isolation_level=None,
-                                     check_same_thread=False)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
-        connection.executescript(_SCHEMA)
-        self._json = _has_json(connection)
-        return connection
+    def _drop(self):
+        with self._drop_lock:  # only with the backlog full: a count no thread loses
+            self._dropped += 1
+            dropped = self._dropped
+        if dropped in (1, 10, 100) or dropped % 1000 == 0:
+            log.error("call recording is behind; %d events dropped so far", dropped)
+
+    def _tell_dropped(self):
+        with self._drop_lock:
+            dropped, self._dropped_told = self._dropped - self._dropped_told, self._dropped
+        if dropped:
+            log.error("%d call events were dropped: more than %d were waiting for %s",
+                      dropped, _RECORD_BACKLOG, self.path)
 
     def _write_loop(self):
-        connection = None
+        retry_at = 0.0   # while the database fails: when to try again (monotonic)
+        backoff = 0.0
+        stop_by = None
         last_prune = 0.0
         try:
-            try:
-                connection = self._connect()
-            except (sqlite3.Error, OSError) as error:
-                log.error("calls database %s cannot be opened (%s); calls will not be "
-                          "recorded until it can", self.path, error)
+            self._try_writing()  # opens the database
             self._ready.set()
             while True:
-                stopping = self._stop.wait(self._interval)
-                while self._events:
-                    connection = self._write(connection, _take(self._events, _WRITE_BATCH))
-                if connection is not None and time.time() - last_prune > 3600:
-                    last_prune = time.time()  # at the first turn, then hourly
-                    self._prune(connection)
-                if stopping:
+                if stop_by is None:
+                    if self._stop.wait(self._interval):
+                        stop_by = time.monotonic() + _STOP_TRIES_FOR
+                else:  # stopping: what waits is tried until written or stop_by
+                    time.sleep(max(0.0, min(retry_at, stop_by) - time.monotonic()))
+                now = time.monotonic()
+                if now >= retry_at or (stop_by is not None and now >= stop_by):
+                    if self._try_writing():
+                        backoff = 0.0
+                        if time.time() - last_prune > 3600:
+                            last_prune = time.time()  # at the first turn, then hourly
+                            self._prune()
+                    else:
+                        backoff = min(max(backoff * 2, 0.1), _RETRY_AT_MOST)
+                        retry_at = now + backoff
+                if stop_by is not None and (not self._events or now >= stop_by):
                     break
         finally:
             self._ready.set()
-            if connection is not None:
+            self._close_connection()
+
+    def _try_writing(self):
+        """Writes what waits; False when the database failed (what waits stays)."""
+        try:
+            self._write_waiting()
+        except Exception as error:  # locked, full, read-only, gone: the next try may do
+            opening = self._connection is None
+            self._close_connection()
+            self._report_trouble(error, opening)
+            return False
+        if self.trouble is not None:
+            self.trouble = None
+            log.info("recording calls in %s again; what waited is recorded", self.path)
+            self._tell_dropped()
+        return True
+
+    def _write_waiting(self):
+        if self._connection is None or not self._still_there():
+            self._open()
+        while self._events:
+            batch = _take(self._events, _WRITE_BATCH)
+            try:
+                self._write(batch)
+            except BaseException:
+                self._events.extendleft(reversed(batch))  # first again, in order
+                raise
+            if not self._still_there():  # the batch went to a file since removed
+                self._events.extendleft(reversed(batch))
+                self._open()
+
+    def _still_there(self):
+        """Whether the path still names the file the connection writes to."""
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            stat = None
+        if stat is not None and (stat.st_dev, stat.st_ino) == self._file:
+            return True
+        log.warning("calls database %s was %s while open; recording in a new one",
+                    self.path, "deleted" if stat is None else "replaced")
+        return False
+
+    def _open(self):
+        self._close_connection()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.path, timeout=1.0, isolation_level=None,
+                                     check_same_thread=False)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.executescript(_SCHEMA)
+            connection.execute("BEGIN IMMEDIATE")  # a read-only or locked file fails here
+            connection.execute("ROLLBACK")
+            self._json = _has_json(connection)
+            stat = os.stat(self.path)
+        except BaseException:
+            connection.close()
+            raise
+        self._connection = connection
+        self._file = (stat.st_dev, stat.st_ino)
+
+    def _close_connection(self):
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(sqlite3.Error):
                 connection.close()
 
-    def _write(self, connection, events):
-        """Writes events in one transaction; returns the connection (None: no database)."""
+    def _report_trouble(self, error, opening):
+        # /health is open to anyone: the file's name and SQLite's words (which name no
+        # folder), or an OSError's reason without its path.
+        reason = (error.strerror or str(error)) if isinstance(error, OSError) else str(error)
+        trouble = f"{self.path.name}: {reason}"
+        if trouble != self.trouble:  # logged when it starts or changes, not every try
+            if not isinstance(error, (sqlite3.Error, OSError)):
+                log.error("the calls writer failed", exc_info=error)
+            log.error("%s; %d call events wait in memory (at most %d) and are tried again",
+                      f"calls database {self.path} cannot be opened ({error})" if opening
+                      else f"could not record call events in {self.path} ({error})",
+                      len(self._events), _RECORD_BACKLOG)
+        self.trouble = trouble
+
+    def _write(self, events):
+        """Writes events in one transaction. The database's own failures (locked, full,
+        read-only, gone) go up, for the caller to keep the events and try again; an
+        event the database cannot take (text SQLite refuses) costs only itself."""
         try:
-            if connection is None:
-                connection = self._connect()
-            with connection:  # commits, or rolls back on an error
-                connection.execute("BEGIN")
-                self._insert(connection, events)
-        except (sqlite3.Error, OSError) as error:  # the database: locked, full, gone
-            log.error("could not record %d call events in %s: %s", len(events),
-                      self.path, error)
-        except Exception:  # an event the database cannot take: keep the others
-            if len(events) == 1:
-                log.exception("could not record a call event")
-            else:
+            with self._connection:  # commits, or rolls back on an error
+                self._connection.execute("BEGIN")
+                self._insert(self._connection, events)
+        except Exception as error:
+            if _is_database_failure(error):
+                raise
+            if len(events) > 1:
                 for event in events:
-                    connection = self._write(connection, [event])
-        return connection
+                    self._write([event])
+            else:
+                log.error("could not record a call event; it is dropped", exc_info=True)
 
     def _insert(self, connection, events):
         batch = json.dumps(events, ensure_ascii=False) if self._json else ""
@@ -1843,16 +1944,30 @@ class CallRecorder:
         else:  # json_extract ends text at a NUL; or an SQLite without JSON functions
             connection.executemany(_INSERT_ROW, events)
 
-    def _prune(self, connection):
+    def _prune(self):
         cutoff = time.time() - self.keep_days * 86400
         try:
-            deleted = connection.execute("DELETE FROM events WHERE received_at < ?",
-                                         (cutoff,)).rowcount
+            deleted = self._connection.execute("DELETE FROM events WHERE received_at < ?",
+                                               (cutoff,)).rowcount
             if deleted:
                 log.info("pruned %d call events older than %d days", deleted,
                          self.keep_days)
         except sqlite3.Error as error:
             log.error("could not prune old calls in %s: %s", self.path, error)
+
+    def health(self):
+        """None when calls are being recorded, else why not (for /health)."""
+        trouble = self.trouble
+        if trouble is None:
+            return None
+        return f"{trouble}; {len(self._events)} call events waiting"
+
+
+def _is_database_failure(error):
+    """An error of the database itself (locked, full, read-only, not there, not a
+    database), worth trying again; not one of the events written (DataError, ...)."""
+    return (isinstance(error, (sqlite3.OperationalError, OSError))
+            or type(error) is sqlite3.DatabaseError)
 
 
 def _has_json(connection):

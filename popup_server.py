@@ -26,6 +26,7 @@ POPUP_CALLS_KEEP_DAYS); a flag on the command line wins over its variable.
 from __future__ import annotations
 
 import argparse
+import atexit
 import bisect
 import codecs
 import collections
@@ -34,6 +35,7 @@ import ctypes
 import csv
 import dataclasses
 import datetime as dt
+import errno
 import functools
 import gc
 import hmac
@@ -47,6 +49,7 @@ import re
 import secrets
 import socket
 import sqlite3
+import stat
 import sys
 import threading
 import time
@@ -1872,13 +1875,13 @@ class CallRecorder:
     def _still_there(self):
         """Whether the path still names the file the connection writes to."""
         try:
-            stat = os.stat(self.path)
+            found = os.stat(self.path)
         except FileNotFoundError:
-            stat = None
-        if stat is not None and (stat.st_dev, stat.st_ino) == self._file:
+            found = None
+        if found is not None and (found.st_dev, found.st_ino) == self._file:
             return True
         log.warning("calls database %s was %s while open; recording in a new one",
-                    self.path, "deleted" if stat is None else "replaced")
+                    self.path, "deleted" if found is None else "replaced")
         return False
 
     def _open(self):
@@ -1893,12 +1896,12 @@ class CallRecorder:
             connection.execute("BEGIN IMMEDIATE")  # a read-only or locked file fails here
             connection.execute("ROLLBACK")
             self._json = _has_json(connection)
-            stat = os.stat(self.path)
+            opened = os.stat(self.path)
         except BaseException:
             connection.close()
             raise
         self._connection = connection
-        self._file = (stat.st_dev, stat.st_ino)
+        self._file = (opened.st_dev, opened.st_ino)
 
     def _close_connection(self):
         connection, self._connection = self._connection, None
@@ -2387,6 +2390,113 @@ def _json_fields(body):
     return fields
 
 
+class LogOutput:
+    """Where log text goes (stderr), written by its own thread. A blocked output (a
+    paused console, a pipe nobody reads) then stops only that thread: what waits
+    for it is bounded (MAX_WAITING characters), lines past that are dropped and
+    counted in a line written when the output moves again, and close() waits a
+    bounded time, so a stop never hangs on the log. Writes go to the file descriptor
+    itself: a thread blocked inside sys.stderr would hold its lock, which the
+    interpreter then waits for at exit. A stream without one (a StringIO) cannot
+    block and is written at once."""
+
+    MAX_WAITING = 4 * 1024 * 1024
+
+    def __init__(self, stream):
+        self._stream = stream
+        try:
+            self._fd = stream.fileno()
+            self._encoding = getattr(stream, "encoding", None) or "utf-8"
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation
+            self._fd = None
+        self._chunks = collections.deque()  # (text, lines)
+        self._waiting = 0     # characters in _chunks
+        self._writing = False
+        self._dropped = 0     # lines dropped since the output last took some
+        self._gone = False    # the output is closed (EPIPE, EBADF): nothing more to do
+        self._changed = threading.Condition()
+        if self._fd is not None:
+            threading.Thread(target=self._run, name="log-output", daemon=True).start()
+
+    def write(self, text, lines=1):
+        if self._fd is None:
+            with self._changed:
+                self._write_stream(text)
+            return
+        with self._changed:
+            if self._gone:
+                return
+            if self._waiting + len(text) > self.MAX_WAITING:
+                self._dropped += lines
+                return
+            self._chunks.append(text)
+            self._waiting += len(text)
+            self._changed.notify()
+
+    def close(self, timeout=2.0):
+        """Waits up to `timeout` seconds for what waits to be written."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while (self._chunks or self._writing) and not self._gone:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._changed.wait(left):
+                    return False
+        return True
+
+    def _run(self):
+        while True:
+            with self._changed:
+                while not self._chunks:
+                    self._changed.wait()
+                text = "".join(self._chunks)
+                self._chunks.clear()
+                self._waiting = 0
+                if self._dropped:
+                    text = (f"{time.strftime('%Y-%m-%d %H:%M:%S')} WARNING {self._dropped} "
+                            "log lines were dropped: the log's output was blocked\n" + text)
+                    self._dropped = 0
+                self._writing = True
+            try:
+                self._write_fd(text.encode(self._encoding, "backslashreplace"))
+            except OSError:  # the output is gone (a closed terminal): drop what comes
+                with self._changed:
+                    self._gone = True
+            with self._changed:
+                self._writing = False
+                self._changed.notify_all()
+            if self._gone:
+                return
+
+    def _write_fd(self, data):
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self._fd, view):]
+            except BlockingIOError:  # someone made the descriptor non-blocking
+                time.sleep(0.05)
+
+    def _write_stream(self, text):
+        try:
+            self._stream.write(text)
+            self._stream.flush()
+        except (OSError, ValueError):  # the log's stream is gone
+            pass
+
+
+class _LogOutputHandler(logging.Handler):
+    """The program's log lines, through the same LogOutput as the request log."""
+
+    def __init__(self, output):
+        super().__init__()
+        self.output = output
+
+    def emit(self, record):
+        try:
+            self.output.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+
 class AccessLog:
     """The request log: one line per request, in the layout of the other log lines.
 
@@ -2399,10 +2509,14 @@ class AccessLog:
     """
 
     def __init__(self, stream, log_numbers=False, interval=0.1):
-        self._stream = stream
+        # The lines go to a LogOutput (its own writer thread, bounded), so this thread
+        # never blocks on the stream and drains the queue every `interval` whatever
+        # the stream does: a request's values are held for 0.1 s, not until it moves.
+        self._owns_output = not isinstance(stream, LogOutput)
+        self._output = LogOutput(stream) if self._owns_output else stream
         self._log_numbers = log_numbers
         self._interval = interval
-        # Bounded: if the log's output blocks (a paused terminal), the oldest go.
+        # Bounded too, should this thread fall behind (the oldest go).
         self._lines = collections.deque(maxlen=self.MAX_WAITING)
         self._second = None
         self._stamp = ""
@@ -2410,7 +2524,7 @@ class AccessLog:
         self._thread = threading.Thread(target=self._run, name="access-log", daemon=True)
 
     enabled = True
-    MAX_WAITING = 100_000
+    MAX_WAITING = 20_000
 
     def __enter__(self):
         self._thread.start()
@@ -2420,6 +2534,8 @@ class AccessLog:
         self._stop.set()
         self._thread.join(timeout=5)
         self._flush()
+        if self._owns_output:
+            self._output.close()
 
     def write(self, message):
         self._lines.append((time.time(), message))
@@ -2460,11 +2576,7 @@ class AccessLog:
                 entries.insert(0, (entries[0][0], "the log's output was blocked; older "
                                                   "lines were dropped"))
             lines = self._lines_of(entries)
-            try:
-                self._stream.write("".join(lines))
-                self._stream.flush()
-            except (OSError, ValueError):  # the log's stream is gone (closed terminal)
-                pass
+            self._output.write("".join(lines), len(lines))
 
 
 class LoggingAccessLog:
@@ -2640,9 +2752,11 @@ def create_app(config, holder, recorder=None, access_log=None):
 
     @app.get("/health")
     def health():
+        status, body = health_report(holder, recorder)
+        bottle.response.status = status
         bottle.response.content_type = JSON_TYPE
         bottle.response.set_header("Cache-Control", "no-store")
-        return _json_bytes(holder.health())
+        return _json_bytes(body)
 
     def page_request():
         environ = bottle.request.environ
@@ -2683,6 +2797,22 @@ def create_app(config, holder, recorder=None, access_log=None):
         return calls_csv(calls).encode("utf-8")
 
     return app
+
+
+def health_report(holder, recorder):
+    """/health's status and body: 503 unless all is well (the contacts file loads,
+    calls are recorded), so that a monitor reading only the code alerts; the body
+    says which. Open to anyone: no contact data, no folder, no secret."""
+    body = holder.health()
+    contacts_ok = body["last_error"] is None
+    body["contacts_file"] = "ok" if contacts_ok else (
+        f"fails to load; still serving the last good contacts, loaded at {body['loaded_at']}")
+    calls_trouble = recorder.health() if recorder is not None else None
+    body["calls"] = ("off" if recorder is None else "ok" if calls_trouble is None
+                     else f"cannot be recorded: {calls_trouble}")
+    healthy = contacts_ok and calls_trouble is None
+    body["status"] = "ok" if healthy else "error"
+    return (200 if healthy else 503), body
 
 
 def _parse_day(text):
@@ -2808,32 +2938,92 @@ class FileWatcher:
 ###############################################################################
 
 
+_WEAK_TOKEN_LENGTH = 16  # characters; a made token has 32 (192 random bits)
+
+
 def resolve_token(config):
     """The token in force: the configured one, or the one kept in the token file
-    (made on first start, readable by its owner only). "" means no check."""
+    (made on first start, readable by its owner only). "" means no check.
+
+    A token file that other users can read or change is refused, as ssh refuses such
+    a key: the token is all that guards the contacts, and `chmod 600` mends it while
+    keeping the URL. A symbolic link is never followed, to read or to create it. A
+    short token is used, with a warning at every start: it is the operator's choice,
+    and refusing it would break the URL Voicenter has."""
     if config.token is not None:
+        _warn_if_weak(config.token, "--token (or POPUP_TOKEN)")
         return config.token
     path = config.token_path
+    token = _read_token_file(path)
+    if token is None:
+        token = _make_token_file(path)
+    _warn_if_weak(token, str(path))
+    return token
+
+
+def _read_token_file(path):
+    """The token kept in `path`; None when there is none yet (no file, or empty)."""
     try:
-        token = path.read_text(encoding="utf-8").strip()
-        if token:
-            return token
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+                             | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not hang us
     except FileNotFoundError:
-        pass
+        return None
     except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise ConfigError(f"{path}: the token file is a symbolic link, which is not "
+                              "followed; give --token-file the real file") from None
         raise ConfigError(f"{path}: cannot read the token file ({error.strerror})") from None
+    with os.fdopen(descriptor, "rb") as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"{path}: the token file is not a regular file")
+        data = handle.read(4097)
+        if os.name != "nt" and mode & 0o077 and data.strip():
+            raise ConfigError(
+                f"{path}: the token file can be read or changed by other users (mode "
+                f"{stat.S_IMODE(mode):03o}); make it the owner's only: chmod 600 {path} "
+                "(if others may have read it, delete it instead: a new token is made, "
+                "and Voicenter needs the new URL)")
+    try:
+        token = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        token = None
+    if token is None or len(data) > 4096 or not token.isprintable():
+        raise ConfigError(f"{path}: the token file does not hold a token (one line of "
+                          "text); delete it to have a new one made")
+    if not token:  # an empty file: made anew below, so nothing of its mode survives
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return None
+    return token
+
+
+def _make_token_file(path):
     token = secrets.token_urlsafe(24)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # O_EXCL: never through a symbolic link (even a dangling one), never over a file.
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                             | getattr(os, "O_NOFOLLOW", 0), 0o600)
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            if hasattr(os, "fchmod"):
+                os.fchmod(handle.fileno(), 0o600)  # whatever the umask took away
             handle.write(token + "\n")
-        os.chmod(path, 0o600)
+    except FileExistsError:
+        raise ConfigError(f"{path}: cannot make the token file: something is in the way "
+                          "(a symbolic link?); remove it or pass --token-file") from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot keep the new token there ({error.strerror}); "
                           "pass --token or --token-file") from None
     log.info("made a new token and kept it in %s", path)
     return token
+
+
+def _warn_if_weak(token, source):
+    if token and len(token) < _WEAK_TOKEN_LENGTH:
+        log.warning("the token from %s has only %d characters: anyone who can reach the "
+                    "port can guess it by trying; use a longer one (a made one has 32)",
+                    source, len(token))
 
 
 def voicenter_url(host, port, token):
@@ -2932,12 +3122,18 @@ def _render_waitress_errors_as_json():
 
 
 def _configure_logging():
-    handler = logging.StreamHandler(sys.stderr)
+    """Log lines to stderr through a LogOutput (returned, for the request log too): a
+    blocked stderr then never blocks a thread that logs, nor the exit, which waits
+    at most 2 s for the lines still queued."""
+    output = LogOutput(sys.stderr)
+    atexit.register(output.close)
+    handler = _LogOutputHandler(output)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # one warning per busy request
+    return output
 
 
 def _run_check(config):
@@ -2958,6 +3154,8 @@ def _stop_on_sigterm():
     import signal
 
     def stop(signum, frame):
+        # Once: a second SIGTERM must not cut short the writing of the queued calls.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt  # unwinds serve() so that everything closes cleanly
     try:
         signal.signal(signal.SIGTERM, stop)
@@ -2975,7 +3173,7 @@ def main(argv=None, environ=None):
         return 2
     if config.check:
         return _run_check(config)
-    _configure_logging()
+    log_output = _configure_logging()
     _keep_freed_memory_for_reuse()
     try:
         holder = ContactsHolder(config)
@@ -2990,7 +3188,7 @@ def main(argv=None, environ=None):
         recorder = CallRecorder(config.calls_path, config.calls_keep_days).start()
         log.info("recording calls in %s (kept %d days)", config.calls_path,
                  config.calls_keep_days)
-    access_log = AccessLog(sys.stderr, config.log_numbers)
+    access_log = AccessLog(log_output, config.log_numbers)
     app = create_app(config, holder, recorder, access_log)
     # What start-up made (modules, phonenumbers' metadata: ~140k objects) lives as
     # long as the process: frozen, the collector stops walking it, a full pass every

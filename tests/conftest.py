@@ -359,3 +359,17 @@ def json_error():
 @pytest.fixture
 def popup_answer():
     return assert_popup_answer
+
+
+# /health answers 503 (same JSON body) when the contacts file fails to load or calls
+# cannot be recorded, 200 only when all is well: every health() call checks that the
+# code and the body's "status" agree, then returns the body.
+def _health_with_matching_status(self) -> dict:
+    resp = self.get("/health")
+    assert resp.status in (200, 503), resp
+    body = resp.json()
+    assert (resp.status == 200) == (body["status"] == "ok"), resp
+    return body
+
+
+ServerHandle.health = _health_with_matching_status

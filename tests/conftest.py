@@ -373,3 +373,19 @@ def _health_with_matching_status(self) -> dict:
 
 
 ServerHandle.health = _health_with_matching_status
+
+
+# Hypothesis, the same way every run: `python -m pytest` tries the same examples each
+# time (derandomize) and keeps none between runs (no example database), so no run is
+# failed by chance nor by an example an earlier run stored; a failure it does find
+# fails every run until fixed. No deadline and no too_slow check: timings of a loaded
+# machine are not what these tests test. `--hypothesis-profile explore` searches at
+# random (and keeps what it finds in .hypothesis/), for looking for new failures.
+from hypothesis import HealthCheck, settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile(
+    "repeatable", derandomize=True, database=None, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow])
+_hypothesis_settings.register_profile(
+    "explore", deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+_hypothesis_settings.load_profile("repeatable")

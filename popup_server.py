@@ -1766,6 +1766,7 @@ class CallRecorder:
         self._json = False  # whether this SQLite has JSON functions (known on connect)
         self._connection = None
         self._file = None   # (st_dev, st_ino) of the file the connection writes to
+        self._companions = {}  # the same of its -wal and -shm files
         self.trouble = None  # why calls cannot be recorded now (no folder); None: they can
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._write_loop, name="calls-writer",
@@ -1872,13 +1873,18 @@ class CallRecorder:
                 self._events.extendleft(reversed(batch))
                 self._open()
 
+    def _identity(self, suffix=""):
+        """(device, inode) of the database file (or its -wal, -shm); None: not there."""
+        try:
+            found = os.stat(f"{self.path}{suffix}")
+        except FileNotFoundError:
+            return None
+        return found.st_dev, found.st_ino
+
     def _still_there(self):
         """Whether the path still names the file the connection writes to."""
-        try:
-            found = os.stat(self.path)
-        except FileNotFoundError:
-            found = None
-        if found is not None and (found.st_dev, found.st_ino) == self._file:
+        found = self._identity()
+        if found is not None and found == self._file:
             return True
         log.warning("calls database %s was %s while open; recording in a new one",
                     self.path, "deleted" if found is None else "replaced")
@@ -1886,6 +1892,16 @@ class CallRecorder:
 
     def _open(self):
         self._close_connection()
+        if self._file is not None and self._identity() != self._file:
+            # Deleted or replaced: SQLite leaves the old file's -wal and -shm beside the
+            # path (it will not checkpoint a moved file), and the next file opened there
+            # would take them for its own (measured: the old calls showed up in a new,
+            # empty database). Those two files, and only those, go.
+            for suffix, identity in self._companions.items():
+                if identity is not None and self._identity(suffix) == identity:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(f"{self.path}{suffix}")
+        self._file = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(self.path, timeout=1.0, isolation_level=None,
                                      check_same_thread=False)
@@ -1896,12 +1912,12 @@ class CallRecorder:
             connection.execute("BEGIN IMMEDIATE")  # a read-only or locked file fails here
             connection.execute("ROLLBACK")
             self._json = _has_json(connection)
-            opened = os.stat(self.path)
+            self._file = self._identity()
+            self._companions = {suffix: self._identity(suffix) for suffix in ("-wal", "-shm")}
         except BaseException:
             connection.close()
             raise
         self._connection = connection
-        self._file = (opened.st_dev, opened.st_ino)
 
     def _close_connection(self):
         connection, self._connection = self._connection, None

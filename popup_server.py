@@ -2425,7 +2425,7 @@ class LogOutput:
             self._encoding = getattr(stream, "encoding", None) or "utf-8"
         except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation
             self._fd = None
-        self._chunks = collections.deque()  # (text, lines)
+        self._chunks = collections.deque()  # text waiting for the output
         self._waiting = 0     # characters in _chunks
         self._writing = False
         self._dropped = 0     # lines dropped since the output last took some

@@ -1909,7 +1909,10 @@ class CallRecorder:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.executescript(_SCHEMA)
-            connection.execute("BEGIN IMMEDIATE")  # a read-only or locked file fails here
+            # A read-only or locked file fails here: a statement that would write (BEGIN
+            # IMMEDIATE alone passes on a read-only WAL database whose -shm exists).
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("DELETE FROM events WHERE 0")
             connection.execute("ROLLBACK")
             self._json = _has_json(connection)
             self._file = self._identity()

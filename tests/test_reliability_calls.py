@@ -155,12 +155,18 @@ def test_a_read_only_database_at_start_recovers_when_made_writable(start_server,
             capture_output=True).returncode != 0):
         pytest.skip("run as root, and no read-only mount can be made here")
     try:
-        connection = sqlite3.connect(db)
-        connection.executescript(ps._SCHEMA)
-        connection.close()
-        if as_root:
+        if as_root:  # with its -wal and -shm beside it: SQLite opens it, writes fail
+            source = tmp_path / "source" / "calls.sqlite"
+            source.parent.mkdir()
+            with contextlib.closing(sqlite3.connect(source)) as connection:
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.executescript(ps._SCHEMA)
+                for path in source.parent.iterdir():
+                    shutil.copy(path, folder / path.name)
             subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
         else:
+            with contextlib.closing(sqlite3.connect(db)) as connection:
+                connection.executescript(ps._SCHEMA)
             db.chmod(0o444)
             folder.chmod(0o555)
         server = start_server(SAMPLE_CONTACTS, "--calls-db", db)

@@ -14,6 +14,7 @@ ivrids in the database against the ones answered:
   kill9      kill -9 right after the last answer (what it cannot keep)
   stderr     stderr into a pipe nobody reads; requests with 60 KB ivrids: RSS over
              time, then how long SIGTERM takes and whether the queued calls are written
+             (and, as a yardstick, the same with stderr to a file: "free")
 
 Loopback only, every loop bounded. `readonly` and `full` mount a tmpfs and need root
 (skipped otherwise). `--server OLD.py` measures another copy of the module (e.g. the
@@ -306,10 +307,10 @@ def scenario_kill9(module, folder, rate):
           f"(all sent in the last {window * 1000:.0f} ms; a killed process cannot log)")
 
 
-def scenario_stderr(module, folder, requests, recording):
-    db = folder / "calls.sqlite" if recording else ""
+def scenario_stderr(module, folder, requests, recording, blocked=True):
+    db = folder / f"calls-{blocked}.sqlite" if recording else ""
     read_end, write_end = os.pipe()
-    server = Server(module, folder, db, stderr=write_end)
+    server = Server(module, folder, db, stderr=write_end if blocked else None)
     os.close(write_end)  # never read: the pipe fills, then every write to stderr blocks
     try:
         padding = "-" + "x" * 60_000
@@ -326,7 +327,8 @@ def scenario_stderr(module, folder, requests, recording):
         os.close(read_end)
     kept = len(recorded(db)) if recording else None
     stopped = "did not exit" if seconds is None else f"exit {seconds:.1f} s"
-    print(f"{'stderr':<10} recording {'on ' if recording else 'off'}  {sent:,} requests "
+    print(f"{'stderr' if blocked else 'free':<10} recording {'on ' if recording else 'off'}"
+          f"  {sent:,} requests "
           f"with 60 KB ivrids; RSS MiB every {step:,}: {' '.join(samples)}  "
           f"SIGTERM: {stopped}" + (f"  calls recorded {kept:,} of {sent:,}"
                                    if recording else ""))
@@ -363,6 +365,8 @@ def main():
             elif name == "stderr":
                 scenario_stderr(args.server, folder, args.big_requests, recording=False)
                 scenario_stderr(args.server, folder, args.big_requests, recording=True)
+                scenario_stderr(args.server, folder, args.big_requests, recording=True,
+                                blocked=False)  # the same, stderr to a file: a yardstick
             else:
                 parser.error(f"unknown scenario {name}")
 

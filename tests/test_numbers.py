@@ -229,9 +229,3 @@ def test_percent_decoding_is_exactly_unquote_plus(escaped, plain):
     text = ("%" + escaped if escaped else "") + plain
     assert decoded_or_refused(ps._unquote, text) == decoded_or_refused(
         lambda t: unquote_plus(t, errors="strict"), text)
-
-
-@pytest.mark.parametrize("text", ["%80", "a%D7", "%d7%", "%E2%82%", "x%ffy"])
-def test_percent_escapes_that_are_not_utf8_are_refused(text):
-    with pytest.raises(UnicodeDecodeError):
-        ps._unquote(text)

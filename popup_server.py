@@ -30,6 +30,7 @@ from the first of: its flag, its variable, the config file, its default.
 from __future__ import annotations
 
 import argparse
+import atexit
 import binascii
 import bisect
 import codecs
@@ -40,6 +41,7 @@ import csv
 import dataclasses
 import datetime as dt
 import difflib
+import errno
 import functools
 import gc
 import hmac
@@ -54,6 +56,7 @@ import secrets
 import socket
 import sqlite3
 import struct
+import stat
 import sys
 import threading
 import time
@@ -2690,7 +2693,9 @@ _INSERT_JSON_BATCH = ("INSERT OR IGNORE INTO events SELECT " + ", ".join(
     f"json_extract(value, '$[{column}]')" for column in range(13)) + " FROM json_each(?)")
 _INSERT_ROW = "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 _WRITE_BATCH = 1_000  # events a statement: an event can be ~128 KiB (body and query)
-_RECORD_BACKLOG = 10_000  # events waiting for the disk; more are dropped
+_RECORD_BACKLOG = 20_000  # events waiting for the disk (~1 KiB each); more are dropped
+_RETRY_AT_MOST = 2.0  # seconds between tries of a failing database, at most
+_STOP_TRIES_FOR = 5.0  # seconds a stop keeps trying to write what waits
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     ivrid       TEXT NOT NULL,
@@ -2756,17 +2761,30 @@ class CallRecorder:
     with no lock and no wake-up; one writer thread owns the database and writes what
     waits every `interval` seconds, up to _WRITE_BATCH events a statement. (With
     queue.Queue and executemany() recording cost 11-13 % of the requests per second
-    under load: the queue's locks, and the GIL re-taken for every row.) A full
-    backlog or a failing database drops events and logs it; it never delays or
-    breaks a pop-up. close() writes what is waiting."""
+    under load: the queue's locks, and the GIL re-taken for every row.)
+
+    Nothing it could keep is lost: a database that is locked, full, read-only or
+    cannot be opened is tried again with back-off while the events wait in memory (up
+    to _RECORD_BACKLOG; newer ones are dropped and counted); a database file deleted
+    or replaced while running is noticed by its identity (device, inode) and a new
+    one opened, and a batch written to the old file meanwhile is written again
+    (INSERT OR IGNORE makes that harmless). A failure is logged when it starts or
+    changes, and its end too; `trouble` says it for /health. It never delays or
+    breaks a pop-up. close() writes what is waiting, trying for _STOP_TRIES_FOR."""
 
     def __init__(self, path, keep_days, interval=0.05):
         self.path = Path(path)
         self.keep_days = keep_days
         self._interval = interval
         self._events = collections.deque()
-        self._dropped = 0
+        self._dropped = 0  # events turned away with the backlog full (under _drop_lock)
+        self._dropped_told = 0  # of those, how many a summary line has counted
+        self._drop_lock = threading.Lock()
         self._json = False  # whether this SQLite has JSON functions (known on connect)
+        self._connection = None
+        self._file = None   # (st_dev, st_ino) of the file the connection writes to
+        self._companions = {}  # the same of its -wal and -shm files
+        self.trouble = None  # why calls cannot be recorded now (no folder); None: they can
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._write_loop, name="calls-writer",
                                         daemon=True)
@@ -2780,17 +2798,16 @@ class CallRecorder:
     def close(self):
         if self._thread.is_alive():
             self._stop.set()
-            self._thread.join(timeout=30)
-        if self._events:  # recorded after the last write: a request outlived the server
-            log.error("%d call events were not recorded: the server stopped first",
-                      len(self._events))
+            self._thread.join(timeout=_STOP_TRIES_FOR + 5)
+        self._tell_dropped()
+        if self._events:  # the database failed until the end, or a request outlived it
+            log.error("%d call events were not recorded: %s", len(self._events),
+                      f"{self.path} could not be written ({self.trouble})" if self.trouble
+                      else "the server stopped first")
 
     def record(self, fields, answer):
         if len(self._events) >= _RECORD_BACKLOG:  # the disk is far behind; pop-ups first
-            self._dropped += 1
-            if self._dropped in (1, 10, 100) or self._dropped % 1000 == 0:
-                log.error("call recording is behind; %d events dropped so far",
-                          self._dropped)
+            self._drop()
             return
         self._events.append((
             fields.get("ivrid") or f"no-ivrid-{time.time_ns()}",
@@ -2800,58 +2817,164 @@ class CallRecorder:
             1 if str(fields.get("isAnswered", "")).lower() in ("1", "true") else 0,
             answer.name, answer.company, answer.total, answer.url))
 
-    def _connect(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path, timeout=1.0, isolation_level=None,
-                                     check_same_thread=False)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
-        connection.executescript(_SCHEMA)
-        self._json = _has_json(connection)
-        return connection
+    def _drop(self):
+        with self._drop_lock:  # only with the backlog full: a count no thread loses
+            self._dropped += 1
+            dropped = self._dropped
+        if dropped in (1, 10, 100) or dropped % 1000 == 0:
+            log.error("call recording is behind; %d events dropped so far", dropped)
+
+    def _tell_dropped(self):
+        with self._drop_lock:
+            dropped, self._dropped_told = self._dropped - self._dropped_told, self._dropped
+        if dropped:
+            log.error("%d call events were dropped: more than %d were waiting for %s",
+                      dropped, _RECORD_BACKLOG, self.path)
 
     def _write_loop(self):
-        connection = None
+        retry_at = 0.0   # while the database fails: when to try again (monotonic)
+        backoff = 0.0
+        stop_by = None
         last_prune = 0.0
         try:
-            try:
-                connection = self._connect()
-            except (sqlite3.Error, OSError) as error:
-                log.error("calls database %s cannot be opened (%s); calls will not be "
-                          "recorded until it can", self.path, error)
+            self._try_writing()  # opens the database
             self._ready.set()
             while True:
-                stopping = self._stop.wait(self._interval)
-                while self._events:
-                    connection = self._write(connection, _take(self._events, _WRITE_BATCH))
-                if connection is not None and time.time() - last_prune > 3600:
-                    last_prune = time.time()  # at the first turn, then hourly
-                    self._prune(connection)
-                if stopping:
+                if stop_by is None:
+                    if self._stop.wait(self._interval):
+                        stop_by = time.monotonic() + _STOP_TRIES_FOR
+                else:  # stopping: what waits is tried until written or stop_by
+                    time.sleep(max(0.0, min(retry_at, stop_by) - time.monotonic()))
+                now = time.monotonic()
+                if now >= retry_at or (stop_by is not None and now >= stop_by):
+                    if self._try_writing():
+                        backoff = 0.0
+                        if time.time() - last_prune > 3600:
+                            last_prune = time.time()  # at the first turn, then hourly
+                            self._prune()
+                    else:
+                        backoff = min(max(backoff * 2, 0.1), _RETRY_AT_MOST)
+                        retry_at = now + backoff
+                if stop_by is not None and (not self._events or now >= stop_by):
                     break
         finally:
             self._ready.set()
-            if connection is not None:
+            self._close_connection()
+
+    def _try_writing(self):
+        """Writes what waits; False when the database failed (what waits stays)."""
+        try:
+            self._write_waiting()
+        except Exception as error:  # locked, full, read-only, gone: the next try may do
+            opening = self._connection is None
+            self._close_connection()
+            self._report_trouble(error, opening)
+            return False
+        if self.trouble is not None:
+            self.trouble = None
+            log.info("recording calls in %s again; what waited is recorded", self.path)
+            self._tell_dropped()
+        return True
+
+    def _write_waiting(self):
+        if self._connection is None or not self._still_there():
+            self._open()
+        while self._events:
+            batch = _take(self._events, _WRITE_BATCH)
+            try:
+                self._write(batch)
+            except BaseException:
+                self._events.extendleft(reversed(batch))  # first again, in order
+                raise
+            if not self._still_there():  # the batch went to a file since removed
+                self._events.extendleft(reversed(batch))
+                self._open()
+
+    def _identity(self, suffix=""):
+        """(device, inode) of the database file (or its -wal, -shm); None: not there."""
+        try:
+            found = os.stat(f"{self.path}{suffix}")
+        except FileNotFoundError:
+            return None
+        return found.st_dev, found.st_ino
+
+    def _still_there(self):
+        """Whether the path still names the file the connection writes to."""
+        found = self._identity()
+        if found is not None and found == self._file:
+            return True
+        log.warning("calls database %s was %s while open; recording in a new one",
+                    self.path, "deleted" if found is None else "replaced")
+        return False
+
+    def _open(self):
+        self._close_connection()
+        if self._file is not None and self._identity() != self._file:
+            # Deleted or replaced: SQLite leaves the old file's -wal and -shm beside the
+            # path (it will not checkpoint a moved file), and the next file opened there
+            # would take them for its own (measured: the old calls showed up in a new,
+            # empty database). Those two files, and only those, go.
+            for suffix, identity in self._companions.items():
+                if identity is not None and self._identity(suffix) == identity:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(f"{self.path}{suffix}")
+        self._file = None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.path, timeout=1.0, isolation_level=None,
+                                     check_same_thread=False)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.executescript(_SCHEMA)
+            # A read-only or locked file fails here: a statement that would write (BEGIN
+            # IMMEDIATE alone passes on a read-only WAL database whose -shm exists).
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("DELETE FROM events WHERE 0")
+            connection.execute("ROLLBACK")
+            self._json = _has_json(connection)
+            self._file = self._identity()
+            self._companions = {suffix: self._identity(suffix) for suffix in ("-wal", "-shm")}
+        except BaseException:
+            connection.close()
+            raise
+        self._connection = connection
+
+    def _close_connection(self):
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(sqlite3.Error):
                 connection.close()
 
-    def _write(self, connection, events):
-        """Writes events in one transaction; returns the connection (None: no database)."""
+    def _report_trouble(self, error, opening):
+        # /health is open to anyone: the file's name and SQLite's words (which name no
+        # folder), or an OSError's reason without its path.
+        reason = (error.strerror or str(error)) if isinstance(error, OSError) else str(error)
+        trouble = f"{self.path.name}: {reason}"
+        if trouble != self.trouble:  # logged when it starts or changes, not every try
+            if not isinstance(error, (sqlite3.Error, OSError)):
+                log.error("the calls writer failed", exc_info=error)
+            log.error("%s; %d call events wait in memory (at most %d) and are tried again",
+                      f"calls database {self.path} cannot be opened ({error})" if opening
+                      else f"could not record call events in {self.path} ({error})",
+                      len(self._events), _RECORD_BACKLOG)
+        self.trouble = trouble
+
+    def _write(self, events):
+        """Writes events in one transaction. The database's own failures (locked, full,
+        read-only, gone) go up, for the caller to keep the events and try again; an
+        event the database cannot take (text SQLite refuses) costs only itself."""
         try:
-            if connection is None:
-                connection = self._connect()
-            with connection:  # commits, or rolls back on an error
-                connection.execute("BEGIN")
-                self._insert(connection, events)
-        except (sqlite3.Error, OSError) as error:  # the database: locked, full, gone
-            log.error("could not record %d call events in %s: %s", len(events),
-                      self.path, error)
-        except Exception:  # an event the database cannot take: keep the others
-            if len(events) == 1:
-                log.exception("could not record a call event")
-            else:
+            with self._connection:  # commits, or rolls back on an error
+                self._connection.execute("BEGIN")
+                self._insert(self._connection, events)
+        except Exception as error:
+            if _is_database_failure(error):
+                raise
+            if len(events) > 1:
                 for event in events:
-                    connection = self._write(connection, [event])
-        return connection
+                    self._write([event])
+            else:
+                log.error("could not record a call event; it is dropped", exc_info=True)
 
     def _insert(self, connection, events):
         batch = json.dumps(events, ensure_ascii=False) if self._json else ""
@@ -2860,16 +2983,30 @@ class CallRecorder:
         else:  # json_extract ends text at a NUL; or an SQLite without JSON functions
             connection.executemany(_INSERT_ROW, events)
 
-    def _prune(self, connection):
+    def _prune(self):
         cutoff = time.time() - self.keep_days * 86400
         try:
-            deleted = connection.execute("DELETE FROM events WHERE received_at < ?",
-                                         (cutoff,)).rowcount
+            deleted = self._connection.execute("DELETE FROM events WHERE received_at < ?",
+                                               (cutoff,)).rowcount
             if deleted:
                 log.info("pruned %d call events older than %d days", deleted,
                          self.keep_days)
         except sqlite3.Error as error:
             log.error("could not prune old calls in %s: %s", self.path, error)
+
+    def health(self):
+        """None when calls are being recorded, else why not (for /health)."""
+        trouble = self.trouble
+        if trouble is None:
+            return None
+        return f"{trouble}; {len(self._events)} call events waiting"
+
+
+def _is_database_failure(error):
+    """An error of the database itself (locked, full, read-only, not there, not a
+    database), worth trying again; not one of the events written (DataError, ...)."""
+    return (isinstance(error, (sqlite3.OperationalError, OSError))
+            or type(error) is sqlite3.DatabaseError)
 
 
 def _has_json(connection):
@@ -3332,6 +3469,113 @@ def _json_fields(body):
     return fields
 
 
+class LogOutput:
+    """Where log text goes (stderr), written by its own thread. A blocked output (a
+    paused console, a pipe nobody reads) then stops only that thread: what waits
+    for it is bounded (MAX_WAITING characters), lines past that are dropped and
+    counted in a line written when the output moves again, and close() waits a
+    bounded time, so a stop never hangs on the log. Writes go to the file descriptor
+    itself: a thread blocked inside sys.stderr would hold its lock, which the
+    interpreter then waits for at exit. A stream without one (a StringIO) cannot
+    block and is written at once."""
+
+    MAX_WAITING = 4 * 1024 * 1024
+
+    def __init__(self, stream):
+        self._stream = stream
+        try:
+            self._fd = stream.fileno()
+            self._encoding = getattr(stream, "encoding", None) or "utf-8"
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation
+            self._fd = None
+        self._chunks = collections.deque()  # text waiting for the output
+        self._waiting = 0     # characters in _chunks
+        self._writing = False
+        self._dropped = 0     # lines dropped since the output last took some
+        self._gone = False    # the output is closed (EPIPE, EBADF): nothing more to do
+        self._changed = threading.Condition()
+        if self._fd is not None:
+            threading.Thread(target=self._run, name="log-output", daemon=True).start()
+
+    def write(self, text, lines=1):
+        if self._fd is None:
+            with self._changed:
+                self._write_stream(text)
+            return
+        with self._changed:
+            if self._gone:
+                return
+            if self._waiting + len(text) > self.MAX_WAITING:
+                self._dropped += lines
+                return
+            self._chunks.append(text)
+            self._waiting += len(text)
+            self._changed.notify()
+
+    def close(self, timeout=2.0):
+        """Waits up to `timeout` seconds for what waits to be written."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while (self._chunks or self._writing) and not self._gone:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._changed.wait(left):
+                    return False
+        return True
+
+    def _run(self):
+        while True:
+            with self._changed:
+                while not self._chunks:
+                    self._changed.wait()
+                text = "".join(self._chunks)
+                self._chunks.clear()
+                self._waiting = 0
+                if self._dropped:
+                    text = (f"{time.strftime('%Y-%m-%d %H:%M:%S')} WARNING {self._dropped} "
+                            "log lines were dropped: the log's output was blocked\n" + text)
+                    self._dropped = 0
+                self._writing = True
+            try:
+                self._write_fd(text.encode(self._encoding, "backslashreplace"))
+            except OSError:  # the output is gone (a closed terminal): drop what comes
+                with self._changed:
+                    self._gone = True
+            with self._changed:
+                self._writing = False
+                self._changed.notify_all()
+            if self._gone:
+                return
+
+    def _write_fd(self, data):
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self._fd, view):]
+            except BlockingIOError:  # someone made the descriptor non-blocking
+                time.sleep(0.05)
+
+    def _write_stream(self, text):
+        try:
+            self._stream.write(text)
+            self._stream.flush()
+        except (OSError, ValueError):  # the log's stream is gone
+            pass
+
+
+class _LogOutputHandler(logging.Handler):
+    """The program's log lines, through the same LogOutput as the request log."""
+
+    def __init__(self, output):
+        super().__init__()
+        self.output = output
+
+    def emit(self, record):
+        try:
+            self.output.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+
 class AccessLog:
     """The request log: one line per request, in the layout of the other log lines.
 
@@ -3344,10 +3588,14 @@ class AccessLog:
     """
 
     def __init__(self, stream, log_numbers=False, interval=0.1):
-        self._stream = stream
+        # The lines go to a LogOutput (its own writer thread, bounded), so this thread
+        # never blocks on the stream and drains the queue every `interval` whatever
+        # the stream does: a request's values are held for 0.1 s, not until it moves.
+        self._owns_output = not isinstance(stream, LogOutput)
+        self._output = LogOutput(stream) if self._owns_output else stream
         self._log_numbers = log_numbers
         self._interval = interval
-        # Bounded: if the log's output blocks (a paused terminal), the oldest go.
+        # Bounded too, should this thread fall behind (the oldest go).
         self._lines = collections.deque(maxlen=self.MAX_WAITING)
         self._second = None
         self._stamp = ""
@@ -3355,7 +3603,7 @@ class AccessLog:
         self._thread = threading.Thread(target=self._run, name="access-log", daemon=True)
 
     enabled = True
-    MAX_WAITING = 100_000
+    MAX_WAITING = 20_000
 
     def __enter__(self):
         self._thread.start()
@@ -3365,6 +3613,8 @@ class AccessLog:
         self._stop.set()
         self._thread.join(timeout=5)
         self._flush()
+        if self._owns_output:
+            self._output.close()
 
     def write(self, message):
         self._lines.append((time.time(), message))
@@ -3405,11 +3655,7 @@ class AccessLog:
                 entries.insert(0, (entries[0][0], "the log's output was blocked; older "
                                                   "lines were dropped"))
             lines = self._lines_of(entries)
-            try:
-                self._stream.write("".join(lines))
-                self._stream.flush()
-            except (OSError, ValueError):  # the log's stream is gone (closed terminal)
-                pass
+            self._output.write("".join(lines), len(lines))
 
 
 class LoggingAccessLog:
@@ -3615,9 +3861,11 @@ def create_app(config, holder, recorder=None, access_log=None):
 
     @app.get("/health")
     def health():
+        status, body = health_report(holder, recorder)
+        bottle.response.status = status
         bottle.response.content_type = JSON_TYPE
         bottle.response.set_header("Cache-Control", "no-store")
-        return _json_bytes(holder.health())
+        return _json_bytes(body)
 
     def page_request():
         environ = bottle.request.environ
@@ -3658,6 +3906,22 @@ def create_app(config, holder, recorder=None, access_log=None):
         return calls_csv(calls).encode("utf-8")
 
     return app
+
+
+def health_report(holder, recorder):
+    """/health's status and body: 503 unless all is well (the contacts file loads,
+    calls are recorded), so that a monitor reading only the code alerts; the body
+    says which. Open to anyone: no contact data, no folder, no secret."""
+    body = holder.health()
+    contacts_ok = body["last_error"] is None
+    body["contacts_file"] = "ok" if contacts_ok else (
+        f"fails to load; still serving the last good contacts, loaded at {body['loaded_at']}")
+    calls_trouble = recorder.health() if recorder is not None else None
+    body["calls"] = ("off" if recorder is None else "ok" if calls_trouble is None
+                     else f"cannot be recorded: {calls_trouble}")
+    healthy = contacts_ok and calls_trouble is None
+    body["status"] = "ok" if healthy else "error"
+    return (200 if healthy else 503), body
 
 
 def _parse_day(text):
@@ -3805,32 +4069,92 @@ class FileWatcher:
 ###############################################################################
 
 
+_WEAK_TOKEN_LENGTH = 16  # characters; a made token has 32 (192 random bits)
+
+
 def resolve_token(config):
     """The token in force: the configured one, or the one kept in the token file
-    (made on first start, readable by its owner only). "" means no check."""
+    (made on first start, readable by its owner only). "" means no check.
+
+    A token file that other users can read or change is refused, as ssh refuses such
+    a key: the token is all that guards the contacts, and `chmod 600` mends it while
+    keeping the URL. A symbolic link is never followed, to read or to create it. A
+    short token is used, with a warning at every start: it is the operator's choice,
+    and refusing it would break the URL Voicenter has."""
     if config.token is not None:
+        _warn_if_weak(config.token, "--token (or POPUP_TOKEN)")
         return config.token
     path = config.token_path
+    token = _read_token_file(path)
+    if token is None:
+        token = _make_token_file(path)
+    _warn_if_weak(token, str(path))
+    return token
+
+
+def _read_token_file(path):
+    """The token kept in `path`; None when there is none yet (no file, or empty)."""
     try:
-        token = path.read_text(encoding="utf-8").strip()
-        if token:
-            return token
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+                             | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not hang us
     except FileNotFoundError:
-        pass
+        return None
     except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise ConfigError(f"{path}: the token file is a symbolic link, which is not "
+                              "followed; give --token-file the real file") from None
         raise ConfigError(f"{path}: cannot read the token file ({error.strerror})") from None
+    with os.fdopen(descriptor, "rb") as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"{path}: the token file is not a regular file")
+        data = handle.read(4097)
+        if os.name != "nt" and mode & 0o077 and data.strip():
+            raise ConfigError(
+                f"{path}: the token file can be read or changed by other users (mode "
+                f"{stat.S_IMODE(mode):03o}); make it the owner's only: chmod 600 {path} "
+                "(if others may have read it, delete it instead: a new token is made, "
+                "and Voicenter needs the new URL)")
+    try:
+        token = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        token = None
+    if token is None or len(data) > 4096 or not token.isprintable():
+        raise ConfigError(f"{path}: the token file does not hold a token (one line of "
+                          "text); delete it to have a new one made")
+    if not token:  # an empty file: made anew below, so nothing of its mode survives
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return None
+    return token
+
+
+def _make_token_file(path):
     token = secrets.token_urlsafe(24)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # O_EXCL: never through a symbolic link (even a dangling one), never over a file.
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                             | getattr(os, "O_NOFOLLOW", 0), 0o600)
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            if hasattr(os, "fchmod"):
+                os.fchmod(handle.fileno(), 0o600)  # whatever the umask took away
             handle.write(token + "\n")
-        os.chmod(path, 0o600)
+    except FileExistsError:
+        raise ConfigError(f"{path}: cannot make the token file: something is in the way "
+                          "(a symbolic link?); remove it or pass --token-file") from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot keep the new token there ({error.strerror}); "
                           "pass --token or --token-file") from None
     log.info("made a new token and kept it in %s", path)
     return token
+
+
+def _warn_if_weak(token, source):
+    if token and len(token) < _WEAK_TOKEN_LENGTH:
+        log.warning("the token from %s has only %d characters: anyone who can reach the "
+                    "port can guess it by trying; use a longer one (a made one has 32)",
+                    source, len(token))
 
 
 def voicenter_url(host, port, token):
@@ -4103,13 +4427,19 @@ def _render_waitress_errors_as_json():
 
 
 def _configure_logging():
-    handler = logging.StreamHandler(sys.stderr)
+    """Log lines to stderr through a LogOutput (returned, for the request log too): a
+    blocked stderr then never blocks a thread that logs, nor the exit, which waits
+    at most 2 s for the lines still queued."""
+    output = LogOutput(sys.stderr)
+    atexit.register(output.close)
+    handler = _LogOutputHandler(output)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # one warning per busy request
     logging.getLogger("waitress").addFilter(_NoRequestPaths())
+    return output
 
 
 def _run_check(config):
@@ -4130,6 +4460,8 @@ def _stop_on_sigterm():
     import signal
 
     def stop(signum, frame):
+        # Once: a second SIGTERM must not cut short the writing of the queued calls.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt  # unwinds serve() so that everything closes cleanly
     try:
         signal.signal(signal.SIGTERM, stop)
@@ -4147,7 +4479,7 @@ def main(argv=None, environ=None):
         return 2
     if config.check:
         return _run_check(config)
-    _configure_logging()
+    log_output = _configure_logging()
     _keep_freed_memory_for_reuse()
     try:
         holder = ContactsHolder(config)
@@ -4162,7 +4494,7 @@ def main(argv=None, environ=None):
         recorder = CallRecorder(config.calls_path, config.calls_keep_days).start()
         log.info("recording calls in %s (kept %d days)", config.calls_path,
                  config.calls_keep_days)
-    access_log = AccessLog(sys.stderr, config.log_numbers)
+    access_log = AccessLog(log_output, config.log_numbers)
     app = create_app(config, holder, recorder, access_log)
     # What start-up made (modules, phonenumbers' metadata: ~140k objects) lives as
     # long as the process: frozen, the collector stops walking it, a full pass every

@@ -359,3 +359,33 @@ def json_error():
 @pytest.fixture
 def popup_answer():
     return assert_popup_answer
+
+
+# /health answers 503 (same JSON body) when the contacts file fails to load or calls
+# cannot be recorded, 200 only when all is well: every health() call checks that the
+# code and the body's "status" agree, then returns the body.
+def _health_with_matching_status(self) -> dict:
+    resp = self.get("/health")
+    assert resp.status in (200, 503), resp
+    body = resp.json()
+    assert (resp.status == 200) == (body["status"] == "ok"), resp
+    return body
+
+
+ServerHandle.health = _health_with_matching_status
+
+
+# Hypothesis, the same way every run: `python -m pytest` tries the same examples each
+# time (derandomize) and keeps none between runs (no example database), so no run is
+# failed by chance nor by an example an earlier run stored; a failure it does find
+# fails every run until fixed. No deadline and no too_slow check: timings of a loaded
+# machine are not what these tests test. `--hypothesis-profile explore` searches at
+# random (and keeps what it finds in .hypothesis/), for looking for new failures.
+from hypothesis import HealthCheck, settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile(
+    "repeatable", derandomize=True, database=None, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow])
+_hypothesis_settings.register_profile(
+    "explore", deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+_hypothesis_settings.load_profile("repeatable")

@@ -80,16 +80,15 @@ def test_check_lists_skipped_rows_with_their_spreadsheet_row_number(tmp_path):
     path, _ = exports.write_excel_csv_ansi(tmp_path)
     lines = report_lines(run_check(tmp_path, path))
     after = lines[lines.index("rows skipped: 1") + 1]
-    assert after.startswith("  row 5: "), lines
-    assert len(after) > len("  row 5: ")
+    assert after == "  row 5: no usable phone number", lines
 
 
 def test_check_reports_a_number_damaged_to_scientific_notation(tmp_path):
     path, _ = exports.write_excel_csv_ansi(tmp_path)
     lines = report_lines(run_check(tmp_path, path))
     after = lines[lines.index("numbers not used: 1") + 1]
-    assert after.startswith("  row 3, טלפון: '5.41E+08' "), lines
-    assert len(after) > len("  row 3, טלפון: '5.41E+08' ")
+    assert after.startswith("  row 3, טלפון: '5.41E+08' in scientific notation: Excel "
+                            "has dropped its last digits"), lines
 
 
 def test_check_of_a_workbook_reports_the_scientific_cell_and_the_skipped_row(tmp_path):
@@ -103,9 +102,8 @@ def test_check_of_a_workbook_reports_the_scientific_cell_and_the_skipped_row(tmp
     assert "4 contacts can be found" in lines
     assert "numbers not used: 1" in lines
     after = lines[lines.index("numbers not used: 1") + 1]
-    assert after.startswith("  row 4, Mobile: '"), lines
-    assert "541" in after or "5.41" in after
-    assert lines[lines.index("rows skipped: 1") + 1].startswith("  row 6: ")
+    assert after.startswith("  row 4, Mobile: '5.41E+08' in scientific notation"), lines
+    assert lines[lines.index("rows skipped: 1") + 1] == "  row 6: no usable phone number"
 
 
 def test_check_of_an_outlook_export_counts_the_shared_switchboard(tmp_path):

@@ -3,7 +3,7 @@ with phonenumbers on every number they take."""
 import numpy as np
 import phonenumbers
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 import popup_server as ps
 
@@ -87,16 +87,26 @@ def test_the_scalar_fast_path_agrees_with_phonenumbers(national, form):
 any_digits = st.text("0123456789", min_size=5, max_size=15)
 
 
+def phonenumbers_key(text, region="IL"):
+    """What number_key() gives by phonenumbers alone: its E.164 digits, or None."""
+    try:
+        key = reference(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    return key if 10 ** 4 <= key < 10 ** 15 else None  # 5 to 15 digits
+
+
 @settings(max_examples=500)
 @given(any_digits, st.sampled_from(["", "+", "00", "0", "972", "+972", "00972"]))
 def test_the_fast_path_never_disagrees_with_phonenumbers_on_any_digits(digits, lead):
     text = lead + digits
     plain = text.lstrip("+")
-    if not 5 <= len(plain) <= 15:
-        return
+    assume(5 <= len(plain) <= 15)
     fast = ps._fast_key(plain, text.startswith("+"), IL)
     if fast is not None:
         assert fast == reference(text)
+    # Whichever path answers, the key is phonenumbers' own: checked on every example.
+    assert ps.number_key(text, IL)[0] == phonenumbers_key(text)
 
 
 @pytest.mark.parametrize("region", ["IL", "US", "GB", "DE", "FR"])
@@ -196,9 +206,26 @@ def test_query_decoding_is_exactly_parse_qsl(text):
     assert ps._form_fields(text, "query string") == expected
 
 
+def decoded_or_refused(decode, text):
+    try:
+        return decode(text)
+    except UnicodeDecodeError:  # not UTF-8 once decoded: _form_fields answers 400
+        return UnicodeDecodeError
+
+
+# Text around the escapes: anything, and the invalid kinds (a lone UTF-8 byte, a
+# sequence cut short, a stray % or a bad hex digit) that plain text finds only by luck.
+around_escapes = st.one_of(st.text(max_size=10), st.lists(st.sampled_from(
+    ["%80", "%ff", "%D7", "%d7%", "%E2%82", "%", "%4", "%zz", "%%", "+", "a", "é"]),
+    max_size=5).map("".join))
+
+
 @settings(max_examples=500)
-@given(st.text(max_size=30).map(lambda t: t.encode("utf-8").hex("%", 1)), st.text(max_size=10))
+@given(st.text(max_size=30).map(lambda t: t.encode("utf-8").hex("%", 1)), around_escapes)
 def test_percent_decoding_is_exactly_unquote_plus(escaped, plain):
+    """Valid escapes decode as unquote_plus() decodes them; escapes that are not UTF-8
+    are refused exactly when unquote_plus(errors="strict") refuses them."""
     from urllib.parse import unquote_plus
     text = ("%" + escaped if escaped else "") + plain
-    assert ps._unquote(text) == unquote_plus(text, errors="strict")
+    assert decoded_or_refused(ps._unquote, text) == decoded_or_refused(
+        lambda t: unquote_plus(t, errors="strict"), text)

@@ -375,17 +375,16 @@ def _health_with_matching_status(self) -> dict:
 ServerHandle.health = _health_with_matching_status
 
 
-# Hypothesis, the same way every run: `python -m pytest` tries the same examples each
-# time (derandomize) and keeps none between runs (no example database), so no run is
-# failed by chance nor by an example an earlier run stored; a failure it does find
-# fails every run until fixed. No deadline and no too_slow check: timings of a loaded
-# machine are not what these tests test. `--hypothesis-profile explore` searches at
-# random (and keeps what it finds in .hypothesis/), for looking for new failures.
+# Hypothesis searches at random on every run (a property must hold for all inputs, so
+# each run may find what earlier ones missed); no deadline and no too_slow check, as
+# timings of a loaded machine are not what these tests test. A failure prints the
+# blob that replays it (@reproduce_failure). `--hypothesis-profile repeatable` tries
+# the same examples every run and keeps none between runs.
 from hypothesis import HealthCheck, settings as _hypothesis_settings  # noqa: E402
 
 _hypothesis_settings.register_profile(
+    "random", deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+_hypothesis_settings.register_profile(
     "repeatable", derandomize=True, database=None, deadline=None, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow])
-_hypothesis_settings.register_profile(
-    "explore", deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow])
-_hypothesis_settings.load_profile("repeatable")
+_hypothesis_settings.load_profile("random")

@@ -17,19 +17,15 @@ Endpoints:
     GET /health       load status for monitors (never contact data, never a token)
     GET / or /calls   the day's calls, missed first (HTML); /calls.csv?day=YYYY-MM-DD
 
-Every option has an environment variable, POPUP_ + the option's name in capitals
-(POPUP_CONTACTS, POPUP_HOST, POPUP_PORT, POPUP_REGION, POPUP_URL_TEMPLATE,
-POPUP_NO_MATCH_URL, POPUP_MATCH_DIGITS, POPUP_ENCODING, POPUP_DELIMITER, POPUP_SHEET,
-POPUP_NAME_COLUMN, POPUP_COMPANY_COLUMN, POPUP_PHONE_COLUMNS, POPUP_URL_COLUMN,
-POPUP_TOKEN, POPUP_TOKEN_FILE, POPUP_ALLOW_IP, POPUP_TRUSTED_PROXY, POPUP_MAX_BODY,
-POPUP_MAX_CONNECTIONS_PER_IP, POPUP_RELOAD_INTERVAL, POPUP_LOG_NUMBERS, POPUP_THREADS,
-POPUP_CALLS_DB, POPUP_CALLS_KEEP_DAYS), and a key in the --config file (POPUP_CONFIG), TOML, named
-as the option without its dashes (port = 8080, url-template = "..."). A setting comes
-from the first of: its flag, its variable, the config file, its default.
+Options: each one in the settings table OPTIONS (section "Configuration") also has an
+environment variable, POPUP_ + its name in capitals (POPUP_PORT for --port, POPUP_CONTACTS
+for the file), and a key in the --config file (POPUP_CONFIG), TOML, named as the option
+without its dashes (port = 8080, url-template = "..."); `--help` lists them all with
+their defaults. A setting comes from the first of: its flag, its variable, the config
+file, its default.
 """
-
-
 from __future__ import annotations
+
 import argparse
 import atexit
 import binascii
@@ -42,6 +38,7 @@ import csv
 import dataclasses
 import datetime as dt
 import difflib
+import enum
 import errno
 import functools
 import gc
@@ -66,12 +63,24 @@ import types
 import typing
 from pathlib import Path
 from urllib.parse import quote, unquote
+
 import bottle
 import numpy as np
 import pandas as pd
 import phonenumbers
+
 log = logging.getLogger("popup_server")
+
 __version__ = "1.0.0"  # the one place the version is written (pyproject.toml reads it)
+
+#: What a program embedding this module may use: load a file and look callers up
+#: (load_index(...).lookup(caller_id)), normalise a number, or run the server.
+__all__ = [
+    "load_index", "normalize_number", "load_report", "ContactIndex", "Contact", "Match",
+    "Config", "DEFAULTS", "parse_config", "create_app", "ContactsHolder", "CallRecorder",
+    "create_server", "main", "ExitStatus", "PopupError", "ConfigError",
+    "ContactsFileError", "__version__",
+]
 
 
 ###############################################################################
@@ -106,6 +115,14 @@ REPORT_LIMIT = 20
 JSON_TYPE = "application/json; charset=utf-8"
 
 
+class ExitStatus(enum.IntEnum):
+    """What main() returns, for scripts and service managers."""
+
+    SUCCESS = 0
+    NO_CONTACTS = 1   # --check: the file loads, but no contact has a usable number
+    ERROR = 2         # a setting, the contacts file, or the port cannot be used
+
+
 ###############################################################################
 # Errors ######################################################################
 ###############################################################################
@@ -134,10 +151,11 @@ class ContactsFileError(PopupError):
 # The settings table (OPTIONS) and everything derived from it: Config, --help, the POPUP_*
 # variables and the config file's keys.
 
-# To add an option: add a field to Config, an Option to OPTIONS (its flag, help and
-# example), and a line to the module docstring. The environment variable, the config
-# file's key, --help text and precedence (flag > variable > file > default) follow
-# from the Option.
+# To add an option: add an Option to OPTIONS (its flag, help, example and default).
+# Config's field, the environment variable, the config file's key, --help text and
+# precedence (flag > variable > file > default) all follow from it.
+
+
 def _port(text):
     value = int(text)
     if not 0 <= value <= 65535:
@@ -215,6 +233,7 @@ class Option:
     default: object = None
     repeatable: bool = False
     switch: bool = False
+    field: str = ""  # its Config field, when not named as the option
 
     @property
     def dest(self):
@@ -228,6 +247,10 @@ class Option:
     def key(self):
         """Its name in a config file: the flag without its dashes (url-template)."""
         return self.flag.lstrip("-")
+
+    @property
+    def field_name(self):
+        return self.field or self.dest
 
     @property
     def file_types(self):
@@ -246,7 +269,7 @@ class Option:
 #: The positional CONTACTS_FILE, described as an Option for its variable and file key.
 CONTACTS = Option("contacts", "contacts file: .csv, .txt, .tsv or .xlsx (default: "
                   "data/contacts.csv beside the program, the sample)", parse=Path,
-                  default=DEFAULT_CONTACTS)
+                  default=DEFAULT_CONTACTS, field="contacts_file")
 
 
 #: Set but empty, these mean "off" rather than "not set".
@@ -280,6 +303,7 @@ OPTIONS = (
            "comma-separated", "'Mobile Phone,Business Phone'", _columns, ()),
     Option("--url-column", "column holding a per-contact link (wins over --url-template)",
            "'CRM Link'"),
+    # token and calls-db: None is "not set" (a token is made; the default file), "" is off.
     Option("--token", "secret that /popup requires as ?token=... or an X-Popup-Token "
            "header; without one a token is made and kept in --token-file; an empty "
            "value turns the check off", "'s3cret-long-random'"),
@@ -287,9 +311,9 @@ OPTIONS = (
            "beside the contacts file; for the sample of an installed command, in the "
            "user's data folder)", "/etc/popup-server/token", Path),
     Option("--allow-ip", "serve only clients from this address or CIDR range "
-           "(repeat for several)", "203.0.113.0/24", _network, repeatable=True),
+           "(repeat for several)", "203.0.113.0/24", _network, (), repeatable=True),
     Option("--trusted-proxy", "believe X-Forwarded-For only from this proxy address or "
-           "range (repeat for several)", "127.0.0.1", _network, repeatable=True),
+           "range (repeat for several)", "127.0.0.1", _network, (), repeatable=True),
     Option("--max-body", "largest request body accepted, in bytes", "65536",
            _int_between(1024, 16 * 1024 * 1024), 64 * 1024),
     Option("--max-connections-per-ip", "connections one client address may hold open "
@@ -312,36 +336,13 @@ OPTIONS = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
-    """Everything the program was told, built once by parse_config()."""
+#: Every option's default, by its Config field: the one place a default is written.
+DEFAULTS = types.MappingProxyType({option.field_name: option.default
+                                   for option in (CONTACTS, *OPTIONS)})
 
-    contacts: Path = DEFAULT_CONTACTS
-    host: str = "0.0.0.0"
-    port: int = 8080
-    region: str = "IL"
-    url_template: str = ""
-    no_match_url: str = ""
-    match_digits: int = 9
-    encoding: str | None = None
-    delimiter: str | None = None
-    sheet: str | None = None
-    name_column: str | None = None
-    company_column: str | None = None
-    phone_columns: tuple = ()
-    url_column: str | None = None
-    token: str | None = None          # None: not configured (one is generated); "": off
-    token_file: Path | None = None
-    allow_ip: tuple = ()
-    trusted_proxy: tuple = ()
-    max_body: int = 64 * 1024
-    max_connections_per_ip: int = 100
-    reload_interval: float = 1.0
-    log_numbers: bool = False
-    threads: int = 4
-    calls_db: str | None = None       # None: the default file; "": recording off
-    calls_keep_days: int = 90
-    check: bool = False
+
+class _ConfigMethods:
+    """What Config adds to its fields (one a setting, named by OPTIONS, plus `check`)."""
 
     def load_options(self):
         """The keyword arguments of load_index() that this configuration sets."""
@@ -356,7 +357,7 @@ class Config:
     def token_path(self):
         if self.token_file:
             return self.token_file
-        folder = self.contacts.parent
+        folder = self.contacts_file.parent
         if INSTALLED and folder.resolve() == PACKAGE_DATA / "data":
             folder = state_dir()  # the installed sample's token: never into site-packages
         return folder / TOKEN_FILE_NAME
@@ -366,6 +367,14 @@ class Config:
         if self.calls_db == "":
             return None
         return Path(self.calls_db) if self.calls_db else state_dir() / "calls.sqlite"
+
+
+Config = dataclasses.make_dataclass(
+    "Config", [(name, typing.Any, dataclasses.field(default=default))
+               for name, default in DEFAULTS.items()] + [("check", bool, False)],
+    bases=(_ConfigMethods,), frozen=True,
+    namespace={"__doc__": "Everything the program was told, built once by parse_config()."})
+Config.__module__ = __name__
 
 
 def state_dir():
@@ -571,9 +580,9 @@ def parse_config(argv=None, environ=None):
     for option in (CONTACTS, *OPTIONS):
         given = getattr(args, option.dest)
         if given is None:
-            values[option.dest] = _unset_value(option, environ, from_file)
+            values[option.field_name] = _unset_value(option, environ, from_file)
         else:
-            values[option.dest] = tuple(given) if option.repeatable else given
+            values[option.field_name] = tuple(given) if option.repeatable else given
     config = Config(**values)
     for name in ("url_template", "no_match_url"):
         _check_template(getattr(config, name), name)
@@ -1878,17 +1887,14 @@ def choose_columns(headers, *, name_column=None, company_column=None, phone_colu
         company = next((h for h in headers if phrases[h] in _COMPANY_HEADERS), None)
     if name_column:
         name = tuple(named(part, "--name-column") for part in name_column.split("+"))
-        return ColumnChoice(name=name, company=company, phones=phones,
-                            url=named(url_column, "--url-column") if url_column else next(
-                                (h for h in headers if phrases[h] in _URL_HEADERS), None),
-                            join_names=True)
     else:
         name = _choose_name(headers, phrases, exclude=set(phones) | {company})
     if url_column:
         url = named(url_column, "--url-column")
     else:
         url = next((h for h in headers if phrases[h] in _URL_HEADERS), None)
-    return ColumnChoice(name=name, company=company, phones=phones, url=url)
+    return ColumnChoice(name=name, company=company, phones=phones, url=url,
+                        join_names=bool(name_column))
 
 
 def _is_phone_header(header):
@@ -2158,7 +2164,7 @@ def cell_keys(cell, rules):
     return keys, problems
 
 
-def normalize_number(text, region="IL"):
+def normalize_number(text, region=DEFAULTS["region"]):
     """The E.164 form ("+972722776772") of one written number, or None."""
     if text is None or _is_withheld(str(text)):
         return None
@@ -2510,7 +2516,7 @@ class ContactIndex:
     unusable: tuple
     warnings: tuple
     rules: NumberRules = dataclasses.field(repr=False)
-    match_digits: int = 9
+    match_digits: int = DEFAULTS["match_digits"]
     first_row: int = 2   # the spreadsheet row of the first contact
     _numbers: NumberTable = dataclasses.field(repr=False, default=None)
     _suffixes: NumberTable = dataclasses.field(repr=False, default=None)
@@ -2552,9 +2558,9 @@ class ContactIndex:
                        dict(zip(self.template_headers, kept)) if kept else NO_FIELDS)
 
 
-def load_index(path, *, region="IL", encoding=None, delimiter=None, sheet=None,
-               name_column=None, company_column=None, phone_columns=None,
-               url_column=None, match_digits=9, keep_columns=()):
+def load_index(path, *, region=DEFAULTS["region"], encoding=None, delimiter=None,
+               sheet=None, name_column=None, company_column=None, phone_columns=None,
+               url_column=None, match_digits=DEFAULTS["match_digits"], keep_columns=()):
     """Read a contacts file and build its ContactIndex (pure: no globals, no I/O else).
 
     Raises ContactsFileError when the file cannot be read or has no phone column. A
@@ -2685,6 +2691,13 @@ def _block_pairs(block, size, first_row, choice, rules, unusable, row_base=2):
 
 def _blank(size):
     return np.full(size, "", dtype=object)
+
+
+def require_contacts(index, hint=""):
+    """Raise ContactsFileError when no contact of `index` can be found: a file that
+    loads but cannot serve anyone (the server refuses it, --check says so)."""
+    if index.contacts == 0:
+        raise ContactsFileError(index.source, "no contact has a usable phone number" + hint)
 
 
 def load_report(index):
@@ -3245,10 +3258,10 @@ class ContactsHolder:
         for name in template_columns(config.url_template):
             if name.lower() not in kept:
                 log.warning("--url-template uses {%s}, which is not a column of %s: it "
-                            "will be empty", name, config.contacts.name)
+                            "will be empty", name, config.contacts_file.name)
 
     def load(self):
-        path = self.config.contacts
+        path = self.config.contacts_file
         signature = file_signature(path)  # before reading: a change meanwhile is seen
         try:
             with _bulk_load():
@@ -3260,10 +3273,7 @@ class ContactsHolder:
             raise ContactsFileError(path, f"cannot be loaded ({type(error).__name__}: "
                                           f"{_first_line(error)})") from None
         self.signature = signature
-        if index.contacts == 0:
-            raise ContactsFileError(self.config.contacts,
-                                    "no contact has a usable phone number "
-                                    f"({index.rows_read} rows read; run --check to see why)")
+        require_contacts(index, f" ({index.rows_read} rows read; run --check to see why)")
         return index
 
     def reload(self):
@@ -3351,7 +3361,7 @@ class FileWatcher:
 
     def __init__(self, holder, interval):
         self.holder = holder
-        self.path = holder.config.contacts
+        self.path = holder.config.contacts_file
         self.interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="contacts-watcher",
@@ -4535,16 +4545,17 @@ def _configure_logging():
 
 def _run_check(config):
     try:
-        index = load_index(config.contacts, **config.load_options())
+        index = load_index(config.contacts_file, **config.load_options())
     except ContactsFileError as error:
         print(f"popup_server: {error}", file=sys.stderr)
-        return 2
+        return ExitStatus.ERROR
     print("\n".join(load_report(index)))
-    if index.contacts == 0:
-        print(f"popup_server: {index.source}: no contact has a usable phone number",
-              file=sys.stderr)
-        return 1
-    return 0
+    try:
+        require_contacts(index)
+    except ContactsFileError as error:
+        print(f"popup_server: {error}", file=sys.stderr)
+        return ExitStatus.NO_CONTACTS
+    return ExitStatus.SUCCESS
 
 
 def _stop_on_sigterm():
@@ -4567,7 +4578,7 @@ def main(argv=None, environ=None):
         config = parse_config(argv, environ)
     except ConfigError as error:
         print(f"popup_server: {error}", file=sys.stderr)
-        return 2
+        return ExitStatus.ERROR
     if config.check:
         return _run_check(config)
     log_output = _configure_logging()
@@ -4577,7 +4588,7 @@ def main(argv=None, environ=None):
         config = dataclasses.replace(config, token=resolve_token(config))
     except PopupError as error:
         print(f"popup_server: {error}", file=sys.stderr)  # one line, no traceback
-        return 2
+        return ExitStatus.ERROR
     for line in holder.index.warnings:
         log.warning("%s", line)
     recorder = None
@@ -4600,11 +4611,11 @@ def main(argv=None, environ=None):
     except OSError as error:
         print(f"popup_server: cannot listen on {config.host}:{config.port}: "
               f"{error.strerror or error}", file=sys.stderr)
-        return 2
+        return ExitStatus.ERROR
     finally:
         if recorder is not None:
             recorder.close()
-    return 0
+    return ExitStatus.SUCCESS
 
 
 if __name__ == "__main__":

@@ -891,8 +891,8 @@ def _first_line(error):
 ###############################################################################
 # Reading text files (CSV) ####################################################
 ###############################################################################
-# A CSV's header row, encoding and delimiter, its blocks read by pandas, and the scanner that
-# skips huge cells unread.
+# A CSV's header row, encoding and delimiter, its blocks read by pandas, and the scanner
+# that skips huge cells unread.
 
 def _read_headers(path, encoding, delimiter):
     """The header row of a text file, read from its first 64 KiB."""
@@ -1801,7 +1801,7 @@ def _vcard_unescape(text):
 ###############################################################################
 # Choosing columns ############################################################
 ###############################################################################
-# Which headers are the name, company, phones and URL: by their words, or as the options say.
+# Which headers are the name, company, phones and URL: by their words, or as options say.
 
 @dataclasses.dataclass(frozen=True)
 class ColumnChoice:
@@ -1950,7 +1950,7 @@ def _list_headers(headers, limit=12):
 ###############################################################################
 # Phone numbers ###############################################################
 ###############################################################################
-# One integer key per number (its E.164 digits): phonenumbers, or fast paths that agree with it.
+# One integer key per number (its E.164 digits): phonenumbers, or fast paths agreeing with it.
 
 WITHHELD_CALLER_IDS = frozenset(
     {"anonymous", "restricted", "private", "unknown", "unavailable", "withheld",
@@ -2352,13 +2352,13 @@ class NumberTable:
 
     __slots__ = ("keys", "shared", "_modulus", "_directory", "_keys", "_found")
 
-    def __init__(self, modulus, keys, first_rows, counts):
+    def __init__(self, modulus, keys, first_positions, counts):
         """`keys`: distinct, in bucket order (by key % modulus, then key)."""
         self._modulus = modulus
         self.keys = np.asarray(keys, dtype=np.int64)
         counts = np.asarray(counts, dtype=np.int64)
         self.shared = int((counts > 1).sum())  # numbers held by several contacts
-        found = np.asarray(first_rows, dtype=np.int64) << 32
+        found = np.asarray(first_positions, dtype=np.int64) << 32
         found |= counts
         directory = np.zeros(modulus + 1,
                              dtype=np.int32 if self.keys.size < 2 ** 31 else np.int64)
@@ -2367,18 +2367,19 @@ class NumberTable:
         self._keys, self._found = memoryview(self.keys), memoryview(found)
 
     @classmethod
-    def build(cls, keys, rows):
-        """From (key, row) pairs in any order; a row holding a key twice counts once."""
+    def build(cls, keys, positions):
+        """From (key, position) pairs in any order; a contact holding a key twice counts
+        once."""
         modulus = _prime_at_least(max(keys.size, 1))  # >= the distinct keys
-        keys, rows = _sorted_unique_pairs(keys, rows, modulus)
+        keys, positions = _sorted_unique_pairs(keys, positions, modulus)
         distinct = np.ones(keys.size, dtype=bool)
         distinct[1:] = keys[1:] != keys[:-1]
         starts = np.flatnonzero(distinct)
-        return cls(modulus, keys[starts], rows[starts],
+        return cls(modulus, keys[starts], positions[starts],
                    np.diff(np.append(starts, keys.size)))
 
     def find(self, key):
-        """(first row, how many rows) holding `key`; (0, 0) when none does."""
+        """(first position, how many contacts) holding `key`; (0, 0) when none does."""
         directory = self._directory
         bucket = key % self._modulus
         low, high = directory[bucket], directory[bucket + 1]
@@ -2403,42 +2404,42 @@ def _prime_at_least(number):
         candidate += 1
 
 
-def _sorted_unique_pairs(keys, rows, modulus):
-    """Sort (key, row) pairs by bucket (key % modulus), then key, then row, and drop
-    repeats: a contact listing a number twice counts once.
+def _sorted_unique_pairs(keys, positions, modulus):
+    """Sort (key, position) pairs by bucket (key % modulus), then key, then position,
+    and drop repeats: a contact listing a number twice counts once.
 
-    Bucket, key and row are packed into one int64 when they fit (bucket * span +
+    Bucket, key and position are packed into one int64 when they fit (bucket * span +
     quotient is at most key + modulus; E.164 keys of up to 12-13 digits leave 20+ bits
-    for the row), because numpy sorts plain integers ~10x faster than it lexsorts
+    for the position), because numpy sorts plain integers ~10x faster than it lexsorts
     three arrays, and one sort then serves both the dedup and the hash table.
     """
     quotients, buckets = np.divmod(keys, modulus)
-    row_bits = int(rows.max()).bit_length() if rows.size else 0
-    if keys.size and (int(keys.max()) + modulus).bit_length() + row_bits <= 63:
+    position_bits = int(positions.max()).bit_length() if positions.size else 0
+    if keys.size and (int(keys.max()) + modulus).bit_length() + position_bits <= 63:
         span = int(quotients.max()) + 1
         packed = buckets * span
         packed += quotients
         del quotients, buckets
-        packed <<= row_bits
-        packed |= rows
+        packed <<= position_bits
+        packed |= positions
         packed.sort()
         keep = np.empty(packed.size, dtype=bool)
         keep[0] = True
         np.not_equal(packed[1:], packed[:-1], out=keep[1:])
         if not keep.all():
             packed = packed[keep]
-        rows = (packed & ((1 << row_bits) - 1)).astype(np.int32)
-        packed >>= row_bits
+        positions = (packed & ((1 << position_bits) - 1)).astype(np.int32)
+        packed >>= position_bits
         buckets, quotients = np.divmod(packed, span)
         quotients *= modulus
         quotients += buckets
-        return quotients, rows  # the keys again
-    rows = rows.astype(np.int64)
-    order = np.lexsort((rows, keys, buckets))
-    keys, rows = keys[order], rows[order]
+        return quotients, positions  # the keys again
+    positions = positions.astype(np.int64)
+    order = np.lexsort((positions, keys, buckets))
+    keys, positions = keys[order], positions[order]
     keep = np.ones(keys.size, dtype=bool)
-    keep[1:] = (keys[1:] != keys[:-1]) | (rows[1:] != rows[:-1])
-    return keys[keep], rows[keep].astype(np.int32)
+    keep[1:] = (keys[1:] != keys[:-1]) | (positions[1:] != positions[:-1])
+    return keys[keep], positions[keep].astype(np.int32)
 
 
 class TextRows:
@@ -2500,7 +2501,8 @@ class ContactIndex:
 
     Numbers live in two NumberTables (canonical keys, and trailing digits for the
     fallback) of numpy arrays: ~20 bytes a number instead of a Python dict's ~100.
-    Text lives in TextRows.
+    Text lives in TextRows. A contact's `position` is its 0-based place in file order;
+    its `row` (Contact.row, reports) is the spreadsheet's: position + first_row.
     """
 
     source: Path
@@ -2525,31 +2527,31 @@ class ContactIndex:
     oversized: tuple = ()  # (row, column, bytes) of its cells skipped as too long
 
     def find(self, caller_id):
-        """(row, total, key) for a caller id: the position of the first contact in
-        file order holding its number, how many do, and the number's key (None when
-        it has none: withheld, or no digits). The one matching rule, shared by
+        """(position, total, key) for a caller id: the position (0-based, in file order)
+        of the first contact holding its number, how many do, and the number's key (None
+        when it has none: withheld, or no digits). The one matching rule, shared by
         answer_for() (every request: plain tuples, nothing built) and lookup()."""
         key = None if caller_id is None else number_key(caller_id, self.rules)[0]
         if key is None:
             return 0, 0, None
-        row, total = self._numbers.find(key)
+        position, total = self._numbers.find(key)
         if not total and key >= self._suffix_modulus:
-            row, total = self._suffixes.find(key % self._suffix_modulus)
-        return row, total, key
+            position, total = self._suffixes.find(key % self._suffix_modulus)
+        return position, total, key
 
     def lookup(self, caller_id):
         """Match(total, first contact in file order, caller's key) for a caller id:
         find() with the contact made whole, for the command line, tests and embedding."""
-        row, total, key = self.find(caller_id)
-        return Match(total, self.contact(row), key) if total else Match(0, None, key)
+        position, total, key = self.find(caller_id)
+        return Match(total, self.contact(position), key) if total else Match(0, None, key)
 
     @functools.cached_property
     def _suffix_modulus(self):
         return 10 ** self.match_digits
 
-    def texts_of(self, row):
-        """The row's name, company and URL, then a list of its template columns."""
-        name, company, url, *kept = self._texts[row]
+    def texts_of(self, position):
+        """The contact's name, company and URL, then a list of its template columns."""
+        name, company, url, *kept = self._texts[position]
         return name.strip(), company.strip(), url.strip(), kept
 
     def contact(self, position):
@@ -2610,15 +2612,15 @@ def _resolve_keep_columns(headers, keep_columns):
 def _build_index(path, table, choice, keep, rules, match_digits):
     """Build the index one block of rows at a time (see _READ_ROWS)."""
     texts = TextRowsBuilder(3 + len(keep))  # name, company, url, then `keep`
-    pair_keys, pair_rows, findable = [], [], []
+    pair_keys, pair_positions, findable = [], [], []
     unusable, skipped, refused_links = [], [], []
     count = 0
     for block in table.blocks:
         size = len(next(iter(block.values()))) if block else 0
-        keys, rows, has_number = _block_pairs(block, size, count, choice, rules, unusable,
-                                              table.first_row)
+        keys, positions, has_number = _block_pairs(block, size, count, choice, rules,
+                                                   unusable, table.first_row)
         pair_keys.append(keys)
-        pair_rows.append(rows)
+        pair_positions.append(positions)
         findable.append(has_number)
         skipped.extend((int(position) + count + table.first_row, "no usable phone number")
                        for position in np.flatnonzero(~has_number)
@@ -2635,12 +2637,13 @@ def _build_index(path, table, choice, keep, rules, match_digits):
         count += size
     if count == 0:
         raise ContactsFileError(path, "has no contacts: only a header row")
-    keys, rows = np.concatenate(pair_keys), np.concatenate(pair_rows)
-    del pair_keys, pair_rows
-    numbers = NumberTable.build(keys, rows)
+    keys, positions = np.concatenate(pair_keys), np.concatenate(pair_positions)
+    del pair_keys, pair_positions
+    numbers = NumberTable.build(keys, positions)
     eligible = keys >= _POW10[match_digits]
-    suffixes = NumberTable.build(keys[eligible] % _POW10[match_digits], rows[eligible])
-    del keys, rows, eligible
+    suffixes = NumberTable.build(keys[eligible] % _POW10[match_digits],
+                                 positions[eligible])
+    del keys, positions, eligible
     skipped = sorted(table.skipped + skipped, key=lambda item: (item[0] is None,
                                                                  item[0] or 0))
     return ContactIndex(
@@ -2657,36 +2660,36 @@ def _build_index(path, table, choice, keep, rules, match_digits):
         oversized=tuple(cell for cell in table.oversized if cell[1] in table.headers))
 
 
-def _block_pairs(block, size, first_row, choice, rules, unusable, row_base=2):
-    """(keys, rows, row has a number) of one block; rows counted from the file's start,
-    in file order. Problems with cells are added to `unusable`."""
+def _block_pairs(block, size, offset, choice, rules, unusable, first_row=2):
+    """(keys, positions, has a number) of one block, whose first contact is at position
+    `offset` of the file; in file order. Problems with cells are added to `unusable`."""
     extra = []
     # Every phone column of the block in one vectorised call: fewer, larger numpy steps.
     cells = np.concatenate([block[header] for header in choice.phones]) \
         if len(choice.phones) > 1 else block[choice.phones[0]]
     keys, handled, _blank_cells = column_keys(cells, rules)
-    for position in np.flatnonzero(~handled):
-        found, problems = cell_keys(cells[position], rules)
-        column, row = divmod(int(position), size)
+    for cell in np.flatnonzero(~handled):
+        found, problems = cell_keys(cells[cell], rules)
+        column, position = divmod(int(cell), size)
         if found:  # the first number in its column, the others beside it
-            keys[position] = found[0]
-            extra.extend((row, key) for key in found[1:])
-        unusable.extend((row + first_row + row_base, choice.phones[column],
-                         _clip(str(cells[position])), problem) for problem in problems)
+            keys[cell] = found[0]
+            extra.extend((position, key) for key in found[1:])
+        unusable.extend((position + offset + first_row, choice.phones[column],
+                         _clip(str(cells[cell])), problem) for problem in problems)
     columns = keys.reshape(len(choice.phones), size)
-    matrix = np.ascontiguousarray(columns.T)  # row by row: rows stay in file order
+    matrix = np.ascontiguousarray(columns.T)  # contact by contact, in file order
     keys = matrix.ravel()
-    rows = np.repeat(np.arange(first_row, first_row + size, dtype=np.int32),
-                     matrix.shape[1])
+    positions = np.repeat(np.arange(offset, offset + size, dtype=np.int32),
+                          matrix.shape[1])
     has_number = (matrix > 0).any(axis=1)
     present = keys > 0
-    keys, rows = keys[present], rows[present]
+    keys, positions = keys[present], positions[present]
     if extra:
         more = np.array(extra, dtype=np.int64)
         keys = np.concatenate([keys, more[:, 1]])
-        rows = np.concatenate([rows, (more[:, 0] + first_row).astype(np.int32)])
+        positions = np.concatenate([positions, (more[:, 0] + offset).astype(np.int32)])
         has_number[more[:, 0]] = True
-    return keys, rows, has_number
+    return keys, positions, has_number
 
 
 def _blank(size):
@@ -2780,12 +2783,12 @@ class PopupAnswer(typing.NamedTuple):
 
 def answer_for(index, caller_id, fields, config):
     """The PopupAnswer to a caller id; the request's fields fill URL templates."""
-    row, total, key = index.find(caller_id)
+    position, total, key = index.find(caller_id)
     if not total:
         url = fill_template(config.no_match_url, _request_values(key, fields)) \
             if config.no_match_url else ""
         return PopupAnswer(0, "", "", url, key)
-    name, company, url, kept = index.texts_of(row)
+    name, company, url, kept = index.texts_of(position)
     if not url and config.url_template:
         url = fill_template(config.url_template, {
             **dict(zip(index.template_headers, kept)), **_request_values(key, fields),

@@ -3504,8 +3504,9 @@ class AccessGuard:
                                             "the URL given to Voicenter")
         return client
 
-    def allows_page(self, environ, query):
-        """The calls page: the token when one is set, else --allow-ip or loopback only."""
+    def check_page(self, environ, query):
+        """Refuse the calls page (403) unless the request may see it: the token when one
+        is set, else --allow-ip or loopback only."""
         if self.token:
             self.check(environ, query)
             return
@@ -3955,10 +3956,19 @@ ERROR_MESSAGES = {
 }
 
 
+def bottle_headers_direct():
+    """Whether bottle keeps a response's headers as {name: [value]} in `_headers`, as
+    set_header() leaves them (bottle 0.12, 0.13): /popup then writes them there."""
+    response = bottle.BaseResponse()
+    response.set_header("Content-Type", JSON_TYPE)
+    return getattr(response, "_headers", None) == {"Content-Type": [JSON_TYPE]}
+
+
 def create_app(config, holder, recorder=None, access_log=None):
     """The Bottle application: /popup, /health and the calls page."""
     app = bottle.Bottle(catchall=True)
     guard = AccessGuard(config)
+    direct_headers = bottle_headers_direct()
     access_log = access_log or LoggingAccessLog(config.log_numbers)
 
     def json_error(error):
@@ -3997,12 +4007,15 @@ def create_app(config, holder, recorder=None, access_log=None):
             raise bottle.HTTPError(400, "the request has no phone field "
                                         "(e.g. /popup?phone=0722776772)")
         answer = answer_for(holder.index, phone, fields, config)
-        # Straight into the response's header table (name: [value]) as set_header()
-        # would leave it: these names and values are constants, so its checks only
-        # cost time, ~1 us of the busiest path (test_security checks both arrive).
-        headers = bottle.response._headers
-        headers["Content-Type"] = [JSON_TYPE]  # new lists: add_header() appends to them
-        headers["Access-Control-Allow-Origin"] = [CORS_ORIGIN[1]]
+        if direct_headers:
+            # Straight into the response's header table as set_header() would leave it:
+            # these names and values are constants, so its checks only cost time.
+            headers = bottle.response._headers
+            headers["Content-Type"] = [JSON_TYPE]  # new lists: add_header() appends
+            headers["Access-Control-Allow-Origin"] = [CORS_ORIGIN[1]]
+        else:
+            bottle.response.set_header("Content-Type", JSON_TYPE)
+            bottle.response.set_header(*CORS_ORIGIN)
         if recorder is not None:
             recorder.record(fields, answer)
         if log_request:
@@ -4029,7 +4042,7 @@ def create_app(config, holder, recorder=None, access_log=None):
     def page_request():
         environ = bottle.request.environ
         query = _query_fields(environ)
-        guard.allows_page(environ, query)
+        guard.check_page(environ, query)
         bottle.response.set_header("Cache-Control", "no-store")
         return query, _parse_day(query.get("day"))
 
@@ -4333,12 +4346,63 @@ def _render_waitress_errors_as_json():
     waitress.utilities.Error.to_response = to_response
 
 
+#: The waitress releases the patches in this section were written against (3.0.2).
+_WAITRESS_SERIES = "3.0."
+#: (module, class, names) of waitress that the patches read or replace: each a class
+#: attribute, or an attribute some __init__ of the class sets.
+_WAITRESS_INTERNALS = (
+    ("waitress.channel", "HTTPChannel", (
+        "writable", "will_close", "close_when_flushed", "total_outbufs_len", "requests",
+        "outbuf_lock", "outbufs", "current_outbuf_count", "creation_time",
+        "last_activity", "request", "socket")),
+    ("waitress.server", "BaseWSGIServer", (
+        "handle_accept", "maintenance", "accept", "set_socket_options", "channel_class",
+        "fix_addr", "adj", "_map", "active_channels")),
+    ("waitress.utilities", "Error", ("to_response", "code", "reason", "body")),
+)
+
+
+def waitress_differences(version=None, internals=_WAITRESS_INTERNALS):
+    """How the installed waitress (or `version`) differs from what the patches here rely
+    on; empty when they may be applied. A changed internal would more likely stall
+    answers than raise, so anything unexpected means stock waitress instead."""
+    import importlib
+    import importlib.metadata
+    import inspect
+    version = version or importlib.metadata.version("waitress")
+    differences = [] if version.startswith(_WAITRESS_SERIES) else [
+        f"waitress {version}, not {_WAITRESS_SERIES}x"]
+    for module_name, class_name, names in internals:
+        cls = getattr(importlib.import_module(module_name), class_name, None)
+        if cls is None:
+            differences.append(f"{module_name}.{class_name} is gone")
+            continue
+        sources = []
+        for klass in cls.__mro__:
+            with contextlib.suppress(OSError, TypeError):
+                sources.append(inspect.getsource(klass.__dict__.get("__init__", object)))
+        missing = [name for name in names if not hasattr(cls, name) and not any(
+            re.search(rf"self\.{re.escape(name)}\s*=", source) for source in sources)]
+        if missing:
+            differences.append(f"{class_name} has no {', '.join(missing)}")
+    return differences
+
+
 def create_server(app, config):
-    """A waitress server for `app`, with waitress_settings(), the quiet channel and a
-    ConnectionGuard for each address it listens on."""
+    """A waitress server for `app`, with waitress_settings(), and, when waitress_differences()
+    finds none, JSON errors, the quiet channel and a ConnectionGuard for each address it
+    listens on."""
     import waitress.server
-    _render_waitress_errors_as_json()
+    differences = waitress_differences()
+    if differences:
+        log.warning("serving with stock waitress: no per-address connection limit, no "
+                    "request deadline, plain-text errors from waitress (%s)",
+                    "; ".join(differences))
+    else:
+        _render_waitress_errors_as_json()
     server = waitress.server.create_server(app, **waitress_settings(config))
+    if differences:
+        return server
     # One server, or a MultiSocketServer whose map holds one per address (--host localhost)
     listeners = [server] if isinstance(server, waitress.server.BaseWSGIServer) else [
         item for item in server.map.values()

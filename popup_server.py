@@ -626,8 +626,8 @@ def is_web_link(text):
 def _web_links(cells, first_row, refused):
     """A block of the URL column with every cell that is not a web link emptied;
     (row, cell) of each goes to `refused`. Done as the file loads, so lookups add
-    nothing; numpy compares the first 6 characters (a Python loop cost 0.2-0.35 s a
-    million cells, this 0.1), and only cells that differ are looked at one by one."""
+    nothing; numpy compares the first 6 characters (a few times quicker than a Python
+    loop), and only cells that differ are looked at one by one."""
     head = cells.astype("U6")
     differ = np.flatnonzero((head != "https:") & (head != "") &
                             (head.astype("U5") != "http:"))
@@ -720,16 +720,14 @@ class _ReadAgain(Exception):
 
 
 def read_table(path, *, encoding=None, delimiter=None, sheet=None, usecols=None,
-               engine="c", names=()):
+               engine="c", names=(), head=None):
     """Open a contacts file for reading with every cell as text (`usecols`: headers to
-    keep; `names`: every header of a text file, to name the columns of cells skipped).
-    Its blocks raise _ReadAgain when an encoding guess turns out wrong."""
+    keep; `names`: every header of a text file, to name the columns of cells skipped;
+    `head`: its _read_head(), when read already). Its blocks raise _ReadAgain when an
+    encoding guess turns out wrong."""
     path = Path(path)
-    _check_readable(path)
-    with open(path, "rb") as handle:
-        head = handle.read(_SNIFF_BYTES)
-    if not head:
-        raise ContactsFileError(path, "the file is empty")
+    if head is None:
+        head = _read_head(path)
     kind = _file_kind(path, head)
     if kind == "xlsx":
         return _read_xlsx(path, sheet, usecols)
@@ -859,6 +857,16 @@ def _not_contacts(path, what, advice=""):
                                    + (f"{advice}; " if advice else "") + _SUPPORTED)
 
 
+def _read_head(path):
+    """The file's first _SNIFF_BYTES, once it is known to be a readable, non-empty file."""
+    _check_readable(path)
+    with open(path, "rb") as handle:
+        head = handle.read(_SNIFF_BYTES)
+    if not head:
+        raise ContactsFileError(path, "the file is empty")
+    return head
+
+
 def _check_readable(path):
     try:
         if not path.exists():
@@ -894,14 +902,8 @@ def _first_line(error):
 # A CSV's header row, encoding and delimiter, its blocks read by pandas, and the scanner
 # that skips huge cells unread.
 
-def _read_headers(path, encoding, delimiter):
-    """The header row of a text file, read from its first 64 KiB."""
-    with open(path, "rb") as handle:
-        head = handle.read(_SNIFF_BYTES)
-    if not head:
-        raise ContactsFileError(path, "the file is empty")
-    if head.startswith(b"\xd0\xcf\x11\xe0"):
-        return read_table(path)  # refuses it with the reason
+def _read_headers(path, head, encoding, delimiter):
+    """The header row of a text file, from its head (its first _SNIFF_BYTES)."""
     guessed = encoding or _detect_encoding(path, head)[0]
     text = head.decode(guessed, errors="ignore").lstrip("\ufeff")
     delimiter = delimiter or _sniff_delimiter(text, path.suffix.lower())
@@ -1504,9 +1506,9 @@ def _ole2_other(path):
 ###############################################################################
 # A .vcf file as a table: one row a card, its TEL lines as phone columns.
 
-# Read here, not by vobject (the vCard parser on PyPI): measured, vobject took 4.9 s
-# for 10,000 iPhone cards, stopped at Android's quoted-printable soft line breaks
-# and at the first damaged card, and kept Google's "https\://" (see the README).
+# Read here, not by vobject (the vCard parser on PyPI): it was many times slower,
+# stopped at Android's quoted-printable soft line breaks and at the first damaged
+# card, and kept Google's "https\://" (figures: README, "vCard (.vcf)").
 # One pass, line by line: only the properties a pop-up uses are kept, and a photo's
 # hundreds of lines are dropped as they are read.
 
@@ -1816,6 +1818,7 @@ class ColumnChoice:
 
 # Headers are compared as lower-case words, so "Mobile Phone", "mobile_phone" and
 # "MOBILE-PHONE" read alike, and a word never matches inside another ("Telex").
+
 _PHONE_WORDS = {"phone", "phones", "mobile", "tel", "telephone", "cell", "cellphone",
                 "cellular", "gsm", "טלפון", "נייד", "פלאפון", "סלולרי", "סלולר", "טל",
                 "טלפונים"}
@@ -1958,13 +1961,16 @@ WITHHELD_CALLER_IDS = frozenset(
 
 
 # One canonical key per number: its E.164 digits as an int (+972 72-277-6772 is
-# 972722776772). The reference is phonenumbers.parse() with the default region. It
-# costs ~12-30 us a number, so plain digit strings in the home country take a fast
-# path that gives the same key; NumberRules says, per form of writing, which first
-# two digits and lengths of a national number the fast path may take, and it learns
-# that by asking phonenumbers itself on samples of each, so the two cannot drift
-# apart when the metadata changes. Everything else (foreign numbers, letters,
-# unusual prefixes) goes to phonenumbers.
+# 972722776772). The reference is phonenumbers.parse() with the default region; it
+# costs tens of microseconds a number, so plain digit strings in the home country take
+# fast paths (_fast_key for one string, column_keys for a column).
+# The invariant: a fast path gives exactly the key phonenumbers would, or none and
+# defers to phonenumbers. NumberRules says, per form of writing, which first two digits
+# and lengths of a national number the fast paths may take; number_rules() learns that
+# by asking phonenumbers itself on samples of each, so the two cannot drift apart when
+# the metadata changes. Everything else (foreign numbers, letters, unusual prefixes)
+# goes to phonenumbers.
+
 FORM_PLUS, FORM_00, FORM_NATIONAL, FORM_CC, FORM_BARE = range(5)
 _FORM_TEXT = {
     FORM_PLUS: "+{cc}{n}", FORM_00: "00{cc}{n}", FORM_NATIONAL: "0{n}",
@@ -2188,6 +2194,7 @@ def _e164(key):
 # The same rules as _fast_key(), applied to a whole column at once: the cells are
 # joined into one byte string and digits are summed per cell with numpy. A cell with
 # anything but digits, formatting and a leading "+" is left to cell_keys().
+
 _UNIT_SEPARATOR = "\x1f"
 _BYTE_CLASS = np.zeros(256, dtype=np.uint8)   # 0 other, 1 digit, 2 formatting, 3 "+", 4 sep
 _BYTE_CLASS[ord("0"): ord("9") + 1] = 1
@@ -2339,15 +2346,14 @@ class NumberTable:
 
     Keys are grouped by bucket (key modulo a prime near their count) and sorted within
     it; `directory[b]:directory[b + 1]` is bucket b's span. A lookup reads the
-    directory, then a bucket of one or two keys, then that key's packed row and count:
-    three cache lines, where a binary search over a million keys touched twenty and
-    waited on most of them: between other requests the caches are cold, and a lookup
-    cost 7.4 us in Bottle, 4.8 us with this and TextRows (a tight loop hides it: 1 us).
-    A crafted file cannot make a bucket slow: bisect runs inside it.
+    directory, then a bucket of one or two keys, then that key's packed position and
+    count: three cache lines, where a binary search over a million keys touches twenty,
+    and between requests the caches are cold. A crafted file cannot make a bucket slow:
+    bisect runs inside it.
 
     Plain memoryviews and bisect, not numpy calls, on the request path: numpy's calls
-    release and re-take the GIL, which under load made every lookup queue behind
-    waitress' main loop (seen with py-spy).
+    release and re-take the GIL, and under load every lookup would queue behind
+    waitress' main loop. (Figures: bench/README.md, "The index".)
     """
 
     __slots__ = ("keys", "shared", "_modulus", "_directory", "_keys", "_found")
@@ -2563,18 +2569,21 @@ class ContactIndex:
 def load_index(path, *, region=DEFAULTS["region"], encoding=None, delimiter=None,
                sheet=None, name_column=None, company_column=None, phone_columns=None,
                url_column=None, match_digits=DEFAULTS["match_digits"], keep_columns=()):
-    """Read a contacts file and build its ContactIndex (pure: no globals, no I/O else).
+    """Read a contacts file and build its ContactIndex. It reads only the file and its
+    arguments, and changes nothing outside what it returns.
 
     Raises ContactsFileError when the file cannot be read or has no phone column. A
-    file that loads but where no contact has a usable number gives contacts == 0.
+    file that loads but where no contact has a usable number gives contacts == 0
+    (require_contacts() refuses it).
     """
     path = Path(path)
     rules = number_rules(region)
-    _check_readable(path)
+    head = _read_head(path)
     # A workbook or vCard is read whole here; a CSV is read in blocks further down.
-    xlsx_table = read_table(path, sheet=sheet, encoding=encoding) \
-        if _file_kind(path) != "text" else None
-    headers = xlsx_table.headers if xlsx_table else _read_headers(path, encoding, delimiter)
+    xlsx_table = read_table(path, sheet=sheet, encoding=encoding, head=head) \
+        if _file_kind(path, head) != "text" else None
+    headers = xlsx_table.headers if xlsx_table else _read_headers(path, head, encoding,
+                                                                  delimiter)
     choice = choose_columns(headers, name_column=name_column,
                             company_column=company_column, phone_columns=phone_columns,
                             url_column=url_column, path=path)
@@ -2594,10 +2603,10 @@ def load_index(path, *, region=DEFAULTS["region"], encoding=None, delimiter=None
         return _build_index(path, xlsx_table.keep(wanted), choice, keep, rules,
                             match_digits)
     settings = dict(encoding=encoding, delimiter=delimiter, engine="c")
-    while True:  # at most twice: a wrong encoding guess, then a ragged row
-        table = read_table(path, usecols=lambda h: _clean_header(h) in set(wanted),
-                           names=headers, **settings)
-        table.headers = wanted
+    while True:  # at most three reads: a wrong encoding guess, then a ragged row
+        table = dataclasses.replace(read_table(
+            path, usecols=lambda h: _clean_header(h) in set(wanted), names=headers,
+            head=head, **settings), headers=wanted)
         try:
             return _build_index(path, table, choice, keep, rules, match_digits)
         except _ReadAgain as again:
@@ -2817,8 +2826,7 @@ def _phase(fields):
 # calls are rebuilt from their phases when the page asks, grouped by ivrid.
 
 # A batch goes to SQLite as one JSON array, one statement: executemany() re-takes the
-# GIL for every row, and under load each of those waits behind the pop-ups (JSON:
-# 7 % more requests per second at 32 connections while recording).
+# GIL for every row, and under load each of those waits behind the pop-ups.
 _INSERT_JSON_BATCH = ("INSERT OR IGNORE INTO events SELECT " + ", ".join(
     f"json_extract(value, '$[{column}]')" for column in range(13)) + " FROM json_each(?)")
 
@@ -2891,9 +2899,8 @@ def _take(waiting, limit=None):
 class CallRecorder:
     """Records pop-up requests off the request path: record() only appends to a deque,
     with no lock and no wake-up; one writer thread owns the database and writes what
-    waits every `interval` seconds, up to _WRITE_BATCH events a statement. (With
-    queue.Queue and executemany() recording cost 11-13 % of the requests per second
-    under load: the queue's locks, and the GIL re-taken for every row.)
+    waits every `interval` seconds, up to _WRITE_BATCH events a statement (a
+    queue.Queue's locks cost the requests under load: bench/README.md, "Call history").
 
     Nothing it could keep is lost: a database that is locked, full, read-only or
     cannot be opened is tried again with back-off while the events wait in memory (up
@@ -3779,12 +3786,11 @@ class _LogOutputHandler(logging.Handler):
 class AccessLog:
     """The request log: one line per request, in the layout of the other log lines.
 
-    It is the only log on the busiest path, and a line through `logging` costs ~20 us,
-    as much as answering the request (bench/run.py measures it). So a request only
-    queues its values (popup()) or its line (write()), and a thread makes and writes
-    the lines in batches every `interval` seconds: a request then costs ~0.5 us
-    instead of 5 (in Bottle) to 9 (under load). Values a client chose are escaped, so
-    that nobody can write a line of their own.
+    It is the only log on the busiest path, and a line through `logging` costs as much
+    as answering the request. So a request only queues its values (popup()) or its
+    line (write()), and a thread makes and writes the lines in batches every
+    `interval` seconds (figures: bench/README.md, "The request log"). Values a client
+    chose are escaped, so that nobody can write a line of their own.
     """
 
     def __init__(self, stream, log_numbers=False, interval=0.1):
@@ -4179,10 +4185,10 @@ def _quiet_channel_class():
     A worker sends its response while holding the channel's outbuf_lock. Meanwhile
     writable() says yes (it only looks at the buffered length), so the main loop's
     poll returns at once, handle_write cannot take the lock, and the loop spins,
-    taking the GIL the worker needs to finish: measured 2 -> 38 loop turns a request
-    at 4 connections, and a third of the throughput. Here a channel whose lock a
-    worker holds is not writable; that worker wakes the loop itself (pull_trigger)
-    whenever it leaves bytes unsent, so nothing waits.
+    taking the GIL the worker needs to finish (figures: bench/README.md, "Serving with
+    waitress"). Here a channel whose lock a worker holds is not writable; that worker
+    wakes the loop itself (pull_trigger) whenever it leaves bytes unsent, so nothing
+    waits.
     """
     from waitress.channel import HTTPChannel
 
@@ -4440,19 +4446,35 @@ def serve(app, config, holder):
 ###############################################################################
 # How this process uses memory and the garbage collector, for loads and for requests.
 
+# Figures and the commands that measure them: bench/README.md, "Process tuning".
+
+
+def tune_for_loading():
+    """Once, at start-up: glibc keeps the memory a load frees and reuses it for the next
+    block, instead of returning it to the OS and faulting it in again (far fewer page
+    faults, a faster load); _return_freed_memory() hands it back after each load."""
+    if sys.platform.startswith("linux"):
+        try:
+            mallopt = ctypes.CDLL(None).mallopt
+        except (OSError, AttributeError):  # not glibc
+            return
+        m_trim_threshold, m_mmap_threshold = -1, -3   # glibc's <malloc.h>
+        mallopt(m_mmap_threshold, 256 * 1024 * 1024)
+        mallopt(m_trim_threshold, 1024 * 1024 * 1024)
+
+
 @contextlib.contextmanager
 def _bulk_load():
-    """Around loading a file: no cyclic garbage collection meanwhile (a load makes
-    no cycles, and one collection over its blocks cost ~0.2 s of a 1.5 s load), no
+    """Around loading a file: no cyclic garbage collection meanwhile (a load makes no
+    cycles, and a collection over its blocks is a good part of the load), no
     transparent huge pages for numpy's arrays, and the memory it freed handed back to
     the OS afterwards."""
     was_enabled = gc.isenabled()
     gc.disable()
-    # numpy asks the kernel for 2 MiB pages for arrays of 4 MiB and more; faulting
-    # those in made building the number tables take 0.45-0.55 s instead of 0.22 s, in
-    # 7 loads of 8 (Linux 'madvise' mode). Over HTTP, lookups gained at most a few
-    # percent from them, within the noise.
-    # NUMPY_MADVISE_HUGEPAGE=0 does this for a whole process; this only for the load.
+    # Faulting in 2 MiB pages made building the number tables about twice as slow, and
+    # lookups gained nothing measurable from them. NUMPY_MADVISE_HUGEPAGE=0 would be the
+    # documented switch, but numpy reads it only when first imported and it would hold
+    # for the whole process: this private call (skipped where it is missing) covers loads.
     set_huge_pages = getattr(getattr(getattr(np, "_core", None), "multiarray", None),
                              "_set_madvise_hugepage", None)
     huge_pages_were = set_huge_pages(False) if set_huge_pages else None
@@ -4466,30 +4488,22 @@ def _bulk_load():
         _return_freed_memory()
 
 
-def _keep_freed_memory_for_reuse():
-    """Tell glibc to keep memory freed while loading and reuse it, instead of giving
-    each block's memory back to the OS and faulting it in again for the next block:
-    loading a million contacts went from ~290,000 page faults to ~50,000 and 25% less
-    time. _return_freed_memory() hands it all back once a load is over."""
-    if sys.platform.startswith("linux"):
-        try:
-            mallopt = ctypes.CDLL(None).mallopt
-        except (OSError, AttributeError):  # not glibc
-            return
-        m_trim_threshold, m_mmap_threshold = -1, -3   # glibc's <malloc.h>
-        mallopt(m_mmap_threshold, 256 * 1024 * 1024)
-        mallopt(m_trim_threshold, 1024 * 1024 * 1024)
-
-
 def _return_freed_memory():
-    """Hand memory freed while loading back to the OS. glibc keeps it in its heap
-    otherwise: a third of the RSS after loading a million contacts, returned in ~5 ms.
-    Other C libraries return it by themselves, or keep it: nothing to do there."""
+    """Hand memory freed by a load back to the OS: glibc would keep it in its heap (a
+    third of the RSS after a big load). Other C libraries return it by themselves, or
+    keep it: nothing to do there."""
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL(None).malloc_trim(0)
         except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
             pass
+
+
+def tune_for_serving():
+    """Once start-up is over: what it made (modules, phonenumbers' metadata) lives as
+    long as the process, so it is frozen out of the collector's full passes, which
+    otherwise walk it every few thousand requests (a latency spike each time)."""
+    gc.freeze()
 
 
 ###############################################################################
@@ -4649,7 +4663,7 @@ def main(argv=None, environ=None):
     if config.check:
         return _run_check(config)
     log_output = _configure_logging()
-    _keep_freed_memory_for_reuse()
+    tune_for_loading()
     try:
         holder = ContactsHolder(config)
         config = dataclasses.replace(config, token=resolve_token(config))
@@ -4665,10 +4679,7 @@ def main(argv=None, environ=None):
                  config.calls_keep_days)
     access_log = AccessLog(log_output, config.log_numbers)
     app = create_app(config, holder, recorder, access_log)
-    # What start-up made (modules, phonenumbers' metadata: ~140k objects) lives as
-    # long as the process: frozen, the collector stops walking it, a full pass every
-    # few thousand requests that cost ~40 ms (a p99 spike) and ~0.2 us a request.
-    gc.freeze()
+    tune_for_serving()
     _stop_on_sigterm()
     try:
         with access_log, FileWatcher(holder, config.reload_interval):

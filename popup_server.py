@@ -2833,10 +2833,10 @@ _INSERT_JSON_BATCH = ("INSERT OR IGNORE INTO events SELECT " + ", ".join(
 
 _INSERT_ROW = "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 _WRITE_BATCH = 1_000  # events a statement: an event can be ~128 KiB (body and query)
-_RECORD_BACKLOG = 20_000  # events waiting for the disk (~1 KiB each); more are dropped
+RECORD_BACKLOG = 20_000  # events waiting for the disk (~1 KiB each); more are dropped
 _RETRY_AT_MOST = 2.0  # seconds between tries of a failing database, at most
 _STOP_TRIES_FOR = 5.0  # seconds a stop keeps trying to write what waits
-_SCHEMA = """
+CALLS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     ivrid       TEXT NOT NULL,
     phase       TEXT NOT NULL,      -- ringing, answer, hangup, or what the client sent
@@ -2904,7 +2904,7 @@ class CallRecorder:
 
     Nothing it could keep is lost: a database that is locked, full, read-only or
     cannot be opened is tried again with back-off while the events wait in memory (up
-    to _RECORD_BACKLOG; newer ones are dropped and counted); a database file deleted
+    to RECORD_BACKLOG; newer ones are dropped and counted); a database file deleted
     or replaced while running is noticed by its identity (device, inode) and a new
     one opened, and a batch written to the old file meanwhile is written again
     (INSERT OR IGNORE makes that harmless). A failure is logged when it starts or
@@ -2945,7 +2945,7 @@ class CallRecorder:
                       else "the server stopped first")
 
     def record(self, fields, answer):
-        if len(self._events) >= _RECORD_BACKLOG:  # the disk is far behind; pop-ups first
+        if len(self._events) >= RECORD_BACKLOG:  # the disk is far behind; pop-ups first
             self._drop()
             return
         self._events.append((
@@ -2968,7 +2968,7 @@ class CallRecorder:
             dropped, self._dropped_told = self._dropped - self._dropped_told, self._dropped
         if dropped:
             log.error("%d call events were dropped: more than %d were waiting for %s",
-                      dropped, _RECORD_BACKLOG, self.path)
+                      dropped, RECORD_BACKLOG, self.path)
 
     def _write_loop(self):
         retry_at = 0.0   # while the database fails: when to try again (monotonic)
@@ -3064,7 +3064,7 @@ class CallRecorder:
         try:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
-            connection.executescript(_SCHEMA)
+            connection.executescript(CALLS_SCHEMA)
             # A read-only or locked file fails here: a statement that would write (BEGIN
             # IMMEDIATE alone passes on a read-only WAL database whose -shm exists).
             connection.execute("BEGIN IMMEDIATE")
@@ -3095,7 +3095,7 @@ class CallRecorder:
             log.error("%s; %d call events wait in memory (at most %d) and are tried again",
                       f"calls database {self.path} cannot be opened ({error})" if opening
                       else f"could not record call events in {self.path} ({error})",
-                      len(self._events), _RECORD_BACKLOG)
+                      len(self._events), RECORD_BACKLOG)
         self.trouble = trouble
 
     def _write(self, events):
@@ -3818,7 +3818,7 @@ class AccessLog:
     def __exit__(self, *exc_info):
         self._stop.set()
         self._thread.join(timeout=5)
-        self._flush()
+        self.flush()
         if self._owns_output:
             self._output.close()
 
@@ -3835,7 +3835,7 @@ class AccessLog:
     def _run(self):
         while not self._stop.wait(self._interval):
             try:
-                self._flush()
+                self.flush()
             except Exception:  # a line that cannot be made must not end the log
                 log.exception("the request log could not write a batch of lines")
 
@@ -3854,7 +3854,8 @@ class AccessLog:
                                                  _popup_line(*entry[1:], log_numbers)))
         return lines
 
-    def _flush(self):
+    def flush(self):
+        """Write the lines waiting now (the writer thread does this every `interval`)."""
         entries = _take(self._lines)
         if entries:
             if len(entries) >= self.MAX_WAITING:

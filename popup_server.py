@@ -3965,7 +3965,7 @@ ERROR_MESSAGES = {
 
 def bottle_headers_direct():
     """Whether bottle keeps a response's headers as {name: [value]} in `_headers`, as
-    set_header() leaves them (bottle 0.12, 0.13): /popup then writes them there."""
+    set_header() leaves them (bottle 0.13 does): /popup then writes them there."""
     response = bottle.BaseResponse()
     response.set_header("Content-Type", JSON_TYPE)
     return getattr(response, "_headers", None) == {"Content-Type": [JSON_TYPE]}

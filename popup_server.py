@@ -17,15 +17,12 @@ Endpoints:
     GET /health       load status for monitors (never contact data, never a token)
     GET / or /calls   the day's calls, missed first (HTML); /calls.csv?day=YYYY-MM-DD
 
-Every option has an environment variable, POPUP_ + the option's name in capitals
-(POPUP_CONTACTS, POPUP_HOST, POPUP_PORT, POPUP_REGION, POPUP_URL_TEMPLATE,
-POPUP_NO_MATCH_URL, POPUP_MATCH_DIGITS, POPUP_ENCODING, POPUP_DELIMITER, POPUP_SHEET,
-POPUP_NAME_COLUMN, POPUP_COMPANY_COLUMN, POPUP_PHONE_COLUMNS, POPUP_URL_COLUMN,
-POPUP_TOKEN, POPUP_TOKEN_FILE, POPUP_ALLOW_IP, POPUP_TRUSTED_PROXY, POPUP_MAX_BODY,
-POPUP_MAX_CONNECTIONS_PER_IP, POPUP_RELOAD_INTERVAL, POPUP_LOG_NUMBERS, POPUP_THREADS,
-POPUP_CALLS_DB, POPUP_CALLS_KEEP_DAYS), and a key in the --config file (POPUP_CONFIG), TOML, named
-as the option without its dashes (port = 8080, url-template = "..."). A setting comes
-from the first of: its flag, its variable, the config file, its default.
+Options: each one in the settings table OPTIONS (section "Configuration") also has an
+environment variable, POPUP_ + its name in capitals (POPUP_PORT for --port, POPUP_CONTACTS
+for the file), and a key in the --config file (POPUP_CONFIG), TOML, named as the option
+without its dashes (port = 8080, url-template = "..."); `--help` lists them all with
+their defaults. A setting comes from the first of: its flag, its variable, the config
+file, its default.
 """
 from __future__ import annotations
 
@@ -41,6 +38,7 @@ import csv
 import dataclasses
 import datetime as dt
 import difflib
+import enum
 import errno
 import functools
 import gc
@@ -73,19 +71,32 @@ import phonenumbers
 
 log = logging.getLogger("popup_server")
 
-###############################################################################
-# Constants and messages #####################################################
-###############################################################################
-
 __version__ = "1.0.0"  # the one place the version is written (pyproject.toml reads it)
 
+#: What a program embedding this module may use: load a file and look callers up
+#: (load_index(...).lookup(caller_id)), normalise a number, or run the server.
+__all__ = [
+    "load_index", "normalize_number", "load_report", "ContactIndex", "Contact", "Match",
+    "Config", "DEFAULTS", "parse_config", "create_app", "ContactsHolder", "CallRecorder",
+    "create_server", "main", "ExitStatus", "PopupError", "ConfigError",
+    "ContactsFileError", "__version__",
+]
+
+
+###############################################################################
+# Constants and messages ######################################################
+###############################################################################
+# Paths, limits and texts that several sections share; a section's own constants open it.
+
 HERE = Path(__file__).resolve().parent
+
 #: A checkout has views/ and data/ beside the module; an installed wheel keeps them in
 #: popup_server_data/ beside it, so that site-packages gets no folder named "views".
 PACKAGE_DATA = HERE / "popup_server_data"
 INSTALLED = PACKAGE_DATA.is_dir()
 RESOURCES = PACKAGE_DATA if INSTALLED else HERE
 DEFAULT_CONTACTS = RESOURCES / "data" / "contacts.csv"
+
 #: Bottle caches compiled templates by the identity of this list: one list, one cache.
 VIEWS = [str(RESOURCES / "views")]
 TOKEN_FILE_NAME = ".popup-token"
@@ -95,36 +106,27 @@ CONFIG_ENV = ENV_PREFIX + "CONFIG"
 #: A caller id with fewer digits than this is an extension or junk, never looked up;
 #: a cell with fewer is reported as "too short" rather than indexed.
 MIN_NUMBER_DIGITS = 5
+
 #: E.164 allows 15 digits; longer runs of digits are not one phone number.
 MAX_NUMBER_DIGITS = 15
+
 #: How many lines of skipped rows / unusable numbers --check and the log show.
 REPORT_LIMIT = 20
-
-WITHHELD_CALLER_IDS = frozenset(
-    {"anonymous", "restricted", "private", "unknown", "unavailable", "withheld",
-     "blocked", "no caller id", "חסום", "חסוי", "פרטי", "לא ידוע"})
-
-
-#: Request fields that URL templates may use; values come from the request as sent.
-REQUEST_PLACEHOLDERS = ("phone", "e164", "ivrid", "did", "extenUser", "status")
-#: Template placeholders filled from the matched contact.
-CONTACT_PLACEHOLDERS = ("name", "company")
-
-#: A browser (Voicenter's Chrome extension) may call /popup: every answer allows any
-#: origin (the token guards access); the preflight also names methods and headers.
-CORS_ORIGIN = ("Access-Control-Allow-Origin", "*")
-CORS_PREFLIGHT_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-    "Access-Control-Allow-Headers": "Content-Type, X-Popup-Token",
-    "Access-Control-Max-Age": "600",
-}
 JSON_TYPE = "application/json; charset=utf-8"
+
+
+class ExitStatus(enum.IntEnum):
+    """What main() returns, for scripts and service managers."""
+
+    SUCCESS = 0
+    NO_CONTACTS = 1   # --check: the file loads, but no contact has a usable number
+    ERROR = 2         # a setting, the contacts file, or the port cannot be used
+
 
 ###############################################################################
 # Errors ######################################################################
 ###############################################################################
-
+# One base error, raised in domain code, turned into one line or a JSON answer at the edges.
 
 class PopupError(Exception):
     """Base of every error this program reports to a person in one line."""
@@ -146,10 +148,12 @@ class ContactsFileError(PopupError):
 ###############################################################################
 # Configuration ###############################################################
 ###############################################################################
-# To add an option: add a field to Config, an Option to OPTIONS (its flag, help and
-# example), and a line to the module docstring. The environment variable, the config
-# file's key, --help text and precedence (flag > variable > file > default) follow
-# from the Option.
+# The settings table (OPTIONS) and everything derived from it: Config, --help, the POPUP_*
+# variables and the config file's keys.
+
+# To add an option: add an Option to OPTIONS (its flag, help, example and default).
+# Config's field, the environment variable, the config file's key, --help text and
+# precedence (flag > variable > file > default) all follow from it.
 
 
 def _port(text):
@@ -229,6 +233,7 @@ class Option:
     default: object = None
     repeatable: bool = False
     switch: bool = False
+    field: str = ""  # its Config field, when not named as the option
 
     @property
     def dest(self):
@@ -242,6 +247,10 @@ class Option:
     def key(self):
         """Its name in a config file: the flag without its dashes (url-template)."""
         return self.flag.lstrip("-")
+
+    @property
+    def field_name(self):
+        return self.field or self.dest
 
     @property
     def file_types(self):
@@ -260,10 +269,11 @@ class Option:
 #: The positional CONTACTS_FILE, described as an Option for its variable and file key.
 CONTACTS = Option("contacts", "contacts file: .csv, .txt, .tsv or .xlsx (default: "
                   "data/contacts.csv beside the program, the sample)", parse=Path,
-                  default=DEFAULT_CONTACTS)
+                  default=DEFAULT_CONTACTS, field="contacts_file")
+
+
 #: Set but empty, these mean "off" rather than "not set".
 EMPTY_MEANS_OFF = ("token", "calls_db")
-
 OPTIONS = (
     Option("--host", "address to listen on: 0.0.0.0 answers on every network of this "
            "machine (what Voicenter needs unless a proxy is in front); 127.0.0.1 only "
@@ -293,6 +303,7 @@ OPTIONS = (
            "comma-separated", "'Mobile Phone,Business Phone'", _columns, ()),
     Option("--url-column", "column holding a per-contact link (wins over --url-template)",
            "'CRM Link'"),
+    # token and calls-db: None is "not set" (a token is made; the default file), "" is off.
     Option("--token", "secret that /popup requires as ?token=... or an X-Popup-Token "
            "header; without one a token is made and kept in --token-file; an empty "
            "value turns the check off", "'s3cret-long-random'"),
@@ -300,9 +311,9 @@ OPTIONS = (
            "beside the contacts file; for the sample of an installed command, in the "
            "user's data folder)", "/etc/popup-server/token", Path),
     Option("--allow-ip", "serve only clients from this address or CIDR range "
-           "(repeat for several)", "203.0.113.0/24", _network, repeatable=True),
+           "(repeat for several)", "203.0.113.0/24", _network, (), repeatable=True),
     Option("--trusted-proxy", "believe X-Forwarded-For only from this proxy address or "
-           "range (repeat for several)", "127.0.0.1", _network, repeatable=True),
+           "range (repeat for several)", "127.0.0.1", _network, (), repeatable=True),
     Option("--max-body", "largest request body accepted, in bytes", "65536",
            _int_between(1024, 16 * 1024 * 1024), 64 * 1024),
     Option("--max-connections-per-ip", "connections one client address may hold open "
@@ -325,36 +336,13 @@ OPTIONS = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
-    """Everything the program was told, built once by parse_config()."""
+#: Every option's default, by its Config field: the one place a default is written.
+DEFAULTS = types.MappingProxyType({option.field_name: option.default
+                                   for option in (CONTACTS, *OPTIONS)})
 
-    contacts: Path = DEFAULT_CONTACTS
-    host: str = "0.0.0.0"
-    port: int = 8080
-    region: str = "IL"
-    url_template: str = ""
-    no_match_url: str = ""
-    match_digits: int = 9
-    encoding: str | None = None
-    delimiter: str | None = None
-    sheet: str | None = None
-    name_column: str | None = None
-    company_column: str | None = None
-    phone_columns: tuple = ()
-    url_column: str | None = None
-    token: str | None = None          # None: not configured (one is generated); "": off
-    token_file: Path | None = None
-    allow_ip: tuple = ()
-    trusted_proxy: tuple = ()
-    max_body: int = 64 * 1024
-    max_connections_per_ip: int = 100
-    reload_interval: float = 1.0
-    log_numbers: bool = False
-    threads: int = 4
-    calls_db: str | None = None       # None: the default file; "": recording off
-    calls_keep_days: int = 90
-    check: bool = False
+
+class _ConfigMethods:
+    """What Config adds to its fields (one a setting, named by OPTIONS, plus `check`)."""
 
     def load_options(self):
         """The keyword arguments of load_index() that this configuration sets."""
@@ -369,7 +357,7 @@ class Config:
     def token_path(self):
         if self.token_file:
             return self.token_file
-        folder = self.contacts.parent
+        folder = self.contacts_file.parent
         if INSTALLED and folder.resolve() == PACKAGE_DATA / "data":
             folder = state_dir()  # the installed sample's token: never into site-packages
         return folder / TOKEN_FILE_NAME
@@ -379,6 +367,14 @@ class Config:
         if self.calls_db == "":
             return None
         return Path(self.calls_db) if self.calls_db else state_dir() / "calls.sqlite"
+
+
+Config = dataclasses.make_dataclass(
+    "Config", [(name, typing.Any, dataclasses.field(default=default))
+               for name, default in DEFAULTS.items()] + [("check", bool, False)],
+    bases=(_ConfigMethods,), frozen=True,
+    namespace={"__doc__": "Everything the program was told, built once by parse_config()."})
+Config.__module__ = __name__
 
 
 def state_dir():
@@ -584,9 +580,9 @@ def parse_config(argv=None, environ=None):
     for option in (CONTACTS, *OPTIONS):
         given = getattr(args, option.dest)
         if given is None:
-            values[option.dest] = _unset_value(option, environ, from_file)
+            values[option.field_name] = _unset_value(option, environ, from_file)
         else:
-            values[option.dest] = tuple(given) if option.repeatable else given
+            values[option.field_name] = tuple(given) if option.repeatable else given
     config = Config(**values)
     for name in ("url_template", "no_match_url"):
         _check_template(getattr(config, name), name)
@@ -594,32 +590,90 @@ def parse_config(argv=None, environ=None):
 
 
 ###############################################################################
-# Loading a file ##############################################################
+# URL templates and links #####################################################
 ###############################################################################
+# The CRM link a pop-up sends: filling --url-template, and which links may be sent at all.
+
+#: Request fields that URL templates may use; values come from the request as sent.
+REQUEST_PLACEHOLDERS = ("phone", "e164", "ivrid", "did", "extenUser", "status")
+
+#: Template placeholders filled from the matched contact.
+CONTACT_PLACEHOLDERS = ("name", "company")
+_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
+
+
+def template_columns(template):
+    """Placeholders of a template that are not request or contact fields: file columns."""
+    known = {name.lower() for name in REQUEST_PLACEHOLDERS + CONTACT_PLACEHOLDERS}
+    return tuple(name for name in _PLACEHOLDER.findall(template or "")
+                 if name.lower() not in known)
+
+
+def _check_template(template, option):
+    # What the template fills in is URL-encoded, so its start decides the link's scheme.
+    if template and not is_web_link(template):
+        raise ConfigError(f"--{option.replace('_', '-')}: {template!r} must start with "
+                          "http:// or https://")
+
+
+def is_web_link(text):
+    """Whether text is an http: or https: link (spaces before it allowed): the only
+    links the pop-up sends, as Voicenter opens URL in the agent's browser, where a
+    javascript: or data: link would run. The scheme is all that decides it."""
+    return text.lstrip()[:6].lower().startswith(("http:", "https:"))
+
+
+def _web_links(cells, first_row, refused):
+    """A block of the URL column with every cell that is not a web link emptied;
+    (row, cell) of each goes to `refused`. Done as the file loads, so lookups add
+    nothing; numpy compares the first 6 characters (a few times quicker than a Python
+    loop), and only cells that differ are looked at one by one."""
+    head = cells.astype("U6")
+    differ = np.flatnonzero((head != "https:") & (head != "") &
+                            (head.astype("U5") != "http:"))
+    bad = [position for position in differ.tolist()
+           if not is_web_link(cells[position]) and cells[position].strip()]
+    if not bad:
+        return cells
+    cells = cells.copy()
+    for position in bad:
+        refused.append((first_row + position, cells[position]))
+        cells[position] = ""
+    return cells
+
+
+def _refused_links_warning(refused):
+    examples = ", ".join(f"row {row} {_clip(cell)!r}" for row, cell in refused[:3])
+    more = f" and {len(refused) - 3} more" if len(refused) > 3 else ""
+    return (f"{len(refused)} contact URLs are not http: or https: links and are not "
+            f"sent (URL is empty for them): {examples}{more}")
+
+
+def fill_template(template, values):
+    """Replace {placeholder}s (case-insensitively) with URL-encoded values."""
+    lowered = {name.lower(): value for name, value in values.items()}
+    return _PLACEHOLDER.sub(
+        lambda m: quote(str(lowered.get(m.group(1).lower(), "")), safe=""), template)
+
+
+###############################################################################
+# Reading a contacts file #####################################################
+###############################################################################
+# read_table(): any supported file as a Table of text cells, its kind told by its content.
 
 XLSX_SUFFIXES = (".xlsx", ".xlsm")
 TEXT_DELIMITERS = (",", ";", "\t", "|")
+
 #: Windows-1255 is the code page Hebrew Windows (and so Outlook and Excel) writes.
 LEGACY_ENCODING = "cp1255"
 _SNIFF_BYTES = 64 * 1024
-
-
-@dataclasses.dataclass(frozen=True)
-class ColumnChoice:
-    """Which headers of the file became the name, company, phones and URL."""
-
-    name: tuple = ()
-    company: str | None = None
-    phones: tuple = ()
-    url: str | None = None
-    join_names: bool = False  # --name-column A+B: always join, never "A, else B"
-
 
 #: pandas reads a CSV in blocks of this many rows, and the index is built one block
 #: at a time. Converting a block to Python strings holds the GIL: in small blocks a
 #: reload never stalls the requests answered meanwhile for more than a few ms, only a
 #: block's strings are alive at once, and the whole read is no slower.
 _READ_ROWS = 10_000
+
 #: ... and fewer rows when rows are long: a block holds about this much text at most.
 _BLOCK_BYTES = 8 * 1024 * 1024
 
@@ -666,16 +720,14 @@ class _ReadAgain(Exception):
 
 
 def read_table(path, *, encoding=None, delimiter=None, sheet=None, usecols=None,
-               engine="c", names=()):
+               engine="c", names=(), head=None):
     """Open a contacts file for reading with every cell as text (`usecols`: headers to
-    keep; `names`: every header of a text file, to name the columns of cells skipped).
-    Its blocks raise _ReadAgain when an encoding guess turns out wrong."""
+    keep; `names`: every header of a text file, to name the columns of cells skipped;
+    `head`: its _read_head(), when read already). Its blocks raise _ReadAgain when an
+    encoding guess turns out wrong."""
     path = Path(path)
-    _check_readable(path)
-    with open(path, "rb") as handle:
-        head = handle.read(_SNIFF_BYTES)
-    if not head:
-        raise ContactsFileError(path, "the file is empty")
+    if head is None:
+        head = _read_head(path)
     kind = _file_kind(path, head)
     if kind == "xlsx":
         return _read_xlsx(path, sheet, usecols)
@@ -695,6 +747,181 @@ def read_table(path, *, encoding=None, delimiter=None, sheet=None, usecols=None,
     blocks = _csv_blocks(path, delimiter, encoding, usecols, engine, provisional, skipped,
                          oversized, names)
     return Table([], blocks, encoding, delimiter, warnings, skipped, oversized=oversized)
+
+
+# A file is known by its content, whatever its name: a phone's export may arrive as
+# "contacts.txt", a workbook renamed by a mail program.
+
+#: pandas' own readers for the workbook kinds openpyxl does not read.
+WORKBOOK_ENGINES = {"ods": "calamine", "xls": "calamine"}
+_WORKBOOK_KINDS = {"ods": "a LibreOffice spreadsheet (.ods)",
+                   "xls": "an Excel 97-2003 workbook (.xls)"}
+
+
+VCARD_SUFFIXES = (".vcf", ".vcard")
+_SUPPORTED = ("contacts are read from CSV or text exports, Excel workbooks (.xlsx, .xls), "
+              "LibreOffice spreadsheets (.ods) and vCard files (.vcf)")
+
+
+_OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # old Office files: .xls, .doc, .msg
+
+#: The starts of files people take for contacts files, and what each one is.
+_NOT_CONTACTS = (
+    (b"%PDF", "a PDF document"), (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+    (b"\x1f\x8b", "a gzip archive"), (b"Rar!", "a RAR archive"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"), (b"{\\rtf", "an RTF document"),
+    (b"SQLite format 3\x00", "an SQLite database"),
+)
+
+
+#: Streams inside an OLE2 file that is not a workbook, and what that file is.
+_OLE2_STREAMS = (
+    ("EncryptedPackage", "a password-protected Office file",
+     "open it, remove the password and save it again"),
+    ("WordDocument", "a Word document (.doc)", ""),
+    ("__substg1.0_", "an Outlook item (.msg)", ""),
+    ("PowerPoint Document", "a PowerPoint presentation", ""),
+)
+
+
+def _file_kind(path, head=None):
+    """"xlsx", "ods", "xls", "vcard" or "text" (a CSV, read by pandas), from the
+    file's first bytes; a file of a kind that cannot hold readable contacts is
+    refused, saying what it looks like."""
+    if head is None:
+        with open(path, "rb") as handle:
+            head = handle.read(_SNIFF_BYTES)
+    if head.startswith(b"PK\x03\x04"):
+        return _zip_kind(path)
+    if head.startswith(_OLE2):
+        return "xls"  # anything else in an OLE2 file is told apart when the reader refuses it
+    for magic, what in _NOT_CONTACTS:
+        if head.startswith(magic):
+            raise _not_contacts(path, what)
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        text = head.decode("utf-16", errors="ignore")
+    else:
+        text = head.decode("latin-1")  # only ASCII words are looked for
+    start = text.lstrip("\ufeff\xef\xbb\xbf \t\r\n")[:512].upper()
+    if start.startswith("BEGIN:VCARD") or (
+            path.suffix.lower() in VCARD_SUFFIXES and "BEGIN:VCARD" in text.upper()):
+        return "vcard"
+    if start.startswith("BEGIN:VCALENDAR"):
+        raise _not_contacts(path, "an iCalendar file (calendar events, not contacts)")
+    if start.startswith(("<!DOCTYPE HTML", "<HTML")):
+        raise _not_contacts(path, "a web page (HTML)", "if a program saved it as an "
+                                  "Excel file, open it in Excel and save it as .xlsx")
+    if start.startswith("<?XML") and "URN:SCHEMAS-MICROSOFT-COM:OFFICE:SPREADSHEET" \
+            in text.upper():
+        raise _not_contacts(path, "an Excel 2003 XML spreadsheet", "save it as .xlsx")
+    if path.suffix.lower() in XLSX_SUFFIXES + (".ods",):  # damaged: its reader says how
+        return path.suffix.lower().lstrip(".").replace("xlsm", "xlsx")
+    return "text"
+
+
+def _zip_kind(path):
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            mimetype = archive.read("mimetype")[:80].decode("ascii", "replace") \
+                if "mimetype" in names else ""
+    except (zipfile.BadZipFile, OSError, KeyError, RuntimeError, EOFError):  # damaged
+        return "ods" if path.suffix.lower() == ".ods" else "xlsx"  # its reader says how
+    if mimetype == "application/vnd.oasis.opendocument.spreadsheet":
+        return "ods"
+    if "xl/workbook.xml" in names:
+        return "xlsx"
+    if "xl/workbook.bin" in names:
+        raise _not_contacts(path, "an Excel binary workbook (.xlsb)", "save it as .xlsx")
+    advice = ""
+    if mimetype.startswith("application/vnd.oasis.opendocument."):
+        what = f"an OpenDocument {mimetype.rsplit('.', 1)[-1]} document"
+    elif "word/document.xml" in names:
+        what = "a Word document (.docx)"
+    elif any(name.startswith("Index/") and name.endswith(".iwa") for name in names) \
+            or "Index.zip" in names:
+        what = "an Apple Numbers (or Pages, Keynote) document"
+        advice = "in Numbers, File > Export To > CSV or Excel"
+    else:
+        inside = [name for name in names if not name.endswith("/")]
+        what = "a zip archive" + (f" (holding {_clip(', '.join(inside[:5]))})"
+                                  if inside else "")
+        advice = "unzip it and give the contacts file inside" if inside else ""
+    raise _not_contacts(path, what, advice)
+
+
+def _not_contacts(path, what, advice=""):
+    return ContactsFileError(path, f"looks like {what}, not a contacts file; "
+                                   + (f"{advice}; " if advice else "") + _SUPPORTED)
+
+
+def _read_head(path):
+    """The file's first _SNIFF_BYTES, once it is known to be a readable, non-empty file."""
+    _check_readable(path)
+    with open(path, "rb") as handle:
+        head = handle.read(_SNIFF_BYTES)
+    if not head:
+        raise ContactsFileError(path, "the file is empty")
+    return head
+
+
+def _check_readable(path):
+    try:
+        if not path.exists():
+            raise ContactsFileError(path, "no such file")
+        if path.is_dir():
+            raise ContactsFileError(path, "is a folder, not a contacts file")
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        raise ContactsFileError(path, "permission denied: this user cannot read it") from None
+    except OSError as error:
+        raise ContactsFileError(path, f"cannot be opened: {error.strerror or error}") from None
+
+
+def _clean_header(name):
+    text = "" if name is None else str(name)
+    return text.replace("\ufeff", "").strip()
+
+
+def _clip(text, width=60):
+    text = text.replace("\r", " ").replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _first_line(error):
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+###############################################################################
+# Reading text files (CSV) ####################################################
+###############################################################################
+# A CSV's header row, encoding and delimiter, its blocks read by pandas, and the scanner
+# that skips huge cells unread.
+
+def _read_headers(path, head, encoding, delimiter):
+    """The header row of a text file, from its head (its first _SNIFF_BYTES)."""
+    guessed = encoding or _detect_encoding(path, head)[0]
+    text = head.decode(guessed, errors="ignore").lstrip("\ufeff")
+    delimiter = delimiter or _sniff_delimiter(text, path.suffix.lower())
+    try:
+        frame = pd.read_csv(io.StringIO(_first_record(text) + "\n"), sep=delimiter,
+                            dtype=str, na_filter=False)
+    except pd.errors.EmptyDataError:
+        raise ContactsFileError(path, "the file has no header row") from None
+    except (pd.errors.ParserError, ValueError, csv.Error) as error:
+        raise ContactsFileError(path, f"cannot be read as a table: {_first_line(error)}"
+                                ) from None
+    headers = [_clean_header(name) for name in frame.columns]
+    if max(map(len, headers)) > MAX_CELL_BYTES:
+        raise _long_header(path)
+    if not any(headers):
+        raise ContactsFileError(path, "the first row is empty; it must hold the column "
+                                      "names")
+    return headers
 
 
 def _csv_blocks(path, delimiter, encoding, usecols, engine, provisional, skipped,
@@ -1027,20 +1254,6 @@ class _WithoutCuts(io.RawIOBase):
         super().close()
 
 
-def _check_readable(path):
-    try:
-        if not path.exists():
-            raise ContactsFileError(path, "no such file")
-        if path.is_dir():
-            raise ContactsFileError(path, "is a folder, not a contacts file")
-        with open(path, "rb"):
-            pass
-    except PermissionError:
-        raise ContactsFileError(path, "permission denied: this user cannot read it") from None
-    except OSError as error:
-        raise ContactsFileError(path, f"cannot be opened: {error.strerror or error}") from None
-
-
 def _detect_encoding(path, head):
     """(encoding, warnings, provisional): a BOM first, then UTF-8, then Windows-1255.
 
@@ -1120,6 +1333,11 @@ def _first_record(text):
 def _count_outside_quotes(line, delimiter):
     return sum(part.count(delimiter) for part in line.split('"')[0::2])
 
+
+###############################################################################
+# Reading workbooks (.xlsx, .ods, .xls) #######################################
+###############################################################################
+# openpyxl for .xlsx, pandas' calamine for .ods and .xls; the same limits as a CSV's.
 
 def _read_xlsx(path, sheet, usecols):
     import openpyxl  # imported here: only users of .xlsx files pay for it
@@ -1247,108 +1465,6 @@ def _cell_text(value, number_format=""):
     return str(value)
 
 
-# Other kinds of file -----------------------------------------------------------
-# A file is known by its content, whatever its name: a phone's export may arrive as
-# "contacts.txt", a workbook renamed by a mail program.
-
-#: pandas' own readers for the workbook kinds openpyxl does not read.
-WORKBOOK_ENGINES = {"ods": "calamine", "xls": "calamine"}
-_WORKBOOK_KINDS = {"ods": "a LibreOffice spreadsheet (.ods)",
-                   "xls": "an Excel 97-2003 workbook (.xls)"}
-VCARD_SUFFIXES = (".vcf", ".vcard")
-_SUPPORTED = ("contacts are read from CSV or text exports, Excel workbooks (.xlsx, .xls), "
-              "LibreOffice spreadsheets (.ods) and vCard files (.vcf)")
-_OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # old Office files: .xls, .doc, .msg
-#: The starts of files people take for contacts files, and what each one is.
-_NOT_CONTACTS = (
-    (b"%PDF", "a PDF document"), (b"\x89PNG", "a PNG image"),
-    (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
-    (b"\x1f\x8b", "a gzip archive"), (b"Rar!", "a RAR archive"),
-    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"), (b"{\\rtf", "an RTF document"),
-    (b"SQLite format 3\x00", "an SQLite database"),
-)
-#: Streams inside an OLE2 file that is not a workbook, and what that file is.
-_OLE2_STREAMS = (
-    ("EncryptedPackage", "a password-protected Office file",
-     "open it, remove the password and save it again"),
-    ("WordDocument", "a Word document (.doc)", ""),
-    ("__substg1.0_", "an Outlook item (.msg)", ""),
-    ("PowerPoint Document", "a PowerPoint presentation", ""),
-)
-
-
-def _file_kind(path, head=None):
-    """"xlsx", "ods", "xls", "vcard" or "text" (a CSV, read by pandas), from the
-    file's first bytes; a file of a kind that cannot hold readable contacts is
-    refused, saying what it looks like."""
-    if head is None:
-        with open(path, "rb") as handle:
-            head = handle.read(_SNIFF_BYTES)
-    if head.startswith(b"PK\x03\x04"):
-        return _zip_kind(path)
-    if head.startswith(_OLE2):
-        return "xls"  # anything else in an OLE2 file is told apart when the reader refuses it
-    for magic, what in _NOT_CONTACTS:
-        if head.startswith(magic):
-            raise _not_contacts(path, what)
-    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        text = head.decode("utf-16", errors="ignore")
-    else:
-        text = head.decode("latin-1")  # only ASCII words are looked for
-    start = text.lstrip("\ufeff\xef\xbb\xbf \t\r\n")[:512].upper()
-    if start.startswith("BEGIN:VCARD") or (
-            path.suffix.lower() in VCARD_SUFFIXES and "BEGIN:VCARD" in text.upper()):
-        return "vcard"
-    if start.startswith("BEGIN:VCALENDAR"):
-        raise _not_contacts(path, "an iCalendar file (calendar events, not contacts)")
-    if start.startswith(("<!DOCTYPE HTML", "<HTML")):
-        raise _not_contacts(path, "a web page (HTML)", "if a program saved it as an "
-                                  "Excel file, open it in Excel and save it as .xlsx")
-    if start.startswith("<?XML") and "URN:SCHEMAS-MICROSOFT-COM:OFFICE:SPREADSHEET" \
-            in text.upper():
-        raise _not_contacts(path, "an Excel 2003 XML spreadsheet", "save it as .xlsx")
-    if path.suffix.lower() in XLSX_SUFFIXES + (".ods",):  # damaged: its reader says how
-        return path.suffix.lower().lstrip(".").replace("xlsm", "xlsx")
-    return "text"
-
-
-def _zip_kind(path):
-    import zipfile
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-            mimetype = archive.read("mimetype")[:80].decode("ascii", "replace") \
-                if "mimetype" in names else ""
-    except (zipfile.BadZipFile, OSError, KeyError, RuntimeError, EOFError):  # damaged
-        return "ods" if path.suffix.lower() == ".ods" else "xlsx"  # its reader says how
-    if mimetype == "application/vnd.oasis.opendocument.spreadsheet":
-        return "ods"
-    if "xl/workbook.xml" in names:
-        return "xlsx"
-    if "xl/workbook.bin" in names:
-        raise _not_contacts(path, "an Excel binary workbook (.xlsb)", "save it as .xlsx")
-    advice = ""
-    if mimetype.startswith("application/vnd.oasis.opendocument."):
-        what = f"an OpenDocument {mimetype.rsplit('.', 1)[-1]} document"
-    elif "word/document.xml" in names:
-        what = "a Word document (.docx)"
-    elif any(name.startswith("Index/") and name.endswith(".iwa") for name in names) \
-            or "Index.zip" in names:
-        what = "an Apple Numbers (or Pages, Keynote) document"
-        advice = "in Numbers, File > Export To > CSV or Excel"
-    else:
-        inside = [name for name in names if not name.endswith("/")]
-        what = "a zip archive" + (f" (holding {_clip(', '.join(inside[:5]))})"
-                                  if inside else "")
-        advice = "unzip it and give the contacts file inside" if inside else ""
-    raise _not_contacts(path, what, advice)
-
-
-def _not_contacts(path, what, advice=""):
-    return ContactsFileError(path, f"looks like {what}, not a contacts file; "
-                                   + (f"{advice}; " if advice else "") + _SUPPORTED)
-
-
 def _read_workbook(path, kind, sheet, usecols):
     """An .ods or .xls sheet, read by pandas' calamine engine, every cell as text."""
     what = _WORKBOOK_KINDS[kind]
@@ -1385,25 +1501,34 @@ def _ole2_other(path):
                  if stream.encode("utf-16-le") in data), None)
 
 
-# vCard ---------------------------------------------------------------------------
-# Read here, not by vobject (the vCard parser on PyPI): measured, vobject took 4.9 s
-# for 10,000 iPhone cards, stopped at Android's quoted-printable soft line breaks
-# and at the first damaged card, and kept Google's "https\://" (see the README).
+###############################################################################
+# Reading vCard files #########################################################
+###############################################################################
+# A .vcf file as a table: one row a card, its TEL lines as phone columns.
+
+# Read here, not by vobject (the vCard parser on PyPI): it was many times slower,
+# stopped at Android's quoted-printable soft line breaks and at the first damaged
+# card, and kept Google's "https\://" (figures: README, "vCard (.vcf)").
 # One pass, line by line: only the properties a pop-up uses are kept, and a photo's
 # hundreds of lines are dropped as they are read.
 
 #: The label `encoding` carries for a vCard (its delimiter is None, as a workbook's).
 _VCARD_TAG = " (vCard)"
+
 #: Properties whose value is a file (a photo is hundreds of lines): never kept.
 _VCARD_BLOB = re.compile(rb"[ \t]*(?:[A-Za-z0-9_-]+\.)?(?:PHOTO|LOGO|SOUND|KEY)[ \t]*[;:]", re.I)
 _VCARD_KEPT = frozenset({"FN", "N", "ORG", "TEL", "EMAIL", "URL", "NOTE", "X-ABLABEL"})
+
 #: As with a CSV's fax and pager columns, these numbers never call.
 _VCARD_NOT_PHONES = frozenset({"fax", "pager"})
 _VCARD_PLAIN_TYPES = frozenset({"voice", "pref", "internet"})
 _VCARD_2_1_ENCODINGS = frozenset({"QUOTED-PRINTABLE", "BASE64", "B", "8BIT", "7BIT"})
+
 #: [group.]NAME[;parameters]: (without quotes: see _VCARD_NAME and _vcard_colon)
 _VCARD_PROPERTY = re.compile(
     r'[ \t]*(?:([A-Za-z0-9_-]+)\.)?([A-Za-z0-9_-]+)[ \t]*(;[^:"]*)?:')
+
+
 _VCARD_NAME = re.compile(r"[ \t]*(?:([A-Za-z0-9_-]+)\.)?([A-Za-z0-9_-]+)[ \t]*(?=;)")
 _VCARD_ESCAPE = re.compile(r"\\(.)")
 _VCARD_PARTS = re.compile(r"(?<!\\);")  # between the parts of N and ORG
@@ -1675,47 +1800,59 @@ def _vcard_unescape(text):
                              text).strip()
 
 
-def _clean_header(name):
-    text = "" if name is None else str(name)
-    return text.replace("\ufeff", "").strip()
+###############################################################################
+# Choosing columns ############################################################
+###############################################################################
+# Which headers are the name, company, phones and URL: by their words, or as options say.
+
+@dataclasses.dataclass(frozen=True)
+class ColumnChoice:
+    """Which headers of the file became the name, company, phones and URL."""
+
+    name: tuple = ()
+    company: str | None = None
+    phones: tuple = ()
+    url: str | None = None
+    join_names: bool = False  # --name-column A+B: always join, never "A, else B"
 
 
-def _clip(text, width=60):
-    text = text.replace("\r", " ").replace("\n", " ")
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _first_line(error):
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
-
-
-# Choosing columns ------------------------------------------------------------
 # Headers are compared as lower-case words, so "Mobile Phone", "mobile_phone" and
 # "MOBILE-PHONE" read alike, and a word never matches inside another ("Telex").
 
 _PHONE_WORDS = {"phone", "phones", "mobile", "tel", "telephone", "cell", "cellphone",
                 "cellular", "gsm", "טלפון", "נייד", "פלאפון", "סלולרי", "סלולר", "טל",
                 "טלפונים"}
+
+
 _NOT_PHONE_WORDS = {"label", "type", "fax", "pager", "ext", "extension", "phonetic",
                     "email", "mail", "e", "telex", "פקס", "שלוחה"}
+
+
 _COMPANY_HEADERS = {"company", "company name", "organization", "organization name",
                     "organisation", "organisation name", "organization 1 name",
                     "business", "business name", "firm", "account", "account name",
                     "employer", "חברה", "שם חברה", "שם החברה", "ארגון", "עסק", "שם עסק",
                     "שם העסק"}
+
+
 _FULL_NAME_HEADERS = {"name", "full name", "display name", "contact", "contact name",
                       "client", "client name", "customer", "customer name", "שם",
                       "שם מלא", "איש קשר", "שם איש קשר", "שם לקוח", "לקוח", "שם הלקוח"}
+
+
 _FIRST_NAME_HEADERS = {"first name", "given name", "firstname", "first", "שם פרטי"}
 _MIDDLE_NAME_HEADERS = {"middle name", "additional name", "middlename"}
 _LAST_NAME_HEADERS = {"last name", "family name", "surname", "lastname", "last",
                       "שם משפחה"}
+
+
 _NOT_NAME_WORDS = {"phonetic", "yomi", "nickname", "prefix", "suffix", "file", "user",
                    "manager", "assistant", "spouse", "children", "referred", "partner",
                    "company", "organization", "organisation", "business", "email", "mail",
                    "e", "account", "חברה", "ארגון", "עסק", "פרטי", "משפחה", "first", "last",
                    "middle", "given", "family", "label", "type"}
+
+
 _URL_HEADERS = {"url", "link", "crm", "crm url", "crm link", "popup url", "קישור"}
 
 
@@ -1753,17 +1890,14 @@ def choose_columns(headers, *, name_column=None, company_column=None, phone_colu
         company = next((h for h in headers if phrases[h] in _COMPANY_HEADERS), None)
     if name_column:
         name = tuple(named(part, "--name-column") for part in name_column.split("+"))
-        return ColumnChoice(name=name, company=company, phones=phones,
-                            url=named(url_column, "--url-column") if url_column else next(
-                                (h for h in headers if phrases[h] in _URL_HEADERS), None),
-                            join_names=True)
     else:
         name = _choose_name(headers, phrases, exclude=set(phones) | {company})
     if url_column:
         url = named(url_column, "--url-column")
     else:
         url = next((h for h in headers if phrases[h] in _URL_HEADERS), None)
-    return ColumnChoice(name=name, company=company, phones=phones, url=url)
+    return ColumnChoice(name=name, company=company, phones=phones, url=url,
+                        join_names=bool(name_column))
 
 
 def _is_phone_header(header):
@@ -1789,29 +1923,63 @@ def _choose_name(headers, phrases, exclude):
     return ((full,) if full else ()) + parts
 
 
+def _names(block, choice, size):
+    """The block's names: the full-name column, or first, middle and last joined."""
+    if not choice.name:
+        return _blank(size)
+    columns = [block[header] for header in choice.name]
+    if len(columns) == 1:
+        return columns[0]
+    full, parts = (columns[0], columns[1:]) \
+        if _is_full_name(choice.name[0]) and not choice.join_names else (None, columns)
+    joined = np.empty(size, dtype=object)
+    joined[:] = [" ".join(p.strip() for p in cells if p and p.strip())
+                 for cells in zip(*parts)]
+    if full is None:
+        return joined
+    return np.where(np.array([bool(n.strip()) for n in full], dtype=bool), full, joined)
+
+
+def _is_full_name(header):
+    return _phrase(header) not in (_FIRST_NAME_HEADERS | _MIDDLE_NAME_HEADERS |
+                                   _LAST_NAME_HEADERS)
+
+
 def _list_headers(headers, limit=12):
     shown = ", ".join(repr(h) for h in headers[:limit])
     return shown + (f", ... ({len(headers)} in all)" if len(headers) > limit else "")
 
 
 ###############################################################################
-# Normalising numbers #########################################################
+# Phone numbers ###############################################################
 ###############################################################################
+# One integer key per number (its E.164 digits): phonenumbers, or fast paths agreeing with it.
+
+WITHHELD_CALLER_IDS = frozenset(
+    {"anonymous", "restricted", "private", "unknown", "unavailable", "withheld",
+     "blocked", "no caller id", "חסום", "חסוי", "פרטי", "לא ידוע"})
+
+
 # One canonical key per number: its E.164 digits as an int (+972 72-277-6772 is
-# 972722776772). The reference is phonenumbers.parse() with the default region. It
-# costs ~12-30 us a number, so plain digit strings in the home country take a fast
-# path that gives the same key; NumberRules says, per form of writing, which first
-# two digits and lengths of a national number the fast path may take, and it learns
-# that by asking phonenumbers itself on samples of each, so the two cannot drift
-# apart when the metadata changes. Everything else (foreign numbers, letters,
-# unusual prefixes) goes to phonenumbers.
+# 972722776772). The reference is phonenumbers.parse() with the default region; it
+# costs tens of microseconds a number, so plain digit strings in the home country take
+# fast paths (_fast_key for one string, column_keys for a column).
+# The invariant: a fast path gives exactly the key phonenumbers would, or none and
+# defers to phonenumbers. NumberRules says, per form of writing, which first two digits
+# and lengths of a national number the fast paths may take; number_rules() learns that
+# by asking phonenumbers itself on samples of each, so the two cannot drift apart when
+# the metadata changes. Everything else (foreign numbers, letters, unusual prefixes)
+# goes to phonenumbers.
 
 FORM_PLUS, FORM_00, FORM_NATIONAL, FORM_CC, FORM_BARE = range(5)
 _FORM_TEXT = {
     FORM_PLUS: "+{cc}{n}", FORM_00: "00{cc}{n}", FORM_NATIONAL: "0{n}",
     FORM_CC: "{cc}{n}", FORM_BARE: "{n}"}
+
+
 _MAX_FAST_LENGTH = 13
 _POW10 = 10 ** np.arange(19, dtype=np.int64)
+
 #: Characters that only format a number; removing them never changes it.
 _FORMATTING = " -()\u00a0\u2010\u2011\u2012\u2013\u2014\u200e\u200f\u202a\u202b\u202c"
 _DELETE_FORMATTING = str.maketrans("", "", _FORMATTING)
@@ -1819,6 +1987,8 @@ _CELL_SEPARATORS = re.compile(r"\s*(?::::|/|;|,|\||\r?\n|\bor\b|\bאו\b)\s*", r
 _EXTENSION = re.compile(
     r"(?:\b(?:ext|extension|ex)\.?|(?<=[\d\s)])x|#|שלוחה|שלו'|שלוחה:)\s*:?\s*\d{1,6}\s*$",
     re.I)
+
+
 #: A label before or after a number: "home: 054-...", "054-... (mobile)", "נייד 054-...".
 _LABELS = re.compile(r"^\s*\(?[^\W\d_]+\)?\s*[:\-]?\s*(?=[+(\d])|(?<=[\d)])\s*\(?[^\W\d_]+\)?\s*$")
 _SCIENTIFIC = re.compile(r"[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+")
@@ -2000,7 +2170,7 @@ def cell_keys(cell, rules):
     return keys, problems
 
 
-def normalize_number(text, region="IL"):
+def normalize_number(text, region=DEFAULTS["region"]):
     """The E.164 form ("+972722776772") of one written number, or None."""
     if text is None or _is_withheld(str(text)):
         return None
@@ -2016,6 +2186,10 @@ def _is_withheld(text):
         ch.isdigit() for ch in stripped)
 
 
+def _e164(key):
+    return None if key is None else f"+{key}"
+
+
 # The vectorised fast path ----------------------------------------------------
 # The same rules as _fast_key(), applied to a whole column at once: the cells are
 # joined into one byte string and digits are summed per cell with numpy. A cell with
@@ -2026,6 +2200,8 @@ _BYTE_CLASS = np.zeros(256, dtype=np.uint8)   # 0 other, 1 digit, 2 formatting, 
 _BYTE_CLASS[ord("0"): ord("9") + 1] = 1
 for _char in " -()":
     _BYTE_CLASS[ord(_char)] = 2
+
+
 _BYTE_CLASS[ord("+")] = 3
 _BYTE_CLASS[ord(_UNIT_SEPARATOR)] = 4
 _FAST_CHUNK = 32_768  # small enough that its arrays stay in cache (measured)
@@ -2047,6 +2223,7 @@ def column_keys(cells, rules):
 #: _DIGIT_WEIGHT[byte * 19 + k] = (byte - 48) * 10**k: a digit's worth k places from
 #: the right (flat: one 1-D gather is the cheapest numpy can do).
 _DIGIT_WEIGHT = ((np.arange(256, dtype=np.int64)[:, None] - 48) * _POW10[None, :]).ravel()
+
 #: How a cell was written, from (has "+", leading zeros 0/1/2, country code follows
 #: them): _FORM[...] is its form (-1: not for the fast path), _STRIPS_CC whether the
 #: country code is cut off to leave the national number.
@@ -2138,7 +2315,7 @@ def _keys_from_value(value, ndig, d0, d1, plus, bad, rules):
 ###############################################################################
 # The index ###################################################################
 ###############################################################################
-
+# ContactIndex: one file's numbers and texts, built whole by load_index() and never changed.
 
 class Contact(typing.NamedTuple):
     """A found contact, whole (lookup()); requests read only what they answer."""
@@ -2160,10 +2337,6 @@ class Match(typing.NamedTuple):
         return _e164(self.key)
 
 
-def _e164(key):
-    return None if key is None else f"+{key}"
-
-
 NO_FIELDS = types.MappingProxyType({})  # shared by every contact without template columns
 
 
@@ -2173,26 +2346,25 @@ class NumberTable:
 
     Keys are grouped by bucket (key modulo a prime near their count) and sorted within
     it; `directory[b]:directory[b + 1]` is bucket b's span. A lookup reads the
-    directory, then a bucket of one or two keys, then that key's packed row and count:
-    three cache lines, where a binary search over a million keys touched twenty and
-    waited on most of them: between other requests the caches are cold, and a lookup
-    cost 7.4 us in Bottle, 4.8 us with this and TextRows (a tight loop hides it: 1 us).
-    A crafted file cannot make a bucket slow: bisect runs inside it.
+    directory, then a bucket of one or two keys, then that key's packed position and
+    count: three cache lines, where a binary search over a million keys touches twenty,
+    and between requests the caches are cold. A crafted file cannot make a bucket slow:
+    bisect runs inside it.
 
     Plain memoryviews and bisect, not numpy calls, on the request path: numpy's calls
-    release and re-take the GIL, which under load made every lookup queue behind
-    waitress' main loop (seen with py-spy).
+    release and re-take the GIL, and under load every lookup would queue behind
+    waitress' main loop. (Figures: bench/README.md, "The index".)
     """
 
     __slots__ = ("keys", "shared", "_modulus", "_directory", "_keys", "_found")
 
-    def __init__(self, modulus, keys, first_rows, counts):
+    def __init__(self, modulus, keys, first_positions, counts):
         """`keys`: distinct, in bucket order (by key % modulus, then key)."""
         self._modulus = modulus
         self.keys = np.asarray(keys, dtype=np.int64)
         counts = np.asarray(counts, dtype=np.int64)
         self.shared = int((counts > 1).sum())  # numbers held by several contacts
-        found = np.asarray(first_rows, dtype=np.int64) << 32
+        found = np.asarray(first_positions, dtype=np.int64) << 32
         found |= counts
         directory = np.zeros(modulus + 1,
                              dtype=np.int32 if self.keys.size < 2 ** 31 else np.int64)
@@ -2201,18 +2373,19 @@ class NumberTable:
         self._keys, self._found = memoryview(self.keys), memoryview(found)
 
     @classmethod
-    def build(cls, keys, rows):
-        """From (key, row) pairs in any order; a row holding a key twice counts once."""
+    def build(cls, keys, positions):
+        """From (key, position) pairs in any order; a contact holding a key twice counts
+        once."""
         modulus = _prime_at_least(max(keys.size, 1))  # >= the distinct keys
-        keys, rows = _sorted_unique_pairs(keys, rows, modulus)
+        keys, positions = _sorted_unique_pairs(keys, positions, modulus)
         distinct = np.ones(keys.size, dtype=bool)
         distinct[1:] = keys[1:] != keys[:-1]
         starts = np.flatnonzero(distinct)
-        return cls(modulus, keys[starts], rows[starts],
+        return cls(modulus, keys[starts], positions[starts],
                    np.diff(np.append(starts, keys.size)))
 
     def find(self, key):
-        """(first row, how many rows) holding `key`; (0, 0) when none does."""
+        """(first position, how many contacts) holding `key`; (0, 0) when none does."""
         directory = self._directory
         bucket = key % self._modulus
         low, high = directory[bucket], directory[bucket + 1]
@@ -2237,231 +2410,42 @@ def _prime_at_least(number):
         candidate += 1
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class ContactIndex:
-    """One loaded file, never changed after it is built: a reload builds a new one.
+def _sorted_unique_pairs(keys, positions, modulus):
+    """Sort (key, position) pairs by bucket (key % modulus), then key, then position,
+    and drop repeats: a contact listing a number twice counts once.
 
-    Numbers live in two NumberTables (canonical keys, and trailing digits for the
-    fallback) of numpy arrays: ~20 bytes a number instead of a Python dict's ~100.
-    Text lives in TextRows.
+    Bucket, key and position are packed into one int64 when they fit (bucket * span +
+    quotient is at most key + modulus; E.164 keys of up to 12-13 digits leave 20+ bits
+    for the position), because numpy sorts plain integers ~10x faster than it lexsorts
+    three arrays, and one sort then serves both the dedup and the hash table.
     """
-
-    source: Path
-    encoding: str
-    delimiter: str | None
-    loaded_at: dt.datetime
-    columns: ColumnChoice
-    rows_read: int
-    contacts: int
-    numbers: int
-    shared_numbers: int
-    skipped: tuple
-    unusable: tuple
-    warnings: tuple
-    rules: NumberRules = dataclasses.field(repr=False)
-    match_digits: int = 9
-    first_row: int = 2   # the spreadsheet row of the first contact
-    _numbers: NumberTable = dataclasses.field(repr=False, default=None)
-    _suffixes: NumberTable = dataclasses.field(repr=False, default=None)
-    _texts: TextRows = dataclasses.field(repr=False, default=None)
-    template_headers: tuple = ()  # the file's columns kept for URL templates
-    oversized: tuple = ()  # (row, column, bytes) of its cells skipped as too long
-
-    def find(self, caller_id):
-        """(row, total, key) for a caller id: the position of the first contact in
-        file order holding its number, how many do, and the number's key (None when
-        it has none: withheld, or no digits). The one matching rule, shared by
-        answer_for() (every request: plain tuples, nothing built) and lookup()."""
-        key = None if caller_id is None else number_key(caller_id, self.rules)[0]
-        if key is None:
-            return 0, 0, None
-        row, total = self._numbers.find(key)
-        if not total and key >= self._suffix_modulus:
-            row, total = self._suffixes.find(key % self._suffix_modulus)
-        return row, total, key
-
-    def lookup(self, caller_id):
-        """Match(total, first contact in file order, caller's key) for a caller id:
-        find() with the contact made whole, for the command line, tests and embedding."""
-        row, total, key = self.find(caller_id)
-        return Match(total, self.contact(row), key) if total else Match(0, None, key)
-
-    @functools.cached_property
-    def _suffix_modulus(self):
-        return 10 ** self.match_digits
-
-    def texts_of(self, row):
-        """The row's name, company and URL, then a list of its template columns."""
-        name, company, url, *kept = self._texts[row]
-        return name.strip(), company.strip(), url.strip(), kept
-
-    def contact(self, position):
-        name, company, url, kept = self.texts_of(position)
-        return Contact(name, company, url, position + self.first_row,
-                       dict(zip(self.template_headers, kept)) if kept else NO_FIELDS)
-
-
-def load_index(path, *, region="IL", encoding=None, delimiter=None, sheet=None,
-               name_column=None, company_column=None, phone_columns=None,
-               url_column=None, match_digits=9, keep_columns=()):
-    """Read a contacts file and build its ContactIndex (pure: no globals, no I/O else).
-
-    Raises ContactsFileError when the file cannot be read or has no phone column. A
-    file that loads but where no contact has a usable number gives contacts == 0.
-    """
-    path = Path(path)
-    rules = number_rules(region)
-    _check_readable(path)
-    # A workbook or vCard is read whole here; a CSV is read in blocks further down.
-    xlsx_table = read_table(path, sheet=sheet, encoding=encoding) \
-        if _file_kind(path) != "text" else None
-    headers = xlsx_table.headers if xlsx_table else _read_headers(path, encoding, delimiter)
-    choice = choose_columns(headers, name_column=name_column,
-                            company_column=company_column, phone_columns=phone_columns,
-                            url_column=url_column, path=path)
-    if not choice.phones and xlsx_table and _is_vcard(xlsx_table.encoding):
-        cards = sum(len(block["Name"]) for block in xlsx_table.blocks)
-        raise ContactsFileError(path, f"is a vCard file with no phone numbers ({cards} "
-                                      "cards, none with a TEL line): a caller cannot be "
-                                      "found in it")
-    if not choice.phones:
-        raise ContactsFileError(path, "has no phone column (columns: "
-                                      f"{_list_headers(headers)}); name it with "
-                                      "--phone-columns")
-    keep = _resolve_keep_columns(headers, keep_columns)
-    wanted = [h for h in dict.fromkeys(list(choice.name) + [choice.company, choice.url]
-                                       + list(choice.phones) + keep) if h]
-    if xlsx_table:
-        return _build_index(path, xlsx_table.keep(wanted), choice, keep, rules,
-                            match_digits)
-    settings = dict(encoding=encoding, delimiter=delimiter, engine="c")
-    while True:  # at most twice: a wrong encoding guess, then a ragged row
-        table = read_table(path, usecols=lambda h: _clean_header(h) in set(wanted),
-                           names=headers, **settings)
-        table.headers = wanted
-        try:
-            return _build_index(path, table, choice, keep, rules, match_digits)
-        except _ReadAgain as again:
-            settings.update(again.changes)
-
-
-def _read_headers(path, encoding, delimiter):
-    """The header row of a text file, read from its first 64 KiB."""
-    with open(path, "rb") as handle:
-        head = handle.read(_SNIFF_BYTES)
-    if not head:
-        raise ContactsFileError(path, "the file is empty")
-    if head.startswith(b"\xd0\xcf\x11\xe0"):
-        return read_table(path)  # refuses it with the reason
-    guessed = encoding or _detect_encoding(path, head)[0]
-    text = head.decode(guessed, errors="ignore").lstrip("\ufeff")
-    delimiter = delimiter or _sniff_delimiter(text, path.suffix.lower())
-    try:
-        frame = pd.read_csv(io.StringIO(_first_record(text) + "\n"), sep=delimiter,
-                            dtype=str, na_filter=False)
-    except pd.errors.EmptyDataError:
-        raise ContactsFileError(path, "the file has no header row") from None
-    except (pd.errors.ParserError, ValueError, csv.Error) as error:
-        raise ContactsFileError(path, f"cannot be read as a table: {_first_line(error)}"
-                                ) from None
-    headers = [_clean_header(name) for name in frame.columns]
-    if max(map(len, headers)) > MAX_CELL_BYTES:
-        raise _long_header(path)
-    if not any(headers):
-        raise ContactsFileError(path, "the first row is empty; it must hold the column "
-                                      "names")
-    return headers
-
-
-def _resolve_keep_columns(headers, keep_columns):
-    by_lower = {h.lower(): h for h in headers}
-    return [by_lower[name.lower()] for name in keep_columns if name.lower() in by_lower]
-
-
-def _build_index(path, table, choice, keep, rules, match_digits):
-    """Build the index one block of rows at a time (see _READ_ROWS)."""
-    texts = TextRowsBuilder(3 + len(keep))  # name, company, url, then `keep`
-    pair_keys, pair_rows, findable = [], [], []
-    unusable, skipped, refused_links = [], [], []
-    count = 0
-    for block in table.blocks:
-        size = len(next(iter(block.values()))) if block else 0
-        keys, rows, has_number = _block_pairs(block, size, count, choice, rules, unusable,
-                                              table.first_row)
-        pair_keys.append(keys)
-        pair_rows.append(rows)
-        findable.append(has_number)
-        skipped.extend((int(position) + count + table.first_row, "no usable phone number")
-                       for position in np.flatnonzero(~has_number)
-                       if any(str(values[position]).strip() for values in block.values()))
-        companies = block[choice.company] if choice.company else _blank(size)
-        names = _names(block, choice, size)
-        blank_names = names == ""
-        if blank_names.any():
-            names = np.where(blank_names, companies, names)  # a company-only contact
-        urls = _web_links(block[choice.url], count + table.first_row, refused_links) \
-            if choice.url else _blank(size)
-        texts.add([names, companies, urls,
-                   *(block[header] for header in keep)])
-        count += size
-    if count == 0:
-        raise ContactsFileError(path, "has no contacts: only a header row")
-    keys, rows = np.concatenate(pair_keys), np.concatenate(pair_rows)
-    del pair_keys, pair_rows
-    numbers = NumberTable.build(keys, rows)
-    eligible = keys >= _POW10[match_digits]
-    suffixes = NumberTable.build(keys[eligible] % _POW10[match_digits], rows[eligible])
-    del keys, rows, eligible
-    skipped = sorted(table.skipped + skipped, key=lambda item: (item[0] is None,
-                                                                 item[0] or 0))
-    return ContactIndex(
-        source=path, encoding=table.encoding, delimiter=table.delimiter,
-        loaded_at=dt.datetime.now(dt.timezone.utc).astimezone(), columns=choice,
-        rows_read=count, contacts=int(sum(int(f.sum()) for f in findable)),
-        numbers=int(numbers.keys.size), shared_numbers=numbers.shared,
-        skipped=tuple(skipped), unusable=tuple(unusable),
-        warnings=tuple(table.warnings) + ((_refused_links_warning(refused_links),)
-                                          if refused_links else ()),
-        rules=rules, match_digits=match_digits, first_row=table.first_row,
-        _numbers=numbers, _suffixes=suffixes, _texts=texts.build(),
-        template_headers=tuple(keep),
-        oversized=tuple(cell for cell in table.oversized if cell[1] in table.headers))
-
-
-def _block_pairs(block, size, first_row, choice, rules, unusable, row_base=2):
-    """(keys, rows, row has a number) of one block; rows counted from the file's start,
-    in file order. Problems with cells are added to `unusable`."""
-    extra = []
-    # Every phone column of the block in one vectorised call: fewer, larger numpy steps.
-    cells = np.concatenate([block[header] for header in choice.phones]) \
-        if len(choice.phones) > 1 else block[choice.phones[0]]
-    keys, handled, _blank_cells = column_keys(cells, rules)
-    for position in np.flatnonzero(~handled):
-        found, problems = cell_keys(cells[position], rules)
-        column, row = divmod(int(position), size)
-        if found:  # the first number in its column, the others beside it
-            keys[position] = found[0]
-            extra.extend((row, key) for key in found[1:])
-        unusable.extend((row + first_row + row_base, choice.phones[column],
-                         _clip(str(cells[position])), problem) for problem in problems)
-    columns = keys.reshape(len(choice.phones), size)
-    matrix = np.ascontiguousarray(columns.T)  # row by row: rows stay in file order
-    keys = matrix.ravel()
-    rows = np.repeat(np.arange(first_row, first_row + size, dtype=np.int32),
-                     matrix.shape[1])
-    has_number = (matrix > 0).any(axis=1)
-    present = keys > 0
-    keys, rows = keys[present], rows[present]
-    if extra:
-        more = np.array(extra, dtype=np.int64)
-        keys = np.concatenate([keys, more[:, 1]])
-        rows = np.concatenate([rows, (more[:, 0] + first_row).astype(np.int32)])
-        has_number[more[:, 0]] = True
-    return keys, rows, has_number
-
-
-def _blank(size):
-    return np.full(size, "", dtype=object)
+    quotients, buckets = np.divmod(keys, modulus)
+    position_bits = int(positions.max()).bit_length() if positions.size else 0
+    if keys.size and (int(keys.max()) + modulus).bit_length() + position_bits <= 63:
+        span = int(quotients.max()) + 1
+        packed = buckets * span
+        packed += quotients
+        del quotients, buckets
+        packed <<= position_bits
+        packed |= positions
+        packed.sort()
+        keep = np.empty(packed.size, dtype=bool)
+        keep[0] = True
+        np.not_equal(packed[1:], packed[:-1], out=keep[1:])
+        if not keep.all():
+            packed = packed[keep]
+        positions = (packed & ((1 << position_bits) - 1)).astype(np.int32)
+        packed >>= position_bits
+        buckets, quotients = np.divmod(packed, span)
+        quotients *= modulus
+        quotients += buckets
+        return quotients, positions  # the keys again
+    positions = positions.astype(np.int64)
+    order = np.lexsort((positions, keys, buckets))
+    keys, positions = keys[order], positions[order]
+    keep = np.ones(keys.size, dtype=bool)
+    keep[1:] = (keys[1:] != keys[:-1]) | (positions[1:] != positions[:-1])
+    return keys[keep], positions[keep].astype(np.int32)
 
 
 class TextRows:
@@ -2517,64 +2501,215 @@ class TextRowsBuilder:
         return TextRows(b"".join(self._parts), ends)
 
 
-def _sorted_unique_pairs(keys, rows, modulus):
-    """Sort (key, row) pairs by bucket (key % modulus), then key, then row, and drop
-    repeats: a contact listing a number twice counts once.
+@dataclasses.dataclass(frozen=True, eq=False)
+class ContactIndex:
+    """One loaded file, never changed after it is built: a reload builds a new one.
 
-    Bucket, key and row are packed into one int64 when they fit (bucket * span +
-    quotient is at most key + modulus; E.164 keys of up to 12-13 digits leave 20+ bits
-    for the row), because numpy sorts plain integers ~10x faster than it lexsorts
-    three arrays, and one sort then serves both the dedup and the hash table.
+    Numbers live in two NumberTables (canonical keys, and trailing digits for the
+    fallback) of numpy arrays: ~20 bytes a number instead of a Python dict's ~100.
+    Text lives in TextRows. A contact's `position` is its 0-based place in file order;
+    its `row` (Contact.row, reports) is the spreadsheet's: position + first_row.
     """
-    quotients, buckets = np.divmod(keys, modulus)
-    row_bits = int(rows.max()).bit_length() if rows.size else 0
-    if keys.size and (int(keys.max()) + modulus).bit_length() + row_bits <= 63:
-        span = int(quotients.max()) + 1
-        packed = buckets * span
-        packed += quotients
-        del quotients, buckets
-        packed <<= row_bits
-        packed |= rows
-        packed.sort()
-        keep = np.empty(packed.size, dtype=bool)
-        keep[0] = True
-        np.not_equal(packed[1:], packed[:-1], out=keep[1:])
-        if not keep.all():
-            packed = packed[keep]
-        rows = (packed & ((1 << row_bits) - 1)).astype(np.int32)
-        packed >>= row_bits
-        buckets, quotients = np.divmod(packed, span)
-        quotients *= modulus
-        quotients += buckets
-        return quotients, rows  # the keys again
-    rows = rows.astype(np.int64)
-    order = np.lexsort((rows, keys, buckets))
-    keys, rows = keys[order], rows[order]
-    keep = np.ones(keys.size, dtype=bool)
-    keep[1:] = (keys[1:] != keys[:-1]) | (rows[1:] != rows[:-1])
-    return keys[keep], rows[keep].astype(np.int32)
+
+    source: Path
+    encoding: str
+    delimiter: str | None
+    loaded_at: dt.datetime
+    columns: ColumnChoice
+    rows_read: int
+    contacts: int
+    numbers: int
+    shared_numbers: int
+    skipped: tuple
+    unusable: tuple
+    warnings: tuple
+    rules: NumberRules = dataclasses.field(repr=False)
+    match_digits: int = DEFAULTS["match_digits"]
+    first_row: int = 2   # the spreadsheet row of the first contact
+    _numbers: NumberTable = dataclasses.field(repr=False, default=None)
+    _suffixes: NumberTable = dataclasses.field(repr=False, default=None)
+    _texts: TextRows = dataclasses.field(repr=False, default=None)
+    template_headers: tuple = ()  # the file's columns kept for URL templates
+    oversized: tuple = ()  # (row, column, bytes) of its cells skipped as too long
+
+    def find(self, caller_id):
+        """(position, total, key) for a caller id: the position (0-based, in file order)
+        of the first contact holding its number, how many do, and the number's key (None
+        when it has none: withheld, or no digits). The one matching rule, shared by
+        answer_for() (every request: plain tuples, nothing built) and lookup()."""
+        key = None if caller_id is None else number_key(caller_id, self.rules)[0]
+        if key is None:
+            return 0, 0, None
+        position, total = self._numbers.find(key)
+        if not total and key >= self._suffix_modulus:
+            position, total = self._suffixes.find(key % self._suffix_modulus)
+        return position, total, key
+
+    def lookup(self, caller_id):
+        """Match(total, first contact in file order, caller's key) for a caller id:
+        find() with the contact made whole, for the command line, tests and embedding."""
+        position, total, key = self.find(caller_id)
+        return Match(total, self.contact(position), key) if total else Match(0, None, key)
+
+    @functools.cached_property
+    def _suffix_modulus(self):
+        return 10 ** self.match_digits
+
+    def texts_of(self, position):
+        """The contact's name, company and URL, then a list of its template columns."""
+        name, company, url, *kept = self._texts[position]
+        return name.strip(), company.strip(), url.strip(), kept
+
+    def contact(self, position):
+        name, company, url, kept = self.texts_of(position)
+        return Contact(name, company, url, position + self.first_row,
+                       dict(zip(self.template_headers, kept)) if kept else NO_FIELDS)
 
 
-def _names(block, choice, size):
-    """The block's names: the full-name column, or first, middle and last joined."""
-    if not choice.name:
-        return _blank(size)
-    columns = [block[header] for header in choice.name]
-    if len(columns) == 1:
-        return columns[0]
-    full, parts = (columns[0], columns[1:]) \
-        if _is_full_name(choice.name[0]) and not choice.join_names else (None, columns)
-    joined = np.empty(size, dtype=object)
-    joined[:] = [" ".join(p.strip() for p in cells if p and p.strip())
-                 for cells in zip(*parts)]
-    if full is None:
-        return joined
-    return np.where(np.array([bool(n.strip()) for n in full], dtype=bool), full, joined)
+def load_index(path, *, region=DEFAULTS["region"], encoding=None, delimiter=None,
+               sheet=None, name_column=None, company_column=None, phone_columns=None,
+               url_column=None, match_digits=DEFAULTS["match_digits"], keep_columns=()):
+    """Read a contacts file and build its ContactIndex. It reads only the file and its
+    arguments, and changes nothing outside what it returns.
+
+    Raises ContactsFileError when the file cannot be read or has no phone column. A
+    file that loads but where no contact has a usable number gives contacts == 0
+    (require_contacts() refuses it).
+    """
+    path = Path(path)
+    rules = number_rules(region)
+    head = _read_head(path)
+    # A workbook or vCard is read whole here; a CSV is read in blocks further down.
+    xlsx_table = read_table(path, sheet=sheet, encoding=encoding, head=head) \
+        if _file_kind(path, head) != "text" else None
+    headers = xlsx_table.headers if xlsx_table else _read_headers(path, head, encoding,
+                                                                  delimiter)
+    choice = choose_columns(headers, name_column=name_column,
+                            company_column=company_column, phone_columns=phone_columns,
+                            url_column=url_column, path=path)
+    if not choice.phones and xlsx_table and _is_vcard(xlsx_table.encoding):
+        cards = sum(len(block["Name"]) for block in xlsx_table.blocks)
+        raise ContactsFileError(path, f"is a vCard file with no phone numbers ({cards} "
+                                      "cards, none with a TEL line): a caller cannot be "
+                                      "found in it")
+    if not choice.phones:
+        raise ContactsFileError(path, "has no phone column (columns: "
+                                      f"{_list_headers(headers)}); name it with "
+                                      "--phone-columns")
+    keep = _resolve_keep_columns(headers, keep_columns)
+    wanted = [h for h in dict.fromkeys(list(choice.name) + [choice.company, choice.url]
+                                       + list(choice.phones) + keep) if h]
+    if xlsx_table:
+        return _build_index(path, xlsx_table.keep(wanted), choice, keep, rules,
+                            match_digits)
+    settings = dict(encoding=encoding, delimiter=delimiter, engine="c")
+    while True:  # at most three reads: a wrong encoding guess, then a ragged row
+        table = dataclasses.replace(read_table(
+            path, usecols=lambda h: _clean_header(h) in set(wanted), names=headers,
+            head=head, **settings), headers=wanted)
+        try:
+            return _build_index(path, table, choice, keep, rules, match_digits)
+        except _ReadAgain as again:
+            settings.update(again.changes)
 
 
-def _is_full_name(header):
-    return _phrase(header) not in (_FIRST_NAME_HEADERS | _MIDDLE_NAME_HEADERS |
-                                   _LAST_NAME_HEADERS)
+def _resolve_keep_columns(headers, keep_columns):
+    by_lower = {h.lower(): h for h in headers}
+    return [by_lower[name.lower()] for name in keep_columns if name.lower() in by_lower]
+
+
+def _build_index(path, table, choice, keep, rules, match_digits):
+    """Build the index one block of rows at a time (see _READ_ROWS)."""
+    texts = TextRowsBuilder(3 + len(keep))  # name, company, url, then `keep`
+    pair_keys, pair_positions, findable = [], [], []
+    unusable, skipped, refused_links = [], [], []
+    count = 0
+    for block in table.blocks:
+        size = len(next(iter(block.values()))) if block else 0
+        keys, positions, has_number = _block_pairs(block, size, count, choice, rules,
+                                                   unusable, table.first_row)
+        pair_keys.append(keys)
+        pair_positions.append(positions)
+        findable.append(has_number)
+        skipped.extend((int(position) + count + table.first_row, "no usable phone number")
+                       for position in np.flatnonzero(~has_number)
+                       if any(str(values[position]).strip() for values in block.values()))
+        companies = block[choice.company] if choice.company else _blank(size)
+        names = _names(block, choice, size)
+        blank_names = names == ""
+        if blank_names.any():
+            names = np.where(blank_names, companies, names)  # a company-only contact
+        urls = _web_links(block[choice.url], count + table.first_row, refused_links) \
+            if choice.url else _blank(size)
+        texts.add([names, companies, urls,
+                   *(block[header] for header in keep)])
+        count += size
+    if count == 0:
+        raise ContactsFileError(path, "has no contacts: only a header row")
+    keys, positions = np.concatenate(pair_keys), np.concatenate(pair_positions)
+    del pair_keys, pair_positions
+    numbers = NumberTable.build(keys, positions)
+    eligible = keys >= _POW10[match_digits]
+    suffixes = NumberTable.build(keys[eligible] % _POW10[match_digits],
+                                 positions[eligible])
+    del keys, positions, eligible
+    skipped = sorted(table.skipped + skipped, key=lambda item: (item[0] is None,
+                                                                 item[0] or 0))
+    return ContactIndex(
+        source=path, encoding=table.encoding, delimiter=table.delimiter,
+        loaded_at=dt.datetime.now(dt.timezone.utc).astimezone(), columns=choice,
+        rows_read=count, contacts=int(sum(int(f.sum()) for f in findable)),
+        numbers=int(numbers.keys.size), shared_numbers=numbers.shared,
+        skipped=tuple(skipped), unusable=tuple(unusable),
+        warnings=tuple(table.warnings) + ((_refused_links_warning(refused_links),)
+                                          if refused_links else ()),
+        rules=rules, match_digits=match_digits, first_row=table.first_row,
+        _numbers=numbers, _suffixes=suffixes, _texts=texts.build(),
+        template_headers=tuple(keep),
+        oversized=tuple(cell for cell in table.oversized if cell[1] in table.headers))
+
+
+def _block_pairs(block, size, offset, choice, rules, unusable, first_row=2):
+    """(keys, positions, has a number) of one block, whose first contact is at position
+    `offset` of the file; in file order. Problems with cells are added to `unusable`."""
+    extra = []
+    # Every phone column of the block in one vectorised call: fewer, larger numpy steps.
+    cells = np.concatenate([block[header] for header in choice.phones]) \
+        if len(choice.phones) > 1 else block[choice.phones[0]]
+    keys, handled, _blank_cells = column_keys(cells, rules)
+    for cell in np.flatnonzero(~handled):
+        found, problems = cell_keys(cells[cell], rules)
+        column, position = divmod(int(cell), size)
+        if found:  # the first number in its column, the others beside it
+            keys[cell] = found[0]
+            extra.extend((position, key) for key in found[1:])
+        unusable.extend((position + offset + first_row, choice.phones[column],
+                         _clip(str(cells[cell])), problem) for problem in problems)
+    columns = keys.reshape(len(choice.phones), size)
+    matrix = np.ascontiguousarray(columns.T)  # contact by contact, in file order
+    keys = matrix.ravel()
+    positions = np.repeat(np.arange(offset, offset + size, dtype=np.int32),
+                          matrix.shape[1])
+    has_number = (matrix > 0).any(axis=1)
+    present = keys > 0
+    keys, positions = keys[present], positions[present]
+    if extra:
+        more = np.array(extra, dtype=np.int64)
+        keys = np.concatenate([keys, more[:, 1]])
+        positions = np.concatenate([positions, (more[:, 0] + offset).astype(np.int32)])
+        has_number[more[:, 0]] = True
+    return keys, positions, has_number
+
+
+def _blank(size):
+    return np.full(size, "", dtype=object)
+
+
+def require_contacts(index, hint=""):
+    """Raise ContactsFileError when no contact of `index` can be found: a file that
+    loads but cannot serve anyone (the server refuses it, --check says so)."""
+    if index.contacts == 0:
+        raise ContactsFileError(index.source, "no contact has a usable phone number" + hint)
 
 
 def load_report(index):
@@ -2620,83 +2755,88 @@ def _show_delimiter(delimiter, encoding="xlsx"):
     return repr(delimiter)
 
 
-# URL templates --------------------------------------------------------------
+###############################################################################
+# Answering a pop-up ##########################################################
+###############################################################################
+# The answer to one /popup request: the caller's contact, or the no-match link.
 
-_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
-
-
-def template_columns(template):
-    """Placeholders of a template that are not request or contact fields: file columns."""
-    known = {name.lower() for name in REQUEST_PLACEHOLDERS + CONTACT_PLACEHOLDERS}
-    return tuple(name for name in _PLACEHOLDER.findall(template or "")
-                 if name.lower() not in known)
+_json_string = json.encoder.encode_basestring  # C; keeps Hebrew as is, escapes '"\\'
 
 
-def _check_template(template, option):
-    # What the template fills in is URL-encoded, so its start decides the link's scheme.
-    if template and not is_web_link(template):
-        raise ConfigError(f"--{option.replace('_', '-')}: {template!r} must start with "
-                          "http:// or https://")
+class PopupAnswer(typing.NamedTuple):
+    """What /popup answers (STATUS is always "OK") and the caller's key."""
+
+    total: int
+    name: str
+    company: str
+    url: str
+    key: int | None
+
+    @property
+    def e164(self):
+        return _e164(self.key)
+
+    def as_dict(self):
+        """The five fields Voicenter reads, in the order they are sent."""
+        return {"STATUS": "OK", "TOTAL": self.total, "CLIENTNAME": self.name,
+                "COMPANY": self.company, "URL": self.url}
+
+    def json_bytes(self):
+        """json.dumps(as_dict()), assembled directly: the fields and their order are
+        fixed, and this costs a quarter of json.dumps on the busiest path."""
+        return (f'{{"STATUS": "OK", "TOTAL": {self.total:d}, '
+                f'"CLIENTNAME": {_json_string(self.name)}, '
+                f'"COMPANY": {_json_string(self.company)}, '
+                f'"URL": {_json_string(self.url)}}}').encode("utf-8", "replace")
 
 
-def is_web_link(text):
-    """Whether text is an http: or https: link (spaces before it allowed): the only
-    links the pop-up sends, as Voicenter opens URL in the agent's browser, where a
-    javascript: or data: link would run. The scheme is all that decides it."""
-    return text.lstrip()[:6].lower().startswith(("http:", "https:"))
+def answer_for(index, caller_id, fields, config):
+    """The PopupAnswer to a caller id; the request's fields fill URL templates."""
+    position, total, key = index.find(caller_id)
+    if not total:
+        url = fill_template(config.no_match_url, _request_values(key, fields)) \
+            if config.no_match_url else ""
+        return PopupAnswer(0, "", "", url, key)
+    name, company, url, kept = index.texts_of(position)
+    if not url and config.url_template:
+        url = fill_template(config.url_template, {
+            **dict(zip(index.template_headers, kept)), **_request_values(key, fields),
+            "name": name, "company": company})
+    return PopupAnswer(total, name, company, url, key)
 
 
-def _web_links(cells, first_row, refused):
-    """A block of the URL column with every cell that is not a web link emptied;
-    (row, cell) of each goes to `refused`. Done as the file loads, so lookups add
-    nothing; numpy compares the first 6 characters (a Python loop cost 0.2-0.35 s a
-    million cells, this 0.1), and only cells that differ are looked at one by one."""
-    head = cells.astype("U6")
-    differ = np.flatnonzero((head != "https:") & (head != "") &
-                            (head.astype("U5") != "http:"))
-    bad = [position for position in differ.tolist()
-           if not is_web_link(cells[position]) and cells[position].strip()]
-    if not bad:
-        return cells
-    cells = cells.copy()
-    for position in bad:
-        refused.append((first_row + position, cells[position]))
-        cells[position] = ""
-    return cells
+def _request_values(key, fields):
+    """The request's placeholders for URL templates."""
+    return {"phone": fields.get("phone", ""), "e164": _e164(key) or "",
+            "ivrid": fields.get("ivrid", ""), "did": fields.get("did", ""),
+            "extenUser": fields.get("extenUser", ""), "status": _phase(fields)}
 
 
-def _refused_links_warning(refused):
-    examples = ", ".join(f"row {row} {_clip(cell)!r}" for row, cell in refused[:3])
-    more = f" and {len(refused) - 3} more" if len(refused) > 3 else ""
-    return (f"{len(refused)} contact URLs are not http: or https: links and are not "
-            f"sent (URL is empty for them): {examples}{more}")
-
-
-def fill_template(template, values):
-    """Replace {placeholder}s (case-insensitively) with URL-encoded values."""
-    lowered = {name.lower(): value for name, value in values.items()}
-    return _PLACEHOLDER.sub(
-        lambda m: quote(str(lowered.get(m.group(1).lower(), "")), safe=""), template)
+def _phase(fields):
+    return fields.get("status") or fields.get("statusCall") or ""
 
 
 ###############################################################################
 # Call history ################################################################
 ###############################################################################
+# Every pop-up request kept in SQLite off the request path; the day's calls rebuilt from it.
+
 # Every pop-up request is one phase of one call. The recorder queues it and a single
 # writer thread stores it in SQLite (WAL), so the answer never waits for the disk;
 # calls are rebuilt from their phases when the page asks, grouped by ivrid.
 
 # A batch goes to SQLite as one JSON array, one statement: executemany() re-takes the
-# GIL for every row, and under load each of those waits behind the pop-ups (JSON:
-# 7 % more requests per second at 32 connections while recording).
+# GIL for every row, and under load each of those waits behind the pop-ups.
 _INSERT_JSON_BATCH = ("INSERT OR IGNORE INTO events SELECT " + ", ".join(
     f"json_extract(value, '$[{column}]')" for column in range(13)) + " FROM json_each(?)")
+
+
 _INSERT_ROW = "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 _WRITE_BATCH = 1_000  # events a statement: an event can be ~128 KiB (body and query)
-_RECORD_BACKLOG = 20_000  # events waiting for the disk (~1 KiB each); more are dropped
+RECORD_BACKLOG = 20_000  # events waiting for the disk (~1 KiB each); more are dropped
 _RETRY_AT_MOST = 2.0  # seconds between tries of a failing database, at most
 _STOP_TRIES_FOR = 5.0  # seconds a stop keeps trying to write what waits
-_SCHEMA = """
+CALLS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     ivrid       TEXT NOT NULL,
     phase       TEXT NOT NULL,      -- ringing, answer, hangup, or what the client sent
@@ -2759,13 +2899,12 @@ def _take(waiting, limit=None):
 class CallRecorder:
     """Records pop-up requests off the request path: record() only appends to a deque,
     with no lock and no wake-up; one writer thread owns the database and writes what
-    waits every `interval` seconds, up to _WRITE_BATCH events a statement. (With
-    queue.Queue and executemany() recording cost 11-13 % of the requests per second
-    under load: the queue's locks, and the GIL re-taken for every row.)
+    waits every `interval` seconds, up to _WRITE_BATCH events a statement (a
+    queue.Queue's locks cost the requests under load: bench/README.md, "Call history").
 
     Nothing it could keep is lost: a database that is locked, full, read-only or
     cannot be opened is tried again with back-off while the events wait in memory (up
-    to _RECORD_BACKLOG; newer ones are dropped and counted); a database file deleted
+    to RECORD_BACKLOG; newer ones are dropped and counted); a database file deleted
     or replaced while running is noticed by its identity (device, inode) and a new
     one opened, and a batch written to the old file meanwhile is written again
     (INSERT OR IGNORE makes that harmless). A failure is logged when it starts or
@@ -2806,7 +2945,7 @@ class CallRecorder:
                       else "the server stopped first")
 
     def record(self, fields, answer):
-        if len(self._events) >= _RECORD_BACKLOG:  # the disk is far behind; pop-ups first
+        if len(self._events) >= RECORD_BACKLOG:  # the disk is far behind; pop-ups first
             self._drop()
             return
         self._events.append((
@@ -2829,7 +2968,7 @@ class CallRecorder:
             dropped, self._dropped_told = self._dropped - self._dropped_told, self._dropped
         if dropped:
             log.error("%d call events were dropped: more than %d were waiting for %s",
-                      dropped, _RECORD_BACKLOG, self.path)
+                      dropped, RECORD_BACKLOG, self.path)
 
     def _write_loop(self):
         retry_at = 0.0   # while the database fails: when to try again (monotonic)
@@ -2925,7 +3064,7 @@ class CallRecorder:
         try:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
-            connection.executescript(_SCHEMA)
+            connection.executescript(CALLS_SCHEMA)
             # A read-only or locked file fails here: a statement that would write (BEGIN
             # IMMEDIATE alone passes on a read-only WAL database whose -shm exists).
             connection.execute("BEGIN IMMEDIATE")
@@ -2956,7 +3095,7 @@ class CallRecorder:
             log.error("%s; %d call events wait in memory (at most %d) and are tried again",
                       f"calls database {self.path} cannot be opened ({error})" if opening
                       else f"could not record call events in {self.path} ({error})",
-                      len(self._events), _RECORD_BACKLOG)
+                      len(self._events), RECORD_BACKLOG)
         self.trouble = trouble
 
     def _write(self, events):
@@ -3105,13 +3244,9 @@ def _no_formula(text):
 
 
 ###############################################################################
-# The HTTP layer ##############################################################
+# Holding and reloading #######################################################
 ###############################################################################
-
-#: Fields read from a request; everything else a client sends is ignored.
-REQUEST_FIELDS = ("phone", "ivrid", "extenUser", "did", "status", "statusCall",
-                  "direction", "callerName", "isAnswered")
-
+# The index being served, swapped whole when the watched file changes and settles.
 
 class ContactsHolder:
     """The index being served and the outcome of the last load.
@@ -3133,10 +3268,10 @@ class ContactsHolder:
         for name in template_columns(config.url_template):
             if name.lower() not in kept:
                 log.warning("--url-template uses {%s}, which is not a column of %s: it "
-                            "will be empty", name, config.contacts.name)
+                            "will be empty", name, config.contacts_file.name)
 
     def load(self):
-        path = self.config.contacts
+        path = self.config.contacts_file
         signature = file_signature(path)  # before reading: a change meanwhile is seen
         try:
             with _bulk_load():
@@ -3148,10 +3283,7 @@ class ContactsHolder:
             raise ContactsFileError(path, f"cannot be loaded ({type(error).__name__}: "
                                           f"{_first_line(error)})") from None
         self.signature = signature
-        if index.contacts == 0:
-            raise ContactsFileError(self.config.contacts,
-                                    "no contact has a usable phone number "
-                                    f"({index.rows_read} rows read; run --check to see why)")
+        require_contacts(index, f" ({index.rows_read} rows read; run --check to see why)")
         return index
 
     def reload(self):
@@ -3208,56 +3340,127 @@ class ContactsHolder:
                 "last_error": self.last_error_public}
 
 
-@contextlib.contextmanager
-def _bulk_load():
-    """Around loading a file: no cyclic garbage collection meanwhile (a load makes
-    no cycles, and one collection over its blocks cost ~0.2 s of a 1.5 s load), no
-    transparent huge pages for numpy's arrays, and the memory it freed handed back to
-    the OS afterwards."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    # numpy asks the kernel for 2 MiB pages for arrays of 4 MiB and more; faulting
-    # those in made building the number tables take 0.45-0.55 s instead of 0.22 s, in
-    # 7 loads of 8 (Linux 'madvise' mode). Over HTTP, lookups gained at most a few
-    # percent from them, within the noise.
-    # NUMPY_MADVISE_HUGEPAGE=0 does this for a whole process; this only for the load.
-    set_huge_pages = getattr(getattr(getattr(np, "_core", None), "multiarray", None),
-                             "_set_madvise_hugepage", None)
-    huge_pages_were = set_huge_pages(False) if set_huge_pages else None
+def file_signature(path):
+    """What tells one version of a file from another: identity, size, mtime."""
     try:
-        yield
-    finally:
-        if set_huge_pages:
-            set_huge_pages(huge_pages_were)
-        if was_enabled:
-            gc.enable()
-        _return_freed_memory()
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
-def _keep_freed_memory_for_reuse():
-    """Tell glibc to keep memory freed while loading and reuse it, instead of giving
-    each block's memory back to the OS and faulting it in again for the next block:
-    loading a million contacts went from ~290,000 page faults to ~50,000 and 25% less
-    time. _return_freed_memory() hands it all back once a load is over."""
-    if sys.platform.startswith("linux"):
-        try:
-            mallopt = ctypes.CDLL(None).mallopt
-        except (OSError, AttributeError):  # not glibc
+#: A changed contacts file is served only once it has stayed the same (identity, size,
+#: modification time) for this long, so a writer may pause this long mid-write.
+SETTLE_SECONDS = 3.0
+
+
+class FileWatcher:
+    """Reloads the contacts file when it changes, polling so it works on every OS and
+    network share (in the manner of bottle's FileCheckerThread).
+
+    Strategy: a change of identity, size or mtime is read once the next poll sees the
+    same signature (Excel and editors save in several steps), but what was read is
+    served, or its error reported, only when the signature has then stayed the same
+    for SETTLE_SECONDS since the file last changed (its mtime, or the poll before it
+    was first seen if that is later); if it changes before, what was read is dropped. So a half-written file is never served while its writer pauses for less
+    than that. A file that is missing or locked is retried on every poll; one whose
+    content is bad waits for its next change. Throughout, lookups go on against the
+    index being served. Use as a context manager: the thread starts on enter and stops
+    on exit.
+    """
+
+    def __init__(self, holder, interval):
+        self.holder = holder
+        self.path = holder.config.contacts_file
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="contacts-watcher",
+                                        daemon=True)
+        self._served = holder.signature  # taken before the load: a later edit is seen
+        self._seen, self._seen_at = self._served, time.monotonic()  # unchanged since
+        self._read = None                # holder.read() of the file as _seen, unserved
+        self._watcher_error = False      # last_error is the watcher's own (missing, locked)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        self._thread.join(timeout=self.interval + 5)
+
+    def _run(self):
+        while not self._stop.wait(self._wait()):
+            try:
+                self._poll()
+            except Exception:  # the watcher must outlive any surprise; say what it was
+                log.exception("checking %s for changes failed", self.path)
+
+    def _wait(self):
+        """Seconds to the next poll: the interval, or less when a file read waits to be
+        served (so that it is served as soon as it has settled)."""
+        if self._read is None:
+            return self.interval
+        settled_in = self._seen_at + SETTLE_SECONDS - time.monotonic()
+        return min(self.interval, max(settled_in, 0.01))
+
+    def _poll(self):
+        current = file_signature(self.path)
+        if current != self._seen:  # just changed, or still changing: look again later
+            # It changed after the last poll, when its mtime says if the clocks agree.
+            lag = min(max(time.time() - current[3] / 1e9, 0.0), self.interval) \
+                if current else 0.0
+            self._seen, self._seen_at, self._read = current, time.monotonic() - lag, None
             return
-        m_trim_threshold, m_mmap_threshold = -1, -3   # glibc's <malloc.h>
-        mallopt(m_mmap_threshold, 256 * 1024 * 1024)
-        mallopt(m_trim_threshold, 1024 * 1024 * 1024)
+        if current == self._served:
+            if self._watcher_error:  # back as it was after a moment away or locked
+                self._watcher_error = False
+                self.holder.report(None)
+            return
+        if current is None:
+            self._report_missing()
+            return
+        if self._read is None:
+            self._read = self._read_file()
+            if file_signature(self.path) != current:
+                log.info("%s changed while being read; reading it again", self.path.name)
+                self._seen = self._read = None
+                return
+        if self._read is not None and time.monotonic() - self._seen_at >= SETTLE_SECONDS:
+            self.holder.swap_in(self._read)
+            self._served, self._read = current, None
 
+    def _report_missing(self):
+        error = ContactsFileError(self.path, "the file is missing; still serving the "
+                                             "contacts loaded before")
+        if self.holder.last_error != str(error):
+            self.holder.report(error)
+            self._watcher_error = True
+            log.error("%s", error)
 
-def _return_freed_memory():
-    """Hand memory freed while loading back to the OS. glibc keeps it in its heap
-    otherwise: a third of the RSS after loading a million contacts, returned in ~5 ms.
-    Other C libraries return it by themselves, or keep it: nothing to do there."""
-    if sys.platform.startswith("linux"):
+    def _read_file(self):
+        """holder.read() of the file, or None when it cannot be opened yet."""
+        log.info("%s changed; reloading", self.path.name)
         try:
-            ctypes.CDLL(None).malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
-            pass
+            with open(self.path, "rb"):
+                pass
+        except OSError as error:  # locked mid-save (Windows) or gone: next poll retries
+            self.holder.report(ContactsFileError(self.path, f"cannot be opened yet "
+                                                            f"({error.strerror})"))
+            self._watcher_error = True
+            return None
+        self._watcher_error = False
+        return self.holder.read()
+
+
+###############################################################################
+# Requests and access #########################################################
+###############################################################################
+# Who may ask (address, token) and the fields of a request: query, form or JSON.
+
+#: Fields read from a request; everything else a client sends is ignored.
+REQUEST_FIELDS = ("phone", "ivrid", "extenUser", "did", "status", "statusCall",
+                  "direction", "callerName", "isAnswered")
 
 
 class AccessGuard:
@@ -3308,8 +3511,9 @@ class AccessGuard:
                                             "the URL given to Voicenter")
         return client
 
-    def allows_page(self, environ, query):
-        """The calls page: the token when one is set, else --allow-ip or loopback only."""
+    def check_page(self, environ, query):
+        """Refuse the calls page (403) unless the request may see it: the token when one
+        is set, else --allow-ip or loopback only."""
         if self.token:
             self.check(environ, query)
             return
@@ -3348,8 +3552,6 @@ class AccessGuard:
 
 
 _MAX_FIELDS = 200
-
-
 _ASCII_ESCAPES = {f"{code:02X}": chr(code) for code in range(128)}
 _ASCII_ESCAPES.update({f"{code:02x}": chr(code) for code in range(128)})
 _ASCII_ESCAPES.update({f"{code:02X}"[0] + f"{code:02x}"[1]: chr(code) for code in range(128)})
@@ -3469,6 +3671,11 @@ def _json_fields(body):
     return fields
 
 
+###############################################################################
+# The request log #############################################################
+###############################################################################
+# One line a request, written off the request path; numbers and client text masked.
+
 class LogOutput:
     """Where log text goes (stderr), written by its own thread. A blocked output (a
     paused console, a pipe nobody reads) then stops only that thread: what waits
@@ -3579,12 +3786,11 @@ class _LogOutputHandler(logging.Handler):
 class AccessLog:
     """The request log: one line per request, in the layout of the other log lines.
 
-    It is the only log on the busiest path, and a line through `logging` costs ~20 us,
-    as much as answering the request (bench/run.py measures it). So a request only
-    queues its values (popup()) or its line (write()), and a thread makes and writes
-    the lines in batches every `interval` seconds: a request then costs ~0.5 us
-    instead of 5 (in Bottle) to 9 (under load). Values a client chose are escaped, so
-    that nobody can write a line of their own.
+    It is the only log on the busiest path, and a line through `logging` costs as much
+    as answering the request. So a request only queues its values (popup()) or its
+    line (write()), and a thread makes and writes the lines in batches every
+    `interval` seconds (figures: bench/README.md, "The request log"). Values a client
+    chose are escaped, so that nobody can write a line of their own.
     """
 
     def __init__(self, stream, log_numbers=False, interval=0.1):
@@ -3612,7 +3818,7 @@ class AccessLog:
     def __exit__(self, *exc_info):
         self._stop.set()
         self._thread.join(timeout=5)
-        self._flush()
+        self.flush()
         if self._owns_output:
             self._output.close()
 
@@ -3629,7 +3835,7 @@ class AccessLog:
     def _run(self):
         while not self._stop.wait(self._interval):
             try:
-                self._flush()
+                self.flush()
             except Exception:  # a line that cannot be made must not end the log
                 log.exception("the request log could not write a batch of lines")
 
@@ -3648,7 +3854,8 @@ class AccessLog:
                                                  _popup_line(*entry[1:], log_numbers)))
         return lines
 
-    def _flush(self):
+    def flush(self):
+        """Write the lines waiting now (the writer thread does this every `interval`)."""
         entries = _take(self._lines)
         if entries:
             if len(entries) >= self.MAX_WAITING:
@@ -3730,60 +3937,20 @@ def _mask(number, log_numbers):
     return "*" * (len(digits) - 3) + digits[-3:] if digits else "-"
 
 
-_json_string = json.encoder.encode_basestring  # C; keeps Hebrew as is, escapes '"\\'
+###############################################################################
+# The web app #################################################################
+###############################################################################
+# create_app(): the Bottle routes /popup, /health, / and /calls(.csv) and their JSON errors.
 
-
-class PopupAnswer(typing.NamedTuple):
-    """What /popup answers (STATUS is always "OK") and the caller's key."""
-
-    total: int
-    name: str
-    company: str
-    url: str
-    key: int | None
-
-    @property
-    def e164(self):
-        return _e164(self.key)
-
-    def as_dict(self):
-        """The five fields Voicenter reads, in the order they are sent."""
-        return {"STATUS": "OK", "TOTAL": self.total, "CLIENTNAME": self.name,
-                "COMPANY": self.company, "URL": self.url}
-
-    def json_bytes(self):
-        """json.dumps(as_dict()), assembled directly: the fields and their order are
-        fixed, and this costs a quarter of json.dumps on the busiest path."""
-        return (f'{{"STATUS": "OK", "TOTAL": {self.total:d}, '
-                f'"CLIENTNAME": {_json_string(self.name)}, '
-                f'"COMPANY": {_json_string(self.company)}, '
-                f'"URL": {_json_string(self.url)}}}').encode("utf-8", "replace")
-
-
-def answer_for(index, caller_id, fields, config):
-    """The PopupAnswer to a caller id; the request's fields fill URL templates."""
-    row, total, key = index.find(caller_id)
-    if not total:
-        url = fill_template(config.no_match_url, _request_values(key, fields)) \
-            if config.no_match_url else ""
-        return PopupAnswer(0, "", "", url, key)
-    name, company, url, kept = index.texts_of(row)
-    if not url and config.url_template:
-        url = fill_template(config.url_template, {
-            **dict(zip(index.template_headers, kept)), **_request_values(key, fields),
-            "name": name, "company": company})
-    return PopupAnswer(total, name, company, url, key)
-
-
-def _request_values(key, fields):
-    """The request's placeholders for URL templates."""
-    return {"phone": fields.get("phone", ""), "e164": _e164(key) or "",
-            "ivrid": fields.get("ivrid", ""), "did": fields.get("did", ""),
-            "extenUser": fields.get("extenUser", ""), "status": _phase(fields)}
-
-
-def _phase(fields):
-    return fields.get("status") or fields.get("statusCall") or ""
+#: A browser (Voicenter's Chrome extension) may call /popup: every answer allows any
+#: origin (the token guards access); the preflight also names methods and headers.
+CORS_ORIGIN = ("Access-Control-Allow-Origin", "*")
+CORS_PREFLIGHT_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Content-Type, X-Popup-Token",
+    "Access-Control-Max-Age": "600",
+}
 
 
 def _json_bytes(payload):
@@ -3796,10 +3963,19 @@ ERROR_MESSAGES = {
 }
 
 
+def bottle_headers_direct():
+    """Whether bottle keeps a response's headers as {name: [value]} in `_headers`, as
+    set_header() leaves them (bottle 0.13 does): /popup then writes them there."""
+    response = bottle.BaseResponse()
+    response.set_header("Content-Type", JSON_TYPE)
+    return getattr(response, "_headers", None) == {"Content-Type": [JSON_TYPE]}
+
+
 def create_app(config, holder, recorder=None, access_log=None):
     """The Bottle application: /popup, /health and the calls page."""
     app = bottle.Bottle(catchall=True)
     guard = AccessGuard(config)
+    direct_headers = bottle_headers_direct()
     access_log = access_log or LoggingAccessLog(config.log_numbers)
 
     def json_error(error):
@@ -3838,12 +4014,15 @@ def create_app(config, holder, recorder=None, access_log=None):
             raise bottle.HTTPError(400, "the request has no phone field "
                                         "(e.g. /popup?phone=0722776772)")
         answer = answer_for(holder.index, phone, fields, config)
-        # Straight into the response's header table (name: [value]) as set_header()
-        # would leave it: these names and values are constants, so its checks only
-        # cost time, ~1 us of the busiest path (test_security checks both arrive).
-        headers = bottle.response._headers
-        headers["Content-Type"] = [JSON_TYPE]  # new lists: add_header() appends to them
-        headers["Access-Control-Allow-Origin"] = [CORS_ORIGIN[1]]
+        if direct_headers:
+            # Straight into the response's header table as set_header() would leave it:
+            # these names and values are constants, so its checks only cost time.
+            headers = bottle.response._headers
+            headers["Content-Type"] = [JSON_TYPE]  # new lists: add_header() appends
+            headers["Access-Control-Allow-Origin"] = [CORS_ORIGIN[1]]
+        else:
+            bottle.response.set_header("Content-Type", JSON_TYPE)
+            bottle.response.set_header(*CORS_ORIGIN)
         if recorder is not None:
             recorder.record(fields, answer)
         if log_request:
@@ -3870,7 +4049,7 @@ def create_app(config, holder, recorder=None, access_log=None):
     def page_request():
         environ = bottle.request.environ
         query = _query_fields(environ)
-        guard.allows_page(environ, query)
+        guard.check_page(environ, query)
         bottle.response.set_header("Cache-Control", "no-store")
         return query, _parse_day(query.get("day"))
 
@@ -3947,257 +4126,15 @@ def _calls_or_error(recorder, day):
 
 
 ###############################################################################
-# Reloading ###################################################################
+# Serving with waitress #######################################################
 ###############################################################################
-
-
-def file_signature(path):
-    """What tells one version of a file from another: identity, size, mtime."""
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
-
-
-#: A changed contacts file is served only once it has stayed the same (identity, size,
-#: modification time) for this long, so a writer may pause this long mid-write.
-SETTLE_SECONDS = 3.0
-
-
-class FileWatcher:
-    """Reloads the contacts file when it changes, polling so it works on every OS and
-    network share (in the manner of bottle's FileCheckerThread).
-
-    Strategy: a change of identity, size or mtime is read once the next poll sees the
-    same signature (Excel and editors save in several steps), but what was read is
-    served, or its error reported, only when the signature has then stayed the same
-    for SETTLE_SECONDS since the file last changed (its mtime, or the poll before it
-    was first seen if that is later); if it changes before, what was read is dropped. So a half-written file is never served while its writer pauses for less
-    than that. A file that is missing or locked is retried on every poll; one whose
-    content is bad waits for its next change. Throughout, lookups go on against the
-    index being served. Use as a context manager: the thread starts on enter and stops
-    on exit.
-    """
-
-    def __init__(self, holder, interval):
-        self.holder = holder
-        self.path = holder.config.contacts
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="contacts-watcher",
-                                        daemon=True)
-        self._served = holder.signature  # taken before the load: a later edit is seen
-        self._seen, self._seen_at = self._served, time.monotonic()  # unchanged since
-        self._read = None                # holder.read() of the file as _seen, unserved
-        self._watcher_error = False      # last_error is the watcher's own (missing, locked)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self._stop.set()
-        self._thread.join(timeout=self.interval + 5)
-
-    def _run(self):
-        while not self._stop.wait(self._wait()):
-            try:
-                self._poll()
-            except Exception:  # the watcher must outlive any surprise; say what it was
-                log.exception("checking %s for changes failed", self.path)
-
-    def _wait(self):
-        """Seconds to the next poll: the interval, or less when a file read waits to be
-        served (so that it is served as soon as it has settled)."""
-        if self._read is None:
-            return self.interval
-        settled_in = self._seen_at + SETTLE_SECONDS - time.monotonic()
-        return min(self.interval, max(settled_in, 0.01))
-
-    def _poll(self):
-        current = file_signature(self.path)
-        if current != self._seen:  # just changed, or still changing: look again later
-            # It changed after the last poll, when its mtime says if the clocks agree.
-            lag = min(max(time.time() - current[3] / 1e9, 0.0), self.interval) \
-                if current else 0.0
-            self._seen, self._seen_at, self._read = current, time.monotonic() - lag, None
-            return
-        if current == self._served:
-            if self._watcher_error:  # back as it was after a moment away or locked
-                self._watcher_error = False
-                self.holder.report(None)
-            return
-        if current is None:
-            self._report_missing()
-            return
-        if self._read is None:
-            self._read = self._read_file()
-            if file_signature(self.path) != current:
-                log.info("%s changed while being read; reading it again", self.path.name)
-                self._seen = self._read = None
-                return
-        if self._read is not None and time.monotonic() - self._seen_at >= SETTLE_SECONDS:
-            self.holder.swap_in(self._read)
-            self._served, self._read = current, None
-
-    def _report_missing(self):
-        error = ContactsFileError(self.path, "the file is missing; still serving the "
-                                             "contacts loaded before")
-        if self.holder.last_error != str(error):
-            self.holder.report(error)
-            self._watcher_error = True
-            log.error("%s", error)
-
-    def _read_file(self):
-        """holder.read() of the file, or None when it cannot be opened yet."""
-        log.info("%s changed; reloading", self.path.name)
-        try:
-            with open(self.path, "rb"):
-                pass
-        except OSError as error:  # locked mid-save (Windows) or gone: next poll retries
-            self.holder.report(ContactsFileError(self.path, f"cannot be opened yet "
-                                                            f"({error.strerror})"))
-            self._watcher_error = True
-            return None
-        self._watcher_error = False
-        return self.holder.read()
-
-
-###############################################################################
-# The command line ############################################################
-###############################################################################
-
-
-_WEAK_TOKEN_LENGTH = 16  # characters; a made token has 32 (192 random bits)
-
-
-def resolve_token(config):
-    """The token in force: the configured one, or the one kept in the token file
-    (made on first start, readable by its owner only). "" means no check.
-
-    A token file that other users can read or change is refused, as ssh refuses such
-    a key: the token is all that guards the contacts, and `chmod 600` mends it while
-    keeping the URL. A symbolic link is never followed, to read or to create it. A
-    short token is used, with a warning at every start: it is the operator's choice,
-    and refusing it would break the URL Voicenter has."""
-    if config.token is not None:
-        _warn_if_weak(config.token, "--token (or POPUP_TOKEN)")
-        return config.token
-    path = config.token_path
-    token = _read_token_file(path)
-    if token is None:
-        token = _make_token_file(path)
-    _warn_if_weak(token, str(path))
-    return token
-
-
-def _read_token_file(path):
-    """The token kept in `path`; None when there is none yet (no file, or empty)."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
-                             | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not hang us
-    except FileNotFoundError:
-        return None
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise ConfigError(f"{path}: the token file is a symbolic link, which is not "
-                              "followed; give --token-file the real file") from None
-        raise ConfigError(f"{path}: cannot read the token file ({error.strerror})") from None
-    with os.fdopen(descriptor, "rb") as handle:
-        mode = os.fstat(handle.fileno()).st_mode
-        if not stat.S_ISREG(mode):
-            raise ConfigError(f"{path}: the token file is not a regular file")
-        data = handle.read(4097)
-        if os.name != "nt" and mode & 0o077 and data.strip():
-            raise ConfigError(
-                f"{path}: the token file can be read or changed by other users (mode "
-                f"{stat.S_IMODE(mode):03o}); make it the owner's only: chmod 600 {path} "
-                "(if others may have read it, delete it instead: a new token is made, "
-                "and Voicenter needs the new URL)")
-    try:
-        token = data.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        token = None
-    if token is None or len(data) > 4096 or not token.isprintable():
-        raise ConfigError(f"{path}: the token file does not hold a token (one line of "
-                          "text); delete it to have a new one made")
-    if not token:  # an empty file: made anew below, so nothing of its mode survives
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        return None
-    return token
-
-
-def _make_token_file(path):
-    token = secrets.token_urlsafe(24)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # O_EXCL: never through a symbolic link (even a dangling one), never over a file.
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL
-                             | getattr(os, "O_NOFOLLOW", 0), 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            if hasattr(os, "fchmod"):
-                os.fchmod(handle.fileno(), 0o600)  # whatever the umask took away
-            handle.write(token + "\n")
-    except FileExistsError:
-        raise ConfigError(f"{path}: cannot make the token file: something is in the way "
-                          "(a symbolic link?); remove it or pass --token-file") from None
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot keep the new token there ({error.strerror}); "
-                          "pass --token or --token-file") from None
-    log.info("made a new token and kept it in %s", path)
-    return token
-
-
-def _warn_if_weak(token, source):
-    if token and len(token) < _WEAK_TOKEN_LENGTH:
-        log.warning("the token from %s has only %d characters: anyone who can reach the "
-                    "port can guess it by trying; use a longer one (a made one has 32)",
-                    source, len(token))
-
-
-def voicenter_url(host, port, token):
-    if host in ("0.0.0.0", "::", ""):
-        host = socket.gethostname()
-    if ":" in host:
-        host = f"[{host}]"
-    url = f"http://{host}:{port}/popup"
-    return url + (f"?token={quote(token, safe='')}" if token else "")
-
-
-def _quiet_channel_class():
-    """waitress' HTTPChannel, minus a busy loop that collapses throughput at 4+
-    keep-alive connections on small machines (waitress 3.0.2, channel.py).
-
-    A worker sends its response while holding the channel's outbuf_lock. Meanwhile
-    writable() says yes (it only looks at the buffered length), so the main loop's
-    poll returns at once, handle_write cannot take the lock, and the loop spins,
-    taking the GIL the worker needs to finish: measured 2 -> 38 loop turns a request
-    at 4 connections, and a third of the throughput. Here a channel whose lock a
-    worker holds is not writable; that worker wakes the loop itself (pull_trigger)
-    whenever it leaves bytes unsent, so nothing waits.
-    """
-    from waitress.channel import HTTPChannel
-
-    class QuietChannel(HTTPChannel):
-        def writable(self):
-            if self.will_close or self.close_when_flushed:
-                return True
-            if not self.total_outbufs_len:
-                return False
-            if self.requests:  # a worker may be sending right now
-                if not self.outbuf_lock.acquire(blocking=False):
-                    return False
-                self.outbuf_lock.release()
-            return True
-    return QuietChannel
-
+# waitress as this server runs it: its settings, the connection guard, the quiet channel.
 
 #: A request's headers and body must arrive whole within this many seconds of its
 #: first byte, and a new connection's first request within this many of connecting:
 #: a client that trickles a byte now and then is never idle for channel_timeout.
 REQUEST_DEADLINE = 10
+
 #: Connections open at once, from everyone; the descriptor limit is raised to fit.
 #: poll() walks every connection on every turn of the loop: ~1.5 us each.
 CONNECTION_LIMIT = 4000
@@ -4240,6 +4177,34 @@ def _connection_limit():
     if soft == resource.RLIM_INFINITY:
         return CONNECTION_LIMIT
     return max(16, min(CONNECTION_LIMIT, soft - _SPARE_DESCRIPTORS))
+
+
+def _quiet_channel_class():
+    """waitress' HTTPChannel, minus a busy loop that collapses throughput at 4+
+    keep-alive connections on small machines (waitress 3.0.2, channel.py).
+
+    A worker sends its response while holding the channel's outbuf_lock. Meanwhile
+    writable() says yes (it only looks at the buffered length), so the main loop's
+    poll returns at once, handle_write cannot take the lock, and the loop spins,
+    taking the GIL the worker needs to finish (figures: bench/README.md, "Serving with
+    waitress"). Here a channel whose lock a worker holds is not writable; that worker
+    wakes the loop itself (pull_trigger) whenever it leaves bytes unsent, so nothing
+    waits.
+    """
+    from waitress.channel import HTTPChannel
+
+    class QuietChannel(HTTPChannel):
+        def writable(self):
+            if self.will_close or self.close_when_flushed:
+                return True
+            if not self.total_outbufs_len:
+                return False
+            if self.requests:  # a worker may be sending right now
+                if not self.outbuf_lock.acquire(blocking=False):
+                    return False
+                self.outbuf_lock.release()
+            return True
+    return QuietChannel
 
 
 class ConnectionGuard:
@@ -4376,12 +4341,75 @@ class ConnectionGuard:
         self.warned_at = now
 
 
+def _render_waitress_errors_as_json():
+    """Answer the errors waitress itself raises (a body over the limit, a malformed
+    request line, headers too large) in the same JSON as the app's own, so that a
+    client never sees a text/plain error page from this server."""
+    import waitress.utilities
+
+    def to_response(error, ident=None):
+        body = _json_bytes({"STATUS": "ERROR", "MESSAGE": f"{error.reason}: {error.body}"})
+        return f"{error.code} {error.reason}", [("Content-Type", JSON_TYPE)], body
+    waitress.utilities.Error.to_response = to_response
+
+
+#: The waitress releases the patches in this section were written against (3.0.2).
+_WAITRESS_SERIES = "3.0."
+#: (module, class, names) of waitress that the patches read or replace: each a class
+#: attribute, or an attribute some __init__ of the class sets.
+_WAITRESS_INTERNALS = (
+    ("waitress.channel", "HTTPChannel", (
+        "writable", "will_close", "close_when_flushed", "total_outbufs_len", "requests",
+        "outbuf_lock", "outbufs", "current_outbuf_count", "creation_time",
+        "last_activity", "request", "socket")),
+    ("waitress.server", "BaseWSGIServer", (
+        "handle_accept", "maintenance", "accept", "set_socket_options", "channel_class",
+        "fix_addr", "adj", "_map", "active_channels")),
+    ("waitress.utilities", "Error", ("to_response", "code", "reason", "body")),
+)
+
+
+def waitress_differences(version=None, internals=_WAITRESS_INTERNALS):
+    """How the installed waitress (or `version`) differs from what the patches here rely
+    on; empty when they may be applied. A changed internal would more likely stall
+    answers than raise, so anything unexpected means stock waitress instead."""
+    import importlib
+    import importlib.metadata
+    import inspect
+    version = version or importlib.metadata.version("waitress")
+    differences = [] if version.startswith(_WAITRESS_SERIES) else [
+        f"waitress {version}, not {_WAITRESS_SERIES}x"]
+    for module_name, class_name, names in internals:
+        cls = getattr(importlib.import_module(module_name), class_name, None)
+        if cls is None:
+            differences.append(f"{module_name}.{class_name} is gone")
+            continue
+        sources = []
+        for klass in cls.__mro__:
+            with contextlib.suppress(OSError, TypeError):
+                sources.append(inspect.getsource(klass.__dict__.get("__init__", object)))
+        missing = [name for name in names if not hasattr(cls, name) and not any(
+            re.search(rf"self\.{re.escape(name)}\s*=", source) for source in sources)]
+        if missing:
+            differences.append(f"{class_name} has no {', '.join(missing)}")
+    return differences
+
+
 def create_server(app, config):
-    """A waitress server for `app`, with waitress_settings(), the quiet channel and a
-    ConnectionGuard for each address it listens on."""
+    """A waitress server for `app`, with waitress_settings(), and, when waitress_differences()
+    finds none, JSON errors, the quiet channel and a ConnectionGuard for each address it
+    listens on."""
     import waitress.server
-    _render_waitress_errors_as_json()
+    differences = waitress_differences()
+    if differences:
+        log.warning("serving with stock waitress: no per-address connection limit, no "
+                    "request deadline, plain-text errors from waitress (%s)",
+                    "; ".join(differences))
+    else:
+        _render_waitress_errors_as_json()
     server = waitress.server.create_server(app, **waitress_settings(config))
+    if differences:
+        return server
     # One server, or a MultiSocketServer whose map holds one per address (--host localhost)
     listeners = [server] if isinstance(server, waitress.server.BaseWSGIServer) else [
         item for item in server.map.values()
@@ -4414,16 +4442,171 @@ def serve(app, config, holder):
         server.close()
 
 
-def _render_waitress_errors_as_json():
-    """Answer the errors waitress itself raises (a body over the limit, a malformed
-    request line, headers too large) in the same JSON as the app's own, so that a
-    client never sees a text/plain error page from this server."""
-    import waitress.utilities
+###############################################################################
+# Process tuning ##############################################################
+###############################################################################
+# How this process uses memory and the garbage collector, for loads and for requests.
 
-    def to_response(error, ident=None):
-        body = _json_bytes({"STATUS": "ERROR", "MESSAGE": f"{error.reason}: {error.body}"})
-        return f"{error.code} {error.reason}", [("Content-Type", JSON_TYPE)], body
-    waitress.utilities.Error.to_response = to_response
+# Figures and the commands that measure them: bench/README.md, "Process tuning".
+
+
+def tune_for_loading():
+    """Once, at start-up: glibc keeps the memory a load frees and reuses it for the next
+    block, instead of returning it to the OS and faulting it in again (far fewer page
+    faults, a faster load); _return_freed_memory() hands it back after each load."""
+    if sys.platform.startswith("linux"):
+        try:
+            mallopt = ctypes.CDLL(None).mallopt
+        except (OSError, AttributeError):  # not glibc
+            return
+        m_trim_threshold, m_mmap_threshold = -1, -3   # glibc's <malloc.h>
+        mallopt(m_mmap_threshold, 256 * 1024 * 1024)
+        mallopt(m_trim_threshold, 1024 * 1024 * 1024)
+
+
+@contextlib.contextmanager
+def _bulk_load():
+    """Around loading a file: no cyclic garbage collection meanwhile (a load makes no
+    cycles, and a collection over its blocks is a good part of the load), no
+    transparent huge pages for numpy's arrays, and the memory it freed handed back to
+    the OS afterwards."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    # Faulting in 2 MiB pages made building the number tables about twice as slow, and
+    # lookups gained nothing measurable from them. NUMPY_MADVISE_HUGEPAGE=0 would be the
+    # documented switch, but numpy reads it only when first imported and it would hold
+    # for the whole process: this private call (skipped where it is missing) covers loads.
+    set_huge_pages = getattr(getattr(getattr(np, "_core", None), "multiarray", None),
+                             "_set_madvise_hugepage", None)
+    huge_pages_were = set_huge_pages(False) if set_huge_pages else None
+    try:
+        yield
+    finally:
+        if set_huge_pages:
+            set_huge_pages(huge_pages_were)
+        if was_enabled:
+            gc.enable()
+        _return_freed_memory()
+
+
+def _return_freed_memory():
+    """Hand memory freed by a load back to the OS: glibc would keep it in its heap (a
+    third of the RSS after a big load). Other C libraries return it by themselves, or
+    keep it: nothing to do there."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None).malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+            pass
+
+
+def tune_for_serving():
+    """Once start-up is over: what it made (modules, phonenumbers' metadata) lives as
+    long as the process, so it is frozen out of the collector's full passes, which
+    otherwise walk it every few thousand requests (a latency spike each time)."""
+    gc.freeze()
+
+
+###############################################################################
+# The command line ############################################################
+###############################################################################
+# The token file, logging set-up, --check and main().
+
+_WEAK_TOKEN_LENGTH = 16  # characters; a made token has 32 (192 random bits)
+
+
+def resolve_token(config):
+    """The token in force: the configured one, or the one kept in the token file
+    (made on first start, readable by its owner only). "" means no check.
+
+    A token file that other users can read or change is refused, as ssh refuses such
+    a key: the token is all that guards the contacts, and `chmod 600` mends it while
+    keeping the URL. A symbolic link is never followed, to read or to create it. A
+    short token is used, with a warning at every start: it is the operator's choice,
+    and refusing it would break the URL Voicenter has."""
+    if config.token is not None:
+        _warn_if_weak(config.token, "--token (or POPUP_TOKEN)")
+        return config.token
+    path = config.token_path
+    token = _read_token_file(path)
+    if token is None:
+        token = _make_token_file(path)
+    _warn_if_weak(token, str(path))
+    return token
+
+
+def _read_token_file(path):
+    """The token kept in `path`; None when there is none yet (no file, or empty)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+                             | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not hang us
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise ConfigError(f"{path}: the token file is a symbolic link, which is not "
+                              "followed; give --token-file the real file") from None
+        raise ConfigError(f"{path}: cannot read the token file ({error.strerror})") from None
+    with os.fdopen(descriptor, "rb") as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"{path}: the token file is not a regular file")
+        data = handle.read(4097)
+        if os.name != "nt" and mode & 0o077 and data.strip():
+            raise ConfigError(
+                f"{path}: the token file can be read or changed by other users (mode "
+                f"{stat.S_IMODE(mode):03o}); make it the owner's only: chmod 600 {path} "
+                "(if others may have read it, delete it instead: a new token is made, "
+                "and Voicenter needs the new URL)")
+    try:
+        token = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        token = None
+    if token is None or len(data) > 4096 or not token.isprintable():
+        raise ConfigError(f"{path}: the token file does not hold a token (one line of "
+                          "text); delete it to have a new one made")
+    if not token:  # an empty file: made anew below, so nothing of its mode survives
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return None
+    return token
+
+
+def _make_token_file(path):
+    token = secrets.token_urlsafe(24)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # O_EXCL: never through a symbolic link (even a dangling one), never over a file.
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                             | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            if hasattr(os, "fchmod"):
+                os.fchmod(handle.fileno(), 0o600)  # whatever the umask took away
+            handle.write(token + "\n")
+    except FileExistsError:
+        raise ConfigError(f"{path}: cannot make the token file: something is in the way "
+                          "(a symbolic link?); remove it or pass --token-file") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot keep the new token there ({error.strerror}); "
+                          "pass --token or --token-file") from None
+    log.info("made a new token and kept it in %s", path)
+    return token
+
+
+def _warn_if_weak(token, source):
+    if token and len(token) < _WEAK_TOKEN_LENGTH:
+        log.warning("the token from %s has only %d characters: anyone who can reach the "
+                    "port can guess it by trying; use a longer one (a made one has 32)",
+                    source, len(token))
+
+
+def voicenter_url(host, port, token):
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    if ":" in host:
+        host = f"[{host}]"
+    url = f"http://{host}:{port}/popup"
+    return url + (f"?token={quote(token, safe='')}" if token else "")
 
 
 def _configure_logging():
@@ -4444,16 +4627,17 @@ def _configure_logging():
 
 def _run_check(config):
     try:
-        index = load_index(config.contacts, **config.load_options())
+        index = load_index(config.contacts_file, **config.load_options())
     except ContactsFileError as error:
         print(f"popup_server: {error}", file=sys.stderr)
-        return 2
+        return ExitStatus.ERROR
     print("\n".join(load_report(index)))
-    if index.contacts == 0:
-        print(f"popup_server: {index.source}: no contact has a usable phone number",
-              file=sys.stderr)
-        return 1
-    return 0
+    try:
+        require_contacts(index)
+    except ContactsFileError as error:
+        print(f"popup_server: {error}", file=sys.stderr)
+        return ExitStatus.NO_CONTACTS
+    return ExitStatus.SUCCESS
 
 
 def _stop_on_sigterm():
@@ -4476,17 +4660,17 @@ def main(argv=None, environ=None):
         config = parse_config(argv, environ)
     except ConfigError as error:
         print(f"popup_server: {error}", file=sys.stderr)
-        return 2
+        return ExitStatus.ERROR
     if config.check:
         return _run_check(config)
     log_output = _configure_logging()
-    _keep_freed_memory_for_reuse()
+    tune_for_loading()
     try:
         holder = ContactsHolder(config)
         config = dataclasses.replace(config, token=resolve_token(config))
     except PopupError as error:
         print(f"popup_server: {error}", file=sys.stderr)  # one line, no traceback
-        return 2
+        return ExitStatus.ERROR
     for line in holder.index.warnings:
         log.warning("%s", line)
     recorder = None
@@ -4496,10 +4680,7 @@ def main(argv=None, environ=None):
                  config.calls_keep_days)
     access_log = AccessLog(log_output, config.log_numbers)
     app = create_app(config, holder, recorder, access_log)
-    # What start-up made (modules, phonenumbers' metadata: ~140k objects) lives as
-    # long as the process: frozen, the collector stops walking it, a full pass every
-    # few thousand requests that cost ~40 ms (a p99 spike) and ~0.2 us a request.
-    gc.freeze()
+    tune_for_serving()
     _stop_on_sigterm()
     try:
         with access_log, FileWatcher(holder, config.reload_interval):
@@ -4509,11 +4690,11 @@ def main(argv=None, environ=None):
     except OSError as error:
         print(f"popup_server: cannot listen on {config.host}:{config.port}: "
               f"{error.strerror or error}", file=sys.stderr)
-        return 2
+        return ExitStatus.ERROR
     finally:
         if recorder is not None:
             recorder.close()
-    return 0
+    return ExitStatus.SUCCESS
 
 
 if __name__ == "__main__":

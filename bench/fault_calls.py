@@ -44,7 +44,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 MODULE = HERE.parent / "popup_server.py"
 sys.path.insert(0, str(MODULE.parent))
-from popup_server import _SCHEMA  # noqa: E402  (the calls table, as the server makes it)
+from popup_server import CALLS_SCHEMA  # noqa: E402  (the calls table, as the server makes it)
 CONTACTS = HERE.parent / "data" / "contacts.csv"
 SCENARIOS = ("lock", "deleted", "replaced", "readonly", "full", "kill9", "stderr")
 STOP_WAIT = 30.0  # seconds SIGTERM is given before kill -9
@@ -183,7 +183,7 @@ def tmpfs(folder, size):
 def make_database(db):
     with contextlib.closing(sqlite3.connect(db)) as connection:
         connection.execute("PRAGMA journal_mode=WAL")
-        connection.executescript(_SCHEMA)
+        connection.executescript(CALLS_SCHEMA)
 
 
 def read_only_with_its_wal(db, source_folder):

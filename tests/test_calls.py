@@ -227,14 +227,14 @@ def test_a_recorder_far_behind_drops_new_events_logs_it_and_keeps_the_rest(tmp_p
     recorder = ps.CallRecorder(db, keep_days=90)  # not started: nothing is written yet
     answer = ps.PopupAnswer(1, "John", "", "", 972722776772)
     with caplog.at_level(logging.ERROR, logger="popup_server"):
-        for n in range(ps._RECORD_BACKLOG + 3):
+        for n in range(ps.RECORD_BACKLOG + 3):
             recorder.record(call(f"c{n}", "Ringing"), answer)
     assert "call recording is behind; 1 events dropped so far" in caplog.text
     recorder.start()
     recorder.close()
     ivrids = {row[0] for row in sqlite3.connect(db).execute("SELECT ivrid FROM events")}
-    assert len(ivrids) == ps._RECORD_BACKLOG and "c0" in ivrids  # the newest were dropped
-    assert f"c{ps._RECORD_BACKLOG}" not in ivrids
+    assert len(ivrids) == ps.RECORD_BACKLOG and "c0" in ivrids  # the newest were dropped
+    assert f"c{ps.RECORD_BACKLOG}" not in ivrids
 
 
 def test_half_a_character_in_a_json_field_is_refused_and_recording_goes_on(start_server,

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-import popup_server as ps
+import popup_server as ps  # _scan_cells and _WithoutCuts: the scanner is the unit here
 from conftest import write_contacts
 
 HEADER = "name,company,phone\n"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-import popup_server as ps
+import popup_server as ps  # _prime_at_least: the hash table's modulus is the unit here
 from conftest import SAMPLE_CONTACTS
 
 
@@ -135,7 +135,7 @@ def test_the_access_log_writes_each_request_masked_and_escaped():
     access_log.popup("GET", {"phone": "0722776772", "statusCall": "Ringing\r\nFAKE",
                              "ivrid": "abc"}, 1, 0.0004, "127.0.0.1")
     access_log.write("GET /nowhere 404 no such page")
-    access_log._flush()
+    access_log.flush()
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2, lines
     assert lines[0].endswith(" INFO GET /popup 200 Ringing\\r\\nFAKE ivrid=abc total=1 "

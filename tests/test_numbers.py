@@ -5,7 +5,9 @@ import phonenumbers
 import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
-import popup_server as ps
+import popup_server as ps  # private names used: the units these property tests compare
+# with their references (_fast_key with phonenumbers, _form_fields with parse_qsl,
+# _unquote with unquote_plus, _json_bytes with json.dumps)
 
 IL = ps.number_rules("IL")
 

@@ -107,7 +107,7 @@ def test_a_database_deleted_or_replaced_while_running_is_made_again(start_server
                 with contextlib.closing(sqlite3.connect(db)) as source:
                     source.backup(connection)
             else:
-                connection.executescript(ps._SCHEMA)
+                connection.executescript(ps.CALLS_SCHEMA)
         os.replace(other, db)
     after = [f"after-{n}" for n in range(20)]
     ring(server, after)
@@ -160,13 +160,13 @@ def test_a_read_only_database_at_start_recovers_when_made_writable(start_server,
             source.parent.mkdir()
             with contextlib.closing(sqlite3.connect(source)) as connection:
                 connection.execute("PRAGMA journal_mode=WAL")
-                connection.executescript(ps._SCHEMA)
+                connection.executescript(ps.CALLS_SCHEMA)
                 for path in source.parent.iterdir():
                     shutil.copy(path, folder / path.name)
             subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
         else:
             with contextlib.closing(sqlite3.connect(db)) as connection:
-                connection.executescript(ps._SCHEMA)
+                connection.executescript(ps.CALLS_SCHEMA)
             db.chmod(0o444)
             folder.chmod(0o555)
         server = start_server(SAMPLE_CONTACTS, "--calls-db", db)
@@ -196,7 +196,7 @@ def test_events_past_the_backlog_are_dropped_and_counted_exactly(tmp_path, caplo
     answer = ps.PopupAnswer(1, "John", "", "", 972722776772)
     extra = 1234
     with caplog.at_level(logging.INFO, logger="popup_server"):
-        for n in range(ps._RECORD_BACKLOG + extra):
+        for n in range(ps.RECORD_BACKLOG + extra):
             recorder.record({"phone": "0722776772", "ivrid": f"c{n}",
                              "status": "Ringing"}, answer)
         in_the_way.unlink()
@@ -205,7 +205,7 @@ def test_events_past_the_backlog_are_dropped_and_counted_exactly(tmp_path, caplo
                    what="the recorder to write what it held")
         recorder.close()
     assert f"{extra} call events were dropped" in caplog.text, caplog.text
-    assert len(recorded_ivrids(in_the_way / "calls.sqlite")) == ps._RECORD_BACKLOG
+    assert len(recorded_ivrids(in_the_way / "calls.sqlite")) == ps.RECORD_BACKLOG
 
 
 # /health -------------------------------------------------------------------------

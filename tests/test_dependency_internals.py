@@ -1,0 +1,20 @@
+"""The internals of waitress and bottle that popup_server reaches into are still there:
+an upgrade that moves them fails here, not in production (where the server would fall
+back to stock waitress / bottle's set_header, with a warning)."""
+import popup_server as ps
+
+
+def test_the_installed_waitress_has_every_internal_the_patches_use():
+    assert ps.waitress_differences() == []
+
+
+def test_another_waitress_version_or_a_missing_internal_is_reported():
+    missing = (("waitress.channel", "HTTPChannel", ("outbuf_lock", "no_such_attribute")),
+               ("waitress.server", "NoSuchServer", ()))
+    assert ps.waitress_differences("4.0.0", missing) == [
+        "waitress 4.0.0, not 3.0.x", "HTTPChannel has no no_such_attribute",
+        "waitress.server.NoSuchServer is gone"]
+
+
+def test_bottle_keeps_headers_where_popup_writes_them():
+    assert ps.bottle_headers_direct()

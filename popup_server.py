@@ -3,8 +3,8 @@
 
 Voicenter calls a URL of your choosing on every phase of an incoming call (Ringing,
 Answer, Hangup); this server answers with the caller's name, company and CRM link,
-looked up in a CSV or Excel file of contacts that it loads at start-up and reloads
-whenever the file changes.
+looked up in a file of contacts (CSV, Excel, LibreOffice or a phone's vCard) that it
+loads at start-up and reloads whenever the file changes.
 
 Run it (installed with pip or pipx, the command is `popup-server`, the same program):
     python popup_server.py [CONTACTS_FILE] [options]      (python popup_server.py --help)
@@ -267,7 +267,8 @@ class Option:
 
 
 #: The positional CONTACTS_FILE, described as an Option for its variable and file key.
-CONTACTS = Option("contacts", "contacts file: .csv, .txt, .tsv or .xlsx (default: "
+CONTACTS = Option("contacts", "contacts file: a CSV or text export, .xlsx, .ods, .xls or "
+                  "a vCard .vcf, known by its content (default: "
                   "data/contacts.csv beside the program, the sample)", parse=Path,
                   default=DEFAULT_CONTACTS, field="contacts_file")
 
@@ -295,7 +296,8 @@ OPTIONS = (
            "Windows-1255) is wrong", "windows-1255", _encoding),
     Option("--delimiter", "column separator of a text file, when the guess is wrong: "
            ", ; | or tab", "';'", _delimiter),
-    Option("--sheet", "sheet of an .xlsx file to read (default: the first)", "Contacts"),
+    Option("--sheet", "sheet of an .xlsx, .ods or .xls file to read (default: the first)",
+           "Contacts"),
     Option("--name-column", "column holding the name; join several with +",
            "'First Name+Last Name'"),
     Option("--company-column", "column holding the company", "'Organization Name'"),
@@ -400,9 +402,10 @@ def build_parser():
     its variable, the config file or its default, in that order."""
     parser = argparse.ArgumentParser(
         formatter_class=_HelpFormatter,
-        description="Answer Voicenter's pop-up requests from a CSV or Excel contacts "
-                    "file.\n\nEach setting comes from the first of: its flag, its "
-                    "environment variable\n(POPUP_...), the --config file, its default.",
+        description="Answer Voicenter's pop-up requests from a contacts file (CSV, "
+                    "Excel, LibreOffice or vCard).\n\nEach setting comes from the first "
+                    "of: its flag, its environment variable\n(POPUP_...), the --config "
+                    "file, its default.",
         epilog=_help_epilog(_command_name()))
     parser.add_argument("contacts", nargs="?", type=Path, metavar="CONTACTS_FILE",
                         help=f"{CONTACTS.help} [env {CONTACTS.env}]")

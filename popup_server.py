@@ -3266,7 +3266,8 @@ class ContactsHolder:
         self.signature = None         # the file as it was when the served index was read
         self.index = self.load()   # at start-up a bad file is fatal: the error goes up
         for line in load_report(self.index):
-            log.info("%s", line)
+            log.log(logging.WARNING if line.startswith("warning: ") else logging.INFO,
+                    "%s", line)
         kept = {header.lower() for header in self.index.template_headers}
         for name in template_columns(config.url_template):
             if name.lower() not in kept:
@@ -3365,8 +3366,9 @@ class FileWatcher:
     same signature (Excel and editors save in several steps), but what was read is
     served, or its error reported, only when the signature has then stayed the same
     for SETTLE_SECONDS since the file last changed (its mtime, or the poll before it
-    was first seen if that is later); if it changes before, what was read is dropped. So a half-written file is never served while its writer pauses for less
-    than that. A file that is missing or locked is retried on every poll; one whose
+    was first seen if that is later); if it changes before, what was read is dropped.
+    So a half-written file is never served while its writer pauses for less than
+    that. A file that is missing or locked is retried on every poll; one whose
     content is bad waits for its next change. Throughout, lookups go on against the
     index being served. Use as a context manager: the thread starts on enter and stops
     on exit.
@@ -3443,15 +3445,19 @@ class FileWatcher:
 
     def _read_file(self):
         """holder.read() of the file, or None when it cannot be opened yet."""
-        log.info("%s changed; reloading", self.path.name)
         try:
             with open(self.path, "rb"):
                 pass
         except OSError as error:  # locked mid-save (Windows) or gone: next poll retries
-            self.holder.report(ContactsFileError(self.path, f"cannot be opened yet "
-                                                            f"({error.strerror})"))
-            self._watcher_error = True
+            if time.monotonic() - self._seen_at >= SETTLE_SECONDS:  # not a passing lock
+                error = ContactsFileError(self.path, f"cannot be opened yet "
+                                                     f"({error.strerror})")
+                if self.holder.last_error != str(error):
+                    self.holder.report(error)
+                    self._watcher_error = True
+                    log.error("%s", error)
             return None
+        log.info("%s changed; reloading", self.path.name)
         self._watcher_error = False
         return self.holder.read()
 
@@ -4649,7 +4655,7 @@ def _stop_on_sigterm():
     def stop(signum, frame):
         # Once: a second SIGTERM must not cut short the writing of the queued calls.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise KeyboardInterrupt  # unwinds serve() so that everything closes cleanly
+        raise KeyboardInterrupt  # ends waitress' run(), so that everything closes cleanly
     try:
         signal.signal(signal.SIGTERM, stop)
     except ValueError:  # not the main thread (tests calling main())
@@ -4674,8 +4680,6 @@ def main(argv=None, environ=None):
     except PopupError as error:
         print(f"popup_server: {error}", file=sys.stderr)  # one line, no traceback
         return ExitStatus.ERROR
-    for line in holder.index.warnings:
-        log.warning("%s", line)
     recorder = None
     if config.calls_path is not None:
         recorder = CallRecorder(config.calls_path, config.calls_keep_days).start()
@@ -4687,7 +4691,8 @@ def main(argv=None, environ=None):
     _stop_on_sigterm()
     try:
         with access_log, FileWatcher(holder, config.reload_interval):
-            serve(app, config, holder)
+            serve(app, config, holder)  # returns on SIGTERM or Ctrl-C (waitress' run()
+        log.info("stopped")             # takes the KeyboardInterrupt itself)
     except KeyboardInterrupt:
         log.info("stopped")
     except OSError as error:

@@ -25,6 +25,20 @@ SAMPLE_CONTACTS = MODULE.parent / "data" / "contacts.csv"
 STARTUP_TIMEOUT = 20.0
 
 
+def wait_until(predicate, timeout: float = 20.0, what: str = "the condition"):
+    """Poll `predicate` until it gives a true value, and return that value; the test
+    fails, saying what it waited for, when `timeout` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}; last value: "
+                        f"{value!r}")
+        time.sleep(0.05)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

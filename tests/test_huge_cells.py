@@ -8,14 +8,13 @@ import codecs
 import csv
 import io
 import os
-import time
 
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import popup_server as ps  # _scan_cells and _WithoutCuts: the scanner is the unit here
-from conftest import write_contacts
+from conftest import wait_until, write_contacts
 
 HEADER = "name,company,phone\n"
 MB = 1024 * 1024
@@ -24,15 +23,6 @@ MB = 1024 * 1024
 def check(run_cli, path):
     result = run_cli(path, "--check")
     return result.returncode, result.stdout.decode(), result.stderr.decode()
-
-
-def wait_until(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_a_phone_cell_of_megabytes_is_skipped_and_reported_with_row_and_column(

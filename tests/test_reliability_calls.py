@@ -20,18 +20,7 @@ import pytest
 
 import popup_server as ps
 from conftest import (MODULE, SAMPLE_CONTACTS, free_port, http_request, subprocess_env,
-                      write_contacts)
-
-
-def wait_until(predicate, timeout=20.0, what="the condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
+                      wait_until, write_contacts)
 
 
 def recorded_ivrids(db):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import http_request
+from conftest import http_request, wait_until
 
 INTERVAL = "0.2"
 HEADER = "name,company,phone\n"
@@ -31,17 +31,6 @@ def in_place_write(path, data: bytes | str) -> None:
         fh.seek(0)
         fh.truncate()
         fh.write(data)
-
-
-def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}; last value: {last!r}")
 
 
 def answers(srv, phone: str, name: str):

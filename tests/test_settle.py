@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+from conftest import wait_until
+
 HEADER = "name,company,phone\n"
 OLD = HEADER + "Alice Old,Old Co,050-111-1111\n"
 NEW = HEADER + "Bob New,New Co,050-222-2222\n" + "Carol New,New Co,050-333-3333\n"
@@ -32,15 +34,6 @@ def write_in_two_steps(server, path, first, second, pause):
     return seen
 
 
-def wait_for(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 @pytest.fixture
 def served(start_server, tmp_path):
     path = tmp_path / "data" / "contacts.csv"
@@ -57,7 +50,7 @@ def test_a_file_cut_mid_row_is_not_served_while_its_writer_pauses(served):
     seen = write_in_two_steps(server, path, NEW[:cut], NEW[cut:], PAUSE)
     assert len(seen) >= 5
     assert all(answer == ("Alice Old", 0, None) for answer in seen), seen
-    assert wait_for(lambda: server.lookup("0503333333")["CLIENTNAME"] == "Carol New")
+    assert wait_until(lambda: server.lookup("0503333333")["CLIENTNAME"] == "Carol New")
     assert server.lookup("0502222222")["CLIENTNAME"] == "Bob New"
     assert server.lookup("0501111111")["TOTAL"] == 0
 
@@ -66,5 +59,5 @@ def test_a_file_cut_in_its_header_reports_no_error_while_its_writer_pauses(serve
     server, path = served
     seen = write_in_two_steps(server, path, NEW[:7], NEW[7:], PAUSE)  # "name,co"
     assert all(answer == ("Alice Old", 0, None) for answer in seen), seen
-    assert wait_for(lambda: server.lookup("0502222222")["CLIENTNAME"] == "Bob New")
+    assert wait_until(lambda: server.lookup("0502222222")["CLIENTNAME"] == "Bob New")
     assert server.health()["last_error"] is None

@@ -42,7 +42,9 @@ import enum
 import errno
 import functools
 import gc
+import hashlib
 import hmac
+import http.client
 import io
 import ipaddress
 import json
@@ -56,12 +58,16 @@ import sqlite3
 import struct
 import stat
 import sys
+import tempfile
 import threading
 import time
 import tomllib
 import types
 import typing
 from pathlib import Path
+import urllib.error
+import urllib.parse
+import urllib.request
 from urllib.parse import quote, unquote
 
 import bottle
@@ -234,6 +240,7 @@ class Option:
     repeatable: bool = False
     switch: bool = False
     field: str = ""  # its Config field, when not named as the option
+    separator: str = ""  # several values in one variable or file string, split on it
 
     @property
     def dest(self):
@@ -266,11 +273,34 @@ class Option:
         return (str,), "text in quotes"
 
 
-#: The positional CONTACTS_FILE, described as an Option for its variable and file key.
-CONTACTS = Option("contacts", "contacts file: a CSV or text export, .xlsx, .ods, .xls or "
-                  "a vCard .vcf, known by its content (default: "
-                  "data/contacts.csv beside the program, the sample)", parse=Path,
-                  default=DEFAULT_CONTACTS, field="contacts_file")
+def _source(text):
+    """A contacts source as given: an http(s) link (kept as text), else a file's Path."""
+    text = text.strip() if isinstance(text, str) else text
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", str(text))
+    if not scheme:
+        return Path(text)
+    if scheme.group(1).lower() not in ("http", "https"):
+        raise ValueError(f"{redact_url(text)}: only http:// and https:// links can be a "
+                         "contacts source")
+    if not urllib.parse.urlsplit(text).hostname:
+        raise ValueError(f"{redact_url(text)}: the link names no host")
+    return text
+
+
+#: Separates several sources in POPUP_CONTACTS or a config file's string: Windows
+#: forbids it in file names and a URL carries it only encoded (%7C); os.pathsep would
+#: not do (":" is in every URL, ";" may be in a URL or a Windows file name).
+SOURCE_SEPARATOR = "|"
+
+#: The positional CONTACTS (one or more), described as an Option for its variable and
+#: file key.
+CONTACTS = Option("contacts", "contacts files or links: a CSV or text export, .xlsx, "
+                  ".ods, .xls or a vCard .vcf, known by its content, or an http(s) link "
+                  "to one (a Google Sheets link of any shape is read as its CSV); "
+                  "several are served as one, the first named winning the pop-up "
+                  f"(POPUP_CONTACTS separates them with {SOURCE_SEPARATOR}) (default: "
+                  "data/contacts.csv beside the program, the sample)", parse=_source,
+                  default=(DEFAULT_CONTACTS,), separator=SOURCE_SEPARATOR)
 
 
 #: Set but empty, these mean "off" rather than "not set".
@@ -323,6 +353,13 @@ OPTIONS = (
            "addresses are exempt", "100", _int_between(1, 10_000), 100),
     Option("--reload-interval", "seconds between checks of the contacts file for "
            "changes", "1", _positive_float, 1.0),
+    Option("--url-interval", "seconds between downloads of a contacts link (each asks "
+           "the server whether it changed first)", "300", _positive_float, 60.0),
+    Option("--url-timeout", "seconds a download of a contacts link may take before it "
+           "counts as failed", "60", _positive_float, 30.0),
+    Option("--url-max-bytes", "largest download of a contacts link, in bytes; a bigger "
+           "one fails and the last good contacts stay", "1073741824",
+           _int_between(1024, 1 << 40), 256 * 1024 * 1024),
     Option("--log-numbers", "log callers' full numbers (default: last 3 digits only)",
            parse=_flag, default=False, switch=True),
     Option("--threads", "worker threads answering requests (more do not help: "
@@ -354,6 +391,19 @@ class _ConfigMethods:
                     phone_columns=list(self.phone_columns) or None,
                     url_column=self.url_column, match_digits=self.match_digits,
                     keep_columns=template_columns(self.url_template))
+
+    @property
+    def contacts_file(self):
+        """The first source that is a file (the token is kept beside it); with links
+        only, a name in the state folder, so that the token is kept there."""
+        for source in self.contacts:
+            if isinstance(source, Path):
+                return source
+        return self.state_path / "links"
+
+    @property
+    def state_path(self):
+        return state_dir()  # --state-dir replaces this (issue 14)
 
     @property
     def token_path(self):
@@ -407,7 +457,7 @@ def build_parser():
                     "of: its flag, its environment variable\n(POPUP_...), the --config "
                     "file, its default.",
         epilog=_help_epilog(_command_name()))
-    parser.add_argument("contacts", nargs="?", type=Path, metavar="CONTACTS_FILE",
+    parser.add_argument("contacts", nargs="*", type=_source, metavar="CONTACTS",
                         help=f"{CONTACTS.help} [env {CONTACTS.env}]")
     for option in OPTIONS:
         shown = option.default if option.default not in (None, "", ()) else None
@@ -452,6 +502,9 @@ def _help_epilog(command):
 
 def _parse_text(option, text):
     """An option's value from text (a variable or a file's string), as its flag's would be."""
+    if option.separator:
+        return tuple(option.parse(part.strip()) for part in text.split(option.separator)
+                     if part.strip())
     if option.repeatable:
         return tuple(option.parse(part) for part in re.split(r"[\s,]+", text) if part)
     return option.parse(text)
@@ -576,13 +629,14 @@ def parse_config(argv=None, environ=None):
     file they name (--config, else POPUP_CONFIG)."""
     environ = os.environ if environ is None else environ
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    # Intermixed: the contacts sources may come before, after or between the options.
+    args = build_parser().parse_intermixed_args(argv)
     config_file = args.config or environ.get(CONFIG_ENV) or None
     from_file = read_config_file(config_file) if config_file else {}
     values = {"check": args.check}
     for option in (CONTACTS, *OPTIONS):
         given = getattr(args, option.dest)
-        if given is None:
+        if given is None or given == []:  # [] is no CONTACTS given
             values[option.field_name] = _unset_value(option, environ, from_file)
         else:
             values[option.field_name] = tuple(given) if option.repeatable else given
@@ -2758,6 +2812,77 @@ def _show_delimiter(delimiter, encoding="xlsx"):
     return repr(delimiter)
 
 
+def merge_indexes(indexes):
+    """One ContactIndex serving several, in the order given: a number's first contact is
+    that of the first index holding it, and its total counts the contacts of every
+    index holding it (a contact is a row of one source: the same person in two sources
+    counts twice). A single index is served as it is, at no cost. Pure: the indexes
+    given are not changed, and the merge is built whole before anyone sees it."""
+    if len(indexes) == 1:
+        return indexes[0]
+    first = indexes[0]
+    sizes = [len(index._texts) for index in indexes]
+    offsets = np.cumsum([0] + sizes[:-1])
+    headers = {}  # every template column of any index, as the first one spells it
+    for index in indexes:
+        for header in index.template_headers:
+            headers.setdefault(header.lower(), header)
+    headers = list(headers.values())
+    numbers = _merge_tables([index._numbers for index in indexes], offsets)
+    return ContactIndex(
+        source=first.source, encoding=first.encoding, delimiter=first.delimiter,
+        loaded_at=dt.datetime.now(dt.timezone.utc).astimezone(), columns=first.columns,
+        rows_read=sum(sizes), contacts=sum(index.contacts for index in indexes),
+        numbers=int(numbers.keys.size), shared_numbers=numbers.shared, skipped=(),
+        unusable=(), warnings=(), rules=first.rules, match_digits=first.match_digits,
+        first_row=first.first_row, _numbers=numbers,
+        _suffixes=_merge_tables([index._suffixes for index in indexes], offsets),
+        _texts=_merge_texts(indexes, headers), template_headers=tuple(headers))
+
+
+def _merge_tables(tables, offsets):
+    """One NumberTable of several, whose positions start at `offsets`: per key, the
+    first position of the first table holding it, and the counts summed."""
+    keys = np.concatenate([table.keys for table in tables])
+    found = np.concatenate([np.asarray(table._found) for table in tables])
+    firsts = (found >> 32) + np.repeat(offsets, [table.keys.size for table in tables])
+    counts = found & 0xFFFFFFFF
+    modulus = _prime_at_least(max(keys.size, 1))
+    if not keys.size:
+        return NumberTable(modulus, keys, firsts, counts)
+    order = np.lexsort((firsts, keys, keys % modulus))  # bucket, key, then source order
+    keys, firsts, counts = keys[order], firsts[order], counts[order]
+    distinct = np.ones(keys.size, dtype=bool)
+    distinct[1:] = keys[1:] != keys[:-1]
+    starts = np.flatnonzero(distinct)
+    return NumberTable(modulus, keys[starts], firsts[starts], np.add.reduceat(counts, starts))
+
+
+def _merge_texts(indexes, headers):
+    """The TextRows of several indexes one after another, every row with the template
+    columns `headers` (blank where its source has no such column)."""
+    wanted = [header.lower() for header in headers]
+    parts, ends, size = [], [], 0
+    for index in indexes:
+        rows = index._texts
+        if [header.lower() for header in index.template_headers] != wanted:
+            rows = _relaid_rows(index, wanted)  # only when URL templates use columns
+        parts.append(rows._data)
+        ends.append(rows._ends + size)
+        size += len(rows._data)
+    return TextRows(b"".join(parts), np.concatenate(ends))
+
+
+def _relaid_rows(index, wanted):
+    has = {header.lower(): place for place, header in enumerate(index.template_headers)}
+    rows = [index._texts[position] for position in range(len(index._texts))]
+    builder = TextRowsBuilder(3 + len(wanted))
+    builder.add([[row[column] for row in rows] for column in range(3)]
+                + [[row[3 + has[name]] if name in has else "" for row in rows]
+                   for name in wanted])
+    return builder.build()
+
+
 ###############################################################################
 # Answering a pop-up ##########################################################
 ###############################################################################
@@ -3247,36 +3372,221 @@ def _no_formula(text):
 
 
 ###############################################################################
+# Contacts links ##############################################################
+###############################################################################
+# A source given as an http(s) link: Google Sheets links read as their CSV export,
+# downloads that are conditional, capped and timed out, and links shown without secrets.
+
+#: Query parameters whose values may be shown; any other value may be a secret
+#: (token=, key=, sig=, ...) and is shown as ***.
+_HARMLESS_QUERY_KEYS = frozenset({"format", "output", "gid", "usp", "single", "range",
+                                  "sheet"})
+_LINK = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>|]*")
+_SHEETS_PATH = re.compile(r"/spreadsheets/(?:u/\d+/)?d/(e/)?([A-Za-z0-9_-]+)")
+_DOWNLOAD_PIECE = 64 * 1024
+_MAX_REDIRECTS = 5
+
+
+def redact_url(text):
+    """`text` with every link in it safe to show (logs, --check, errors): its user name
+    and password, and every query or fragment value but a few harmless ones (format,
+    gid, ...), become ***. The one function that hides a link's secrets."""
+    return _LINK.sub(lambda match: _redact_link(match.group(0)), str(text))
+
+
+def _redact_link(link):
+    scheme, _, rest = link.partition("://")
+    cut = min([rest.find(mark) for mark in "/?#" if mark in rest] or [len(rest)])
+    authority, tail = rest[:cut], rest[cut:]
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    tail, hashed, fragment = tail.partition("#")
+    path, asked, query = tail.partition("?")
+    return (f"{scheme}://{authority}{path}{asked}{_redact_query(query)}"
+            f"{hashed}{_redact_query(fragment)}")
+
+
+def _redact_query(query):
+    parts = re.split(r"([&;])", query)
+    for number, part in enumerate(parts):
+        key, equals, _value = part.partition("=")
+        if part and part not in "&;" and not (
+                equals and unquote(key).lower() in _HARMLESS_QUERY_KEYS):
+            parts[number] = f"{key}=***" if equals else "***"
+    return "".join(parts)
+
+
+def public_link(url):
+    """A link as /health shows it to anyone: its site and the last part of its path,
+    never a password, a query or the rest of the path (a shared sheet's link is the
+    key to it)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    last = parts.path.rstrip("/").rpartition("/")[2]
+    return f"{parts.scheme}://{host}/" + (f".../{last}" if last else "")
+
+
+def sheet_export_url(url):
+    """The CSV export of a Google Sheets link of any shape a browser shows (/edit#gid=N,
+    /edit?usp=sharing, /pubhtml, /pub?output=csv, /export?format=csv, ...), keeping the
+    sheet (gid; 0 when a shared sheet's link names none); any other link as it is."""
+    parts = urllib.parse.urlsplit(url)
+    match = _SHEETS_PATH.match(parts.path)
+    if (parts.hostname or "").lower() != "docs.google.com" or not match:
+        return url
+    fields = dict(urllib.parse.parse_qsl(parts.fragment))
+    fields.update(urllib.parse.parse_qsl(parts.query))
+    gid = fields.get("gid", "")
+    published, key = match.groups()
+    if published:  # "Publish to the web": /d/e/PUBID/pubhtml or /pub
+        path = f"/spreadsheets/d/e/{key}/pub"
+        query = ([("gid", gid), ("single", "true")] if gid else []) + [("output", "csv")]
+    else:          # shared: /d/ID/edit, /view, /export, ...
+        path = f"/spreadsheets/d/{key}/export"
+        query = [("format", "csv"), ("gid", gid or "0")]
+    if "resourcekey" in fields:  # older shared files need it with their link
+        query.append(("resourcekey", fields["resourcekey"]))
+    return urllib.parse.urlunsplit(("https", "docs.google.com", path,
+                                    urllib.parse.urlencode(query), ""))
+
+
+class DownloadFailed(Exception):
+    """A download failed; the message says why in words, never naming the link."""
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Redirects followed at most _MAX_REDIRECTS times, to http(s) links only, and the
+    link's password never sent to another host."""
+
+    max_redirections = _MAX_REDIRECTS
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urllib.parse.urlsplit(newurl).scheme.lower() not in ("http", "https"):
+            raise DownloadFailed(f"the site redirected ({code}) to a link that is not "
+                                 "http or https")
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and (urllib.parse.urlsplit(newurl).hostname
+                                != urllib.parse.urlsplit(req.full_url).hostname):
+            new.remove_header("Authorization")
+        return new
+
+
+def download_link(url, target, *, timeout, max_bytes, etag=None, modified=None):
+    """Download `url` into the file `target`: (ETag, Last-Modified) of what came, or
+    None when the site answers that it has not changed since `etag`/`modified` (304).
+    At most `max_bytes`, streamed and stopped there, within `timeout` seconds in all;
+    redirects followed. Raises DownloadFailed."""
+    request = _link_request(url)
+    if etag:
+        request.add_header("If-None-Match", etag)
+    if modified:
+        request.add_header("If-Modified-Since", modified)
+    deadline = time.monotonic() + timeout
+    try:
+        opener = urllib.request.build_opener(_Redirects)
+        with opener.open(request, timeout=timeout) as response:
+            length = response.headers.get("Content-Length", "")
+            if length.isdigit() and int(length) > max_bytes:
+                raise DownloadFailed(f"the site sends {int(length):,} bytes, more than "
+                                     f"--url-max-bytes ({max_bytes:,})")
+            size = 0
+            with open(target, "wb") as out:
+                while piece := response.read1(_DOWNLOAD_PIECE):  # returns what arrived
+                    size += len(piece)
+                    if size > max_bytes:
+                        raise DownloadFailed(f"more than --url-max-bytes ({max_bytes:,} "
+                                             "bytes) came")
+                    if time.monotonic() > deadline:
+                        raise TimeoutError
+                    out.write(piece)
+            return response.headers.get("ETag"), response.headers.get("Last-Modified")
+    except urllib.error.HTTPError as error:
+        if error.code == 304:
+            return None
+        if 300 <= error.code < 400:
+            raise DownloadFailed(f"the site answered {error.code} and its redirects "
+                                 f"were not followed (more than {_MAX_REDIRECTS}, or no "
+                                 "new address)") from None
+        raise DownloadFailed(f"the site answered {error.code} "
+                             f"{http.client.responses.get(error.code, '')}".rstrip()) from None
+    except DownloadFailed:
+        raise
+    except (TimeoutError, socket.timeout):
+        raise DownloadFailed(f"no whole answer within --url-timeout ({timeout:g} s)") from None
+    except urllib.error.URLError as error:
+        if isinstance(error.reason, (TimeoutError, socket.timeout)):
+            raise DownloadFailed(f"no answer within --url-timeout ({timeout:g} s)") from None
+        reason = error.reason.strerror if isinstance(error.reason, OSError) else None
+        raise DownloadFailed(f"cannot be reached ({reason or redact_url(error.reason)})") \
+            from None
+    except (OSError, http.client.HTTPException, ValueError) as error:
+        raise DownloadFailed(f"the download broke off ({type(error).__name__})") from None
+
+
+def _link_request(url):
+    """A request for `url`, its user:password (if any) sent as Basic authentication."""
+    parts = urllib.parse.urlsplit(url)
+    authority, at, host = parts.netloc.rpartition("@")
+    request = urllib.request.Request(urllib.parse.urlunsplit(parts._replace(netloc=host)),
+                                     headers={"User-Agent": f"popup-server/{__version__}"})
+    if at:
+        credentials = unquote(authority).encode("utf-8")
+        request.add_header("Authorization",
+                           "Basic " + binascii.b2a_base64(credentials, newline=False).decode())
+    return request
+
+
+###############################################################################
 # Holding and reloading #######################################################
 ###############################################################################
-# The index being served, swapped whole when the watched file changes and settles.
+# The index being served: the merge of every source's last good contacts, swapped whole
+# when a watched file changes and settles or a polled link changes.
 
-class ContactsHolder:
-    """The index being served and the outcome of the last load.
+class ContactsSource:
+    """One contacts file: its last good index and the outcome of its last load.
 
-    A reload builds a whole new ContactIndex off the request path and swaps it in by
-    one assignment, so a lookup sees the old index or the new one, never a mixture;
-    a failed load leaves the old one serving and records why in last_error.
+    A reload builds a whole new ContactIndex off the request path; a failed one leaves
+    the last good index in place and records why in last_error. `on_served` is told
+    when new contacts are served (the holder then serves the merge of every source).
     """
 
-    def __init__(self, config):
+    is_link = False
+
+    def __init__(self, location, config, on_served=None):
+        self.location = location
         self.config = config
-        self.last_error = None        # the whole message, for the log and the calls page
+        self.path = Path(location)
+        self.name = str(location)            # in the log and --check
+        self.label = self.path.name          # in the log's short lines
+        self.public_name = self.path.name    # in /health: no folder
+        self.index = None
+        self.last_error = None         # the whole message, for the log and the calls page
         self.last_error_public = None  # its gist, for the unauthenticated /health
-        self.signature = None         # the file as it was when the served index was read
-        self.index = self.load()   # at start-up a bad file is fatal: the error goes up
-        for line in load_report(self.index):
+        self.signature = None          # the file as it was when the index was read
+        self.served_signature = None   # the file as reload_source() last served it
+        self.lock = threading.Lock()   # one read and swap at a time
+        self._on_served = on_served
+
+    def start(self):
+        """The first load, at start-up: a source that cannot be served is fatal (the
+        ContactsFileError goes up); its report is logged."""
+        self.index = self.load()
+        for line in self.report_lines(self.index):
             log.log(logging.WARNING if line.startswith("warning: ") else logging.INFO,
                     "%s", line)
-        kept = {header.lower() for header in self.index.template_headers}
-        for name in template_columns(config.url_template):
-            if name.lower() not in kept:
-                log.warning("--url-template uses {%s}, which is not a column of %s: it "
-                            "will be empty", name, config.contacts_file.name)
+        return self
 
     def load(self):
-        path = self.config.contacts_file
-        signature = file_signature(path)  # before reading: a change meanwhile is seen
+        signature = file_signature(self.path)  # before reading: a change meanwhile is seen
+        index = self._index_of(self.path, require=False)
+        self.signature = signature
+        return self.required(index)
+
+    def check_index(self):
+        """The index --check reports on, which may hold no contact."""
+        return self._index_of(self.path, require=False)
+
+    def _index_of(self, path, require=True):
         try:
             with _bulk_load():
                 index = load_index(path, **self.config.load_options())
@@ -3286,16 +3596,17 @@ class ContactsHolder:
             log.debug("loading %s failed", path, exc_info=True)
             raise ContactsFileError(path, f"cannot be loaded ({type(error).__name__}: "
                                           f"{_first_line(error)})") from None
-        self.signature = signature
+        return self.required(index) if require else index
+
+    def required(self, index):
         require_contacts(index, f" ({index.rows_read} rows read; run --check to see why)")
         return index
 
-    def reload(self):
-        """Load the file again; True when the new contacts are being served."""
-        return self.swap_in(self.read())
+    def report_lines(self, index):
+        return load_report(index)
 
     def read(self):
-        """Load the file again without serving it yet: (the new index, or the
+        """Load the source again without serving it yet: (the new index, or the
         ContactsFileError saying why there is none; seconds the load took)."""
         started = time.perf_counter()
         try:
@@ -3313,11 +3624,16 @@ class ContactsHolder:
                       "%s: %s", seconds, self.index.contacts,
                       self.index.loaded_at.isoformat(timespec="seconds"), outcome)
             return False
-        self.index = outcome
-        self.report(None)
-        _return_freed_memory()  # the replaced index's arrays
+        self._serve(outcome)
         log.info("reloaded in %.2f s: %s", seconds, self.summary(outcome))
         return True
+
+    def _serve(self, index):
+        self.index = index
+        self.report(None)
+        if self._on_served is not None:
+            self._on_served()
+        _return_freed_memory()  # the replaced index's arrays
 
     def report(self, error):
         """Record the last failure (a ContactsFileError), or None once all is well."""
@@ -3325,23 +3641,302 @@ class ContactsHolder:
             self.last_error = self.last_error_public = None
             return
         self.last_error = str(error)
-        # /health is open to anyone: the file's name and the gist of the problem only,
-        # never its folder or the cells quoted in the full message.
+        # /health is open to anyone: the source's name and the gist of the problem
+        # only, never its folder or the cells quoted in the full message.
         gist = re.split(r" \(|; ", error.problem, maxsplit=1)[0]
-        self.last_error_public = f"{Path(error.path).name}: {gist}"
+        self.last_error_public = f"{self.public_name}: {gist}"
 
-    @staticmethod
-    def summary(index):
-        return (f"{index.source.name}: {index.contacts} contacts, {index.numbers} numbers, "
+    def summary(self, index):
+        return (f"{self.label}: {index.contacts} contacts, {index.numbers} numbers, "
                 f"{len(index.skipped)} rows skipped, {len(index.unusable)} numbers not used")
 
     def health(self):
         index = self.index
-        return {"status": "ok" if self.last_error is None else "error",
-                "contacts": index.contacts, "numbers": index.numbers,
-                "source": index.source.name,
+        return {"source": self.public_name, "contacts": index.contacts,
+                "numbers": index.numbers,
                 "loaded_at": index.loaded_at.isoformat(timespec="seconds"),
                 "last_error": self.last_error_public}
+
+    def watcher(self):
+        """What keeps this source up to date while the server runs."""
+        return FileWatcher(self, self.config.reload_interval)
+
+
+_UNCHANGED = "unchanged"  # what a conditional download answers when nothing changed
+
+
+class LinkSource(ContactsSource):
+    """A contacts link: downloaded every --url-interval seconds with a conditional
+    request, its last good download kept in `folder` (the state folder's downloads),
+    so that a start while the link fails serves that copy. A failure keeps the last
+    good contacts and is logged once each time the problem changes."""
+
+    is_link = True
+
+    def __init__(self, location, config, folder, on_served=None):
+        super().__init__(location, config, on_served)
+        self.url = location
+        self.export_url = sheet_export_url(location)
+        self.name = self.label = redact_url(location)
+        self.public_name = public_link(location)
+        # Named by a hash of the link: no secret of it lands in a file name.
+        key = hashlib.sha256(location.encode("utf-8")).hexdigest()[:24]
+        self.copy = Path(folder) / f"{key}.download"
+        self._etag = self._modified = None  # of the last good download
+        self._fetched = None                # (etag, last-modified) of the last download
+        self.downloaded_at = None
+
+    def start(self):
+        if self.export_url != self.url:
+            log.info("%s is read as its CSV export: %s", self.name,
+                     redact_url(self.export_url))
+        return super().start()
+
+    def load(self):
+        """At start-up: the link as it is now; when it fails, the copy of its last
+        good download, if there is one (the log says so; /health shows the failure)."""
+        self._read_copy_metadata()
+        try:
+            index = self._fetch()
+            if index is _UNCHANGED:
+                index = self._index_of(self.copy)
+                log.info("%s: unchanged since its copy downloaded at %s", self.name,
+                         self.downloaded_at)
+            return index
+        except ContactsFileError as error:
+            if self.downloaded_at is None:
+                raise
+            try:
+                index = self._index_of(self.copy)
+            except ContactsFileError:
+                raise error from None
+            log.warning("%s; serving its copy downloaded at %s until it works again",
+                        error, self.downloaded_at)
+            self.report(error)
+            return index
+
+    def check_index(self):
+        part = self._download(conditional=False)
+        return self._index_of(part, require=False)
+
+    def _index_of(self, path, require=True):
+        try:
+            return super()._index_of(path, require)
+        except ContactsFileError as error:  # named by the link, not the downloaded copy
+            raise ContactsFileError(self.name, error.problem) from None
+
+    def required(self, index):
+        try:
+            return super().required(index)
+        except ContactsFileError as error:
+            raise ContactsFileError(self.name, error.problem) from None
+
+    def report_lines(self, index):
+        lines = [f"link: {self.name}"] + load_report(index)[1:]
+        if self.export_url != self.url:
+            lines.insert(1, f"read as: {redact_url(self.export_url)}")
+        return lines
+
+    def read(self):
+        started = time.perf_counter()
+        try:
+            outcome = self._fetch()
+        except ContactsFileError as error:
+            outcome = error
+        return outcome, time.perf_counter() - started
+
+    def swap_in(self, read):
+        outcome, seconds = read
+        if isinstance(outcome, ContactsFileError):
+            if str(outcome) != self.last_error:  # once each time the problem changes
+                log.error("%s; still serving %d contacts loaded at %s", outcome,
+                          self.index.contacts,
+                          self.index.loaded_at.isoformat(timespec="seconds"))
+            self.report(outcome)
+            return False
+        if outcome is _UNCHANGED:
+            if self.last_error is not None:
+                log.info("%s works again, unchanged", self.name)
+                self.report(None)
+            return False
+        self._serve(outcome)
+        log.info("downloaded and loaded in %.2f s: %s", seconds, self.summary(outcome))
+        return True
+
+    def _fetch(self):
+        """The new index if the link changed since its last good download (kept as
+        the copy only once it loads), or _UNCHANGED."""
+        part = self._download(conditional=True)
+        if part is None:
+            return _UNCHANGED
+        try:
+            index = self._index_of(part)
+            os.replace(part, self.copy)
+        finally:
+            with contextlib.suppress(OSError):
+                part.unlink()
+        self._etag, self._modified = self._fetched
+        self.downloaded_at = dt.datetime.now(dt.timezone.utc).astimezone().isoformat(
+            timespec="seconds")
+        self._write_copy_metadata()
+        return dataclasses.replace(index, source=self.copy)
+
+    def _download(self, conditional):
+        """The download as a file beside the copy, or None when it has not changed."""
+        self.copy.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # contacts
+        part = self.copy.with_suffix(".part")
+        try:
+            fetched = download_link(
+                self.export_url, part, timeout=self.config.url_timeout,
+                max_bytes=self.config.url_max_bytes,
+                etag=self._etag if conditional else None,
+                modified=self._modified if conditional else None)
+        except DownloadFailed as error:
+            with contextlib.suppress(OSError):
+                part.unlink()
+            raise ContactsFileError(self.name, str(error)) from None
+        except OSError as error:  # the state folder itself
+            raise ContactsFileError(self.name, f"cannot be kept in {part.parent} "
+                                               f"({error.strerror})") from None
+        if fetched is None:
+            return None
+        self._fetched = fetched
+        return part
+
+    def _read_copy_metadata(self):
+        try:
+            saved = json.loads(self.copy.with_suffix(".json").read_text("utf-8"))
+        except (OSError, ValueError):
+            return
+        if self.copy.exists() and isinstance(saved, dict):
+            self._etag, self._modified = saved.get("etag"), saved.get("last_modified")
+            self.downloaded_at = saved.get("downloaded_at") or "an earlier start"
+
+    def _write_copy_metadata(self):
+        saved = {"link": self.name, "etag": self._etag, "last_modified": self._modified,
+                 "downloaded_at": self.downloaded_at}
+        with contextlib.suppress(OSError):
+            temporary = self.copy.with_suffix(".json.part")
+            temporary.write_text(json.dumps(saved), "utf-8")
+            os.replace(temporary, self.copy.with_suffix(".json"))
+
+    def health(self):
+        return {**super().health(), "downloaded_at": self.downloaded_at}
+
+    def watcher(self):
+        return LinkPoller(self, self.config.url_interval)
+
+
+def make_source(location, config, folder, on_served=None):
+    """A ContactsSource for a file, a LinkSource for an http(s) link (a str)."""
+    if isinstance(location, str):
+        return LinkSource(location, config, folder, on_served)
+    return ContactsSource(location, config, on_served)
+
+
+class ContactsHolder:
+    """The index being served: every source's last good contacts merged into one
+    ContactIndex, in the order the sources were named (the first holding a number wins
+    the pop-up).
+
+    Each source reloads on its own (a FileWatcher per file, a LinkPoller per link); when
+    one serves new contacts the merge is rebuilt off the request path and swapped in by
+    one assignment, so a lookup sees the old index or the new one, never a mixture. A
+    source that fails keeps its last good contacts in the merge.
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self.downloads = config.state_path / "downloads"
+        self.sources = []
+        self._merging = threading.Lock()
+        self._watchers = None   # an ExitStack of running watchers, while watching()
+        for location in config.contacts:  # at start-up a bad source is fatal
+            self.sources.append(self._started(location))
+        self._serve_merged()
+        self._warn_missing_template_columns()
+
+    def _started(self, location):
+        return make_source(location, self.config, self.downloads,
+                           self._serve_merged).start()
+
+    def _serve_merged(self):
+        with self._merging:
+            self.index = merge_indexes([source.index for source in self.sources])
+
+    def _warn_missing_template_columns(self):
+        kept = {header.lower() for header in self.index.template_headers}
+        for name in template_columns(self.config.url_template):
+            if name.lower() not in kept:
+                log.warning("--url-template uses {%s}, which is not a column of %s: it "
+                            "will be empty", name,
+                            " or ".join(source.label for source in self.sources))
+
+    def source(self, location):
+        """The source named `location` as it was given (a path or a link)."""
+        for source in self.sources:
+            if source.location == location or source.name == str(location):
+                return source
+        raise KeyError(location)
+
+    def add_source(self, path):
+        """Serve the file `path` as the LAST source (any other source holding a number
+        wins its pop-up), loaded now and watched like the others: for a list this
+        program keeps itself. A file that cannot be served raises ContactsFileError."""
+        source = self._started(Path(path))
+        self.sources.append(source)
+        self._serve_merged()
+        if self._watchers is not None:
+            self._watchers.enter_context(source.watcher())
+        return source
+
+    def reload_source(self, location):
+        """Load one source again at once, with no settle wait (for a file this program
+        has just written itself, or a link to fetch now); True when its new contacts
+        are served. Its watcher then takes this version as served."""
+        source = self.source(location)
+        with source.lock:
+            signature = None if source.is_link else file_signature(source.path)
+            served = source.swap_in(source.read())
+            source.served_signature = signature
+        return served
+
+    def reload(self):
+        """Load every source again at once; True when all serve new contacts."""
+        return all([self.reload_source(source.location) for source in self.sources])
+
+    @contextlib.contextmanager
+    def watching(self):
+        """Keep every source up to date while inside: a FileWatcher per file and a
+        LinkPoller per link, each in its own thread, stopped on the way out."""
+        with contextlib.ExitStack() as stack:
+            for source in self.sources:
+                stack.enter_context(source.watcher())
+            self._watchers = stack
+            try:
+                yield self
+            finally:
+                self._watchers = None
+
+    @property
+    def last_error(self):
+        errors = [source.last_error for source in self.sources if source.last_error]
+        return "; ".join(errors) or None
+
+    @property
+    def last_error_public(self):
+        errors = [source.last_error_public for source in self.sources
+                  if source.last_error_public]
+        return "; ".join(errors) or None
+
+    def health(self):
+        index = self.index
+        sources = [source.health() for source in self.sources]
+        return {"status": "ok" if self.last_error is None else "error",
+                "contacts": index.contacts, "numbers": index.numbers,
+                "source": ", ".join(source["source"] for source in sources),
+                "loaded_at": index.loaded_at.isoformat(timespec="seconds"),
+                "last_error": self.last_error_public, "sources": sources}
 
 
 def file_signature(path):
@@ -3359,7 +3954,7 @@ SETTLE_SECONDS = 3.0
 
 
 class FileWatcher:
-    """Reloads the contacts file when it changes, polling so it works on every OS and
+    """Reloads a contacts file (a ContactsSource) when it changes, polling so it works on every OS and
     network share (in the manner of bottle's FileCheckerThread).
 
     Strategy: a change of identity, size or mtime is read once the next poll sees the
@@ -3374,14 +3969,14 @@ class FileWatcher:
     on exit.
     """
 
-    def __init__(self, holder, interval):
-        self.holder = holder
-        self.path = holder.config.contacts_file
+    def __init__(self, source, interval):
+        self.source = source
+        self.path = source.path
         self.interval = interval
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="contacts-watcher",
+        self._thread = threading.Thread(target=self._run, name=f"watcher {source.label}",
                                         daemon=True)
-        self._served = holder.signature  # taken before the load: a later edit is seen
+        self._served = source.signature  # taken before the load: a later edit is seen
         self._seen, self._seen_at = self._served, time.monotonic()  # unchanged since
         self._read = None                # holder.read() of the file as _seen, unserved
         self._watcher_error = False      # last_error is the watcher's own (missing, locked)
@@ -3417,10 +4012,13 @@ class FileWatcher:
                 if current else 0.0
             self._seen, self._seen_at, self._read = current, time.monotonic() - lag, None
             return
+        if current is not None and current == self.source.served_signature:
+            self._served = current  # reload_source() has served it already
+            self._read = None
         if current == self._served:
             if self._watcher_error:  # back as it was after a moment away or locked
                 self._watcher_error = False
-                self.holder.report(None)
+                self.source.report(None)
             return
         if current is None:
             self._report_missing()
@@ -3432,14 +4030,14 @@ class FileWatcher:
                 self._seen = self._read = None
                 return
         if self._read is not None and time.monotonic() - self._seen_at >= SETTLE_SECONDS:
-            self.holder.swap_in(self._read)
+            self.source.swap_in(self._read)
             self._served, self._read = current, None
 
     def _report_missing(self):
         error = ContactsFileError(self.path, "the file is missing; still serving the "
                                              "contacts loaded before")
-        if self.holder.last_error != str(error):
-            self.holder.report(error)
+        if self.source.last_error != str(error):
+            self.source.report(error)
             self._watcher_error = True
             log.error("%s", error)
 
@@ -3452,14 +4050,43 @@ class FileWatcher:
             if time.monotonic() - self._seen_at >= SETTLE_SECONDS:  # not a passing lock
                 error = ContactsFileError(self.path, f"cannot be opened yet "
                                                      f"({error.strerror})")
-                if self.holder.last_error != str(error):
-                    self.holder.report(error)
+                if self.source.last_error != str(error):
+                    self.source.report(error)
                     self._watcher_error = True
                     log.error("%s", error)
             return None
         log.info("%s changed; reloading", self.path.name)
         self._watcher_error = False
-        return self.holder.read()
+        return self.source.read()
+
+
+class LinkPoller:
+    """Downloads a link (a LinkSource) again every `interval` seconds in its own thread,
+    off the request path: a conditional request, so an unchanged link costs one short
+    answer. Use as a context manager: the thread starts on enter and stops on exit."""
+
+    def __init__(self, source, interval):
+        self.source = source
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"poller {source.label}",
+                                        daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        self._thread.join(timeout=5)  # a download under way ends with the process
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            try:
+                with self.source.lock:
+                    self.source.swap_in(self.source.read())
+            except Exception:  # the poller must outlive any surprise; say what it was
+                log.exception("downloading %s failed", self.source.name)
 
 
 ###############################################################################
@@ -4102,8 +4729,15 @@ def health_report(holder, recorder):
     says which. Open to anyone: no contact data, no folder, no secret."""
     body = holder.health()
     contacts_ok = body["last_error"] is None
-    body["contacts_file"] = "ok" if contacts_ok else (
-        f"fails to load; still serving the last good contacts, loaded at {body['loaded_at']}")
+    failing = [source for source in body["sources"] if source["last_error"]]
+    if contacts_ok:
+        body["contacts_file"] = "ok"
+    elif len(body["sources"]) == 1:
+        body["contacts_file"] = ("fails to load; still serving the last good contacts, "
+                                 f"loaded at {body['loaded_at']}")
+    else:
+        body["contacts_file"] = (f"{len(failing)} of {len(body['sources'])} sources fail "
+                                 "to load; still serving their last good contacts")
     calls_trouble = recorder.health() if recorder is not None else None
     body["calls"] = ("off" if recorder is None else "ok" if calls_trouble is None
                      else f"cannot be recorded: {calls_trouble}")
@@ -4635,18 +5269,35 @@ def _configure_logging():
 
 
 def _run_check(config):
-    try:
-        index = load_index(config.contacts_file, **config.load_options())
-    except ContactsFileError as error:
-        print(f"popup_server: {error}", file=sys.stderr)
-        return ExitStatus.ERROR
-    print("\n".join(load_report(index)))
-    try:
-        require_contacts(index)
-    except ContactsFileError as error:
-        print(f"popup_server: {error}", file=sys.stderr)
-        return ExitStatus.NO_CONTACTS
-    return ExitStatus.SUCCESS
+    """Print how each source loads (a link is downloaded afresh and kept nowhere), and
+    with several, the total; the worst outcome decides the exit status."""
+    status, indexes = ExitStatus.SUCCESS, []
+    several = len(config.contacts) > 1
+    with tempfile.TemporaryDirectory(prefix="popup-check-") as downloads:
+        for location in config.contacts:
+            source = make_source(location, config, downloads)
+            if several:
+                print(f"== {source.name}")
+            try:
+                index = source.check_index()
+            except ContactsFileError as error:
+                print(f"popup_server: {error}", file=sys.stderr)
+                status = ExitStatus.ERROR
+                continue
+            print("\n".join(source.report_lines(index)))
+            try:
+                source.required(index)
+            except ContactsFileError as error:
+                print(f"popup_server: {error}", file=sys.stderr)
+                status = max(status, ExitStatus.NO_CONTACTS)
+                continue
+            indexes.append(index)
+    if several:
+        merged = merge_indexes(indexes) if indexes else None
+        print(f"== in total: {merged.contacts if merged else 0} contacts can be found "
+              f"in {len(indexes)} of {len(config.contacts)} sources, "
+              f"{merged.numbers if merged else 0} distinct numbers")
+    return status
 
 
 def _stop_on_sigterm():
@@ -4690,7 +5341,7 @@ def main(argv=None, environ=None):
     tune_for_serving()
     _stop_on_sigterm()
     try:
-        with access_log, FileWatcher(holder, config.reload_interval):
+        with access_log, holder.watching():
             serve(app, config, holder)  # returns on SIGTERM or Ctrl-C (waitress' run()
         log.info("stopped")             # takes the KeyboardInterrupt itself)
     except KeyboardInterrupt:

@@ -280,11 +280,20 @@ def _source(text):
     if not scheme:
         return Path(text)
     if scheme.group(1).lower() not in ("http", "https"):
-        raise ValueError(f"{redact_url(text)}: only http:// and https:// links can be a "
-                         "contacts source")
-    if not urllib.parse.urlsplit(text).hostname:
-        raise ValueError(f"{redact_url(text)}: the link names no host")
+        raise _SourceError(f"{redact_url(text)}: only http:// and https:// links can be "
+                           "a contacts source")
+    try:
+        host = urllib.parse.urlsplit(text).hostname
+    except ValueError:
+        host = None
+    if not host:
+        raise _SourceError(f"{redact_url(text)}: not a link to a site")
     return text
+
+
+class _SourceError(ValueError, argparse.ArgumentTypeError):
+    """A source that cannot be: argparse shows its message as it is (never the value
+    given, which may hold a password), as do the variable and the config file."""
 
 
 #: Separates several sources in POPUP_CONTACTS or a config file's string: Windows
@@ -526,7 +535,7 @@ def _unset_value(option, environ, from_file):
         try:
             return _parse_text(option, raw)
         except (ValueError, TypeError) as error:
-            raise ConfigError(f"{option.env}={raw!r}: {error}") from None
+            raise ConfigError(redact_url(f"{option.env}={raw!r}: {error}")) from None
     return from_file.get(option.dest, option.default)
 
 
@@ -571,6 +580,7 @@ def read_config_file(path):
 
 def _file_error(path, text, key, problem):
     line = _key_line(text, key)
+    problem = redact_url(problem)  # a contacts link's password
     return ConfigError(f"{path}, line {line}: {problem}" if line else f"{path}: {problem}")
 
 
@@ -3462,8 +3472,8 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         if urllib.parse.urlsplit(newurl).scheme.lower() not in ("http", "https"):
-            raise DownloadFailed(f"the site redirected ({code}) to a link that is not "
-                                 "http or https")
+            raise DownloadFailed(f"the site redirected to a link that is not http or "
+                                 f"https ({code})")
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
         if new is not None and (urllib.parse.urlsplit(newurl).hostname
                                 != urllib.parse.urlsplit(req.full_url).hostname):

@@ -1,0 +1,278 @@
+"""Issue 12, item 3: an http(s) link as a contacts source, against a real HTTP site on
+loopback (tests/linksite.py) and the real server process."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import popup_server as ps
+from conftest import wait_until
+from linksite import LinkSite, Page
+
+HEADER = "name,company,phone\n"
+ALICE = HEADER + "Alice Link,Link Co,050-111-1111\n"
+BOB = HEADER + "Bob Link,Link Co,050-222-2222\n"
+SECRETS = ("pw-s3cret", "tok-s3cret", "key-s3cret")
+
+
+@pytest.fixture
+def site():
+    site = LinkSite().start()
+    yield site
+    site.stop()
+
+
+@pytest.fixture
+def state(tmp_path):
+    """The server's state folder for the test, as POPUP_STATE_DIR (issue 14's
+    --state-dir). Until that lands, the state folder is the checkout's data/: what a test
+    downloads there is removed afterwards."""
+    env = {"POPUP_STATE_DIR": str(tmp_path / "state")}
+    downloads = ps.parse_config([], environ=env).state_path / "downloads"
+    before = set(downloads.glob("*"))
+    yield env
+    if tmp_path not in downloads.parents:
+        for path in set(downloads.glob("*")) - before:
+            path.unlink(missing_ok=True)
+
+
+def name_of(server, phone):
+    return server.lookup(phone)["CLIENTNAME"]
+
+
+def answers(server, phone, name):
+    return lambda: name_of(server, phone) == name
+
+
+# The pure functions ----------------------------------------------------------
+
+SHEET = "1AbC-dEf_123"
+PUBLISHED = "2PACX-1vQxyz_AB-c"
+
+
+@pytest.mark.parametrize("link, export", [
+    (f"https://docs.google.com/spreadsheets/d/{SHEET}/edit#gid=123",
+     f"https://docs.google.com/spreadsheets/d/{SHEET}/export?format=csv&gid=123"),
+    (f"https://docs.google.com/spreadsheets/d/{SHEET}/edit?usp=sharing",
+     f"https://docs.google.com/spreadsheets/d/{SHEET}/export?format=csv&gid=0"),
+    (f"https://docs.google.com/spreadsheets/d/{SHEET}/edit?gid=55#gid=55",
+     f"https://docs.google.com/spreadsheets/d/{SHEET}/export?format=csv&gid=55"),
+    (f"http://docs.google.com/spreadsheets/u/1/d/{SHEET}/view",
+     f"https://docs.google.com/spreadsheets/d/{SHEET}/export?format=csv&gid=0"),
+    (f"https://docs.google.com/spreadsheets/d/{SHEET}/export?format=csv",
+     f"https://docs.google.com/spreadsheets/d/{SHEET}/export?format=csv&gid=0"),
+    (f"https://docs.google.com/spreadsheets/d/{SHEET}/export?format=csv&gid=9",
+     f"https://docs.google.com/spreadsheets/d/{SHEET}/export?format=csv&gid=9"),
+    (f"https://docs.google.com/spreadsheets/d/e/{PUBLISHED}/pubhtml",
+     f"https://docs.google.com/spreadsheets/d/e/{PUBLISHED}/pub?output=csv"),
+    (f"https://docs.google.com/spreadsheets/d/e/{PUBLISHED}/pubhtml?gid=7&single=true",
+     f"https://docs.google.com/spreadsheets/d/e/{PUBLISHED}/pub?gid=7&single=true&output=csv"),
+    (f"https://docs.google.com/spreadsheets/d/e/{PUBLISHED}/pub?output=csv",
+     f"https://docs.google.com/spreadsheets/d/e/{PUBLISHED}/pub?output=csv"),
+    (f"https://docs.google.com/spreadsheets/d/{SHEET}/edit?resourcekey=RK#gid=3",
+     f"https://docs.google.com/spreadsheets/d/{SHEET}/export?format=csv&gid=3&resourcekey=RK"),
+])
+def test_every_google_sheets_link_shape_becomes_its_csv_export(link, export):
+    assert ps.sheet_export_url(link) == export
+
+
+@pytest.mark.parametrize("link", [
+    "https://example.com/spreadsheets/d/abc/edit#gid=1",  # not Google: as it is
+    "https://docs.google.com/document/d/abc/edit",       # a Google document, not a sheet
+    "http://127.0.0.1:8080/spreadsheets/d/abc/export?format=csv&gid=4",
+])
+def test_other_links_are_left_as_they_are(link):
+    assert ps.sheet_export_url(link) == link
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("https://user:pw-s3cret@example.com/c.csv", "https://***@example.com/c.csv"),
+    ("https://example.com/c.csv?token=tok-s3cret&format=csv",
+     "https://example.com/c.csv?token=***&format=csv"),
+    ("https://example.com/c.csv?api_key=key-s3cret;gid=4#access_token=tok-s3cret",
+     "https://example.com/c.csv?api_key=***;gid=4#access_token=***"),
+    ("https://example.com/c.csv?key-s3cret", "https://example.com/c.csv?***"),
+    ("a.csv|http://u:pw-s3cret@h/x?sig=tok-s3cret|b.vcf",
+     "a.csv|http://***@h/x?sig=***|b.vcf"),
+    ("failed: https://u:p@w-s3cret@h:81/x.csv?Key=key-s3cret (no answer)",
+     "failed: https://***@h:81/x.csv?Key=*** (no answer)"),
+    ("/home/me/contacts.csv", "/home/me/contacts.csv"),
+])
+def test_redact_url_hides_passwords_tokens_and_keys(text, shown):
+    assert ps.redact_url(text) == shown
+
+
+# Downloading, against the loopback site --------------------------------------
+
+def test_a_link_is_served_and_its_changes_polled_with_etags(start_server, site, state):
+    site.pages["/c.csv"] = Page(ALICE, etag='"v1"')
+    server = start_server(f"{site.url}/c.csv", "--url-interval", "0.2", env=state)
+    assert name_of(server, "0501111111") == "Alice Link"
+    wait_until(lambda: site.statuses("/c.csv").count(304) >= 2, what="304 answers")
+    assert all(headers.get("If-None-Match") == '"v1"'
+               for _path, headers in site.requests[1:]), site.requests
+    site.pages["/c.csv"] = Page(BOB, etag='"v2"')
+    wait_until(answers(server, "0502222222", "Bob Link"), what="Bob after the change")
+    assert server.lookup("0501111111")["TOTAL"] == 0
+    health = server.health()
+    assert health["status"] == "ok" and health["contacts"] == 1, health
+    assert health["source"] == f"{site.url}/.../c.csv", health
+
+
+def test_last_modified_is_sent_back_and_a_304_keeps_the_contacts(start_server, site,
+                                                                 state):
+    site.pages["/c.csv"] = Page(ALICE, last_modified=1_700_000_000)
+    server = start_server(f"{site.url}/c.csv", "--url-interval", "0.2", env=state)
+    wait_until(lambda: site.statuses("/c.csv").count(304) >= 2, what="304 answers")
+    assert site.requests[-1][1].get("If-Modified-Since") == \
+        site.pages["/c.csv"].last_modified
+    assert name_of(server, "0501111111") == "Alice Link"
+    assert server.health()["status"] == "ok"
+
+
+def test_a_failing_link_keeps_its_contacts_and_is_logged_once(start_server, site, state):
+    site.pages["/c.csv"] = Page(ALICE, etag='"v1"')
+    server = start_server(f"{site.url}/c.csv", "--url-interval", "0.2", env=state)
+    site.pages["/c.csv"] = Page("boom", status=500)
+    wait_until(lambda: site.statuses("/c.csv").count(500) >= 4, what="several 500s")
+    resp = server.get("/health")
+    assert resp.status == 503, resp
+    assert resp.json()["sources"][0]["last_error"].endswith("answered 500 Internal Server "
+                                                            "Error"), resp
+    assert name_of(server, "0501111111") == "Alice Link"
+    assert server.log_text().count("answered 500") == 1, server.log_text()
+    site.pages["/c.csv"] = Page(ALICE, etag='"v1"')  # back as it was: a 304
+    wait_until(lambda: server.get("/health").status == 200, what="/health 200 again")
+    assert "works again" in server.log_text()
+
+
+def test_a_bad_download_keeps_the_last_good_contacts(start_server, site, state):
+    site.pages["/c.csv"] = Page(ALICE, etag='"v1"')
+    server = start_server(f"{site.url}/c.csv", "--url-interval", "0.2", env=state)
+    site.pages["/c.csv"] = Page("<html><body>Sign in</body></html>", etag='"login"',
+                                content_type="text/html")
+    wait_until(lambda: server.get("/health").status == 503, what="/health 503")
+    assert name_of(server, "0501111111") == "Alice Link"
+    site.pages["/c.csv"] = Page(BOB, etag='"v2"')
+    wait_until(answers(server, "0502222222", "Bob Link"), what="Bob once mended")
+    assert server.get("/health").status == 200
+
+
+def test_a_slow_answer_beyond_the_timeout_fails(start_server, site, state):
+    site.pages["/c.csv"] = Page(ALICE, etag='"v1"')
+    server = start_server(f"{site.url}/c.csv", "--url-interval", "0.2",
+                          "--url-timeout", "0.5", env=state)
+    site.pages["/c.csv"] = Page(BOB, etag='"v2"', delay=3)
+    body = wait_until(lambda: (lambda r: r.json() if r.status == 503 else None)(
+        server.get("/health")), what="/health 503 after a slow answer")
+    assert body["last_error"].endswith("answer within --url-timeout"), body
+    assert "(0.5 s)" in server.log_text()
+    assert name_of(server, "0501111111") == "Alice Link"
+
+
+def test_redirects_are_followed_within_a_bound(start_server, site, state):
+    site.pages["/old"] = Page(status=302, location="/moved")
+    site.pages["/moved"] = Page(status=301, location=f"{site.url}/new.csv")
+    site.pages["/new.csv"] = Page(ALICE)
+    server = start_server(f"{site.url}/old", "--url-interval", "0.2", env=state)
+    assert name_of(server, "0501111111") == "Alice Link"
+    site.pages["/old"] = Page(status=302, location="/old")  # a loop, now
+    body = wait_until(lambda: (lambda r: r.json() if r.status == 503 else None)(
+        server.get("/health")), what="/health 503 on a redirect loop")
+    assert "redirects were not followed" in body["last_error"], body
+    assert len(site.statuses("/old")) < 30
+    site.pages["/old"] = Page(status=302, location="ftp://127.0.0.1/c.csv")
+    wait_until(lambda: "not http or https" in server.get("/health").json()["last_error"],
+               what="a redirect to ftp refused")
+    assert name_of(server, "0501111111") == "Alice Link"
+
+
+@pytest.mark.parametrize("send_length", [True, False])
+def test_an_oversized_body_is_refused_and_the_contacts_kept(start_server, site, state,
+                                                            send_length):
+    site.pages["/c.csv"] = Page(ALICE, etag='"v1"')
+    server = start_server(f"{site.url}/c.csv", "--url-interval", "0.2",
+                          "--url-max-bytes", "4096", env=state)
+    big = BOB + "".join(f"Person {n},Co,050-3{n:06d}\n" for n in range(2000))
+    site.pages["/c.csv"] = Page(big, etag='"big"', send_length=send_length)
+    body = wait_until(lambda: (lambda r: r.json() if r.status == 503 else None)(
+        server.get("/health")), what="/health 503 on an oversized body")
+    assert body["last_error"].endswith("more than --url-max-bytes"), body
+    assert "--url-max-bytes (4,096" in server.log_text()
+    assert name_of(server, "0501111111") == "Alice Link"
+    assert server.lookup("0502222222")["TOTAL"] == 0
+
+
+def test_a_google_sheets_shaped_export_is_read(start_server, site, state):
+    # As Google does: the export redirects to googleusercontent.com, which sends the CSV.
+    site.pages[f"/spreadsheets/d/{SHEET}/export?format=csv&gid=7"] = Page(
+        status=307, location="/googleusercontent/export/abc")
+    site.pages["/googleusercontent/export/abc"] = Page(
+        "\ufeffשם,חברה,טלפון\nנועה כהן,אקמה,054-123-4567\n")
+    server = start_server(f"{site.url}/spreadsheets/d/{SHEET}/export?format=csv&gid=7",
+                          env=state)
+    assert name_of(server, "0541234567") == "נועה כהן"
+
+
+def test_secrets_of_a_link_never_show(start_server, site, state, run_cli):
+    site.pages["/c.csv"] = Page(ALICE, etag='"v1"')
+    link = (f"http://me:{SECRETS[0]}@127.0.0.1:{site.port}/c.csv?token={SECRETS[1]}"
+            f"&key={SECRETS[2]}")
+    server = start_server(link, "--url-interval", "0.2", env=state)
+    assert name_of(server, "0501111111") == "Alice Link"
+    assert site.requests[0][1]["Authorization"] == "Basic bWU6cHctczNjcmV0"  # me:pw-s3cret
+    site.pages["/c.csv"] = Page("nope", status=500)
+    wait_until(lambda: server.get("/health").status == 503, what="/health 503")
+    check = run_cli(link, "--check", env=state)
+    assert check.returncode == 2, check
+    shown = [server.log_text(), server.get("/health").text,
+             check.stdout.decode(), check.stderr.decode()]
+    assert "token=***" in shown[0] and "500" in shown[3], shown
+    for text in shown:
+        assert not any(secret in text for secret in SECRETS), text
+
+
+def test_a_start_while_the_link_fails_serves_the_kept_download(start_server, site, state,
+                                                              run_cli):
+    site.pages["/c.csv"] = Page(ALICE, etag='"v1"')
+    first = start_server(f"{site.url}/c.csv", env=state)
+    assert name_of(first, "0501111111") == "Alice Link"
+    first.stop()
+    site.pages["/c.csv"] = Page("down", status=503)
+    again = start_server(f"{site.url}/c.csv", env=state)
+    assert name_of(again, "0501111111") == "Alice Link"
+    assert "serving its copy downloaded at" in again.log_text()
+    resp = again.get("/health")
+    assert resp.status == 503 and "503" in resp.json()["last_error"], resp
+
+
+def test_a_first_start_while_the_link_fails_says_why_in_one_line(site, state, run_cli):
+    site.pages["/c.csv"] = Page("down", status=500)
+    result = run_cli(f"{site.url}/c.csv?token={SECRETS[1]}", "--port", "0",
+                     "--token", "", "--calls-db", "", env=state)
+    assert result.returncode == 2, result
+    lines = result.stderr.decode().strip().splitlines()
+    assert lines[-1] == (f"popup_server: {site.url}/c.csv?token=***: the site answered "
+                         "500 Internal Server Error"), lines
+    assert "Traceback" not in result.stderr.decode()
+
+
+@pytest.mark.parametrize("where", ["argument", "variable", "config file"])
+def test_a_link_of_another_scheme_is_refused_without_its_password(run_cli, state,
+                                                                  tmp_path, where):
+    link = f"ftp://me:{SECRETS[0]}@127.0.0.1/c.csv"
+    args, env = ["--check"], dict(state)
+    if where == "argument":
+        args.append(link)
+    elif where == "variable":
+        env["POPUP_CONTACTS"] = f"a.csv|{link}"
+    else:
+        (tmp_path / "popup.toml").write_text(f'contacts = ["a.csv", "{link}"]\n')
+        args += ["--config", tmp_path / "popup.toml"]
+    result = run_cli(*args, env=env)
+    assert result.returncode == 2, result
+    err = result.stderr.decode()
+    assert "only http:// and https:// links" in err and SECRETS[0] not in err, err
+    assert "ftp://***@127.0.0.1/c.csv" in err, err

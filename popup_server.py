@@ -7,7 +7,7 @@ looked up in a file of contacts (CSV, Excel, LibreOffice or a phone's vCard) tha
 loads at start-up and reloads whenever the file changes.
 
 Run it (installed with pip or pipx, the command is `popup-server`, the same program):
-    python popup_server.py [CONTACTS_FILE] [options]      (python popup_server.py --help)
+    python popup_server.py [CONTACTS ...] [options]       (python popup_server.py --help)
     python popup_server.py contacts.xlsx --check          (report how the file loads)
     python popup_server.py --config /etc/popup-server.toml
     python popup_server.py --version
@@ -3892,7 +3892,8 @@ class ContactsHolder:
     def add_source(self, path):
         """Serve the file `path` as the LAST source (any other source holding a number
         wins its pop-up), loaded now and watched like the others: for a list this
-        program keeps itself. A file that cannot be served raises ContactsFileError."""
+        program keeps itself. A file that cannot be served, or holds no contact yet,
+        raises ContactsFileError: add it once it holds its first one."""
         source = self._started(Path(path))
         self.sources.append(source)
         self._serve_merged()

@@ -83,6 +83,7 @@ def main(argv=None):
     parser.add_argument("--polls", type=int, default=50)
     args = parser.parse_args(argv)
     folder = Path(tempfile.mkdtemp(prefix="popup-several-"))
+    (folder / "logs").mkdir()
     procs = run.Procs(folder / "logs")
     try:
         whole = folder / "whole.csv"

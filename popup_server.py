@@ -3790,7 +3790,8 @@ def caller_link(base_url, number, secret, days=30, now=None):
     `days`: ?e= its expiry (epoch seconds), &s= an HMAC bound to the number and the
     expiry. Never the Voicenter token. `number` as it should appear in the path."""
     expires = int(time.time() if now is None else now) + days * 86400
-    return (f"{base_url}/caller/{quote(number, safe='+')}?e={expires}"
+    in_path = number if number.lstrip("+").isdigit() else quote(number, safe="+")
+    return (f"{base_url}/caller/{in_path}?e={expires}"
             f"&s={_signature(secret, 'caller', number, expires)}")
 
 
@@ -4138,15 +4139,17 @@ class PageTexts:
 
 def page_headers(nonce):
     """Every HTML page's headers: a strict Content-Security-Policy (no script at all;
-    the page's one <style> carries `nonce`), no sniffing, no framing, and no Referer
-    (links carry signatures), never cached."""
+    the page's one <style> carries `nonce`), no sniffing, no framing, never cached, and
+    a Referer only to this server: links carry signatures, which must never reach
+    another site. Not "no-referrer": under it a browser sends "Origin: null" with the
+    pages' own forms, and the Origin check could no longer tell them from another site's."""
     return {
         "Content-Type": "text/html; charset=utf-8",
         "Content-Security-Policy": (
             f"default-src 'none'; style-src 'nonce-{nonce}'; img-src 'self'; "
             "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
         "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
+        "Referrer-Policy": "same-origin",
         "X-Frame-Options": "DENY",
         "Cache-Control": "no-store",
     }

@@ -61,7 +61,7 @@ def _assert_safe_headers(resp):
     nonce = re.search(r"'nonce-([^']+)'", policy).group(1)
     assert f'<style nonce="{nonce}">' in resp.text
     assert resp.header("X-Content-Type-Options") == "nosniff"
-    assert resp.header("Referrer-Policy") == "no-referrer"
+    assert resp.header("Referrer-Policy") == "same-origin"
 
 
 def test_the_login_page_is_hebrew_right_to_left_or_english(start_server):

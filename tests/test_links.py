@@ -58,7 +58,7 @@ def test_a_signed_link_opens_that_callers_page_only_without_a_login(start_server
     assert page.status == 200 and page.header("Content-Type").startswith("text/html")
     assert "+972722776772" in page.text
     assert "default-src 'none'" in page.header("Content-Security-Policy")
-    assert page.header("Referrer-Policy") == "no-referrer"
+    assert page.header("Referrer-Policy") == "same-origin"
     # The same signature on another number, or another page: the login is needed.
     other = path.replace("+972722776772", "+972541234567")
     refused = server.get(other)

@@ -4424,7 +4424,7 @@ def _mask(number, log_numbers):
 ###############################################################################
 # The web app #################################################################
 ###############################################################################
-# create_app(): the Bottle routes /popup, /health, / and /calls(.csv) and their JSON errors.
+# create_app(): the Bottle routes /popup, /health, the office pages, and their errors.
 
 #: A browser (Voicenter's Chrome extension) may call /popup: every answer allows any
 #: origin (the token guards access); the preflight also names methods and headers.
@@ -5082,7 +5082,7 @@ def tune_for_serving():
 ###############################################################################
 # The command line ############################################################
 ###############################################################################
-# The token file, logging set-up, --check and main().
+# The state folder and its secret files (token, page secret, password), logging, --check, main().
 
 _WEAK_TOKEN_LENGTH = 16  # characters; a made token has 32 (192 random bits)
 

@@ -3924,6 +3924,11 @@ class OfficeDoor:
         return (f"{self.cookie_name}={value}; Max-Age={max_age}; Path=/; HttpOnly; "
                 f"SameSite=Lax{secure}")
 
+    def base_url(self, environ):
+        """Where links to this server's pages start: --public-url, else the scheme and
+        host of the request (forwarded ones only from --trusted-proxy)."""
+        return self.config.public_url or "{}://{}".format(*self.guard.request_origin(environ))
+
     # Forms ---------------------------------------------------------------------
     def csrf_token(self, session):
         """The token every POST form of the office pages carries (field "csrf"),

@@ -40,6 +40,7 @@ import datetime as dt
 import difflib
 import enum
 import errno
+import base64
 import functools
 import gc
 import hashlib
@@ -68,7 +69,7 @@ from pathlib import Path
 import urllib.error
 import urllib.parse
 import urllib.request
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 import bottle
 import numpy as np
@@ -106,6 +107,7 @@ DEFAULT_CONTACTS = RESOURCES / "data" / "contacts.csv"
 #: Bottle caches compiled templates by the identity of this list: one list, one cache.
 VIEWS = [str(RESOURCES / "views")]
 TOKEN_FILE_NAME = ".popup-token"
+CALLS_FILE_NAME = "calls.sqlite"
 ENV_PREFIX = "POPUP_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
 
@@ -221,6 +223,25 @@ def _columns(text):
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def _public_url(text):
+    """--public-url: an http(s) address with no query, kept without its trailing /."""
+    value = text.strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query \
+            or parts.fragment or "@" in parts.netloc or not value.isprintable() \
+            or " " in value:
+        raise ValueError("must be the address the office reaches this server by, "
+                         "e.g. https://popup.example.com (http or https, no ?query)")
+    return value
+
+
+def _language(text):
+    value = text.strip().lower()
+    if value not in ("auto", *LANGUAGES):
+        raise ValueError("must be auto (from the browser), he or en")
+    return value
+
+
 def _flag(text):
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -313,7 +334,7 @@ CONTACTS = Option("contacts", "contacts files or links: a CSV or text export, .x
 
 
 #: Set but empty, these mean "off" rather than "not set".
-EMPTY_MEANS_OFF = ("token", "calls_db")
+EMPTY_MEANS_OFF = ("token", "calls_db", "office_password")
 OPTIONS = (
     Option("--host", "address to listen on: 0.0.0.0 answers on every network of this "
            "machine (what Voicenter needs unless a proxy is in front); 127.0.0.1 only "
@@ -349,8 +370,23 @@ OPTIONS = (
            "header; without one a token is made and kept in --token-file; an empty "
            "value turns the check off", "'s3cret-long-random'"),
     Option("--token-file", "where the generated token is kept (default: .popup-token "
-           "beside the contacts file; for the sample of an installed command, in the "
-           "user's data folder)", "/etc/popup-server/token", Path),
+           "in --state-dir)", "/etc/popup-server/token", Path),
+    Option("--state-dir", "folder of the server's own files: the token, the page "
+           "secret, the office password's hash, the calls database, added contacts "
+           "(default: popup-server/port-PORT in the user's data folder: "
+           "~/.local/share, %%LOCALAPPDATA%%)", "/var/lib/popup-server", Path),
+    Option("--office-password", "password of the office pages (the calls page, "
+           "callers' pages); without one a password is made, printed once and kept "
+           "hashed in --state-dir; an empty value turns the login off (the pages are "
+           "then served to --allow-ip addresses or this machine only)",
+           "'long office passphrase'"),
+    Option("--public-url", "the address links to this server's pages start with "
+           "(default: the scheme and host the request came to)",
+           "https://popup.example.com", _public_url, ""),
+    Option("--link-days", "days a signed link to a caller's page stays valid", "30",
+           _int_between(1, 3650), 30),
+    Option("--lang", "language of the pages: auto (the browser's Accept-Language), "
+           "he or en", "he", _language, "auto"),
     Option("--allow-ip", "serve only clients from this address or CIDR range "
            "(repeat for several)", "203.0.113.0/24", _network, (), repeatable=True),
     Option("--trusted-proxy", "believe X-Forwarded-For only from this proxy address or "
@@ -375,9 +411,7 @@ OPTIONS = (
            "answers take microseconds and Python runs one thread at a time)", "4",
            _int_between(1, 256), 4),
     Option("--calls-db", "SQLite file recording calls for the calls page; empty turns "
-           "recording off (default: data/calls.sqlite beside the program; for an "
-           "installed command, calls.sqlite in the user's data folder: "
-           "~/.local/share/popup-server, %%LOCALAPPDATA%%\\popup-server)",
+           "recording off (default: calls.sqlite in --state-dir)",
            "/var/lib/popup-server/calls.sqlite"),
     Option("--calls-keep-days", "days of calls to keep", "90",
            _int_between(1, 3650), 90),
@@ -403,8 +437,8 @@ class _ConfigMethods:
 
     @property
     def contacts_file(self):
-        """The first source that is a file (the token is kept beside it); with links
-        only, a name in the state folder, so that the token is kept there."""
+        """The first source that is a file (versions before --state-dir kept the token
+        beside it); with links only, a name in the state folder."""
         for source in self.contacts:
             if isinstance(source, Path):
                 return source
@@ -412,22 +446,18 @@ class _ConfigMethods:
 
     @property
     def state_path(self):
-        return state_dir()  # --state-dir replaces this (issue 14)
+        """The folder of the server's own files (see state_dir_default() for why)."""
+        return Path(self.state_dir) if self.state_dir else state_dir_default(self.port)
 
     @property
     def token_path(self):
-        if self.token_file:
-            return self.token_file
-        folder = self.contacts_file.parent
-        if INSTALLED and folder.resolve() == PACKAGE_DATA / "data":
-            folder = state_dir()  # the installed sample's token: never into site-packages
-        return folder / TOKEN_FILE_NAME
+        return self.token_file or self.state_path / TOKEN_FILE_NAME
 
     @property
     def calls_path(self):
         if self.calls_db == "":
             return None
-        return Path(self.calls_db) if self.calls_db else state_dir() / "calls.sqlite"
+        return Path(self.calls_db) if self.calls_db else self.state_path / CALLS_FILE_NAME
 
 
 Config = dataclasses.make_dataclass(
@@ -438,17 +468,23 @@ Config = dataclasses.make_dataclass(
 Config.__module__ = __name__
 
 
-def state_dir():
-    """Where the calls (and the installed sample's token) are kept by default: data/
-    beside the program in a checkout; for an installed command, which must not write
-    into site-packages, the user's data folder, the same whatever folder it runs in."""
-    if not INSTALLED:
-        return HERE / "data"
+def user_data_dir():
+    """popup-server's folder in the user's data folder: ~/.local/share/popup-server
+    ($XDG_DATA_HOME if set), %LOCALAPPDATA%\\popup-server on Windows."""
     if os.name == "nt":
         base = os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local"
     else:
         base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
     return Path(base) / "popup-server"
+
+
+def state_dir_default(port):
+    """The state folder when --state-dir is not given: one per port. Voicenter's URL
+    already names the port, and two servers cannot listen on one, so two servers on
+    different contacts files never share it, and moving the contacts file (or the
+    program, or upgrading it) never moves it. Never beside the program: an installed
+    command must not write into site-packages, and a checkout may be replaced."""
+    return user_data_dir() / f"port-{port}"
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -4110,6 +4146,11 @@ REQUEST_FIELDS = ("phone", "ivrid", "extenUser", "did", "status", "statusCall",
                   "direction", "callerName", "isAnswered")
 
 
+#: A Host header fit to start a link with: a name or address and maybe a port.
+_HOST_PATTERN = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?"
+                           r"|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
+
+
 class AccessGuard:
     """Decides whether a request may use /popup: the client address, then the token."""
 
@@ -4158,18 +4199,32 @@ class AccessGuard:
                                             "the URL given to Voicenter")
         return client
 
-    def check_page(self, environ, query):
-        """Refuse the calls page (403) unless the request may see it: the token when one
-        is set, else --allow-ip or loopback only."""
-        if self.token:
-            self.check(environ, query)
-            return
+    def check_page(self, environ):
+        """Refuse an office page (403) with the login off unless the client is in
+        --allow-ip, or, without an allowlist, this machine."""
         client = self._client(environ)
         allowed = self.allowed or (ipaddress.ip_network("127.0.0.0/8"),
                                    ipaddress.ip_network("::1/128"))
         if not self._in(client, allowed):
-            raise bottle.HTTPError(403, "the calls page is open only to this machine "
-                                        "unless --token or --allow-ip is set")
+            raise bottle.HTTPError(403, "the office pages are open only to this machine "
+                                        "when --office-password is empty, unless "
+                                        "--allow-ip is set")
+
+    def request_origin(self, environ):
+        """(scheme, host) the client asked for: X-Forwarded-Proto and -Host are believed
+        only from a --trusted-proxy; a host that is not a host name falls back to the
+        address this server listens on."""
+        scheme = environ.get("wsgi.url_scheme") or "http"
+        host = environ.get("HTTP_HOST") or ""
+        if self.trusted and self._in(environ.get("REMOTE_ADDR") or "", self.trusted):
+            proto = (environ.get("HTTP_X_FORWARDED_PROTO") or "").split(",")[0]
+            if proto.strip().lower() in ("http", "https"):
+                scheme = proto.strip().lower()
+            forwarded_host = (environ.get("HTTP_X_FORWARDED_HOST") or "").split(",")[0]
+            host = forwarded_host.strip() or host
+        if not _HOST_PATTERN.fullmatch(host):
+            host = f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT', '80')}"
+        return scheme, host
 
     def _client(self, environ):
         client = self.client_address(environ)
@@ -4316,6 +4371,426 @@ def _json_fields(body):
                 raise bottle.HTTPError(400, f"{name} is not valid Unicode text") from None
         fields[name] = value
     return fields
+
+
+###############################################################################
+# The office's door ###########################################################
+###############################################################################
+# The office pages' own login (password, signed session cookie, CSRF tokens), signed
+# links to one caller's page, the pages' languages and their security headers.
+# Nothing here runs on /popup except caller_link(), which costs a few microseconds.
+
+SESSION_SECONDS = 12 * 3600          # a working day; then the login page again
+LOGIN_FAILURES_ALLOWED = 5           # wrong passwords from one address ...
+LOGIN_FAILURE_WINDOW = 15 * 60       # ... within this many seconds; then it waits
+LOGIN_ADDRESSES_KEPT = 10_000        # failing addresses remembered (the oldest go first)
+SESSIONS_ENDED_KEPT = 10_000         # logged-out sessions remembered until they expire
+_SCRYPT = dict(n=2 ** 14, r=8, p=1)  # 16 MiB and ~50 ms a try: OWASP's minimum
+
+
+def hash_password(password, salt=None):
+    """The text kept for a password: scrypt$n$r$p$salt$hash (base64), salted."""
+    salt = salt or secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, dklen=32, **_SCRYPT)
+    return "scrypt${n}${r}${p}$".format(**_SCRYPT) + "$".join(
+        base64.b64encode(part).decode("ascii") for part in (salt, digest))
+
+
+def password_matches(password, stored):
+    """Whether `password` is the one `stored` (hash_password's text) was made from."""
+    try:
+        kind, n, r, p, salt, digest = stored.split("$")
+        salt, digest = base64.b64decode(salt), base64.b64decode(digest)
+        if kind != "scrypt":
+            return False
+        given = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=int(n), r=int(r),
+                               p=int(p), dklen=len(digest), maxmem=64 * 1024 * 1024)
+    except (ValueError, binascii.Error, UnicodeError):
+        return False
+    return hmac.compare_digest(given, digest)
+
+
+def _signature(secret, *parts):
+    """A short HMAC-SHA256 (128 bits, base64url) of `parts`, keyed by the page secret.
+    hmac.digest(): OpenSSL's one-shot, a third of hmac.new()'s cost."""
+    message = "\n".join(map(str, parts)).encode("utf-8", "surrogatepass")
+    return base64.urlsafe_b64encode(hmac.digest(secret, message, "sha256")[:16]) \
+        .rstrip(b"=").decode("ascii")
+
+
+def caller_link(base_url, number, secret, days=30, now=None):
+    """An absolute link to /caller/<number> that opens that caller's page only, for
+    `days`: ?e= its expiry (epoch seconds), &s= an HMAC bound to the number and the
+    expiry. Never the Voicenter token. `number` as it should appear in the path."""
+    expires = int(time.time() if now is None else now) + days * 86400
+    in_path = number if number.lstrip("+").isdigit() else quote(number, safe="+")
+    return (f"{base_url}/caller/{in_path}?e={expires}"
+            f"&s={_signature(secret, 'caller', number, expires)}")
+
+
+def verify_caller_link(secret, number, expires, signature, now=None):
+    """"ok", or why the link does not open `number`'s page: "tampered" (the number,
+    the expiry or the signature changed; compared in constant time) or "expired"."""
+    if not (isinstance(expires, str) and expires.isdigit() and len(expires) <= 12
+            and isinstance(signature, str) and signature.isascii()):
+        return "tampered"
+    wanted = _signature(secret, "caller", number, int(expires))
+    if not hmac.compare_digest(wanted.encode("ascii"), signature.encode("ascii")):
+        return "tampered"
+    if int(expires) < (time.time() if now is None else now):
+        return "expired"
+    return "ok"
+
+
+class LoginLimiter:
+    """Counts wrong passwords per address (an IPv6 client by its /64): after
+    LOGIN_FAILURES_ALLOWED within LOGIN_FAILURE_WINDOW, that address waits out the
+    window. At most LOGIN_ADDRESSES_KEPT addresses are kept, the oldest dropped."""
+
+    def __init__(self, allowed=LOGIN_FAILURES_ALLOWED, window=LOGIN_FAILURE_WINDOW,
+                 kept=LOGIN_ADDRESSES_KEPT):
+        self.allowed, self.window, self.kept = allowed, window, kept
+        self.failures = {}  # key -> [count, first failure's time], oldest first
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def key(address):
+        parsed = AccessGuard._parse(address)
+        if parsed is not None and parsed.version == 6:
+            return str(ipaddress.ip_network((parsed, 64), strict=False))
+        return str(parsed or address)
+
+    def wait_left(self, address, now=None):
+        """Seconds this address must wait before it may try again; 0 when it may."""
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            entry = self.failures.get(self.key(address))
+            if entry is None or now - entry[1] >= self.window:
+                return 0
+            return int(entry[1] + self.window - now) + 1 if entry[0] >= self.allowed else 0
+
+    def failed(self, address, now=None):
+        now = time.monotonic() if now is None else now
+        key = self.key(address)
+        with self.lock:
+            entry = self.failures.pop(key, None)
+            if entry is None or now - entry[1] >= self.window:
+                entry = [0, now]
+            entry[0] += 1
+            self.failures[key] = entry  # last in the order: the newest
+            while len(self.failures) > self.kept:
+                del self.failures[next(iter(self.failures))]
+
+    def succeeded(self, address):
+        with self.lock:
+            self.failures.pop(self.key(address), None)
+
+
+Session = collections.namedtuple("Session", "nonce expires")
+
+
+class PageDenied(Exception):
+    """An office page refused, shown as the 403 HTML page; `reason` names its text."""
+
+    def __init__(self, reason, status=403):
+        super().__init__(reason)
+        self.reason, self.status = reason, status
+
+
+class OfficeDoor:
+    """Who may open the office pages: a session from the login, or, for one caller's
+    page only, a signed link. Sessions and CSRF tokens are signed with the page
+    secret, so nothing is kept for them but logouts (bounded, until they expire).
+    A session is bound to the password's hash too: a new password ends them all.
+    Without a password (--office-password ""), the pages are served as before the
+    login existed: to --allow-ip addresses, or to this machine."""
+
+    def __init__(self, config, guard, secret, password_hash):
+        self.config, self.guard, self.secret = config, guard, secret
+        self.password_hash = password_hash
+        # Cookies ignore ports: two servers on one host must not overwrite each other's.
+        self.cookie_name = "popup_session_" + _signature(secret, "cookie")[:8]
+        self.limiter = LoginLimiter()
+        self.ended = collections.OrderedDict()  # nonce -> expiry, of logged-out sessions
+        self.lock = threading.Lock()
+
+    @property
+    def login_required(self):
+        return self.password_hash is not None
+
+    # Sessions ------------------------------------------------------------------
+    def session(self, environ):
+        """The request's valid session, or None."""
+        cookie = bottle.request.get_cookie(self.cookie_name) or ""
+        expires, _, rest = cookie.partition(".")
+        nonce, _, signature = rest.partition(".")
+        if not (expires.isdigit() and len(expires) <= 12 and nonce and signature.isascii()):
+            return None
+        wanted = _signature(self.secret, "session", self.password_hash, expires, nonce)
+        if not hmac.compare_digest(wanted.encode("ascii"), signature.encode("ascii")):
+            return None
+        if int(expires) < time.time() or nonce in self.ended:
+            return None
+        return Session(nonce, int(expires))
+
+    def start_session(self, environ):
+        """A new session and the Set-Cookie value carrying it."""
+        session = Session(secrets.token_urlsafe(12), int(time.time()) + SESSION_SECONDS)
+        value = f"{session.expires}.{session.nonce}." + _signature(
+            self.secret, "session", self.password_hash, session.expires, session.nonce)
+        return session, self._cookie(value, SESSION_SECONDS, environ)
+
+    def end_session(self, session, environ):
+        """Forget `session` (logout); the Set-Cookie value that clears it."""
+        with self.lock:
+            now = time.time()
+            self.ended[session.nonce] = session.expires
+            while self.ended and (len(self.ended) > SESSIONS_ENDED_KEPT
+                                  or next(iter(self.ended.values())) < now):
+                self.ended.popitem(last=False)
+        return self._cookie("", 0, environ)
+
+    def _cookie(self, value, max_age, environ):
+        # Lax: a link from elsewhere (an e-mail, the pop-up) still opens the pages;
+        # POST forms are guarded by CSRF tokens and the Origin check besides.
+        secure = "; Secure" if self.guard.request_origin(environ)[0] == "https" else ""
+        return (f"{self.cookie_name}={value}; Max-Age={max_age}; Path=/; HttpOnly; "
+                f"SameSite=Lax{secure}")
+
+    def base_url(self, environ):
+        """Where links to this server's pages start: --public-url, else the scheme and
+        host of the request (forwarded ones only from --trusted-proxy)."""
+        return self.config.public_url or "{}://{}".format(*self.guard.request_origin(environ))
+
+    # Forms ---------------------------------------------------------------------
+    def csrf_token(self, session):
+        """The token every POST form of the office pages carries (field "csrf"),
+        bound to the session; "" without a session (login off)."""
+        return _signature(self.secret, "csrf", session.nonce) if session else ""
+
+    def check_form(self, environ, fields, session):
+        """Refuse (PageDenied "form") a POST from another site: its Origin must be this
+        server's, and its csrf field the session's token (with the login on)."""
+        if not self.same_origin(environ):
+            raise PageDenied("form")
+        if self.login_required:
+            given = fields.get("csrf") or ""
+            if session is None or not hmac.compare_digest(
+                    given.encode("utf-8"), self.csrf_token(session).encode("ascii")):
+                raise PageDenied("form")
+
+    def same_origin(self, environ):
+        """False when the browser says the request came from another site's page. A
+        request without Origin (old browsers, curl) passes: its token still counts."""
+        origin = environ.get("HTTP_ORIGIN")
+        if origin is None:
+            return True
+        ours = {self.guard.request_origin(environ)[1].lower()}
+        if self.config.public_url:
+            ours.add(urlsplit(self.config.public_url).netloc.lower())
+        parts = urlsplit(origin.strip())
+        return parts.scheme in ("http", "https") and parts.netloc.lower() in ours
+
+    # Who may see a page -----------------------------------------------------------
+    def admit(self, environ, path_asked):
+        """The session an office page is shown to (None with the login off); a browser
+        without one is sent to the login page, which brings it back to `path_asked`.
+        --allow-ip and an unreadable forwarded address refuse as for /popup (JSON)."""
+        client = self.guard._client(environ)
+        if self.guard.allowed and not self.guard._in(client, self.guard.allowed):
+            raise bottle.HTTPError(403, "this address is not allowed to use the "
+                                        "office pages")
+        if not self.login_required:
+            self.guard.check_page(environ)
+            return None
+        session = self.session(environ)
+        if session is None:
+            raise bottle.HTTPResponse(status=303, headers={
+                "Location": "/login?" + urlencode({"next": path_asked}),
+                "Cache-Control": "no-store"})
+        return session
+
+    def admit_caller(self, environ, number, query, path_asked):
+        """The caller's page: a signed link (?e=&s=) opens it for `number` only, without
+        a login; (how, session): ("link", None) or ("session", ...). A link that does
+        not verify is refused saying why, even to a signed-in browser: its owner
+        should learn that this link is bad."""
+        if "s" in query or "e" in query:
+            verdict = verify_caller_link(self.secret, number, query.get("e"),
+                                         query.get("s"))
+            if verdict != "ok":
+                raise PageDenied(verdict)
+            client = self.guard._client(environ)
+            if self.guard.allowed and not self.guard._in(client, self.guard.allowed):
+                raise bottle.HTTPError(403, "this address is not allowed to use the "
+                                            "office pages")
+            return "link", None
+        return "session", self.admit(environ, path_asked)
+
+
+def local_path(text, fallback="/"):
+    """`text` when it is a path on this server (where the login may send a browser
+    back to), else `fallback`: never another site (//evil.example, /\\evil, https:)."""
+    if (not isinstance(text, str) or not text.startswith("/") or text.startswith("//")
+            or "\\" in text or not text.isprintable() or len(text) > 2000):
+        return fallback
+    return text
+
+
+# Languages ---------------------------------------------------------------------
+
+LANGUAGES = ("en", "he")
+RIGHT_TO_LEFT = ("he",)
+
+#: Every text of the pages, English and Hebrew side by side: a key with one of them
+#: missing fails tests/test_language.py. {name} marks a value filled in.
+PAGE_TEXTS = {
+    "app.name": ("popup-server", "popup-server"),
+    "login.title": ("Sign in", "כניסה"),
+    "login.password": ("Office password", "סיסמת המשרד"),
+    "login.submit": ("Sign in", "כניסה"),
+    "login.help": ("The password was printed when the server first started; whoever "
+                   "runs the server has it.",
+                   "הסיסמה הודפסה בהפעלה הראשונה של השרת; היא אצל מי שמפעיל אותו."),
+    "login.wrong": ("Wrong password.", "הסיסמה שגויה."),
+    "login.too_many": ("Too many wrong passwords from this address: try again in "
+                       "{minutes} minutes.",
+                       "יותר מדי סיסמאות שגויות מכתובת זו: נסו שוב בעוד {minutes} דקות."),
+    "logout": ("Sign out", "יציאה"),
+    "denied.title": ("Access refused", "הגישה נדחתה"),
+    "denied.tampered": ("This link is not valid: it was changed or cut short. Open the "
+                        "caller again from the pop-up, or sign in.",
+                        "הקישור אינו תקף: הוא שונה או נקטע. פתחו את המתקשר שוב מהחלון "
+                        "הקופץ, או היכנסו."),
+    "denied.expired": ("This link has expired (a link is valid for {days} days). Open "
+                       "the caller again from the pop-up, or sign in.",
+                       "תוקף הקישור פג (קישור תקף {days} ימים). פתחו את המתקשר שוב "
+                       "מהחלון הקופץ, או היכנסו."),
+    "denied.form": ("This form was refused: it came from another site or from a page "
+                    "opened before you signed in again. Reload the page and try again.",
+                    "הטופס נדחה: הוא הגיע מאתר אחר או מדף שנפתח לפני כניסה מחדש. טענו "
+                    "את הדף מחדש ונסו שוב."),
+    "caller.title": ("Caller", "מתקשר"),
+    "caller.coming": ("This caller's page is being built.", "דף המתקשר בבנייה."),
+    "calls.title": ("Calls", "שיחות"),
+    "calls.heading": ("Calls of {date}", "שיחות {date}"),
+    "status.file": ("File:", "קובץ:"),
+    "status.contacts": ("contacts", "אנשי קשר"),
+    "status.numbers": ("numbers", "מספרים"),
+    "status.loaded": ("Loaded", "נטען"),
+    "status.last_error": ("Last reload failed:", "הטעינה האחרונה נכשלה:"),
+    "try.heading": ("Try a number", "בדיקת מספר"),
+    "try.label": ("Caller's number", "מספר המתקשר"),
+    "try.submit": ("Look up", "חיפוש"),
+    "try.more": ("(and {count} more with this number)", "(ועוד {count} עם המספר הזה)"),
+    "try.nobody": ("Nobody in the contacts has this number.",
+                   "אין באנשי הקשר אף אחד עם המספר הזה."),
+    "try.voicenter": ("What Voicenter gets:", "מה ש-Voicenter מקבל:"),
+    "nav.previous": ("← previous day", "→ היום הקודם"),
+    "nav.next": ("next day →", "היום הבא ←"),
+    "nav.today": ("today", "היום"),
+    "nav.csv": ("download as CSV (Excel)", "הורדה כ-CSV (אקסל)"),
+    "day.label": ("Day", "יום"),
+    "day.submit": ("Show", "הצגה"),
+    "calls.not_recording": ("Calls are not being recorded (the server was started with "
+                            "an empty --calls-db).",
+                            "השיחות אינן נרשמות (השרת הופעל עם --calls-db ריק)."),
+    "calls.none": ("No calls on this day yet.", "אין עדיין שיחות ביום הזה."),
+    "summary.missed": ("missed", "לא נענו"),
+    "summary.answered": ("answered", "נענו"),
+    "summary.in_progress": ("in progress", "בתהליך"),
+    "col.time": ("Time", "שעה"),
+    "col.outcome": ("Outcome", "תוצאה"),
+    "col.caller": ("Caller", "מתקשר"),
+    "col.number": ("Number", "מספר"),
+    "col.tries": ("Tries today", "ניסיונות היום"),
+    "col.answered_by": ("Answered by", "נענה על ידי"),
+    "col.duration": ("Duration", "משך"),
+    "col.links": ("Links", "קישורים"),
+    "outcome.missed": ("missed", "לא נענתה"),
+    "outcome.answered": ("answered", "נענתה"),
+    "outcome.in progress": ("in progress", "בתהליך"),
+    "caller.unknown": ("unknown caller", "מתקשר לא ידוע"),
+    "caller.withheld": ("withheld", "חסוי"),
+    "link.call_back": ("call back", "חיוג חוזר"),
+    "link.crm": ("CRM", "CRM"),
+    "calls.footer": ("This page refreshes itself every 30 seconds. Status for monitors:",
+                     "הדף מתרענן מעצמו כל 30 שניות. מצב לניטור:"),
+    "weekdays": ("Monday Tuesday Wednesday Thursday Friday Saturday Sunday",
+                 "שני שלישי רביעי חמישי שישי שבת ראשון"),
+    "weekday.format": ("{weekday} {day} {month} {year}", "יום {weekday}, {day} ב{month} {year}"),
+    "months": ("January February March April May June July August September October "
+               "November December",
+               "ינואר פברואר מרץ אפריל מאי יוני יולי אוגוסט ספטמבר אוקטובר נובמבר דצמבר"),
+}
+
+
+def choose_language(accept_language, forced="auto"):
+    """The pages' language: `forced` (--lang) unless "auto", else the browser's most
+    wanted of LANGUAGES by Accept-Language and its q-values (iw is he's old code);
+    English when it wants none of them."""
+    if forced in LANGUAGES:
+        return forced
+    best, best_weight = LANGUAGES[0], 0.0
+    for item in (accept_language or "").split(",")[:32]:
+        tag, *parameters = item.split(";")
+        weight = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.strip().partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+                if not 0.0 <= weight <= 1.0:  # also NaN
+                    weight = 0.0
+        language = tag.strip().lower().split("-")[0]
+        language = "he" if language == "iw" else language
+        if language in LANGUAGES and weight > best_weight:
+            best, best_weight = language, weight
+    return best
+
+
+class PageTexts:
+    """The texts of one language, for the templates: t("key", name=value)."""
+
+    def __init__(self, language):
+        self.language = language
+        self.column = LANGUAGES.index(language)
+        self.direction = "rtl" if language in RIGHT_TO_LEFT else "ltr"
+
+    def __call__(self, key, default=None, **values):
+        entry = PAGE_TEXTS.get(key)
+        if entry is None:
+            if default is None:
+                raise KeyError(f"no page text {key!r}")
+            return default
+        text = entry[self.column]
+        return text.format(**values) if values else text
+
+    def date(self, day):
+        """`day` written out: "Thursday 26 November 2026", "יום חמישי, 26 בנובמבר 2026"."""
+        return self("weekday.format", weekday=self("weekdays").split()[day.weekday()],
+                    day=day.day, month=self("months").split()[day.month - 1],
+                    year=day.year)
+
+
+def page_headers(nonce):
+    """Every HTML page's headers: a strict Content-Security-Policy (no script at all;
+    the page's one <style> carries `nonce`), no sniffing, no framing, never cached, and
+    a Referer only to this server: links carry signatures, which must never reach
+    another site. Not "no-referrer": under it a browser sends "Origin: null" with the
+    pages' own forms, and the Origin check could no longer tell them from another site's."""
+    return {
+        "Content-Type": "text/html; charset=utf-8",
+        "Content-Security-Policy": (
+            f"default-src 'none'; style-src 'nonce-{nonce}'; img-src 'self'; "
+            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+        "X-Frame-Options": "DENY",
+        "Cache-Control": "no-store",
+    }
 
 
 ###############################################################################
@@ -4587,7 +5062,7 @@ def _mask(number, log_numbers):
 ###############################################################################
 # The web app #################################################################
 ###############################################################################
-# create_app(): the Bottle routes /popup, /health, / and /calls(.csv) and their JSON errors.
+# create_app(): the Bottle routes /popup, /health, the office pages, and their errors.
 
 #: A browser (Voicenter's Chrome extension) may call /popup: every answer allows any
 #: origin (the token guards access); the preflight also names methods and headers.
@@ -4618,10 +5093,14 @@ def bottle_headers_direct():
     return getattr(response, "_headers", None) == {"Content-Type": [JSON_TYPE]}
 
 
-def create_app(config, holder, recorder=None, access_log=None):
-    """The Bottle application: /popup, /health and the calls page."""
+def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
+               password_hash=None):
+    """The Bottle application: /popup, /health and the office pages. `page_secret`
+    (bytes) signs sessions and links (a random one for this process when None);
+    `password_hash` (hash_password()'s text) is the office login, None for none."""
     app = bottle.Bottle(catchall=True)
     guard = AccessGuard(config)
+    door = OfficeDoor(config, guard, page_secret or secrets.token_bytes(32), password_hash)
     direct_headers = bottle_headers_direct()
     access_log = access_log or LoggingAccessLog(config.log_numbers)
 
@@ -4693,43 +5172,123 @@ def create_app(config, holder, recorder=None, access_log=None):
         bottle.response.set_header("Cache-Control", "no-store")
         return _json_bytes(body)
 
+    # The office pages --------------------------------------------------------------
+    def render_page(template, status=200, session=None, headers=(), **values):
+        """An office page in the browser's language (or --lang), with page_headers()."""
+        texts = PageTexts(choose_language(
+            bottle.request.environ.get("HTTP_ACCEPT_LANGUAGE"), config.lang))
+        nonce = secrets.token_urlsafe(16)
+        body = bottle.template(
+            template, template_lookup=VIEWS, t=texts, lang=texts.language,
+            direction=texts.direction, nonce=nonce, csrf=door.csrf_token(session),
+            signed_in=session is not None, refresh=None, **values)
+        return bottle.HTTPResponse(body.encode("utf-8"), status,
+                                   {**page_headers(nonce), **dict(headers)})
+
+    def office_page(route):
+        """A page route whose refusals (PageDenied) are the 403 HTML page."""
+        @functools.wraps(route)
+        def page(*args, **kwargs):
+            try:
+                return route(*args, **kwargs)
+            except PageDenied as denied:
+                return render_page("denied", denied.status, reason=denied.reason,
+                                   days=config.link_days)
+        return page
+
+    def asked_path():
+        environ = bottle.request.environ
+        query = environ.get("QUERY_STRING", "")
+        return bottle.request.path + (f"?{query}" if query else "")
+
     def page_request():
         environ = bottle.request.environ
+        session = door.admit(environ, asked_path())
         query = _query_fields(environ)
-        guard.check_page(environ, query)
-        bottle.response.set_header("Cache-Control", "no-store")
-        return query, _parse_day(query.get("day"))
+        return session, query, _parse_day(query.get("day"))
 
     @app.get("/")
     @app.get("/calls")
     def calls_page():
-        query, day = page_request()
+        session, query, day = page_request()
         calls, calls_error = _calls_or_error(recorder, day)
         tried = query.get("try")
         tried_answer = None
         if tried is not None:
             fields = {"phone": tried}
             tried_answer = answer_for(holder.index, tried, fields, config).as_dict()
-        token = query.get("token", "") if guard.token else ""
-        return bottle.template(
-            "calls", template_lookup=VIEWS,
-            health={**holder.health(), "last_error": holder.last_error},  # needs the token
+        return render_page(
+            "calls", session=session,
+            health={**holder.health(), "last_error": holder.last_error},
             calls=calls, calls_error=calls_error,
             recording=recorder is not None, day=day, today=dt.date.today(),
-            token=token, tried=tried, tried_answer=tried_answer,
-            tried_json=_json_bytes(tried_answer).decode("utf-8") if tried_answer else "",
-            quote=quote)
+            tried=tried, tried_answer=tried_answer,
+            tried_json=_json_bytes(tried_answer).decode("utf-8") if tried_answer else "")
 
     @app.get("/calls.csv")
     def calls_csv_download():
-        _query, day = page_request()
+        _session, _query, day = page_request()
         calls, calls_error = _calls_or_error(recorder, day)
         if calls_error:
             raise bottle.HTTPError(503, calls_error)
         bottle.response.content_type = "text/csv; charset=utf-8"
+        bottle.response.set_header("Cache-Control", "no-store")
         bottle.response.set_header("Content-Disposition",
                                    f'attachment; filename="calls-{day.isoformat()}.csv"')
         return calls_csv(calls).encode("utf-8")
+
+    @app.get("/caller/<number>")
+    @office_page
+    def caller_page(number):
+        # Access only, for now: the page itself comes with issue 13.
+        environ = bottle.request.environ
+        how, session = door.admit_caller(environ, number, _query_fields(environ),
+                                         asked_path())
+        return render_page("caller", session=session, number=number, by_link=how == "link")
+
+    @app.get("/login")
+    def login_page():
+        environ = bottle.request.environ
+        goal = local_path(_query_fields(environ).get("next"))
+        if not door.login_required or door.session(environ) is not None:
+            raise bottle.HTTPResponse(status=303, headers={"Location": goal})
+        return render_page("login", goal=goal, problem=None)
+
+    @app.post("/login")
+    @office_page
+    def login():
+        environ = bottle.request.environ
+        fields = _body_fields(environ, config.max_body)
+        goal = local_path(fields.get("next"))
+        if not door.login_required:
+            raise bottle.HTTPResponse(status=303, headers={"Location": goal})
+        if not door.same_origin(environ):  # no session yet: only the Origin can tell
+            raise PageDenied("form")
+        client = guard._client(environ)
+        wait = door.limiter.wait_left(client)
+        if wait:
+            return render_page("login", 429, goal=goal, problem=("login.too_many", {
+                "minutes": -(-wait // 60)}), headers={"Retry-After": str(wait)})
+        if not password_matches(fields.get("password") or "", door.password_hash):
+            door.limiter.failed(client)
+            log.warning("office login: wrong password from %s", _loggable(client))
+            return render_page("login", 401, goal=goal, problem=("login.wrong", {}))
+        door.limiter.succeeded(client)
+        _session, cookie = door.start_session(environ)
+        raise bottle.HTTPResponse(status=303, headers={
+            "Location": goal, "Set-Cookie": cookie, "Cache-Control": "no-store"})
+
+    @app.post("/logout")
+    @office_page
+    def logout():
+        environ = bottle.request.environ
+        session = door.session(environ)
+        fields = _body_fields(environ, config.max_body)
+        door.check_form(environ, fields, session)
+        headers = {"Location": "/login", "Cache-Control": "no-store"}
+        if session is not None:
+            headers["Set-Cookie"] = door.end_session(session, environ)
+        raise bottle.HTTPResponse(status=303, headers=headers)
 
     return app
 
@@ -5088,6 +5647,10 @@ def serve(app, config, holder):
         log.warning("the token check is OFF: anyone who can reach port %s can look up "
                     "contacts; set --token or remove the empty POPUP_TOKEN", port)
         log.info("give Voicenter this URL: %s", voicenter_url(config.host, port, ""))
+    log.info("the office's pages (calls, callers): %s/ (%s)",
+             config.public_url or server_url(config.host, port),
+             "sign in with the office password" if config.office_password != "" else
+             "no login: --office-password is empty, so only this machine or --allow-ip")
     log.info("status: http://%s:%s/health", "127.0.0.1" if config.host in ("0.0.0.0", "")
              else config.host, port)
     try:
@@ -5164,9 +5727,29 @@ def tune_for_serving():
 ###############################################################################
 # The command line ############################################################
 ###############################################################################
-# The token file, logging set-up, --check and main().
+# The state folder and its secret files (token, page secret, password), logging, --check, main().
 
 _WEAK_TOKEN_LENGTH = 16  # characters; a made token has 32 (192 random bits)
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretFile:
+    """One of the server's secret files: what the messages call it, the option that
+    puts it elsewhere, and what deleting it does."""
+
+    what: str
+    option: str
+    if_deleted: str
+
+
+TOKEN_FILE = SecretFile("the token file", "--token-file",
+                        "a new token is made, and Voicenter needs the new URL")
+PAGE_SECRET_FILE = SecretFile("the page secret file", "--state-dir",
+                              "a new one is made, and links already sent stop working")
+PASSWORD_FILE = SecretFile("the office password file", "--state-dir",
+                           "a new password is made and printed at the next start")
+PAGE_SECRET_NAME = "page-secret"
+PASSWORD_FILE_NAME = "office-password"
 
 
 def resolve_token(config):
@@ -5182,15 +5765,108 @@ def resolve_token(config):
         _warn_if_weak(config.token, "--token (or POPUP_TOKEN)")
         return config.token
     path = config.token_path
-    token = _read_token_file(path)
+    token = _read_secret_file(path, TOKEN_FILE)
+    if token is None and not config.token_file:
+        token = _adopt_old_token(config)
     if token is None:
-        token = _make_token_file(path)
+        token = _make_secret_file(path, secrets.token_urlsafe(24), TOKEN_FILE)
+        log.info("made a new token and kept it in %s", path)
     _warn_if_weak(token, str(path))
     return token
 
 
-def _read_token_file(path):
-    """The token kept in `path`; None when there is none yet (no file, or empty)."""
+def _old_token_paths(config):
+    """Where versions before --state-dir kept a made token: beside the contacts file;
+    for an installed command's sample, in the user's data folder."""
+    paths = [config.contacts_file.parent / TOKEN_FILE_NAME]
+    if INSTALLED:
+        paths.append(user_data_dir() / TOKEN_FILE_NAME)
+    return paths
+
+
+def _adopt_old_token(config):
+    """The token an older version made, copied into the state folder (logged once:
+    the next start finds the copy), so that the URL Voicenter has keeps working
+    wherever the contacts file goes next. The old file stays as it was."""
+    for old in _old_token_paths(config):
+        token = _read_secret_file(old, TOKEN_FILE)
+        if token is not None:
+            _make_secret_file(config.token_path, token, TOKEN_FILE)
+            log.info("kept the token of %s in %s, so the URL given to Voicenter still "
+                     "works (the old file is left as it was)", old, config.token_path)
+            return token
+    return None
+
+
+def adopt_old_calls(config):
+    """The call history an older version kept (data/calls.sqlite beside the program;
+    an installed command's in the user's data folder), copied into the state folder
+    when it has none yet and --calls-db is not given. Copied, not used in place: two
+    servers must not share one database, and a checkout's folder may be replaced on
+    the next upgrade. SQLite's backup API copies it whole even with a -wal beside it;
+    the old file is left as it was. Logged once: the next start finds the copy."""
+    target = config.calls_path
+    if config.calls_db is not None or target is None or target.exists():
+        return
+    old = (user_data_dir() if INSTALLED else HERE / "data") / CALLS_FILE_NAME
+    if not old.is_file():
+        return
+    partial = target.with_name(target.name + ".copying")
+    try:
+        source = sqlite3.connect(f"file:{old}?mode=ro", uri=True, timeout=5)
+        try:
+            copy = sqlite3.connect(partial)
+            try:
+                source.backup(copy)
+            finally:
+                copy.close()
+        finally:
+            source.close()
+        os.replace(partial, target)
+    except (sqlite3.Error, OSError) as error:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        log.error("could not copy the call history of %s into %s (%s); it is left "
+                  "there: pass --calls-db %s to keep using it", old, target, error, old)
+        return
+    log.info("copied the call history of %s into %s (the old file is left as it was)",
+             old, target)
+
+
+def open_state(config):
+    """Make the state folder (owner only) and read or make its page secret and office
+    password; returns (page secret bytes, password hash or None for no login). A made
+    password is printed once here, and only its hash is kept."""
+    folder = config.state_path
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as error:
+        raise ConfigError(f"{folder}: cannot make the state folder "
+                          f"({error.strerror or error}); pass --state-dir") from None
+    secret = _read_secret_file(folder / PAGE_SECRET_NAME, PAGE_SECRET_FILE)
+    if secret is None:
+        secret = _make_secret_file(folder / PAGE_SECRET_NAME, secrets.token_urlsafe(32),
+                                   PAGE_SECRET_FILE)
+    if config.office_password == "":
+        return secret.encode("utf-8"), None
+    if config.office_password is not None:
+        return secret.encode("utf-8"), hash_password(config.office_password)
+    path = folder / PASSWORD_FILE_NAME
+    password_hash = _read_secret_file(path, PASSWORD_FILE)
+    if password_hash is None:
+        password = secrets.token_urlsafe(12)
+        password_hash = _make_secret_file(path, hash_password(password), PASSWORD_FILE)
+        log.warning("the office pages' password, shown only this once (only its hash is "
+                    "kept, in %s; delete that file to have a new one made): %s",
+                    path, password)
+    elif not password_hash.startswith("scrypt$"):
+        raise ConfigError(f"{path}: {PASSWORD_FILE.what} does not hold a password hash; "
+                          f"delete it ({PASSWORD_FILE.if_deleted})")
+    return secret.encode("utf-8"), password_hash
+
+
+def _read_secret_file(path, kind):
+    """The text kept in `path`; None when there is none yet (no file, or empty)."""
     try:
         descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
                              | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not hang us
@@ -5198,36 +5874,35 @@ def _read_token_file(path):
         return None
     except OSError as error:
         if error.errno == errno.ELOOP:
-            raise ConfigError(f"{path}: the token file is a symbolic link, which is not "
-                              "followed; give --token-file the real file") from None
-        raise ConfigError(f"{path}: cannot read the token file ({error.strerror})") from None
+            raise ConfigError(f"{path}: {kind.what} is a symbolic link, which is not "
+                              f"followed; give {kind.option} the real file's place") from None
+        raise ConfigError(f"{path}: cannot read {kind.what} ({error.strerror})") from None
     with os.fdopen(descriptor, "rb") as handle:
         mode = os.fstat(handle.fileno()).st_mode
         if not stat.S_ISREG(mode):
-            raise ConfigError(f"{path}: the token file is not a regular file")
+            raise ConfigError(f"{path}: {kind.what} is not a regular file")
         data = handle.read(4097)
         if os.name != "nt" and mode & 0o077 and data.strip():
             raise ConfigError(
-                f"{path}: the token file can be read or changed by other users (mode "
+                f"{path}: {kind.what} can be read or changed by other users (mode "
                 f"{stat.S_IMODE(mode):03o}); make it the owner's only: chmod 600 {path} "
-                "(if others may have read it, delete it instead: a new token is made, "
-                "and Voicenter needs the new URL)")
+                f"(if others may have read it, delete it instead: {kind.if_deleted})")
     try:
-        token = data.decode("utf-8").strip()
+        text = data.decode("utf-8").strip()
     except UnicodeDecodeError:
-        token = None
-    if token is None or len(data) > 4096 or not token.isprintable():
-        raise ConfigError(f"{path}: the token file does not hold a token (one line of "
-                          "text); delete it to have a new one made")
-    if not token:  # an empty file: made anew below, so nothing of its mode survives
+        text = None
+    if text is None or len(data) > 4096 or not text.isprintable():
+        raise ConfigError(f"{path}: {kind.what} does not hold one line of text; delete "
+                          f"it to have a new one made ({kind.if_deleted})")
+    if not text:  # an empty file: made anew below, so nothing of its mode survives
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         return None
-    return token
+    return text
 
 
-def _make_token_file(path):
-    token = secrets.token_urlsafe(24)
+def _make_secret_file(path, text, kind):
+    """Keep `text` in a new file at `path`, readable by its owner only; returns it."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # O_EXCL: never through a symbolic link (even a dangling one), never over a file.
@@ -5236,15 +5911,14 @@ def _make_token_file(path):
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
             if hasattr(os, "fchmod"):
                 os.fchmod(handle.fileno(), 0o600)  # whatever the umask took away
-            handle.write(token + "\n")
+            handle.write(text + "\n")
     except FileExistsError:
-        raise ConfigError(f"{path}: cannot make the token file: something is in the way "
-                          "(a symbolic link?); remove it or pass --token-file") from None
+        raise ConfigError(f"{path}: cannot make {kind.what}: something is in the way "
+                          f"(a symbolic link?); remove it or pass {kind.option}") from None
     except OSError as error:
-        raise ConfigError(f"{path}: cannot keep the new token there ({error.strerror}); "
-                          "pass --token or --token-file") from None
-    log.info("made a new token and kept it in %s", path)
-    return token
+        raise ConfigError(f"{path}: cannot keep {kind.what} there ({error.strerror}); "
+                          f"pass {kind.option}") from None
+    return text
 
 
 def _warn_if_weak(token, source):
@@ -5254,12 +5928,17 @@ def _warn_if_weak(token, source):
                     source, len(token))
 
 
-def voicenter_url(host, port, token):
+def server_url(host, port):
+    """http://HOST:PORT as another machine would write it."""
     if host in ("0.0.0.0", "::", ""):
         host = socket.gethostname()
     if ":" in host:
         host = f"[{host}]"
-    url = f"http://{host}:{port}/popup"
+    return f"http://{host}:{port}"
+
+
+def voicenter_url(host, port, token):
+    url = server_url(host, port) + "/popup"
     return url + (f"?token={quote(token, safe='')}" if token else "")
 
 
@@ -5338,17 +6017,20 @@ def main(argv=None, environ=None):
     tune_for_loading()
     try:
         holder = ContactsHolder(config)
+        log.info("state folder: %s", config.state_path)
+        page_secret, password_hash = open_state(config)
         config = dataclasses.replace(config, token=resolve_token(config))
     except PopupError as error:
         print(f"popup_server: {error}", file=sys.stderr)  # one line, no traceback
         return ExitStatus.ERROR
     recorder = None
+    adopt_old_calls(config)
     if config.calls_path is not None:
         recorder = CallRecorder(config.calls_path, config.calls_keep_days).start()
         log.info("recording calls in %s (kept %d days)", config.calls_path,
                  config.calls_keep_days)
     access_log = AccessLog(log_output, config.log_numbers)
-    app = create_app(config, holder, recorder, access_log)
+    app = create_app(config, holder, recorder, access_log, page_secret, password_hash)
     tune_for_serving()
     _stop_on_sigterm()
     try:

@@ -402,3 +402,80 @@ _hypothesis_settings.register_profile(
     "repeatable", derandomize=True, database=None, deadline=None, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow])
 _hypothesis_settings.load_profile("random")
+
+
+# The state folder and the office login (issue 14) ---------------------------------
+# Every server a test starts keeps its state (token, page secret, password hash,
+# calls) in a temporary folder, never in ~/.local/share; and, like --token "", the
+# office login is off (--office-password "") unless the test gives a password.
+_launch_server_as_given = launch_server
+
+
+def launch_server(contacts_path, *extra_args, env: dict | None = None, cwd: Path,
+                  log_dir: Path, **options) -> ServerHandle:
+    extra = [str(a) for a in extra_args]
+    env = dict(env or {})
+    if not _has_flag(extra, "--state-dir") and "POPUP_STATE_DIR" not in env:
+        extra += ["--state-dir", str(Path(cwd) / "state")]
+    if not _has_flag(extra, "--office-password") and "POPUP_OFFICE_PASSWORD" not in env:
+        extra += ["--office-password", ""]
+    return _launch_server_as_given(contacts_path, *extra, env=env, cwd=cwd,
+                                   log_dir=log_dir, **options)
+
+
+@pytest.fixture
+def run_cli(tmp_path):
+    """Run ``popup_server.py *args`` to completion (for --help and start-up errors),
+    its state in tmp_path/state unless the test names one."""
+
+    def _run(*args, env=None, timeout=30):
+        env = dict(env or {})
+        if not _has_flag(args, "--state-dir"):
+            env.setdefault("POPUP_STATE_DIR", str(tmp_path / "state"))
+        argv = [sys.executable, str(MODULE), *[str(a) for a in args]]
+        return subprocess.run(argv, cwd=str(tmp_path), env=subprocess_env(env),
+                              stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=timeout)
+
+    return _run
+
+
+OFFICE_PASSWORD = "office-password-for-tests"
+
+
+class LoggedIn:
+    """A client of the office pages signed in with the office password: get() and
+    post_form() carry its session cookie (and post_form() the form's CSRF token
+    and an Origin of the server's own). Start the server with
+    ``"--office-password", OFFICE_PASSWORD``; then ``client = log_in(server)``."""
+
+    def __init__(self, server, password=OFFICE_PASSWORD):
+        self.server = server
+        resp = server.post_form("/login", {"password": password, "next": "/"},
+                                headers={"Origin": server.url})
+        assert resp.status == 303, resp
+        self.cookie = resp.header("Set-Cookie").split(";")[0]
+        self.csrf = self._csrf()
+
+    def _csrf(self) -> str:
+        page = self.get("/").text
+        marker = 'name="csrf" value="'
+        start = page.index(marker) + len(marker)
+        return page[start:page.index('"', start)]
+
+    def get(self, path: str, params: dict | None = None, headers=None, **kw) -> Response:
+        return self.server.get(path, params, headers={"Cookie": self.cookie,
+                                                      **(headers or {})}, **kw)
+
+    def post_form(self, path: str, data: dict | None = None, headers=None,
+                  **kw) -> Response:
+        return self.server.post_form(
+            path, {"csrf": self.csrf, **(data or {})},
+            headers={"Cookie": self.cookie, "Origin": self.server.url, **(headers or {})},
+            **kw)
+
+
+@pytest.fixture
+def log_in():
+    """``log_in(server, password=OFFICE_PASSWORD)`` -> a LoggedIn client."""
+    return LoggedIn

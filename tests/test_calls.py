@@ -10,7 +10,7 @@ import time
 import pytest
 
 import popup_server as ps
-from conftest import SAMPLE_CONTACTS
+from conftest import OFFICE_PASSWORD, SAMPLE_CONTACTS
 
 TODAY = dt.date.today()
 
@@ -153,13 +153,18 @@ def test_the_lookup_box_shows_what_voicenter_would_get(start_server):
     assert "Nobody in the contacts" in server.get("/", {"try": "0500000000"}).text
 
 
-def test_the_page_needs_the_token_when_one_is_set_and_never_logs_it(start_server):
-    server = start_server(SAMPLE_CONTACTS, "--token", "page-secret-123")
-    assert server.get("/").status == 403
-    assert server.get("/calls.csv").status == 403
-    page = server.get("/", {"token": "page-secret-123"})
+def test_the_page_needs_the_office_login_not_the_token_and_never_shows_it(start_server,
+                                                                           log_in):
+    server = start_server(SAMPLE_CONTACTS, "--token", "page-secret-123",
+                          "--office-password", OFFICE_PASSWORD)
+    for path in ("/", "/calls.csv", "/?token=page-secret-123",
+                 "/calls.csv?token=page-secret-123"):
+        refused = server.get(path)
+        assert refused.status == 303 and refused.header("Location").startswith(
+            "/login?next="), (path, refused)
+    page = log_in(server).get("/")
     assert page.status == 200
-    assert "calls.csv?day=" in page.text and "token=page-secret-123" in page.text
+    assert "calls.csv?day=" in page.text and "page-secret-123" not in page.text
     time.sleep(0.2)
     assert "page-secret-123" not in server.log_text().split("give Voicenter")[0]
     assert "page-secret-123" not in "".join(

@@ -230,7 +230,8 @@ class BlockedStderrServer:
         read_end, write_end = os.pipe()
         self.proc = subprocess.Popen(
             [sys.executable, str(MODULE), str(SAMPLE_CONTACTS), "--host", "127.0.0.1",
-             "--port", str(self.port), "--token", "", *map(str, args)],
+             "--port", str(self.port), "--token", "", "--state-dir", str(tmp_path / "state"),
+             *map(str, args)],
             cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=write_end, env=subprocess_env())
         os.close(write_end)
@@ -308,7 +309,8 @@ def start_with_token_file(tmp_path, token_file, timeout=20):
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, str(MODULE), str(SAMPLE_CONTACTS), "--host", "127.0.0.1",
-         "--port", str(port), "--calls-db", "", "--token-file", str(token_file)],
+         "--port", str(port), "--calls-db", "", "--token-file", str(token_file),
+         "--state-dir", str(tmp_path / "state")],
         cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, env=subprocess_env())
     deadline = time.monotonic() + timeout

@@ -115,13 +115,13 @@ def _generated_token(srv, directory, before):
     return found[0], found[0].read_text().strip()
 
 
-def test_without_token_one_is_generated_stored_0600_beside_contacts_and_logged_in_url(
+def test_without_token_one_is_generated_stored_0600_in_the_state_folder_and_logged_in_url(
         start_server, tmp_path):
     directory = tmp_path / "book"
     path = write_contacts(directory / "contacts.csv", [JOHN])
-    before = {p.name for p in directory.iterdir()}
-    srv = start_server(path, disable_token=False)
-    token_file, token = _generated_token(srv, directory, before)
+    srv = start_server(path, "--state-dir", tmp_path / "state", disable_token=False)
+    token_file, token = _generated_token(srv, tmp_path / "state", set())
+    assert sorted(p.name for p in directory.iterdir()) == ["contacts.csv"]
     assert len(token) >= 16, token
     mode = stat.S_IMODE(os.stat(token_file).st_mode)
     assert mode == 0o600, oct(mode)
@@ -134,12 +134,11 @@ def test_without_token_one_is_generated_stored_0600_beside_contacts_and_logged_i
 def test_generated_token_survives_a_restart(start_server, tmp_path):
     directory = tmp_path / "book"
     path = write_contacts(directory / "contacts.csv", [JOHN])
-    before = {p.name for p in directory.iterdir()}
-    first = start_server(path, disable_token=False)
-    token_file, token = _generated_token(first, directory, before)
+    first = start_server(path, "--state-dir", tmp_path / "state", disable_token=False)
+    token_file, token = _generated_token(first, tmp_path / "state", set())
     first.stop()
 
-    second = start_server(path, disable_token=False)
+    second = start_server(path, "--state-dir", tmp_path / "state", disable_token=False)
     assert token_file.read_text().strip() == token
     assert f"token={token}" in second.wait_for_log(f"token={token}")
     assert second.lookup("0722776772", token=token)["CLIENTNAME"] == "John Doe"

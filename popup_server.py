@@ -3627,11 +3627,12 @@ def _call_of_row(row, zone, names, tries=1, note=("", "")):
 
 
 def iter_calls_of_day(path, day, *, zone=None, ring_timeout=None, did=None, names=None,
-                      limit=None, offset=0, now=None):
+                      index=None, limit=None, offset=0, now=None):
     """The calls that began on `day` (in `zone`; None: this machine's), missed first,
     then newest first; only those to line `did` when given; `limit` from `offset` when
-    given. The query runs (and fails: sqlite3.Error) before this returns; the calls are
-    then read one by one, so that a whole day can be streamed in constant memory."""
+    given. A call the pop-up never saw (a CDR's) is named from `index` (a ContactIndex).
+    The query runs (and fails: sqlite3.Error) before this returns; the calls are then
+    read one by one, so that a whole day can be streamed in constant memory."""
     names = names or NO_NAMES
     sql, params = _day_query(
         f""" SELECT {_ROW_COLUMNS},
@@ -3659,11 +3660,22 @@ def iter_calls_of_day(path, day, *, zone=None, ring_timeout=None, did=None, name
         try:
             while rows:
                 for row in rows:
-                    yield _call_of_row(row[:16], zone, names, row[16], row[17:])
+                    call = _call_of_row(row[:16], zone, names, row[16], row[17:])
+                    yield _named(call, index) if index is not None else call
                 rows = cursor.fetchmany(500)
         finally:
             connection.close()
     return calls()
+
+
+def _named(call, index):
+    """The call with the name and company of its number's contact when it has none."""
+    if call.name or not call.e164:
+        return call
+    match = index.lookup(call.e164)
+    if not match.total:
+        return call
+    return dataclasses.replace(call, name=match.contact.name, company=match.contact.company)
 
 
 def calls_of_day(path, day, **options):
@@ -4652,7 +4664,8 @@ def create_app(config, holder, recorder=None, access_log=None):
         query, day = page_request()
         did = query.get("did") or None
         calls, calls_error = _calls_or_error(recorder, lambda path: (
-            calls_of_day(path, day, did=did, names=names, limit=PAGE_CALLS, **day_options),
+            calls_of_day(path, day, did=did, names=names, index=holder.index,
+                         limit=PAGE_CALLS, **day_options),
             day_summary(path, day, did=did, **day_options),
             missed_callers(path, day, index=holder.index, did=did, names=names,
                            limit=PAGE_CALLS, **day_options)))
@@ -4677,7 +4690,8 @@ def create_app(config, holder, recorder=None, access_log=None):
     def calls_csv_download():
         query, day = page_request()
         calls, calls_error = _calls_or_error(recorder, lambda path: iter_calls_of_day(
-            path, day, did=query.get("did") or None, names=names, **day_options))
+            path, day, did=query.get("did") or None, names=names, index=holder.index,
+            **day_options))
         if calls_error:
             raise bottle.HTTPError(503, calls_error)
         bottle.response.content_type = "text/csv; charset=utf-8"
@@ -4695,7 +4709,7 @@ def create_app(config, holder, recorder=None, access_log=None):
             guard.check(environ, _query_fields(environ))
             if recorder is None:
                 raise bottle.HTTPError(503, "calls are not recorded here (--calls-db \"\")")
-            fields = _body_fields(environ, max(config.max_body, CDR_MAX_BODY), _cdr_json)
+            fields = _body_fields(environ, config.max_body, _cdr_json)
             stored = store_cdr(recorder.path, fields, config.region)
         except bottle.HTTPError as error:
             bottle.response.status = error.status_code
@@ -4714,10 +4728,6 @@ def create_app(config, holder, recorder=None, access_log=None):
 
     return app
 
-
-#: Largest CDR accepted, in bytes (or --max-body when larger): a CDR may carry a
-#: queue's path or a transcript, well beyond a pop-up request's.
-CDR_MAX_BODY = 1024 * 1024
 
 #: Rows of calls and of missed callers the calls page shows at once.
 PAGE_CALLS = 500

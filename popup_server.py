@@ -2914,12 +2914,13 @@ CREATE TABLE IF NOT EXISTS events (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS events_by_time ON events (received_at);
 CREATE TABLE IF NOT EXISTS calls (  -- one row a call: its events summed up by triggers
-    ivrid TEXT PRIMARY KEY, started REAL NOT NULL, caller TEXT NOT NULL,
+    ivrid TEXT NOT NULL, started REAL NOT NULL, caller TEXT NOT NULL,
     e164 TEXT NOT NULL, did TEXT NOT NULL, direction TEXT NOT NULL, name TEXT NOT NULL,
     company TEXT NOT NULL, url TEXT NOT NULL, answered_at REAL,
-    answered_by TEXT NOT NULL, ended_at REAL, said_answered INTEGER NOT NULL
+    answered_by TEXT NOT NULL, ended_at REAL, said_answered INTEGER NOT NULL,
+    PRIMARY KEY (started, ivrid)    -- kept in time order: a day is read in one sweep
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS calls_by_time ON calls (started);
+CREATE UNIQUE INDEX IF NOT EXISTS calls_by_ivrid ON calls (ivrid);
 CREATE INDEX IF NOT EXISTS calls_by_number ON calls (e164, started);
 CREATE TRIGGER IF NOT EXISTS call_of_new_event AFTER INSERT ON events BEGIN
     {_recount_call("NEW.ivrid")} END;
@@ -2928,7 +2929,7 @@ CREATE TRIGGER IF NOT EXISTS call_of_changed_event AFTER UPDATE ON events BEGIN
 CREATE TRIGGER IF NOT EXISTS call_of_deleted_event AFTER DELETE ON events BEGIN
     {_recount_call("OLD.ivrid")} END;
 CREATE TABLE IF NOT EXISTS cdrs (   -- Voicenter's call detail records, one a call
-    ivrid       TEXT PRIMARY KEY,   -- its ivruniqueid
+    ivrid       TEXT NOT NULL,      -- its ivruniqueid
     received_at REAL NOT NULL,
     started     REAL NOT NULL,      -- its time (Unix seconds), else when it came
     direction   TEXT NOT NULL,      -- incoming, outgoing, internal, or ''
@@ -2941,9 +2942,10 @@ CREATE TABLE IF NOT EXISTS cdrs (   -- Voicenter's call detail records, one a ca
     duration    INTEGER,
     agent       TEXT NOT NULL,      -- the representative, as sent (extension or name)
     record      TEXT NOT NULL,      -- the recording's URL, as sent
-    raw         TEXT NOT NULL       -- every field as received, JSON
+    raw         TEXT NOT NULL,      -- every field as received, JSON
+    PRIMARY KEY (started, ivrid)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS cdrs_by_time ON cdrs (started);
+CREATE UNIQUE INDEX IF NOT EXISTS cdrs_by_ivrid ON cdrs (ivrid);  -- one CDR a call
 CREATE INDEX IF NOT EXISTS cdrs_by_number ON cdrs (e164, started);
 CREATE TABLE IF NOT EXISTS call_notes (  -- what people noted on a call
     ivrid TEXT PRIMARY KEY, e164 TEXT NOT NULL, mark TEXT NOT NULL, note TEXT NOT NULL,

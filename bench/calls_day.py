@@ -20,7 +20,6 @@ import datetime as dt
 import http.client
 import json
 import random
-import resource
 import socket
 import sqlite3
 import subprocess
@@ -35,14 +34,18 @@ CONTACTS = HERE.parent / "data" / "contacts.csv"
 BEFORE_REV = "7876719"  # the last commit before issue 14's calls data
 
 MEASURE = r"""
-import datetime as dt, json, resource, sys, time, importlib.util
+import datetime as dt, json, sys, time, importlib.util
 spec = importlib.util.spec_from_file_location("popup_server", sys.argv[1])
 ps = importlib.util.module_from_spec(spec); sys.modules["popup_server"] = ps
 spec.loader.exec_module(ps)
 db, what = sys.argv[2], sys.argv[3]
-def rss(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1]) / 1024
+open("/proc/self/clear_refs", "w").write("5")  # peak RSS from here on (Linux)
 day = dt.date.today()
-base = rss(); started = time.perf_counter()
+base = status("VmRSS:"); started = time.perf_counter()
 if what == "before":
     size = len(ps.calls_of_day(db, day))
 elif what == "page":
@@ -52,7 +55,8 @@ elif what == "csv":
     size = 0
     for line in ps.calls_csv_lines(ps.iter_calls_of_day(db, day)):
         size += len(line)
-print(json.dumps({"seconds": time.perf_counter() - started, "extra_mib": rss() - base,
+print(json.dumps({"seconds": time.perf_counter() - started,
+                  "extra_mib": status("VmHWM:") - base,
                   "size": size}))
 """
 
@@ -148,7 +152,7 @@ def main():
         base = results["before"]
         for what, result in results.items():
             print(f"{what:7s} {result['seconds']:7.2f} s ({result['seconds'] / base['seconds']:5.2f}x)"
-                  f"  {result['extra_mib']:7.1f} MiB extra ({result['extra_mib'] / base['extra_mib']:5.2f}x)")
+                  f"  {result['extra_mib']:7.1f} MiB extra ({result['extra_mib'] / base['extra_mib']:5.3f}x)")
         port = free_port()
         server = subprocess.Popen(
             [sys.executable, str(MODULE), str(CONTACTS), "--host", "127.0.0.1", "--port",

@@ -65,6 +65,7 @@ import time
 import tomllib
 import types
 import typing
+import zoneinfo
 from pathlib import Path
 import urllib.error
 import urllib.parse
@@ -242,6 +243,28 @@ def _language(text):
     return value
 
 
+class _BadValue(argparse.ArgumentTypeError, ValueError):
+    """A refused option value whose own words argparse shows (not "invalid value")."""
+
+
+def _time_zone(text):
+    try:
+        return zoneinfo.ZoneInfo(text.strip())
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise _BadValue(f"{text!r} is not a time zone this machine knows "
+                        "(e.g. Asia/Jerusalem, Europe/London, UTC)") from None
+
+
+def _names_csv(what):
+    def parse(text):
+        try:
+            return read_names_file(Path(text), what)
+        except ValueError as error:
+            raise _BadValue(str(error)) from None
+    parse.__name__ = f"{what}_file"
+    return parse
+
+
 def _flag(text):
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -415,6 +438,16 @@ OPTIONS = (
            "/var/lib/popup-server/calls.sqlite"),
     Option("--calls-keep-days", "days of calls to keep", "90",
            _int_between(1, 3650), 90),
+    Option("--ring-timeout", "minutes after which a call that never hung up is shown "
+           "as 'no answer recorded' and counted with the missed", "10",
+           _int_between(1, 24 * 60), 10),
+    Option("--timezone", "time zone of the calls page's days and times (default: this "
+           "machine's)", "Asia/Jerusalem", _time_zone),
+    Option("--agents", "CSV file of extension,name: agents' names shown instead of "
+           "their extension (extenUser, the CDR's representative)", "agents.csv",
+           _names_csv("agents")),
+    Option("--lines", "CSV file of number,name: names of the office's numbers callers "
+           "dial (did), e.g. 0722776773,Sales line", "lines.csv", _names_csv("lines")),
 )
 
 
@@ -2993,11 +3026,16 @@ def _phase(fields):
 ###############################################################################
 # Call history ################################################################
 ###############################################################################
-# Every pop-up request kept in SQLite off the request path; the day's calls rebuilt from it.
+# Every pop-up request and CDR kept in SQLite off the request path; the day's calls,
+# missed callers and a number's calls read from it with SQL.
 
 # Every pop-up request is one phase of one call. The recorder queues it and a single
-# writer thread stores it in SQLite (WAL), so the answer never waits for the disk;
-# calls are rebuilt from their phases when the page asks, grouped by ivrid.
+# writer thread stores it in SQLite (WAL), so the answer never waits for the disk.
+# Triggers keep one row a call in `calls` as its phases arrive, so a page groups and
+# counts calls, not phases, and reads only the page it shows. Voicenter's CDRs (POST
+# /cdr) are stored at once, each committed before it is acknowledged, in `cdrs`; a
+# call's CDR and its pop-up phases share an id (ivruniqueid = ivrid) and read as one
+# call. Marks and notes people make on calls are in `call_notes`.
 
 # A batch goes to SQLite as one JSON array, one statement: executemany() re-takes the
 # GIL for every row, and under load each of those waits behind the pop-ups.
@@ -3010,7 +3048,25 @@ _WRITE_BATCH = 1_000  # events a statement: an event can be ~128 KiB (body and q
 RECORD_BACKLOG = 20_000  # events waiting for the disk (~1 KiB each); more are dropped
 _RETRY_AT_MOST = 2.0  # seconds between tries of a failing database, at most
 _STOP_TRIES_FOR = 5.0  # seconds a stop keeps trying to write what waits
-CALLS_SCHEMA = """
+
+#: One call's row of `calls`, from its events (`{where}` picks them). Requests without
+#: an ivrid were once recorded as "no-ivrid-..." (test lookups): they are no call.
+_CALL_FROM_EVENTS = """
+SELECT ivrid, MIN(received_at), MAX(caller), MAX(e164), MAX(did), MAX(direction),
+       MAX(name), MAX(company), MAX(url),
+       MIN(CASE WHEN phase = 'answer' THEN received_at END),
+       coalesce(MAX(CASE WHEN phase = 'answer' THEN exten_user END), ''),
+       MIN(CASE WHEN phase = 'hangup' THEN received_at END),
+       MAX(CASE WHEN phase = 'hangup' THEN answered ELSE 0 END)
+FROM events WHERE {where} AND substr(ivrid, 1, 9) != 'no-ivrid-' GROUP BY ivrid"""
+
+
+def _recount_call(ivrid):
+    return (f"DELETE FROM calls WHERE ivrid = {ivrid}; INSERT INTO calls "
+            + _CALL_FROM_EVENTS.format(where=f"ivrid = {ivrid}") + ";")
+
+
+CALLS_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS events (
     ivrid       TEXT NOT NULL,
     phase       TEXT NOT NULL,      -- ringing, answer, hangup, or what the client sent
@@ -3028,12 +3084,65 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (ivrid, phase)      -- a repeated delivery of a phase counts once
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS events_by_time ON events (received_at);
+CREATE TABLE IF NOT EXISTS calls (  -- one row a call: its events summed up by triggers
+    ivrid TEXT NOT NULL, started REAL NOT NULL, caller TEXT NOT NULL,
+    e164 TEXT NOT NULL, did TEXT NOT NULL, direction TEXT NOT NULL, name TEXT NOT NULL,
+    company TEXT NOT NULL, url TEXT NOT NULL, answered_at REAL,
+    answered_by TEXT NOT NULL, ended_at REAL, said_answered INTEGER NOT NULL,
+    PRIMARY KEY (started, ivrid)    -- kept in time order: a day is read in one sweep
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS calls_by_ivrid ON calls (ivrid);
+CREATE INDEX IF NOT EXISTS calls_by_number ON calls (e164, started);
+CREATE TRIGGER IF NOT EXISTS call_of_new_event AFTER INSERT ON events BEGIN
+    {_recount_call("NEW.ivrid")} END;
+CREATE TRIGGER IF NOT EXISTS call_of_changed_event AFTER UPDATE ON events BEGIN
+    {_recount_call("OLD.ivrid")} {_recount_call("NEW.ivrid")} END;
+CREATE TRIGGER IF NOT EXISTS call_of_deleted_event AFTER DELETE ON events BEGIN
+    {_recount_call("OLD.ivrid")} END;
+CREATE TABLE IF NOT EXISTS cdrs (   -- Voicenter's call detail records, one a call
+    ivrid       TEXT NOT NULL,      -- its ivruniqueid
+    received_at REAL NOT NULL,
+    started     REAL NOT NULL,      -- its time (Unix seconds), else when it came
+    direction   TEXT NOT NULL,      -- incoming, outgoing, internal, or ''
+    caller      TEXT NOT NULL,
+    target      TEXT NOT NULL,
+    did         TEXT NOT NULL,
+    e164        TEXT NOT NULL,      -- the client's number: the caller's, or the target's
+    status      TEXT NOT NULL,      -- as sent: ANSWER, NOANSWER, ABANDONE, ...
+    answered    INTEGER NOT NULL,
+    duration    INTEGER,
+    agent       TEXT NOT NULL,      -- the representative, as sent (extension or name)
+    record      TEXT NOT NULL,      -- the recording's URL, as sent
+    raw         TEXT NOT NULL,      -- every field as received, JSON
+    PRIMARY KEY (started, ivrid)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS cdrs_by_ivrid ON cdrs (ivrid);  -- one CDR a call
+CREATE INDEX IF NOT EXISTS cdrs_by_number ON cdrs (e164, started);
+CREATE TABLE IF NOT EXISTS call_notes (  -- what people noted on a call
+    ivrid TEXT PRIMARY KEY, e164 TEXT NOT NULL, mark TEXT NOT NULL, note TEXT NOT NULL,
+    marked_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS call_notes_by_number ON call_notes (e164, marked_at);
 """
+
+#: PRAGMA user_version of a database with the schema above. 0 is the events-only
+#: schema of earlier versions: opening it adds the rest and sums up its events.
+CALLS_DB_VERSION = 2
+
+#: Marks a person can set on a call; either one resolves a missed caller.
+CALL_MARKS = ("handled", "called back")
+MAX_NOTE = 2000  # characters of a note
+
+#: How a call ended, in the order a day's calls are listed. "no answer recorded": no
+#: hang-up came within --ring-timeout (Voicenter never sent it); counted as missed.
+OUTCOMES = ("missed", "no answer recorded", "in progress", "answered", "outgoing",
+            "internal")
+MISSED_OUTCOMES = ("missed", "no answer recorded")
 
 
 @dataclasses.dataclass(frozen=True)
 class Call:
-    """One call rebuilt from its phases."""
+    """One call: its pop-up phases and its CDR as one."""
 
     ivrid: str
     started: dt.datetime
@@ -3044,18 +3153,147 @@ class Call:
     url: str
     did: str
     answered_at: dt.datetime | None
-    answered_by: str
+    answered_by: str      # the agent's name (--agents), else the id as sent
     ended_at: dt.datetime | None
-    outcome: str          # "answered", "missed" or "in progress"
+    outcome: str          # one of OUTCOMES
     tries: int = 1        # calls from the same number that day
+    direction: str = "incoming"   # incoming, outgoing or internal
+    status: str = ""      # the CDR's status as sent (ABANDONE, ...); "" without a CDR
+    record: str = ""      # the recording's URL as sent (see `recording`)
+    cdr_duration: int | None = None
+    did_name: str = ""    # the dialled line's name (--lines)
+    agent_id: str = ""    # extenUser or the CDR's representative, as sent
+    mark: str = ""        # one of CALL_MARKS, or ""
+    note: str = ""
 
     @property
     def duration(self):
-        """Seconds from the answer (or the first ring) to the hang-up, or None."""
+        """Seconds from the answer (or the first ring) to the hang-up, else the CDR's
+        duration, or None."""
         if self.ended_at is None:
-            return None
+            return self.cdr_duration
         return max(0, round((self.ended_at - (self.answered_at or self.started))
                             .total_seconds()))
+
+    @property
+    def recording(self):
+        """The recording's link when it is an http(s) one (safe to show), else ""."""
+        return self.record.strip() if is_web_link(self.record) else ""
+
+
+@dataclasses.dataclass(frozen=True)
+class MissedCaller:
+    """Someone whose calls on a day went unanswered: one row a number (a withheld
+    caller's call is its own row), and whether the office has dealt with it."""
+
+    caller: str           # the number as received on the last missed call
+    e164: str             # "" when withheld
+    name: str
+    company: str
+    tries: int            # missed calls that day
+    first: dt.datetime
+    last: dt.datetime
+    last_ivrid: str       # the last missed call (to mark it)
+    did: str
+    did_name: str
+    resolved: str         # "", or how: "answered", "called back", "marked"
+    resolved_at: dt.datetime | None
+
+
+@dataclasses.dataclass(frozen=True)
+class DaySummary:
+    """A day's calls counted in SQL: calls by outcome, missed callers open and done,
+    and the lines (did) called that day, for a filter."""
+
+    outcomes: dict
+    open_callers: int
+    resolved_callers: int
+    dids: tuple
+
+    @property
+    def total(self):
+        return sum(self.outcomes.values())
+
+    @property
+    def missed(self):
+        """Missed calls, with those no hang-up was recorded for."""
+        return sum(self.outcomes.get(outcome, 0) for outcome in MISSED_OUTCOMES)
+
+
+class CallNames:
+    """People and lines instead of ids: agents by extension (extenUser, the CDR's
+    representative) and the office's numbers (did) by name, from --agents, --lines."""
+
+    def __init__(self, agents=(), lines=(), region=DEFAULTS["region"]):
+        self.agents = {key: name for key, name in agents}
+        self.region = region
+        self.lines = {self._line_key(number): name for number, name in lines}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(config.agents or (), config.lines or (), config.region)
+
+    def _line_key(self, number):
+        return normalize_number(number, self.region) or number.strip()
+
+    def agent(self, agent_id):
+        """The agent's name, else the id as sent."""
+        return self.agents.get(agent_id.strip(), agent_id) if agent_id else ""
+
+    def line(self, did):
+        """The line's name, or "" when it has none."""
+        return self.lines.get(self._line_key(did), "") if did else ""
+
+
+NO_NAMES = CallNames()
+
+
+def read_names_file(path, what):
+    """(key, name) pairs of a small CSV of two columns (an --agents or --lines file),
+    an optional header row first. A problem is one line naming the file."""
+    try:
+        if Path(path).stat().st_size > 1024 * 1024:
+            raise ValueError(f"{path}: over 1 MiB; a {what} file is two short columns")
+        text = Path(path).read_bytes().decode("utf-8-sig")
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read the {what} file "
+                         f"({error.strerror or error})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: the {what} file is not UTF-8 text") from None
+    pairs = []
+    for number, row in enumerate(csv.reader(io.StringIO(text)), 1):
+        cells = [cell.strip() for cell in row]
+        if not any(cells):
+            continue
+        if number == 1 and cells[0].lower() in ("extension", "number", "did", "line"):
+            continue
+        if len(cells) < 2 or not cells[0] or not cells[1]:
+            raise ValueError(f"{path}, line {number}: write {what} as two columns, "
+                             f"e.g. {'101,Dana Levi' if what == 'agents' else '0722776773,Sales line'}")
+        pairs.append((cells[0], cells[1]))
+    return tuple(pairs)
+
+
+def _local_time(seconds, zone):
+    """Unix seconds as an aware datetime in `zone` (None: this machine's)."""
+    if zone is None:
+        return dt.datetime.fromtimestamp(seconds).astimezone()
+    return dt.datetime.fromtimestamp(seconds, zone)
+
+
+def today_in(zone):
+    """Today's date in `zone` (None: this machine's)."""
+    return dt.datetime.now(zone).date()
+
+
+def _day_bounds(day, zone):
+    """[start, end) of `day` in `zone` as Unix seconds; a day of a clock change is
+    23 or 25 hours long."""
+    def midnight(date):
+        if zone is None:
+            return dt.datetime.combine(date, dt.time()).astimezone().timestamp()
+        return dt.datetime.combine(date, dt.time(), tzinfo=zone).timestamp()
+    return midnight(day), midnight(day + dt.timedelta(days=1))
 
 
 def _take(waiting, limit=None):
@@ -3119,11 +3357,14 @@ class CallRecorder:
                       else "the server stopped first")
 
     def record(self, fields, answer):
+        ivrid = fields.get("ivrid")
+        if not ivrid:  # a test lookup, not a call
+            return
         if len(self._events) >= RECORD_BACKLOG:  # the disk is far behind; pop-ups first
             self._drop()
             return
         self._events.append((
-            fields.get("ivrid") or f"no-ivrid-{time.time_ns()}",
+            ivrid,
             _phase(fields).strip().lower() or "unknown", time.time(),
             fields.get("phone", ""), answer.e164 or "", fields.get("did", ""),
             fields.get("extenUser", ""), fields.get("direction", ""),
@@ -3238,7 +3479,7 @@ class CallRecorder:
         try:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
-            connection.executescript(CALLS_SCHEMA)
+            _prepare_schema(connection)
             # A read-only or locked file fails here: a statement that would write (BEGIN
             # IMMEDIATE alone passes on a read-only WAL database whose -shm exists).
             connection.execute("BEGIN IMMEDIATE")
@@ -3299,8 +3540,13 @@ class CallRecorder:
     def _prune(self):
         cutoff = time.time() - self.keep_days * 86400
         try:
-            deleted = self._connection.execute("DELETE FROM events WHERE received_at < ?",
-                                               (cutoff,)).rowcount
+            with self._connection:
+                self._connection.execute("BEGIN")
+                deleted = self._connection.execute(
+                    "DELETE FROM events WHERE received_at < ?", (cutoff,)).rowcount
+                self._connection.execute("DELETE FROM cdrs WHERE started < ?", (cutoff,))
+                self._connection.execute("DELETE FROM call_notes WHERE marked_at < ?",
+                                         (cutoff,))
             if deleted:
                 log.info("pruned %d call events older than %d days", deleted,
                          self.keep_days)
@@ -3330,77 +3576,424 @@ def _has_json(connection):
         return False
 
 
-def calls_of_day(path, day):
-    """The calls that started on `day` (local time), missed first, then newest first."""
-    start = dt.datetime.combine(day, dt.time()).astimezone()
-    end = start + dt.timedelta(days=1)
+def _prepare_schema(connection):
+    """Make the tables; a database of an earlier version is brought up to date in
+    place, in one transaction: its events are kept and summed up into calls."""
+    if connection.execute("PRAGMA user_version").fetchone()[0] >= CALLS_DB_VERSION:
+        connection.executescript(CALLS_SCHEMA)  # all there; a table dropped comes back
+        return
+    connection.executescript(
+        f"BEGIN IMMEDIATE; {CALLS_SCHEMA}; DELETE FROM calls; INSERT INTO calls "
+        f"{_CALL_FROM_EVENTS.format(where='1')}; "
+        f"PRAGMA user_version = {CALLS_DB_VERSION}; COMMIT;")
+
+
+@contextlib.contextmanager
+def _writing(path):
+    """A connection for one write outside the recorder (a CDR, a mark), in one
+    transaction, committed with the disk's flush (synchronous=FULL) before it returns:
+    what is acknowledged stays stored even through a power cut."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(path, timeout=5.0, isolation_level=None)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        _prepare_schema(connection)
+        with connection:
+            connection.execute("BEGIN IMMEDIATE")
+            yield connection
+    finally:
+        connection.close()
+
+
+@contextlib.contextmanager
+def _reading(path):
+    """A read-only connection, or None when there is no database yet."""
     if not Path(path).exists():
-        return []
+        yield None
+        return
     connection = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True,
                                  timeout=1.0)
     try:
-        # A call belongs to the day it began on, even when it ends after midnight.
-        rows = connection.execute(
-            "SELECT * FROM events WHERE ivrid IN (SELECT ivrid FROM events "
-            "WHERE received_at >= ? AND received_at < ? + 86400 GROUP BY ivrid "
-            "HAVING MIN(received_at) >= ? AND MIN(received_at) < ?) ORDER BY received_at",
-            (start.timestamp() - 86400, end.timestamp(), start.timestamp(),
-             end.timestamp())).fetchall()
+        yield connection
     finally:
         connection.close()
-    calls = _calls_from_events(rows)
-    tries = collections.Counter(call.e164 for call in calls if call.e164)
-    # Withheld callers have no number to tell them apart: each call counts once.
-    calls = [dataclasses.replace(call, tries=tries[call.e164] if call.e164 else 1)
-             for call in calls]
-    order = {"missed": 0, "in progress": 1, "answered": 2}
-    return sorted(calls, key=lambda c: (order[c.outcome], -c.started.timestamp()))
 
 
-def _calls_from_events(rows):
-    by_call = {}
-    for row in rows:
-        by_call.setdefault(row[0], []).append(row)
-    calls = []
-    for ivrid, events in by_call.items():
-        phases = {event[1]: event for event in events}
-        first = min(events, key=lambda event: event[2])
-        best = max(events, key=lambda event: (event[11] > 0, -event[2]))  # a named one
+# Voicenter's CDRs --------------------------------------------------------------
 
-        def at(phase):
-            event = phases.get(phase)
-            return dt.datetime.fromtimestamp(event[2]).astimezone() if event else None
-        answered_at = at("answer")
-        ended_at = at("hangup")
-        if answered_at is None and ended_at is not None and phases["hangup"][8]:
-            answered_at = ended_at  # the hang-up says it was answered; no Answer came
-        outcome = ("answered" if answered_at else "missed" if ended_at else "in progress")
-        calls.append(Call(
-            ivrid=ivrid, started=dt.datetime.fromtimestamp(first[2]).astimezone(),
-            caller=first[3], e164=best[4] or first[4], name=best[9], company=best[10],
-            url=best[12], did=first[5],
-            answered_at=answered_at,
-            answered_by=phases["answer"][6] if "answer" in phases else "",
-            ended_at=ended_at, outcome=outcome))
-    return calls
+class CdrError(PopupError):
+    """A CDR that cannot be stored as sent (no id, not valid text)."""
+
+
+#: Where a CDR names its representative: names seen in Voicenter's records and SDKs,
+#: first found wins. The record keeps every field whatever it is called.
+_CDR_AGENT_FIELDS = ("representative_name", "RepresentativeName", "representativeName",
+                     "representative_code", "RepresentativeCode", "representativeCode",
+                     "representative", "extenUser", "extension", "Extension")
+
+
+def _cdr_text(value):
+    """A CDR field as text: numbers as written, true/false as 1/0, a structure as ""
+    (the raw record keeps it)."""
+    if value is None or isinstance(value, (dict, list)):
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _cdr_number(value, low, high):
+    """A number field (seconds) as a float, or None when it is not one in range."""
+    try:
+        number = float(_cdr_text(value))
+    except ValueError:
+        return None
+    return number if low <= number <= high else None
+
+
+def cdr_direction(text):
+    """incoming, outgoing or internal, from a CDR's type/direction as worded
+    ("Incoming Call", "outgoing", "Internal"); "" when unknown."""
+    text = text.lower()
+    for direction in ("incoming", "outgoing", "internal"):
+        if direction[:3] in text:  # "Inc", "Out", "Int" and their longer forms
+            return direction
+    return ""
+
+
+def cdr_row(fields, region, received_at):
+    """The columns of the cdrs table for a CDR's fields (a dict, values as decoded
+    from JSON or a form), every field kept as received in `raw`."""
+    ivrid = _cdr_text(fields.get("ivruniqueid"))
+    if not ivrid:
+        raise CdrError("the CDR has no ivruniqueid")
+    if len(ivrid) > 200:
+        raise CdrError("the ivruniqueid is over 200 characters")
+    try:
+        raw = json.dumps(fields, ensure_ascii=False)
+        raw.encode("utf-8")
+    except (UnicodeEncodeError, ValueError, RecursionError):
+        raise CdrError("the CDR holds text that is not valid Unicode") from None
+    direction = cdr_direction(_cdr_text(fields.get("type")) or
+                              _cdr_text(fields.get("direction")))
+    caller = _cdr_text(fields.get("caller"))
+    target = _cdr_text(fields.get("target"))
+    client = {"outgoing": target, "internal": ""}.get(
+        direction, _cdr_text(fields.get("callerPhone")) or caller)
+    status = _cdr_text(fields.get("status"))
+    answered = (status.upper() == "ANSWER"
+                or _cdr_text(fields.get("isAnswer")).lower() in ("1", "true"))
+    started = _cdr_number(fields.get("time"), 946684800, 253402300799)  # years 2000-9999
+    duration = _cdr_number(fields.get("duration"), 0, 10 ** 7)
+    agent = next((text for text in map(_cdr_text, map(fields.get, _CDR_AGENT_FIELDS))
+                  if text), "")
+    return (ivrid, received_at, received_at if started is None else started, direction,
+            caller, target, _cdr_text(fields.get("did")),
+            normalize_number(client, region) or "", status, int(answered),
+            None if duration is None else round(duration), agent,
+            _cdr_text(fields.get("record")), raw)
+
+
+def store_cdr(path, fields, region=DEFAULTS["region"]):
+    """Store one CDR in the calls database at `path`, committed to disk before it
+    returns; True when new, False when a record with its ivruniqueid was already
+    stored (Voicenter re-sends: the first one is kept). CdrError: the CDR cannot be
+    stored as sent; sqlite3.Error/OSError: the database failed (worth re-sending)."""
+    row = cdr_row(fields, region, time.time())
+    with _writing(path) as connection:
+        return connection.execute(
+            f"INSERT OR IGNORE INTO cdrs VALUES ({', '.join('?' * len(row))})",
+            row).rowcount == 1
+
+
+def mark_call(path, ivrid, mark="", note="", *, now=None):
+    """Set a call's mark (one of CALL_MARKS, or "" for none) and note, replacing what
+    was there. A "handled" or "called back" mark resolves the caller's missed calls
+    up to now. False when no call has this ivrid."""
+    if mark not in ("", *CALL_MARKS):
+        raise ValueError(f"a mark is one of {', '.join(CALL_MARKS)}, or empty")
+    with _writing(path) as connection:
+        found = connection.execute(
+            "SELECT e164 FROM calls WHERE ivrid = ?1 UNION ALL "
+            "SELECT e164 FROM cdrs WHERE ivrid = ?1", (ivrid,)).fetchall()
+        if not found:
+            return False
+        e164 = max(row[0] for row in found)
+        connection.execute("INSERT OR REPLACE INTO call_notes VALUES (?, ?, ?, ?, ?)",
+                           (ivrid, e164, mark, note[:MAX_NOTE],
+                            time.time() if now is None else now))
+    return True
+
+
+# Reading calls -------------------------------------------------------------------
+
+#: Calls as the pages read them: the `calls` summed up from pop-ups, joined with their
+#: CDR, plus calls only a CDR tells of (abandoned in a queue, outgoing); `{calls}` and
+#: `{cdrs}` pick them. The outcome is worked out here so that SQL counts and orders.
+_CALL_ROWS = """
+WITH joined AS (
+    SELECT c.ivrid, c.started, c.caller,
+           CASE WHEN c.e164 != '' THEN c.e164 ELSE coalesce(d.e164, '') END AS e164,
+           CASE WHEN c.did != '' THEN c.did ELSE coalesce(d.did, '') END AS did,
+           coalesce(nullif(d.direction, ''),
+                    CASE WHEN lower(c.direction) LIKE 'out%' THEN 'outgoing'
+                         ELSE 'incoming' END) AS direction,
+           c.name, c.company, c.url, c.answered_at,
+           CASE WHEN c.answered_by != '' THEN c.answered_by
+                ELSE coalesce(d.agent, '') END AS agent,
+           c.ended_at, c.said_answered OR coalesce(d.answered, 0) AS answered,
+           coalesce(d.status, '') AS status, d.duration, coalesce(d.record, '') AS record,
+           d.ivrid IS NOT NULL AS has_cdr
+    FROM calls c LEFT JOIN cdrs d ON d.ivrid = c.ivrid WHERE {calls}
+    UNION ALL
+    SELECT d.ivrid, d.started, d.caller, d.e164, d.did,
+           coalesce(nullif(d.direction, ''), 'incoming'), '', '', '', NULL, d.agent,
+           NULL, d.answered, d.status, d.duration, d.record, 1
+    FROM cdrs d WHERE {cdrs} AND NOT EXISTS (SELECT 1 FROM calls WHERE ivrid = d.ivrid)
+), rows AS (
+    SELECT *, CASE
+        WHEN direction IN ('outgoing', 'internal') THEN direction
+        WHEN answered_at IS NOT NULL OR answered THEN 'answered'
+        WHEN has_cdr OR ended_at IS NOT NULL THEN 'missed'
+        WHEN started < :settled THEN 'no answer recorded'
+        ELSE 'in progress' END AS outcome
+    FROM joined WHERE :did IS NULL OR did = :did
+)"""
+_DAY = "{alias}.started >= :start AND {alias}.started < :end"
+_OUTCOME_ORDER = "CASE outcome " + " ".join(
+    f"WHEN '{outcome}' THEN {rank}" for rank, outcome in enumerate(OUTCOMES)) + " END"
+_ROW_COLUMNS = ", ".join(f"rows.{name}" for name in (
+    "ivrid", "started", "caller", "e164", "did", "direction", "name", "company", "url",
+    "answered_at", "agent", "ended_at", "status", "duration", "record", "outcome"))
+
+
+def _day_query(select, day, zone, ring_timeout, did, now):
+    """A query over the day's calls (`select` follows the WITH ... rows) and its
+    parameters. A call belongs to the day it began on, even when it ends after midnight."""
+    start, end = _day_bounds(day, zone)
+    settled = (time.time() if now is None else now) - ring_timeout
+    sql = _CALL_ROWS.format(calls=_DAY.format(alias="c"), cdrs=_DAY.format(alias="d"))
+    return sql + select, {"start": start, "end": end, "settled": settled,
+                          "did": did or None}
+
+
+def _settle_seconds(ring_timeout):
+    return DEFAULTS["ring_timeout"] * 60 if ring_timeout is None else ring_timeout
+
+
+def _call_of_row(row, zone, names, tries=1, note=("", "")):
+    (ivrid, started, caller, e164, did, direction, name, company, url, answered_at,
+     agent, ended_at, status, duration, record, outcome) = row
+
+    def at(seconds):
+        return None if seconds is None else _local_time(seconds, zone)
+    return Call(ivrid=ivrid, started=_local_time(started, zone), caller=caller, e164=e164,
+                name=name, company=company, url=url, did=did,
+                answered_at=at(answered_at), answered_by=names.agent(agent),
+                ended_at=at(ended_at), outcome=outcome, tries=tries,
+                direction=direction, status=status, record=record,
+                cdr_duration=duration, did_name=names.line(did), agent_id=agent,
+                mark=note[0], note=note[1])
+
+
+def iter_calls_of_day(path, day, *, zone=None, ring_timeout=None, did=None, names=None,
+                      index=None, limit=None, offset=0, now=None):
+    """The calls that began on `day` (in `zone`; None: this machine's), missed first,
+    then newest first; only those to line `did` when given; `limit` from `offset` when
+    given. A call the pop-up never saw (a CDR's) is named from `index` (a ContactIndex).
+    The query runs (and fails: sqlite3.Error) before this returns; the calls are then
+    read one by one, so that a whole day can be streamed in constant memory."""
+    names = names or NO_NAMES
+    sql, params = _day_query(
+        f""" SELECT {_ROW_COLUMNS},
+               CASE WHEN rows.e164 = '' THEN 1
+                    ELSE COUNT(*) OVER (PARTITION BY rows.e164) END,
+               coalesce(n.mark, ''), coalesce(n.note, '')
+        FROM rows LEFT JOIN call_notes n ON n.ivrid = rows.ivrid
+        ORDER BY {_OUTCOME_ORDER}, rows.started DESC, rows.ivrid
+        LIMIT :limit OFFSET :offset""",
+        day, zone, _settle_seconds(ring_timeout), did, now)
+    params.update(limit=-1 if limit is None else limit, offset=offset)
+    if not Path(path).exists():
+        return iter(())
+    connection = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True,
+                                 timeout=1.0)
+    try:
+        cursor = connection.execute(sql, params)
+        first = cursor.fetchmany(100)
+    except BaseException:
+        connection.close()
+        raise
+
+    def calls():
+        rows = first
+        try:
+            while rows:
+                for row in rows:
+                    call = _call_of_row(row[:16], zone, names, row[16], row[17:])
+                    yield _named(call, index) if index is not None else call
+                rows = cursor.fetchmany(500)
+        finally:
+            connection.close()
+    return calls()
+
+
+def _named(call, index):
+    """The call with the name and company of its number's contact when it has none."""
+    if call.name or not call.e164:
+        return call
+    match = index.lookup(call.e164)
+    if not match.total:
+        return call
+    return dataclasses.replace(call, name=match.contact.name, company=match.contact.company)
+
+
+def calls_of_day(path, day, **options):
+    """iter_calls_of_day() as a list (a page of calls: pass limit and offset)."""
+    return list(iter_calls_of_day(path, day, **options))
+
+
+def day_summary(path, day, *, zone=None, ring_timeout=None, did=None, now=None):
+    """The day's calls counted by outcome, its missed callers open and resolved, and
+    the lines called that day (all lines, whatever `did`)."""
+    with _reading(path) as connection:
+        if connection is None:
+            return DaySummary({}, 0, 0, ())
+        sql, params = _day_query("SELECT outcome, COUNT(*) FROM rows GROUP BY outcome",
+                                 day, zone, _settle_seconds(ring_timeout), did, now)
+        outcomes = dict(connection.execute(sql, params).fetchall())
+        sql, params = _day_query("SELECT DISTINCT did FROM rows WHERE did != '' "
+                                 "ORDER BY did", day, zone,
+                                 _settle_seconds(ring_timeout), None, now)
+        dids = tuple(row[0] for row in connection.execute(sql, params))
+        sql, params = _missed_query("SELECT resolved = '', COUNT(*) FROM callers "
+                                    "GROUP BY 1", day, zone, ring_timeout, did, now)
+        counts = dict(connection.execute(sql, params).fetchall())
+    return DaySummary({outcome: outcomes[outcome] for outcome in OUTCOMES
+                       if outcome in outcomes}, counts.get(1, 0), counts.get(0, 0), dids)
+
+
+def _missed_query(select, day, zone, ring_timeout, did, now):
+    """A query over the day's missed callers, one row a number (a withheld caller's
+    call alone), each with the earliest thing after their last missed call that
+    resolves them: a call with them answered, a call to them, a mark."""
+    return _day_query(
+        """, missed AS (
+            SELECT *, CASE WHEN e164 != '' THEN e164 ELSE 'call ' || ivrid END AS who
+            FROM rows WHERE outcome IN ('missed', 'no answer recorded')
+        ), grouped AS (
+            SELECT *, COUNT(*) OVER win AS tries, MIN(started) OVER win AS first,
+                   ROW_NUMBER() OVER (win ORDER BY started DESC, ivrid DESC) AS nth
+            FROM missed WINDOW win AS (PARTITION BY who)
+        ), resolutions AS (
+            SELECT *,
+              (SELECT MIN(a.started) FROM calls a WHERE e164 != '' AND a.e164 = g.e164
+                 AND a.started > g.started
+                 AND (a.answered_at IS NOT NULL OR a.said_answered)) AS popup_answered,
+              (SELECT MIN(d.started) FROM cdrs d WHERE e164 != '' AND d.e164 = g.e164
+                 AND d.started > g.started AND d.answered
+                 AND d.direction IN ('incoming', '')) AS cdr_answered,
+              (SELECT MIN(d.started) FROM cdrs d WHERE e164 != '' AND d.e164 = g.e164
+                 AND d.started > g.started AND d.direction = 'outgoing') AS called_back,
+              (SELECT MIN(n.marked_at) FROM call_notes n
+                 WHERE (n.ivrid = g.ivrid OR (e164 != '' AND n.e164 = g.e164))
+                 AND n.marked_at >= g.started AND n.mark != '') AS marked
+            FROM grouped g WHERE nth = 1
+        ), callers AS (
+            SELECT *, min(coalesce(popup_answered, 1e18), coalesce(cdr_answered, 1e18),
+                          coalesce(called_back, 1e18), coalesce(marked, 1e18)) AS done,
+              CASE min(coalesce(popup_answered, 1e18), coalesce(cdr_answered, 1e18),
+                       coalesce(called_back, 1e18), coalesce(marked, 1e18))
+                WHEN 1e18 THEN ''
+                WHEN popup_answered THEN 'answered' WHEN cdr_answered THEN 'answered'
+                WHEN called_back THEN 'called back' ELSE 'marked' END AS resolved
+            FROM resolutions
+        )""" + select, day, zone, _settle_seconds(ring_timeout), did, now)
+
+
+def missed_callers(path, day, *, index=None, zone=None, ring_timeout=None, did=None,
+                   names=None, open_only=False, limit=None, offset=0, now=None):
+    """The day's missed callers, one row a number: those still waiting for the office
+    first (newest last try first), then those resolved. Who they are comes from
+    `index` (a ContactIndex: the contacts served now), else from what the pop-up
+    answered then. `open_only`: only those still waiting."""
+    names = names or NO_NAMES
+    with _reading(path) as connection:
+        if connection is None:
+            return []
+        sql, params = _missed_query(
+            f""" SELECT caller, e164, name, company, tries, first, started, ivrid, did,
+                   resolved, CASE WHEN resolved != '' THEN done END
+            FROM callers {"WHERE resolved = ''" if open_only else ""}
+            ORDER BY resolved != '', started DESC, ivrid LIMIT :limit OFFSET :offset""",
+            day, zone, ring_timeout, did, now)
+        params.update(limit=-1 if limit is None else limit, offset=offset)
+        rows = connection.execute(sql, params).fetchall()
+    found = []
+    for (caller, e164, name, company, tries, first, last, ivrid, did_, resolved,
+         resolved_at) in rows:
+        if index is not None and e164:
+            match = index.lookup(e164)
+            if match.total:
+                name, company = match.contact.name, match.contact.company
+        found.append(MissedCaller(
+            caller=caller, e164=e164, name=name, company=company, tries=tries,
+            first=_local_time(first, zone), last=_local_time(last, zone),
+            last_ivrid=ivrid, did=did_, did_name=names.line(did_), resolved=resolved,
+            resolved_at=None if resolved_at is None else _local_time(resolved_at, zone)))
+    return found
+
+
+def calls_of_number(path, e164, *, zone=None, ring_timeout=None, names=None, limit=50,
+                    now=None):
+    """One number's latest calls, incoming and outgoing, newest first (a caller's
+    page). `e164` as normalize_number() writes it ("+972722776772")."""
+    names = names or NO_NAMES
+    with _reading(path) as connection:
+        if connection is None or not e164:
+            return []
+        sql = _CALL_ROWS.format(calls="c.e164 = :e164", cdrs="d.e164 = :e164") + (
+            f""" SELECT {_ROW_COLUMNS}, coalesce(n.mark, ''), coalesce(n.note, '')
+            FROM rows LEFT JOIN call_notes n ON n.ivrid = rows.ivrid
+            ORDER BY rows.started DESC, rows.ivrid LIMIT :limit""")
+        settled = (time.time() if now is None else now) - _settle_seconds(ring_timeout)
+        rows = connection.execute(sql, {"e164": e164, "settled": settled, "did": None,
+                                        "limit": limit}).fetchall()
+    return [_call_of_row(row[:16], zone, names, note=row[16:]) for row in rows]
 
 
 CALLS_CSV_COLUMNS = ("time", "outcome", "caller", "name", "company", "tries",
-                     "answered by", "duration (s)", "dialled", "crm link", "ivrid")
+                     "answered by", "duration (s)", "dialled", "crm link", "ivrid",
+                     "direction", "status", "line", "recording", "mark", "note")
 
 
-def calls_csv(calls):
-    """The calls as CSV text for Excel: UTF-8 with a BOM so Hebrew opens correctly."""
+def calls_csv_lines(calls):
+    """The calls as CSV text for Excel, line by line (a generator: a day of any size
+    in constant memory): UTF-8 with a BOM first so that Hebrew opens correctly."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CALLS_CSV_COLUMNS)
+    yield "\ufeff" + out.getvalue()
     for call in calls:
+        out.seek(0)
+        out.truncate()
         writer.writerow([call.started.strftime("%Y-%m-%d %H:%M:%S"), call.outcome,
                          *map(_no_formula, (call.caller, call.name, call.company)),
                          call.tries, _no_formula(call.answered_by),
                          "" if call.duration is None else call.duration,
-                         *map(_no_formula, (call.did, call.url, call.ivrid))])
-    return "\ufeff" + out.getvalue()
+                         *map(_no_formula, (call.did, call.url, call.ivrid)),
+                         call.direction,
+                         *map(_no_formula, (call.status, call.did_name, call.recording,
+                                            call.mark, call.note))])
+        yield out.getvalue()
+
+
+def calls_csv(calls):
+    """The calls as one CSV text (calls_csv_lines() joined)."""
+    return "".join(calls_csv_lines(calls))
 
 
 #: What makes a spreadsheet read a cell as a formula (OWASP, CSV injection): = + - @
@@ -4312,8 +4905,9 @@ def _form_fields(text, what, wsgi_text=False):
     return fields
 
 
-def _body_fields(environ, max_body):
-    """Fields of a POST body: JSON or form-encoded, by Content-Type (or by its look)."""
+def _body_fields(environ, max_body, json_fields=None):
+    """Fields of a POST body: JSON or form-encoded, by Content-Type (or by its look);
+    `json_fields` reads a JSON body (default: the pop-up's fields only)."""
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
@@ -4327,7 +4921,7 @@ def _body_fields(environ, max_body):
     if content_type == "application/json" or content_type.endswith("+json") or (
             content_type not in ("application/x-www-form-urlencoded",
                                  "multipart/form-data") and body.lstrip()[:1] in (b"{", b"[")):
-        return _json_fields(body)
+        return (json_fields or _json_fields)(body)
     if content_type == "multipart/form-data":
         raise bottle.HTTPError(415, "send the fields as a query string, as "
                                     "application/x-www-form-urlencoded or as JSON")
@@ -5201,17 +5795,28 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
         query = environ.get("QUERY_STRING", "")
         return bottle.request.path + (f"?{query}" if query else "")
 
+    zone = config.timezone
+    names = CallNames.from_config(config)
+    day_options = dict(zone=zone, ring_timeout=config.ring_timeout * 60)
+
     def page_request():
         environ = bottle.request.environ
         session = door.admit(environ, asked_path())
         query = _query_fields(environ)
-        return session, query, _parse_day(query.get("day"))
+        return session, query, _parse_day(query.get("day"), today_in(zone))
 
     @app.get("/")
     @app.get("/calls")
     def calls_page():
         session, query, day = page_request()
-        calls, calls_error = _calls_or_error(recorder, day)
+        did = query.get("did") or None
+        calls, calls_error = _calls_or_error(recorder, lambda path: (
+            calls_of_day(path, day, did=did, names=names, index=holder.index,
+                         limit=PAGE_CALLS, **day_options),
+            day_summary(path, day, did=did, **day_options),
+            missed_callers(path, day, index=holder.index, did=did, names=names,
+                           limit=PAGE_CALLS, **day_options)))
+        calls, summary, callers = calls or ([], None, [])
         tried = query.get("try")
         tried_answer = None
         if tried is not None:
@@ -5220,22 +5825,52 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
         return render_page(
             "calls", session=session,
             health={**holder.health(), "last_error": holder.last_error},
-            calls=calls, calls_error=calls_error,
-            recording=recorder is not None, day=day, today=dt.date.today(),
+            calls=calls, calls_error=calls_error, summary=summary, missed_callers=callers,
+            did=did, line_name=names.line, page_size=PAGE_CALLS,
+            recording=recorder is not None, day=day, today=today_in(zone),
             tried=tried, tried_answer=tried_answer,
             tried_json=_json_bytes(tried_answer).decode("utf-8") if tried_answer else "")
 
     @app.get("/calls.csv")
     def calls_csv_download():
-        _session, _query, day = page_request()
-        calls, calls_error = _calls_or_error(recorder, day)
+        _session, query, day = page_request()
+        calls, calls_error = _calls_or_error(recorder, lambda path: iter_calls_of_day(
+            path, day, did=query.get("did") or None, names=names, index=holder.index,
+            **day_options))
         if calls_error:
             raise bottle.HTTPError(503, calls_error)
         bottle.response.content_type = "text/csv; charset=utf-8"
         bottle.response.set_header("Cache-Control", "no-store")
         bottle.response.set_header("Content-Disposition",
                                    f'attachment; filename="calls-{day.isoformat()}.csv"')
-        return calls_csv(calls).encode("utf-8")
+        return (line.encode("utf-8") for line in calls_csv_lines(calls or ()))
+
+    @app.post("/cdr", skip=True)
+    def cdr():
+        """Voicenter's CDR notification: stored (committed) before {"Err": 0} is
+        answered; any other answer has a non-zero Err, and Voicenter sends it again."""
+        bottle.response.content_type = JSON_TYPE
+        environ = bottle.request.environ
+        try:
+            guard.check(environ, _query_fields(environ))
+            if recorder is None:
+                raise bottle.HTTPError(503, "calls are not recorded here (--calls-db \"\")")
+            fields = _body_fields(environ, config.max_body, _cdr_json)
+            stored = store_cdr(recorder.path, fields, config.region)
+        except bottle.HTTPError as error:
+            bottle.response.status = error.status_code
+            return _cdr_answer(error.status_code, error.body)
+        except CdrError as error:
+            bottle.response.status = 400
+            return _cdr_answer(400, str(error))
+        except (sqlite3.Error, OSError) as error:
+            log.error("could not store a CDR in %s: %s", recorder.path, error)
+            bottle.response.status = 503
+            return _cdr_answer(503, "the CDR could not be stored; send it again")
+        if access_log.enabled:
+            access_log.write(f"POST /cdr 200 {'stored' if stored else 'already stored'} "
+                             f"client={_loggable(guard.client_address(environ))}")
+        return _json_bytes({"Err": 0, "Errdesc": "OK"})
 
     @app.get("/caller/<number>")
     @office_page
@@ -5293,6 +5928,33 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
     return app
 
 
+#: Rows of calls and of missed callers the calls page shows at once.
+PAGE_CALLS = 500
+
+
+def _cdr_answer(status, message):
+    """A failed CDR: Voicenter's Err (non-zero: send it again) with this server's
+    usual error fields."""
+    return _json_bytes({"Err": 1 if status >= 500 else status, "Errdesc": message,
+                        "STATUS": "ERROR", "MESSAGE": message})
+
+
+def _cdr_json(body):
+    """Every field of a JSON CDR, as sent (an object of any fields)."""
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise bottle.HTTPError(400, "the JSON body is not UTF-8") from None
+    except ValueError as error:
+        raise bottle.HTTPError(400, f"the body is not valid JSON ({error})") from None
+    except RecursionError:
+        raise bottle.HTTPError(400, "the JSON body is nested too deeply") from None
+    if not isinstance(data, dict):
+        raise bottle.HTTPError(400, 'the JSON body must be an object, e.g. '
+                                    '{"ivruniqueid": "...", "status": "ANSWER"}')
+    return data
+
+
 def health_report(holder, recorder):
     """/health's status and body: 503 unless all is well (the contacts file loads,
     calls are recorded), so that a monitor reading only the code alerts; the body
@@ -5316,9 +5978,9 @@ def health_report(holder, recorder):
     return (200 if healthy else 503), body
 
 
-def _parse_day(text):
+def _parse_day(text, today):
     if not text:
-        return dt.date.today()
+        return today
     try:
         day = dt.date.fromisoformat(text)
     except ValueError:
@@ -5328,14 +5990,15 @@ def _parse_day(text):
     return day
 
 
-def _calls_or_error(recorder, day):
+def _calls_or_error(recorder, read):
+    """(read(the calls database's path), None), or (None, what failed)."""
     if recorder is None:
-        return [], None
+        return None, None
     try:
-        return calls_of_day(recorder.path, day), None
+        return read(recorder.path), None
     except sqlite3.Error as error:
         log.error("cannot read calls from %s: %s", recorder.path, error)
-        return [], f"the calls database cannot be read: {error}"
+        return None, f"the calls database cannot be read: {error}"
 
 
 ###############################################################################

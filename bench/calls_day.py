@@ -1,0 +1,182 @@
+"""A big day on the calls page (issue 14 item 9): a day of 500,000 pop-up events
+(~167,000 calls from 40,000 numbers, a quarter missed) plus 20,000 CDRs, then:
+
+  before      the code before issue 14 (git REV, default the commit before it): the
+              day's calls rebuilt in Python from every event (what its page did)
+  page        what the page asks now: day_summary() + 500 calls + 500 missed callers
+  csv         the whole day's CSV streamed (calls_csv_lines over iter_calls_of_day)
+  http page   GET / on the real server (loopback), and GET /calls.csv
+
+Each function measurement runs in a fresh process: seconds, and peak RSS over the RSS
+once imported ("extra"). Ratios are against `before`, measured in the same run.
+
+    python bench/calls_day.py                  # ~2 minutes
+    python bench/calls_day.py --events 100000 --before-rev 7876719
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import http.client
+import json
+import random
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+MODULE = HERE.parent / "popup_server.py"
+CONTACTS = HERE.parent / "data" / "contacts.csv"
+BEFORE_REV = "7876719"  # the last commit before issue 14's calls data
+
+MEASURE = r"""
+import datetime as dt, json, sys, time, importlib.util
+spec = importlib.util.spec_from_file_location("popup_server", sys.argv[1])
+ps = importlib.util.module_from_spec(spec); sys.modules["popup_server"] = ps
+spec.loader.exec_module(ps)
+db, what = sys.argv[2], sys.argv[3]
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1]) / 1024
+open("/proc/self/clear_refs", "w").write("5")  # peak RSS from here on (Linux)
+day = dt.date.today()
+base = status("VmRSS:"); started = time.perf_counter()
+if what == "before":
+    size = len(ps.calls_of_day(db, day))
+elif what == "page":
+    summary = ps.day_summary(db, day)
+    size = len(ps.calls_of_day(db, day, limit=500)) + len(ps.missed_callers(db, day, limit=500))
+elif what == "csv":
+    size = 0
+    for line in ps.calls_csv_lines(ps.iter_calls_of_day(db, day)):
+        size += len(line)
+print(json.dumps({"seconds": time.perf_counter() - started,
+                  "extra_mib": status("VmHWM:") - base,
+                  "size": size}))
+"""
+
+
+def build(db, events, seed=14):
+    sys.path.insert(0, str(MODULE.parent))
+    import popup_server as ps
+    rng = random.Random(seed)
+    start = dt.datetime.combine(dt.date.today(), dt.time()).astimezone().timestamp()
+    span = min(time.time() - start - 60, 86400 - 60)  # the day so far
+    numbers = [f"05{rng.randrange(10**8):08d}" for _ in range(40_000)]
+    connection = sqlite3.connect(db, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    ps._prepare_schema(connection)
+    rows, call = [], 0
+    while len(rows) < events:
+        call += 1
+        ivrid = f"{call:012d}bench"
+        phone = rng.choice(numbers)
+        at = start + rng.random() * span
+        e164 = "+972" + phone[1:]
+        base = (phone, e164, "0722776773")
+        rows.append((ivrid, "ringing", at, *base, "", "Incoming", 0, "", "", 0, ""))
+        if rng.random() < 0.75:
+            rows.append((ivrid, "answer", at + 5, *base, "SIP201", "Incoming", 1, "", "",
+                         0, ""))
+        rows.append((ivrid, "hangup", at + 60, *base, "", "Incoming", 0, "", "", 0, ""))
+    started = time.perf_counter()
+    connection.execute("BEGIN")
+    connection.executemany("INSERT OR IGNORE INTO events VALUES "
+                           "(?,?,?,?,?,?,?,?,?,?,?,?,?)", rows[:events])
+    connection.execute("COMMIT")
+    insert = time.perf_counter() - started
+    for n in range(20_000):
+        ps.cdr_row  # the real mapping of a CDR to its columns
+        fields = {"ivruniqueid": f"{rng.randrange(1, call):012d}bench" if n % 2 else
+                  f"cdr-only-{n}", "caller": rng.choice(numbers),
+                  "target": rng.choice(numbers), "status": rng.choice(["ANSWER", "ABANDONE"]),
+                  "type": "Outgoing Call" if n % 5 == 0 else "Incoming Call",
+                  "time": start + rng.random() * span, "duration": 30}
+        connection.execute("INSERT OR IGNORE INTO cdrs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                           ps.cdr_row(fields, "IL", time.time()))
+    connection.close()
+    return call, insert
+
+
+def measure(module, db, what):
+    out = subprocess.run([sys.executable, "-c", MEASURE, str(module), str(db), what],
+                         capture_output=True, text=True, timeout=600, check=True)
+    return json.loads(out.stdout)
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_get(port, path):
+    started = time.perf_counter()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    connection.request("GET", path)
+    response = connection.getresponse()
+    body = response.read()
+    connection.close()
+    return response.status, len(body), time.perf_counter() - started
+
+
+def server_rss_mib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):  # peak resident set
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=500_000)
+    parser.add_argument("--before-rev", default=BEFORE_REV)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        db = folder / "calls.sqlite"
+        calls, insert = build(db, args.events)
+        print(f"{args.events:,} events ({calls:,} calls) + 20,000 CDRs; inserting the "
+              f"events (triggers summing up calls): {insert:.1f} s")
+        before = folder / "before.py"
+        before.write_bytes(subprocess.run(
+            ["git", "-C", str(MODULE.parent), "show", f"{args.before_rev}:popup_server.py"],
+            capture_output=True, check=True).stdout)
+        results = {"before": measure(before, db, "before"),
+                   "page": measure(MODULE, db, "page"), "csv": measure(MODULE, db, "csv")}
+        base = results["before"]
+        for what, result in results.items():
+            print(f"{what:7s} {result['seconds']:7.2f} s ({result['seconds'] / base['seconds']:5.2f}x)"
+                  f"  {result['extra_mib']:7.1f} MiB extra ({result['extra_mib'] / base['extra_mib']:5.3f}x)")
+        port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, str(MODULE), str(CONTACTS), "--host", "127.0.0.1", "--port",
+             str(port), "--token", "", "--calls-db", str(db)], cwd=folder,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    http_get(port, "/health")
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise SystemExit("the server did not start")
+                    time.sleep(0.2)
+            idle = server_rss_mib(server.pid)
+            for path in ("/", "/calls.csv"):
+                status, size, seconds = http_get(port, path)
+                print(f"GET {path:10s} {status} {size / 2**20:6.1f} MiB in {seconds:5.2f} s;"
+                      f" server peak RSS +{server_rss_mib(server.pid) - idle:.0f} MiB")
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Voicenter's CDR notifications (issue 14 item 3): POST /cdr as JSON and as a form,
+stored before it is acknowledged, idempotent by ivruniqueid, every field kept, behind
+the pop-up's token; hostile bodies get a non-zero Err, never a 5xx. Real server, real
+HTTP, a real calls database in a temporary folder."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+import time
+import urllib.parse
+
+import pytest
+
+from conftest import SAMPLE_CONTACTS, wait_until
+
+OK = {"Err": 0, "Errdesc": "OK"}
+NOW = int(time.time())
+
+
+def cdr(ivrid, **fields):
+    return {"ivruniqueid": ivrid, "caller": "0722776772", "target": "SIP101",
+            "did": "0722776773", "time": NOW - 60, "duration": 37, "status": "ANSWER",
+            "type": "Incoming Call", **fields}
+
+
+def stored(db):
+    connection = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return {row[0]: json.loads(row[1])
+                for row in connection.execute("SELECT ivrid, raw FROM cdrs")}
+    finally:
+        connection.close()
+
+
+def csv_rows(server, **params):
+    resp = server.get("/calls.csv", params or None)
+    assert resp.status == 200, resp
+    return list(csv.DictReader(io.StringIO(resp.body.decode("utf-8-sig"))))
+
+
+@pytest.fixture
+def db(tmp_path):
+    return tmp_path / "state" / "calls.sqlite"
+
+
+@pytest.fixture
+def cdr_server(start_server, db):
+    return start_server(SAMPLE_CONTACTS, "--calls-db", db)
+
+
+def test_json_and_form_cdrs_are_stored_before_the_ok_with_every_field(cdr_server, db):
+    as_json = cdr("J1", queue={"id": 7, "path": ["ivr", "sales"]}, aiSummary="שלום")
+    resp = cdr_server.post_json("/cdr", as_json)
+    assert (resp.status, resp.json()) == (200, OK)
+    as_form = {k: str(v) for k, v in cdr("F1", status="NOANSWER", newField="x").items()}
+    resp = cdr_server.post_form("/cdr", as_form)
+    assert (resp.status, resp.json()) == (200, OK)
+    # Read at once, no waiting: the OK came only once the record was committed.
+    assert stored(db) == {"J1": as_json, "F1": as_form}
+
+
+def test_a_cdr_and_the_popup_phases_of_its_call_are_one_call(cdr_server):
+    ivrid = "20261126100000abcd"
+    for phase in ("Ringing", "Hangup"):  # the pop-up saw it ring and end, unanswered
+        cdr_server.get("/popup", {"phone": "0722776772", "ivrid": ivrid,
+                                  "statusCall": phase})
+    wait_until(lambda: csv_rows(cdr_server), what="the pop-up's call")
+    assert csv_rows(cdr_server)[0]["outcome"] == "missed"
+    record = "https://recordings.example/abcd.mp3"
+    resp = cdr_server.post_json("/cdr", cdr(ivrid, status="ANSWER", record=record,
+                                            representative_code="201"))
+    assert resp.json() == OK
+    (row,) = csv_rows(cdr_server)  # one call, not two
+    assert (row["ivrid"], row["name"], row["outcome"], row["status"], row["recording"],
+            row["answered by"]) == (ivrid, "John Doe", "answered", "ANSWER", record, "201")
+
+
+def test_a_call_only_a_cdr_tells_of_is_listed_and_unknown_statuses_are_kept(cdr_server,
+                                                                             db):
+    for ivrid, status in (("Q1", "ABANDONE"), ("Q2", "SOMETHING_NEW")):
+        resp = cdr_server.post_json("/cdr", cdr(ivrid, status=status, caller="0541234567",
+                                                record="javascript:alert(1)"))
+        assert resp.json() == OK
+    rows = {row["ivrid"]: row for row in csv_rows(cdr_server)}
+    assert {ivrid: (row["outcome"], row["status"]) for ivrid, row in rows.items()} == {
+        "Q1": ("missed", "ABANDONE"), "Q2": ("missed", "SOMETHING_NEW")}
+    assert rows["Q1"]["recording"] == ""  # only http(s) links are shown
+    assert stored(db)["Q1"]["record"] == "javascript:alert(1)"  # but kept as sent
+
+
+def test_a_cdr_sent_again_is_acknowledged_and_stored_once(cdr_server, db):
+    first = cdr("D1")
+    for _ in range(3):
+        assert cdr_server.post_json("/cdr", first).json() == OK
+    assert cdr_server.post_json("/cdr", cdr("D1", status="BUSY")).json() == OK
+    assert stored(db) == {"D1": first}
+    assert len(csv_rows(cdr_server)) == 1
+
+
+def test_cdrs_need_the_popup_token(start_server, db):
+    server = start_server(SAMPLE_CONTACTS, "--calls-db", db, "--token", "cdr-secret-42")
+    for path in ("/cdr", "/cdr?token=wrong"):
+        resp = server.post_json(path, cdr("T1"))
+        assert resp.status == 403 and resp.json()["Err"] != 0, resp
+    assert not db.exists() or stored(db) == {}
+    assert server.post_json("/cdr?token=cdr-secret-42", cdr("T1")).json() == OK
+    assert server.post_json("/cdr", cdr("T2"),
+                            headers={"X-Popup-Token": "cdr-secret-42"}).json() == OK
+    assert set(stored(db)) == {"T1", "T2"}
+
+
+def test_without_a_calls_database_a_cdr_is_refused_so_that_it_is_sent_again(start_server):
+    server = start_server(SAMPLE_CONTACTS)  # --calls-db ""
+    resp = server.post_json("/cdr", cdr("N1"))
+    assert resp.json()["Err"] != 0 and "not recorded" in resp.json()["Errdesc"]
+
+
+HOSTILE = [
+    ("not JSON", b'{"ivruniqueid": ', "application/json"),
+    ("a list", b'[{"ivruniqueid": "x"}]', "application/json"),
+    ("no id", b'{"caller": "0722776772"}', "application/json"),
+    ("an empty id", b"ivruniqueid=&caller=1", "application/x-www-form-urlencoded"),
+    ("an id that is an object", b'{"ivruniqueid": {"a": 1}}', "application/json"),
+    ("half a character", b'{"ivruniqueid": "x", "caller": "\\ud800"}', "application/json"),
+    ("deep nesting", b'{"ivruniqueid": "x", "a": ' + b"[" * 20_000 + b"]" * 20_000
+     + b"}", "application/json"),
+    ("not UTF-8", b"ivruniqueid=%FF%FE", "application/x-www-form-urlencoded"),
+    ("multipart", b"--b\r\n\r\n--b--", "multipart/form-data; boundary=b"),
+    ("over --max-body", b'{"ivruniqueid": "x", "pad": "' + b"a" * 70_000 + b'"}',
+     "application/json"),
+]
+
+
+@pytest.mark.parametrize("what, body, content_type", HOSTILE, ids=[h[0] for h in HOSTILE])
+def test_hostile_bodies_get_an_err_never_a_5xx(cdr_server, db, what, body, content_type):
+    resp = cdr_server.request("POST", "/cdr", body=body,
+                              headers={"Content-Type": content_type})
+    assert 400 <= resp.status < 500, resp
+    answer = resp.json()  # waitress refuses a body over --max-body before /cdr sees it
+    assert answer.get("Err") != 0 and answer["STATUS"] == "ERROR" and answer["MESSAGE"]
+    assert not db.exists() or stored(db) == {}
+    assert cdr_server.lookup("0722776772")["CLIENTNAME"] == "John Doe"
+
+
+def test_fields_of_the_wrong_type_are_kept_as_sent_and_never_refused(cdr_server, db):
+    odd = {"ivruniqueid": 20261126, "time": "yesterday", "duration": [1, 2],
+           "status": None, "caller": 972722776772, "type": 5, "record": {"url": "x"}}
+    assert cdr_server.post_json("/cdr", odd).json() == OK
+    assert stored(db) == {"20261126": odd}
+    (row,) = csv_rows(cdr_server)  # its time: when it came
+    assert row["caller"] == "972722776772" and row["name"] == "John Doe"

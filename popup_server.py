@@ -5713,6 +5713,8 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
         bottle.response.content_type = JSON_TYPE
         if bottle.request.path == "/popup":
             bottle.response.set_header(*CORS_ORIGIN)
+        if bottle.request.path == "/cdr":  # refused before the route (a body too big)
+            return _cdr_answer(status, message)
         return _json_bytes({"STATUS": "ERROR", "MESSAGE": message})
 
     for status in (400, 403, 404, 405, 413, 415, 500, 503):
@@ -6224,7 +6226,11 @@ def _render_waitress_errors_as_json():
     import waitress.utilities
 
     def to_response(error, ident=None):
-        body = _json_bytes({"STATUS": "ERROR", "MESSAGE": f"{error.reason}: {error.body}"})
+        message = f"{error.reason}: {error.body}"
+        # Err too: this comes before any route is chosen, and a CDR sender (POST /cdr)
+        # reads only Err; a pop-up client reads only STATUS.
+        body = _json_bytes({"Err": error.code, "Errdesc": message,
+                            "STATUS": "ERROR", "MESSAGE": message})
         return f"{error.code} {error.reason}", [("Content-Type", JSON_TYPE)], body
     waitress.utilities.Error.to_response = to_response
 

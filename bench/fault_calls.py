@@ -64,7 +64,9 @@ class Server:
             [sys.executable, str(module), str(CONTACTS), "--host", "127.0.0.1",
              "--port", str(self.port), "--token", "", "--calls-db", str(db)],
             cwd=folder, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=stderr if stderr is not None else open(self.log_path, "wb"))
+            stderr=stderr if stderr is not None else open(self.log_path, "wb"),
+            # its state folder (page secret, office password) in the run's own folder
+            env={**os.environ, "XDG_DATA_HOME": str(folder / "data-home")})
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:

@@ -20,6 +20,7 @@ script starts is ended before it exits. Needs wrk for the http part
 (Debian/Ubuntu: apt-get install wrk); without it that part is skipped.
 """
 import argparse
+import atexit
 import http.client
 import io
 import json
@@ -62,9 +63,18 @@ def free_port():
         return s.getsockname()[1]
 
 
+#: The servers' user data folder (their state folders: token, page secret, calls),
+#: a temporary one, so that a benchmark never leaves files in the user's own.
+BENCH_DATA_HOME = tempfile.mkdtemp(prefix="popup-bench-data-")
+atexit.register(shutil.rmtree, BENCH_DATA_HOME, ignore_errors=True)
+
+
 def clean_env():
-    """The environment for servers: no POPUP_* settings leaking in from the shell."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("POPUP_")}
+    """The environment for servers: no POPUP_* settings leaking in from the shell, and
+    a temporary user data folder."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POPUP_")}
+    env["XDG_DATA_HOME"] = BENCH_DATA_HOME
+    return env
 
 
 def proc_status(pid):

@@ -125,7 +125,7 @@ def test_a_database_that_cannot_be_opened_at_start_and_is_mended_loses_no_call(
     assert "15 call events waiting" in body["calls"], body
     time.sleep(2)  # the database is tried again meanwhile (and used to log every 50 ms)
     in_the_way.unlink()
-    in_the_way.mkdir()
+    in_the_way.mkdir(exist_ok=True)  # the recorder may have made it first: it retries
     ring(server, ["mended"])
     wait_until(lambda: recorded_ivrids(db) == set(while_broken) | {"mended"},
                what="every call, those made while it was broken too")
@@ -189,7 +189,7 @@ def test_events_past_the_backlog_are_dropped_and_counted_exactly(tmp_path, caplo
             recorder.record({"phone": "0722776772", "ivrid": f"c{n}",
                              "status": "Ringing"}, answer)
         in_the_way.unlink()
-        in_the_way.mkdir()
+        in_the_way.mkdir(exist_ok=True)  # the recorder may have made it first: it retries
         wait_until(lambda: recorder.trouble is None and not recorder._events,
                    what="the recorder to write what it held")
         recorder.close()

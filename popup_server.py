@@ -3748,8 +3748,8 @@ def store_cdr(path, fields, region=DEFAULTS["region"]):
 
 def mark_call(path, ivrid, mark="", note="", *, now=None):
     """Set a call's mark (one of CALL_MARKS, or "" for none) and note, replacing what
-    was there. A "handled" or "called back" mark resolves the caller's missed calls
-    up to now. False when no call has this ivrid."""
+    was there (note=None keeps the note). A "handled" or "called back" mark resolves
+    the caller's missed calls up to now. False when no call has this ivrid."""
     if mark not in ("", *CALL_MARKS):
         raise ValueError(f"a mark is one of {', '.join(CALL_MARKS)}, or empty")
     with _writing(path) as connection:
@@ -3759,6 +3759,10 @@ def mark_call(path, ivrid, mark="", note="", *, now=None):
         if not found:
             return False
         e164 = max(row[0] for row in found)
+        if note is None:
+            kept = connection.execute("SELECT note FROM call_notes WHERE ivrid = ?",
+                                      (ivrid,)).fetchone()
+            note = kept[0] if kept else ""
         connection.execute("INSERT OR REPLACE INTO call_notes VALUES (?, ?, ?, ?, ?)",
                            (ivrid, e164, mark, note[:MAX_NOTE],
                             time.time() if now is None else now))
@@ -5370,8 +5374,63 @@ PAGE_TEXTS = {
     "caller.withheld": ("withheld", "חסוי"),
     "link.call_back": ("call back", "חיוג חוזר"),
     "link.crm": ("CRM", "CRM"),
-    "calls.footer": ("This page refreshes itself every 30 seconds. Status for monitors:",
-                     "הדף מתרענן מעצמו כל 30 שניות. מצב לניטור:"),
+    "calls.footer": ("This page refreshes itself every minute (not while a note is "
+                     "being written). Status for monitors:",
+                     "הדף מתרענן מעצמו כל דקה (לא בזמן כתיבת הערה). מצב לניטור:"),
+    # The calls page: the morning view (missed callers), the day's calls, the marks.
+    "summary.calls": ("{total} calls:", "{total} שיחות:"),
+    "summary.callers": ("{total} missed callers: {open} still waiting, {resolved} dealt "
+                        "with.", "{total} מתקשרים שלא נענו: {open} עדיין ממתינים, "
+                        "{resolved} טופלו."),
+    "summary.missed_total": ("{count} missed in all", "{count} שלא נענו בסך הכול"),
+    "outcome.no answer recorded": ("no answer recorded", "לא נרשם מענה"),
+    "outcome.outgoing": ("outgoing", "יוצאת"),
+    "outcome.internal": ("internal", "פנימית"),
+    "waiting.heading": ("Still waiting for a call back", "ממתינים לחזרה"),
+    "waiting.none": ("Nobody is waiting for a call back.", "אף אחד לא ממתין לחזרה."),
+    "resolved.heading": ("Dealt with", "טופלו"),
+    "resolved.answered": ("answered later, {time}", "נענה מאוחר יותר, {time}"),
+    "resolved.called back": ("called back, {time}", "חזרו אליו, {time}"),
+    "resolved.marked": ("marked by hand, {time}", "סומן ידנית, {time}"),
+    "col.first": ("First call", "שיחה ראשונה"),
+    "col.last": ("Last call", "שיחה אחרונה"),
+    "col.line": ("Line", "קו"),
+    "col.direction": ("Direction", "כיוון"),
+    "col.recording": ("Recording", "הקלטה"),
+    "col.mark": ("Mark and note", "סימון והערה"),
+    "col.how": ("How", "איך"),
+    "mark.handled_button": ("Mark as handled", "סימון כטופל"),
+    "mark.none": ("no mark", "ללא סימון"),
+    "mark.handled": ("handled", "טופל"),
+    "mark.called back": ("called back", "חזרו אליו"),
+    "mark.note": ("Note", "הערה"),
+    "mark.save": ("Save", "שמירה"),
+    "mark.edit": ("edit", "עריכה"),
+    "mark.cancel": ("cancel", "ביטול"),
+    "direction.incoming": ("incoming", "נכנסת"),
+    "direction.outgoing": ("outgoing", "יוצאת"),
+    "direction.internal": ("internal", "פנימית"),
+    "recording.listen": ("listen", "האזנה"),
+    "line.label": ("Line dialled", "הקו שחויג"),
+    "line.all": ("all lines", "כל הקווים"),
+    "line.submit": ("Show", "הצגה"),
+    "page.range": ("{first}–{last} of {total}", "{first}–{last} מתוך {total}"),
+    "page.next": ("next {size} →", "{size} הבאים ←"),
+    "page.previous": ("← previous {size}", "→ {size} הקודמים"),
+    "day.calls": ("The day's calls", "שיחות היום"),
+    "cdr.heading": ("Voicenter's call records (CDR)", "רשומות השיחה של Voicenter (CDR)"),
+    "cdr.help": ("Outgoing calls, calls abandoned in a queue and recordings come from "
+                 "Voicenter's CDR notifications. In Voicenter's CDR Notification "
+                 "settings, give the pop-up URL with /cdr in place of /popup (the same "
+                 "token, printed at start-up):",
+                 "שיחות יוצאות, שיחות שננטשו בתור והקלטות מגיעות מהתראות ה-CDR של "
+                 "Voicenter. בהגדרות CDR Notification של Voicenter, הזינו את כתובת "
+                 "החלון הקופץ עם /cdr במקום /popup (אותו טוקן, שהודפס בהפעלה):"),
+    "cdr.answers": ("Each record is stored before this server answers; until then "
+                    "Voicenter sends it again, and a record sent twice is kept once. The "
+                    "answer once stored:",
+                    "כל רשומה נשמרת לפני שהשרת עונה; עד אז Voicenter שולח אותה שוב, "
+                    "ורשומה שנשלחה פעמיים נשמרת פעם אחת. התשובה לאחר השמירה:"),
     "weekdays": ("Monday Tuesday Wednesday Thursday Friday Saturday Sunday",
                  "שני שלישי רביעי חמישי שישי שבת ראשון"),
     "weekday.format": ("{weekday} {day} {month} {year}", "יום {weekday}, {day} ב{month} {year}"),
@@ -5671,7 +5730,7 @@ def _popup_line(method, phase, ivrid, phone, total, seconds, client, log_numbers
 
 
 #: The application's paths, longest first (a path is logged as the one it starts with).
-ROUTES = ("/calls.csv", "/popup", "/health", "/calls", "/")
+ROUTES = ("/calls.csv", "/calls/mark", "/popup", "/health", "/calls", "/")
 
 
 def _loggable_path(path):
@@ -5872,13 +5931,13 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
     def calls_page():
         session, query, day = page_request()
         did = query.get("did") or None
-        calls, calls_error = _calls_or_error(recorder, lambda path: (
-            calls_of_day(path, day, did=did, names=names, index=holder.index,
-                         limit=PAGE_CALLS, **day_options),
-            day_summary(path, day, did=did, **day_options),
-            missed_callers(path, day, index=holder.index, did=did, names=names,
-                           limit=PAGE_CALLS, **day_options)))
-        calls, summary, callers = calls or ([], None, [])
+        callers_from = _page_offset(query, "callers")
+        calls_from = _page_offset(query, "calls")
+        page, calls_error = _calls_or_error(recorder, lambda path: day_page(
+            path, day, size=PAGE_CALLS, callers_from=callers_from, calls_from=calls_from,
+            did=did, names=names, index=holder.index, **day_options))
+        page = page or DayPage(DaySummary({}, 0, 0, ()), [], [])
+        editing = query.get("edit") or None  # the call whose mark and note are edited
         tried = query.get("try")
         tried_answer = None
         if tried is not None:
@@ -5887,11 +5946,41 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
         return render_page(
             "calls", session=session,
             health={**holder.health(), "last_error": holder.last_error},
-            calls=calls, calls_error=calls_error, summary=summary, missed_callers=callers,
-            did=did, line_name=names.line, page_size=PAGE_CALLS,
+            calls=page.calls, calls_error=calls_error, summary=page.summary,
+            missed_callers=page.callers, callers_from=callers_from, calls_from=calls_from,
+            did=did, line_name=names.line, page_size=PAGE_CALLS, editing=editing,
+            link=functools.partial(_calls_link, {"day": day.isoformat(), "did": did}), here=asked_path(),
+            cdr_url=door.base_url(bottle.request.environ) + "/cdr?token=",
             recording=recorder is not None, day=day, today=today_in(zone),
             tried=tried, tried_answer=tried_answer,
             tried_json=_json_bytes(tried_answer).decode("utf-8") if tried_answer else "")
+
+    @app.post("/calls/mark")
+    @office_page
+    def mark_a_call():
+        """A call's mark and note from the calls page's forms; back to the page."""
+        environ = bottle.request.environ
+        session = door.admit(environ, "/calls")
+        fields = _body_fields(environ, config.max_body)
+        door.check_form(environ, fields, session)
+        if recorder is None:
+            raise bottle.HTTPError(503, "calls are not recorded here (--calls-db \"\")")
+        mark = fields.get("mark", "")
+        if mark not in ("", *CALL_MARKS):
+            raise bottle.HTTPError(400, f"mark must be one of: {', '.join(CALL_MARKS)}, "
+                                        "or empty")
+        try:
+            found = mark_call(recorder.path, fields.get("ivrid") or "", mark,
+                              fields.get("note"))
+        except (sqlite3.Error, OSError) as error:
+            log.error("could not store a mark in %s: %s", recorder.path, error)
+            raise bottle.HTTPError(503, "the mark could not be stored; try again") \
+                from None
+        if not found:
+            raise bottle.HTTPError(400, "no call has this ivrid")
+        raise bottle.HTTPResponse(status=303, headers={
+            "Location": local_path(fields.get("next"), "/calls"),
+            "Cache-Control": "no-store"})
 
     @app.get("/calls.csv")
     def calls_csv_download():
@@ -6050,6 +6139,22 @@ def _parse_day(text, today):
     if day is None or not 2000 <= day.year <= 9998:
         raise bottle.HTTPError(400, "day must be a date written YYYY-MM-DD") from None
     return day
+
+
+def _page_offset(query, name):
+    """Where a page of the calls page's list `name` starts (?calls=, ?callers=)."""
+    text = query.get(name) or "0"
+    if not (text.isascii() and text.isdigit() and len(text) <= 9):
+        raise bottle.HTTPError(400, f"{name} must be a whole number (where the page "
+                                    "starts)")
+    return int(text)
+
+
+def _calls_link(shown, **changes):
+    """A link to the calls page: the query `shown` (day, did) with `changes`; a value
+    of None or 0 leaves that field out."""
+    fields = {**shown, **changes}
+    return "?" + urlencode({name: value for name, value in fields.items() if value})
 
 
 def _calls_or_error(recorder, read):

@@ -1,6 +1,7 @@
 """The calls page over HTTP (issue 14): its marks (office login, CSRF), its pages of
 500, its counts, its line filter, the CDR help without the token, hostile queries,
 and a database of the schema before `calls` kept the CDR columns."""
+import collections
 import csv
 import io
 import re
@@ -32,6 +33,13 @@ def _csv(client, **params):
     return {row["ivrid"]: row for row in csv.DictReader(io.StringIO(text))}
 
 
+def _recorded(client, ivrid, outcome):
+    """Wait until the call is recorded with this outcome: its phases may reach the
+    database in two of the writer's batches."""
+    wait_until(lambda: (_csv(client).get(ivrid) or {}).get("outcome") == outcome,
+               what=f"{ivrid} recorded as {outcome}")
+
+
 def _waiting(client):
     return re.findall(r'<tr class="waiting" data-number="([^"]*)"', client.get("/").text)
 
@@ -39,7 +47,7 @@ def _waiting(client):
 def test_a_mark_needs_the_session_and_its_csrf_token(office):
     server, client = office
     _ring(server, "0722776772", "m1", "Ringing", "Hangup")
-    wait_until(lambda: "m1" in _csv(client), what="the call")
+    _recorded(client, "m1", "missed")
     assert _waiting(client) == ["+972722776772"]
     form = {"ivrid": "m1", "mark": "handled", "next": "/calls"}
     without_session = server.post_form("/calls/mark", form, headers={"Origin": server.url})
@@ -60,7 +68,7 @@ def test_a_mark_needs_the_session_and_its_csrf_token(office):
 def test_a_note_is_kept_when_only_the_mark_changes(office):
     server, client = office
     _ring(server, "0722776772", "n1", "Ringing", "Hangup")
-    wait_until(lambda: "n1" in _csv(client), what="the call")
+    _recorded(client, "n1", "missed")
     assert client.post_form("/calls/mark", {"ivrid": "n1", "mark": "",
                                             "note": "=cmd|' /C calc'!A0"}).status == 303
     assert client.post_form("/calls/mark", {"ivrid": "n1", "mark": "handled"}).status == 303
@@ -77,14 +85,14 @@ def test_a_note_is_kept_when_only_the_mark_changes(office):
 def test_a_bad_mark_is_a_json_error(office, json_error, form, message):
     server, client = office
     _ring(server, "0722776772", "x1", "Ringing", "Hangup")
-    wait_until(lambda: "x1" in _csv(client), what="the call")
+    _recorded(client, "x1", "missed")
     assert message in json_error(client.post_form("/calls/mark", form), 400)["MESSAGE"]
 
 
 def test_a_mark_goes_back_only_to_a_page_of_this_server(office):
     server, client = office
     _ring(server, "0722776772", "r1", "Ringing", "Hangup")
-    wait_until(lambda: "r1" in _csv(client), what="the call")
+    _recorded(client, "r1", "missed")
     for goal, location in (("//evil.example/x", "/calls"), ("https://evil.example", "/calls"),
                            ("/calls?day=2026-11-26&calls=500", "/calls?day=2026-11-26&calls=500")):
         resp = client.post_form("/calls/mark", {"ivrid": "r1", "mark": "", "next": goal})
@@ -104,7 +112,9 @@ def test_a_big_day_comes_in_pages_and_its_counts_add_up(office):
         phases = ("Ringing", "Answer", "Hangup") if n % 3 == 0 else ("Ringing", "Hangup")
         _ring(server, f"05{n:08d}", f"big-{n:03d}", *phases,
               did="0722776773" if n % 2 else "0722776774")
-    wait_until(lambda: len(_csv(client)) == 501, timeout=60, what="501 calls")
+    wait_until(lambda: sorted(collections.Counter(
+        row["outcome"] for row in _csv(client).values()).items()) == [
+        ("answered", 167), ("missed", 334)], timeout=60, what="501 calls, all ended")
     first = client.get("/").text
     assert first.count('data-ivrid="') == 500
     assert first.count('<tr class="waiting"') == 334 and "334 still waiting" in first

@@ -3031,11 +3031,11 @@ def _phase(fields):
 
 # Every pop-up request is one phase of one call. The recorder queues it and a single
 # writer thread stores it in SQLite (WAL), so the answer never waits for the disk.
-# Triggers keep one row a call in `calls` as its phases arrive, so a page groups and
-# counts calls, not phases, and reads only the page it shows. Voicenter's CDRs (POST
-# /cdr) are stored at once, each committed before it is acknowledged, in `cdrs`; a
-# call's CDR and its pop-up phases share an id (ivruniqueid = ivrid) and read as one
-# call. Marks and notes people make on calls are in `call_notes`.
+# Triggers keep one row a call in `calls` as its phases and its CDR arrive, so a page
+# groups and counts calls, not phases, reads one table and only the page it shows.
+# Voicenter's CDRs (POST /cdr) are stored at once, each committed before it is
+# acknowledged, in `cdrs`; a call's CDR and its pop-up phases share an id
+# (ivruniqueid = ivrid) and are one row of `calls`. Marks and notes people make on calls are in `call_notes`.
 
 # A batch goes to SQLite as one JSON array, one statement: executemany() re-takes the
 # GIL for every row, and under load each of those waits behind the pop-ups.

@@ -3031,11 +3031,11 @@ def _phase(fields):
 
 # Every pop-up request is one phase of one call. The recorder queues it and a single
 # writer thread stores it in SQLite (WAL), so the answer never waits for the disk.
-# Triggers keep one row a call in `calls` as its phases arrive, so a page groups and
-# counts calls, not phases, and reads only the page it shows. Voicenter's CDRs (POST
-# /cdr) are stored at once, each committed before it is acknowledged, in `cdrs`; a
-# call's CDR and its pop-up phases share an id (ivruniqueid = ivrid) and read as one
-# call. Marks and notes people make on calls are in `call_notes`.
+# Triggers keep one row a call in `calls` as its phases and its CDR arrive, so a page
+# groups and counts calls, not phases, reads one table and only the page it shows.
+# Voicenter's CDRs (POST /cdr) are stored at once, each committed before it is
+# acknowledged, in `cdrs`; a call's CDR and its pop-up phases share an id
+# (ivruniqueid = ivrid) and are one row of `calls`. Marks and notes people make on calls are in `call_notes`.
 
 # A batch goes to SQLite as one JSON array, one statement: executemany() re-takes the
 # GIL for every row, and under load each of those waits behind the pop-ups.
@@ -3049,21 +3049,47 @@ RECORD_BACKLOG = 20_000  # events waiting for the disk (~1 KiB each); more are d
 _RETRY_AT_MOST = 2.0  # seconds between tries of a failing database, at most
 _STOP_TRIES_FOR = 5.0  # seconds a stop keeps trying to write what waits
 
-#: One call's row of `calls`, from its events (`{where}` picks them). Requests without
-#: an ivrid were once recorded as "no-ivrid-..." (test lookups): they are no call.
-_CALL_FROM_EVENTS = """
-SELECT ivrid, MIN(received_at), MAX(caller), MAX(e164), MAX(did), MAX(direction),
-       MAX(name), MAX(company), MAX(url),
-       MIN(CASE WHEN phase = 'answer' THEN received_at END),
-       coalesce(MAX(CASE WHEN phase = 'answer' THEN exten_user END), ''),
-       MIN(CASE WHEN phase = 'hangup' THEN received_at END),
-       MAX(CASE WHEN phase = 'hangup' THEN answered ELSE 0 END)
-FROM events WHERE {where} AND substr(ivrid, 1, 9) != 'no-ivrid-' GROUP BY ivrid"""
+#: The rows of `calls` for the ivrids `{where}` picks: each call's pop-up phases
+#: (events) summed up and joined with its CDR, or its CDR alone (a call abandoned in a
+#: queue, an outgoing call). Requests without an ivrid were once recorded as
+#: "no-ivrid-..." (test lookups): they are no call. `state` is the outcome as far as
+#: it does not depend on the clock: "pending" (no answer, no hang-up, no CDR) reads as
+#: "in progress" or, after --ring-timeout, "no answer recorded" (_OUTCOME).
+_CALL_OF_IVRIDS = """
+SELECT *, CASE WHEN direction IN ('outgoing', 'internal') THEN direction
+               WHEN answered THEN 'answered'
+               WHEN has_cdr OR ended_at IS NOT NULL THEN 'missed'
+               ELSE 'pending' END
+FROM (SELECT k.ivrid, coalesce(e.started, d.started) AS started,
+       coalesce(e.caller, d.caller) AS caller,
+       CASE WHEN e.e164 != '' THEN e.e164 ELSE coalesce(d.e164, '') END AS e164,
+       CASE WHEN e.did != '' THEN e.did ELSE coalesce(d.did, '') END AS did,
+       coalesce(nullif(d.direction, ''), CASE WHEN lower(e.direction) LIKE 'out%'
+                THEN 'outgoing' ELSE 'incoming' END) AS direction,
+       coalesce(e.name, '') AS name, coalesce(e.company, '') AS company,
+       coalesce(e.url, '') AS url, e.answered_at,
+       CASE WHEN e.agent != '' THEN e.agent ELSE coalesce(d.agent, '') END AS agent,
+       e.ended_at AS ended_at,
+       (e.answered_at IS NOT NULL OR coalesce(e.said_answered, 0)
+        OR coalesce(d.answered, 0)) AS answered,
+       coalesce(d.status, '') AS status, d.duration, coalesce(d.record, '') AS record,
+       d.ivrid IS NOT NULL AS has_cdr
+  FROM (SELECT ivrid FROM events WHERE {where} AND substr(ivrid, 1, 9) != 'no-ivrid-'
+        UNION SELECT ivrid FROM cdrs WHERE {where}) k
+  LEFT JOIN (SELECT ivrid, MIN(received_at) AS started, MAX(caller) AS caller,
+               MAX(e164) AS e164, MAX(did) AS did, MAX(direction) AS direction,
+               MAX(name) AS name, MAX(company) AS company, MAX(url) AS url,
+               MIN(CASE WHEN phase = 'answer' THEN received_at END) AS answered_at,
+               coalesce(MAX(CASE WHEN phase = 'answer' THEN exten_user END), '') AS agent,
+               MIN(CASE WHEN phase = 'hangup' THEN received_at END) AS ended_at,
+               MAX(CASE WHEN phase = 'hangup' THEN answered ELSE 0 END) AS said_answered
+             FROM events WHERE {where} GROUP BY ivrid) e ON e.ivrid = k.ivrid
+  LEFT JOIN cdrs d ON d.ivrid = k.ivrid)"""
 
 
 def _recount_call(ivrid):
     return (f"DELETE FROM calls WHERE ivrid = {ivrid}; INSERT INTO calls "
-            + _CALL_FROM_EVENTS.format(where=f"ivrid = {ivrid}") + ";")
+            + _CALL_OF_IVRIDS.format(where=f"ivrid = {ivrid}") + ";")
 
 
 CALLS_SCHEMA = f"""
@@ -3084,21 +3110,6 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (ivrid, phase)      -- a repeated delivery of a phase counts once
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS events_by_time ON events (received_at);
-CREATE TABLE IF NOT EXISTS calls (  -- one row a call: its events summed up by triggers
-    ivrid TEXT NOT NULL, started REAL NOT NULL, caller TEXT NOT NULL,
-    e164 TEXT NOT NULL, did TEXT NOT NULL, direction TEXT NOT NULL, name TEXT NOT NULL,
-    company TEXT NOT NULL, url TEXT NOT NULL, answered_at REAL,
-    answered_by TEXT NOT NULL, ended_at REAL, said_answered INTEGER NOT NULL,
-    PRIMARY KEY (started, ivrid)    -- kept in time order: a day is read in one sweep
-) WITHOUT ROWID;
-CREATE UNIQUE INDEX IF NOT EXISTS calls_by_ivrid ON calls (ivrid);
-CREATE INDEX IF NOT EXISTS calls_by_number ON calls (e164, started);
-CREATE TRIGGER IF NOT EXISTS call_of_new_event AFTER INSERT ON events BEGIN
-    {_recount_call("NEW.ivrid")} END;
-CREATE TRIGGER IF NOT EXISTS call_of_changed_event AFTER UPDATE ON events BEGIN
-    {_recount_call("OLD.ivrid")} {_recount_call("NEW.ivrid")} END;
-CREATE TRIGGER IF NOT EXISTS call_of_deleted_event AFTER DELETE ON events BEGIN
-    {_recount_call("OLD.ivrid")} END;
 CREATE TABLE IF NOT EXISTS cdrs (   -- Voicenter's call detail records, one a call
     ivrid       TEXT NOT NULL,      -- its ivruniqueid
     received_at REAL NOT NULL,
@@ -3118,6 +3129,29 @@ CREATE TABLE IF NOT EXISTS cdrs (   -- Voicenter's call detail records, one a ca
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS cdrs_by_ivrid ON cdrs (ivrid);  -- one CDR a call
 CREATE INDEX IF NOT EXISTS cdrs_by_number ON cdrs (e164, started);
+CREATE TABLE IF NOT EXISTS calls (  -- one row a call, kept by triggers: a page reads
+    ivrid TEXT NOT NULL,            -- calls, not phases, and never joins
+    started REAL NOT NULL, caller TEXT NOT NULL, e164 TEXT NOT NULL, did TEXT NOT NULL,
+    direction TEXT NOT NULL, name TEXT NOT NULL, company TEXT NOT NULL, url TEXT NOT NULL,
+    answered_at REAL, agent TEXT NOT NULL, ended_at REAL, answered INTEGER NOT NULL,
+    status TEXT NOT NULL, duration INTEGER, record TEXT NOT NULL, has_cdr INTEGER NOT NULL,
+    state TEXT NOT NULL,            -- missed, answered, outgoing, internal, pending
+    PRIMARY KEY (started, ivrid)    -- kept in time order: a day is read in one sweep
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS calls_by_ivrid ON calls (ivrid);
+CREATE INDEX IF NOT EXISTS calls_by_number ON calls (e164, started, state);
+CREATE TRIGGER IF NOT EXISTS call_of_new_event AFTER INSERT ON events BEGIN
+    {_recount_call("NEW.ivrid")} END;
+CREATE TRIGGER IF NOT EXISTS call_of_changed_event AFTER UPDATE ON events BEGIN
+    {_recount_call("OLD.ivrid")} {_recount_call("NEW.ivrid")} END;
+CREATE TRIGGER IF NOT EXISTS call_of_deleted_event AFTER DELETE ON events BEGIN
+    {_recount_call("OLD.ivrid")} END;
+CREATE TRIGGER IF NOT EXISTS call_of_new_cdr AFTER INSERT ON cdrs BEGIN
+    {_recount_call("NEW.ivrid")} END;
+CREATE TRIGGER IF NOT EXISTS call_of_changed_cdr AFTER UPDATE ON cdrs BEGIN
+    {_recount_call("OLD.ivrid")} {_recount_call("NEW.ivrid")} END;
+CREATE TRIGGER IF NOT EXISTS call_of_deleted_cdr AFTER DELETE ON cdrs BEGIN
+    {_recount_call("OLD.ivrid")} END;
 CREATE TABLE IF NOT EXISTS call_notes (  -- what people noted on a call
     ivrid TEXT PRIMARY KEY, e164 TEXT NOT NULL, mark TEXT NOT NULL, note TEXT NOT NULL,
     marked_at REAL NOT NULL
@@ -3126,8 +3160,9 @@ CREATE INDEX IF NOT EXISTS call_notes_by_number ON call_notes (e164, marked_at);
 """
 
 #: PRAGMA user_version of a database with the schema above. 0 is the events-only
-#: schema of earlier versions: opening it adds the rest and sums up its events.
-CALLS_DB_VERSION = 2
+#: schema of earlier versions, 2 the one whose `calls` had no CDR columns: opening
+#: either makes `calls` anew from the events and CDRs kept.
+CALLS_DB_VERSION = 3
 
 #: Marks a person can set on a call; either one resolves a missed caller.
 CALL_MARKS = ("handled", "called back")
@@ -3578,13 +3613,15 @@ def _has_json(connection):
 
 def _prepare_schema(connection):
     """Make the tables; a database of an earlier version is brought up to date in
-    place, in one transaction: its events are kept and summed up into calls."""
+    place, in one transaction: its events and CDRs are kept and summed up into calls."""
     if connection.execute("PRAGMA user_version").fetchone()[0] >= CALLS_DB_VERSION:
         connection.executescript(CALLS_SCHEMA)  # all there; a table dropped comes back
         return
     connection.executescript(
-        f"BEGIN IMMEDIATE; {CALLS_SCHEMA}; DELETE FROM calls; INSERT INTO calls "
-        f"{_CALL_FROM_EVENTS.format(where='1')}; "
+        "BEGIN IMMEDIATE; DROP TRIGGER IF EXISTS call_of_new_event; "
+        "DROP TRIGGER IF EXISTS call_of_changed_event; "
+        "DROP TRIGGER IF EXISTS call_of_deleted_event; DROP TABLE IF EXISTS calls; "
+        f"{CALLS_SCHEMA}; INSERT INTO calls {_CALL_OF_IVRIDS.format(where='1')}; "
         f"PRAGMA user_version = {CALLS_DB_VERSION}; COMMIT;")
 
 
@@ -3711,8 +3748,8 @@ def store_cdr(path, fields, region=DEFAULTS["region"]):
 
 def mark_call(path, ivrid, mark="", note="", *, now=None):
     """Set a call's mark (one of CALL_MARKS, or "" for none) and note, replacing what
-    was there. A "handled" or "called back" mark resolves the caller's missed calls
-    up to now. False when no call has this ivrid."""
+    was there (note=None keeps the note). A "handled" or "called back" mark resolves
+    the caller's missed calls up to now. False when no call has this ivrid."""
     if mark not in ("", *CALL_MARKS):
         raise ValueError(f"a mark is one of {', '.join(CALL_MARKS)}, or empty")
     with _writing(path) as connection:
@@ -3722,6 +3759,10 @@ def mark_call(path, ivrid, mark="", note="", *, now=None):
         if not found:
             return False
         e164 = max(row[0] for row in found)
+        if note is None:
+            kept = connection.execute("SELECT note FROM call_notes WHERE ivrid = ?",
+                                      (ivrid,)).fetchone()
+            note = kept[0] if kept else ""
         connection.execute("INSERT OR REPLACE INTO call_notes VALUES (?, ?, ?, ?, ?)",
                            (ivrid, e164, mark, note[:MAX_NOTE],
                             time.time() if now is None else now))
@@ -3730,54 +3771,27 @@ def mark_call(path, ivrid, mark="", note="", *, now=None):
 
 # Reading calls -------------------------------------------------------------------
 
-#: Calls as the pages read them: the `calls` summed up from pop-ups, joined with their
-#: CDR, plus calls only a CDR tells of (abandoned in a queue, outgoing); `{calls}` and
-#: `{cdrs}` pick them. The outcome is worked out here so that SQL counts and orders.
-_CALL_ROWS = """
-WITH joined AS (
-    SELECT c.ivrid, c.started, c.caller,
-           CASE WHEN c.e164 != '' THEN c.e164 ELSE coalesce(d.e164, '') END AS e164,
-           CASE WHEN c.did != '' THEN c.did ELSE coalesce(d.did, '') END AS did,
-           coalesce(nullif(d.direction, ''),
-                    CASE WHEN lower(c.direction) LIKE 'out%' THEN 'outgoing'
-                         ELSE 'incoming' END) AS direction,
-           c.name, c.company, c.url, c.answered_at,
-           CASE WHEN c.answered_by != '' THEN c.answered_by
-                ELSE coalesce(d.agent, '') END AS agent,
-           c.ended_at, c.said_answered OR coalesce(d.answered, 0) AS answered,
-           coalesce(d.status, '') AS status, d.duration, coalesce(d.record, '') AS record,
-           d.ivrid IS NOT NULL AS has_cdr
-    FROM calls c LEFT JOIN cdrs d ON d.ivrid = c.ivrid WHERE {calls}
-    UNION ALL
-    SELECT d.ivrid, d.started, d.caller, d.e164, d.did,
-           coalesce(nullif(d.direction, ''), 'incoming'), '', '', '', NULL, d.agent,
-           NULL, d.answered, d.status, d.duration, d.record, 1
-    FROM cdrs d WHERE {cdrs} AND NOT EXISTS (SELECT 1 FROM calls WHERE ivrid = d.ivrid)
-), rows AS (
-    SELECT *, CASE
-        WHEN direction IN ('outgoing', 'internal') THEN direction
-        WHEN answered_at IS NOT NULL OR answered THEN 'answered'
-        WHEN has_cdr OR ended_at IS NOT NULL THEN 'missed'
-        WHEN started < :settled THEN 'no answer recorded'
-        ELSE 'in progress' END AS outcome
-    FROM joined WHERE :did IS NULL OR did = :did
-)"""
-_DAY = "{alias}.started >= :start AND {alias}.started < :end"
+#: A call's outcome (one of OUTCOMES) from its stored state and the clock; `c` is calls.
+_OUTCOME = ("CASE c.state WHEN 'pending' THEN CASE WHEN c.started < :settled THEN "
+            "'no answer recorded' ELSE 'in progress' END ELSE c.state END")
 _OUTCOME_ORDER = "CASE outcome " + " ".join(
     f"WHEN '{outcome}' THEN {rank}" for rank, outcome in enumerate(OUTCOMES)) + " END"
-_ROW_COLUMNS = ", ".join(f"rows.{name}" for name in (
+_ROW_COLUMNS = ", ".join(f"c.{name}" for name in (
     "ivrid", "started", "caller", "e164", "did", "direction", "name", "company", "url",
-    "answered_at", "agent", "ended_at", "status", "duration", "record", "outcome"))
+    "answered_at", "agent", "ended_at", "status", "duration", "record")) + (
+    f", {_OUTCOME} AS outcome")
+#: The day's calls (to line :did when given); a call belongs to the day it began on,
+#: even when it ends after midnight.
+_OF_DAY = ("{alias}.started >= :start AND {alias}.started < :end "
+           "AND (:did IS NULL OR {alias}.did = :did)")
+_MISSED = "(c.state = 'missed' OR (c.state = 'pending' AND c.started < :settled))"
 
 
-def _day_query(select, day, zone, ring_timeout, did, now):
-    """A query over the day's calls (`select` follows the WITH ... rows) and its
-    parameters. A call belongs to the day it began on, even when it ends after midnight."""
+def _day_params(day, zone, ring_timeout, did, now):
+    """The parameters of a query over `day`'s calls (:start, :end, :settled, :did)."""
     start, end = _day_bounds(day, zone)
-    settled = (time.time() if now is None else now) - ring_timeout
-    sql = _CALL_ROWS.format(calls=_DAY.format(alias="c"), cdrs=_DAY.format(alias="d"))
-    return sql + select, {"start": start, "end": end, "settled": settled,
-                          "did": did or None}
+    settled = (time.time() if now is None else now) - _settle_seconds(ring_timeout)
+    return {"start": start, "end": end, "settled": settled, "did": did or None}
 
 
 def _settle_seconds(ring_timeout):
@@ -3800,22 +3814,30 @@ def _call_of_row(row, zone, names, tries=1, note=("", "")):
 
 
 def iter_calls_of_day(path, day, *, zone=None, ring_timeout=None, did=None, names=None,
-                      index=None, limit=None, offset=0, now=None):
+                      index=None, limit=None, offset=0, now=None, newest_first=False):
     """The calls that began on `day` (in `zone`; None: this machine's), missed first,
-    then newest first; only those to line `did` when given; `limit` from `offset` when
-    given. A call the pop-up never saw (a CDR's) is named from `index` (a ContactIndex).
+    then newest first (`newest_first`: in time order only, read straight off the
+    table's order, the page's cheapest); only those to line `did` when given; `limit`
+    from `offset` when given. A call the pop-up never saw (a CDR's) is named from `index` (a ContactIndex).
     The query runs (and fails: sqlite3.Error) before this returns; the calls are then
-    read one by one, so that a whole day can be streamed in constant memory."""
+    read one by one, so that a whole day can be streamed in constant memory. One sweep
+    of the day's rows; tries and notes are looked up for the calls returned only."""
     names = names or NO_NAMES
-    sql, params = _day_query(
-        f""" SELECT {_ROW_COLUMNS},
-               CASE WHEN rows.e164 = '' THEN 1
-                    ELSE COUNT(*) OVER (PARTITION BY rows.e164) END,
+    order = ("{alias}.started DESC, {alias}.ivrid DESC" if newest_first else
+             _OUTCOME_ORDER + ", {alias}.started DESC, {alias}.ivrid")
+    sql = f"""
+        SELECT {", ".join(f"p.{name}" for name in (
+                "ivrid", "started", "caller", "e164", "did", "direction", "name",
+                "company", "url", "answered_at", "agent", "ended_at", "status",
+                "duration", "record", "outcome"))},
+               CASE WHEN p.e164 = '' THEN 1 ELSE (SELECT COUNT(*) FROM calls t
+                    WHERE t.e164 = p.e164 AND {_OF_DAY.format(alias="t")}) END,
                coalesce(n.mark, ''), coalesce(n.note, '')
-        FROM rows LEFT JOIN call_notes n ON n.ivrid = rows.ivrid
-        ORDER BY {_OUTCOME_ORDER}, rows.started DESC, rows.ivrid
-        LIMIT :limit OFFSET :offset""",
-        day, zone, _settle_seconds(ring_timeout), did, now)
+        FROM (SELECT {_ROW_COLUMNS} FROM calls c WHERE {_OF_DAY.format(alias="c")}
+              ORDER BY {order.format(alias="c")} LIMIT :limit OFFSET :offset) p
+        LEFT JOIN call_notes n ON n.ivrid = p.ivrid
+        ORDER BY {order.format(alias="p")}"""
+    params = _day_params(day, zone, ring_timeout, did, now)
     params.update(limit=-1 if limit is None else limit, offset=offset)
     if not Path(path).exists():
         return iter(())
@@ -3862,56 +3884,56 @@ def day_summary(path, day, *, zone=None, ring_timeout=None, did=None, now=None):
     with _reading(path) as connection:
         if connection is None:
             return DaySummary({}, 0, 0, ())
-        sql, params = _day_query("SELECT outcome, COUNT(*) FROM rows GROUP BY outcome",
-                                 day, zone, _settle_seconds(ring_timeout), did, now)
-        outcomes = dict(connection.execute(sql, params).fetchall())
-        sql, params = _day_query("SELECT DISTINCT did FROM rows WHERE did != '' "
-                                 "ORDER BY did", day, zone,
-                                 _settle_seconds(ring_timeout), None, now)
-        dids = tuple(row[0] for row in connection.execute(sql, params))
-        sql, params = _missed_query("SELECT resolved = '', COUNT(*) FROM callers "
-                                    "GROUP BY 1", day, zone, ring_timeout, did, now)
-        counts = dict(connection.execute(sql, params).fetchall())
+        params = _day_params(day, zone, ring_timeout, did, now)
+        counts = dict(connection.execute(
+            _MISSED_CALLERS + "SELECT resolved = '', COUNT(*) FROM callers GROUP BY 1",
+            params).fetchall())
+        return _day_counts(connection, params, counts.get(1, 0), counts.get(0, 0))
+
+
+def _day_counts(connection, params, open_callers, resolved_callers):
+    """A DaySummary from one sweep of the day's calls (all lines: the list of lines
+    comes from it), counted for line :did only when one is given."""
+    counted = connection.execute(
+        f"SELECT {_OUTCOME}, c.did, COUNT(*) FROM calls c "
+        f"WHERE {_OF_DAY.format(alias='c')} GROUP BY 1, 2", {**params, "did": None})
+    outcomes, lines = collections.Counter(), set()
+    for outcome, line, count in counted:
+        lines.add(line)
+        if params["did"] is None or line == params["did"]:
+            outcomes[outcome] += count
     return DaySummary({outcome: outcomes[outcome] for outcome in OUTCOMES
-                       if outcome in outcomes}, counts.get(1, 0), counts.get(0, 0), dids)
+                       if outcome in outcomes}, open_callers, resolved_callers,
+                      tuple(sorted(lines - {""})))
 
 
-def _missed_query(select, day, zone, ring_timeout, did, now):
-    """A query over the day's missed callers, one row a number (a withheld caller's
-    call alone), each with the earliest thing after their last missed call that
-    resolves them: a call with them answered, a call to them, a mark."""
-    return _day_query(
-        """, missed AS (
-            SELECT *, CASE WHEN e164 != '' THEN e164 ELSE 'call ' || ivrid END AS who
-            FROM rows WHERE outcome IN ('missed', 'no answer recorded')
-        ), grouped AS (
-            SELECT *, COUNT(*) OVER win AS tries, MIN(started) OVER win AS first,
-                   ROW_NUMBER() OVER (win ORDER BY started DESC, ivrid DESC) AS nth
-            FROM missed WINDOW win AS (PARTITION BY who)
-        ), resolutions AS (
-            SELECT *,
-              (SELECT MIN(a.started) FROM calls a WHERE e164 != '' AND a.e164 = g.e164
-                 AND a.started > g.started
-                 AND (a.answered_at IS NOT NULL OR a.said_answered)) AS popup_answered,
-              (SELECT MIN(d.started) FROM cdrs d WHERE e164 != '' AND d.e164 = g.e164
-                 AND d.started > g.started AND d.answered
-                 AND d.direction IN ('incoming', '')) AS cdr_answered,
-              (SELECT MIN(d.started) FROM cdrs d WHERE e164 != '' AND d.e164 = g.e164
-                 AND d.started > g.started AND d.direction = 'outgoing') AS called_back,
-              (SELECT MIN(n.marked_at) FROM call_notes n
-                 WHERE (n.ivrid = g.ivrid OR (e164 != '' AND n.e164 = g.e164))
-                 AND n.marked_at >= g.started AND n.mark != '') AS marked
-            FROM grouped g WHERE nth = 1
-        ), callers AS (
-            SELECT *, min(coalesce(popup_answered, 1e18), coalesce(cdr_answered, 1e18),
-                          coalesce(called_back, 1e18), coalesce(marked, 1e18)) AS done,
-              CASE min(coalesce(popup_answered, 1e18), coalesce(cdr_answered, 1e18),
-                       coalesce(called_back, 1e18), coalesce(marked, 1e18))
-                WHEN 1e18 THEN ''
-                WHEN popup_answered THEN 'answered' WHEN cdr_answered THEN 'answered'
-                WHEN called_back THEN 'called back' ELSE 'marked' END AS resolved
-            FROM resolutions
-        )""" + select, day, zone, _settle_seconds(ring_timeout), did, now)
+#: The day's missed callers (`callers`), one row a number (a withheld caller's call
+#: alone) with its last missed call's columns, each with the earliest thing after that
+#: call that resolves them (`done`, `resolved`): a call with them answered ("answered"),
+#: a call to them ("called back"), a mark ("marked"). Followed by a SELECT.
+_MISSED_CALLERS = f"""
+WITH grouped AS (
+    SELECT CASE WHEN c.e164 != '' THEN c.e164 ELSE 'call ' || c.ivrid END AS who,
+           c.caller, c.e164, c.name, c.company, c.ivrid, c.did, MAX(c.started) AS started,
+           COUNT(*) AS tries
+    FROM calls c WHERE {_OF_DAY.format(alias="c")} AND {_MISSED} GROUP BY who
+), resolutions AS MATERIALIZED (  -- else SQLite repeats the look-ups in `callers`
+    SELECT g.*,
+      (SELECT MIN(a.started) FROM calls a WHERE g.e164 != '' AND a.e164 = g.e164
+         AND a.started > g.started AND a.state IN ('answered', 'outgoing')) AS contacted,
+      (SELECT MIN(n.marked_at) FROM call_notes n
+         WHERE (n.ivrid = g.ivrid OR (g.e164 != '' AND n.e164 = g.e164))
+         AND n.marked_at >= g.started AND n.mark != '') AS marked
+    FROM grouped g
+), callers AS (
+    SELECT *, min(coalesce(contacted, 1e18), coalesce(marked, 1e18)) AS done,
+      CASE WHEN contacted IS NULL AND marked IS NULL THEN ''
+           WHEN marked < contacted OR contacted IS NULL THEN 'marked'
+           WHEN (SELECT a.state FROM calls a WHERE a.e164 = r.e164
+                 AND a.started = r.contacted) = 'outgoing' THEN 'called back'
+           ELSE 'answered' END AS resolved
+    FROM resolutions r
+)"""
 
 
 def missed_callers(path, day, *, index=None, zone=None, ring_timeout=None, did=None,
@@ -3920,31 +3942,76 @@ def missed_callers(path, day, *, index=None, zone=None, ring_timeout=None, did=N
     first (newest last try first), then those resolved. Who they are comes from
     `index` (a ContactIndex: the contacts served now), else from what the pop-up
     answered then. `open_only`: only those still waiting."""
-    names = names or NO_NAMES
     with _reading(path) as connection:
         if connection is None:
             return []
-        sql, params = _missed_query(
-            f""" SELECT caller, e164, name, company, tries, first, started, ivrid, did,
-                   resolved, CASE WHEN resolved != '' THEN done END
-            FROM callers {"WHERE resolved = ''" if open_only else ""}
-            ORDER BY resolved != '', started DESC, ivrid LIMIT :limit OFFSET :offset""",
-            day, zone, ring_timeout, did, now)
-        params.update(limit=-1 if limit is None else limit, offset=offset)
-        rows = connection.execute(sql, params).fetchall()
-    found = []
-    for (caller, e164, name, company, tries, first, last, ivrid, did_, resolved,
-         resolved_at) in rows:
-        if index is not None and e164:
-            match = index.lookup(e164)
-            if match.total:
-                name, company = match.contact.name, match.contact.company
-        found.append(MissedCaller(
-            caller=caller, e164=e164, name=name, company=company, tries=tries,
-            first=_local_time(first, zone), last=_local_time(last, zone),
-            last_ivrid=ivrid, did=did_, did_name=names.line(did_), resolved=resolved,
-            resolved_at=None if resolved_at is None else _local_time(resolved_at, zone)))
-    return found
+        params = _day_params(day, zone, ring_timeout, did, now)
+        rows = _missed_caller_rows(connection, params, limit, offset, open_only)
+    return [_missed_caller(row[:11], zone, index, names or NO_NAMES) for row in rows]
+
+
+def _missed_caller_rows(connection, params, limit, offset, open_only=False):
+    """Rows of missed callers (see missed_callers()), each ending with the number of
+    callers open and resolved in all (before `limit` and `offset`)."""
+    return connection.execute(
+        _MISSED_CALLERS + f""" SELECT caller, e164, name, company, tries,
+               CASE WHEN tries = 1 THEN started ELSE (SELECT MIN(c.started)
+                 FROM calls c WHERE c.e164 = r.e164 AND c.started >= :start
+                 AND {_MISSED} AND (:did IS NULL OR c.did = :did)) END,
+               started, ivrid, did, resolved, CASE WHEN resolved != '' THEN done END,
+               SUM(resolved = '') OVER (), SUM(resolved != '') OVER ()
+        FROM callers r {"WHERE resolved = ''" if open_only else ""}
+        ORDER BY resolved != '', started DESC, ivrid LIMIT :limit OFFSET :offset""",
+        {**params, "limit": -1 if limit is None else limit, "offset": offset}).fetchall()
+
+
+def _missed_caller(row, zone, index, names):
+    (caller, e164, name, company, tries, first, last, ivrid, did, resolved,
+     resolved_at) = row
+    if index is not None and e164:
+        match = index.lookup(e164)
+        if match.total:
+            name, company = match.contact.name, match.contact.company
+    return MissedCaller(
+        caller=caller, e164=e164, name=name, company=company, tries=tries,
+        first=_local_time(first, zone), last=_local_time(last, zone),
+        last_ivrid=ivrid, did=did, did_name=names.line(did), resolved=resolved,
+        resolved_at=None if resolved_at is None else _local_time(resolved_at, zone))
+
+
+class DayPage(typing.NamedTuple):
+    """What the calls page shows of a day: its counts, a page of its missed callers
+    (open first) and a page of its calls (newest first)."""
+
+    summary: DaySummary
+    callers: list
+    calls: list
+
+
+def day_page(path, day, *, size, callers_from=0, calls_from=0, zone=None,
+             ring_timeout=None, did=None, names=None, index=None, now=None):
+    """The calls page's data in three queries, whatever the day's size: one sweep of
+    the day's calls for the counts, one of its missed calls for the callers (and
+    their counts), and `size` calls read straight off the table's time order."""
+    names = names or NO_NAMES
+    with _reading(path) as connection:
+        if connection is None:
+            return DayPage(DaySummary({}, 0, 0, ()), [], [])
+        params = _day_params(day, zone, ring_timeout, did, now)
+        rows = _missed_caller_rows(connection, params, size, callers_from)
+        if rows:
+            open_callers, resolved_callers = rows[0][11:]
+        else:  # none on this page: counted without it
+            counted = dict(connection.execute(
+                _MISSED_CALLERS + "SELECT resolved = '', COUNT(*) FROM callers GROUP BY 1",
+                params).fetchall())
+            open_callers, resolved_callers = counted.get(1, 0), counted.get(0, 0)
+        summary = _day_counts(connection, params, open_callers, resolved_callers)
+    calls = calls_of_day(path, day, zone=zone, ring_timeout=ring_timeout, did=did,
+                         names=names, index=index, limit=size, offset=calls_from,
+                         now=now, newest_first=True)
+    return DayPage(summary, [_missed_caller(row[:11], zone, index, names) for row in rows],
+                   calls)
 
 
 def calls_of_number(path, e164, *, zone=None, ring_timeout=None, names=None, limit=50,
@@ -3955,13 +4022,12 @@ def calls_of_number(path, e164, *, zone=None, ring_timeout=None, names=None, lim
     with _reading(path) as connection:
         if connection is None or not e164:
             return []
-        sql = _CALL_ROWS.format(calls="c.e164 = :e164", cdrs="d.e164 = :e164") + (
-            f""" SELECT {_ROW_COLUMNS}, coalesce(n.mark, ''), coalesce(n.note, '')
-            FROM rows LEFT JOIN call_notes n ON n.ivrid = rows.ivrid
-            ORDER BY rows.started DESC, rows.ivrid LIMIT :limit""")
         settled = (time.time() if now is None else now) - _settle_seconds(ring_timeout)
-        rows = connection.execute(sql, {"e164": e164, "settled": settled, "did": None,
-                                        "limit": limit}).fetchall()
+        rows = connection.execute(
+            f"""SELECT {_ROW_COLUMNS}, coalesce(n.mark, ''), coalesce(n.note, '')
+            FROM calls c LEFT JOIN call_notes n ON n.ivrid = c.ivrid
+            WHERE c.e164 = :e164 ORDER BY c.started DESC, c.ivrid LIMIT :limit""",
+            {"e164": e164, "settled": settled, "limit": limit}).fetchall()
     return [_call_of_row(row[:16], zone, names, note=row[16:]) for row in rows]
 
 
@@ -5308,8 +5374,63 @@ PAGE_TEXTS = {
     "caller.withheld": ("withheld", "חסוי"),
     "link.call_back": ("call back", "חיוג חוזר"),
     "link.crm": ("CRM", "CRM"),
-    "calls.footer": ("This page refreshes itself every 30 seconds. Status for monitors:",
-                     "הדף מתרענן מעצמו כל 30 שניות. מצב לניטור:"),
+    "calls.footer": ("This page refreshes itself every minute (not while a note is "
+                     "being written). Status for monitors:",
+                     "הדף מתרענן מעצמו כל דקה (לא בזמן כתיבת הערה). מצב לניטור:"),
+    # The calls page: the morning view (missed callers), the day's calls, the marks.
+    "summary.calls": ("{total} calls:", "{total} שיחות:"),
+    "summary.callers": ("{total} missed callers: {open} still waiting, {resolved} dealt "
+                        "with.", "{total} מתקשרים שלא נענו: {open} עדיין ממתינים, "
+                        "{resolved} טופלו."),
+    "summary.missed_total": ("{count} missed in all", "{count} שלא נענו בסך הכול"),
+    "outcome.no answer recorded": ("no answer recorded", "לא נרשם מענה"),
+    "outcome.outgoing": ("outgoing", "יוצאת"),
+    "outcome.internal": ("internal", "פנימית"),
+    "waiting.heading": ("Still waiting for a call back", "ממתינים לחזרה"),
+    "waiting.none": ("Nobody is waiting for a call back.", "אף אחד לא ממתין לחזרה."),
+    "resolved.heading": ("Dealt with", "טופלו"),
+    "resolved.answered": ("answered later, {time}", "נענה מאוחר יותר, {time}"),
+    "resolved.called back": ("called back, {time}", "חזרו אליו, {time}"),
+    "resolved.marked": ("marked by hand, {time}", "סומן ידנית, {time}"),
+    "col.first": ("First call", "שיחה ראשונה"),
+    "col.last": ("Last call", "שיחה אחרונה"),
+    "col.line": ("Line", "קו"),
+    "col.direction": ("Direction", "כיוון"),
+    "col.recording": ("Recording", "הקלטה"),
+    "col.mark": ("Mark and note", "סימון והערה"),
+    "col.how": ("How", "איך"),
+    "mark.handled_button": ("Mark as handled", "סימון כטופל"),
+    "mark.none": ("no mark", "ללא סימון"),
+    "mark.handled": ("handled", "טופל"),
+    "mark.called back": ("called back", "חזרו אליו"),
+    "mark.note": ("Note", "הערה"),
+    "mark.save": ("Save", "שמירה"),
+    "mark.edit": ("edit", "עריכה"),
+    "mark.cancel": ("cancel", "ביטול"),
+    "direction.incoming": ("incoming", "נכנסת"),
+    "direction.outgoing": ("outgoing", "יוצאת"),
+    "direction.internal": ("internal", "פנימית"),
+    "recording.listen": ("listen", "האזנה"),
+    "line.label": ("Line dialled", "הקו שחויג"),
+    "line.all": ("all lines", "כל הקווים"),
+    "line.submit": ("Show", "הצגה"),
+    "page.range": ("{first}–{last} of {total}", "{first}–{last} מתוך {total}"),
+    "page.next": ("next {size} →", "{size} הבאים ←"),
+    "page.previous": ("← previous {size}", "→ {size} הקודמים"),
+    "day.calls": ("The day's calls", "שיחות היום"),
+    "cdr.heading": ("Voicenter's call records (CDR)", "רשומות השיחה של Voicenter (CDR)"),
+    "cdr.help": ("Outgoing calls, calls abandoned in a queue and recordings come from "
+                 "Voicenter's CDR notifications. In Voicenter's CDR Notification "
+                 "settings, give the pop-up URL with /cdr in place of /popup (the same "
+                 "token, printed at start-up):",
+                 "שיחות יוצאות, שיחות שננטשו בתור והקלטות מגיעות מהתראות ה-CDR של "
+                 "Voicenter. בהגדרות CDR Notification של Voicenter, הזינו את כתובת "
+                 "החלון הקופץ עם /cdr במקום /popup (אותו טוקן, שהודפס בהפעלה):"),
+    "cdr.answers": ("Each record is stored before this server answers; until then "
+                    "Voicenter sends it again, and a record sent twice is kept once. The "
+                    "answer once stored:",
+                    "כל רשומה נשמרת לפני שהשרת עונה; עד אז Voicenter שולח אותה שוב, "
+                    "ורשומה שנשלחה פעמיים נשמרת פעם אחת. התשובה לאחר השמירה:"),
     "weekdays": ("Monday Tuesday Wednesday Thursday Friday Saturday Sunday",
                  "שני שלישי רביעי חמישי שישי שבת ראשון"),
     "weekday.format": ("{weekday} {day} {month} {year}", "יום {weekday}, {day} ב{month} {year}"),
@@ -5609,7 +5730,7 @@ def _popup_line(method, phase, ivrid, phone, total, seconds, client, log_numbers
 
 
 #: The application's paths, longest first (a path is logged as the one it starts with).
-ROUTES = ("/calls.csv", "/popup", "/health", "/calls", "/")
+ROUTES = ("/calls.csv", "/calls/mark", "/popup", "/health", "/calls", "/")
 
 
 def _loggable_path(path):
@@ -5812,13 +5933,13 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
     def calls_page():
         session, query, day = page_request()
         did = query.get("did") or None
-        calls, calls_error = _calls_or_error(recorder, lambda path: (
-            calls_of_day(path, day, did=did, names=names, index=holder.index,
-                         limit=PAGE_CALLS, **day_options),
-            day_summary(path, day, did=did, **day_options),
-            missed_callers(path, day, index=holder.index, did=did, names=names,
-                           limit=PAGE_CALLS, **day_options)))
-        calls, summary, callers = calls or ([], None, [])
+        callers_from = _page_offset(query, "callers")
+        calls_from = _page_offset(query, "calls")
+        page, calls_error = _calls_or_error(recorder, lambda path: day_page(
+            path, day, size=PAGE_CALLS, callers_from=callers_from, calls_from=calls_from,
+            did=did, names=names, index=holder.index, **day_options))
+        page = page or DayPage(DaySummary({}, 0, 0, ()), [], [])
+        editing = query.get("edit") or None  # the call whose mark and note are edited
         tried = query.get("try")
         tried_answer = None
         if tried is not None:
@@ -5827,11 +5948,41 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
         return render_page(
             "calls", session=session,
             health={**holder.health(), "last_error": holder.last_error},
-            calls=calls, calls_error=calls_error, summary=summary, missed_callers=callers,
-            did=did, line_name=names.line, page_size=PAGE_CALLS,
+            calls=page.calls, calls_error=calls_error, summary=page.summary,
+            missed_callers=page.callers, callers_from=callers_from, calls_from=calls_from,
+            did=did, line_name=names.line, page_size=PAGE_CALLS, editing=editing,
+            link=functools.partial(_calls_link, {"day": day.isoformat(), "did": did}), here=asked_path(),
+            cdr_url=door.base_url(bottle.request.environ) + "/cdr?token=",
             recording=recorder is not None, day=day, today=today_in(zone),
             tried=tried, tried_answer=tried_answer,
             tried_json=_json_bytes(tried_answer).decode("utf-8") if tried_answer else "")
+
+    @app.post("/calls/mark")
+    @office_page
+    def mark_a_call():
+        """A call's mark and note from the calls page's forms; back to the page."""
+        environ = bottle.request.environ
+        session = door.admit(environ, "/calls")
+        fields = _body_fields(environ, config.max_body)
+        door.check_form(environ, fields, session)
+        if recorder is None:
+            raise bottle.HTTPError(503, "calls are not recorded here (--calls-db \"\")")
+        mark = fields.get("mark", "")
+        if mark not in ("", *CALL_MARKS):
+            raise bottle.HTTPError(400, f"mark must be one of: {', '.join(CALL_MARKS)}, "
+                                        "or empty")
+        try:
+            found = mark_call(recorder.path, fields.get("ivrid") or "", mark,
+                              fields.get("note"))
+        except (sqlite3.Error, OSError) as error:
+            log.error("could not store a mark in %s: %s", recorder.path, error)
+            raise bottle.HTTPError(503, "the mark could not be stored; try again") \
+                from None
+        if not found:
+            raise bottle.HTTPError(400, "no call has this ivrid")
+        raise bottle.HTTPResponse(status=303, headers={
+            "Location": local_path(fields.get("next"), "/calls"),
+            "Cache-Control": "no-store"})
 
     @app.get("/calls.csv")
     def calls_csv_download():
@@ -5990,6 +6141,22 @@ def _parse_day(text, today):
     if day is None or not 2000 <= day.year <= 9998:
         raise bottle.HTTPError(400, "day must be a date written YYYY-MM-DD") from None
     return day
+
+
+def _page_offset(query, name):
+    """Where a page of the calls page's list `name` starts (?calls=, ?callers=)."""
+    text = query.get(name) or "0"
+    if not (text.isascii() and text.isdigit() and len(text) <= 9):
+        raise bottle.HTTPError(400, f"{name} must be a whole number (where the page "
+                                    "starts)")
+    return int(text)
+
+
+def _calls_link(shown, **changes):
+    """A link to the calls page: the query `shown` (day, did) with `changes`; a value
+    of None or 0 leaves that field out."""
+    fields = {**shown, **changes}
+    return "?" + urlencode({name: value for name, value in fields.items() if value})
 
 
 def _calls_or_error(recorder, read):

@@ -3,9 +3,12 @@
 
   before      the code before issue 14 (git REV, default the commit before it): the
               day's calls rebuilt in Python from every event (what its page did)
-  page        what the page asks now: day_summary() + 500 calls + 500 missed callers
+  page        what the page asks now: day_page() (counts, 500 missed callers, 500
+              calls)
   csv         the whole day's CSV streamed (calls_csv_lines over iter_calls_of_day)
-  http page   GET / on the real server (loopback), and GET /calls.csv
+  http page   the calls page rendered by the real server (loopback, login off): GET /
+              (first pages) and a far page of both lists, 3 times each, and GET
+              /calls.csv; the server's peak RSS over its RSS once started
 
 Each function measurement runs in a fresh process: seconds, and peak RSS over the RSS
 once imported ("extra"). Ratios are against `before`, measured in the same run.
@@ -49,8 +52,8 @@ base = status("VmRSS:"); started = time.perf_counter()
 if what == "before":
     size = len(ps.calls_of_day(db, day))
 elif what == "page":
-    summary = ps.day_summary(db, day)
-    size = len(ps.calls_of_day(db, day, limit=500)) + len(ps.missed_callers(db, day, limit=500))
+    page = ps.day_page(db, day, size=500)
+    size = len(page.calls) + len(page.callers)
 elif what == "csv":
     size = 0
     for line in ps.calls_csv_lines(ps.iter_calls_of_day(db, day)):
@@ -156,7 +159,8 @@ def main():
         port = free_port()
         server = subprocess.Popen(
             [sys.executable, str(MODULE), str(CONTACTS), "--host", "127.0.0.1", "--port",
-             str(port), "--token", "", "--calls-db", str(db)], cwd=folder,
+             str(port), "--token", "", "--calls-db", str(db), "--office-password", "",
+             "--state-dir", str(folder / "state")], cwd=folder,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 60
@@ -169,10 +173,15 @@ def main():
                         raise SystemExit("the server did not start")
                     time.sleep(0.2)
             idle = server_rss_mib(server.pid)
-            for path in ("/", "/calls.csv"):
-                status, size, seconds = http_get(port, path)
-                print(f"GET {path:10s} {status} {size / 2**20:6.1f} MiB in {seconds:5.2f} s;"
-                      f" server peak RSS +{server_rss_mib(server.pid) - idle:.0f} MiB")
+            far = f"/?calls={calls // 2}&callers=10000"
+            for path in ("/", far, "/calls.csv"):
+                times = []
+                for _ in range(1 if path == "/calls.csv" else 3):
+                    status, size, seconds = http_get(port, path)
+                    times.append(seconds)
+                print(f"GET {path:28s} {status} {size / 2**20:6.1f} MiB in "
+                      f"{' / '.join(f'{t:.2f}' for t in times)} s; server peak RSS "
+                      f"+{server_rss_mib(server.pid) - idle:.0f} MiB")
         finally:
             server.terminate()
             server.wait(timeout=30)

@@ -52,14 +52,14 @@ def test_the_page_shows_the_missed_call_by_name_and_the_lookup_box_works(
 
     browser.get(f"{server.url}/?token=browser-test-token")
     rows = browser.find_elements(By.CSS_SELECTOR, "#calls tbody tr")
-    assert [row.get_attribute("class") for row in rows] == [
-        "missed", "missed", "in-progress", "answered"]
-    first = rows[0]
+    assert [row.get_attribute("class") for row in rows] == [  # newest first
+        "in-progress", "answered", "missed", "missed"]
+    first = rows[2]
     assert "John Doe" in first.find_element(By.CSS_SELECTOR, "td.name").text
     assert first.find_element(By.CSS_SELECTOR, "td.outcome").text == "missed"
     assert first.find_element(By.CSS_SELECTOR, "a[href^='tel:']").get_attribute(
         "href") == "tel:+972722776772"
-    hebrew = rows[3].find_element(By.CSS_SELECTOR, "td.name bdi")
+    hebrew = rows[1].find_element(By.CSS_SELECTOR, "td.name bdi")
     assert hebrew.text == "נועה כהן"
     assert browser.find_element(By.ID, "contacts").text == "12"
 

@@ -1,5 +1,36 @@
-%# The calls page: the layout and the texts table (t); see render_page() for the rest.
-% rebase("layout", title=t("calls.title") + " " + day.isoformat(), refresh=30 if tried is None else None)
+%# The calls page: the layout and the texts table (t); the values: see calls_page().
+%# The morning view first (missed callers still waiting, then those dealt with), then
+%# the day's calls, newest first. Lists come a page (page_size) at a time.
+% rebase("layout", title=t("calls.title") + " " + day.isoformat(), refresh=60 if tried is None and editing is None else None)
+% def clock(moment, seconds=False):
+%   return moment.strftime("%H:%M:%S" if seconds else "%H:%M") if moment.date() == day else moment.strftime("%Y-%m-%d %H:%M")
+% end
+% def pages(kind, start, total):
+%   other, other_from = ("callers", callers_from) if kind == "calls" else ("calls", calls_from)
+%   if total > page_size:
+<p class="nav pages" id="{{kind}}-pages">
+  <span class="muted">{{t("page.range", first=start + 1, last=min(start + page_size, total), total=total)}}</span>
+  % if start > 0:
+  <a href="{{link(**{kind: max(0, start - page_size), other: other_from})}}" class="previous">{{t("page.previous", size=page_size)}}</a>
+  % end
+  % if start + page_size < total:
+  <a href="{{link(**{kind: start + page_size, other: other_from})}}" class="next">{{t("page.next", size=page_size)}}</a>
+  % end
+</p>
+%   end
+% end
+% def who(name, company, caller, e164):
+  <bdi><b>{{name or t("caller.unknown")}}</b></bdi>
+  % if company and company != name:
+  <br><span class="muted"><bdi>{{company}}</bdi></span>
+  % end
+  <br>
+  % if e164:
+  <a href="/caller/{{e164}}" dir="ltr" class="number">{{caller or e164}}</a> · <a href="tel:{{e164}}">{{t("link.call_back")}}</a>
+  % else:
+  <span dir="ltr">{{caller or t("caller.withheld")}}</span>
+  % end
+% end
 <h1>{{t("calls.heading", date=t.date(day))}}</h1>
 
 <div class="status" id="status">
@@ -10,6 +41,168 @@
   <span class="error" id="last-error">{{t("status.last_error")}} <bdi>{{health["last_error"]}}</bdi></span>
   % end
 </div>
+
+<div class="nav">
+  <a href="{{link(day=(day - day.resolution).isoformat())}}" id="previous-day">{{t("nav.previous")}}</a>
+  % if day < today:
+  <a href="{{link(day=(day + day.resolution).isoformat())}}" id="next-day">{{t("nav.next")}}</a>
+  <a href="{{link(day=today.isoformat())}}" id="today">{{t("nav.today")}}</a>
+  % end
+  <a href="calls.csv{{link()}}" id="csv-link">{{t("nav.csv")}}</a>
+</div>
+<form method="get" action="" id="day-form">
+  <label for="day">{{t("day.label")}}</label>
+  <input type="date" id="day" name="day" value="{{day.isoformat()}}" max="{{today.isoformat()}}">
+  % if summary.dids or did:
+  <label for="did">{{t("line.label")}}</label>
+  <select id="did" name="did">
+    <option value="">{{t("line.all")}}</option>
+    % for line in sorted(set(summary.dids) | ({did} if did else set())):
+    <option value="{{line}}"{{!" selected" if line == did else ""}}>{{line_name(line) or line}}{{" · " + line if line_name(line) else ""}}</option>
+    % end
+  </select>
+  % end
+  <button type="submit">{{t("day.submit")}}</button>
+</form>
+
+% if not recording:
+<p class="muted">{{t("calls.not_recording")}}</p>
+% elif calls_error:
+<p class="status error">{{calls_error}}</p>
+% else:
+% callers_total = summary.open_callers + summary.resolved_callers
+<p id="summary">
+  <b>{{t("summary.calls", total=summary.total)}}</b>
+  % for outcome, count in summary.outcomes.items():
+  <span class="count {{outcome.replace(' ', '-')}}" data-outcome="{{outcome}}"><b>{{count}}</b> {{t("outcome." + outcome)}}</span>
+  % end
+  % if "no answer recorded" in summary.outcomes:
+  <span class="muted" id="missed-total">({{t("summary.missed_total", count=summary.missed)}})</span>
+  % end
+  <br><span id="callers-summary">{{t("summary.callers", total=callers_total, open=summary.open_callers, resolved=summary.resolved_callers)}}</span>
+</p>
+
+% waiting = [caller for caller in missed_callers if not caller.resolved]
+% dealt = [caller for caller in missed_callers if caller.resolved]
+<h2 id="waiting-heading">{{t("waiting.heading")}} ({{summary.open_callers}})</h2>
+% if not summary.open_callers:
+<p class="muted" id="nobody-waiting">{{t("waiting.none")}}</p>
+% elif waiting:
+<table id="waiting">
+<thead><tr><th>{{t("col.caller")}}</th><th>{{t("col.tries")}}</th><th>{{t("col.first")}}</th><th>{{t("col.last")}}</th><th>{{t("col.line")}}</th><th></th></tr></thead>
+<tbody>
+% for caller in waiting:
+<tr class="waiting" data-number="{{caller.e164}}">
+  <td class="name">
+  % who(caller.name, caller.company, caller.caller, caller.e164)
+  </td>
+  <td class="tries">{{caller.tries}}</td>
+  <td dir="ltr">{{clock(caller.first)}}</td>
+  <td dir="ltr">{{clock(caller.last)}}</td>
+  <td><bdi>{{caller.did_name or caller.did}}</bdi></td>
+  <td>
+    <form method="post" action="/calls/mark" class="mark-handled">
+      <input type="hidden" name="csrf" value="{{csrf}}">
+      <input type="hidden" name="ivrid" value="{{caller.last_ivrid}}">
+      <input type="hidden" name="mark" value="handled">
+      <input type="hidden" name="next" value="{{here}}">
+      <button type="submit">{{t("mark.handled_button")}}</button>
+    </form>
+  </td>
+</tr>
+% end
+</tbody>
+</table>
+% end
+
+% if dealt:
+<h2 id="resolved-heading">{{t("resolved.heading")}} ({{summary.resolved_callers}})</h2>
+<table id="resolved">
+<thead><tr><th>{{t("col.caller")}}</th><th>{{t("col.tries")}}</th><th>{{t("col.first")}}</th><th>{{t("col.last")}}</th><th>{{t("col.line")}}</th><th>{{t("col.how")}}</th></tr></thead>
+<tbody>
+% for caller in dealt:
+<tr class="resolved {{caller.resolved.replace(' ', '-')}}" data-number="{{caller.e164}}">
+  <td class="name">
+  % who(caller.name, caller.company, caller.caller, caller.e164)
+  </td>
+  <td class="tries">{{caller.tries}}</td>
+  <td dir="ltr">{{clock(caller.first)}}</td>
+  <td dir="ltr">{{clock(caller.last)}}</td>
+  <td><bdi>{{caller.did_name or caller.did}}</bdi></td>
+  <td class="how">{{t("resolved." + caller.resolved, time=clock(caller.resolved_at))}}</td>
+</tr>
+% end
+</tbody>
+</table>
+% end
+% pages("callers", callers_from, callers_total)
+
+<h2 id="calls-heading">{{t("day.calls")}} ({{summary.total}})</h2>
+% if not calls:
+<p class="muted" id="no-calls">{{t("calls.none")}}</p>
+% else:
+<table id="calls">
+<thead><tr><th>{{t("col.time")}}</th><th>{{t("col.direction")}}</th><th>{{t("col.outcome")}}</th><th>{{t("col.caller")}}</th>
+<th>{{t("col.answered_by")}}</th><th>{{t("col.duration")}}</th><th>{{t("col.line")}}</th><th>{{t("col.recording")}}</th><th>{{t("col.mark")}}</th></tr></thead>
+<tbody>
+% for call in calls:
+<tr class="{{call.outcome.replace(' ', '-')}}" id="call-{{call.ivrid}}" data-ivrid="{{call.ivrid}}">
+  <td dir="ltr">{{clock(call.started, seconds=True)}}</td>
+  <td>{{t("direction." + call.direction, default=call.direction)}}</td>
+  <td class="outcome">{{t("outcome." + call.outcome, default=call.outcome)}}
+    % if call.status:
+    <br><span class="muted" dir="ltr">{{call.status}}</span>
+    % end
+  </td>
+  <td class="name">
+    % who(call.name, call.company, call.caller, call.e164)
+    % if call.tries > 1:
+    <br><span class="muted">{{t("col.tries")}}: {{call.tries}}</span>
+    % end
+    % if call.url.startswith(("http://", "https://")):
+    · <a href="{{call.url}}" rel="noopener noreferrer" target="_blank">{{t("link.crm")}}</a>
+    % end
+  </td>
+  <td class="agent"><bdi>{{call.answered_by}}</bdi></td>
+  <td dir="ltr">{{"" if call.duration is None else "%d:%02d" % divmod(call.duration, 60)}}</td>
+  <td class="line"><bdi>{{call.did_name or call.did}}</bdi></td>
+  <td>
+    % if call.recording:
+    <a href="{{call.recording}}" rel="noopener noreferrer" target="_blank" class="recording">{{t("recording.listen")}}</a>
+    % end
+  </td>
+  <td class="mark">
+    % if editing == call.ivrid:
+    <form method="post" action="/calls/mark" class="mark-form">
+      <input type="hidden" name="csrf" value="{{csrf}}">
+      <input type="hidden" name="ivrid" value="{{call.ivrid}}">
+      <input type="hidden" name="next" value="{{link(calls=calls_from, callers=callers_from)}}#call-{{call.ivrid}}">
+      <select name="mark" aria-label="{{t('col.mark')}}">
+        % for value, key in (("", "mark.none"), ("handled", "mark.handled"), ("called back", "mark.called back")):
+        <option value="{{value}}"{{!" selected" if value == call.mark else ""}}>{{t(key)}}</option>
+        % end
+      </select>
+      <input type="text" name="note" value="{{call.note}}" maxlength="2000" dir="auto" aria-label="{{t('mark.note')}}" placeholder="{{t('mark.note')}}">
+      <button type="submit">{{t("mark.save")}}</button>
+      <a href="{{link(calls=calls_from, callers=callers_from)}}#call-{{call.ivrid}}">{{t("mark.cancel")}}</a>
+    </form>
+    % else:
+    % if call.mark:
+    <b class="mark-value">{{t("mark." + call.mark)}}</b>
+    % end
+    % if call.note:
+    <bdi class="note">{{call.note}}</bdi>
+    % end
+    <a href="{{link(calls=calls_from, callers=callers_from, edit=call.ivrid)}}#call-{{call.ivrid}}" class="edit-mark">{{t("mark.edit")}}</a>
+    % end
+  </td>
+</tr>
+% end
+</tbody>
+</table>
+% pages("calls", calls_from, summary.total)
+% end
+% end
 
 <h2>{{t("try.heading")}}</h2>
 <form method="get" action="" id="try-form">
@@ -36,58 +229,8 @@
 <pre id="try-json" dir="ltr">{{tried_json}}</pre>
 % end
 
-<h2>{{t("calls.title")}}</h2>
-<div class="nav">
-  <a href="?day={{(day - day.resolution).isoformat()}}">{{t("nav.previous")}}</a>
-  % if day < today:
-  <a href="?day={{(day + day.resolution).isoformat()}}">{{t("nav.next")}}</a>
-  <a href="?day={{today.isoformat()}}">{{t("nav.today")}}</a>
-  % end
-  <a href="calls.csv?day={{day.isoformat()}}" id="csv-link">{{t("nav.csv")}}</a>
-</div>
-<form method="get" action="" id="day-form">
-  <label for="day">{{t("day.label")}}</label>
-  <input type="date" id="day" name="day" value="{{day.isoformat()}}" max="{{today.isoformat()}}">
-  <button type="submit">{{t("day.submit")}}</button>
-</form>
-% if not recording:
-<p class="muted">{{t("calls.not_recording")}}</p>
-% elif calls_error:
-<p class="status error">{{calls_error}}</p>
-% elif not calls:
-<p class="muted" id="no-calls">{{t("calls.none")}}</p>
-% else:
-% missed = sum(1 for c in calls if c.outcome == "missed")
-<p><b>{{missed}}</b> {{t("summary.missed")}}, {{sum(1 for c in calls if c.outcome == "answered")}} {{t("summary.answered")}},
-   {{sum(1 for c in calls if c.outcome == "in progress")}} {{t("summary.in_progress")}}.</p>
-<table id="calls">
-<thead><tr><th>{{t("col.time")}}</th><th>{{t("col.outcome")}}</th><th>{{t("col.caller")}}</th><th>{{t("col.number")}}</th><th>{{t("col.tries")}}</th>
-<th>{{t("col.answered_by")}}</th><th>{{t("col.duration")}}</th><th>{{t("col.links")}}</th></tr></thead>
-<tbody>
-% for call in calls:
-<tr class="{{call.outcome.replace(' ', '-')}}">
-  <td dir="ltr">{{call.started.strftime("%H:%M:%S")}}</td>
-  <td class="outcome">{{t("outcome." + call.outcome, default=call.outcome)}}</td>
-  <td class="name"><bdi>{{call.name or t("caller.unknown")}}</bdi>
-    % if call.company and call.company != call.name:
-    <br><span class="muted"><bdi>{{call.company}}</bdi></span>
-    % end
-  </td>
-  <td dir="ltr">{{call.caller or t("caller.withheld")}}</td>
-  <td>{{call.tries}}</td>
-  <td><bdi>{{call.answered_by}}</bdi></td>
-  <td dir="ltr">{{"" if call.duration is None else "%d:%02d" % divmod(call.duration, 60)}}</td>
-  <td>
-    % if call.e164:
-    <a href="tel:{{call.e164}}">{{t("link.call_back")}}</a>
-    % end
-    % if call.url.startswith(("http://", "https://")):
-    · <a href="{{call.url}}" rel="noopener noreferrer" target="_blank">{{t("link.crm")}}</a>
-    % end
-  </td>
-</tr>
-% end
-</tbody>
-</table>
-% end
+<h2 id="cdr-heading">{{t("cdr.heading")}}</h2>
+<p class="muted" id="cdr-help">{{t("cdr.help")}}</p>
+<pre dir="ltr" id="cdr-url">{{cdr_url}}…</pre>
+<p class="muted">{{t("cdr.answers")}} <code dir="ltr">{"Err": 0, "Errdesc": "OK"}</code></p>
 <p class="muted">{{t("calls.footer")}} <a href="health">/health</a>.</p>

@@ -36,6 +36,9 @@
   tr.answered td.outcome { color: var(--ok); }
   .muted { color: var(--muted); }
   .nav a { margin-inline-end: 1rem; }
+  td form { margin: 0; gap: .35rem; }
+  #summary .count { margin-inline-end: .75rem; }
+  tr.waiting td.name b { color: var(--missed); }
   header.bar { display: flex; justify-content: flex-end; }
   header.bar form { margin: 0; }
   header.bar button { background: none; color: #1d4ed8; padding: 0; }

@@ -54,7 +54,7 @@
  · <bdi>{{contact.company}}</bdi>
 %     end
 </h2>
-<p class="muted">{{t("caller.from", source=contact.source, row=contact.row)}}</p>
+<p class="muted">{{t("caller.from", source="\u2068" + contact.source + "\u2069", row=contact.row)}}</p>
 <table class="columns">
 %     for header, text, kind in contact.columns:
 <tr><th><bdi>{{header}}</bdi></th><td>

@@ -3,27 +3,14 @@ Hebrew: a pop-up's URL followed to the caller's page, the add-contact flow, a ta
 link, a hostile name shown as text, the Hebrew page right to left. Screenshots go to
 docs/caller-known-LANG.png and docs/caller-unknown-LANG.png."""
 import hashlib
-import os
-import shutil
-from pathlib import Path
 
 import pytest
 
 from conftest import write_contacts
+# The browser and its skip-or-fail rule, shared with the login's browser test.
+from test_login_browser import DOCS, _browser
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-
-if not (CHROMIUM and CHROMEDRIVER):
-    if os.environ.get("POPUP_TEST_REQUIRE_BROWSER"):
-        pytest.fail("chromium and chromium-driver are required here "
-                    "(apt-get install chromium chromium-driver)", pytrace=False)
-    pytest.skip("needs Debian's chromium and chromium-driver", allow_module_level=True)
-
-from selenium import webdriver  # noqa: E402
 from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -34,19 +21,6 @@ ROWS = [
      "ירושלים", "prefers WhatsApp after 17:00"),
     ("John Doe", "Voicenter", "072-277-6772", "", "", "Tel Aviv", ""),
 ]
-
-
-def _browser(language):
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                     "--window-size=1000,800", f"--lang={language}"):
-        options.add_argument(argument)
-    options.add_experimental_option("prefs", {"intl.accept_languages": language})
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER),
-                              options=options)
-    driver.set_page_load_timeout(20)
-    return driver
 
 
 def _digest(path):

@@ -214,7 +214,7 @@ def test_an_added_contact_is_found_at_once_kept_apart_and_survives_a_restart(
         1, "<script>alert(1)</script>", "New Co")
     page = server.get(_path_of(url)).text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>" not in page
-    assert "wants a quote" in page and "From additions.csv, row 2" in page
+    assert "wants a quote" in page and "additions.csv\u2069, row 2" in page
     assert office.read_bytes() == office_bytes
     additions = tmp_path / "state" / "additions.csv"
     assert additions.read_text("utf-8").startswith("Name,Company,Phone,Notes")

@@ -170,6 +170,8 @@ def test_an_expired_link_gets_the_403_page_saying_so(start_server, tmp_path):
                          now=time.time() - 3 * 86400)
     refused = server.get(_path_of(old))
     assert refused.status == 403 and 'data-reason="expired"' in refused.text
+    _, fresh = _link(server, "0501111111")  # the pop-up's own link opens the page
+    assert "Ann Office" in server.get(_path_of(fresh)).text
 
 
 def test_a_signed_in_office_opens_any_callers_page_without_a_link(start_server, tmp_path,

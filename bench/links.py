@@ -7,6 +7,7 @@ sample contacts, the work of a /popup request) measured in the same run.
 
 Prints the median of the repeats and the ratio link / lookup."""
 import argparse
+import itertools
 import statistics
 import sys
 import timeit
@@ -36,11 +37,16 @@ def main(argv=None):
     link = per_call(lambda: ps.caller_link("https://popup.example.com", "+972722776772",
                                            secret), args.number, args.repeats)
     links = ps.CallerLinks(secret, 30)
+    numbers = itertools.count(972500000000)
+    first = per_call(lambda: links.link("https://popup.example.com", f"+{next(numbers)}"),
+                     args.number, args.repeats)
     repeat = per_call(lambda: links.link("https://popup.example.com", "+972722776772"),
                       args.number, args.repeats)
     print(f"lookup (answer_for, a hit): {lookup:.2f} us")
     print(f"caller_link():              {link:.2f} us")
     print(f"link / lookup:              {link / lookup:.2f}")
+    print(f"CallerLinks.link(), a number's first link: {first:.2f} us "
+          f"({first / lookup:.2f} of a lookup)")
     print(f"CallerLinks.link(), the same number again within the hour (a call's next "
           f"phase): {repeat:.2f} us ({repeat / lookup:.2f} of a lookup)")
 

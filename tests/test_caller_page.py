@@ -326,3 +326,18 @@ def test_a_link_notes_only_its_own_callers_calls(start_server, tmp_path):
     assert refused.status == 404, refused
     bad_mark = _post(server, other, "/call", {"ivrid": "other-call", "mark": "done"})
     assert bad_mark.status == 400, bad_mark
+
+
+def test_the_pop_ups_links_are_caller_links_that_verify():
+    secret = b"s" * 43
+    links = ps.CallerLinks(secret, 30)
+    before = int(time.time()) // 3600 * 3600
+    made = links.link("https://popup.example.com", "+972501111111")
+    after = int(time.time()) // 3600 * 3600  # (an hour may begin in between)
+    assert made in {ps.caller_link("https://popup.example.com", "+972501111111", secret,
+                                   30, now=hour) for hour in (before, after)}
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(made).query)
+    assert ps.verify_caller_link(secret, "+972501111111", query["e"][0],
+                                 query["s"][0]) == "ok"
+    again = links.link("https://popup.example.com", "+972501111111")
+    assert again is made or int(time.time()) // 3600 * 3600 != after

@@ -4611,6 +4611,19 @@ class ContactsHolder:
         """Load every source again at once; True when all serve new contacts."""
         return all([self.reload_source(source.location) for source in self.sources])
 
+    def withdraw_source(self, source):
+        """Stop serving `source` (one add_source() gave): its contacts leave the merge
+        at once. Its watcher keeps running and serves nothing; restore_source() takes
+        it back, so adding and removing never adds threads."""
+        with self._merging:
+            self.sources = [each for each in self.sources if each is not source]
+        self._serve_merged()
+
+    def restore_source(self, source):
+        """Serve a withdrawn source again, as the last (load it: reload_source())."""
+        with self._merging:
+            self.sources = [*self.sources, source]
+
     @contextlib.contextmanager
     def watching(self):
         """Keep every source up to date while inside: a FileWatcher per file and a
@@ -5437,6 +5450,48 @@ PAGE_TEXTS = {
     "months": ("January February March April May June July August September October "
                "November December",
                "ינואר פברואר מרץ אפריל מאי יוני יולי אוגוסט ספטמבר אוקטובר נובמבר דצמבר"),
+    # The caller's page (issue 13)
+    "caller.known": ("{count} contacts have this number, in the order of the files.",
+                     "ל-{count} אנשי קשר יש את המספר הזה, לפי סדר הקבצים."),
+    "caller.from": ("From {source}, row {row}", "מתוך {source}, שורה {row}"),
+    "caller.not_found": ("Nobody in the contacts has this number.",
+                         "אין באנשי הקשר אף אחד עם המספר הזה."),
+    "caller.national": ("Local", "מקומי"),
+    "caller.international": ("International", "בינלאומי"),
+    "caller.call": ("call", "חיוג"),
+    "caller.whatsapp": ("WhatsApp", "וואטסאפ"),
+    "caller.email": ("e-mail", "דוא״ל"),
+    "caller.add": ("Add as a contact", "הוספה כאיש קשר"),
+    "caller.add_help": ("Kept in this server's own list of added contacts, never in the "
+                        "office's file; the next pop-up shows the name.",
+                        "נשמר ברשימת אנשי הקשר שנוספו בשרת זה, לעולם לא בקובץ של המשרד; "
+                        "החלון הקופץ הבא יציג את השם."),
+    "caller.edit": ("Change this added contact", "שינוי איש הקשר שנוסף"),
+    "caller.save": ("Save", "שמירה"),
+    "caller.remove": ("Remove", "הסרה"),
+    "field.name": ("Name", "שם"),
+    "field.company": ("Company", "חברה"),
+    "field.phone": ("Phone", "טלפון"),
+    "field.notes": ("Notes", "הערות"),
+    "caller.calls": ("Recent calls", "שיחות אחרונות"),
+    "caller.no_calls": ("No calls with this number are recorded.",
+                        "לא נרשמו שיחות עם המספר הזה."),
+    "caller.note": ("Note", "הערה"),
+    "caller.mark": ("Mark", "סימון"),
+    "mark.none": ("not marked", "ללא סימון"),
+    "mark.handled": ("handled", "טופל"),
+    "mark.called back": ("called back", "חזרנו אליו"),
+    "caller.keep_note": ("Keep", "שמירה"),
+    "caller.need_name": ("Give a name or a company.", "נא למלא שם או חברה."),
+    "caller.too_long": ("A field is too long (at most {limit} characters).",
+                        "שדה ארוך מדי (לכל היותר {limit} תווים)."),
+    "caller.wrong_phone": ("The phone must be this caller's number.",
+                           "הטלפון חייב להיות המספר של המתקשר הזה."),
+    "caller.gone": ("That contact is no longer in the added contacts; reload the page.",
+                    "איש הקשר הזה כבר אינו ברשימת אנשי הקשר שנוספו; טענו את הדף מחדש."),
+    "caller.not_saved": ("Not saved: {error}", "לא נשמר: {error}"),
+    "caller.by_link": ("Opened from a pop-up link: this caller's page only.",
+                       "נפתח מקישור בחלון קופץ: הדף של המתקשר הזה בלבד."),
 }
 
 
@@ -5506,6 +5561,299 @@ def page_headers(nonce):
         "X-Frame-Options": "DENY",
         "Cache-Control": "no-store",
     }
+
+
+###############################################################################
+# The caller's page ###########################################################
+###############################################################################
+# What a pop-up's link opens when the office has no CRM: the caller's rows in every
+# source with every column, their calls, and the contacts the office adds from it,
+# kept in an additions file of the state folder (never in the office's own file).
+
+ADDITIONS_FILE_NAME = "additions.csv"
+ADDITIONS_HEADER = ("Name", "Company", "Phone", "Notes")
+#: Longest value of each field of the add-contact form, in characters.
+ADDITION_LIMITS = {"name": 200, "company": 200, "phone": 100, "notes": 2000}
+CALLER_PAGE_CALLS = 50  # the caller's latest calls shown (and that may be marked)
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_E_MAIL = re.compile(r"[^@\s<>\"'()]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}")
+
+
+class CallerLinks:
+    """The signed links pop-ups carry: caller_link()'s, for numbers written "+digits",
+    made with the key's HMAC state prepared once (verify_caller_link() checks them; a
+    test pins the two equal), and kept for the hour: the phases of a call (ringing,
+    answer, hang-up) share one, and a repeat costs a dict look-up. A link is dated from
+    the start of its hour, so it lasts at most an hour less than --link-days."""
+
+    def __init__(self, secret, days, kept=4096):
+        self.days, self.kept = days, kept
+        self.keyed = hmac.new(secret, digestmod="sha256")  # copied, never updated
+        self.made = {}  # (base, number) -> (hour, link); cleared whole when full
+
+    def link(self, base, number):
+        hour = int(time.time()) // 3600
+        made = self.made.get((base, number))
+        if made is not None and made[0] == hour:
+            return made[1]
+        expires = hour * 3600 + self.days * 86400
+        signing = self.keyed.copy()
+        signing.update(f"caller\n{number}\n{expires}".encode("ascii"))
+        signature = base64.urlsafe_b64encode(signing.digest()[:16])[:22].decode("ascii")
+        link = f"{base}/caller/{number}?e={expires}&s={signature}"
+        if len(self.made) >= self.kept:
+            self.made.clear()  # a bound, not a cache policy: links are cheap to remake
+        self.made[(base, number)] = (hour, link)
+        return link
+
+
+@dataclasses.dataclass(frozen=True)
+class CallerRow:
+    """One contact holding the caller's number, as its source has it."""
+
+    source: str          # the source's public name (no folder)
+    row: int             # the spreadsheet row (the header is row 1)
+    name: str
+    company: str
+    columns: tuple       # (header, text, kind) of its non-empty cells, in file order;
+                         # kind: "phone" (then text's numbers as E.164 follow: see
+                         # `numbers`), "email", "link" or "text"
+    numbers: dict        # header -> the E.164 numbers of that phone cell
+    addition: bool       # from the additions file (so it may be edited or removed)
+
+
+def rows_of_number(sources, key, additions_path=None):
+    """Every contact of `sources` (ContactsSources, in order) holding the number `key`,
+    in source then file order, with every column: the same rule as ContactIndex.find()
+    (the exact number, else its last --match-digits digits when no contact anywhere
+    has it exactly). Each source's file is read again in blocks (a page, not a pop-up:
+    the index keeps only what a pop-up answers); a file that cannot be read now gives
+    no rows."""
+    exact, by_suffix = [], []
+    for source in sources:
+        index = source.index
+        try:
+            found = _rows_holding(index, key, source.public_name,
+                                  additions_path is not None
+                                  and Path(index.source) == Path(additions_path))
+        except (ContactsFileError, _ReadAgain, OSError, ValueError) as error:
+            log.warning("the caller's page could not read %s again: %s", source.name,
+                        _first_line(error))
+            continue
+        exact.extend(found[0])
+        by_suffix.extend(found[1])
+    return exact or by_suffix
+
+
+def _rows_holding(index, key, source_name, addition):
+    """(rows holding `key` exactly, rows holding it by its last digits) of one
+    source's file, read with the settings its index was loaded with."""
+    choice, rules = index.columns, index.rules
+    modulus = 10 ** index.match_digits
+    suffix = key % modulus if key >= modulus else None
+    table = read_table(index.source, encoding=index.encoding,
+                       delimiter=index.delimiter, sheet=None)
+    exact, by_suffix, offset = [], [], 0
+    for block in table.blocks:
+        size = len(next(iter(block.values()))) if block else 0
+        if not size or not all(header in block for header in choice.phones):
+            offset += size
+            continue
+        keys, positions, _ = _block_pairs(block, size, offset, choice, rules, [],
+                                          index.first_row)
+        hits = set(positions[keys == key].tolist())
+        near = set() if suffix is None else set(
+            positions[(keys >= modulus) & (keys % modulus == suffix)].tolist())
+        for position in sorted(hits | near):
+            row = _caller_row(block, position - offset, choice, rules, source_name,
+                              position + index.first_row, addition)
+            (exact if position in hits else by_suffix).append(row)
+        offset += size
+    return exact, by_suffix
+
+
+def _caller_row(block, place, choice, rules, source_name, row, addition):
+    cells = {header: str(values[place]).strip() for header, values in block.items()}
+    name = _names({h: block[h][place:place + 1] for h in choice.name}, choice, 1)[0] \
+        if choice.name else ""
+    company = cells.get(choice.company, "") if choice.company else ""
+    columns, numbers = [], {}
+    for header, text in cells.items():
+        if not text:
+            continue
+        if header in choice.phones:
+            numbers[header] = [_e164(found) for found in cell_keys(text, rules)[0]]
+            kind = "phone"
+        elif _E_MAIL.fullmatch(text):
+            kind = "email"
+        elif is_web_link(text) and (header == choice.url or "://" in text[:10]):
+            kind = "link"
+        else:
+            kind = "text"
+        columns.append((header, text, kind))
+    return CallerRow(source_name, row, str(name).strip() or company, company,
+                     tuple(columns), numbers, addition)
+
+
+def number_forms(e164, region):
+    """(national, international) ways of writing a number, for people to read."""
+    try:
+        number = phonenumbers.parse(e164, region)
+    except phonenumbers.NumberParseException:
+        return e164, e164
+    return (phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL),
+            phonenumbers.format_number(number,
+                                       phonenumbers.PhoneNumberFormat.INTERNATIONAL))
+
+
+class AdditionRefused(Exception):
+    """A form the additions cannot take; `reason` names its page text."""
+
+    def __init__(self, reason, **values):
+        super().__init__(reason)
+        self.reason, self.values = reason, values
+
+
+class Additions:
+    """The contacts the office adds from callers' pages: a CSV of ADDITIONS_HEADER in
+    the state folder, served as the last source (a number in the office's own files
+    still wins its pop-up). Every change rewrites it whole and atomically (a new file
+    renamed over the old) and is served at once by holder.reload_source(); when the
+    last one is removed the source leaves the merge. The office's files are never
+    written. One change at a time."""
+
+    def __init__(self, path, holder):
+        self.path = Path(path)
+        self.holder = holder
+        self.lock = threading.Lock()
+        self.source = None  # once served: the holder's source of this file
+
+    def start(self):
+        """Serve the additions kept by an earlier run (logged, never fatal: the
+        office's contacts are served whatever becomes of this file)."""
+        try:
+            if self.rows():
+                self.source = self.holder.add_source(self.path)
+        except (ContactsFileError, AdditionRefused) as error:
+            log.error("%s: the contacts added from callers' pages are not served: %s",
+                      self.path, getattr(error, "values", {}).get("error", error))
+        return self
+
+    def add(self, key, fields):
+        with self.lock:
+            rows = self.rows()
+            rows.append(self._checked(key, fields))
+            self._write(rows)
+
+    def edit(self, key, row, fields):
+        with self.lock:
+            rows = self.rows()
+            rows[self._place(rows, key, row)] = self._checked(key, fields)
+            self._write(rows)
+
+    def remove(self, key, row):
+        with self.lock:
+            rows = self.rows()
+            del rows[self._place(rows, key, row)]
+            self._write(rows)
+
+    def rows(self):
+        """The kept rows, each a list in ADDITIONS_HEADER's order; [] with no file."""
+        try:
+            with open(self.path, encoding="utf-8-sig", newline="") as handle:
+                lines = list(csv.reader(handle))
+        except FileNotFoundError:
+            return []
+        except (OSError, UnicodeDecodeError, csv.Error) as error:
+            raise AdditionRefused("caller.not_saved",
+                                  error=f"{self.path.name}: {_first_line(error)}") from None
+        if not lines:
+            return []
+        places = [next((i for i, h in enumerate(lines[0]) if h.strip().lower()
+                        == wanted.lower()), None) for wanted in ADDITIONS_HEADER]
+        return [[line[i] if i is not None and i < len(line) else "" for i in places]
+                for line in lines[1:] if any(cell.strip() for cell in line)]
+
+    def _place(self, rows, key, row):
+        """The place in `rows` of spreadsheet row `row`, which must hold the number
+        `key` (a page may change only its own caller's contacts)."""
+        place = row - 2 if isinstance(row, int) else -1
+        if not 0 <= place < len(rows) or key not in cell_keys(
+                rows[place][2], self.holder.index.rules)[0]:
+            raise AdditionRefused("caller.gone")
+        return place
+
+    def _checked(self, key, fields):
+        values = {}
+        for name, limit in ADDITION_LIMITS.items():
+            text = str(fields.get(name) or "")
+            text = text.replace("\r\n", "\n") if name == "notes" else \
+                text.replace("\n", " ").replace("\r", " ")
+            text = _CONTROL_CHARACTERS.sub(" ", text).strip()
+            if len(text) > limit:
+                raise AdditionRefused("caller.too_long", limit=limit)
+            values[name] = text
+        if not (values["name"] or values["company"]):
+            raise AdditionRefused("caller.need_name")
+        if number_key(values["phone"], self.holder.index.rules)[0] != key:
+            raise AdditionRefused("caller.wrong_phone")
+        return [values["name"], values["company"], values["phone"], values["notes"]]
+
+    def _write(self, rows):
+        partial = self.path.with_name(self.path.name + ".part")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with open(partial, "w", encoding="utf-8", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(ADDITIONS_HEADER)
+                writer.writerows(rows)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(partial, self.path)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            raise AdditionRefused("caller.not_saved", error=f"{self.path.name}: "
+                                  f"{error.strerror or error}") from None
+        self._serve(bool(rows))
+
+    def _serve(self, has_rows):
+        holder = self.holder
+        served = self.source is not None and self.source in holder.sources
+        if not has_rows:
+            if served:
+                holder.withdraw_source(self.source)
+            if self.source is not None:  # its watcher: this version needs no reading
+                self.source.served_signature = file_signature(self.path)
+            return
+        try:
+            if self.source is None:
+                self.source = holder.add_source(self.path)
+                return
+            if not served:
+                holder.restore_source(self.source)
+            if not holder.reload_source(self.path):
+                raise ContactsFileError(self.path, self.source.last_error or "not served")
+        except ContactsFileError as error:
+            raise AdditionRefused("caller.not_saved", error=str(error)) from None
+
+
+def kept_additions(config):
+    """[the additions file] when it holds a contact (or cannot be read: --check then
+    says why), else []: its own source in --check."""
+    path = config.state_path / ADDITIONS_FILE_NAME
+    try:
+        return [path] if Additions(path, None).rows() else []
+    except AdditionRefused:
+        return [path]
+
+
+def caller_form_token(secret, number, how, session, query, door):
+    """The token the caller page's forms carry: the session's CSRF token, or, opened
+    by a link, one bound to that link (its number and expiry)."""
+    if how == "link":
+        return _signature(secret, "csrf", "caller", number, query.get("e") or "")
+    return door.csrf_token(session)
 
 
 ###############################################################################
@@ -5809,13 +6157,16 @@ def bottle_headers_direct():
 
 
 def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
-               password_hash=None):
+               password_hash=None, additions=None):
     """The Bottle application: /popup, /health and the office pages. `page_secret`
     (bytes) signs sessions and links (a random one for this process when None);
-    `password_hash` (hash_password()'s text) is the office login, None for none."""
+    `password_hash` (hash_password()'s text) is the office login, None for none;
+    `additions`: the Additions served (started), else one in the state folder."""
     app = bottle.Bottle(catchall=True)
     guard = AccessGuard(config)
     door = OfficeDoor(config, guard, page_secret or secrets.token_bytes(32), password_hash)
+    links = CallerLinks(door.secret, config.link_days)
+    additions = additions or Additions(config.state_path / ADDITIONS_FILE_NAME, holder)
     direct_headers = bottle_headers_direct()
     access_log = access_log or LoggingAccessLog(config.log_numbers)
 
@@ -5872,6 +6223,8 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
             access_log.popup(environ["REQUEST_METHOD"], fields, answer.total,
                              time.perf_counter() - started,
                              client or guard.client_address(environ))
+        if not answer.url and answer.key is not None:  # no CRM: this caller's own page
+            answer = answer._replace(url=links.link(door.base_url(environ), f"+{answer.key}"))
         return answer.json_bytes()
 
     @app.route("/popup", method="OPTIONS")
@@ -6028,11 +6381,108 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
     @app.get("/caller/<number>")
     @office_page
     def caller_page(number):
-        # Access only, for now: the page itself comes with issue 13.
+        return show_caller(number, *admit_caller(number))
+
+    def admit_caller(number):
+        """(how, session, query, key) of a caller's page or form: a signed link opens
+        `number` only (door.admit_caller()); a path that is no number is a 404."""
         environ = bottle.request.environ
-        how, session = door.admit_caller(environ, number, _query_fields(environ),
-                                         asked_path())
-        return render_page("caller", session=session, number=number, by_link=how == "link")
+        query = _query_fields(environ)
+        how, session = door.admit_caller(environ, number, query, asked_path())
+        key = number_key(number, holder.index.rules)[0] if len(number) <= 40 else None
+        if key is None:
+            raise bottle.HTTPError(404, "no such caller: /caller/ takes a phone number")
+        return how, session, query, key
+
+    def show_caller(number, how, session, query, key, status=200, problem=None,
+                    form=None):
+        e164 = f"+{key}"
+        contacts = rows_of_number(holder.sources, key, additions.path)
+        calls, calls_error = _calls_or_error(recorder, lambda path: calls_of_number(
+            path, e164, names=names, limit=CALLER_PAGE_CALLS, **day_options))
+        national, international = number_forms(e164, config.region)
+        link_query = urlencode({"e": query["e"], "s": query["s"]}) if how == "link" else ""
+        return render_page(
+            "caller", status, session=session, number=number, e164=e164,
+            number_path=quote(number, safe="+"),
+            national=national, international=international, contacts=contacts,
+            calls=calls or [], calls_error=calls_error, recording=recorder is not None,
+            by_link=how == "link", link_query=link_query, problem=problem,
+            form=form or {"phone": national},
+            form_token=caller_form_token(door.secret, number, how, session, query, door))
+
+    def caller_form(number):
+        """(fields, how, session, query, key) of a caller page's POST, refused
+        (the 403 page) unless it comes from that page: same origin, its token."""
+        how, session, query, key = admit_caller(number)
+        environ = bottle.request.environ
+        fields = _body_fields(environ, config.max_body)
+        if how == "link":
+            wanted = caller_form_token(door.secret, number, how, session, query, door)
+            if not door.same_origin(environ) or not hmac.compare_digest(
+                    (fields.get("csrf") or "").encode("utf-8"), wanted.encode("ascii")):
+                raise PageDenied("form")
+        else:
+            door.check_form(environ, fields, session)
+        return fields, how, session, query, key
+
+    def back_to_caller(number, how, query, anchor):
+        path = "/caller/" + quote(number, safe="+")
+        if how == "link":
+            path += "?" + urlencode({"e": query["e"], "s": query["s"]})
+        raise bottle.HTTPResponse(status=303, headers={"Location": path + anchor,
+                                                       "Cache-Control": "no-store"})
+
+    @app.post("/caller/<number>/contact")
+    @office_page
+    def caller_contact(number):
+        """Add (no row), edit (row) or remove (row, remove=1) a contact of the
+        additions file holding this caller's number."""
+        fields, how, session, query, key = caller_form(number)
+        row = fields.get("row") or ""
+        try:
+            if not row:
+                additions.add(key, fields)
+            elif not row.isdigit() or len(row) > 9:
+                raise AdditionRefused("caller.gone")
+            elif fields.get("remove"):
+                additions.remove(key, int(row))
+            else:
+                additions.edit(key, int(row), fields)
+        except AdditionRefused as refused:
+            return show_caller(number, how, session, query, key, 400,
+                               problem=(refused.reason, refused.values),
+                               form={name: fields.get(name) or ""
+                                     for name in ADDITION_LIMITS})
+        log.info("a contact of the additions was %s from a caller's page",
+                 "added" if not row else "removed" if fields.get("remove") else "changed")
+        back_to_caller(number, how, query, "#contacts")
+
+    @app.post("/caller/<number>/call")
+    @office_page
+    def caller_call_note(number):
+        """A note and a mark (handled, called back, or none) on one of this caller's
+        calls: the calls page and /calls.csv show them."""
+        fields, how, session, query, key = caller_form(number)
+        ivrid, mark = fields.get("ivrid") or "", fields.get("mark") or ""
+        note = _CONTROL_CHARACTERS.sub(" ", (fields.get("note") or "").replace("\r\n", "\n"))
+        if recorder is None:
+            raise bottle.HTTPError(503, "calls are not recorded here (--calls-db \"\")")
+        if mark not in ("", *CALL_MARKS) or len(note) > MAX_NOTE:
+            raise bottle.HTTPError(400, f"mark is one of {', '.join(CALL_MARKS)} or "
+                                        f"empty, and a note has at most {MAX_NOTE} characters")
+        calls, calls_error = _calls_or_error(recorder, lambda path: calls_of_number(
+            path, f"+{key}", limit=CALLER_PAGE_CALLS, **day_options))
+        if calls_error:
+            raise bottle.HTTPError(503, calls_error)
+        if not any(call.ivrid == ivrid for call in calls):
+            raise bottle.HTTPError(404, "no such call of this caller")
+        try:
+            mark_call(recorder.path, ivrid, mark, note.strip())
+        except sqlite3.Error as error:
+            log.error("could not keep a call's note in %s: %s", recorder.path, error)
+            raise bottle.HTTPError(503, "the note could not be kept; try again") from None
+        back_to_caller(number, how, query, "#calls")
 
     @app.get("/login")
     def login_page():
@@ -6798,9 +7248,10 @@ def _run_check(config):
     """Print how each source loads (a link is downloaded afresh and kept nowhere), and
     with several, the total; the worst outcome decides the exit status."""
     status, indexes = ExitStatus.SUCCESS, []
-    several = len(config.contacts) > 1
+    locations = [*config.contacts, *kept_additions(config)]
+    several = len(locations) > 1
     with tempfile.TemporaryDirectory(prefix="popup-check-") as downloads:
-        for location in config.contacts:
+        for location in locations:
             source = make_source(location, config, downloads)
             if several:
                 print(f"== {source.name}")
@@ -6821,7 +7272,7 @@ def _run_check(config):
     if several:
         merged = merge_indexes(indexes) if indexes else None
         print(f"== in total: {merged.contacts if merged else 0} contacts can be found "
-              f"in {len(indexes)} of {len(config.contacts)} sources, "
+              f"in {len(indexes)} of {len(locations)} sources, "
               f"{merged.numbers if merged else 0} distinct numbers")
     return status
 
@@ -6866,7 +7317,9 @@ def main(argv=None, environ=None):
         log.info("recording calls in %s (kept %d days)", config.calls_path,
                  config.calls_keep_days)
     access_log = AccessLog(log_output, config.log_numbers)
-    app = create_app(config, holder, recorder, access_log, page_secret, password_hash)
+    additions = Additions(config.state_path / ADDITIONS_FILE_NAME, holder).start()
+    app = create_app(config, holder, recorder, access_log, page_secret, password_hash,
+                     additions)
     tune_for_serving()
     _stop_on_sigterm()
     try:

@@ -1,11 +1,13 @@
-"""What a signed caller link (issue 13) would add to every pop-up answer: microseconds
-to make one with caller_link(), against one lookup (answer_for() of a hit on the
+"""What a signed caller link (issue 13) adds to a pop-up answer without a URL: microseconds
+to make one with caller_link(), and to find it again with CallerLinks (as /popup does),
+against one lookup (answer_for() of a hit on the
 sample contacts, the work of a /popup request) measured in the same run.
 
     python bench/links.py [--number 200000] [--repeats 7]
 
 Prints the median of the repeats and the ratio link / lookup."""
 import argparse
+import itertools
 import statistics
 import sys
 import timeit
@@ -34,9 +36,19 @@ def main(argv=None):
                       args.number, args.repeats)
     link = per_call(lambda: ps.caller_link("https://popup.example.com", "+972722776772",
                                            secret), args.number, args.repeats)
+    links = ps.CallerLinks(secret, 30)
+    numbers = itertools.count(972500000000)
+    first = per_call(lambda: links.link("https://popup.example.com", f"+{next(numbers)}"),
+                     args.number, args.repeats)
+    repeat = per_call(lambda: links.link("https://popup.example.com", "+972722776772"),
+                      args.number, args.repeats)
     print(f"lookup (answer_for, a hit): {lookup:.2f} us")
     print(f"caller_link():              {link:.2f} us")
     print(f"link / lookup:              {link / lookup:.2f}")
+    print(f"CallerLinks.link(), a number's first link: {first:.2f} us "
+          f"({first / lookup:.2f} of a lookup)")
+    print(f"CallerLinks.link(), the same number again within the hour (a call's next "
+          f"phase): {repeat:.2f} us ({repeat / lookup:.2f} of a lookup)")
 
 
 if __name__ == "__main__":

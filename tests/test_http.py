@@ -231,7 +231,8 @@ def test_empty_or_withheld_caller_id_is_ok_with_no_match(server, phone):
 def test_unknown_number_is_ok_with_total_zero_and_empty_fields(server):
     answer = server.lookup("0509999871")
     assert_not_found(answer)
-    assert answer["URL"] == "", answer
+    # No --no-match-url: the link to the caller's own page (issue 13).
+    assert answer["URL"].startswith(server.url + "/caller/+972509999871?e="), answer
 
 
 # --------------------------------------------------------------------------

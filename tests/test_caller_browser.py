@@ -1,0 +1,102 @@
+"""Issue 13 in a real browser (Debian's headless Chromium, Selenium), in English and in
+Hebrew: a pop-up's URL followed to the caller's page, the add-contact flow, a tampered
+link, a hostile name shown as text, the Hebrew page right to left. Screenshots go to
+docs/caller-known-LANG.png and docs/caller-unknown-LANG.png."""
+import hashlib
+
+import pytest
+
+from conftest import write_contacts
+# The browser and its skip-or-fail rule, shared with the login's browser test.
+from test_login_browser import DOCS, _browser
+
+from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+HEADER = ("שם", "Company", "Phone", "Mobile", "E-mail", "City", "Notes")
+ROWS = [
+    ("נועה כהן", "Cohen & Partners Ltd", "02-6543210", "054-1234567", "noa@example.com",
+     "ירושלים", "prefers WhatsApp after 17:00"),
+    ("John Doe", "Voicenter", "072-277-6772", "", "", "Tel Aviv", ""),
+]
+
+
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _right_to_left(browser):
+    """The page's direction, and whether its heading hugs the right edge."""
+    direction = browser.execute_script(
+        "return getComputedStyle(document.body).direction")
+    heading = browser.find_element(By.TAG_NAME, "h1")
+    span = browser.execute_script(
+        "const r = document.createRange(); r.selectNodeContents(arguments[0]);"
+        "const b = r.getBoundingClientRect(), p = arguments[0].getBoundingClientRect();"
+        "return [b.left - p.left, p.right - b.right];", heading)
+    return direction == "rtl" and span[1] < span[0]
+
+
+@pytest.mark.parametrize("language", ["en-US", "he-IL"])
+def test_a_pop_ups_link_opens_the_callers_page_with_every_column(start_server, tmp_path,
+                                                                 language):
+    office = write_contacts(tmp_path / "office.csv", ROWS, header=HEADER)
+    server = start_server(office, "--calls-db", tmp_path / "calls.sqlite")
+    answer = server.lookup("0541234567", ivrid="call-1", statusCall="Ringing")
+    assert answer["TOTAL"] == 1 and answer["URL"].startswith(server.url + "/caller/")
+    browser = _browser(language)
+    try:
+        browser.get(answer["URL"])
+        assert browser.find_element(By.ID, "caller-name").text == "נועה כהן"
+        assert browser.find_element(By.ID, "caller-company").text == "Cohen & Partners Ltd"
+        shown = browser.find_element(By.ID, "contacts").text
+        for header, value in zip(HEADER, ROWS[0]):
+            assert header in shown and value in shown, (header, value)
+        assert browser.find_element(By.CSS_SELECTOR, 'a[href="mailto:noa@example.com"]')
+        assert browser.find_element(By.CSS_SELECTOR, 'a[href="https://wa.me/972541234567"]')
+        assert _right_to_left(browser) == language.startswith("he")
+        DOCS.mkdir(exist_ok=True)
+        assert browser.save_screenshot(str(DOCS / f"caller-known-{language[:2]}.png"))
+
+        tampered = answer["URL"].replace("972541234567", "972541234568")
+        browser.get(tampered)
+        reason = browser.find_element(By.ID, "denied-reason")
+        assert reason.get_attribute("data-reason") == "tampered"
+        assert "Cohen" not in browser.page_source
+    finally:
+        browser.quit()
+
+
+@pytest.mark.parametrize("language", ["en-US", "he-IL"])
+def test_adding_an_unknown_caller_from_the_page(start_server, tmp_path, language):
+    office = write_contacts(tmp_path / "office.csv", ROWS, header=HEADER)
+    before = _digest(office)
+    server = start_server(office)
+    answer = server.lookup("0509999871")
+    assert answer["TOTAL"] == 0
+    browser = _browser(language)
+    try:
+        browser.get(answer["URL"])
+        assert browser.find_element(By.ID, "not-found")
+        assert browser.find_element(By.ID, "caller-national").text == "050-999-9871"
+        assert _right_to_left(browser) == language.startswith("he")
+        assert browser.save_screenshot(str(DOCS / f"caller-unknown-{language[:2]}.png"))
+        name = "<script>alert(1)</script>"
+        browser.find_element(By.ID, "add-name").send_keys(name)
+        browser.find_element(By.ID, "add-company").send_keys("Galil Systems")
+        browser.find_element(By.ID, "add-notes").send_keys("asked for a quote")
+        browser.find_element(By.CSS_SELECTOR, "#add-form button").click()
+        WebDriverWait(browser, 10).until(
+            expected_conditions.presence_of_element_located((By.ID, "caller-name")))
+        with pytest.raises(NoAlertPresentException):
+            browser.switch_to.alert.text  # noqa: B018 (the script never ran)
+        assert browser.find_element(By.ID, "caller-name").text == name
+        assert "asked for a quote" in browser.find_element(By.ID, "contacts").text
+    finally:
+        browser.quit()
+    found = server.lookup("0509999871")
+    assert (found["TOTAL"], found["CLIENTNAME"], found["COMPANY"]) == (1, name,
+                                                                       "Galil Systems")
+    assert _digest(office) == before

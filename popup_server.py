@@ -4122,13 +4122,12 @@ def _redact_query(query):
 
 
 def public_link(url):
-    """A link as /health shows it to anyone: its site and the last part of its path,
-    never a password, a query or the rest of the path (a shared sheet's link is the
-    key to it)."""
+    """A link as /health shows it to anyone: its site and a short hash telling two
+    links apart, never any part of its path, query or password (a shared sheet's or a
+    share link's path is the key to it)."""
     parts = urllib.parse.urlsplit(url)
     host = parts.netloc.rpartition("@")[2]
-    last = parts.path.rstrip("/").rpartition("/")[2]
-    return f"{parts.scheme}://{host}/" + (f".../{last}" if last else "")
+    return f"{parts.scheme}://{host}/ (link {hashlib.sha256(url.encode()).hexdigest()[:8]})"
 
 
 def sheet_export_url(url):
@@ -4191,7 +4190,7 @@ def download_link(url, target, *, timeout, max_bytes, etag=None, modified=None):
         opener = urllib.request.build_opener(_Redirects)
         with opener.open(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length", "")
-            if length.isdigit() and int(length) > max_bytes:
+            if length.isascii() and length.isdigit() and int(length) > max_bytes:
                 raise DownloadFailed(f"the site sends {int(length):,} bytes, more than "
                                      f"--url-max-bytes ({max_bytes:,})")
             size = 0
@@ -5104,7 +5103,8 @@ def caller_link(base_url, number, secret, days=30, now=None):
 def verify_caller_link(secret, number, expires, signature, now=None):
     """"ok", or why the link does not open `number`'s page: "tampered" (the number,
     the expiry or the signature changed; compared in constant time) or "expired"."""
-    if not (isinstance(expires, str) and expires.isdigit() and len(expires) <= 12
+    if not (isinstance(expires, str) and expires.isascii() and expires.isdigit()
+            and len(expires) <= 12
             and isinstance(signature, str) and signature.isascii()):
         return "tampered"
     wanted = _signature(secret, "caller", number, int(expires))
@@ -5197,7 +5197,8 @@ class OfficeDoor:
         cookie = bottle.request.get_cookie(self.cookie_name) or ""
         expires, _, rest = cookie.partition(".")
         nonce, _, signature = rest.partition(".")
-        if not (expires.isdigit() and len(expires) <= 12 and nonce and signature.isascii()):
+        if not (expires.isascii() and expires.isdigit() and len(expires) <= 12 and nonce
+                and signature.isascii()):
             return None
         wanted = _signature(self.secret, "session", self.password_hash, expires, nonce)
         if not hmac.compare_digest(wanted.encode("ascii"), signature.encode("ascii")):
@@ -5261,7 +5262,10 @@ class OfficeDoor:
         ours = {self.guard.request_origin(environ)[1].lower()}
         if self.config.public_url:
             ours.add(urlsplit(self.config.public_url).netloc.lower())
-        parts = urlsplit(origin.strip())
+        try:
+            parts = urlsplit(origin.strip())
+        except ValueError:  # "http://[x": no site at all
+            return False
         return parts.scheme in ("http", "https") and parts.netloc.lower() in ours
 
     # Who may see a page -----------------------------------------------------------
@@ -6443,7 +6447,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
         try:
             if not row:
                 additions.add(key, fields)
-            elif not row.isdigit() or len(row) > 9:
+            elif not (row.isascii() and row.isdigit()) or len(row) > 9:
                 raise AdditionRefused("caller.gone")
             elif fields.get("remove"):
                 additions.remove(key, int(row))

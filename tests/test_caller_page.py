@@ -341,3 +341,20 @@ def test_the_pop_ups_links_are_caller_links_that_verify():
                                  query["s"][0]) == "ok"
     again = links.link("https://popup.example.com", "+972501111111")
     assert again is made or int(time.time()) // 3600 * 3600 != after
+
+
+@pytest.mark.parametrize("expires", ["%C2%B2", "%D9%A3"])  # a superscript two, an Arabic three
+def test_a_link_expiry_of_non_ascii_digits_is_tampered_never_a_5xx(start_server, expires):
+    server = start_server(SAMPLE_CONTACTS, "--office-password", OFFICE_PASSWORD)
+    resp = server.get(f"/caller/+972722776772?e={expires}&s=x")
+    assert resp.status == 403 and 'data-reason="tampered"' in resp.text, resp.text
+
+
+@pytest.mark.parametrize("origin", ["http://[x", "http://[::1"])
+def test_a_malformed_origin_on_a_form_is_refused_never_a_5xx(start_server, origin):
+    server = start_server(SAMPLE_CONTACTS, "--office-password", OFFICE_PASSWORD)
+    for path in ("/login", "/logout"):
+        resp = server.request("POST", path, body=b"csrf=1&password=x",
+                              headers={"Origin": origin,
+                                       "Content-Type": "application/x-www-form-urlencoded"})
+        assert 400 <= resp.status < 500, (path, resp.status, resp.text)

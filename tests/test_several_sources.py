@@ -60,7 +60,9 @@ def test_files_of_several_kinds_and_a_link_are_served_as_one(start_server, site,
     assert status == 200 and body["contacts"] == 2 + 3 + 2, body
     assert [(s["source"], s["contacts"], s["last_error"]) for s in body["sources"]] == [
         ("customers.csv", 2, None), ("Contacts.vcf", 3, None),
-        (f"{site.url}/.../suppliers.csv", 2, None)], body
+        (ps.public_link(f"{site.url}/suppliers.csv"), 2, None)], body
+    assert body["sources"][2]["source"].startswith(f"{site.url}/ (link "), body
+    assert "suppliers" not in body["sources"][2]["source"], body  # no part of the path
     assert all(s["loaded_at"] for s in body["sources"]), body
     assert str(tmp_path) not in server.get("/health").text
 

@@ -118,7 +118,8 @@ def test_a_link_is_served_and_its_changes_polled_with_etags(start_server, site, 
     assert server.lookup("0501111111")["TOTAL"] == 0
     health = server.health()
     assert health["status"] == "ok" and health["contacts"] == 1, health
-    assert health["source"] == f"{site.url}/.../c.csv", health
+    assert health["source"].startswith(f"{site.url}/ (link "), health
+    assert "c.csv" not in health["source"], health  # no part of the path: it may be a key
 
 
 def test_last_modified_is_sent_back_and_a_304_keeps_the_contacts(start_server, site,

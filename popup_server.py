@@ -3046,6 +3046,9 @@ _INSERT_JSON_BATCH = ("INSERT OR IGNORE INTO events SELECT " + ", ".join(
 _INSERT_ROW = "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 _WRITE_BATCH = 1_000  # events a statement: an event can be ~128 KiB (body and query)
 RECORD_BACKLOG = 20_000  # events waiting for the disk (~1 KiB each); more are dropped
+#: Seconds a CDR waits for its turn, then for a locked database, before it is answered
+#: with a non-zero Err (Voicenter sends it again): a request thread is never held longer.
+CDR_WAIT = 1.0
 _RETRY_AT_MOST = 2.0  # seconds between tries of a failing database, at most
 _STOP_TRIES_FOR = 5.0  # seconds a stop keeps trying to write what waits
 
@@ -3626,12 +3629,12 @@ def _prepare_schema(connection):
 
 
 @contextlib.contextmanager
-def _writing(path):
+def _writing(path, busy_timeout=5.0):
     """A connection for one write outside the recorder (a CDR, a mark), in one
     transaction, committed with the disk's flush (synchronous=FULL) before it returns:
     what is acknowledged stays stored even through a power cut."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    connection = sqlite3.connect(path, timeout=5.0, isolation_level=None)
+    connection = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
     try:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=FULL")
@@ -3734,13 +3737,13 @@ def cdr_row(fields, region, received_at):
             _cdr_text(fields.get("record")), raw)
 
 
-def store_cdr(path, fields, region=DEFAULTS["region"]):
+def store_cdr(path, fields, region=DEFAULTS["region"], busy_timeout=5.0):
     """Store one CDR in the calls database at `path`, committed to disk before it
     returns; True when new, False when a record with its ivruniqueid was already
     stored (Voicenter re-sends: the first one is kept). CdrError: the CDR cannot be
     stored as sent; sqlite3.Error/OSError: the database failed (worth re-sending)."""
     row = cdr_row(fields, region, time.time())
-    with _writing(path) as connection:
+    with _writing(path, busy_timeout) as connection:
         return connection.execute(
             f"INSERT OR IGNORE INTO cdrs VALUES ({', '.join('?' * len(row))})",
             row).rowcount == 1
@@ -6355,6 +6358,8 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
                                    f'attachment; filename="calls-{day.isoformat()}.csv"')
         return (line.encode("utf-8") for line in calls_csv_lines(calls or ()))
 
+    cdr_turn = threading.Lock()
+
     @app.post("/cdr", skip=True)
     def cdr():
         """Voicenter's CDR notification: stored (committed) before {"Err": 0} is
@@ -6366,7 +6371,14 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
             if recorder is None:
                 raise bottle.HTTPError(503, "calls are not recorded here (--calls-db \"\")")
             fields = _body_fields(environ, config.max_body, _cdr_json)
-            stored = store_cdr(recorder.path, fields, config.region)
+            # One CDR stored at a time, waiting at most CDR_WAIT for the database: a
+            # locked database must never hold the threads that answer pop-ups.
+            if not cdr_turn.acquire(timeout=CDR_WAIT):
+                raise bottle.HTTPError(503, "busy storing another CDR; send it again")
+            try:
+                stored = store_cdr(recorder.path, fields, config.region, CDR_WAIT)
+            finally:
+                cdr_turn.release()
         except bottle.HTTPError as error:
             bottle.response.status = error.status_code
             return _cdr_answer(error.status_code, error.body)

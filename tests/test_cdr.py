@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import sqlite3
+import threading
 import time
 import urllib.parse
 
@@ -158,3 +159,30 @@ def test_a_refusal_before_the_route_still_answers_an_err(cdr_server):
     # Voicenter reads only Err: a wrong method answered without it would look stored.
     resp = cdr_server.request("GET", "/cdr")
     assert resp.status == 405 and resp.json()["Err"] != 0, resp.text
+
+
+def test_a_locked_database_answers_cdrs_with_an_err_and_never_holds_up_pop_ups(
+        cdr_server, db):
+    assert cdr_server.post_json("/cdr", cdr("L0")).json() == OK  # the database exists
+    holder = sqlite3.connect(db, isolation_level=None, timeout=10)
+    holder.execute("BEGIN IMMEDIATE")  # another program holding the write lock
+    try:
+        answers = []
+        senders = [threading.Thread(target=lambda n=n: answers.append(
+            cdr_server.post_json("/cdr", cdr(f"L{n + 1}")))) for n in range(6)]
+        for sender in senders:
+            sender.start()
+        time.sleep(0.3)  # the CDRs are waiting on the lock (or their turn) meanwhile
+        started = time.monotonic()
+        assert cdr_server.lookup("0722776772")["CLIENTNAME"] == "John Doe"
+        popup_seconds = time.monotonic() - started
+        for sender in senders:
+            sender.join(30)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert all(resp.status == 503 and resp.json()["Err"] != 0 for resp in answers), [
+        (resp.status, resp.text) for resp in answers]
+    # Before: 6 CDRs held all 4 request threads for 5 s each; now at most one is busy.
+    assert popup_seconds < 4, popup_seconds
+    assert cdr_server.post_json("/cdr", cdr("L9")).json() == OK  # and it works again

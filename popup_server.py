@@ -4172,10 +4172,21 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
             raise DownloadFailed(f"the site redirected to a link that is not http or "
                                  f"https ({code})")
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and (urllib.parse.urlsplit(newurl).hostname
-                                != urllib.parse.urlsplit(req.full_url).hostname):
+        if new is not None and not _same_site(req.full_url, newurl):
             new.remove_header("Authorization")
         return new
+
+
+def _same_site(old, new):
+    """True when `new` may be sent `old`'s password: the same host and port, and never
+    from https down to http."""
+    def site(url):
+        parts = urllib.parse.urlsplit(url)
+        scheme = parts.scheme.lower()
+        return scheme, parts.hostname, parts.port or (443 if scheme == "https" else 80)
+    (old_scheme, old_host, old_port), (new_scheme, new_host, new_port) = site(old), site(new)
+    return (old_host, old_port) == (new_host, new_port) and (
+        old_scheme == new_scheme or new_scheme == "https")
 
 
 def download_link(url, target, *, timeout, max_bytes, etag=None, modified=None):
@@ -4189,8 +4200,24 @@ def download_link(url, target, *, timeout, max_bytes, etag=None, modified=None):
     if modified:
         request.add_header("If-Modified-Since", modified)
     deadline = time.monotonic() + timeout
+    # The socket timeout bounds each read only: a site sending a header line every few
+    # seconds would never end. At the deadline the connections are cut instead.
+    connections = _CutAtDeadline(timeout)
     try:
-        opener = urllib.request.build_opener(_Redirects)
+        with connections:
+            validators = _download(request, target, connections, deadline, max_bytes)
+    except DownloadFailed:
+        if not connections.cut:
+            raise
+    if connections.cut:  # a cut answer may even look whole (its headers ended by EOF)
+        raise DownloadFailed(f"no whole answer within --url-timeout ({timeout:g} s)")
+    return validators
+
+
+def _download(request, target, connections, deadline, max_bytes):
+    timeout = connections.timeout
+    try:
+        opener = urllib.request.build_opener(_Redirects, *connections.handlers())
         with opener.open(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length", "")
             if length.isascii() and length.isdigit() and int(length) > max_bytes:
@@ -4228,6 +4255,62 @@ def download_link(url, target, *, timeout, max_bytes, etag=None, modified=None):
             from None
     except (OSError, http.client.HTTPException, ValueError) as error:
         raise DownloadFailed(f"the download broke off ({type(error).__name__})") from None
+
+
+class _CutAtDeadline:
+    """The connections of one download, shut down by a timer `timeout` seconds after
+    the start if still open (then `cut` is True)."""
+
+    def __init__(self, timeout):
+        self.timeout = timeout
+        self.cut = False
+        self._sockets = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(timeout, self._cut_all)
+        self._timer.daemon = True
+
+    def __enter__(self):
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._timer.cancel()
+
+    def _cut_all(self):
+        with self._lock:
+            self.cut = True
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the reader wakes
+
+    def _opened(self, sock):
+        with self._lock:
+            self._sockets.append(sock)
+            if self.cut:
+                with contextlib.suppress(OSError):
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def handlers(self):
+        """urllib handlers whose connections are registered to be cut."""
+        opened = self._opened
+
+        class HTTP(urllib.request.HTTPHandler):
+            def http_open(self, req):
+                class Connection(http.client.HTTPConnection):
+                    def connect(self):
+                        super().connect()
+                        opened(self.sock)
+                return self.do_open(Connection, req)
+
+        class HTTPS(urllib.request.HTTPSHandler):
+            def https_open(self, req):
+                class Connection(http.client.HTTPSConnection):
+                    def connect(self):
+                        super().connect()
+                        opened(self.sock)
+                return self.do_open(Connection, req, context=self._context)
+
+        return HTTP(), HTTPS()
 
 
 def _link_request(url):
@@ -7316,6 +7399,9 @@ def main(argv=None, environ=None):
         return ExitStatus.ERROR
     if config.check:
         return _run_check(config)
+    # What the server writes (calls, downloads, additions) holds callers' numbers and
+    # contacts: its owner's only, even in a state folder others may read.
+    os.umask(0o077)
     log_output = _configure_logging()
     tune_for_loading()
     try:

@@ -180,3 +180,16 @@ def test_a_state_folder_that_cannot_be_made_is_one_line_and_exit_2(run_cli, tmp_
     err = result.stderr.decode()
     assert f"{in_the_way / 'state'}: cannot make the state folder" in err
     assert "Traceback" not in err
+
+
+def test_files_the_server_writes_are_its_owners_only_in_a_shared_state_folder(
+        start_server, tmp_path):
+    state = tmp_path / "shared-state"
+    state.mkdir(mode=0o755)
+    state.chmod(0o755)  # whatever the umask: a folder others may read
+    server = start_server(SAMPLE_CONTACTS, "--state-dir", state,
+                          "--calls-db", state / "calls.sqlite")
+    server.get("/popup", params={"phone": "0722776772", "ivrid": "u1", "status": "Ringing"})
+    wait_until(lambda: (state / "calls.sqlite").exists(), what="the calls database")
+    for path in state.iterdir():
+        assert path.stat().st_mode & 0o077 == 0, (path.name, oct(path.stat().st_mode))

@@ -3,6 +3,8 @@ loopback (tests/linksite.py) and the real server process."""
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 
 import pytest
@@ -277,3 +279,49 @@ def test_a_link_of_another_scheme_is_refused_without_its_password(run_cli, state
     err = result.stderr.decode()
     assert "only http:// and https:// links" in err and SECRETS[0] not in err, err
     assert "ftp://***@127.0.0.1/c.csv" in err, err
+
+
+def test_a_site_trickling_its_headers_is_cut_at_the_timeout(tmp_path):
+    # A header line every 0.3 s: each read is quick, so only a deadline for the whole
+    # answer ends it (before, the download, the poller and start-up waited forever).
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle():
+        connection, _ = listener.accept()
+        with connection:
+            connection.sendall(b"HTTP/1.1 200 OK\r\n")
+            while not stop.wait(0.3):
+                try:
+                    connection.sendall(b"X-Slow: yes\r\n")
+                except OSError:
+                    return
+    site = threading.Thread(target=trickle, daemon=True)
+    site.start()
+    outcome = []
+
+    def download():
+        try:
+            ps.download_link(f"http://127.0.0.1:{listener.getsockname()[1]}/c.csv",
+                             tmp_path / "c.csv", timeout=1.5, max_bytes=1 << 20)
+        except ps.DownloadFailed as error:
+            outcome.append(str(error))
+    downloader = threading.Thread(target=download, daemon=True)
+    downloader.start()
+    downloader.join(30)
+    stop.set()
+    listener.close()
+    assert not downloader.is_alive(), "the download never ended"
+    assert outcome == ["no whole answer within --url-timeout (1.5 s)"], outcome
+
+
+@pytest.mark.parametrize("old, new, kept", [
+    ("http://u:p@127.0.0.1:8000/a", "http://127.0.0.1:8000/b", True),
+    ("http://u:p@127.0.0.1:8000/a", "https://127.0.0.1:8000/b", True),
+    ("http://u:p@127.0.0.1:8000/a", "http://127.0.0.1:8001/b", False),  # another port
+    ("https://u:p@example.com/a", "http://example.com/b", False),  # down to plain http
+    ("https://u:p@example.com/a", "https://example.com:443/b", True),
+    ("https://u:p@example.com/a", "https://other.example.com/b", False),
+])
+def test_a_links_password_follows_a_redirect_only_to_the_same_site(old, new, kept):
+    assert ps._same_site(old, new) is kept

@@ -5434,7 +5434,6 @@ PAGE_TEXTS = {
                     "הטופס נדחה: הוא הגיע מאתר אחר או מדף שנפתח לפני כניסה מחדש. טענו "
                     "את הדף מחדש ונסו שוב."),
     "caller.title": ("Caller", "מתקשר"),
-    "caller.coming": ("This caller's page is being built.", "דף המתקשר בבנייה."),
     "calls.title": ("Calls", "שיחות"),
     "calls.heading": ("Calls of {date}", "שיחות {date}"),
     "status.file": ("File:", "קובץ:"),

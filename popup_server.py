@@ -7234,7 +7234,10 @@ def open_state(config):
     if config.office_password == "":
         return secret.encode("utf-8"), None
     if config.office_password is not None:
-        return secret.encode("utf-8"), hash_password(config.office_password)
+        # Salted from the page secret, so the same password gives the same hash at every
+        # start and sessions (bound to it) outlive a restart; a new password ends them.
+        salt = hmac.digest(secret.encode("utf-8"), b"office-password salt", "sha256")[:16]
+        return secret.encode("utf-8"), hash_password(config.office_password, salt)
     path = folder / PASSWORD_FILE_NAME
     password_hash = _read_secret_file(path, PASSWORD_FILE)
     if password_hash is None:

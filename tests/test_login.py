@@ -137,3 +137,21 @@ def test_with_the_login_off_allow_ip_still_rules(start_server):
     refused = start_server(SAMPLE_CONTACTS, "--allow-ip", "10.0.0.0/8").get("/")
     assert refused.status == 403 and "John Doe" not in refused.text
     assert start_server(SAMPLE_CONTACTS).get("/login").status == 303  # nothing to sign in to
+
+
+def test_a_session_outlives_a_restart_with_the_same_password_and_ends_with_a_new_one(
+        start_server, log_in, tmp_path):
+    state = tmp_path / "kept-state"
+    first = start_server(SAMPLE_CONTACTS, "--state-dir", state,
+                         "--office-password", OFFICE_PASSWORD)
+    client = log_in(first)
+    first.stop()
+    again = start_server(SAMPLE_CONTACTS, "--state-dir", state,
+                         "--office-password", OFFICE_PASSWORD)
+    resp = again.get("/calls", headers={"Cookie": client.cookie})
+    assert resp.status == 200, (resp.status, resp.header("Location"))
+    again.stop()
+    changed = start_server(SAMPLE_CONTACTS, "--state-dir", state,
+                           "--office-password", OFFICE_PASSWORD + "-new")
+    resp = changed.get("/calls", headers={"Cookie": client.cookie})
+    assert resp.status == 303 and resp.header("Location").startswith("/login"), resp.status

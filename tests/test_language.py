@@ -3,6 +3,7 @@ side, the language from Accept-Language (q-values) or --lang, right to left in H
 and the security headers of every HTML page."""
 import re
 import string
+from pathlib import Path
 
 import pytest
 
@@ -99,3 +100,13 @@ def test_a_name_holding_markup_is_shown_as_text(start_server, make_contacts):
     for headers in (HEBREW, {}):
         page = server.get("/", {"try": "0722776772"}, headers=headers)
         assert "<script>alert" not in page.text and "&lt;script&gt;alert(1)" in page.text
+
+
+def test_no_text_is_written_twice():
+    # A key written twice in the table silently keeps only the later words.
+    import ast
+    tree = ast.parse(Path(ps.__file__).read_text(encoding="utf-8"))
+    (table,) = [node.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                and getattr(node.targets[0], "id", None) == "PAGE_TEXTS"]
+    keys = [key.value for key in table.keys]
+    assert sorted(key for key in set(keys) if keys.count(key) > 1) == []

@@ -178,7 +178,8 @@ def test_days_begin_at_midnight_in_the_time_zone(tmp_path):
 
 def test_the_page_and_csv_use_the_time_zone_given(start_server, tmp_path):
     db = tmp_path / "calls.sqlite"
-    server = start_server(SAMPLE_CONTACTS, "--calls-db", db, "--timezone", "Asia/Tokyo")
+    server = start_server(SAMPLE_CONTACTS, "--calls-db", db, "--timezone", "Asia/Tokyo",
+                          "--calls-keep-days", "3650")  # January: never pruned meanwhile
     at = dt.datetime(2026, 1, 15, 23, 30, tzinfo=zoneinfo.ZoneInfo("Asia/Tokyo"))
     server.post_json("/cdr", {"ivruniqueid": "TZ", "time": at.timestamp(),
                               "caller": "0722776772", "status": "NOANSWER"})

@@ -430,8 +430,9 @@ OPTIONS = (
            _int_between(1024, 1 << 40), 256 * 1024 * 1024),
     Option("--log-numbers", "log callers' full numbers (default: last 3 digits only)",
            parse=_flag, default=False, switch=True),
-    Option("--threads", "worker threads answering requests (more do not help: "
-           "answers take microseconds and Python runs one thread at a time)", "4",
+    Option("--threads", "worker threads answering pop-ups and /health (the office's "
+           "pages have threads of their own; more do not help: answers take "
+           "microseconds and Python runs one thread at a time)", "4",
            _int_between(1, 256), 4),
     Option("--calls-db", "SQLite file recording calls for the calls page; empty turns "
            "recording off (default: calls.sqlite in --state-dir)",
@@ -3049,6 +3050,9 @@ RECORD_BACKLOG = 20_000  # events waiting for the disk (~1 KiB each); more are d
 #: Seconds a CDR waits for its turn, then for a locked database, before it is answered
 #: with a non-zero Err (Voicenter sends it again): a request thread is never held longer.
 CDR_WAIT = 1.0
+#: Seconds any write outside the recorder (a CDR, a mark, a note) waits for a database
+#: another program holds; then it fails, and the office is told so in words.
+DB_WAIT = 1.0
 _RETRY_AT_MOST = 2.0  # seconds between tries of a failing database, at most
 _STOP_TRIES_FOR = 5.0  # seconds a stop keeps trying to write what waits
 
@@ -3629,7 +3633,7 @@ def _prepare_schema(connection):
 
 
 @contextlib.contextmanager
-def _writing(path, busy_timeout=5.0):
+def _writing(path, busy_timeout=DB_WAIT):
     """A connection for one write outside the recorder (a CDR, a mark), in one
     transaction, committed with the disk's flush (synchronous=FULL) before it returns:
     what is acknowledged stays stored even through a power cut."""
@@ -3737,7 +3741,7 @@ def cdr_row(fields, region, received_at):
             _cdr_text(fields.get("record")), raw)
 
 
-def store_cdr(path, fields, region=DEFAULTS["region"], busy_timeout=5.0):
+def store_cdr(path, fields, region=DEFAULTS["region"], busy_timeout=DB_WAIT):
     """Store one CDR in the calls database at `path`, committed to disk before it
     returns; True when new, False when a record with its ivruniqueid was already
     stored (Voicenter re-sends: the first one is kept). CdrError: the CDR cannot be
@@ -5575,7 +5579,21 @@ PAGE_TEXTS = {
                            "הטלפון חייב להיות המספר של המתקשר הזה."),
     "caller.gone": ("That contact is no longer in the added contacts; reload the page.",
                     "איש הקשר הזה כבר אינו ברשימת אנשי הקשר שנוספו; טענו את הדף מחדש."),
+    "caller.busy": ("Not saved: another change of the added contacts is being written. "
+                    "Send it again in a moment.",
+                    "לא נשמר: שינוי אחר של אנשי הקשר שנוספו נכתב כעת. שלחו שוב בעוד רגע."),
     "caller.not_saved": ("Not saved: {error}", "לא נשמר: {error}"),
+    "busy.title": ("Busy, one moment", "עסוק, רגע אחד"),
+    "busy.busy": ("The server is busy with other work of the office.",
+                  "השרת עסוק בעבודה אחרת של המשרד."),
+    "busy.locked": ("The calls database is held by another program (a backup, a "
+                    "database viewer).",
+                    "מסד הנתונים של השיחות תפוס בידי תוכנה אחרת (גיבוי, תוכנת צפייה)."),
+    "busy.reload": ("This page opens again by itself in a few seconds.",
+                    "הדף ייפתח שוב מעצמו בעוד כמה שניות."),
+    "busy.posted": ("Nothing was changed. Go back and send it again in a moment.",
+                    "דבר לא שונה. חזרו אחורה ושלחו שוב בעוד רגע."),
+    "busy.again": ("Open it again", "פתיחה מחדש"),
     "caller.by_link": ("Opened from a pop-up link: this caller's page only.",
                        "נפתח מקישור בחלון קופץ: הדף של המתקשר הזה בלבד."),
 }
@@ -5647,6 +5665,25 @@ def page_headers(nonce):
         "X-Frame-Options": "DENY",
         "Cache-Control": "no-store",
     }
+
+
+#: Seconds a "busy" answer asks the client to wait before trying again.
+BUSY_RETRY = 5
+
+
+def busy_page(accept_language, lang="auto", reason="busy", posted=False):
+    """The "busy, one moment" page in the browser's language (choose_language()):
+    (status, headers, body bytes). `reason`: "busy" (office work waited its turn too
+    long) or "locked" (the calls database is held by another program); `posted`: it
+    answers a form, whose change was not made (a page asked for reloads itself)."""
+    texts = PageTexts(choose_language(accept_language, lang))
+    nonce = secrets.token_urlsafe(16)
+    body = bottle.template(
+        "busy", template_lookup=VIEWS, t=texts, lang=texts.language,
+        direction=texts.direction, nonce=nonce, csrf="", signed_in=False,
+        refresh=None if posted else BUSY_RETRY, reason=reason, posted=posted)
+    return 503, {**page_headers(nonce), "Retry-After": str(BUSY_RETRY)}, \
+        body.encode("utf-8")
 
 
 ###############################################################################
@@ -5825,20 +5862,30 @@ class Additions:
                       self.path, getattr(error, "values", {}).get("error", error))
         return self
 
+    @contextlib.contextmanager
+    def _turn(self):
+        """One change at a time, each waiting DB_WAIT at most for the one before."""
+        if not self.lock.acquire(timeout=DB_WAIT):
+            raise AdditionRefused("caller.busy")
+        try:
+            yield
+        finally:
+            self.lock.release()
+
     def add(self, key, fields):
-        with self.lock:
+        with self._turn():
             rows = self.rows()
             rows.append(self._checked(key, fields))
             self._write(rows)
 
     def edit(self, key, row, fields):
-        with self.lock:
+        with self._turn():
             rows = self.rows()
             rows[self._place(rows, key, row)] = self._checked(key, fields)
             self._write(rows)
 
     def remove(self, key, row):
-        with self.lock:
+        with self._turn():
             rows = self.rows()
             del rows[self._place(rows, key, row)]
             self._write(rows)
@@ -6341,6 +6388,14 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
         return bottle.HTTPResponse(body.encode("utf-8"), status,
                                    {**page_headers(nonce), **dict(headers)})
 
+    def busy_answer(reason):
+        """busy_page() for this request (a form's says that nothing was changed)."""
+        environ = bottle.request.environ
+        status, headers, body = busy_page(environ.get("HTTP_ACCEPT_LANGUAGE"),
+                                          config.lang, reason,
+                                          posted=environ["REQUEST_METHOD"] == "POST")
+        return bottle.HTTPResponse(body, status, headers)
+
     def office_page(route):
         """A page route whose refusals (PageDenied) are the 403 HTML page."""
         @functools.wraps(route)
@@ -6415,6 +6470,8 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
                               fields.get("note"))
         except (sqlite3.Error, OSError) as error:
             log.error("could not store a mark in %s: %s", recorder.path, error)
+            if _is_locked(error):
+                return busy_answer("locked")
             raise bottle.HTTPError(503, "the mark could not be stored; try again") \
                 from None
         if not found:
@@ -6576,6 +6633,8 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
             mark_call(recorder.path, ivrid, mark, note.strip())
         except sqlite3.Error as error:
             log.error("could not keep a call's note in %s: %s", recorder.path, error)
+            if _is_locked(error):
+                return busy_answer("locked")
             raise bottle.HTTPError(503, "the note could not be kept; try again") from None
         back_to_caller(number, how, query, "#calls")
 
@@ -6628,6 +6687,11 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
 
 #: Rows of calls and of missed callers the calls page shows at once.
 PAGE_CALLS = 500
+
+
+def _is_locked(error):
+    """Whether a database error is another program holding the database."""
+    return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
 
 
 def _cdr_answer(status, message):
@@ -6730,6 +6794,20 @@ REQUEST_DEADLINE = 10
 CONNECTION_LIMIT = 4000
 _SPARE_DESCRIPTORS = 256  # the contacts file, SQLite, the log, waitress' own pipe
 
+#: The office's work (every route but /popup and /health) runs in lanes of its own,
+#: never on the --threads that answer pop-ups: lane -> (threads, seconds a request may
+#: wait for one of them before it is answered "busy"). CDRs are stored one at a time
+#: anyway and Voicenter re-sends a refused one, so they wait CDR_WAIT in a lane of one;
+#: password checks (scrypt, ~50 ms of CPU each) have a lane of one, so that a flood of
+#: guesses slows only other guesses; the pages, exports, marks and additions share two.
+OFFICE_LANES = {"cdr": (1, CDR_WAIT), "login": (1, 3.0), "office": (2, 3.0)}
+
+#: Bytes of answers a connection may leave unread before its next pipelined request
+#: is answered; beyond it the connection is closed once what it has is sent. An answer
+#: itself is written whole by its thread (beyond waitress' outbuf_overflow, 1 MiB,
+#: into a temporary file), so no thread ever waits for a client to read.
+OUTPUT_BOUND = 1024 * 1024
+
 
 def waitress_settings(config):
     """What waitress is told, and why (the README explains it for operators too)."""
@@ -6771,7 +6849,8 @@ def _connection_limit():
 
 def _quiet_channel_class():
     """waitress' HTTPChannel, minus a busy loop that collapses throughput at 4+
-    keep-alive connections on small machines (waitress 3.0.2, channel.py).
+    keep-alive connections on small machines (waitress 3.0.2, channel.py), and whose
+    threads never wait for a client to read (OUTPUT_BOUND).
 
     A worker sends its response while holding the channel's outbuf_lock. Meanwhile
     writable() says yes (it only looks at the buffered length), so the main loop's
@@ -6794,6 +6873,30 @@ def _quiet_channel_class():
                     return False
                 self.outbuf_lock.release()
             return True
+
+        def write_soon(self, data):
+            self.answering = True  # below: mid-answer, not between two requests
+            try:
+                return super().write_soon(data)
+            finally:
+                self.answering = False
+
+        def _flush_outbufs_below_high_watermark(self):
+            """Waitress makes a thread wait here until the client has read all but
+            outbuf_high_watermark (16 MiB) of its answers: a client that does not read
+            held the thread for good. Here nothing waits. Mid-answer the rest of the
+            answer is buffered (to a temporary file past outbuf_overflow) and sent as
+            the client reads; between pipelined requests, a client with more than
+            OUTPUT_BOUND unread is not answered further: it is closed once its answers
+            so far are sent (or after channel_timeout without reading)."""
+            if self.answering or self.total_outbufs_len <= OUTPUT_BOUND:
+                return
+            with self.requests_lock:
+                for request in self.requests[1:]:
+                    request.close()
+                del self.requests[1:]  # service() pops the one just answered
+                self.close_when_flushed = True
+    QuietChannel.answering = False
     return QuietChannel
 
 
@@ -6931,6 +7034,145 @@ class ConnectionGuard:
         self.warned_at = now
 
 
+def request_lane(method, path):
+    """The lane a request is answered in: "popup" (the --threads) for /popup and
+    /health only; every other route, a new one included, is the office's."""
+    if path in ("/popup", "/health"):
+        return "popup"
+    if path == "/cdr":
+        return "cdr"
+    if path == "/login" and method == "POST":
+        return "login"
+    return "office"
+
+
+#: Set while a lane answers a request that waited too long: office_or_busy() then
+#: answers "busy" instead of running the route.
+_lane_turn = threading.local()
+
+
+class _Lane:
+    """Threads of their own for one lane's requests, and a queue. A request that waits
+    longer than `wait` for one of them is taken by the lane's doorman thread and
+    answered "busy" (busy_page(), or a CDR's Err), never left waiting however long
+    the lane's work takes. Each queued item is a waitress channel: servicing it
+    answers its first request."""
+
+    def __init__(self, name, threads, wait):
+        self.name, self.wait = name, wait
+        self.queue = collections.deque()  # (channel, queued at)
+        self.ready = threading.Condition()
+        self.stopping = False
+        self.threads = [threading.Thread(target=self._work, name=f"{name}-{n}",
+                                         daemon=True) for n in range(threads)]
+        self.threads.append(threading.Thread(target=self._turn_away,
+                                             name=f"{name}-doorman", daemon=True))
+        for thread in self.threads:
+            thread.start()
+
+    def add_task(self, channel):
+        with self.ready:
+            self.queue.append((channel, time.monotonic()))
+            self.ready.notify_all()  # a worker, and the doorman's clock
+
+    def _work(self):
+        while True:
+            with self.ready:
+                while not self.queue and not self.stopping:
+                    self.ready.wait()
+                if self.stopping:
+                    return
+                channel, queued_at = self.queue.popleft()
+            self._service(channel, time.monotonic() - queued_at > self.wait)
+
+    def _turn_away(self):
+        while True:
+            with self.ready:
+                while not self.stopping:
+                    late = self.queue[0][1] + self.wait - time.monotonic() \
+                        if self.queue else None
+                    if late is not None and late <= 0:
+                        break
+                    self.ready.wait(late)
+                if self.stopping:
+                    return
+                channel, _queued_at = self.queue.popleft()
+            self._service(channel, True)
+
+    @staticmethod
+    def _service(channel, busy):
+        _lane_turn.busy = busy
+        try:
+            channel.service()
+        except BaseException:  # as waitress' own threads do: the next request goes on
+            log.exception("unexpected error answering a request")
+        finally:
+            _lane_turn.busy = False
+
+    def stop(self):
+        with self.ready:
+            self.stopping = True
+            pending = [channel for channel, _ in self.queue]
+            self.queue.clear()
+            self.ready.notify_all()
+        for channel in pending:
+            channel.cancel()
+
+
+class TaskRouter:
+    """Waitress' task dispatcher, split in lanes (request_lane()): pop-ups and /health
+    on waitress' own pool of --threads, the office's work in OFFICE_LANES. Waitress
+    hands over a connection each time one of its requests is due (one at a time, in
+    order), so every request is routed by its own path, pipelined ones included, and
+    no office request ever takes, or queues in front of, a pop-up's thread."""
+
+    def __init__(self, threads, lanes=OFFICE_LANES):
+        import waitress.task
+        self.popup = waitress.task.ThreadedTaskDispatcher()
+        self.popup.set_thread_count(threads)
+        self.lanes = {name: _Lane(name, count, wait)
+                      for name, (count, wait) in lanes.items()}
+
+    def add_task(self, channel):
+        request = channel.requests[0]
+        lane = "popup" if request.error else request_lane(
+            getattr(request, "command", None), getattr(request, "path", None))
+        (self.popup if lane == "popup" else self.lanes[lane]).add_task(channel)
+
+    def set_thread_count(self, count):
+        self.popup.set_thread_count(count)
+
+    def shutdown(self, cancel_pending=True, timeout=5):
+        for lane in self.lanes.values():
+            lane.stop()
+        return self.popup.shutdown(cancel_pending, timeout)
+
+
+def office_or_busy(app, config):
+    """`app`, except for a request its lane found waiting too long (_Lane): that one
+    is answered at once, without running its route: a CDR with a non-zero Err in both
+    spellings (Voicenter sends it again), anything else with busy_page()."""
+    def answer(environ, start_response):
+        if not getattr(_lane_turn, "busy", False):
+            return app(environ, start_response)
+        if environ.get("PATH_INFO") == "/cdr":
+            message = "busy with other office work; send it again"
+            body = _json_bytes({"Err": 1, "err": 1, "Errdesc": message,
+                                "errdesc": message, "STATUS": "ERROR",
+                                "MESSAGE": message})
+            status, headers = 503, [("Content-Type", JSON_TYPE),
+                                    ("Retry-After", str(BUSY_RETRY))]
+        else:
+            status, headers, body = busy_page(
+                environ.get("HTTP_ACCEPT_LANGUAGE"), config.lang,
+                posted=environ.get("REQUEST_METHOD") not in ("GET", "HEAD"))
+            headers = list(headers.items())
+        start_response(f"{status} Service Unavailable",
+                       headers + [("Content-Length", str(len(body)))])
+        return [body]
+    return answer
+
+
 def _render_waitress_errors_as_json():
     """Answer the errors waitress itself raises (a body over the limit, a malformed
     request line, headers too large) in the same JSON as the app's own, so that a
@@ -6960,6 +7202,12 @@ _WAITRESS_INTERNALS = (
         "handle_accept", "maintenance", "accept", "set_socket_options", "channel_class",
         "fix_addr", "adj", "_map", "active_channels")),
     ("waitress.utilities", "Error", ("to_response", "code", "reason", "body")),
+    ("waitress.channel", "HTTPChannel", (
+        "service", "cancel", "write_soon", "_flush_outbufs_below_high_watermark",
+        "requests_lock")),
+    ("waitress.parser", "HTTPRequestParser", ("error", "close")),
+    ("waitress.task", "ThreadedTaskDispatcher", (
+        "set_thread_count", "add_task", "shutdown")),
 )
 
 
@@ -6973,6 +7221,9 @@ def waitress_differences(version=None, internals=_WAITRESS_INTERNALS):
     version = version or importlib.metadata.version("waitress")
     differences = [] if version.startswith(_WAITRESS_SERIES) else [
         f"waitress {version}, not {_WAITRESS_SERIES}x"]
+    if "_dispatcher" not in inspect.signature(
+            importlib.import_module("waitress.server").create_server).parameters:
+        differences.append("create_server() takes no _dispatcher")
     for module_name, class_name, names in internals:
         cls = getattr(importlib.import_module(module_name), class_name, None)
         if cls is None:
@@ -6991,19 +7242,20 @@ def waitress_differences(version=None, internals=_WAITRESS_INTERNALS):
 
 def create_server(app, config):
     """A waitress server for `app`, with waitress_settings(), and, when waitress_differences()
-    finds none, JSON errors, the quiet channel and a ConnectionGuard for each address it
-    listens on."""
+    finds none, JSON errors, the lanes (TaskRouter: the office never takes a pop-up's
+    thread), the quiet channel and a ConnectionGuard for each address it listens on."""
     import waitress.server
     differences = waitress_differences()
     if differences:
-        log.warning("serving with stock waitress: no per-address connection limit, no "
-                    "request deadline, plain-text errors from waitress (%s)",
+        log.warning("serving with stock waitress: pop-ups share their threads with the "
+                    "office's pages, no per-address connection limit, no request "
+                    "deadline, plain-text errors from waitress (%s)",
                     "; ".join(differences))
-    else:
-        _render_waitress_errors_as_json()
-    server = waitress.server.create_server(app, **waitress_settings(config))
-    if differences:
-        return server
+        return waitress.server.create_server(app, **waitress_settings(config))
+    _render_waitress_errors_as_json()
+    server = waitress.server.create_server(
+        office_or_busy(app, config), _dispatcher=TaskRouter(config.threads),
+        **waitress_settings(config))
     # One server, or a MultiSocketServer whose map holds one per address (--host localhost)
     listeners = [server] if isinstance(server, waitress.server.BaseWSGIServer) else [
         item for item in server.map.values()

@@ -6796,11 +6796,15 @@ _SPARE_DESCRIPTORS = 256  # the contacts file, SQLite, the log, waitress' own pi
 
 #: The office's work (every route but /popup and /health) runs in lanes of its own,
 #: never on the --threads that answer pop-ups: lane -> (threads, seconds a request may
-#: wait for one of them before it is answered "busy"). CDRs are stored one at a time
-#: anyway and Voicenter re-sends a refused one, so they wait CDR_WAIT in a lane of one;
-#: password checks (scrypt, ~50 ms of CPU each) have a lane of one, so that a flood of
-#: guesses slows only other guesses; the pages, exports, marks and additions share two.
-OFFICE_LANES = {"cdr": (1, CDR_WAIT), "login": (1, 3.0), "office": (2, 3.0)}
+#: wait for one of them before it is answered "busy"). Each kind of work waits only
+#: behind its own kind: CDRs are stored one at a time anyway and Voicenter re-sends a
+#: refused one, so they wait CDR_WAIT in a lane of one; password checks (scrypt, ~50 ms
+#: of CPU each) have a lane of one, so that a flood of guesses slows only other
+#: guesses; an export (a whole day) has a lane of one; forms (marks, notes, additions:
+#: writes, which may wait DB_WAIT for a database another program holds) two; and the
+#: pages, with every other route, two.
+OFFICE_LANES = {"cdr": (1, CDR_WAIT), "login": (1, 3.0), "export": (1, 3.0),
+                "form": (2, 3.0), "office": (2, 3.0)}
 
 #: Bytes of answers a connection may leave unread before its next pipelined request
 #: is answered; beyond it the connection is closed once what it has is sent. An answer
@@ -7035,14 +7039,19 @@ class ConnectionGuard:
 
 
 def request_lane(method, path):
-    """The lane a request is answered in: "popup" (the --threads) for /popup and
-    /health only; every other route, a new one included, is the office's."""
+    """The lane a request is answered in (OFFICE_LANES): "popup" (the --threads) for
+    /popup and /health only; every other route, a new one included, is the office's:
+    a POST a form's, anything else a page's, unless named here."""
     if path in ("/popup", "/health"):
         return "popup"
     if path == "/cdr":
         return "cdr"
     if path == "/login" and method == "POST":
         return "login"
+    if path == "/calls.csv":
+        return "export"
+    if method == "POST":
+        return "form"
     return "office"
 
 

@@ -7067,11 +7067,14 @@ class _Lane:
     the lane's work takes. Each queued item is a waitress channel: servicing it
     answers its first request."""
 
+    WARN_EVERY = 60  # seconds between warnings about requests answered "busy"
+
     def __init__(self, name, threads, wait):
         self.name, self.wait = name, wait
         self.queue = collections.deque()  # (channel, queued at)
         self.ready = threading.Condition()
         self.stopping = False
+        self.turned_away, self.warned_at = 0, 0.0
         self.threads = [threading.Thread(target=self._work, name=f"{name}-{n}",
                                          daemon=True) for n in range(threads)]
         self.threads.append(threading.Thread(target=self._turn_away,
@@ -7108,8 +7111,9 @@ class _Lane:
                 channel, _queued_at = self.queue.popleft()
             self._service(channel, True)
 
-    @staticmethod
-    def _service(channel, busy):
+    def _service(self, channel, busy):
+        if busy:
+            self._count_turned_away()
         _lane_turn.busy = busy
         try:
             channel.service()
@@ -7117,6 +7121,17 @@ class _Lane:
             log.exception("unexpected error answering a request")
         finally:
             _lane_turn.busy = False
+
+    def _count_turned_away(self):
+        with self.ready:
+            self.turned_away += 1
+            now = time.monotonic()
+            if now - self.warned_at < self.WARN_EVERY:
+                return
+            count, self.turned_away, self.warned_at = self.turned_away, 0, now
+        log.warning("%d requests of the office's %r lane waited over %g s for it and "
+                    "were answered \"busy\" (since the last such warning)", count,
+                    self.name, self.wait)
 
     def stop(self):
         with self.ready:

@@ -84,7 +84,8 @@ class Repeat(threading.Thread):
                 self.results.append(error)
             self._stop_event.wait(self.pause)
 
-    def stop(self, timeout=60):
+    def stop(self, timeout=300):
+        """Stop after the work under way, waiting for it `timeout` seconds at most."""
         self._stop_event.set()
         self.join(timeout)
 

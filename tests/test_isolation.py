@@ -178,12 +178,17 @@ def test_clients_that_do_not_read_never_hold_up_a_pop_up(start_server, tmp_path,
     assert any(resp.status == 200 for resp in pages.results), pages.results[:3]
     assert all(resp.status == 200 or _busy_reason(resp, "en") for resp in pages.results)
 
-    for sock in pipelined:  # cut off: a page (~4 MB) is over the bound, so after one
-        answers, closed = read_answers(sock, timeout=10)  # nothing more, and closed
+    # Cut off: each answers while fewer than OUTPUT_BOUND bytes of its answers wait
+    # unread (the kernel's buffers take some), then it is closed; before, it held a
+    # thread with 16 MiB unread, for good.
+    cut = []
+    for sock in pipelined:
+        answers, closed = read_answers(sock, timeout=10)
         statuses = [status for status, _, _ in answers]
         assert set(statuses) <= {200, 503}, statuses  # 503: busy, the lane was full
-        assert statuses.count(200) <= 1 and len(statuses) <= 12, statuses
-        assert 200 not in statuses or (statuses[-1] == 200 and closed), statuses
+        assert closed or len(statuses) == 12, statuses  # never left hanging
+        cut.append(closed and len(statuses) < 12)
+    assert any(cut)
     for sock in downloads:  # written off the thread; sent as the client reads, or cut
         answers, closed = read_answers(sock)  # after channel_timeout unread
         assert closed and [status for status, _, _ in answers] in ([200], [503])

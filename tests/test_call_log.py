@@ -148,7 +148,7 @@ def test_never_more_than_30_requests_a_minute(pulling, standin, db):
 def test_error_1_waits_and_tries_again(pulling, standin, db):
     standin.records = day_of_records(20, end=time.time() - 300)
     standin.fail, standin.fail_first = 1, 2
-    server = pulling()
+    server = pulling(every=3600)  # one pull: it is that pull that waits and goes on
     pulled(server)
     assert [r["answered"] for r in standin.requests[:3]] == [1, 1, 0]
     assert len(stored(db)) == 20
@@ -300,7 +300,17 @@ def test_without_a_code_or_with_every_0_nothing_is_pulled(start_server, standin,
     assert standin.requests == []
 
 
-def test_a_record_is_mapped_to_a_pushed_cdrs_fields():
+@pytest.fixture
+def israel_local_time(monkeypatch):
+    """This process's local time is Israel's (as on an office's machine)."""
+    monkeypatch.setenv("TZ", "Asia/Jerusalem")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_a_record_is_mapped_to_a_pushed_cdrs_fields(israel_local_time):
     record = make_record(1718010298, __import__("random").Random(1), Type="Extension "
                          "Outgoing", CdrType=4, Callerextension="SIPSIP1", DialStatus="ANSWER",
                          RepresentativeName="John Doe",
@@ -322,7 +332,7 @@ def test_a_record_is_mapped_to_a_pushed_cdrs_fields():
     assert all(fields[key] == value for key, value in record.items())  # kept whole
     without_type = dict(record, Type="", CdrType=8)
     assert popup_server.call_log_record(without_type)["type"] == "Queue"
-    no_zone = dict(record, Date="2024-06-10T09:04:58")
+    no_zone = dict(record, Date="2024-06-10T09:04:58")  # UTC, whatever the machine's
     assert popup_server.call_log_record(no_zone)["time"] == 1718010298.0
     for broken in (dict(record, CallID=""), dict(record, Date="soon", DateEpoch=None),
                    "not a record", None):

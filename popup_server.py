@@ -6647,6 +6647,8 @@ class CallLogPuller:
             records = answer.get("CDR_LIST")
             total = answer.get("TOTAL_HITS", len(records) if isinstance(records, list)
                                else 0)
+            if isinstance(total, str) and total.isascii() and total.isdigit():
+                total = int(total)
             if not isinstance(records, list) or isinstance(total, bool) \
                     or not isinstance(total, int):
                 raise _PullFailed("answer", "no CDR_LIST and TOTAL_HITS")

@@ -220,6 +220,7 @@ def test_a_push_then_its_pull_is_one_call(start_server, standin, db):
      ("could not be reached", "לא ניתן היה להגיע")),
     ("html", "could not be reached (its answer is not JSON)",
      ("could not be reached", "לא ניתן היה להגיע")),
+    ("nolist", "not its record list", ("not its record list", "אינו רשימת הרשומות")),
 ])
 def test_each_error_is_said_on_health_and_the_calls_page_and_popups_go_on(
         pulling, standin, db, fail, health_words, page_words):

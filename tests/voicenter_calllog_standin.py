@@ -16,9 +16,10 @@ What it does as the guide says:
   requests in a minute; 2 (403) a wrong code; 4 (403) the IP not authorised; 5 (404)
   a date range that is not one.
 And for tests: `fail` set to an error number, "hang" (the request is held until
-released or the stand-in stops), "500" (an HTML error page) or "html" (200 with a
-page that is not JSON); `fail_first` answers the first N requests so; every request
-is kept in `requests` (when, the body, what was answered).
+released or the stand-in stops), "500" (an HTML error page), "html" (200 with a page
+that is not JSON) or "nolist" (JSON without a list of records); `fail_first` answers
+the first N requests so; every request is kept in `requests` (when, the body, what
+was answered).
 """
 
 from __future__ import annotations
@@ -180,6 +181,9 @@ class CallLogStandin:
         elif fail == "html":
             entry["answered"] = "html"
             return 200, "text/html", b"<!DOCTYPE html><html><body>Maintenance</body></html>"
+        elif fail == "nolist":
+            entry["answered"] = "nolist"
+            return 200, "application/json", b'{"ERROR_NUMBER": 0, "CDR_LIST": "none"}'
         elif fail is not None:
             return self._error(entry, fail)
         if len(recent) >= RATE[0]:

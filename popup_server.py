@@ -6582,9 +6582,11 @@ class CallLogPuller:
             while windows:
                 begin, end = windows.pop()
                 total, records = self._ask(begin, end)
-                if total > len(records) and end - begin > 1:
-                    middle = (begin + end) // 2  # the halves share a second: none lost
-                    windows += [(middle, end), (begin, middle)]
+                if total > len(records) and end > begin:
+                    # Halves sharing their middle second (none lost, whichever way the
+                    # API reads a bound), each shorter; a two-second one, a second each.
+                    middle = (begin + end) // 2
+                    windows += [(middle + (end - begin == 1), end), (begin, middle)]
                     continue
                 if total > len(records):
                     log.warning("Voicenter's Call Log holds %d records dated %s, more "

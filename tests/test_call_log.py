@@ -10,11 +10,13 @@ import csv
 import datetime as dt
 import io
 import json
+import logging
 import sqlite3
 import threading
 import time
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import popup_server
 from conftest import SAMPLE_CONTACTS, wait_until
@@ -338,3 +340,58 @@ def test_a_record_is_mapped_to_a_pushed_cdrs_fields(israel_local_time):
     for broken in (dict(record, CallID=""), dict(record, Date="soon", DateEpoch=None),
                    "not a record", None):
         assert popup_server.call_log_record(broken) is None
+
+
+class _Warnings(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture(scope="module")
+def module_standin():
+    with CallLogStandin(code=CODE) as running:
+        yield running
+
+
+@settings(max_examples=25)
+@given(data=st.data(), cap=st.integers(1, 12))
+def test_however_the_records_crowd_every_one_arrives_once(module_standin, tmp_path_factory,
+                                                          data, cap):
+    # The splitting rule for every spread of a day's records (the API's cap made small
+    # so that crowds are cheap): every record arrives as long as no second holds more
+    # than one answer can; the real server's pull, against the stand-in over HTTP.
+    ago = data.draw(st.lists(st.one_of(  # seconds before now: anywhere, or in crowds
+        st.integers(60, 86400 - 60), st.sampled_from([50_000, 50_001, 3600, 3601, 3602])),
+        max_size=40))
+    now = int(time.time())
+    seconds = [now - before for before in ago]
+    per_second = {}
+    for second in seconds:
+        per_second[second] = per_second.get(second, 0) + 1
+    seconds = [s for s in seconds if per_second[s] <= cap]  # what a cap can hold at all
+    rng = __import__("random").Random(len(seconds))
+    module_standin.records = [make_record(second, rng) for second in seconds]
+    module_standin.max_hits = cap
+    module_standin.rate = (10 ** 6, 60.0)  # the limit is the puller's; here, not tested
+    module_standin.requests.clear()
+    db = tmp_path_factory.mktemp("pull") / "calls.sqlite"
+    config = popup_server.parse_config(
+        [str(SAMPLE_CONTACTS), "--calls-db", str(db), "--voicenter-code", CODE,
+         "--voicenter-api", module_standin.url], {})
+    puller = popup_server.CallLogPuller(config, db, rate=(10 ** 6, 60.0))
+    warnings = _Warnings()
+    popup_server.log.addHandler(warnings)
+    try:
+        puller.pull()
+    finally:
+        popup_server.log.removeHandler(warnings)
+    assert puller.trouble is None
+    assert not warnings.lines  # no window was left with records it could not split
+    kept = stored(db) if db.exists() else {}
+    assert set(kept) == {record["CallID"] for record in module_standin.records}
+    assert all(r["returned"] <= cap for r in module_standin.requests)
+    assert len(module_standin.requests) <= 1 + 4 * 17 * max(1, len(seconds))

@@ -125,6 +125,8 @@ class CallLogStandin:
         self.fail = None        # an ERROR_NUMBER, "hang", "500" or "html"; None: answer
         self.fail_first = 0     # with `fail` set: only the first N requests fail so
         self.hold_for = hold_for  # seconds a "hang" holds a request at most
+        self.max_hits = MAX_HITS  # records an answer holds at most (the guide's 10,000)
+        self.rate = RATE  # (requests, seconds): more are answered error 1
         self.requests = []      # dicts: at, body, answered (error number or status)
         self.rate_refusals = 0  # requests over 30 a minute (answered error 1)
         self._lock = threading.Lock()
@@ -159,7 +161,7 @@ class CallLogStandin:
         """(HTTP status, content type, body bytes) for one request's body."""
         now = time.monotonic()
         with self._lock:
-            recent = [r["at"] for r in self.requests if r["at"] > now - RATE[1]]
+            recent = [r["at"] for r in self.requests if r["at"] > now - self.rate[1]]
             entry = {"at": now, "body": None, "answered": None}
             self.requests.append(entry)
             failing = self.fail is not None and (
@@ -186,7 +188,7 @@ class CallLogStandin:
             return 200, "application/json", b'{"ERROR_NUMBER": 0, "CDR_LIST": "none"}'
         elif fail is not None:
             return self._error(entry, fail)
-        if len(recent) >= RATE[0]:
+        if len(recent) >= self.rate[0]:
             with self._lock:
                 self.rate_refusals += 1
             return self._error(entry, 1)
@@ -200,7 +202,7 @@ class CallLogStandin:
         found = [r for r in self.records if start <= r["DateEpoch"] <= end]
         order = (request.get("sort") or [{}])[0].get("order", "desc")
         found.sort(key=lambda r: r["DateEpoch"], reverse=order != "asc")
-        shown = found[:MAX_HITS]
+        shown = found[:self.max_hits]
         if isinstance(fields, list):
             shown = [{SPELLED.get(name, name): record[name] for name in fields
                       if name in record} for record in shown]

@@ -6304,20 +6304,34 @@ class VoicenterUnreachable(PopupError):
 VOICENTER_MAX_ANSWER = 64 * 1024 * 1024
 
 
-def voicenter_request(url: str, payload: dict, *, timeout: float) -> dict:
+def voicenter_request(url: str, payload: dict, *, timeout: float,
+                      whole: float | None = None) -> dict:
     """POST `payload` as JSON to one of Voicenter's APIs and return its JSON answer;
     raises VoicenterUnreachable (a PopupError) for a refused connection, a timeout, a
     non-2xx status or an answer that is not a JSON object. Never logs the payload (it
     holds the account's code). A non-2xx status whose body is Voicenter's JSON object
-    (the Call Log answers its errors with 403 or 404) is returned like any answer."""
+    (the Call Log answers its errors with 403 or 404) is returned like any answer.
+    `timeout` bounds each wait for the network; `whole` (default: 3 x timeout) the
+    whole request, so that an answer trickling in never holds the caller longer."""
     request = urllib.request.Request(
         url, data=json.dumps(payload).encode("utf-8"), method="POST",
         headers={"Content-Type": "application/json", "Accept": "application/json",
                  "User-Agent": f"popup-server/{__version__}"})
     status = 200
+    whole = 3 * timeout if whole is None else whole
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:
-            body = answer.read(VOICENTER_MAX_ANSWER + 1)
+        with _CutAtDeadline(whole) as connections:
+            opener = urllib.request.build_opener(*connections.handlers())
+            try:
+                with opener.open(request, timeout=timeout) as answer:
+                    body = answer.read(VOICENTER_MAX_ANSWER + 1)
+            except (OSError, http.client.HTTPException, ValueError):
+                if connections.cut:
+                    raise VoicenterUnreachable(f"no whole answer within {whole:g} s") \
+                        from None
+                raise
+            if connections.cut:
+                raise VoicenterUnreachable(f"no whole answer within {whole:g} s")
     except urllib.error.HTTPError as error:
         status = error.code
         try:

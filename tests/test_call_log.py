@@ -270,6 +270,14 @@ def test_a_hung_call_log_is_cut_at_its_timeout_and_popups_go_on(pulling, standin
     assert len(stored(db)) == 10
 
 
+def test_an_answer_that_trickles_in_is_cut_at_the_whole_requests_limit(standin):
+    standin.fail = "trickle"
+    with pytest.raises(popup_server.VoicenterUnreachable, match="within 2 s"):
+        popup_server.voicenter_request(standin.url + "/hub/cdr/", {"code": CODE},
+                                       timeout=1.0, whole=2.0)
+    assert [r["answered"] for r in standin.requests] == ["trickle"]
+
+
 def test_a_restart_does_not_pull_the_same_window_twice(pulling, standin, db):
     now = time.time()
     standin.records = day_of_records(500, end=now - 60)

@@ -17,9 +17,9 @@ What it does as the guide says:
   a date range that is not one.
 And for tests: `fail` set to an error number, "hang" (the request is held until
 released or the stand-in stops), "500" (an HTML error page), "html" (200 with a page
-that is not JSON) or "nolist" (JSON without a list of records); `fail_first` answers
-the first N requests so; every request is kept in `requests` (when, the body, what
-was answered).
+that is not JSON), "nolist" (JSON without a list of records) or "trickle" (a byte
+every 0.2 s, never the whole answer); `fail_first` answers the first N requests so;
+every request is kept in `requests` (when, the body, what was answered).
 """
 
 from __future__ import annotations
@@ -234,6 +234,22 @@ class CallLogStandin:
                 body = self.rfile.read(min(length, 1 << 20))
                 if self.path.split("?")[0] != "/hub/cdr/":
                     status, kind, data = 404, "text/html", b"<html>Not Found</html>"
+                elif standin.fail == "trickle":  # a byte now and then, never the end
+                    standin.requests.append({"at": time.monotonic(), "body": None,
+                                             "answered": "trickle"})
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", "100000")
+                    self.end_headers()
+                    deadline = time.monotonic() + standin.hold_for
+                    while time.monotonic() < deadline and not standin._release.is_set():
+                        try:
+                            self.wfile.write(b" ")
+                            self.wfile.flush()
+                        except OSError:
+                            return
+                        standin._release.wait(0.2)
+                    return
                 else:
                     status, kind, data = standin.answer(body)
                 self.send_response(status)

@@ -6762,7 +6762,8 @@ class CallLogPuller:
 
     def _keep(self, values):
         try:
-            with _writing(self.path, 5.0) as connection:  # a background thread's: no one waits
+            # 5 s, not DB_WAIT: a background thread, no request waits for it
+            with _writing(self.path, 5.0) as connection:
                 connection.executemany("INSERT OR REPLACE INTO call_log VALUES (?, ?)",
                                        values.items())
         except (sqlite3.Error, OSError) as error:

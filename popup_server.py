@@ -47,6 +47,7 @@ import hashlib
 import hmac
 import http.client
 import io
+import itertools
 import ipaddress
 import json
 import logging
@@ -1587,9 +1588,16 @@ def _cell_text(value, number_format=""):
         return ""
     if isinstance(value, bool):
         return str(value).upper()
-    if isinstance(value, (int, float)):
-        if "E+" in number_format or "E-" in number_format:
-            return f"{value:.2E}"  # shown in scientific notation: digits may be gone
+    if isinstance(value, (int, float)) and ("E+" in number_format
+                                            or "E-" in number_format):
+        # Shown in scientific notation: the value still has every digit, unless it
+        # is no more than what the cell shows (5.41E+08 saved back as 541000000, as
+        # a CSV's cell is: its last digits are gone for good).
+        whole = value.is_integer() if isinstance(value, float) else True
+        shown = max(1, sum(ch in "0#?" for ch in number_format.partition("E")[0]))
+        if not whole or abs(value) >= 1e15 or len(
+                str(abs(int(value))).rstrip("0")) <= shown:
+            return f"{value:.2E}"
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
@@ -1950,6 +1958,7 @@ class ColumnChoice:
     phones: tuple = ()
     url: str | None = None
     join_names: bool = False  # --name-column A+B: always join, never "A, else B"
+    labels: tuple = ()  # (phone header, its label header): Phone 1 - Value, Phone 1 - Label
 
 
 # Headers are compared as lower-case words, so "Mobile Phone", "mobile_phone" and
@@ -2032,8 +2041,45 @@ def choose_columns(headers, *, name_column=None, company_column=None, phone_colu
         url = named(url_column, "--url-column")
     else:
         url = next((h for h in headers if phrases[h] in _URL_HEADERS), None)
+    labels = tuple((phone, label) for phone, label in (
+        (phone, next((by_lower[candidate] for candidate in _label_headers(phone)
+                      if candidate in by_lower), None)) for phone in phones) if label)
     return ColumnChoice(name=name, company=company, phones=phones, url=url,
-                        join_names=bool(name_column))
+                        join_names=bool(name_column), labels=labels)
+
+
+def _label_headers(phone):
+    """Where a phone column's label may be, lower-case: Google's "Phone 1 - Value" has
+    "Phone 1 - Label" (older exports: "Phone 1 - Type"), a vCard's "Phone 1" too."""
+    base = re.sub(r"(?i)\s*-\s*value$", "", phone).lower()
+    return (f"{base} - label", f"{base} - type")
+
+
+#: Words of a phone's label (Google's "Work Fax", "Home Fax") that say it never
+#: calls: its number is no caller, and is offered neither a call nor WhatsApp.
+_NOT_CALLER_LABEL_WORDS = frozenset({"fax", "פקס", "pager"})
+
+
+def _is_fax_label(text):
+    return bool(_NOT_CALLER_LABEL_WORDS.intersection(_words(str(text))))
+
+
+def _without_faxes(block, choice):
+    """`block` with the phone cells its label column calls a fax (or a pager) made
+    empty; the block itself when there are none."""
+    kept = block
+    for phone, label in choice.labels:
+        labels = block.get(label)
+        if labels is None or phone not in block:
+            continue
+        faxes = [text for text in set(labels.tolist()) if text and _is_fax_label(text)]
+        if faxes:
+            if kept is block:
+                kept = dict(block)
+            cells = kept[phone].copy()
+            cells[np.isin(labels, faxes)] = ""
+            kept[phone] = cells
+    return kept
 
 
 def _is_phone_header(header):
@@ -2734,7 +2780,8 @@ def load_index(path, *, region=DEFAULTS["region"], encoding=None, delimiter=None
                                       "--phone-columns")
     keep = _resolve_keep_columns(headers, keep_columns)
     wanted = [h for h in dict.fromkeys(list(choice.name) + [choice.company, choice.url]
-                                       + list(choice.phones) + keep) if h]
+                                       + list(choice.phones) + keep
+                                       + [label for _phone, label in choice.labels]) if h]
     if xlsx_table:
         return _build_index(path, xlsx_table.keep(wanted), choice, keep, rules,
                             match_digits)
@@ -2807,8 +2854,10 @@ def _build_index(path, table, choice, keep, rules, match_digits):
 
 def _block_pairs(block, size, offset, choice, rules, unusable, first_row=2):
     """(keys, positions, has a number) of one block, whose first contact is at position
-    `offset` of the file; in file order. Problems with cells are added to `unusable`."""
+    `offset` of the file; in file order. Problems with cells are added to `unusable`.
+    A fax (by its label) is no number."""
     extra = []
+    block = _without_faxes(block, choice)
     # Every phone column of the block in one vectorised call: fewer, larger numpy steps.
     cells = np.concatenate([block[header] for header in choice.phones]) \
         if len(choice.phones) > 1 else block[choice.phones[0]]
@@ -3021,6 +3070,21 @@ def _request_values(key, fields):
 
 def _phase(fields):
     return fields.get("status") or fields.get("statusCall") or ""
+
+
+#: The pop-up's phase names (case aside) and the phase each one is: Voicenter sends
+#: Ringing, Talking (answered) and Hangup; older material and integrators say Answer
+#: or Answered for Talking.
+PHASE_NAMES = types.MappingProxyType({"ringing": "ringing", "talking": "answer",
+                                      "answer": "answer", "answered": "answer",
+                                      "hangup": "hangup"})
+
+
+def read_phase(text):
+    """The phase a pop-up's status names ("ringing", "answer", "hangup"), "" for no
+    status at all (a lookup), None for a name this server does not know."""
+    text = (text or "").strip().lower()
+    return PHASE_NAMES.get(text) if text else ""
 
 
 ###############################################################################
@@ -5069,6 +5133,10 @@ def _form_fields(text, what, wsgi_text=False):
     return fields
 
 
+#: The environ key where _body_fields() says how it read a body: "json" or "form".
+BODY_FORMAT = "popup_server.body_format"
+
+
 def _body_fields(environ, max_body, json_fields=None):
     """Fields of a POST body: JSON or form-encoded, by Content-Type (or by its look);
     `json_fields` reads a JSON body (default: the pop-up's fields only)."""
@@ -5085,6 +5153,7 @@ def _body_fields(environ, max_body, json_fields=None):
     if content_type == "application/json" or content_type.endswith("+json") or (
             content_type not in ("application/x-www-form-urlencoded",
                                  "multipart/form-data") and body.lstrip()[:1] in (b"{", b"[")):
+        environ[BODY_FORMAT] = "json"
         return (json_fields or _json_fields)(body)
     if content_type == "multipart/form-data":
         raise bottle.HTTPError(415, "send the fields as a query string, as "
@@ -5093,6 +5162,7 @@ def _body_fields(environ, max_body, json_fields=None):
         text = body.decode("utf-8")
     except UnicodeError:
         raise bottle.HTTPError(400, "the form body is not valid UTF-8") from None
+    environ[BODY_FORMAT] = "form"
     return _form_fields(text, "form body")
 
 
@@ -5405,8 +5475,18 @@ def local_path(text, fallback="/"):
 LANGUAGES = ("en", "he")
 RIGHT_TO_LEFT = ("he",)
 
+
+
+def _ltr(text):
+    """`text` isolated left to right (LRI ... PDI) inside a right-to-left text, as
+    <bdi dir="ltr"> does in a page: /cdr, --calls-db and 1–500 are not mirrored."""
+    return f"\u2066{text}\u2069"
+
+
 #: Every text of the pages, English and Hebrew side by side: a key with one of them
-#: missing fails tests/test_language.py. {name} marks a value filled in.
+#: missing fails tests/test_language.py. {name} marks a value filled in. In a Hebrew
+#: text, a Latin snippet that starts or ends with punctuation (a path, an option) is
+#: in _ltr(); tests/test_inspect.py checks it.
 PAGE_TEXTS = {
     "app.name": ("popup-server", "popup-server"),
     "login.title": ("Sign in", "כניסה"),
@@ -5456,7 +5536,8 @@ PAGE_TEXTS = {
     "day.submit": ("Show", "הצגה"),
     "calls.not_recording": ("Calls are not being recorded (the server was started with "
                             "an empty --calls-db).",
-                            "השיחות אינן נרשמות (השרת הופעל עם --calls-db ריק)."),
+                            "השיחות אינן נרשמות (השרת הופעל עם " + _ltr("--calls-db")
+                            + " ריק)."),
     "calls.none": ("No calls on this day yet.", "אין עדיין שיחות ביום הזה."),
     "summary.missed": ("missed", "לא נענו"),
     "summary.answered": ("answered", "נענו"),
@@ -5516,7 +5597,7 @@ PAGE_TEXTS = {
     "line.label": ("Line dialled", "הקו שחויג"),
     "line.all": ("all lines", "כל הקווים"),
     "line.submit": ("Show", "הצגה"),
-    "page.range": ("{first}–{last} of {total}", "{first}–{last} מתוך {total}"),
+    "page.range": ("{first}–{last} of {total}", _ltr("{first}–{last}") + " מתוך {total}"),
     "page.next": ("next {size} →", "{size} הבאים ←"),
     "page.previous": ("← previous {size}", "→ {size} הקודמים"),
     "day.calls": ("The day's calls", "שיחות היום"),
@@ -5527,7 +5608,8 @@ PAGE_TEXTS = {
                  "token, printed at start-up):",
                  "שיחות יוצאות, שיחות שננטשו בתור והקלטות מגיעות מהתראות ה-CDR של "
                  "Voicenter. בהגדרות CDR Notification של Voicenter, הזינו את כתובת "
-                 "החלון הקופץ עם /cdr במקום /popup (אותו טוקן, שהודפס בהפעלה):"),
+                 "החלון הקופץ עם " + _ltr("/cdr") + " במקום " + _ltr("/popup")
+                 + " (אותו טוקן, שהודפס בהפעלה):"),
     "cdr.answers": ("Each record is stored before this server answers; until then "
                     "Voicenter sends it again, and a record sent twice is kept once. The "
                     "answer once stored:",
@@ -5575,9 +5657,69 @@ PAGE_TEXTS = {
                            "הטלפון חייב להיות המספר של המתקשר הזה."),
     "caller.gone": ("That contact is no longer in the added contacts; reload the page.",
                     "איש הקשר הזה כבר אינו ברשימת אנשי הקשר שנוספו; טענו את הדף מחדש."),
-    "caller.not_saved": ("Not saved: {error}", "לא נשמר: {error}"),
+    "caller.not_saved": ("Not saved: {error}", "לא נשמר: \u2068{error}\u2069"),
     "caller.by_link": ("Opened from a pop-up link: this caller's page only.",
                        "נפתח מקישור בחלון קופץ: הדף של המתקשר הזה בלבד."),
+    # What Voicenter sent (/sent)
+    "sent.title": ("What Voicenter sent", "מה Voicenter שלח"),
+    "sent.help": ("The last {kept} pop-up requests and CDRs this server received since "
+                  "it started, newest first, each with how it was read and what was "
+                  "answered. Tokens and passwords are never kept.",
+                  "{kept} בקשות החלון הקופץ ורשומות ה-CDR האחרונות שהשרת קיבל מאז "
+                  "שהופעל, החדשות קודם, כל אחת עם האופן שבו נקראה והתשובה שנשלחה. "
+                  "טוקנים וסיסמאות לעולם אינם נשמרים."),
+    "sent.none": ("Nothing was received since the server started.",
+                  "לא התקבל דבר מאז שהשרת הופעל."),
+    "sent.back": ("← the calls page", "→ דף השיחות"),
+    "sent.col_time": ("Received", "התקבל"),
+    "sent.col_request": ("Request", "בקשה"),
+    "sent.col_phase": ("Phase or type, as sent → as read", "שלב או סוג, כפי שנשלח ← כפי שהובן"),
+    "sent.col_number": ("Number, as sent → as read", "מספר, כפי שנשלח ← כפי שהובן"),
+    "sent.col_matched": ("Contacts matched", "אנשי קשר שנמצאו"),
+    "sent.col_answer": ("Answer sent", "התשובה שנשלחה"),
+    "sent.popup": ("pop-up", "חלון קופץ"),
+    "sent.cdr": ("CDR", "CDR"),
+    "sent.get": ("GET, query", "GET, שאילתה"),
+    "sent.form": ("POST, form", "POST, טופס"),
+    "sent.json": ("POST, JSON", "POST, JSON"),
+    "sent.post": ("POST, no body", "POST, ללא גוף"),
+    "sent.no_number": ("no number", "אין מספר"),
+    "sent.not_a_number": ("not a number", "לא מספר"),
+    "sent.caller_link": ("URL: the caller's page (a signed link)",
+                         "URL: הדף של המתקשר (קישור חתום)"),
+    "sent.others": ("Other fields, not read:", "שדות אחרים, שלא נקראו:"),
+    "sent.started": ("call started", "תחילת השיחה"),
+    "sent.no_direction": ("direction not understood", "הכיוון לא הובן"),
+    "sent.flag_phase": ("A phase name this server does not know: the call is not "
+                        "followed by it.",
+                        "שם שלב ששרת זה אינו מכיר: השיחה אינה נעקבת לפיו."),
+    "sent.flag_no_phase": ("A call's request without a phase (status or statusCall).",
+                           "בקשה של שיחה ללא שלב (status או statusCall)."),
+    "sent.flag_time": ("A time this server cannot read: the time it arrived was used.",
+                       "זמן ששרת זה אינו יכול לקרוא: נעשה שימוש בזמן ההגעה."),
+    "sent.flag_no_time": ("No time: the time it arrived was used.",
+                          "אין זמן: נעשה שימוש בזמן ההגעה."),
+    "phase.ringing": ("ringing", "מצלצל"),
+    "phase.answer": ("answered", "נענה"),
+    "phase.hangup": ("hung up", "נותק"),
+    "phase.none": ("no phase (a look-up)", "ללא שלב (בדיקה)"),
+    "phase.unknown": ("not understood", "לא הובן"),
+    "status.flag_phases": ("Pop-up requests whose phase this server could not read: "
+                           "{count}.", "בקשות חלון קופץ שהשלב שלהן לא הובן: {count}."),
+    "status.flag_times": ("CDRs whose time this server could not read: {count}.",
+                          "רשומות CDR שהזמן שלהן לא הובן: {count}."),
+    "status.see_sent": ("see what Voicenter sent", "ראו מה Voicenter שלח"),
+    "busy.title": ("Busy, try again", "עסוק, נסו שוב"),
+    "busy.text": ("The calls database is busy just now (another program is writing to "
+                  "it), so nothing was changed. Go back and try again in a moment.",
+                  "מסד הנתונים של השיחות עסוק כרגע (תוכנה אחרת כותבת אליו), ולכן דבר "
+                  "לא שונה. חזרו ונסו שוב בעוד רגע."),
+    "busy.back": ("Back to the page", "חזרה לדף"),
+    "calls.unreadable": ("The calls cannot be read just now; reload the page in a "
+                         "moment. The database says:",
+                         "לא ניתן לקרוא את השיחות כרגע; טענו את הדף מחדש בעוד רגע. "
+                         "מסד הנתונים אומר:"),
+    "nav.sent": ("what Voicenter sent", "מה Voicenter שלח"),
 }
 
 
@@ -5764,10 +5906,12 @@ def _caller_row(block, place, choice, rules, source_name, row, addition):
         if choice.name else ""
     company = cells.get(choice.company, "") if choice.company else ""
     columns, numbers = [], {}
+    labels = dict(choice.labels)
     for header, text in cells.items():
         if not text:
             continue
-        if header in choice.phones:
+        if header in choice.phones and not (
+                header in labels and _is_fax_label(cells.get(labels[header], ""))):
             numbers[header] = [_e164(found) for found in cell_keys(text, rules)[0]]
             kind = "phone"
         elif _E_MAIL.fullmatch(text):
@@ -6164,7 +6308,7 @@ def _popup_line(method, phase, ivrid, phone, total, seconds, client, log_numbers
 
 
 #: The application's paths, longest first (a path is logged as the one it starts with).
-ROUTES = ("/calls.csv", "/calls/mark", "/popup", "/health", "/calls", "/")
+ROUTES = ("/calls.csv", "/calls/mark", "/popup", "/health", "/calls", "/sent", "/")
 
 
 def _loggable_path(path):
@@ -6208,6 +6352,160 @@ def _mask(number, log_numbers):
     return "*" * (len(digits) - 3) + digits[-3:] if digits else "-"
 
 
+# What Voicenter sent ---------------------------------------------------------------
+
+SENT_KEPT = 200  # pop-up requests and CDRs the "what Voicenter sent" page shows
+_SENT_CDR_FIELDS = 60  # a CDR's plain fields kept for it, at most
+_SENT_TEXT = 300  # characters of a CDR's value kept
+
+
+class SentLog:
+    """The last SENT_KEPT pop-up requests and CDRs and what each was answered, for the
+    "what Voicenter sent" page (/sent). A pop-up only appends a small tuple to a
+    bounded deque (atomic: no lock); the page reads them when it is viewed
+    (sent_rows()). Nothing secret is kept: of a pop-up only the values of the fields
+    it reads (REQUEST_FIELDS, never the token) and the names of the others; of a CDR
+    its body's plain fields, never the query that carries the token."""
+
+    def __init__(self, kept=SENT_KEPT):
+        self.entries = collections.deque(maxlen=kept)
+
+    def popup(self, method, body_format, fields, status, answer):
+        """`answer`: the PopupAnswer sent (before the caller's signed link is put in
+        it), or the error message of any other answer; `status`: its HTTP status."""
+        self.entries.append((time.time(), "popup", method, body_format,
+                             tuple(map(fields.get, REQUEST_FIELDS)), tuple(fields),
+                             status, answer))
+
+    def cdr(self, body_format, fields, status, answer):
+        """`answer`: "stored", "already stored" or the error message sent back."""
+        kept = {}
+        for name, value in itertools.islice(fields.items(), _SENT_CDR_FIELDS):
+            if isinstance(value, str):
+                kept[name] = value[:_SENT_TEXT]
+            elif value is None or isinstance(value, (bool, int, float)):
+                kept[name] = value
+        self.entries.append((time.time(), "cdr", "POST", body_format, kept,
+                             tuple(fields), status, answer))
+
+    def flags(self):
+        """(pop-ups whose phase this server did not know, CDRs whose time it could not
+        read) among those kept."""
+        phases = times = 0
+        for entry in list(self.entries):
+            if entry[1] == "popup":
+                phases += _popup_flag(_sent_fields(entry[4]), entry[6]) is not None
+            else:
+                times += _cdr_time_problem(entry[4]) is not None
+        return phases, times
+
+
+class SentRow(typing.NamedTuple):
+    """One request of the "what Voicenter sent" page as it was read: values as sent
+    and as read, and page-text keys (`how`, `phase_read`, `flag`)."""
+
+    when: dt.datetime
+    kind: str            # "popup" or "cdr"
+    how: str             # its format: GET query, POST form, POST JSON
+    ivrid: str           # the call's id (ivrid, a CDR's ivruniqueid)
+    phase: str           # the phase (pop-up) or type and status (CDR), as sent
+    phase_read: str      # how that was read: a phase, or a CDR's direction
+    number: str          # the number as sent
+    e164: str            # as normalised; "" when it is no number
+    matched: int | None  # contacts matched (a pop-up answered), else None
+    name: str            # the first one's name
+    answer: str          # STATUS (a pop-up) or Err (a CDR) as answered
+    answer_text: str     # the rest of the answer
+    caller_link: bool    # the answer's URL was the caller's signed page link
+    flag: str | None     # what was not understood
+    others: tuple        # names of the other fields sent (this server ignores them)
+    started: str         # a CDR's call start as read
+
+
+def _sent_fields(values):
+    return {name: value for name, value in zip(REQUEST_FIELDS, values)
+            if value is not None}
+
+
+def _popup_flag(fields, status):
+    """The page-text key of what a pop-up answered 200 had that this server did not
+    understand (a phase name; a call's phase missing), or None."""
+    if status != 200:
+        return None
+    phase = read_phase(_phase(fields))
+    if phase is None:
+        return "sent.flag_phase"
+    if not phase and fields.get("ivrid"):
+        return "sent.flag_no_phase"
+    return None
+
+
+def _cdr_time_problem(fields):
+    """None when a CDR's time was read, else the page-text key of why not."""
+    sent = _cdr_text(fields.get("time"))
+    if not sent:
+        return "sent.flag_no_time"
+    if _cdr_number(sent, 946684800, 253402300799) is None:  # as cdr_row() reads it
+        return "sent.flag_time"
+    return None
+
+
+def sent_rows(entries, region, zone, hidden=()):
+    """A SentLog's entries as the page shows them, newest first; in every text, each
+    of `hidden` (the token) is replaced by ***."""
+    def shown(value):
+        text = _cdr_text(value)
+        for secret in hidden:
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    rows = []
+    for when, kind, method, body_format, values, names, status, answer in reversed(
+            list(entries)):
+        how = ("sent.get" if method == "GET" else "sent.json" if body_format == "json"
+               else "sent.form" if body_format == "form" else "sent.post")
+        at = _local_time(when, zone)
+        if kind == "popup":
+            fields = _sent_fields(values)
+            phase = read_phase(_phase(fields))
+            number = fields.get("phone", "")
+            others = tuple(shown(name) for name in names
+                           if name not in fields and name != "token")
+            caller_link = False
+            if isinstance(answer, PopupAnswer):
+                e164, matched, name, said = answer.e164 or "", answer.total, answer.name, "OK"
+                caller_link = not answer.url and answer.key is not None
+                text = f"TOTAL {answer.total}" + (f" · URL {redact_url(answer.url)}"
+                                                  if answer.url else "")
+            else:
+                e164 = (normalize_number(number, region) or "") if number else ""
+                matched, name, said, text = None, "", "ERROR", f"{status}: {answer}"
+            rows.append(SentRow(
+                at, kind, how, shown(fields.get("ivrid", "")), shown(_phase(fields)),
+                "phase.unknown" if phase is None else f"phase.{phase or 'none'}",
+                shown(number), e164, matched, shown(name), said, shown(text),
+                caller_link, _popup_flag(fields, status), others, ""))
+            continue
+        try:
+            row = cdr_row(values, region, when)
+        except CdrError:
+            row = None
+        problem = _cdr_time_problem(values)
+        number = next((text for text in map(_cdr_text, map(values.get, (
+            "callerPhone", "caller", "target"))) if text), "")
+        rows.append(SentRow(
+            at, kind, how, shown(values.get("ivruniqueid")), " · ".join(filter(None, map(shown, map(values.get, (
+                "type", "status"))))),
+            f"direction.{row[3]}" if row is not None and row[3] else "sent.no_direction",
+            shown(number), row[7] if row is not None else "", None, "",
+            "Err 0" if status == 200 else f"Err {1 if status >= 500 else status}",
+            shown(answer), False, problem, (),
+            "" if row is None or problem else
+            _local_time(row[2], zone).strftime("%Y-%m-%d %H:%M:%S")))
+    return rows
+
+
 ###############################################################################
 # The web app #################################################################
 ###############################################################################
@@ -6230,8 +6528,19 @@ def _json_bytes(payload):
 
 ERROR_MESSAGES = {
     404: "no such page: the pop-up service is at /popup, its status at /health",
-    405: "method not allowed here: /popup takes GET, POST or OPTIONS",
 }
+
+
+def _not_allowed_message(app, path, allow):
+    """A 405's message: the route asked for (its rule, never the client's own text in
+    it) and the methods it takes (bottle's Allow header, "GET,POST")."""
+    rule = next((route.rule for route in app.routes if re.fullmatch(
+        re.sub(r"<[^>]*>", "[^/]+", re.escape(route.rule)), path)), None)
+    methods = sorted(method for method in (allow or "").split(",")
+                     if method and method != "HEAD")
+    takes = (", ".join(methods[:-1]) + " or " + methods[-1] if len(methods) > 1
+             else "".join(methods))
+    return f"method not allowed here: {rule or 'this path'} takes {takes or 'no method'}"
 
 
 def bottle_headers_direct():
@@ -6243,11 +6552,12 @@ def bottle_headers_direct():
 
 
 def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
-               password_hash=None, additions=None):
+               password_hash=None, additions=None, sent=None):
     """The Bottle application: /popup, /health and the office pages. `page_secret`
     (bytes) signs sessions and links (a random one for this process when None);
     `password_hash` (hash_password()'s text) is the office login, None for none;
-    `additions`: the Additions served (started), else one in the state folder."""
+    `additions`: the Additions served (started), else one in the state folder;
+    `sent`: the SentLog of what Voicenter sent (a new one when None)."""
     app = bottle.Bottle(catchall=True)
     guard = AccessGuard(config)
     door = OfficeDoor(config, guard, page_secret or secrets.token_bytes(32), password_hash)
@@ -6255,6 +6565,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
     additions = additions or Additions(config.state_path / ADDITIONS_FILE_NAME, holder)
     direct_headers = bottle_headers_direct()
     access_log = access_log or LoggingAccessLog(config.log_numbers)
+    sent = sent if sent is not None else SentLog()
 
     def json_error(error):
         status = error.status_code
@@ -6262,6 +6573,8 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
             log.error("internal error on %s: %s", _loggable_path(bottle.request.path),
                       error.traceback or error.body)
         message = ERROR_MESSAGES.get(status) or (
+            _not_allowed_message(app, bottle.request.path, error.get_header("Allow"))
+            if status == 405 else
             error.body if isinstance(error.body, str) and status < 500
             else "internal error; the server log has the details")
         if access_log.enabled:
@@ -6271,12 +6584,23 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
         bottle.response.content_type = JSON_TYPE
         if bottle.request.path == "/popup":
             bottle.response.set_header(*CORS_ORIGIN)
+            keep_refused_popup(status, message)
         if bottle.request.path == "/cdr":  # refused before the route (a body too big)
             return _cdr_answer(status, message)
         return _json_bytes({"STATUS": "ERROR", "MESSAGE": message})
 
     for status in (400, 403, 404, 405, 413, 415, 500, 503):
         app.error(status)(json_error)
+
+    def keep_refused_popup(status, message):
+        """A refused pop-up, for the "what Voicenter sent" page: its query's fields."""
+        environ = bottle.request.environ
+        try:
+            fields = _query_fields(environ)
+        except bottle.HTTPError:
+            fields = {}
+        sent.popup(environ.get("REQUEST_METHOD", ""), environ.get(BODY_FORMAT), fields,
+                   status, message)
 
     # skip=True: no plugins wrap it; it returns its JSON as bytes (the busiest route).
     @app.route("/popup", method=["GET", "POST"], skip=True)
@@ -6305,6 +6629,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
             bottle.response.set_header(*CORS_ORIGIN)
         if recorder is not None:
             recorder.record(fields, answer)
+        sent.popup(environ["REQUEST_METHOD"], environ.get(BODY_FORMAT), fields, 200, answer)
         if log_request:
             access_log.popup(environ["REQUEST_METHOD"], fields, answer.total,
                              time.perf_counter() - started,
@@ -6352,6 +6677,12 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
                                    days=config.link_days)
         return page
 
+    def busy_page(back, session=None):
+        """A form the calls database was too busy to take: the HTML page saying so
+        (503, try again), in the page's language; `back`: the page it came from."""
+        return render_page("busy", 503, session=session, back=local_path(back, "/calls"),
+                           headers={"Retry-After": "5"})
+
     def asked_path():
         environ = bottle.request.environ
         query = environ.get("QUERY_STRING", "")
@@ -6394,7 +6725,16 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
             cdr_url=door.base_url(bottle.request.environ) + "/cdr?token=",
             recording=recorder is not None, day=day, today=today_in(zone),
             tried=tried, tried_answer=tried_answer,
-            tried_json=_json_bytes(tried_answer).decode("utf-8") if tried_answer else "")
+            tried_json=_json_bytes(tried_answer).decode("utf-8") if tried_answer else "",
+            sent_flags=sent.flags())
+
+    @app.get("/sent")
+    def sent_page():
+        """What Voicenter sent: the last pop-ups and CDRs, and how each was read."""
+        session = door.admit(bottle.request.environ, asked_path())
+        rows = sent_rows(sent.entries, config.region, zone, hidden=(config.token,))
+        return render_page("sent", session=session, rows=rows, kept=SENT_KEPT,
+                           flags=sent.flags())
 
     @app.post("/calls/mark")
     @office_page
@@ -6415,8 +6755,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
                               fields.get("note"))
         except (sqlite3.Error, OSError) as error:
             log.error("could not store a mark in %s: %s", recorder.path, error)
-            raise bottle.HTTPError(503, "the mark could not be stored; try again") \
-                from None
+            return busy_page(fields.get("next"), session)
         if not found:
             raise bottle.HTTPError(400, "no call has this ivrid")
         raise bottle.HTTPResponse(status=303, headers={
@@ -6430,7 +6769,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
             path, day, did=query.get("did") or None, names=names, index=holder.index,
             **day_options))
         if calls_error:
-            raise bottle.HTTPError(503, calls_error)
+            raise bottle.HTTPError(503, f"the calls database cannot be read: {calls_error}")
         bottle.response.content_type = "text/csv; charset=utf-8"
         bottle.response.set_header("Cache-Control", "no-store")
         bottle.response.set_header("Content-Disposition",
@@ -6445,6 +6784,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
         answered; any other answer has a non-zero Err, and Voicenter sends it again."""
         bottle.response.content_type = JSON_TYPE
         environ = bottle.request.environ
+        fields = {}
         try:
             guard.check(environ, _query_fields(environ))
             if recorder is None:
@@ -6460,14 +6800,20 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
                 cdr_turn.release()
         except bottle.HTTPError as error:
             bottle.response.status = error.status_code
+            sent.cdr(environ.get(BODY_FORMAT), fields, error.status_code, error.body)
             return _cdr_answer(error.status_code, error.body)
         except CdrError as error:
             bottle.response.status = 400
+            sent.cdr(environ.get(BODY_FORMAT), fields, 400, str(error))
             return _cdr_answer(400, str(error))
         except (sqlite3.Error, OSError) as error:
             log.error("could not store a CDR in %s: %s", recorder.path, error)
             bottle.response.status = 503
-            return _cdr_answer(503, "the CDR could not be stored; send it again")
+            message = "the CDR could not be stored; send it again"
+            sent.cdr(environ.get(BODY_FORMAT), fields, 503, message)
+            return _cdr_answer(503, message)
+        sent.cdr(environ.get(BODY_FORMAT), fields, 200,
+                 "stored" if stored else "already stored")
         if access_log.enabled:
             access_log.write(f"POST /cdr 200 {'stored' if stored else 'already stored'} "
                              f"client={_loggable(guard.client_address(environ))}")
@@ -6521,12 +6867,16 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
             door.check_form(environ, fields, session)
         return fields, how, session, query, key
 
-    def back_to_caller(number, how, query, anchor):
+    def caller_path(number, how, query):
         path = "/caller/" + quote(number, safe="+")
         if how == "link":
             path += "?" + urlencode({"e": query["e"], "s": query["s"]})
-        raise bottle.HTTPResponse(status=303, headers={"Location": path + anchor,
-                                                       "Cache-Control": "no-store"})
+        return path
+
+    def back_to_caller(number, how, query, anchor):
+        raise bottle.HTTPResponse(status=303, headers={
+            "Location": caller_path(number, how, query) + anchor,
+            "Cache-Control": "no-store"})
 
     @app.post("/caller/<number>/contact")
     @office_page
@@ -6566,17 +6916,18 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
         if mark not in ("", *CALL_MARKS) or len(note) > MAX_NOTE:
             raise bottle.HTTPError(400, f"mark is one of {', '.join(CALL_MARKS)} or "
                                         f"empty, and a note has at most {MAX_NOTE} characters")
+        back = caller_path(number, how, query)
         calls, calls_error = _calls_or_error(recorder, lambda path: calls_of_number(
             path, f"+{key}", limit=CALLER_PAGE_CALLS, **day_options))
         if calls_error:
-            raise bottle.HTTPError(503, calls_error)
+            return busy_page(back, session)
         if not any(call.ivrid == ivrid for call in calls):
             raise bottle.HTTPError(404, "no such call of this caller")
         try:
             mark_call(recorder.path, ivrid, mark, note.strip())
-        except sqlite3.Error as error:
+        except (sqlite3.Error, OSError) as error:
             log.error("could not keep a call's note in %s: %s", recorder.path, error)
-            raise bottle.HTTPError(503, "the note could not be kept; try again") from None
+            return busy_page(back, session)
         back_to_caller(number, how, query, "#calls")
 
     @app.get("/login")
@@ -6712,7 +7063,7 @@ def _calls_or_error(recorder, read):
         return read(recorder.path), None
     except sqlite3.Error as error:
         log.error("cannot read calls from %s: %s", recorder.path, error)
-        return None, f"the calls database cannot be read: {error}"
+        return None, str(error)
 
 
 ###############################################################################

@@ -5677,6 +5677,7 @@ PAGE_TEXTS = {
     "sent.col_number": ("Number, as sent → as read", "מספר, כפי שנשלח ← כפי שהובן"),
     "sent.col_matched": ("Contacts matched", "אנשי קשר שנמצאו"),
     "sent.col_answer": ("Answer sent", "התשובה שנשלחה"),
+    "sent.arrow": ("→", "←"),  # from as sent to as read, in the reading direction
     "sent.popup": ("pop-up", "חלון קופץ"),
     "sent.cdr": ("CDR", "CDR"),
     "sent.get": ("GET, query", "GET, שאילתה"),
@@ -6372,10 +6373,12 @@ class SentLog:
 
     def popup(self, method, body_format, fields, status, answer):
         """`answer`: the PopupAnswer sent (before the caller's signed link is put in
-        it), or the error message of any other answer; `status`: its HTTP status."""
+        it), or the error message of any other answer; `status`: its HTTP status.
+        Kept as plain tuples of strings and numbers, which the garbage collector
+        stops tracking (a namedtuple or a dict it would walk again and again)."""
         self.entries.append((time.time(), "popup", method, body_format,
                              tuple(map(fields.get, REQUEST_FIELDS)), tuple(fields),
-                             status, answer))
+                             status, answer if type(answer) is str else tuple(answer)))
 
     def cdr(self, body_format, fields, status, answer):
         """`answer`: "stored", "already stored" or the error message sent back."""
@@ -6473,7 +6476,8 @@ def sent_rows(entries, region, zone, hidden=()):
             others = tuple(shown(name) for name in names
                            if name not in fields and name != "token")
             caller_link = False
-            if isinstance(answer, PopupAnswer):
+            if type(answer) is tuple:
+                answer = PopupAnswer(*answer)
                 e164, matched, name, said = answer.e164 or "", answer.total, answer.name, "OK"
                 caller_link = not answer.url and answer.key is not None
                 text = f"TOTAL {answer.total}" + (f" · URL {redact_url(answer.url)}"

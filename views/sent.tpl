@@ -36,7 +36,7 @@
   </td>
   <td class="phase">
     % if row.phase:
-    <bdi dir="ltr" class="as-sent">{{row.phase}}</bdi> →
+    <bdi dir="ltr" class="as-sent">{{row.phase}}</bdi> {{t("sent.arrow")}}
     % end
     {{t(row.phase_read)}}
     % if row.started:
@@ -48,7 +48,7 @@
   </td>
   <td class="number">
     % if row.number:
-    <bdi dir="ltr" class="as-sent">{{row.number}}</bdi> →
+    <bdi dir="ltr" class="as-sent">{{row.number}}</bdi> {{t("sent.arrow")}}
     % if row.e164:
     <bdi dir="ltr" class="read">{{row.e164}}</bdi>
     % else:

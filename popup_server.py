@@ -16,6 +16,7 @@ Endpoints:
     GET|POST /popup   the pop-up answer: {"STATUS", "TOTAL", "CLIENTNAME", "COMPANY", "URL"}
     GET /health       load status for monitors (never contact data, never a token)
     GET / or /calls   the day's calls, missed first (HTML); /calls.csv?day=YYYY-MM-DD
+    GET /sent         what Voicenter sent: the last pop-ups and CDRs, as read (HTML)
 
 Options: each one in the settings table OPTIONS (section "Configuration") also has an
 environment variable, POPUP_ + its name in capitals (POPUP_PORT for --port, POPUP_CONTACTS

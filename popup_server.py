@@ -5134,8 +5134,11 @@ def _form_fields(text, what, wsgi_text=False):
     return fields
 
 
-#: The environ key where _body_fields() says how it read a body: "json" or "form".
+#: The environ keys where _body_fields() says how it read a body ("json" or "form")
+#: and, of a pop-up's JSON, the names of its fields (the first _SENT_NAMES).
 BODY_FORMAT = "popup_server.body_format"
+BODY_NAMES = "popup_server.body_names"
+_SENT_NAMES = 40
 
 
 def _body_fields(environ, max_body, json_fields=None):
@@ -5155,7 +5158,10 @@ def _body_fields(environ, max_body, json_fields=None):
             content_type not in ("application/x-www-form-urlencoded",
                                  "multipart/form-data") and body.lstrip()[:1] in (b"{", b"[")):
         environ[BODY_FORMAT] = "json"
-        return (json_fields or _json_fields)(body)
+        if json_fields is None:
+            names = environ[BODY_NAMES] = []
+            return _json_fields(body, names)
+        return json_fields(body)
     if content_type == "multipart/form-data":
         raise bottle.HTTPError(415, "send the fields as a query string, as "
                                     "application/x-www-form-urlencoded or as JSON")
@@ -5167,7 +5173,9 @@ def _body_fields(environ, max_body, json_fields=None):
     return _form_fields(text, "form body")
 
 
-def _json_fields(body):
+def _json_fields(body, names=None):
+    """The pop-up's fields (REQUEST_FIELDS) of a JSON body; `names` (a list) gets the
+    names of the first _SENT_NAMES fields it has, for the "what Voicenter sent" page."""
     try:
         data = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
@@ -5179,6 +5187,8 @@ def _json_fields(body):
     if not isinstance(data, dict):
         raise bottle.HTTPError(400, "the JSON body must be an object, e.g. "
                                     '{"phone": "0722776772"}')
+    if names is not None:
+        names.extend(itertools.islice(data, _SENT_NAMES))
     fields = {}
     for name in REQUEST_FIELDS:
         value = data.get(name)
@@ -6372,14 +6382,16 @@ class SentLog:
     def __init__(self, kept=SENT_KEPT):
         self.entries = collections.deque(maxlen=kept)
 
-    def popup(self, method, body_format, fields, status, answer):
+    def popup(self, method, body_format, fields, status, answer, body_names=()):
         """`answer`: the PopupAnswer sent (before the caller's signed link is put in
-        it), or the error message of any other answer; `status`: its HTTP status.
+        it), or the error message of any other answer; `status`: its HTTP status;
+        `body_names`: the names of a JSON body's fields (`fields` has the read ones).
         Kept as plain tuples of strings and numbers, which the garbage collector
         stops tracking (a namedtuple or a dict it would walk again and again)."""
         self.entries.append((time.time(), "popup", method, body_format,
                              tuple(map(fields.get, REQUEST_FIELDS)), tuple(fields),
-                             status, answer if type(answer) is str else tuple(answer)))
+                             status, answer if type(answer) is str else tuple(answer),
+                             tuple(body_names)))
 
     def cdr(self, body_format, fields, status, answer):
         """`answer`: "stored", "already stored" or the error message sent back."""
@@ -6389,8 +6401,8 @@ class SentLog:
                 kept[name] = value[:_SENT_TEXT]
             elif value is None or isinstance(value, (bool, int, float)):
                 kept[name] = value
-        self.entries.append((time.time(), "cdr", "POST", body_format, kept,
-                             tuple(fields), status, answer))
+        self.entries.append((time.time(), "cdr", "POST", body_format, kept, (), status,
+                             answer, ()))
 
     def flags(self):
         """(pop-ups whose phase this server did not know, CDRs whose time it could not
@@ -6465,8 +6477,8 @@ def sent_rows(entries, region, zone, hidden=()):
         return text
 
     rows = []
-    for when, kind, method, body_format, values, names, status, answer in reversed(
-            list(entries)):
+    for when, kind, method, body_format, values, names, status, answer, body_names in \
+            reversed(list(entries)):
         how = ("sent.get" if method == "GET" else "sent.json" if body_format == "json"
                else "sent.form" if body_format == "form" else "sent.post")
         at = _local_time(when, zone)
@@ -6474,7 +6486,7 @@ def sent_rows(entries, region, zone, hidden=()):
             fields = _sent_fields(values)
             phase = read_phase(_phase(fields))
             number = fields.get("phone", "")
-            others = tuple(shown(name) for name in names
+            others = tuple(shown(name) for name in dict.fromkeys(names + body_names)
                            if name not in fields and name != "token")
             caller_link = False
             if type(answer) is tuple:
@@ -6605,7 +6617,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
         except bottle.HTTPError:
             fields = {}
         sent.popup(environ.get("REQUEST_METHOD", ""), environ.get(BODY_FORMAT), fields,
-                   status, message)
+                   status, message, environ.get(BODY_NAMES, ()))
 
     # skip=True: no plugins wrap it; it returns its JSON as bytes (the busiest route).
     @app.route("/popup", method=["GET", "POST"], skip=True)
@@ -6634,7 +6646,8 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
             bottle.response.set_header(*CORS_ORIGIN)
         if recorder is not None:
             recorder.record(fields, answer)
-        sent.popup(environ["REQUEST_METHOD"], environ.get(BODY_FORMAT), fields, 200, answer)
+        sent.popup(environ["REQUEST_METHOD"], environ.get(BODY_FORMAT), fields, 200, answer,
+                   environ.get(BODY_NAMES, ()))
         if log_request:
             access_log.popup(environ["REQUEST_METHOD"], fields, answer.total,
                              time.perf_counter() - started,

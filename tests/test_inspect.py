@@ -114,6 +114,21 @@ def test_a_phase_this_server_does_not_know_is_flagged_on_both_pages(office, fiel
     assert "בקשות חלון קופץ שהשלב שלהן לא הובן: 1." in hebrew
 
 
+def test_a_json_pop_ups_fields_not_read_are_named(office):
+    server, client = office
+    assert server.post_json(f"/popup?token={TOKEN}", {
+        "phone": "0541234567", "ivrid": "j-1", "Status": "Ringing",
+        "currentCall": {"callStarted": 1}, "token": TOKEN}).status == 200
+    assert server.post_json(f"/popup?token={TOKEN}", {"Phone": "0541234567"}).status == 400
+    rows = _sent_rows(client.get("/sent").text)
+    (_kind, _flag, refused), (_kind2, flag, read) = rows
+    assert flag == "sent.flag_no_phase"  # "Status" is not "status"
+    others = re.search(r'not read: <bdi dir="ltr">([^<]*)</bdi>', read).group(1)
+    assert others.split(", ") == ["Status", "currentCall"]
+    assert "ERROR</b> 400: the request has no phone field" in refused
+    assert "Phone" in refused and TOKEN not in client.get("/sent").text
+
+
 @pytest.mark.parametrize("sent_time,flag", [("yesterday", "sent.flag_time"),
                                             (None, "sent.flag_no_time"),
                                             ("99999999999999", "sent.flag_time")])

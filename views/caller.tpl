@@ -2,7 +2,7 @@
 %# international forms; contacts (CallerRow, file order); calls (Call, newest first);
 %# by_link and link_query (?e=&s= for the forms when opened by a signed link);
 %# form_token (the forms' csrf); problem (None or (text key, values)); form (values).
-% rebase("layout", title=t("caller.title") + " " + number)
+% rebase("layout", title=t("caller.title") + " \u2066" + number + "\u2069")
 % action_query = "?" + link_query if link_query else ""
 % def e164_digits(number):
 %   return "".join(ch for ch in number if ch.isdigit())

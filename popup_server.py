@@ -3073,19 +3073,16 @@ def _phase(fields):
     return fields.get("status") or fields.get("statusCall") or ""
 
 
-#: The pop-up's phase names (case aside) and the phase each one is: Voicenter sends
-#: Ringing, Talking (answered) and Hangup; older material and integrators say Answer
-#: or Answered for Talking.
-PHASE_NAMES = types.MappingProxyType({"ringing": "ringing", "talking": "answer",
-                                      "answer": "answer", "answered": "answer",
-                                      "hangup": "hangup"})
+#: The call phases as Voicenter names them (`Talking` is the answer; older material
+#: and integrators say "Answer" or "Answered"), read case-insensitively.
+_PHASE_NAMES = {"ringing": "ringing", "talking": "talking", "answer": "talking",
+                "answered": "talking", "hangup": "hangup"}
 
 
 def read_phase(text):
-    """The phase a pop-up's status names ("ringing", "answer", "hangup"), "" for no
-    status at all (a lookup), None for a name this server does not know."""
-    text = (text or "").strip().lower()
-    return PHASE_NAMES.get(text) if text else ""
+    """The phase a pop-up's status (statusCall) names: "ringing", "talking" (the call
+    was answered) or "hangup"; None for anything else."""
+    return _PHASE_NAMES.get(str(text).strip().lower())
 
 
 ###############################################################################
@@ -5712,7 +5709,7 @@ PAGE_TEXTS = {
     "sent.flag_no_time": ("No time: the time it arrived was used.",
                           "אין זמן: נעשה שימוש בזמן ההגעה."),
     "phase.ringing": ("ringing", "מצלצל"),
-    "phase.answer": ("answered", "נענה"),
+    "phase.talking": ("answered", "נענה"),
     "phase.hangup": ("hung up", "נותק"),
     "phase.none": ("no phase (a look-up)", "ללא שלב (בדיקה)"),
     "phase.unknown": ("not understood", "לא הובן"),
@@ -6448,12 +6445,10 @@ def _popup_flag(fields, status):
     understand (a phase name; a call's phase missing), or None."""
     if status != 200:
         return None
-    phase = read_phase(_phase(fields))
-    if phase is None:
-        return "sent.flag_phase"
-    if not phase and fields.get("ivrid"):
-        return "sent.flag_no_phase"
-    return None
+    sent = _phase(fields).strip()
+    if not sent:
+        return "sent.flag_no_phase" if fields.get("ivrid") else None
+    return "sent.flag_phase" if read_phase(sent) is None else None
 
 
 def _cdr_time_problem(fields):
@@ -6484,7 +6479,7 @@ def sent_rows(entries, region, zone, hidden=()):
         at = _local_time(when, zone)
         if kind == "popup":
             fields = _sent_fields(values)
-            phase = read_phase(_phase(fields))
+            phase = read_phase(_phase(fields)) if _phase(fields).strip() else ""
             number = fields.get("phone", "")
             others = tuple(shown(name) for name in dict.fromkeys(names + body_names)
                            if name not in fields and name != "token")

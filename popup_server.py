@@ -5484,7 +5484,6 @@ LANGUAGES = ("en", "he")
 RIGHT_TO_LEFT = ("he",)
 
 
-
 def _ltr(text):
     """`text` isolated left to right (LRI ... PDI) inside a right-to-left text, as
     <bdi dir="ltr"> does in a page: /cdr, --calls-db and 1–500 are not mirrored."""
@@ -6506,9 +6505,10 @@ def sent_rows(entries, region, zone, hidden=()):
         problem = _cdr_time_problem(values)
         number = next((text for text in map(_cdr_text, map(values.get, (
             "callerPhone", "caller", "target"))) if text), "")
+        kind_and_status = " · ".join(filter(None, map(shown, map(values.get, (
+            "type", "status")))))
         rows.append(SentRow(
-            at, kind, how, shown(values.get("ivruniqueid")), " · ".join(filter(None, map(shown, map(values.get, (
-                "type", "status"))))),
+            at, kind, how, shown(values.get("ivruniqueid")), kind_and_status,
             f"direction.{row[3]}" if row is not None and row[3] else "sent.no_direction",
             shown(number), row[7] if row is not None else "", None, "",
             "Err 0" if status == 200 else f"Err {1 if status >= 500 else status}",

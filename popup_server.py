@@ -6379,15 +6379,14 @@ class SentLog:
         self.entries = collections.deque(maxlen=kept)
 
     def popup(self, method, body_format, fields, status, answer, body_names=()):
-        """`answer`: the PopupAnswer sent (before the caller's signed link is put in
-        it), or the error message of any other answer; `status`: its HTTP status;
-        `body_names`: the names of a JSON body's fields (`fields` has the read ones).
-        Kept as plain tuples of strings and numbers, which the garbage collector
-        stops tracking (a namedtuple or a dict it would walk again and again)."""
-        self.entries.append((time.time(), "popup", method, body_format,
-                             tuple(map(fields.get, REQUEST_FIELDS)), tuple(fields),
-                             status, answer if type(answer) is str else tuple(answer),
-                             tuple(body_names)))
+        """`fields`: the request's own dict of fields, kept as it is once its token is
+        taken out of it (no copy: this runs on every pop-up); `answer`: the
+        PopupAnswer sent (before the caller's signed link is put in it), or the error
+        message of any other answer; `status`: its HTTP status; `body_names`: the
+        names of a JSON body's fields (`fields` has only those it reads)."""
+        fields.pop("token", None)
+        self.entries.append((time.time(), "popup", method, body_format, fields, status,
+                             answer, body_names))
 
     def cdr(self, body_format, fields, status, answer):
         """`answer`: "stored", "already stored" or the error message sent back."""
@@ -6397,7 +6396,7 @@ class SentLog:
                 kept[name] = value[:_SENT_TEXT]
             elif value is None or isinstance(value, (bool, int, float)):
                 kept[name] = value
-        self.entries.append((time.time(), "cdr", "POST", body_format, kept, (), status,
+        self.entries.append((time.time(), "cdr", "POST", body_format, kept, status,
                              answer, ()))
 
     def flags(self):
@@ -6406,7 +6405,7 @@ class SentLog:
         phases = times = 0
         for entry in list(self.entries):
             if entry[1] == "popup":
-                phases += _popup_flag(_sent_fields(entry[4]), entry[6]) is not None
+                phases += _popup_flag(entry[4], entry[5]) is not None
             else:
                 times += _cdr_time_problem(entry[4]) is not None
         return phases, times
@@ -6432,11 +6431,6 @@ class SentRow(typing.NamedTuple):
     flag: str | None     # what was not understood
     others: tuple        # names of the other fields sent (this server ignores them)
     started: str         # a CDR's call start as read
-
-
-def _sent_fields(values):
-    return {name: value for name, value in zip(REQUEST_FIELDS, values)
-            if value is not None}
 
 
 def _popup_flag(fields, status):
@@ -6471,20 +6465,19 @@ def sent_rows(entries, region, zone, hidden=()):
         return text
 
     rows = []
-    for when, kind, method, body_format, values, names, status, answer, body_names in \
-            reversed(list(entries)):
+    for when, kind, method, body_format, values, status, answer, body_names in reversed(
+            list(entries)):
         how = ("sent.get" if method == "GET" else "sent.json" if body_format == "json"
                else "sent.form" if body_format == "form" else "sent.post")
         at = _local_time(when, zone)
         if kind == "popup":
-            fields = _sent_fields(values)
+            fields = {name: values[name] for name in REQUEST_FIELDS if name in values}
             phase = read_phase(_phase(fields)) if _phase(fields).strip() else ""
             number = fields.get("phone", "")
-            others = tuple(shown(name) for name in dict.fromkeys(names + body_names)
+            others = tuple(shown(name) for name in dict.fromkeys([*values, *body_names])
                            if name not in fields and name != "token")
             caller_link = False
-            if type(answer) is tuple:
-                answer = PopupAnswer(*answer)
+            if isinstance(answer, PopupAnswer):
                 e164, matched, name, said = answer.e164 or "", answer.total, answer.name, "OK"
                 caller_link = not answer.url and answer.key is not None
                 text = f"TOTAL {answer.total}" + (f" · URL {redact_url(answer.url)}"

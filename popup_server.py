@@ -6371,22 +6371,26 @@ class SentLog:
     """The last SENT_KEPT pop-up requests and CDRs and what each was answered, for the
     "what Voicenter sent" page (/sent). A pop-up only appends a small tuple to a
     bounded deque (atomic: no lock); the page reads them when it is viewed
-    (sent_rows()). Nothing secret is kept: of a pop-up only the values of the fields
-    it reads (REQUEST_FIELDS, never the token) and the names of the others; of a CDR
-    its body's plain fields, never the query that carries the token."""
+    (sent_rows()). Nothing secret is kept: of a pop-up only its number, phase and call
+    id, what was answered and, when it named no phase, the names of its fields; of a
+    CDR its body's plain fields, never the query that carries the token."""
 
     def __init__(self, kept=SENT_KEPT):
         self.entries = collections.deque(maxlen=kept)
 
     def popup(self, method, body_format, fields, status, answer, body_names=()):
-        """`fields`: the request's own dict of fields, kept as it is once its token is
-        taken out of it (no copy: this runs on every pop-up); `answer`: the
-        PopupAnswer sent (before the caller's signed link is put in it), or the error
-        message of any other answer; `status`: its HTTP status; `body_names`: the
-        names of a JSON body's fields (`fields` has only those it reads)."""
-        fields.pop("token", None)
-        self.entries.append((time.time(), "popup", method, body_format, fields, status,
-                             answer, body_names))
+        """`answer`: the PopupAnswer sent (before the caller's signed link is put in
+        it), or the error message of any other answer; `status`: its HTTP status;
+        `body_names`: the names of a JSON body's fields (`fields` has only those it
+        reads). Runs on every pop-up: it keeps as little as it can (whatever it keeps
+        stays in memory for SENT_KEPT requests), and copies nothing it can refer to."""
+        phase = fields.get("status") or fields.get("statusCall") or ""
+        self.entries.append((
+            time.time(), "popup", method, body_format,
+            (fields.get("phone"), phase, fields.get("ivrid")), status,
+            answer if type(answer) is str else (answer.total, answer.key, answer.url,
+                                                answer.name),
+            () if phase else (*fields, *body_names)))
 
     def cdr(self, body_format, fields, status, answer):
         """`answer`: "stored", "already stored" or the error message sent back."""
@@ -6405,7 +6409,7 @@ class SentLog:
         phases = times = 0
         for entry in list(self.entries):
             if entry[1] == "popup":
-                phases += _popup_flag(entry[4], entry[5]) is not None
+                phases += _popup_flag(*entry[4][1:], entry[5]) is not None
             else:
                 times += _cdr_time_problem(entry[4]) is not None
         return phases, times
@@ -6433,15 +6437,18 @@ class SentRow(typing.NamedTuple):
     started: str         # a CDR's call start as read
 
 
-def _popup_flag(fields, status):
+#: Fields a pop-up is read by: not listed among the others it sent (nor the token).
+_READ_NAMES = frozenset(REQUEST_FIELDS) | {"token"}
+
+
+def _popup_flag(phase, ivrid, status):
     """The page-text key of what a pop-up answered 200 had that this server did not
     understand (a phase name; a call's phase missing), or None."""
     if status != 200:
         return None
-    sent = _phase(fields).strip()
-    if not sent:
-        return "sent.flag_no_phase" if fields.get("ivrid") else None
-    return "sent.flag_phase" if read_phase(sent) is None else None
+    if not phase.strip():
+        return "sent.flag_no_phase" if ivrid else None
+    return "sent.flag_phase" if read_phase(phase) is None else None
 
 
 def _cdr_time_problem(fields):
@@ -6471,25 +6478,24 @@ def sent_rows(entries, region, zone, hidden=()):
                else "sent.form" if body_format == "form" else "sent.post")
         at = _local_time(when, zone)
         if kind == "popup":
-            fields = {name: values[name] for name in REQUEST_FIELDS if name in values}
-            phase = read_phase(_phase(fields)) if _phase(fields).strip() else ""
-            number = fields.get("phone", "")
-            others = tuple(shown(name) for name in dict.fromkeys([*values, *body_names])
-                           if name not in fields and name != "token")
+            number, sent, ivrid = (text or "" for text in values)
+            phase = read_phase(sent) if sent.strip() else ""
+            others = tuple(shown(name) for name in dict.fromkeys(body_names)
+                           if name not in _READ_NAMES)
             caller_link = False
-            if isinstance(answer, PopupAnswer):
-                e164, matched, name, said = answer.e164 or "", answer.total, answer.name, "OK"
-                caller_link = not answer.url and answer.key is not None
-                text = f"TOTAL {answer.total}" + (f" · URL {redact_url(answer.url)}"
-                                                  if answer.url else "")
+            if type(answer) is tuple:
+                matched, key, url, name = answer
+                e164, said = _e164(key) or "", "OK"
+                caller_link = not url and key is not None
+                text = f"TOTAL {matched}" + (f" · URL {redact_url(url)}" if url else "")
             else:
                 e164 = (normalize_number(number, region) or "") if number else ""
                 matched, name, said, text = None, "", "ERROR", f"{status}: {answer}"
             rows.append(SentRow(
-                at, kind, how, shown(fields.get("ivrid", "")), shown(_phase(fields)),
+                at, kind, how, shown(ivrid), shown(sent),
                 "phase.unknown" if phase is None else f"phase.{phase or 'none'}",
                 shown(number), e164, matched, shown(name), said, shown(text),
-                caller_link, _popup_flag(fields, status), others, ""))
+                caller_link, _popup_flag(sent, ivrid, status), others, ""))
             continue
         try:
             row = cdr_row(values, region, when)

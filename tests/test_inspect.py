@@ -83,7 +83,6 @@ def test_each_request_is_shown_as_read_and_never_with_its_token(office):
     assert "Ringing</bdi> →\n    ringing" in by_query
     assert "Talking</bdi> →\n    answered" in by_form
     assert "Hangup</bdi> →\n    hung up" in by_json
-    assert "campaign" in by_query and "token" not in by_query  # a field not read, by name
     assert "<b>ERROR</b> 403: missing or wrong token" in refused
     assert "Incoming Call · ANSWER" in cdr and "incoming" in cdr and "+972541234567" in cdr
     assert "<b>Err 0</b> stored" in cdr and "call started" in cdr
@@ -112,6 +111,16 @@ def test_a_phase_this_server_does_not_know_is_flagged_on_both_pages(office, fiel
                      r'not read: 1\. <a href="/sent">see what Voicenter sent</a>', status)
     hebrew = client.get("/calls", headers=HEBREW).text
     assert "בקשות חלון קופץ שהשלב שלהן לא הובן: 1." in hebrew
+
+
+def test_the_fields_of_a_pop_up_without_a_phase_are_named(office):
+    server, client = office
+    assert server.get("/popup", {"token": TOKEN, "phone": "0541234567", "ivrid": "g-1",
+                                 "Status": "Ringing", "campaign": "spring"}).status == 200
+    (_kind, flag, row), = _sent_rows(client.get("/sent").text)
+    assert flag == "sent.flag_no_phase"
+    others = re.search(r'not read: <bdi dir="ltr">([^<]*)</bdi>', row).group(1)
+    assert others.split(", ") == ["Status", "campaign"]  # never the token's name
 
 
 def test_a_json_pop_ups_fields_not_read_are_named(office):

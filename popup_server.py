@@ -65,6 +65,7 @@ import time
 import tomllib
 import types
 import typing
+import unicodedata
 import zoneinfo
 from pathlib import Path
 import urllib.error
@@ -4074,16 +4075,26 @@ def calls_csv(calls):
 
 
 #: What makes a spreadsheet read a cell as a formula (OWASP, CSV injection): = + - @
-#: first or after leading spaces, and their full-width and small forms, which
-#: spreadsheets may read as the ASCII ones; a tab, CR or LF first (_no_formula).
+#: first or after leading spaces and invisible characters, and their full-width and
+#: small forms, which spreadsheets may read as the ASCII ones; a tab, CR or LF first
+#: (_no_formula).
 _FORMULA_SIGNS = frozenset("=+-@\uff1d\uff0b\uff0d\uff20\ufe66\ufe62\ufe63\ufe6b")
 
 
 def _no_formula(text):
     """Text that a spreadsheet will show, not run: callers choose their caller id and
-    names come from files. Such a cell gets a leading ' (OWASP's advice)."""
-    if text[:1] in ("\t", "\r", "\n") or text.lstrip()[:1] in _FORMULA_SIGNS:
+    names come from files. Such a cell gets a leading ' (OWASP's advice). The one
+    rule for every CSV this server writes. Leading spaces and invisible characters
+    (format characters, Unicode's Cf: U+200B zero-width space, U+FEFF, U+2060, the
+    direction marks, ...) are looked through: a spreadsheet may drop them and read
+    the sign after them as a formula's start."""
+    if text[:1] in ("\t", "\r", "\n"):
         return "'" + text
+    for char in text:
+        if char in _FORMULA_SIGNS:
+            return "'" + text
+        if not (char.isspace() or unicodedata.category(char) == "Cf"):
+            break
     return text
 
 

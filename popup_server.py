@@ -4108,7 +4108,12 @@ def _no_formula(text):
 #: (token=, key=, sig=, ...) and is shown as ***.
 _HARMLESS_QUERY_KEYS = frozenset({"format", "output", "gid", "usp", "single", "range",
                                   "sheet"})
-_LINK = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>|]*")
+_LINK_START = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+#: A link's host, path, query and fragment in a text: up to a space, the sources'
+#: separator (a URL carries it only encoded) or the next link.
+_AUTHORITY = re.compile(r"[^/?#]*")
+_AUTHORITY_OR_PATH = re.compile(r"\S*")
+_LINK_REST = re.compile(r"(?:(?![A-Za-z][A-Za-z0-9+.-]*://)[^\s|])*")
 _SHEETS_PATH = re.compile(r"/spreadsheets/(?:u/\d+/)?d/(e/)?([A-Za-z0-9_-]+)")
 _DOWNLOAD_PIECE = 64 * 1024
 _MAX_REDIRECTS = 5
@@ -4117,8 +4122,33 @@ _MAX_REDIRECTS = 5
 def redact_url(text):
     """`text` with every link in it safe to show (logs, --check, errors): its user name
     and password, and every query or fragment value but a few harmless ones (format,
-    gid, ...), become ***. The one function that hides a link's secrets."""
-    return _LINK.sub(lambda match: _redact_link(match.group(0)), str(text))
+    gid, ...), become ***. The one function that hides a link's secrets.
+
+    The user name and password are found whatever characters they hold (quotes, < > |,
+    spaces, @): they run to the last @ before the end of the link's authority, the
+    first / ? or # (where urllib, which sends them, ends it too), or, failing that
+    (an unencoded / ? or # in the password), to the last @ before a space. Text that
+    only looks like them is hidden too: hiding too much is safe, too little is not."""
+    text, shown, at = str(text), [], 0
+    while (start := _LINK_START.search(text, at)) is not None:
+        shown.append(text[at:start.start()])
+        rest = start.end()
+        after = _credentials_end(text, rest)
+        tail = _LINK_REST.match(text, after).end()
+        link = text[start.start():rest] + ("***@" if after > rest else "") + text[after:tail]
+        shown.append(_redact_link(link))
+        at = max(tail, start.end())
+    shown.append(text[at:])
+    return "".join(shown)
+
+
+def _credentials_end(text, start):
+    """Where the user:password@ of the link whose authority begins at `start` ends
+    (just after its @), or `start` when it has none."""
+    authority = _AUTHORITY.match(text, start).group(0)
+    if "@" not in authority:  # a / ? or # in the password, unencoded
+        authority = _AUTHORITY_OR_PATH.match(text, start).group(0)
+    return start + authority.rindex("@") + 1 if "@" in authority else start
 
 
 def _redact_link(link):

@@ -8,6 +8,8 @@ import threading
 import time
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 import popup_server as ps
 from conftest import wait_until
@@ -104,6 +106,45 @@ def test_other_links_are_left_as_they_are(link):
 ])
 def test_redact_url_hides_passwords_tokens_and_keys(text, shown):
     assert ps.redact_url(text) == shown
+
+
+#: Characters that once ended a link for redact_url(), leaving the rest of a password
+#: shown: quotes, < > |, a space.
+ODD_PASSWORD = "pw\"s3'c<r>e|t x"
+
+
+@given(user=st.text(max_size=12), password=st.text(min_size=1, max_size=24),
+       query=st.sampled_from(["", "?format=csv", "?token=t0k&gid=3"]),
+       around=st.sampled_from(["{}", "link {} failed: no answer", "POPUP_CONTACTS='{}': x",
+                               "a.csv|{}|b.vcf"]))
+def test_a_links_user_and_password_never_show_whatever_they_hold(user, password, query,
+                                                                  around):
+    # An unencoded / ? or # ends a link's authority for urllib too (the password is
+    # then not sent as one): with a space as well, where the password ends is unknowable.
+    assume(not (any(c in password for c in "/?#") and any(c.isspace() for c in password)))
+    link = f"https://{user}:{password}@sheets.example/c.csv{query}"
+    shown = ps.redact_url(around.format(link))
+    expected = "https://***@sheets.example/c.csv" + query.replace("t0k", "***")
+    assert shown == around.format(expected)
+
+
+def test_a_password_holding_quotes_brackets_a_bar_and_a_space_never_shows(
+        start_server, site, state, run_cli):
+    site.pages["/c.csv"] = Page(ALICE, etag='"v1"')
+    link = f"http://me:{ODD_PASSWORD}@127.0.0.1:{site.port}/c.csv"
+    server = start_server(link, "--url-interval", "0.2", env=state)
+    assert name_of(server, "0501111111") == "Alice Link"
+    site.pages["/c.csv"] = Page("nope", status=500)
+    wait_until(lambda: server.get("/health").status == 503, what="/health 503")
+    wait_until(lambda: "500" in server.log_text(), what="the failed poll's log line")
+    check = run_cli(link, "--check", env=state)
+    assert check.returncode == 2, check
+    shown = [server.log_text(), server.get("/health").text,
+             check.stdout.decode(), check.stderr.decode()]
+    assert "http://***@127.0.0.1" in shown[0] and "http://***@127.0.0.1" in shown[3], shown
+    for text in shown:
+        for piece in ("s3'c", "<r>", "e|t", "t x", ODD_PASSWORD):
+            assert piece not in text, (piece, text)
 
 
 # Downloading, against the loopback site --------------------------------------

@@ -5711,7 +5711,11 @@ ADDITIONS_HEADER = ("Name", "Company", "Phone", "Notes")
 ADDITION_LIMITS = {"name": 200, "company": 200, "phone": 100, "notes": 2000}
 CALLER_PAGE_CALLS = 50  # the caller's latest calls shown (and that may be marked)
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-_E_MAIL = re.compile(r"[^@\s<>\"'()]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}")
+#: A plain e-mail address, the only cell made a mailto: link: letters, digits and . _ + -
+#: before the @ (a ? & = % # , ; or : would add headers or recipients to the link:
+#: "a?cc=victim@evil.example").
+_E_MAIL = re.compile(r"[\w.+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*"
+                     r"\.[A-Za-z]{2,63}")
 
 
 class CallerLinks:

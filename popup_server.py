@@ -5191,7 +5191,7 @@ SESSION_SECONDS = 12 * 3600          # a working day; then the login page again
 LOGIN_FAILURES_ALLOWED = 5           # wrong passwords from one address ...
 LOGIN_FAILURE_WINDOW = 15 * 60       # ... within this many seconds; then it waits
 LOGIN_ADDRESSES_KEPT = 10_000        # failing addresses remembered (the oldest go first)
-SESSIONS_ENDED_KEPT = 10_000         # logged-out sessions remembered until they expire
+SESSIONS_ENDED_KEPT = 10_000         # logged-out sessions kept (revoked_sessions) until they expire
 _SCRYPT = dict(n=2 ** 14, r=8, p=1)  # 16 MiB and ~50 ms a try: OWASP's minimum
 
 
@@ -5296,6 +5296,150 @@ class LoginLimiter:
 
 Session = collections.namedtuple("Session", "nonce expires")
 
+#: The state folder's file of sessions ended before their expiry (RevokedSessions).
+REVOKED_SESSIONS_NAME = "revoked_sessions"
+_NONCE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class RevokedSessions:
+    """Sessions ended before their expiry, kept in the state folder's revoked_sessions
+    file so that no restart brings one back: logouts (revoke()), and every session at
+    once (revoke_all(): a new office password, the password command). The one place
+    that ends sessions; OfficeDoor.session() asks is_revoked() of every cookie.
+
+    Bounded: an entry is dropped once its session would have expired anyway, and
+    beyond `kept` logouts the oldest are folded into the "every session started
+    until" time instead (signing out a few sessions too many, never letting one back).
+    One line an entry, appended at once; the file is written anew when it holds twice
+    the entries kept. Lines: "session NONCE EXPIRES", "all UNTIL EXPIRES" (sessions
+    started at or before UNTIL), "password TAG" (which password the sessions belong
+    to: at a start with another one, every session is revoked)."""
+
+    def __init__(self, path, kept=SESSIONS_ENDED_KEPT):
+        self.path, self.kept = path, kept
+        self.lock = threading.Lock()
+        self.ended = collections.OrderedDict()  # nonce -> expiry, oldest first
+        self.until = 0        # sessions started at or before this (epoch s) are revoked
+        self.password = ""    # the tag of the password of the sessions
+        self.lines = 0        # lines in the file
+
+    @classmethod
+    def open(cls, path, password_tag=None, kept=SESSIONS_ENDED_KEPT, now=None):
+        """The revoked sessions kept at `path` (none when it does not exist yet); with
+        `password_tag` (a tag of the office password's hash) different from the one
+        kept, every session is revoked. ConfigError when the file cannot be read."""
+        revoked = cls(path, kept)
+        now = time.time() if now is None else now
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                lines = handle.read(64 * 1024 * 1024).splitlines()
+        except FileNotFoundError:
+            lines = []
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read the signed-out sessions "
+                              f"({error.strerror or error}); delete it or pass "
+                              "--state-dir") from None
+        for line in lines:
+            revoked._take(line.split(), now)
+        if password_tag is not None and password_tag != revoked.password:
+            if revoked.password:
+                revoked.until = max(revoked.until, int(now))
+            revoked.password = password_tag
+        try:
+            revoked._rewrite(now)
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot write the signed-out sessions "
+                              f"({error.strerror or error}); pass --state-dir") from None
+        return revoked
+
+    def _take(self, fields, now):
+        """One line of the file, read; anything else is ignored (a line cut short by a
+        crash)."""
+        kind = fields[0] if fields else ""
+        if kind == "password" and len(fields) == 2 and _NONCE.fullmatch(fields[1]):
+            self.password = fields[1]
+        elif (kind in ("session", "all") and len(fields) == 3 and fields[2].isascii()
+              and fields[2].isdigit() and int(fields[2]) >= now):
+            if kind == "session" and _NONCE.fullmatch(fields[1]):
+                self.ended.pop(fields[1], None)
+                self.ended[fields[1]] = int(fields[2])
+                self._bound()
+            elif kind == "all" and fields[1].isascii() and fields[1].isdigit():
+                self.until = max(self.until, int(fields[1]))
+
+    def is_revoked(self, nonce, expires):
+        return expires - SESSION_SECONDS <= self.until or nonce in self.ended
+
+    def revoke(self, nonce, expires, now=None):
+        """End the session `nonce` (a logout), for good."""
+        with self.lock:
+            self.ended[nonce] = expires
+            folded = self._bound()
+            self._keep(now, "" if folded else f"session {nonce} {expires}\n")
+
+    def revoke_all(self, now=None):
+        """End every session started until now (a new password)."""
+        with self.lock:
+            now = time.time() if now is None else now
+            self.until = max(self.until, int(now))
+            self._keep(now, f"all {self.until} {self.until + SESSION_SECONDS}\n")
+
+    def _bound(self):
+        """Keep at most `kept` logouts: the oldest folded into `until`. True if any."""
+        folded = False
+        while len(self.ended) > self.kept:
+            _nonce, expires = self.ended.popitem(last=False)
+            self.until = max(self.until, expires - SESSION_SECONDS)
+            folded = True
+        return folded
+
+    def _keep(self, now, line):
+        """Append `line` to the file, or write it anew (pruned) when it grew too long
+        or `line` is "" (an entry folded). A failure is logged: the session stays
+        revoked until the server stops."""
+        now = time.time() if now is None else now
+        try:
+            if not line or self.lines + 1 > 2 * self.kept + 2:
+                self._rewrite(now)
+                return
+            descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                                 | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            with os.fdopen(descriptor, "a", encoding="utf-8") as handle:
+                handle.write(line)
+                handle.flush()
+                os.fsync(handle.fileno())
+            self.lines += 1
+        except OSError as error:
+            log.error("%s: cannot keep a signed-out session (%s); it stays signed out "
+                      "until the server stops", self.path, error.strerror or error)
+
+    def _rewrite(self, now):
+        """The file written anew from what is kept, dropping what has expired."""
+        for nonce, expires in list(self.ended.items()):
+            if expires < now:
+                del self.ended[nonce]
+        lines = [f"session {nonce} {expires}\n" for nonce, expires in self.ended.items()]
+        if self.until + SESSION_SECONDS >= now:
+            lines.insert(0, f"all {self.until} {self.until + SESSION_SECONDS}\n")
+        else:
+            self.until = 0
+        if self.password:
+            lines.insert(0, f"password {self.password}\n")
+        if not lines and not self.path.exists():
+            self.lines = 0
+            return
+        partial = self.path.with_name(self.path.name + ".partial")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                             | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.writelines(lines)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, self.path)
+        self.lines = len(lines)
+
 
 class PageDenied(Exception):
     """An office page refused, shown as the 403 HTML page; `reason` names its text."""
@@ -5305,22 +5449,29 @@ class PageDenied(Exception):
         self.reason, self.status = reason, status
 
 
+def password_tag(secret, password_hash):
+    """What RevokedSessions keeps of the office password: a signature of its hash
+    (None without a login), telling a new password from the last one."""
+    return None if password_hash is None else _signature(secret, "password", password_hash)
+
+
 class OfficeDoor:
     """Who may open the office pages: a session from the login, or, for one caller's
     page only, a signed link. Sessions and CSRF tokens are signed with the page
-    secret, so nothing is kept for them but logouts (bounded, until they expire).
-    A session is bound to the password's hash too: a new password ends them all.
+    secret, so nothing is kept for them but the sessions ended early (RevokedSessions,
+    in the state folder). A session is bound to the password's hash too, and a start
+    with a new password revokes them all (a return to an old one brings none back).
     Without a password (--office-password ""), the pages are served as before the
     login existed: to --allow-ip addresses, or to this machine."""
 
-    def __init__(self, config, guard, secret, password_hash):
+    def __init__(self, config, guard, secret, password_hash, revoked=None):
         self.config, self.guard, self.secret = config, guard, secret
         self.password_hash = password_hash
         # Cookies ignore ports: two servers on one host must not overwrite each other's.
         self.cookie_name = "popup_session_" + _signature(secret, "cookie")[:8]
         self.limiter = LoginLimiter()
-        self.ended = collections.OrderedDict()  # nonce -> expiry, of logged-out sessions
-        self.lock = threading.Lock()
+        self.revoked = revoked or RevokedSessions.open(
+            config.state_path / REVOKED_SESSIONS_NAME, password_tag(secret, password_hash))
 
     @property
     def login_required(self):
@@ -5338,25 +5489,22 @@ class OfficeDoor:
         wanted = _signature(self.secret, "session", self.password_hash, expires, nonce)
         if not hmac.compare_digest(wanted.encode("ascii"), signature.encode("ascii")):
             return None
-        if int(expires) < time.time() or nonce in self.ended:
+        if int(expires) < time.time() or self.revoked.is_revoked(nonce, int(expires)):
             return None
         return Session(nonce, int(expires))
 
     def start_session(self, environ):
         """A new session and the Set-Cookie value carrying it."""
-        session = Session(secrets.token_urlsafe(12), int(time.time()) + SESSION_SECONDS)
+        # Started after the last revoke_all(), even within its second: not revoked.
+        started = max(int(time.time()), self.revoked.until + 1)
+        session = Session(secrets.token_urlsafe(12), started + SESSION_SECONDS)
         value = f"{session.expires}.{session.nonce}." + _signature(
             self.secret, "session", self.password_hash, session.expires, session.nonce)
         return session, self._cookie(value, SESSION_SECONDS, environ)
 
     def end_session(self, session, environ):
         """Forget `session` (logout); the Set-Cookie value that clears it."""
-        with self.lock:
-            now = time.time()
-            self.ended[session.nonce] = session.expires
-            while self.ended and (len(self.ended) > SESSIONS_ENDED_KEPT
-                                  or next(iter(self.ended.values())) < now):
-                self.ended.popitem(last=False)
+        self.revoked.revoke(session.nonce, session.expires)
         return self._cookie("", 0, environ)
 
     def _cookie(self, value, max_age, environ):
@@ -6296,14 +6444,16 @@ def bottle_headers_direct():
 
 
 def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
-               password_hash=None, additions=None):
+               password_hash=None, additions=None, revoked=None):
     """The Bottle application: /popup, /health and the office pages. `page_secret`
     (bytes) signs sessions and links (a random one for this process when None);
     `password_hash` (hash_password()'s text) is the office login, None for none;
-    `additions`: the Additions served (started), else one in the state folder."""
+    `additions`: the Additions served (started), else one in the state folder;
+    `revoked`: the RevokedSessions, else those kept in the state folder."""
     app = bottle.Bottle(catchall=True)
     guard = AccessGuard(config)
-    door = OfficeDoor(config, guard, page_secret or secrets.token_bytes(32), password_hash)
+    door = OfficeDoor(config, guard, page_secret or secrets.token_bytes(32), password_hash,
+                      revoked)
     links = CallerLinks(door.secret, config.link_days)
     additions = additions or Additions(config.state_path / ADDITIONS_FILE_NAME, holder)
     direct_headers = bottle_headers_direct()
@@ -7479,6 +7629,8 @@ def main(argv=None, environ=None):
         holder = ContactsHolder(config)
         log.info("state folder: %s", config.state_path)
         page_secret, password_hash = open_state(config)
+        revoked = RevokedSessions.open(config.state_path / REVOKED_SESSIONS_NAME,
+                                       password_tag(page_secret, password_hash))
         config = dataclasses.replace(config, token=resolve_token(config))
     except PopupError as error:
         print(f"popup_server: {error}", file=sys.stderr)  # one line, no traceback
@@ -7492,7 +7644,7 @@ def main(argv=None, environ=None):
     access_log = AccessLog(log_output, config.log_numbers)
     additions = Additions(config.state_path / ADDITIONS_FILE_NAME, holder).start()
     app = create_app(config, holder, recorder, access_log, page_secret, password_hash,
-                     additions)
+                     additions, revoked)
     tune_for_serving()
     _stop_on_sigterm()
     try:

@@ -5552,6 +5552,41 @@ class OfficeDoor:
         return parts.scheme in ("http", "https") and parts.netloc.lower() in ours
 
     # Who may see a page -----------------------------------------------------------
+    @functools.cached_property
+    def own_names(self):
+        """The host names this server answers the office pages under with the login
+        off: localhost, the machine's own names, the listen address and --public-url's
+        host (lower case, without a final dot)."""
+        names = {"localhost", "localhost.localdomain", "ip6-localhost"}
+        with contextlib.suppress(OSError, UnicodeError):
+            machine = socket.gethostname()
+            # Not getfqdn(): a reverse look-up may wait seconds for a DNS server.
+            names.update({machine, machine.split(".")[0], machine.split(".")[0] + ".local"})
+        names.add(self.config.host or "")
+        if self.config.public_url:
+            names.add(urlsplit(self.config.public_url).hostname or "")
+        return frozenset(name.lower().rstrip(".") for name in names if name)
+
+    def known_host(self, environ):
+        """Whether the Host the browser asked for (X-Forwarded-Host from a
+        --trusted-proxy) is an address or one of own_names. With the login off, a
+        page under any other name may be another site's whose name now leads here
+        (DNS rebinding): its scripts would read the calls as if they were its own.
+        No Host at all (HTTP/1.0) is no browser's."""
+        host = environ.get("HTTP_HOST") or ""
+        guard = self.guard
+        if guard.trusted and guard._in(environ.get("REMOTE_ADDR") or "", guard.trusted):
+            host = (environ.get("HTTP_X_FORWARDED_HOST") or "").split(",")[0].strip() or host
+        if not host:
+            return True
+        if host.startswith("["):  # [v6]:port
+            name = host[1:].partition("]")[0]
+        else:
+            name, colon, port = host.rpartition(":")
+            name = name if colon and port.isdigit() else host
+        name = name.lower().rstrip(".")
+        return guard._parse(name) is not None or name in self.own_names
+
     def admit(self, environ, path_asked):
         """The session an office page is shown to (None with the login off); a browser
         without one is sent to the login page, which brings it back to `path_asked`.
@@ -5562,6 +5597,8 @@ class OfficeDoor:
                                         "office pages")
         if not self.login_required:
             self.guard.check_page(environ)
+            if not self.known_host(environ):
+                raise PageDenied("host", 421)
             return None
         session = self.session(environ)
         if session is None:
@@ -5630,6 +5667,13 @@ PAGE_TEXTS = {
                     "opened before you signed in again. Reload the page and try again.",
                     "הטופס נדחה: הוא הגיע מאתר אחר או מדף שנפתח לפני כניסה מחדש. טענו "
                     "את הדף מחדש ונסו שוב."),
+    "denied.host": ("This page was asked for under a name that is not this server's. "
+                    "With the office password off, the office pages open only under this "
+                    "machine's own names and addresses: open {url} (the server's "
+                    "--public-url names one more).",
+                    "הדף התבקש בשם שאינו של שרת זה. כשסיסמת המשרד כבויה, דפי המשרד נפתחים "
+                    "רק בשמות ובכתובות של המחשב הזה: פתחו את {url} (האפשרות --public-url "
+                    "של השרת מוסיפה שם)."),
     "caller.title": ("Caller", "מתקשר"),
     "calls.title": ("Calls", "שיחות"),
     "calls.heading": ("Calls of {date}", "שיחות {date}"),
@@ -6552,8 +6596,15 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
                 return route(*args, **kwargs)
             except PageDenied as denied:
                 return render_page("denied", denied.status, reason=denied.reason,
-                                   days=config.link_days)
+                                   days=config.link_days, url=own_url())
         return page
+
+    def own_url():
+        """A link to the office pages under one of this server's own names."""
+        if config.public_url:
+            return config.public_url.rstrip("/") + "/"
+        host = config.host if config.host not in ("", "0.0.0.0", "::") else "localhost"
+        return f"http://{f'[{host}]' if ':' in host else host}:{config.port}/"
 
     def asked_path():
         environ = bottle.request.environ
@@ -6572,6 +6623,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
 
     @app.get("/")
     @app.get("/calls")
+    @office_page
     def calls_page():
         session, query, day = page_request()
         did = query.get("did") or None
@@ -6627,6 +6679,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
             "Cache-Control": "no-store"})
 
     @app.get("/calls.csv")
+    @office_page
     def calls_csv_download():
         _session, query, day = page_request()
         calls, calls_error = _calls_or_error(recorder, lambda path: iter_calls_of_day(

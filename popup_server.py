@@ -225,6 +225,21 @@ def _columns(text):
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def _host_names(text):
+    """--link-redirect-hosts: host names or addresses, comma-separated, lower case; a
+    leading *. stands for every subdomain."""
+    names = []
+    for part in _columns(text):
+        name = part.lower().rstrip(".")
+        bare = name[2:] if name.startswith("*.") else name
+        if not (re.fullmatch(r"[a-z0-9-]{1,63}(\.[a-z0-9-]{1,63})*", bare)
+                or re.fullmatch(r"\[[0-9a-f:.]{2,45}\]", name)):
+            raise _BadValue(f"{part!r} is not a host name (e.g. files.example.com or "
+                            "*.example.com)")
+        names.append(name)
+    return tuple(names)
+
+
 def _public_url(text):
     """--public-url: an http(s) address with no query, kept without its trailing /."""
     value = text.strip().rstrip("/")
@@ -426,6 +441,10 @@ OPTIONS = (
            "the server whether it changed first)", "300", _positive_float, 60.0),
     Option("--url-timeout", "seconds a download of a contacts link may take before it "
            "counts as failed", "60", _positive_float, 30.0),
+    Option("--link-redirect-hosts", "other hosts a contacts link's site may redirect "
+           "its download to, comma-separated (*.example.com: its subdomains); by default "
+           "only the link's own host (and, for a Google Sheets link, Google's download "
+           "hosts)", "'files.example.com,*.cdn.example.net'", _host_names, ()),
     Option("--url-max-bytes", "largest download of a contacts link, in bytes; a bigger "
            "one fails and the last good contacts stay", "1073741824",
            _int_between(1024, 1 << 40), 256 * 1024 * 1024),
@@ -4210,16 +4229,41 @@ class DownloadFailed(Exception):
     """A download failed; the message says why in words, never naming the link."""
 
 
+#: Where Google Sheets sends a sheet's export (docs.google.com answers with a redirect).
+GOOGLE_SHEETS_REDIRECT_HOSTS = ("*.googleusercontent.com",)
+
+
 class _Redirects(urllib.request.HTTPRedirectHandler):
-    """Redirects followed at most _MAX_REDIRECTS times, to http(s) links only, and the
-    link's password never sent to another host."""
+    """Redirects followed at most _MAX_REDIRECTS times, to http(s) links only, on the
+    link's own host or `hosts` (--link-redirect-hosts) only: a site must not make this
+    server fetch an address of the office's own network. The link's password is never
+    sent to another host."""
 
     max_redirections = _MAX_REDIRECTS
+
+    def __init__(self, link, hosts=()):
+        super().__init__()
+        own = (urllib.parse.urlsplit(link).hostname or "").lower().rstrip(".")
+        self.hosts = {own, *hosts}
+        if own == "docs.google.com":
+            self.hosts.update(GOOGLE_SHEETS_REDIRECT_HOSTS)
+
+    def allows(self, url):
+        """Whether a redirect to `url` stays on the hosts allowed."""
+        host = (urllib.parse.urlsplit(url).hostname or "").lower().rstrip(".")
+        if ":" in host:
+            host = f"[{host}]"
+        return host in self.hosts or any(
+            allowed.startswith("*.") and host.endswith(allowed[1:]) for allowed in self.hosts)
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         if urllib.parse.urlsplit(newurl).scheme.lower() not in ("http", "https"):
             raise DownloadFailed(f"the site redirected to a link that is not http or "
                                  f"https ({code})")
+        if not self.allows(newurl):
+            host = urllib.parse.urlsplit(newurl).hostname or "?"
+            raise DownloadFailed(f"the site redirected to another host, which is not "
+                                 f"followed ({host}: --link-redirect-hosts allows it)")
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
         if new is not None and not _same_site(req.full_url, newurl):
             new.remove_header("Authorization")
@@ -4238,11 +4282,12 @@ def _same_site(old, new):
         old_scheme == new_scheme or new_scheme == "https")
 
 
-def download_link(url, target, *, timeout, max_bytes, etag=None, modified=None):
+def download_link(url, target, *, timeout, max_bytes, etag=None, modified=None,
+                  redirect_hosts=()):
     """Download `url` into the file `target`: (ETag, Last-Modified) of what came, or
     None when the site answers that it has not changed since `etag`/`modified` (304).
     At most `max_bytes`, streamed and stopped there, within `timeout` seconds in all;
-    redirects followed. Raises DownloadFailed."""
+    redirects followed on its own host and `redirect_hosts`. Raises DownloadFailed."""
     request = _link_request(url)
     if etag:
         request.add_header("If-None-Match", etag)
@@ -4254,7 +4299,8 @@ def download_link(url, target, *, timeout, max_bytes, etag=None, modified=None):
     connections = _CutAtDeadline(timeout)
     try:
         with connections:
-            validators = _download(request, target, connections, deadline, max_bytes)
+            validators = _download(request, target, connections, deadline, max_bytes,
+                                   _Redirects(url, redirect_hosts))
     except DownloadFailed:
         if not connections.cut:
             raise
@@ -4263,10 +4309,10 @@ def download_link(url, target, *, timeout, max_bytes, etag=None, modified=None):
     return validators
 
 
-def _download(request, target, connections, deadline, max_bytes):
+def _download(request, target, connections, deadline, max_bytes, redirects):
     timeout = connections.timeout
     try:
-        opener = urllib.request.build_opener(_Redirects, *connections.handlers())
+        opener = urllib.request.build_opener(redirects, *connections.handlers())
         with opener.open(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length", "")
             if length.isascii() and length.isdigit() and int(length) > max_bytes:
@@ -4628,6 +4674,7 @@ class LinkSource(ContactsSource):
             fetched = download_link(
                 self.export_url, part, timeout=self.config.url_timeout,
                 max_bytes=self.config.url_max_bytes,
+                redirect_hosts=self.config.link_redirect_hosts,
                 etag=self._etag if conditional else None,
                 modified=self._modified if conditional else None)
         except DownloadFailed as error:

@@ -121,7 +121,8 @@ def test_a_links_user_and_password_never_show_whatever_they_hold(user, password,
                                                                   around):
     # An unencoded / ? or # ends a link's authority for urllib too (the password is
     # then not sent as one): with a space as well, where the password ends is unknowable.
-    assume(not (any(c in password for c in "/?#") and any(c.isspace() for c in password)))
+    userinfo = f"{user}:{password}"
+    assume(not (any(c in userinfo for c in "/?#") and any(c.isspace() for c in userinfo)))
     link = f"https://{user}:{password}@sheets.example/c.csv{query}"
     shown = ps.redact_url(around.format(link))
     expected = "https://***@sheets.example/c.csv" + query.replace("t0k", "***")
@@ -231,6 +232,64 @@ def test_redirects_are_followed_within_a_bound(start_server, site, state):
     wait_until(lambda: "not http or https" in server.get("/health").json()["last_error"],
                what="a redirect to ftp refused")
     assert name_of(server, "0501111111") == "Alice Link"
+
+
+@pytest.fixture
+def other_site():
+    """A second site, on another loopback address: another host."""
+    site = LinkSite("127.0.0.2").start()
+    yield site
+    site.stop()
+
+
+def test_a_redirect_to_another_host_is_not_followed_unless_allowed(start_server, site,
+                                                                    other_site, state):
+    site.pages["/c.csv"] = Page(ALICE, etag='"v1"')
+    other_site.pages["/elsewhere.csv"] = Page(BOB)
+    server = start_server(f"{site.url}/c.csv", "--url-interval", "0.2", env=state)
+    assert name_of(server, "0501111111") == "Alice Link"
+    site.pages["/c.csv"] = Page(status=302, location=f"{other_site.url}/elsewhere.csv")
+    body = wait_until(lambda: (lambda r: r.json() if r.status == 503 else None)(
+        server.get("/health")), what="/health 503 on a redirect to another host")
+    assert "redirected to another host, which is not followed" in body["last_error"], body
+    assert "(127.0.0.2: --link-redirect-hosts allows it)" in server.log_text()
+    assert other_site.requests == []  # never asked
+    assert name_of(server, "0501111111") == "Alice Link"  # the last good contacts stay
+    server.stop()
+    allowed = start_server(f"{site.url}/c.csv", "--link-redirect-hosts", "127.0.0.2",
+                           env={"POPUP_STATE_DIR": str(state["POPUP_STATE_DIR"]) + "-2"})
+    assert name_of(allowed, "0502222222") == "Bob Link"
+    assert [path for path, _ in other_site.requests] == ["/elsewhere.csv"]
+
+
+@pytest.mark.parametrize("link, new, hosts, followed", [
+    ("http://127.0.0.1:8000/a", "http://127.0.0.1:9000/b", (), True),   # same host
+    ("http://127.0.0.1:8000/a", "http://localhost:8000/b", (), False),  # another name
+    ("http://127.0.0.1:8000/a", "http://localhost:8000/b", ("localhost",), True),
+    ("https://Files.Example.com/a", "https://files.example.com./b", (), True),
+    ("https://files.example.com/a", "http://169.254.169.254/latest", (), False),
+    ("https://files.example.com/a", "https://a.cdn.example.net/b", ("*.cdn.example.net",),
+     True),
+    ("https://files.example.com/a", "https://cdn.example.net.evil.example/b",
+     ("*.cdn.example.net",), False),
+    ("https://files.example.com/a", "http://[::1]:81/b", ("[::1]",), True),
+    ("https://docs.google.com/spreadsheets/d/x/export?format=csv",
+     "https://doc-0s-7c-sheets.googleusercontent.com/export/x", (), True),
+    ("https://docs.google.com/spreadsheets/d/x/export?format=csv",
+     "https://accounts.google.com/ServiceLogin", (), False),
+])
+def test_redirects_stay_on_the_links_own_host_and_those_allowed(link, new, hosts,
+                                                                 followed):
+    assert ps._Redirects(link, ps._host_names(",".join(hosts))).allows(new) is followed
+
+
+@pytest.mark.parametrize("value", ["a b", "http://x.example", "x.example/path", "*", "*."])
+def test_a_redirect_host_that_is_no_host_name_is_refused_at_start(run_cli, value):
+    result = run_cli("--link-redirect-hosts", value, "--check")
+    assert result.returncode == 2, result
+    assert b"--link-redirect-hosts" in result.stderr or b"LINK_REDIRECT" in result.stderr, \
+        result.stderr
+    assert b"Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("send_length", [True, False])

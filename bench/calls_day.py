@@ -201,7 +201,13 @@ def one_number(args):
                     idle = server_rss_mib(server.pid)
                     pages = [http_get(port, "/")[2] for _ in range(3)]
                     after_pages = server_rss_mib(server.pid) - idle
-                    first, whole, rows = csv_times(port, timeout=args.csv_timeout)
+                    try:
+                        first, whole, rows = csv_times(port, timeout=args.csv_timeout)
+                    except TimeoutError:
+                        print(f"{size:20,d} {label:>18s} "
+                              f"{' / '.join(f'{t:.2f}' for t in pages):>22s} s "
+                              f"  no CSV within --csv-timeout ({args.csv_timeout:g} s)")
+                        continue
                     print(f"{size:20,d} {label:>18s} "
                           f"{' / '.join(f'{t:.2f}' for t in pages):>22s} s "
                           f"{first:13.2f} s {whole:8.2f} s {rows - 2:9,d} "

@@ -443,8 +443,8 @@ OPTIONS = (
            "counts as failed", "60", _positive_float, 30.0),
     Option("--link-redirect-hosts", "other hosts a contacts link's site may redirect "
            "its download to, comma-separated (*.example.com: its subdomains); by default "
-           "only the link's own host (and, for a Google Sheets link, Google's download "
-           "hosts)", "'files.example.com,*.cdn.example.net'", _host_names, ()),
+           "only the link's own host (and, for a Google Sheets or Drive link, Google's "
+           "download hosts)", "'files.example.com,*.cdn.example.net'", _host_names, ()),
     Option("--url-max-bytes", "largest download of a contacts link, in bytes; a bigger "
            "one fails and the last good contacts stay", "1073741824",
            _int_between(1024, 1 << 40), 256 * 1024 * 1024),
@@ -4229,8 +4229,9 @@ class DownloadFailed(Exception):
     """A download failed; the message says why in words, never naming the link."""
 
 
-#: Where Google Sheets sends a sheet's export (docs.google.com answers with a redirect).
-GOOGLE_SHEETS_REDIRECT_HOSTS = ("*.googleusercontent.com",)
+#: Where Google sends a sheet's export or a Drive file's download: docs.google.com and
+#: drive.google.com answer with a redirect to these.
+GOOGLE_REDIRECT_HOSTS = ("*.googleusercontent.com", "*.usercontent.google.com")
 
 
 class _Redirects(urllib.request.HTTPRedirectHandler):
@@ -4245,8 +4246,8 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
         super().__init__()
         own = (urllib.parse.urlsplit(link).hostname or "").lower().rstrip(".")
         self.hosts = {own, *hosts}
-        if own == "docs.google.com":
-            self.hosts.update(GOOGLE_SHEETS_REDIRECT_HOSTS)
+        if own in ("docs.google.com", "drive.google.com"):
+            self.hosts.update(GOOGLE_REDIRECT_HOSTS)
 
     def allows(self, url):
         """Whether a redirect to `url` stays on the hosts allowed."""
@@ -5475,6 +5476,7 @@ class RevokedSessions:
         if not lines and not self.path.exists():
             self.lines = 0
             return
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         partial = self.path.with_name(self.path.name + ".partial")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(partial)

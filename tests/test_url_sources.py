@@ -277,6 +277,9 @@ def test_a_redirect_to_another_host_is_not_followed_unless_allowed(start_server,
      "https://doc-0s-7c-sheets.googleusercontent.com/export/x", (), True),
     ("https://docs.google.com/spreadsheets/d/x/export?format=csv",
      "https://accounts.google.com/ServiceLogin", (), False),
+    ("https://drive.google.com/uc?id=x&export=download",
+     "https://drive.usercontent.google.com/download?id=x", (), True),
+    ("https://files.example.com/a", "https://x.googleusercontent.com/b", (), False),
 ])
 def test_redirects_stay_on_the_links_own_host_and_those_allowed(link, new, hosts,
                                                                  followed):

@@ -485,11 +485,8 @@ def _caddy_headers():
 @pytest.mark.parametrize("headers", [_nginx_headers, _caddy_headers])
 def test_the_readmes_proxy_examples_give_https_links(start_server, headers):
     sent = headers()
-    server = start_server(SAMPLE_CONTACTS, "--trusted-proxy", "127.0.0.1",
-                          "--allow-ip", "198.51.100.0/24")
+    server = start_server(SAMPLE_CONTACTS, "--trusted-proxy", "127.0.0.1")
     answer = server.get("/popup", {"phone": "0722776772"}, headers=sent).json()
     assert answer["URL"].startswith("https://popup.example.com/caller/+972722776772?e="), \
         (sent, answer)
-    page = server.get("/calls", headers=sent).text
-    assert "https://popup.example.com/cdr?token=" in page
     assert urllib.parse.urlsplit(answer["URL"]).scheme == "https"

@@ -1,12 +1,8 @@
-%# The "busy, one moment" page (busy_page()): reason is "busy" or "locked" (texts
-%# busy.*); posted: it answers a form, whose change was not made.
+%# A form that could not be kept because the calls database was busy (locked by
+%# another writer): nothing was changed. back: the local page the form came from.
 % rebase("layout", title=t("busy.title"))
 <div class="box">
 <h1>{{t("busy.title")}}</h1>
-<p id="busy-reason" data-reason="{{reason}}">{{t("busy." + reason)}}</p>
-% if posted:
-<p id="busy-posted">{{t("busy.posted")}}</p>
-% else:
-<p>{{t("busy.reload")}} <a href="">{{t("busy.again")}}</a></p>
-% end
+<p id="busy-reason" role="alert">{{t("busy.text")}}</p>
+<p><a href="{{back}}" id="busy-back">{{t("busy.back")}}</a></p>
 </div>

@@ -155,7 +155,7 @@
     % end
   </td>
   <td class="name">
-    % who(call.name, call.company, call.caller, call.e164)
+    % who(call.name, call.company, call.target if call.direction == "outgoing" and call.target else call.caller, call.e164)
     % if call.tries > 1:
     <br><span class="muted">{{t("col.tries")}}: {{call.tries}}</span>
     % end

@@ -3871,10 +3871,12 @@ def _cdr_summary(value):
 
 
 def _israel_wall_clock(seconds):
-    """The true Unix time of an epoch of Israel's wall-clock (the Israel-local time
-    written as if it were UTC)."""
+    """The true Unix times an epoch of Israel's wall-clock (the Israel-local time
+    written as if it were UTC) can mean, latest first: two in the hour the clocks
+    go back, which repeats, else one."""
     wall = dt.datetime(1970, 1, 1) + dt.timedelta(seconds=seconds)
-    return wall.replace(tzinfo=ISRAEL).timestamp()
+    return sorted({wall.replace(tzinfo=ISRAEL, fold=fold).timestamp() for fold in (0, 1)},
+                  reverse=True)
 
 
 def cdr_start(seconds, duration, received_at, ivrid=""):
@@ -3889,7 +3891,11 @@ def cdr_start(seconds, duration, received_at, ivrid=""):
       one (read the other way it would have waited 2 hours and more); a later one
       (a re-sent or pulled record) is read as documented."""
     duration = duration or 0
-    israel, true = _israel_wall_clock(seconds), seconds
+    readings = _israel_wall_clock(seconds)
+    # In the hour that repeats, the latest reading the arrival allows is the one.
+    israel = next((start for start in readings
+                   if start + duration <= received_at + CDR_CLOCK_SLACK), readings[-1])
+    true = seconds
     plausible = [start for start in (israel, true)
                  if start + duration <= received_at + CDR_CLOCK_SLACK]
     if len(plausible) < 2:

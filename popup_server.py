@@ -3080,7 +3080,8 @@ _STOP_TRIES_FOR = 5.0  # seconds a stop keeps trying to write what waits
 #: answer recorded" (_OUTCOME).
 _CALL_OF_IVRIDS = """
 SELECT ivrid, started, caller, e164, did, direction, name, company, url, answered_at,
-       agent, ended_at, answered, status,
+       CASE WHEN answered OR direction != 'incoming' THEN agent ELSE '' END,
+       ended_at, answered, status,
        CASE WHEN answered THEN coalesce(
            talk, max(0, CAST(round(ended_at - answered_at) AS INTEGER)), duration) END,
        record, has_cdr,
@@ -3091,7 +3092,7 @@ SELECT ivrid, started, caller, e164, did, direction, name, company, url, answere
        target, summary
 FROM (SELECT *, CASE WHEN answered_at IS NOT NULL THEN (SELECT MIN(h.received_at)
                   FROM events h WHERE h.ivrid = c.ivrid AND h.phase = 'hangup'
-                  AND h.exten_user = c.agent) ELSE first_end END AS ended_at
+                  AND h.exten_user = c.station) ELSE first_end END AS ended_at
 FROM (SELECT k.ivrid, coalesce(e.started, d.started) AS started,
        coalesce(e.caller, d.caller) AS caller,
        CASE WHEN e.e164 != '' THEN e.e164 ELSE coalesce(d.e164, '') END AS e164,
@@ -3101,7 +3102,7 @@ FROM (SELECT k.ivrid, coalesce(e.started, d.started) AS started,
        coalesce(e.name, '') AS name, coalesce(e.company, '') AS company,
        coalesce(e.url, '') AS url, e.answered_at,
        CASE WHEN e.agent != '' THEN e.agent ELSE coalesce(d.agent, '') END AS agent,
-       e.first_end,
+       coalesce(e.agent, '') AS station, e.first_end,
        (e.answered_at IS NOT NULL OR coalesce(e.said_answered, 0)
         OR coalesce(d.answered, 0)) AS answered,
        coalesce(d.status, '') AS status, d.duration, d.talk,
@@ -4301,8 +4302,9 @@ def calls_csv_lines(calls):
                          call.direction,
                          *map(_no_formula, (call.status, call.did_name, call.recording,
                                             call.mark, call.note,
-                                            call.target if call.direction == "outgoing"
-                                            else "", call.summary))])
+                                            (call.target or call.caller)
+                                            if call.direction == "outgoing" else "",
+                                            call.summary))])
         yield out.getvalue()
 
 

@@ -196,7 +196,8 @@ def test_queue_and_incoming_calls_that_reached_nobody_are_missed_with_no_duratio
         for kind in ("Queue", "Incoming Call"):
             post_cdr(office, queue["cdr"], status=status, type=kind,
                      ivruniqueid=f"{kind[0]}{n}-{status}", time=recent(20),
-                     caller=f"05012345{n:02d}", isAnswer=1 if n % 2 else 0)
+                     caller=f"05012345{n:02d}", isAnswer=1 if n % 2 else 0,
+                     representative_name="Sales Queue")  # no one answered all the same
     rows = by_ivrid(office)
     assert len(rows) == 2 * len(statuses)
     for ivrid, row in rows.items():
@@ -392,7 +393,7 @@ def test_cdr_times_near_midnight_and_clock_changes_land_on_their_day(tmp_path, m
     assert ps.calls_of_day(db, moment.date() + dt.timedelta(days=1), zone=ISRAEL) == []
 
 
-from hypothesis import given, strategies as st  # noqa: E402
+from hypothesis import given, settings, strategies as st  # noqa: E402
 
 
 @given(true=st.integers(1_577_836_800, 1_924_991_999),  # 2020-2030
@@ -445,3 +446,55 @@ def test_the_extensions_private_network_preflight_is_allowed(server):
                             headers={"Origin": headers["Origin"]})
     assert resp.status == 200 and resp.header("Access-Control-Allow-Origin") == "*"
     assert resp.json()["CLIENTNAME"] == "John Doe"
+
+
+# Ring groups, whatever the order the requests come in -------------------------------
+
+@st.composite
+def ring_groups(draw):
+    """A ring group's requests in any order: every station rings and hangs up, one of
+    them (or none) answered; the others, if one answered, told 'Answered elsewhere'."""
+    stations = [f"SIP1{n:02d}" for n in range(draw(st.integers(1, 5)))]
+    answerer = draw(st.sampled_from([None, *stations]))
+    requests = []
+    for station in stations:
+        requests.append(("Ringing", station, ""))
+        if station == answerer:
+            requests += [(draw(st.sampled_from(["Talking", "Answer", "answered"])),
+                          station, ""), ("Hangup", station, "Normal hangup")]
+        else:
+            requests.append(("Hangup", station, "Answered elsewhere" if answerer
+                             else draw(st.sampled_from(["Normal hangup", ""]))))
+    order = draw(st.permutations(range(len(requests))))
+    if answerer:  # the answerer's own Talking comes before its own hang-up
+        talking = next(i for i, r in enumerate(requests) if r[1] == answerer and r[0]
+                       not in ("Ringing", "Hangup"))
+        hangup = talking + 1
+        order = list(order)
+        if order.index(hangup) < order.index(talking):
+            a, b = order.index(hangup), order.index(talking)
+            order[a], order[b] = order[b], order[a]
+    return answerer, [requests[i] for i in order], draw(st.sampled_from(
+        ["status", "statusCall"]))
+
+
+@settings(max_examples=40)
+@given(group=ring_groups())
+def test_a_ring_group_is_one_call_answered_by_its_talking_station_or_missed(
+        tmp_path_factory, group):
+    answerer, requests, field = group
+    db = tmp_path_factory.mktemp("ring") / "calls.sqlite"
+    recorder = ps.CallRecorder(db, keep_days=90).start()
+    john = ps.PopupAnswer(1, "John Doe", "Voicenter", "", 972722776772)
+    for phase, station, cause in requests:
+        recorder.record({"phone": "0722776772", "ivrid": "R1", field: phase,
+                         "extenUser": station, "cause": cause,
+                         "isAnswered": "false"}, john)
+    recorder.close()
+    (call,) = ps.calls_of_day(db, dt.date.today(), ring_timeout=3600)
+    assert call.tries == 1
+    if answerer:
+        assert (call.outcome, call.agent_id) == ("answered", answerer)
+        assert call.duration is not None and call.duration >= 0
+    else:
+        assert (call.outcome, call.agent_id, call.duration) == ("missed", "", None)

@@ -232,5 +232,5 @@
 <h2 id="cdr-heading">{{t("cdr.heading")}}</h2>
 <p class="muted" id="cdr-help">{{t("cdr.help")}}</p>
 <pre dir="ltr" id="cdr-url">{{cdr_url}}…</pre>
-<p class="muted">{{t("cdr.answers")}} <code dir="ltr">{"Err": 0, "Errdesc": "OK"}</code></p>
+<p class="muted">{{t("cdr.answers")}} <code dir="ltr">{"Err": 0, "Errdesc": "OK", "err": 0, "errdesc": "OK"}</code></p>
 <p class="muted">{{t("calls.footer")}} <a href="health">/health</a>.</p>

@@ -104,11 +104,16 @@ def test_a_database_of_the_previous_version_is_upgraded_with_its_calls_corrected
     old = old_module(tmp_path)
     db = tmp_path / "state" / "calls.sqlite"
     write_old_day(old, db)
-    today = dt.datetime.now(ISRAEL).date()
-    before = {c.ivrid: c for c in old.calls_of_day(db, today, zone=ISRAEL)}
-    # What the old version made of it (the database is truly its):
-    assert before["20260301100000get"].outcome == "missed"
-    assert before["20240601abc123def456"].direction == "incoming"
+    # What the old version made of it (the database is truly its): the answered call
+    # missed, the call back an incoming one, its time 2 or 3 hours in the future.
+    connection = sqlite3.connect(db)
+    before = dict(connection.execute("SELECT ivrid, state || ' ' || direction FROM calls"))
+    ahead = connection.execute("SELECT started - received_at FROM cdrs WHERE ivrid = "
+                               "'20240601abc123def456'").fetchone()[0]
+    connection.close()
+    assert before["20260301100000get"] == "missed incoming"
+    assert before["20240601abc123def456"] == "answered incoming"  # from the office
+    assert ahead > 7000
     events, raws, notes, version = contents(db)
     assert version == 3 and len(raws) == 2 and notes
 

@@ -6778,7 +6778,7 @@ def call_log_record(record):
         "representative_code": _cdr_text(by_name.get("representativecode")),
         "callerextension": caller_extension, "targetextension": target_extension,
         "extenUser": caller_extension if cdr_direction(kind) == "outgoing"
-        else target_extension,
+        or _cdr_type({"type": kind}) in CDR_OUTGOING_TYPES else target_extension,
         "queuename": _cdr_text(by_name.get("queuename")),
         "dialtime": by_name.get("ringtime"),
     })

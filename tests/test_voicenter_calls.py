@@ -498,3 +498,23 @@ def test_a_ring_group_is_one_call_answered_by_its_talking_station_or_missed(
         assert call.duration is not None and call.duration >= 0
     else:
         assert (call.outcome, call.agent_id, call.duration) == ("missed", "", None)
+
+
+def test_pulled_click2call_legs_are_one_outgoing_call_by_the_calling_agent(tmp_path):
+    """The Call Log's records go through the same rules (cdr_row): both legs share the
+    CallID; leg 1 never takes leg 2's place, and leg 2's agent is the caller's extension."""
+    db = tmp_path / "calls.sqlite"
+    date = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(
+        minutes=5)
+    legs = [{"CallID": "20240601abc123def456", "Date": date.isoformat().replace(
+                "+00:00", "Z"), "Type": kind, "DialStatus": "ANSWER", "Duration": 12,
+             "CallerNumber": "0722776773", "TargetNumber": target,
+             "CallerExtension": "SIPSIP" if kind.endswith("leg2") else "",
+             "TargetExtension": "SIPSIP" if kind.endswith("leg1") else ""}
+            for kind, target in (("Click2Call leg1", "SIPSIP"),
+                                 ("Click2Call leg2", "972501234567"))]
+    assert ps.store_cdrs(db, [ps.call_log_record(leg) for leg in legs],
+                         true_time=True) == 2
+    (call,) = ps.calls_of_day(db, date.date(), zone=dt.timezone.utc)
+    assert (call.direction, call.e164, call.agent_id, call.started.timestamp()) == (
+        "outgoing", "+972501234567", "SIPSIP", date.timestamp())

@@ -5607,7 +5607,7 @@ PAGE_TEXTS = {
     "callback.choose": ("choose your extension", "בחרו את השלוחה שלכם"),
     "callback.choose_submit": ("Keep for this browser", "שמירה לדפדפן הזה"),
     "callback.ringing": ("Voicenter is ringing your phone, then {who}.",
-                         "Voicenter מצלצל לטלפון שלך, ואז ל{who}."),
+                         "Voicenter מצלצל לטלפון שלך, ואחר כך מחייג אל {who}."),
     "callback.pending": ("being called back by {agent}, {time}",
                          "מחייגים אליו בחזרה: {agent}, {time}"),
     "callback.error1": ("Voicenter refused the call: the request was not valid (is the "
@@ -6496,10 +6496,15 @@ def click2call(config, extension, target, language):
                                    payload, timeout=VOICENTER_TIMEOUT)
     except VoicenterUnreachable as error:
         return "callback.unreachable", {"why": str(error)}
+    return click2call_answer(answer)
+
+
+def click2call_answer(answer):
+    """(text key, values) of Click2Call's JSON answer (a dict of anything)."""
     code = answer.get("ERRORCODE")
-    if isinstance(code, str) and code.strip().isdigit():
-        code = int(code)
-    if type(code) is not int:  # not a bool either
+    if isinstance(code, str) and code.strip().isascii() and code.strip().isdigit():
+        code = int(code.strip()[:9])
+    if type(code) is not int or not -10 ** 9 < code < 10 ** 9:  # not a bool either
         return "callback.unreachable", {"why": "Voicenter's answer has no ERRORCODE"}
     if code == 0:
         return "callback.ringing", {"callid": _clip(_cdr_text(answer.get("CALLID")), 100)}

@@ -135,7 +135,7 @@ def test_the_extension_may_be_named_in_the_post_and_hebrew_is_passed_on(office):
     assert resp.status == 303 and resp.header("Location") == "/calls"
     assert "popup_extension_" in resp.header("Set-Cookie")
     page = client.get("/calls", headers={"Accept-Language": "he"}).text
-    assert _answer(page) == "Voicenter מצלצל לטלפון שלך, ואז לJohn Doe."
+    assert _answer(page) == "Voicenter מצלצל לטלפון שלך, ואחר כך מחייג אל John Doe."
     [asked] = voicenter.requests_to("/ForwardDialer/click2call.aspx")
     assert (asked["phone"], asked["language"]) == ("KGpK4iWq", "he")
 
@@ -340,3 +340,46 @@ def test_a_failing_list_keeps_the_last_good_one(voicenter):
     voicenter.extensions[0]["UserName"] = "John Renamed"
     assert extensions.fetch() and extensions.problem is None
     assert extensions.names["SIPSIP1"] == "John Renamed"
+
+
+def test_a_browser_waiting_for_voicenter_holds_one_worker_and_no_more(office):
+    """While Voicenter hangs on one call-back, the same browser's next one is refused
+    at once (it would hold a second worker thread) and pop-ups are answered."""
+    import threading
+    server, client, voicenter = office
+    _with_extension(client, "SIPSIP1")
+    voicenter.mode["click2call"] = "hang"
+    first = {}
+    thread = threading.Thread(target=lambda: first.update(said=_call_back(client)))
+    thread.start()
+    try:
+        wait_until(lambda: voicenter.requests_to("/ForwardDialer/click2call.aspx"),
+                   what="the first call-back at Voicenter")
+        resp = client.post_form("/callback", {"number": "0501234567", "next": "/calls"},
+                                headers={"Accept-Language": "en"})
+        assert resp.status == 303
+        assert _answer(client.get("/").text) == ("A call-back from this browser is being "
+                                                 "placed; wait for its answer.")
+        assert server.lookup("0722776772", token=TOKEN)["TOTAL"] == 1
+    finally:
+        thread.join(30)
+    assert first["said"] == "Voicenter could not be reached; nothing was dialled."
+    assert len(voicenter.requests_to("/ForwardDialer/click2call.aspx")) == 1
+    assert _answer(client.get("/").text) is None  # each answer shown once
+
+
+def test_with_the_login_off_this_machine_calls_back_from_its_own_pages(
+        start_server, tmp_path, voicenter):
+    server = start_server(SAMPLE_CONTACTS, "--calls-db", tmp_path / "calls.sqlite",
+                          "--token", TOKEN, *_voicenter_args(voicenter))
+    wait_until(lambda: server.health()["voicenter"].startswith("ok"), what="the list")
+    form = {"number": "0722776772", "extension": "SIPSIP1", "next": "/calls"}
+    refused = server.post_form("/callback", form, headers={"Origin": "http://evil.example"})
+    assert refused.status == 403
+    resp = server.post_form("/callback", form, headers={"Origin": server.url})
+    assert resp.status == 303
+    cookie = resp.header("Set-Cookie").split(";")[0]
+    page = server.get("/calls", headers={"Cookie": cookie, "Accept-Language": "en"}).text
+    assert _answer(page) == "Voicenter is ringing your phone, then John Doe."
+    assert 'value="SIPSIP1" selected' in page
+    assert len(voicenter.requests_to("/ForwardDialer/click2call.aspx")) == 1

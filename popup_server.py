@@ -6400,7 +6400,7 @@ def extensions_of(answer):
                      ("UserName", "Name") if _cdr_text(item.get(field))), sip)
         found[sip] = Extension(sip, name, _clip(_cdr_text(item.get("SpeedDial")), 20))
     if not found:
-        raise EmptyExtensionList("Voicenter's extension list is empty: is "
+        raise EmptyExtensionList("Voicenter answered an empty list: is "
                                  "--voicenter-code right?")
     return sorted(found.values(), key=lambda extension: (extension.name.casefold(),
                                                          extension.sip))
@@ -6437,18 +6437,21 @@ class VoicenterExtensions:
             extensions = extensions_of(voicenter_request(
                 self.url, {"code": self._code, "showAll": 1}, timeout=VOICENTER_TIMEOUT))
         except VoicenterUnreachable as error:
+            again = self.problem == str(error)  # said once, not every minute
             self.problem, self.failed_at = str(error), dt.datetime.now().astimezone()
             self.problem_kind = "empty" if isinstance(error, EmptyExtensionList) \
                 else "failed"
-            log.warning("Voicenter's extension list: %s%s", error,
-                        f"; still naming {len(self.extensions)} extensions fetched at "
-                        f"{self.fetched_at:%H:%M}" if self.extensions else "")
+            (log.debug if again else log.warning)(
+                "cannot use Voicenter's extension list: %s%s", error,
+                f"; still naming {len(self.extensions)} extensions fetched at "
+                f"{self.fetched_at:%H:%M}" if self.extensions else "")
             return False
         self.extensions = tuple(extensions)   # two assignments readers may see apart:
         self.names = {extension.sip: extension.name for extension in extensions}
         self.fetched_at, self.problem = dt.datetime.now().astimezone(), None
         self.problem_kind = None
-        log.info("Voicenter's extension list: %d extensions", len(extensions))
+        log.info("Voicenter's extension list: %d extensions (agents named, call-backs "
+                 "on)", len(extensions))
         return True
 
     def _run(self):

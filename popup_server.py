@@ -5609,7 +5609,7 @@ PAGE_TEXTS = {
     "callback.ringing": ("Voicenter is ringing your phone, then {who}.",
                          "Voicenter מצלצל לטלפון שלך, ואחר כך מחייג אל {who}."),
     "callback.pending": ("being called back by {agent}, {time}",
-                         "מחייגים אליו בחזרה: {agent}, {time}"),
+                         "בחיוג חוזר על ידי {agent}, {time}"),
     "callback.error1": ("Voicenter refused the call: the request was not valid (is the "
                         "extension right?). Nothing was dialled.",
                         "Voicenter סירב לשיחה: הבקשה לא תקינה (האם השלוחה נכונה?). "
@@ -5637,7 +5637,7 @@ PAGE_TEXTS = {
                           "חיוגים חוזרים אחרים מתבצעים כרגע; נסו שוב בעוד כמה שניות. לא "
                           "חויג דבר."),
     "callback.repeat": ("{who} was called back from this browser moments ago; not "
-                        "dialled again.", "כבר חייגו בחזרה ל{who} מהדפדפן הזה לפני רגע; "
+                        "dialled again.", "כבר חייגו בחזרה אל {who} מהדפדפן הזה לפני רגע; "
                         "לא חויג שוב."),
     "callback.too_many": ("Too many call-backs from this browser in a minute; wait a "
                           "little. Nothing was dialled.",

@@ -33,7 +33,7 @@ def _answer(browser):
     ("en-US", "Voicenter is ringing your phone, then John Doe.",
      "being called back by Walter Melon, ", "Your phone is offline", "ltr"),
     ("he-IL", "Voicenter מצלצל לטלפון שלך, ואחר כך מחייג אל John Doe.",
-     "מחייגים אליו בחזרה: Walter Melon, ", "הטלפון שלך לא מחובר", "rtl"),
+     "בחיוג חוזר על ידי Walter Melon, ", "הטלפון שלך לא מחובר", "rtl"),
 ])
 def test_a_missed_caller_called_back_from_the_calls_page(
         start_server, tmp_path, log_in, voicenter, language, ringing, pending, offline,

@@ -5637,8 +5637,8 @@ PAGE_TEXTS = {
                           "חיוגים חוזרים אחרים מתבצעים כרגע; נסו שוב בעוד כמה שניות. לא "
                           "חויג דבר."),
     "callback.repeat": ("{who} was called back from this browser moments ago; not "
-                        "dialled again.", "כבר חייגו בחזרה אל {who} מהדפדפן הזה לפני רגע; "
-                        "לא חויג שוב."),
+                        "dialled again.",
+                        "כבר חייגו בחזרה אל {who} מהדפדפן הזה לפני רגע; לא חויג שוב."),
     "callback.too_many": ("Too many call-backs from this browser in a minute; wait a "
                           "little. Nothing was dialled.",
                           "יותר מדי חיוגים חוזרים מהדפדפן הזה בדקה; המתינו מעט. לא חויג "
@@ -6446,7 +6446,11 @@ class VoicenterExtensions:
                 f"; still naming {len(self.extensions)} extensions fetched at "
                 f"{self.fetched_at:%H:%M}" if self.extensions else "")
             return False
-        self.extensions = tuple(extensions)   # two assignments readers may see apart:
+        # Names first: a page reading between the two assignments offers the old list
+        # and finds every one of its codes (Voicenter rarely drops one) named.
+        self.names = {**self.names, **{extension.sip: extension.name
+                                       for extension in extensions}}
+        self.extensions = tuple(extensions)
         self.names = {extension.sip: extension.name for extension in extensions}
         self.fetched_at, self.problem = dt.datetime.now().astimezone(), None
         self.problem_kind = None
@@ -6514,6 +6518,16 @@ def click2call_answer(answer):
     message = _clip(_cdr_text(answer.get("ERRORMESSAGE")), 120)
     return CLICK2CALL_ERRORS.get(code, "callback.error_other"), {
         "code": code, "message": message}
+
+
+def _click2call_log_text(outcome, values):
+    """Click2Call's answer (click2call()'s) as the log line says it."""
+    if outcome == "callback.ringing":
+        return f"Voicenter is ringing the extension (CALLID {_loggable(values['callid'], 60)})"
+    if outcome == "callback.unreachable":
+        return f"nothing dialled: {values['why']}"
+    return (f"refused by Voicenter (ERRORCODE {values['code']}: "
+            f"{_loggable(values['message'], 100)})")
 
 
 #: A call-back's "being called back" shows this long at most (Click2Call's two legs
@@ -7091,11 +7105,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
         finally:
             callbacks.end(browser, e164, sip, now, placed)
         log.info("call-back by %s from extension %s to %s: %s", browser, sip, masked,
-                 {"callback.ringing": "Voicenter is ringing the extension (CALLID "
-                                      f"{_loggable(values.get('callid', ''), 60)})",
-                  "callback.unreachable": f"nothing dialled: {values.get('why')}"}.get(
-                      outcome, f"refused by Voicenter (ERRORCODE {values.get('code')}: "
-                               f"{_loggable(values.get('message', ''), 100)})"))
+                 _click2call_log_text(outcome, values))
         answered(browser, goal, outcome, {**values, "who": who,
                                           "agent": names.agent(sip)}, headers)
 

@@ -6334,12 +6334,29 @@ def voicenter_request(url: str, payload: dict, *, timeout: float) -> dict:
         headers={"Content-Type": "application/json", "Accept": "application/json",
                  "User-Agent": f"popup-server/{__version__}"})
     # The socket timeout bounds each read only; at the deadline the connection is cut.
+    # A name look-up is not cut that way: the request runs in a thread of its own,
+    # which the caller stops waiting for at the deadline.
     connections = _CutAtDeadline(timeout)
+    outcome = {}
+
+    def ask():
+        try:
+            with connections:
+                opener = urllib.request.build_opener(*connections.handlers())
+                with opener.open(request, timeout=timeout) as response:
+                    outcome["body"] = response.read(VOICENTER_MAX_BYTES + 1)
+        except Exception as error:  # handed to the caller's thread, raised there
+            outcome["error"] = error
+
+    asking = threading.Thread(target=ask, name="voicenter-request", daemon=True)
+    asking.start()
+    asking.join(timeout + 0.5)
     try:
-        with connections:
-            opener = urllib.request.build_opener(*connections.handlers())
-            with opener.open(request, timeout=timeout) as response:
-                body = response.read(VOICENTER_MAX_BYTES + 1)
+        if asking.is_alive() or connections.cut:
+            raise TimeoutError
+        if "error" in outcome:
+            raise outcome["error"]
+        body = outcome["body"]
     except urllib.error.HTTPError as error:
         raise VoicenterUnreachable(f"Voicenter answered HTTP {error.code}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) \
@@ -6352,8 +6369,9 @@ def voicenter_request(url: str, payload: dict, *, timeout: float) -> dict:
         reason = reason.strerror if isinstance(reason, OSError) and reason.strerror \
             else type(reason).__name__
         raise VoicenterUnreachable(f"Voicenter cannot be reached ({reason})") from None
-    if connections.cut:
-        raise VoicenterUnreachable(f"no answer from Voicenter within {timeout:g} s")
+    except Exception as error:  # whatever else urllib raises: still no call, no 500
+        raise VoicenterUnreachable(f"Voicenter cannot be reached "
+                                   f"({type(error).__name__})") from None
     if len(body) > VOICENTER_MAX_BYTES:
         raise VoicenterUnreachable("Voicenter's answer is too big to be its JSON")
     try:
@@ -6523,7 +6541,8 @@ def click2call_answer(answer):
 def _click2call_log_text(outcome, values):
     """Click2Call's answer (click2call()'s) as the log line says it."""
     if outcome == "callback.ringing":
-        return f"Voicenter is ringing the extension (CALLID {_loggable(values['callid'], 60)})"
+        return ("Voicenter is ringing the extension (CALLID "
+                f"{_loggable(values['callid'], 60)})")
     if outcome == "callback.unreachable":
         return f"nothing dialled: {values['why']}"
     return (f"refused by Voicenter (ERRORCODE {values['code']}: "

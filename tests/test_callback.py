@@ -383,3 +383,18 @@ def test_with_the_login_off_this_machine_calls_back_from_its_own_pages(
     assert _answer(page) == "Voicenter is ringing your phone, then John Doe."
     assert 'value="SIPSIP1" selected' in page
     assert len(voicenter.requests_to("/ForwardDialer/click2call.aspx")) == 1
+
+
+def test_a_refused_connection_says_nothing_was_dialled(start_server, tmp_path, voicenter,
+                                                       log_in):
+    from conftest import free_port
+    server = start_server(SAMPLE_CONTACTS, "--office-password", OFFICE_PASSWORD,
+                          "--voicenter-code", CODE, "--voicenter-monitor", voicenter.url,
+                          "--voicenter-api", f"http://127.0.0.1:{free_port()}")
+    client = log_in(server)
+    wait_until(lambda: server.health()["voicenter"].startswith("ok"), what="the list")
+    mark = server.log_mark()
+    assert _call_back(client, extension="SIPSIP1") == \
+        "Voicenter could not be reached; nothing was dialled."
+    assert "nothing dialled: Voicenter cannot be reached (Connection refused)" in \
+        server.wait_for_log("Connection refused", mark)

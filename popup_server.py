@@ -698,6 +698,8 @@ def _toml_type_name(value):
 def _key_and_value(key, value):
     if isinstance(value, dict):
         return key
+    if key.replace("-", "_") in SECRET_SETTINGS:
+        return f"{key} (its value not shown: a secret)"
     if isinstance(value, bool):
         return f"{key} = {str(value).lower()}"
     if isinstance(value, (str, list)):

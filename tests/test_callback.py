@@ -398,3 +398,12 @@ def test_a_refused_connection_says_nothing_was_dialled(start_server, tmp_path, v
         "Voicenter could not be reached; nothing was dialled."
     assert "nothing dialled: Voicenter cannot be reached (Connection refused)" in \
         server.wait_for_log("Connection refused", mark)
+
+
+def test_a_config_file_error_never_shows_the_code(run_cli, tmp_path):
+    config = tmp_path / "popup.toml"
+    config.write_text("voicenter-code = 987654321\n", encoding="utf-8")
+    result = run_cli("--config", config, "--check")
+    said = (result.stdout + result.stderr).decode()
+    assert result.returncode == 2 and "line 1: voicenter-code" in said
+    assert "987654321" not in said

@@ -23,21 +23,30 @@ def _popup(server, phone, ivrid, *phases):
                                      "statusCall": phase}).status == 200
 
 
+def _submit(browser, button):
+    """Click a form's button and wait until the page it leads to replaced this one."""
+    page = browser.find_element(By.TAG_NAME, "html")
+    button.click()
+    WebDriverWait(browser, 15).until(expected_conditions.staleness_of(page))
+
+
 def _answer(browser):
     WebDriverWait(browser, 15).until(
         expected_conditions.presence_of_element_located((By.ID, "callback-answer")))
     return browser.find_element(By.ID, "callback-answer").text
 
 
-@pytest.mark.parametrize("language,ringing,pending,offline,direction", [
+@pytest.mark.parametrize("language,ringing,pending,offline,repeat,direction", [
     ("en-US", "Voicenter is ringing your phone, then John Doe.",
-     "being called back by Walter Melon, ", "Your phone is offline", "ltr"),
+     "being called back by Walter Melon, ", "Your phone is offline",
+     "John Doe was called back from this browser moments ago; not dialled again.", "ltr"),
     ("he-IL", "Voicenter מצלצל לטלפון שלך, ואחר כך מחייג אל John Doe.",
-     "בחיוג חוזר על ידי Walter Melon, ", "הטלפון שלך לא מחובר", "rtl"),
+     "בחיוג חוזר על ידי Walter Melon, ", "הטלפון שלך לא מחובר",
+     "כבר חייגו בחזרה אל John Doe מהדפדפן הזה לפני רגע; לא חויג שוב.", "rtl"),
 ])
 def test_a_missed_caller_called_back_from_the_calls_page(
         start_server, tmp_path, log_in, voicenter, language, ringing, pending, offline,
-        direction):
+        repeat, direction):
     server = start_server(SAMPLE_CONTACTS, "--calls-db", tmp_path / "calls.sqlite",
                           "--token", TOKEN, "--office-password", OFFICE_PASSWORD,
                           "--voicenter-code", CODE, "--voicenter-api", voicenter.url,
@@ -64,12 +73,12 @@ def test_a_missed_caller_called_back_from_the_calls_page(
         assert [option.text for option in choice.options][1:] == [
             "John Doe · 11", "Reception · 14", "Walter Melon · 12", "דנה לוי · 13"]
         choice.select_by_value("SIPSIP2")
-        browser.find_element(By.ID, "extension-submit").click()
+        _submit(browser, browser.find_element(By.ID, "extension-submit"))
         assert "Walter Melon" in _answer(browser)
 
         john = browser.find_element(By.CSS_SELECTOR,
                                     "#waiting tr[data-number='+972722776772']")
-        john.find_element(By.CSS_SELECTOR, "form.callback-form button").click()
+        _submit(browser, john.find_element(By.CSS_SELECTOR, "form.callback-form button"))
         assert _answer(browser) == ringing
         [asked] = voicenter.requests_to("/ForwardDialer/click2call.aspx")
         assert (asked["code"], asked["phone"], asked["target"], asked["action"],
@@ -81,11 +90,22 @@ def test_a_missed_caller_called_back_from_the_calls_page(
         DOCS.mkdir(exist_ok=True)
         assert browser.save_screenshot(str(DOCS / f"callback-{language[:2]}.png"))
 
+        # John's own page says so too; its button, pressed again, does not dial twice.
+        john.find_element(By.CSS_SELECTOR, "a.number").click()
+        WebDriverWait(browser, 10).until(
+            expected_conditions.presence_of_element_located((By.ID, "callback-form")))
+        assert pending in browser.find_element(By.ID, "callback-pending").text
+        _submit(browser, browser.find_element(By.CSS_SELECTOR, "#callback-form button"))
+        assert _answer(browser) == repeat
+        assert "/caller/" in browser.current_url
+        assert len(voicenter.requests_to("/ForwardDialer/click2call.aspx")) == 1
+        browser.get(f"{server.url}/calls")
+
         # Noa's call-back finds the agent's phone offline: a sentence, nothing marked.
         voicenter.click2call_error = 3
         noa = browser.find_element(By.CSS_SELECTOR,
                                    "#waiting tr[data-number='+972541234567']")
-        noa.find_element(By.CSS_SELECTOR, "form.callback-form button").click()
+        _submit(browser, noa.find_element(By.CSS_SELECTOR, "form.callback-form button"))
         assert _answer(browser).startswith(offline)
         noa = browser.find_element(By.CSS_SELECTOR,
                                    "#waiting tr[data-number='+972541234567']")

@@ -79,6 +79,7 @@ def test_a_missed_caller_called_back_from_the_calls_page(
         john = browser.find_element(By.CSS_SELECTOR,
                                     "#waiting tr[data-number='+972722776772']")
         _submit(browser, john.find_element(By.CSS_SELECTOR, "form.callback-form button"))
+        clicked = time.time()
         assert _answer(browser) == ringing
         [asked] = voicenter.requests_to("/ForwardDialer/click2call.aspx")
         assert (asked["code"], asked["phone"], asked["target"], asked["action"],
@@ -112,7 +113,10 @@ def test_a_missed_caller_called_back_from_the_calls_page(
         assert noa.find_elements(By.CSS_SELECTOR, ".callback-pending") == []
         assert browser.save_screenshot(str(DOCS / f"callback-offline-{language[:2]}.png"))
 
-        # The call's second leg ends: its CDR resolves John as called back.
+        # The call's second leg ends: its CDR resolves John as called back. The leg
+        # began when the agent answered, a second or more after the click (a CDR's
+        # time is in whole seconds).
+        time.sleep(max(0.0, clicked + 1.1 - time.time()))
         resp = server.post_json(f"/cdr?token={TOKEN}", {
             "ivruniqueid": asked and "20261204c2c000001", "type": "Click2Call leg2",
             "status": "ANSWER", "caller": "0722776773", "target": "0722776772",

@@ -7047,8 +7047,18 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
             return moment and (moment.astimezone(zone) if zone else moment)
 
         def pending(e164, since=0.0):
+            """(agent, time) of a call-back to `e164` after `since` that no call has
+            followed yet (its leg 2, answered or not, is a call)."""
             found = callbacks.pending_for(e164, since, now)
-            return found and (names.agent(found[0]), _local_time(found[1], zone))
+            if not found:
+                return None
+            latest, _error = _calls_or_error(recorder, lambda path: calls_of_number(
+                path, e164, limit=3, **day_options))
+            if any(call.started.timestamp() > found[1] or (  # a CDR's whole seconds:
+                    call.direction == "outgoing"              # leg 2 may seem earlier
+                    and call.started.timestamp() >= found[1] - 1) for call in latest or ()):
+                return None
+            return names.agent(found[0]), _local_time(found[1], zone)
         return types.SimpleNamespace(
             extensions=voicenter.extensions, mine=mine,
             mine_name=voicenter.names.get(mine, mine), fetched=local(voicenter.fetched_at),

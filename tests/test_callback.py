@@ -410,3 +410,23 @@ def test_a_config_file_error_never_shows_the_code(run_cli, tmp_path):
     said = (result.stdout + result.stderr).decode()
     assert result.returncode == 2 and "line 1: voicenter-code" in said
     assert "987654321" not in said
+
+
+def test_an_unanswered_call_back_leaves_the_caller_waiting_without_the_note(office):
+    """Voicenter rang the caller, who did not answer: the leg-2 CDR (NOANSWER) is an
+    outgoing call, which does not resolve them; "being called back" ends with it."""
+    server, client, voicenter = office
+    _missed(server, client)
+    _with_extension(client, "SIPSIP1")
+    assert _call_back(client).startswith("Voicenter is ringing your phone")
+    assert "being called back by John Doe" in client.get("/").text
+    time.sleep(1.1)  # the leg begins a second or more after the click
+    assert server.post_json(f"/cdr?token={TOKEN}", {
+        "ivruniqueid": "20261204c2c000001", "type": "Click2Call leg2",
+        "status": "NOANSWER", "caller": "0722776773", "target": "0722776772",
+        "time": int(time.time()), "duration": 0, "extenUser": "SIPSIP1",
+        "direction": "outgoing"}).json()["Err"] == 0
+    wait_until(lambda: "being called back" not in client.get("/").text,
+               what="the pending note gone")
+    assert 'class="waiting" data-number="+972722776772"' in client.get("/").text
+    assert "being called back" not in client.get("/caller/0722776772").text

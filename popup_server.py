@@ -16,6 +16,8 @@ Endpoints:
     GET|POST /popup   the pop-up answer: {"STATUS", "TOTAL", "CLIENTNAME", "COMPANY", "URL"}
     GET /health       load status for monitors (never contact data, never a token)
     GET / or /calls   the day's calls, missed first (HTML); /calls.csv?day=YYYY-MM-DD
+    POST /callback    call a missed caller back with Voicenter's Click2Call (the office
+                      pages' forms; with --voicenter-code)
 
 Options: each one in the settings table OPTIONS (section "Configuration") also has an
 environment variable, POPUP_ + its name in capitals (POPUP_PORT for --port, POPUP_CONTACTS

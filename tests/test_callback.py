@@ -5,12 +5,25 @@ words, the pending "being called back" until the leg-2 CDR, the rate limit, and 
 API code kept out of every output."""
 import html
 import re
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from conftest import OFFICE_PASSWORD, SAMPLE_CONTACTS, wait_until
 from voicenter_standin import CODE
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import popup_server  # noqa: E402
+
+
+def wait_for_leg_2_cdrs():
+    """A Click2Call leg-2 CDR is an outgoing call to its target once issue 20 ("Calls
+    as Voicenter really sends them", its CDR_OUTGOING_TYPES) is in; before, the rest of
+    a test is an expected failure, said so."""
+    if not hasattr(popup_server, "CDR_OUTGOING_TYPES"):
+        pytest.xfail("a leg-2 CDR resolves a caller with issue 20's CDR types")
 
 TOKEN = "callback-token-123"
 JOHN = "+972722776772"  # John Doe in the sample contacts
@@ -117,6 +130,7 @@ def test_a_missed_caller_is_called_back_and_resolved_by_the_leg_2_cdr(office):
                     client.get("/").text, re.S).group(0)
     assert re.search(r"being called back by Walter Melon, \d\d:\d\d", row)
     assert _answer(client.get("/").text) is None  # said once
+    wait_for_leg_2_cdrs()
     # The call's second leg, as Voicenter's CDR reports it once the call ends: it began
     # when the agent answered the first, a second or more after the click (a CDR's
     # time is in whole seconds).
@@ -321,10 +335,6 @@ def test_without_a_code_nothing_changes(start_server, tmp_path, log_in, voicente
 def test_a_failing_list_keeps_the_last_good_one(voicenter):
     """Each fetch of the list (at start, then every 15 minutes) that fails keeps the
     names fetched before and says why; here fetched in-process, at once."""
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    import popup_server
     config = popup_server.parse_config(["--voicenter-code", CODE, "--voicenter-monitor",
                                         voicenter.url], {})
     extensions = popup_server.VoicenterExtensions(config)
@@ -421,6 +431,7 @@ def test_an_unanswered_call_back_leaves_the_caller_waiting_without_the_note(offi
     _with_extension(client, "SIPSIP1")
     assert _call_back(client).startswith("Voicenter is ringing your phone")
     assert "being called back by John Doe" in client.get("/").text
+    wait_for_leg_2_cdrs()
     time.sleep(1.1)  # the leg begins a second or more after the click
     assert server.post_json(f"/cdr?token={TOKEN}", {
         "ivruniqueid": "20261204c2c000001", "type": "Click2Call leg2",

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from conftest import OFFICE_PASSWORD, SAMPLE_CONTACTS, wait_until
+from test_callback import wait_for_leg_2_cdrs
 from test_login_browser import DOCS, By, WebDriverWait, _browser, expected_conditions
 from voicenter_standin import CODE
 
@@ -43,7 +44,7 @@ def _answer(browser):
     ("he-IL", "Voicenter מצלצל לטלפון שלך, ואחר כך מחייג אל John Doe.",
      "בחיוג חוזר על ידי Walter Melon, ", "הטלפון שלך לא מחובר",
      "כבר חייגו בחזרה אל John Doe מהדפדפן הזה לפני רגע; לא חויג שוב.", "rtl"),
-])
+], ids=["en", "he"])
 def test_a_missed_caller_called_back_from_the_calls_page(
         start_server, tmp_path, log_in, voicenter, language, ringing, pending, offline,
         repeat, direction):
@@ -113,6 +114,7 @@ def test_a_missed_caller_called_back_from_the_calls_page(
         assert noa.find_elements(By.CSS_SELECTOR, ".callback-pending") == []
         assert browser.save_screenshot(str(DOCS / f"callback-offline-{language[:2]}.png"))
 
+        wait_for_leg_2_cdrs()
         # The call's second leg ends: its CDR resolves John as called back. The leg
         # began when the agent answered, a second or more after the click (a CDR's
         # time is in whole seconds).

@@ -16,6 +16,11 @@ skills/...):
   returns ERR 0 with an empty EXTENSIONS array"; ERR 1 "invalid code format" with
   DESC "Unauthorized".
 
+The Call Log (``/hub/cdr/``) is answered by ``standin.call_log``, a CallLogStandin
+(tests/voicenter_calllog_standin.py, which says where its answers come from) used for
+its answers only, with the same code: one stand-in answers the three APIs a server
+with --voicenter-code calls.
+
 Configure it per test (``standin.click2call_error = 3``, ``standin.mode["click2call"]
 = "hang"``) and read ``standin.requests`` (every request as (method, path, fields)).
 """
@@ -26,6 +31,8 @@ import http.server
 import json
 import threading
 import urllib.parse
+
+from voicenter_calllog_standin import CallLogStandin
 
 CODE = "vc-test-code-7Qx93LmZ"  # the account's API code the stand-in accepts
 
@@ -61,6 +68,7 @@ class VoicenterStandIn:
         #: "ok", "hang", "500" or "not-json", per API ("click2call", "extensions").
         self.mode = {"click2call": "ok", "extensions": "ok"}
         self.requests: list[tuple[str, str, dict]] = []
+        self.call_log = CallLogStandin(code=CODE)  # its answer() only: never started
         self.calls = 0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -90,6 +98,8 @@ class VoicenterStandIn:
 
     def stop(self):
         self._stopping.set()
+        self.call_log.release()              # its held ("hang") answers go
+        self.call_log._server.server_close()  # the port it took, never served
         self.server.shutdown()
         self.server.server_close()
 
@@ -100,6 +110,9 @@ class VoicenterStandIn:
     # Answering -----------------------------------------------------------------
     def _answer(self, handler, body):
         parts = urllib.parse.urlsplit(handler.path)
+        if parts.path == "/hub/cdr/" and body is not None:
+            self._send(handler, *self.call_log.answer(body))
+            return
         fields = dict(urllib.parse.parse_qsl(parts.query))
         if body:
             try:
@@ -170,6 +183,7 @@ class VoicenterStandIn:
 
     @staticmethod
     def _send(handler, status, content_type, body):
+        content_type = content_type.split(";")[0]
         handler.send_response(status)
         handler.send_header("Content-Type", f"{content_type}; charset=utf-8")
         handler.send_header("Content-Length", str(len(body)))

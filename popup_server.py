@@ -6121,7 +6121,7 @@ PAGE_TEXTS = {
                      "{count} שלוחות, נטענו ב-{time}"),
     "voicenter.empty": ("the extension list came empty at {time}: is --voicenter-code "
                         "right?", "רשימת השלוחות התקבלה ריקה ב-{time}: האם "
-                        "--voicenter-code נכון?"),
+                        "\u2066--voicenter-code\u2069 נכון?"),
     "voicenter.failed": ("the extension list could not be fetched at {time}",
                          "לא ניתן היה לטעון את רשימת השלוחות ב-{time}"),
     "voicenter.kept": ("still using the {count} extensions fetched at {time}",

@@ -3143,10 +3143,10 @@ def read_phase(text):
 # A batch goes to SQLite as one JSON array, one statement: executemany() re-takes the
 # GIL for every row, and under load each of those waits behind the pop-ups.
 _INSERT_JSON_BATCH = ("INSERT OR IGNORE INTO events SELECT " + ", ".join(
-    f"json_extract(value, '$[{column}]')" for column in range(13)) + " FROM json_each(?)")
+    f"json_extract(value, '$[{column}]')" for column in range(14)) + " FROM json_each(?)")
 
 
-_INSERT_ROW = "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT_ROW = "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 _WRITE_BATCH = 1_000  # events a statement: an event can be ~128 KiB (body and query)
 RECORD_BACKLOG = 20_000  # events waiting for the disk (~1 KiB each); more are dropped
 #: Seconds a CDR waits for its turn, then for a locked database, before it is answered
@@ -3156,16 +3156,34 @@ _RETRY_AT_MOST = 2.0  # seconds between tries of a failing database, at most
 _STOP_TRIES_FOR = 5.0  # seconds a stop keeps trying to write what waits
 
 #: The rows of `calls` for the ivrids `{where}` picks: each call's pop-up phases
-#: (events) summed up and joined with its CDR, or its CDR alone (a call abandoned in a
-#: queue, an outgoing call). Requests without an ivrid were once recorded as
-#: "no-ivrid-..." (test lookups): they are no call. `state` is the outcome as far as
-#: it does not depend on the clock: "pending" (no answer, no hang-up, no CDR) reads as
-#: "in progress" or, after --ring-timeout, "no answer recorded" (_OUTCOME).
+#: (events, one a phase and station) summed up and joined with its CDR, or its CDR alone
+#: (a call abandoned in a queue, an outgoing call). A CDR of no client's call (an agent's
+#: own leg, a transfer: `role`) makes no call. Requests without an ivrid were once
+#: recorded as "no-ivrid-..." (test lookups): they are no call. A ring group rings several
+#: stations under one ivrid: the call is answered when any station answered (Talking,
+#: isAnswered, an "answered elsewhere" hang-up of another station, or the CDR), by the
+#: Talking station, and ends with that station's hang-up; an "answered elsewhere" hang-up
+#: ends nothing. `duration` is the talk time, of answered calls only: the CDR's
+#: actualCallDuration (Voicenter's record of the call comes first), else from the
+#: Talking phase to the answerer's hang-up, else the CDR's duration.
+#: `state` is the outcome as far as it does not depend on the clock: "pending" (no
+#: answer, no hang-up, no CDR) reads as "in progress" or, after --ring-timeout, "no
+#: answer recorded" (_OUTCOME).
 _CALL_OF_IVRIDS = """
-SELECT *, CASE WHEN direction IN ('outgoing', 'internal') THEN direction
-               WHEN answered THEN 'answered'
-               WHEN has_cdr OR ended_at IS NOT NULL THEN 'missed'
-               ELSE 'pending' END
+SELECT ivrid, started, caller, e164, did, direction, name, company, url, answered_at,
+       CASE WHEN answered OR direction != 'incoming' THEN agent ELSE '' END,
+       ended_at, answered, status,
+       CASE WHEN answered THEN coalesce(
+           talk, max(0, CAST(round(ended_at - answered_at) AS INTEGER)), duration) END,
+       record, has_cdr,
+       CASE WHEN direction IN ('outgoing', 'internal') THEN direction
+            WHEN answered THEN 'answered'
+            WHEN has_cdr OR ended_at IS NOT NULL THEN 'missed'
+            ELSE 'pending' END,
+       target, summary
+FROM (SELECT *, CASE WHEN answered_at IS NOT NULL THEN (SELECT MIN(h.received_at)
+                  FROM events h WHERE h.ivrid = c.ivrid AND h.phase = 'hangup'
+                  AND h.exten_user = c.station) ELSE first_end END AS ended_at
 FROM (SELECT k.ivrid, coalesce(e.started, d.started) AS started,
        coalesce(e.caller, d.caller) AS caller,
        CASE WHEN e.e164 != '' THEN e.e164 ELSE coalesce(d.e164, '') END AS e164,
@@ -3175,22 +3193,27 @@ FROM (SELECT k.ivrid, coalesce(e.started, d.started) AS started,
        coalesce(e.name, '') AS name, coalesce(e.company, '') AS company,
        coalesce(e.url, '') AS url, e.answered_at,
        CASE WHEN e.agent != '' THEN e.agent ELSE coalesce(d.agent, '') END AS agent,
-       e.ended_at AS ended_at,
+       coalesce(e.agent, '') AS station, e.first_end,
        (e.answered_at IS NOT NULL OR coalesce(e.said_answered, 0)
         OR coalesce(d.answered, 0)) AS answered,
-       coalesce(d.status, '') AS status, d.duration, coalesce(d.record, '') AS record,
-       d.ivrid IS NOT NULL AS has_cdr
+       coalesce(d.status, '') AS status, d.duration, d.talk,
+       coalesce(d.record, '') AS record, d.ivrid IS NOT NULL AS has_cdr,
+       coalesce(d.target, '') AS target, coalesce(d.summary, '') AS summary
   FROM (SELECT ivrid FROM events WHERE {where} AND substr(ivrid, 1, 9) != 'no-ivrid-'
-        UNION SELECT ivrid FROM cdrs WHERE {where}) k
+        UNION SELECT ivrid FROM cdrs WHERE {where} AND role = '') k
   LEFT JOIN (SELECT ivrid, MIN(received_at) AS started, MAX(caller) AS caller,
                MAX(e164) AS e164, MAX(did) AS did, MAX(direction) AS direction,
                MAX(name) AS name, MAX(company) AS company, MAX(url) AS url,
-               MIN(CASE WHEN phase = 'answer' THEN received_at END) AS answered_at,
-               coalesce(MAX(CASE WHEN phase = 'answer' THEN exten_user END), '') AS agent,
-               MIN(CASE WHEN phase = 'hangup' THEN received_at END) AS ended_at,
-               MAX(CASE WHEN phase = 'hangup' THEN answered ELSE 0 END) AS said_answered
+               MIN(CASE WHEN phase = 'talking' THEN received_at END) AS answered_at,
+               coalesce(MAX(CASE WHEN phase = 'talking' THEN exten_user END),
+                        MAX(CASE WHEN phase = 'hangup' AND answered THEN exten_user END),
+                        '') AS agent,
+               MIN(CASE WHEN phase = 'hangup' AND lower(cause) NOT LIKE '%elsewhere%'
+                   THEN received_at END) AS first_end,
+               MAX(answered OR (phase = 'hangup' AND lower(cause) LIKE '%elsewhere%'))
+                 AS said_answered
              FROM events WHERE {where} GROUP BY ivrid) e ON e.ivrid = k.ivrid
-  LEFT JOIN cdrs d ON d.ivrid = k.ivrid)"""
+  LEFT JOIN cdrs d ON d.ivrid = k.ivrid AND d.role = '') c)"""
 
 
 def _recount_call(ivrid):
@@ -3198,28 +3221,31 @@ def _recount_call(ivrid):
             + _CALL_OF_IVRIDS.format(where=f"ivrid = {ivrid}") + ";")
 
 
-CALLS_SCHEMA = f"""
+#: The tables; CALLS_TRIGGERS keep `calls` (apart, so that an upgrade fills its tables
+#: before the triggers exist).
+CALLS_TABLES = """
 CREATE TABLE IF NOT EXISTS events (
     ivrid       TEXT NOT NULL,
-    phase       TEXT NOT NULL,      -- ringing, answer, hangup, or what the client sent
+    phase       TEXT NOT NULL,      -- ringing, talking, hangup (read_phase), else as sent
     received_at REAL NOT NULL,      -- Unix seconds
     caller      TEXT NOT NULL,      -- the caller id as received
     e164        TEXT NOT NULL,
     did         TEXT NOT NULL,
-    exten_user  TEXT NOT NULL,
+    exten_user  TEXT NOT NULL,      -- the station (extension) the phase is of
     direction   TEXT NOT NULL,
     answered    INTEGER NOT NULL,   -- the client said the call was answered
     name        TEXT NOT NULL,
     company     TEXT NOT NULL,
     total       INTEGER NOT NULL,
     url         TEXT NOT NULL,
-    PRIMARY KEY (ivrid, phase)      -- a repeated delivery of a phase counts once
-) WITHOUT ROWID;
+    cause       TEXT NOT NULL,      -- a hang-up's cause as sent ("Answered elsewhere")
+    PRIMARY KEY (ivrid, phase, exten_user)  -- a repeated delivery counts once; each
+) WITHOUT ROWID;                            -- station of a ring group has its own
 CREATE INDEX IF NOT EXISTS events_by_time ON events (received_at);
 CREATE TABLE IF NOT EXISTS cdrs (   -- Voicenter's call detail records, one a call
-    ivrid       TEXT NOT NULL,      -- its ivruniqueid
+    ivrid       TEXT NOT NULL,      -- its ivruniqueid (and #role for a role's record)
     received_at REAL NOT NULL,
-    started     REAL NOT NULL,      -- its time (Unix seconds), else when it came
+    started     REAL NOT NULL,      -- its time as a true Unix time (cdr_start), else when it came
     direction   TEXT NOT NULL,      -- incoming, outgoing, internal, or ''
     caller      TEXT NOT NULL,
     target      TEXT NOT NULL,
@@ -3228,9 +3254,12 @@ CREATE TABLE IF NOT EXISTS cdrs (   -- Voicenter's call detail records, one a ca
     status      TEXT NOT NULL,      -- as sent: ANSWER, NOANSWER, ABANDONE, ...
     answered    INTEGER NOT NULL,
     duration    INTEGER,
-    agent       TEXT NOT NULL,      -- the representative, as sent (extension or name)
+    agent       TEXT NOT NULL,      -- who answered: extenUser, else the representative
     record      TEXT NOT NULL,      -- the recording's URL, as sent
     raw         TEXT NOT NULL,      -- every field as received, JSON
+    role        TEXT NOT NULL DEFAULT '',  -- '', or no client's call: 'agent leg', 'transfer'
+    talk        INTEGER,            -- actualCallDuration (talk time, s)
+    summary     TEXT NOT NULL DEFAULT '',  -- aiData.insights.summary, Voicenter's AI
     PRIMARY KEY (started, ivrid)
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS cdrs_by_ivrid ON cdrs (ivrid);  -- one CDR a call
@@ -3242,10 +3271,26 @@ CREATE TABLE IF NOT EXISTS calls (  -- one row a call, kept by triggers: a page 
     answered_at REAL, agent TEXT NOT NULL, ended_at REAL, answered INTEGER NOT NULL,
     status TEXT NOT NULL, duration INTEGER, record TEXT NOT NULL, has_cdr INTEGER NOT NULL,
     state TEXT NOT NULL,            -- missed, answered, outgoing, internal, pending
+    target TEXT NOT NULL,           -- the CDR's target: whom an outgoing call went to
+    summary TEXT NOT NULL,          -- Voicenter's AI summary of the call
     PRIMARY KEY (started, ivrid)    -- kept in time order: a day is read in one sweep
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS calls_by_ivrid ON calls (ivrid);
 CREATE INDEX IF NOT EXISTS calls_by_number ON calls (e164, started, state);
+CREATE TABLE IF NOT EXISTS call_notes (  -- what people noted on a call
+    ivrid TEXT PRIMARY KEY, e164 TEXT NOT NULL, mark TEXT NOT NULL, note TEXT NOT NULL,
+    marked_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS call_notes_by_number ON call_notes (e164, marked_at);
+CREATE TABLE IF NOT EXISTS call_log (  -- how far Voicenter's Call Log has been pulled
+    name TEXT PRIMARY KEY,          -- pulled_to: every record dated before it is had
+    value REAL NOT NULL             -- (Unix seconds); pulled_at: the last good pull
+) WITHOUT ROWID;
+"""
+
+_CALL_TRIGGERS = ("call_of_new_event", "call_of_changed_event", "call_of_deleted_event",
+                  "call_of_new_cdr", "call_of_changed_cdr", "call_of_deleted_cdr")
+CALLS_TRIGGERS = f"""
 CREATE TRIGGER IF NOT EXISTS call_of_new_event AFTER INSERT ON events BEGIN
     {_recount_call("NEW.ivrid")} END;
 CREATE TRIGGER IF NOT EXISTS call_of_changed_event AFTER UPDATE ON events BEGIN
@@ -3258,21 +3303,14 @@ CREATE TRIGGER IF NOT EXISTS call_of_changed_cdr AFTER UPDATE ON cdrs BEGIN
     {_recount_call("OLD.ivrid")} {_recount_call("NEW.ivrid")} END;
 CREATE TRIGGER IF NOT EXISTS call_of_deleted_cdr AFTER DELETE ON cdrs BEGIN
     {_recount_call("OLD.ivrid")} END;
-CREATE TABLE IF NOT EXISTS call_notes (  -- what people noted on a call
-    ivrid TEXT PRIMARY KEY, e164 TEXT NOT NULL, mark TEXT NOT NULL, note TEXT NOT NULL,
-    marked_at REAL NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS call_notes_by_number ON call_notes (e164, marked_at);
-CREATE TABLE IF NOT EXISTS call_log (  -- how far Voicenter's Call Log has been pulled
-    name TEXT PRIMARY KEY,          -- pulled_to: every record dated before it is had
-    value REAL NOT NULL             -- (Unix seconds); pulled_at: the last good pull
-) WITHOUT ROWID;
 """
+CALLS_SCHEMA = CALLS_TABLES + CALLS_TRIGGERS
 
 #: PRAGMA user_version of a database with the schema above. 0 is the events-only
-#: schema of earlier versions, 2 the one whose `calls` had no CDR columns: opening
-#: either makes `calls` anew from the events and CDRs kept.
-CALLS_DB_VERSION = 3
+#: schema of earlier versions, 2 the one whose `calls` had no CDR columns, 3 the one
+#: with one event a phase (not a station) that knew no Talking phase: opening any of
+#: them re-reads its events and CDRs under today's rules (_upgrade_calls).
+CALLS_DB_VERSION = 4
 
 #: Marks a person can set on a call; either one resolves a missed caller.
 CALL_MARKS = ("handled", "called back")
@@ -3305,20 +3343,19 @@ class Call:
     direction: str = "incoming"   # incoming, outgoing or internal
     status: str = ""      # the CDR's status as sent (ABANDONE, ...); "" without a CDR
     record: str = ""      # the recording's URL as sent (see `recording`)
-    cdr_duration: int | None = None
+    cdr_duration: int | None = None  # the talk time (s), None unless answered
     did_name: str = ""    # the dialled line's name (--lines)
     agent_id: str = ""    # extenUser or the CDR's representative, as sent
     mark: str = ""        # one of CALL_MARKS, or ""
     note: str = ""
+    target: str = ""      # the CDR's target as sent: whom an outgoing call went to
+    summary: str = ""     # Voicenter's AI summary of the call (aiData), as text
 
     @property
     def duration(self):
-        """Seconds from the answer (or the first ring) to the hang-up, else the CDR's
-        duration, or None."""
-        if self.ended_at is None:
-            return self.cdr_duration
-        return max(0, round((self.ended_at - (self.answered_at or self.started))
-                            .total_seconds()))
+        """The talk time in seconds (see _CALL_OF_IVRIDS); None for a call nobody
+        answered, whatever it rang for."""
+        return self.cdr_duration
 
     @property
     def recording(self):
@@ -3516,13 +3553,14 @@ class CallRecorder:
         if len(self._events) >= RECORD_BACKLOG:  # the disk is far behind; pop-ups first
             self._drop()
             return
+        phase = _phase(fields)
         self._events.append((
-            ivrid,
-            _phase(fields).strip().lower() or "unknown", time.time(),
+            ivrid, read_phase(phase) or phase.strip().lower() or "unknown", time.time(),
             fields.get("phone", ""), answer.e164 or "", fields.get("did", ""),
             fields.get("extenUser", ""), fields.get("direction", ""),
             1 if str(fields.get("isAnswered", "")).lower() in ("1", "true") else 0,
-            answer.name, answer.company, answer.total, answer.url))
+            answer.name, answer.company, answer.total, answer.url,
+            fields.get("cause", "")[:200]))
 
     def _drop(self):
         with self._drop_lock:  # only with the backlog full: a count no thread loses
@@ -3731,16 +3769,97 @@ def _has_json(connection):
 
 def _prepare_schema(connection):
     """Make the tables; a database of an earlier version is brought up to date in
-    place, in one transaction: its events and CDRs are kept and summed up into calls."""
+    place, in one transaction (_upgrade_calls): nothing it holds is lost."""
     if connection.execute("PRAGMA user_version").fetchone()[0] >= CALLS_DB_VERSION:
         connection.executescript(CALLS_SCHEMA)  # all there; a table dropped comes back
         return
-    connection.executescript(
-        "BEGIN IMMEDIATE; DROP TRIGGER IF EXISTS call_of_new_event; "
-        "DROP TRIGGER IF EXISTS call_of_changed_event; "
-        "DROP TRIGGER IF EXISTS call_of_deleted_event; DROP TABLE IF EXISTS calls; "
-        f"{CALLS_SCHEMA}; INSERT INTO calls {_CALL_OF_IVRIDS.format(where='1')}; "
-        f"PRAGMA user_version = {CALLS_DB_VERSION}; COMMIT;")
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version < CALLS_DB_VERSION:  # else another connection did it meanwhile
+            _upgrade_calls(connection, version)
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+
+
+def _run_statements(connection, script):
+    """The statements of `script` one by one, inside the transaction open
+    (executescript() would commit it first)."""
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            connection.execute(statement)
+            statement = ""
+
+
+def _upgrade_calls(connection, version):
+    """Re-read a database of schema `version` under today's rules, in the transaction
+    open: its events with their phases read again (a Talking phase it did not
+    understand makes its call answered now), its CDRs' columns derived again from
+    the fields kept as received, and `calls` made anew from both. Logged once."""
+    tables = {row[0] for row in connection.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    for trigger in _CALL_TRIGGERS:
+        connection.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+    connection.execute("DROP TABLE IF EXISTS calls")
+    if "events" in tables:
+        connection.execute("ALTER TABLE events RENAME TO events_before")
+        connection.execute("DROP INDEX IF EXISTS events_by_time")
+    if "cdrs" in tables:
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(cdrs)")}
+        for column, kind in (("role", "TEXT NOT NULL DEFAULT ''"), ("talk", "INTEGER"),
+                             ("summary", "TEXT NOT NULL DEFAULT ''")):
+            if column not in columns:
+                connection.execute(f"ALTER TABLE cdrs ADD COLUMN {column} {kind}")
+    _run_statements(connection, CALLS_TABLES)
+    events = cdrs = 0
+    if "events" in tables:
+        phases = " ".join(f"WHEN '{name}' THEN '{phase}'"
+                          for name, phase in _PHASE_NAMES.items())
+        events = connection.execute(
+            "INSERT OR IGNORE INTO events SELECT ivrid, CASE lower(trim(phase)) "
+            f"{phases} ELSE phase END, received_at, caller, e164, did, exten_user, "
+            "direction, answered, name, company, total, url, '' FROM events_before"
+        ).rowcount
+        connection.execute("DROP TABLE events_before")
+    if "cdrs" in tables:
+        cdrs = _reread_cdrs(connection)
+    connection.execute(f"INSERT INTO calls {_CALL_OF_IVRIDS.format(where='1')}")
+    _run_statements(connection, CALLS_TRIGGERS)
+    connection.execute(f"PRAGMA user_version = {CALLS_DB_VERSION}")
+    if events or cdrs:
+        path = connection.execute("PRAGMA database_list").fetchone()[2]
+        log.info("calls database %s upgraded (schema %d to %d): %d call events and %d "
+                 "CDRs read again under today's rules; %d calls", path, version,
+                 CALLS_DB_VERSION, events, cdrs,
+                 connection.execute("SELECT COUNT(*) FROM calls").fetchone()[0])
+
+
+def _reread_cdrs(connection):
+    """Every CDR's columns derived again from its fields as received (cdr_row); the
+    client's number is kept as it was read when the client stays the same party."""
+    insert = "INSERT OR IGNORE INTO cdrs VALUES ({})".format
+    count = 0
+    for old in connection.execute("SELECT * FROM cdrs").fetchall():
+        ivrid, received_at, _, direction, *_, e164 = old[:8]
+        try:
+            fields = json.loads(old[13])
+            fields = fields if isinstance(fields, dict) else {}
+            pulled = any(str(name).lower() == "callid" for name in fields)  # Call Log's
+            row = cdr_row(fields, DEFAULTS["region"], received_at, true_time=pulled)
+        except (CdrError, ValueError, RecursionError):
+            continue  # kept as it is
+        if row[3] == direction:
+            row = (*row[:7], e164, *row[8:])
+        connection.execute("DELETE FROM cdrs WHERE ivrid = ?", (ivrid,))
+        if connection.execute(insert(", ".join("?" * len(row))), row).rowcount:
+            count += 1
+        else:  # its new id is another record's: kept as it was
+            connection.execute(insert(", ".join("?" * len(old))), old)
+    return count
 
 
 @contextlib.contextmanager
@@ -3781,11 +3900,30 @@ class CdrError(PopupError):
     """A CDR that cannot be stored as sent (no id, not valid text)."""
 
 
-#: Where a CDR names its representative: names seen in Voicenter's records and SDKs,
-#: first found wins. The record keeps every field whatever it is called.
-_CDR_AGENT_FIELDS = ("representative_name", "RepresentativeName", "representativeName",
-                     "representative_code", "RepresentativeCode", "representativeCode",
-                     "representative", "extenUser", "extension", "Extension")
+#: Where a CDR names who answered: the agent's extension first (named by --agents),
+#: then the representative; names seen in Voicenter's records and SDKs, first found
+#: wins. The record keeps every field whatever it is called.
+_CDR_AGENT_FIELDS = ("extenUser", "representative_name", "RepresentativeName",
+                     "representativeName", "representative_code", "RepresentativeCode",
+                     "representativeCode", "representative", "extension", "Extension")
+
+#: CDR types (_cdr_type: lower case, no spaces) of a call the office made to a client
+#: (the target), and of the agent's own leg of one (Voicenter rings the agent first):
+#: that leg is no client's call.
+CDR_OUTGOING_TYPES = ("click2callleg2", "extensionoutgoing", "productivecallleg2")
+CDR_AGENT_LEG_TYPES = ("click2callleg1", "productivecallleg1")
+#: CDR statuses of an incoming call that reached nobody (missed, whatever isAnswer says).
+CDR_MISSED_STATUSES = ("ABANDONE", "TIMEOUT", "FULL", "EXIT", "JOINEMPTY", "NOANSWER",
+                       "BUSY", "CANCEL")
+MAX_SUMMARY = 4000  # characters of Voicenter's AI summary kept in its column
+
+#: Voicenter's CDR times are epochs of Israel's wall-clock (cdr_start).
+try:
+    ISRAEL = zoneinfo.ZoneInfo("Asia/Jerusalem")
+except zoneinfo.ZoneInfoNotFoundError:  # no zone database (Windows without tzdata)
+    ISRAEL = dt.timezone(dt.timedelta(hours=2))
+#: Seconds a CDR may seem to arrive before its call ended: clocks differ a little.
+CDR_CLOCK_SLACK = 300
 
 
 def _cdr_text(value):
@@ -3819,11 +3957,83 @@ def cdr_direction(text):
     return ""
 
 
+def _cdr_type(fields):
+    """The CDR's type as a key of the tables above ("Click2Call leg2" ->
+    "click2callleg2")."""
+    return re.sub(r"[\s_-]+", "", _cdr_text(fields.get("type")).lower())
+
+
+def _cdr_summary(value):
+    """aiData.insights.summary (aiData as JSON, or as a JSON text in a form), or ""."""
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            return ""
+    insights = value.get("insights") if isinstance(value, dict) else None
+    summary = insights.get("summary") if isinstance(insights, dict) else None
+    return summary.strip()[:MAX_SUMMARY] if isinstance(summary, str) else ""
+
+
+def _israel_wall_clock(seconds):
+    """The true Unix times an epoch of Israel's wall-clock (the Israel-local time
+    written as if it were UTC) can mean, latest first: two in the hour the clocks
+    go back, which repeats, else one."""
+    wall = dt.datetime(1970, 1, 1) + dt.timedelta(seconds=seconds)
+    return sorted({wall.replace(tzinfo=ISRAEL, fold=fold).timestamp() for fold in (0, 1)},
+                  reverse=True)
+
+
+def cdr_start(seconds, duration, received_at, ivrid=""):
+    """The true Unix time a CDR's `time` means. Voicenter documents it as an epoch of
+    Israel's wall-clock (2 or 3 hours ahead of a true Unix time); some senders may
+    send a true one. A CDR arrives right after its call ends, so:
+    - read as a true time, a call that would end after the CDR came (beyond
+      CDR_CLOCK_SLACK) is impossible: Israel's wall-clock it is;
+    - both readings possible: the ivruniqueid, which begins with the call's
+      Israel-local yyyymmddhhmmss, decides when it is within 15 minutes of one;
+    - else a CDR that came within an hour of its call's end read as a true time is
+      one (read the other way it would have waited 2 hours and more); a later one
+      (a re-sent or pulled record) is read as documented."""
+    duration = duration or 0
+    readings = _israel_wall_clock(seconds)
+    # In the hour that repeats, the latest reading the arrival allows is the one.
+    israel = next((start for start in readings
+                   if start + duration <= received_at + CDR_CLOCK_SLACK), readings[-1])
+    true = seconds
+    plausible = [start for start in (israel, true)
+                 if start + duration <= received_at + CDR_CLOCK_SLACK]
+    if len(plausible) < 2:
+        return plausible[0] if plausible else israel
+    named = _ivrid_moment(ivrid)
+    if named is not None:
+        near = [start for start in plausible if abs(start - named) <= 900]
+        if len(near) == 1:
+            return near[0]
+    return true if received_at - (true + duration) < 3600 else israel
+
+
+def _ivrid_moment(ivrid):
+    """The true Unix time an ivruniqueid's leading Israel-local yyyymmddhhmmss names,
+    or None when it does not begin with one."""
+    try:
+        local = dt.datetime.strptime(ivrid[:14], "%Y%m%d%H%M%S")
+    except ValueError:
+        return None
+    return local.replace(tzinfo=ISRAEL).timestamp()
+
+
 def cdr_row(fields, region, received_at, *, true_time=False):
     """The columns of the cdrs table for a CDR's fields (a dict, values as decoded
     from JSON or a form), every field kept as received in `raw`. `true_time`: the
     record's `time` is a true Unix time (a pulled record's Date, in UTC), never to be
-    read as an epoch of Israel's wall-clock as a pushed CDR's may be."""
+    read as an epoch of Israel's wall-clock as a pushed CDR's may be. Every rule of what a
+    CDR means is here (a pulled Call Log record is stored through it too): its type
+    (CDR_OUTGOING_TYPES are calls to the target; an agent's leg and a transfer of a
+    call already known are no client's call: `role`, stored as ivruniqueid#role so
+    that they never take the call's own record's place), its status (answered, or
+    missed: CDR_MISSED_STATUSES, VoiceMail), its time (cdr_start), who answered
+    (_CDR_AGENT_FIELDS), the talk time and Voicenter's AI summary."""
     ivrid = _cdr_text(fields.get("ivruniqueid"))
     if not ivrid:
         raise CdrError("the CDR has no ivruniqueid")
@@ -3834,24 +4044,43 @@ def cdr_row(fields, region, received_at, *, true_time=False):
         raw.encode("utf-8")
     except (UnicodeEncodeError, ValueError, RecursionError):
         raise CdrError("the CDR holds text that is not valid Unicode") from None
-    direction = cdr_direction(_cdr_text(fields.get("type")) or
-                              _cdr_text(fields.get("direction")))
+    kind = _cdr_type(fields)
+    role = ""
+    if kind in CDR_AGENT_LEG_TYPES:
+        role, direction = "agent leg", "internal"
+    elif kind == "xfercdr" and _cdr_text(fields.get("OriginalIvrUniqueID")):
+        role, direction = "transfer", "internal"
+    elif kind in CDR_OUTGOING_TYPES:
+        direction = "outgoing"
+    elif kind == "voicemail":
+        direction = "incoming"
+    else:
+        direction = cdr_direction(_cdr_text(fields.get("type")) or
+                                  _cdr_text(fields.get("direction")))
     caller = _cdr_text(fields.get("caller"))
     target = _cdr_text(fields.get("target"))
     client = {"outgoing": target, "internal": ""}.get(
         direction, _cdr_text(fields.get("callerPhone")) or caller)
     status = _cdr_text(fields.get("status"))
-    answered = (status.upper() == "ANSWER"
-                or _cdr_text(fields.get("isAnswer")).lower() in ("1", "true"))
+    if role or kind == "voicemail" or status.upper() in (*CDR_MISSED_STATUSES,
+                                                         "VOICEMAIL"):
+        answered = False
+    else:
+        answered = (status.upper() == "ANSWER"
+                    or _cdr_text(fields.get("isAnswer")).lower() in ("1", "true"))
     started = _cdr_number(fields.get("time"), 946684800, 253402300799)  # years 2000-9999
     duration = _cdr_number(fields.get("duration"), 0, 10 ** 7)
+    talk = _cdr_number(fields.get("actualCallDuration"), 0, 10 ** 7)
     agent = next((text for text in map(_cdr_text, map(fields.get, _CDR_AGENT_FIELDS))
                   if text), "")
-    return (ivrid, received_at, received_at if started is None else started, direction,
+    return (f"{ivrid}#{role.replace(' ', '-')}" if role else ivrid, received_at,
+            received_at if started is None else started if true_time else
+            cdr_start(started, duration, received_at, ivrid), direction,
             caller, target, _cdr_text(fields.get("did")),
             normalize_number(client, region) or "", status, int(answered),
             None if duration is None else round(duration), agent,
-            _cdr_text(fields.get("record")), raw)
+            _cdr_text(fields.get("record")), raw, role,
+            None if talk is None else round(talk), _cdr_summary(fields.get("aiData")))
 
 
 def store_cdr(path, fields, region=DEFAULTS["region"], busy_timeout=5.0):
@@ -3922,7 +4151,8 @@ _OUTCOME_ORDER = "CASE outcome " + " ".join(
 _ROW_COLUMNS = ", ".join(f"c.{name}" for name in (
     "ivrid", "started", "caller", "e164", "did", "direction", "name", "company", "url",
     "answered_at", "agent", "ended_at", "status", "duration", "record")) + (
-    f", {_OUTCOME} AS outcome")
+    f", {_OUTCOME} AS outcome, c.target, c.summary")
+_ROW_WIDTH = 18  # the columns of _ROW_COLUMNS, as _call_of_row() reads them
 #: The day's calls (to line :did when given); a call belongs to the day it began on,
 #: even when it ends after midnight.
 _OF_DAY = ("{alias}.started >= :start AND {alias}.started < :end "
@@ -3943,7 +4173,7 @@ def _settle_seconds(ring_timeout):
 
 def _call_of_row(row, zone, names, tries=1, note=("", "")):
     (ivrid, started, caller, e164, did, direction, name, company, url, answered_at,
-     agent, ended_at, status, duration, record, outcome) = row
+     agent, ended_at, status, duration, record, outcome, target, summary) = row
 
     def at(seconds):
         return None if seconds is None else _local_time(seconds, zone)
@@ -3953,7 +4183,7 @@ def _call_of_row(row, zone, names, tries=1, note=("", "")):
                 ended_at=at(ended_at), outcome=outcome, tries=tries,
                 direction=direction, status=status, record=record,
                 cdr_duration=duration, did_name=names.line(did), agent_id=agent,
-                mark=note[0], note=note[1])
+                mark=note[0], note=note[1], target=target, summary=summary)
 
 
 def iter_calls_of_day(path, day, *, zone=None, ring_timeout=None, did=None, names=None,
@@ -3983,7 +4213,7 @@ def iter_calls_of_day(path, day, *, zone=None, ring_timeout=None, did=None, name
         SELECT {", ".join(f"p.{name}" for name in (
                 "ivrid", "started", "caller", "e164", "did", "direction", "name",
                 "company", "url", "answered_at", "agent", "ended_at", "status",
-                "duration", "record", "outcome"))},
+                "duration", "record", "outcome", "target", "summary"))},
                coalesce(tries.tries, 1), coalesce(n.mark, ''), coalesce(n.note, '')
         FROM p LEFT JOIN tries ON tries.e164 = p.e164
         LEFT JOIN call_notes n ON n.ivrid = p.ivrid
@@ -4006,7 +4236,8 @@ def iter_calls_of_day(path, day, *, zone=None, ring_timeout=None, did=None, name
         try:
             while rows:
                 for row in rows:
-                    call = _call_of_row(row[:16], zone, names, row[16], row[17:])
+                    call = _call_of_row(row[:_ROW_WIDTH], zone, names, row[_ROW_WIDTH],
+                                        row[_ROW_WIDTH + 1:])
                     yield _named(call, index) if index is not None else call
                 rows = cursor.fetchmany(500)
         finally:
@@ -4071,7 +4302,8 @@ WITH grouped AS (
 ), resolutions AS MATERIALIZED (  -- else SQLite repeats the look-ups in `callers`
     SELECT g.*,
       (SELECT MIN(a.started) FROM calls a WHERE g.e164 != '' AND a.e164 = g.e164
-         AND a.started > g.started AND a.state IN ('answered', 'outgoing')) AS contacted,
+         AND a.started > g.started AND (a.state = 'answered'
+              OR (a.state = 'outgoing' AND a.answered))) AS contacted,
       (SELECT MIN(n.marked_at) FROM call_notes n
          WHERE (n.ivrid = g.ivrid OR (g.e164 != '' AND n.e164 = g.e164))
          AND n.marked_at >= g.started AND n.mark != '') AS marked
@@ -4179,12 +4411,14 @@ def calls_of_number(path, e164, *, zone=None, ring_timeout=None, names=None, lim
             FROM calls c LEFT JOIN call_notes n ON n.ivrid = c.ivrid
             WHERE c.e164 = :e164 ORDER BY c.started DESC, c.ivrid LIMIT :limit""",
             {"e164": e164, "settled": settled, "limit": limit}).fetchall()
-    return [_call_of_row(row[:16], zone, names, note=row[16:]) for row in rows]
+    return [_call_of_row(row[:_ROW_WIDTH], zone, names, note=row[_ROW_WIDTH:])
+            for row in rows]
 
 
 CALLS_CSV_COLUMNS = ("time", "outcome", "caller", "name", "company", "tries",
                      "answered by", "duration (s)", "dialled", "crm link", "ivrid",
-                     "direction", "status", "line", "recording", "mark", "note")
+                     "direction", "status", "line", "recording", "mark", "note",
+                     "called number", "summary")
 
 
 def calls_csv_lines(calls):
@@ -4204,7 +4438,10 @@ def calls_csv_lines(calls):
                          *map(_no_formula, (call.did, call.url, call.ivrid)),
                          call.direction,
                          *map(_no_formula, (call.status, call.did_name, call.recording,
-                                            call.mark, call.note))])
+                                            call.mark, call.note,
+                                            (call.target or call.caller)
+                                            if call.direction == "outgoing" else "",
+                                            call.summary))])
         yield out.getvalue()
 
 
@@ -5117,7 +5354,7 @@ class LinkPoller:
 
 #: Fields read from a request; everything else a client sends is ignored.
 REQUEST_FIELDS = ("phone", "ivrid", "extenUser", "did", "status", "statusCall",
-                  "direction", "callerName", "isAnswered")
+                  "direction", "callerName", "isAnswered", "cause")
 
 
 #: A Host header fit to start a link with: a name or address and maybe a port.
@@ -6042,6 +6279,7 @@ PAGE_TEXTS = {
     "caller.no_calls": ("No calls with this number are recorded.",
                         "לא נרשמו שיחות עם המספר הזה."),
     "caller.note": ("Note", "הערה"),
+    "caller.summary": ("Voicenter's summary of the call:", "סיכום השיחה של Voicenter:"),
     "caller.mark": ("Mark", "סימון"),
     "caller.keep_note": ("Keep", "שמירה"),
     "caller.need_name": ("Give a name or a company.", "נא למלא שם או חברה."),
@@ -7230,7 +7468,7 @@ def call_log_record(record):
         "representative_code": _cdr_text(by_name.get("representativecode")),
         "callerextension": caller_extension, "targetextension": target_extension,
         "extenUser": caller_extension if cdr_direction(kind) == "outgoing"
-        else target_extension,
+        or _cdr_type({"type": kind}) in CDR_OUTGOING_TYPES else target_extension,
         "queuename": _cdr_text(by_name.get("queuename")),
         "dialtime": by_name.get("ringtime"),
     })
@@ -7832,6 +8070,11 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
     def popup_preflight():
         for name, value in CORS_PREFLIGHT_HEADERS.items():
             bottle.response.set_header(name, value)
+        # Chrome asks before a page or extension reaches a server on a private network
+        # (the office's own): the extension's request goes through only when allowed.
+        asked = bottle.request.environ.get("HTTP_ACCESS_CONTROL_REQUEST_PRIVATE_NETWORK")
+        if (asked or "").strip().lower() == "true":
+            bottle.response.set_header("Access-Control-Allow-Private-Network", "true")
         bottle.response.status = 204
         return b""
 
@@ -8019,7 +8262,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
         if access_log.enabled:
             access_log.write(f"POST /cdr 200 {'stored' if stored else 'already stored'} "
                              f"client={_loggable(guard.client_address(environ))}")
-        return _json_bytes({"Err": 0, "Errdesc": "OK"})
+        return _json_bytes(CDR_OK)
 
     @app.get("/caller/<number>")
     @office_page
@@ -8313,10 +8556,20 @@ PAGE_CALLS = 500
 EXTENSION_COOKIE_SECONDS = 365 * 24 * 3600
 
 
+#: A CDR stored: Voicenter's guide spells the answer Err/Errdesc, its own SDK
+#: err/errdesc; both are sent, so that its sender reads it whichever it reads.
+CDR_OK = {"Err": 0, "Errdesc": "OK", "err": 0, "errdesc": "OK"}
+
+
+def _cdr_refusal(code, message):
+    """Voicenter's non-zero Err (send it again), in both spellings (CDR_OK)."""
+    return {"Err": code, "Errdesc": message, "err": code, "errdesc": message}
+
+
 def _cdr_answer(status, message):
     """A failed CDR: Voicenter's Err (non-zero: send it again) with this server's
     usual error fields."""
-    return _json_bytes({"Err": 1 if status >= 500 else status, "Errdesc": message,
+    return _json_bytes({**_cdr_refusal(1 if status >= 500 else status, message),
                         "STATUS": "ERROR", "MESSAGE": message})
 
 
@@ -8661,7 +8914,7 @@ def _render_waitress_errors_as_json():
         message = f"{error.reason}: {error.body}"
         # Err too: this comes before any route is chosen, and a CDR sender (POST /cdr)
         # reads only Err; a pop-up client reads only STATUS.
-        body = _json_bytes({"Err": error.code, "Errdesc": message,
+        body = _json_bytes({**_cdr_refusal(error.code, message),
                             "STATUS": "ERROR", "MESSAGE": message})
         return f"{error.code} {error.reason}", [("Content-Type", JSON_TYPE)], body
     waitress.utilities.Error.to_response = to_response

@@ -89,15 +89,16 @@ def build(db, events, seed=14):
         at = start + rng.random() * span
         e164 = "+972" + phone[1:]
         base = (phone, e164, "0722776773")
-        rows.append((ivrid, "ringing", at, *base, "", "Incoming", 0, "", "", 0, ""))
+        rows.append((ivrid, "ringing", at, *base, "", "Incoming", 0, "", "", 0, "", ""))
         if rng.random() < 0.75:
-            rows.append((ivrid, "answer", at + 5, *base, "SIP201", "Incoming", 1, "", "",
-                         0, ""))
-        rows.append((ivrid, "hangup", at + 60, *base, "", "Incoming", 0, "", "", 0, ""))
+            rows.append((ivrid, "talking", at + 5, *base, "SIP201", "Incoming", 1, "", "",
+                         0, "", ""))
+        rows.append((ivrid, "hangup", at + 60, *base, "", "Incoming", 0, "", "", 0, "",
+                     "Normal hangup"))
     started = time.perf_counter()
     connection.execute("BEGIN")
     connection.executemany("INSERT OR IGNORE INTO events VALUES "
-                           "(?,?,?,?,?,?,?,?,?,?,?,?,?)", rows[:events])
+                           "(?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows[:events])
     connection.execute("COMMIT")
     insert = time.perf_counter() - started
     for n in range(20_000):
@@ -107,8 +108,9 @@ def build(db, events, seed=14):
                   "target": rng.choice(numbers), "status": rng.choice(["ANSWER", "ABANDONE"]),
                   "type": "Outgoing Call" if n % 5 == 0 else "Incoming Call",
                   "time": start + rng.random() * span, "duration": 30}
-        connection.execute("INSERT OR IGNORE INTO cdrs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                           ps.cdr_row(fields, "IL", time.time()))
+        row = ps.cdr_row(fields, "IL", time.time())
+        connection.execute(f"INSERT OR IGNORE INTO cdrs VALUES ({','.join('?' * len(row))})",
+                           row)
     connection.close()
     return call, insert
 

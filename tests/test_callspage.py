@@ -134,7 +134,7 @@ def test_the_page_says_where_cdrs_go_without_showing_the_token(office):
     server, client = office
     page = client.get("/").text
     assert f"{server.url}/cdr?token=" in page and TOKEN not in page
-    assert '{"Err": 0, "Errdesc": "OK"}' in page
+    assert '{"Err": 0, "Errdesc": "OK", "err": 0, "errdesc": "OK"}' in page
 
 
 SCHEMA_2 = """

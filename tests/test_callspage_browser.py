@@ -117,7 +117,7 @@ def test_the_morning_view_empties_as_the_office_works_through_it(
             "ivruniqueid": "call-back-1", "type": "Outgoing Call", "caller": "201",
             "target": STRANGER, "status": "ANSWER", "duration": 42,
             "record": "https://recordings.example/call-back-1.mp3"})
-        assert resp.json() == {"Err": 0, "Errdesc": "OK"}
+        assert resp.json() == {"Err": 0, "Errdesc": "OK", "err": 0, "errdesc": "OK"}
         browser.refresh()
         assert browser.find_elements(By.ID, "nobody-waiting")
         assert not browser.find_elements(By.ID, "waiting")

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import SAMPLE_CONTACTS, wait_until
 
-OK = {"Err": 0, "Errdesc": "OK"}
+OK = {"Err": 0, "Errdesc": "OK", "err": 0, "errdesc": "OK"}  # the guide's and the SDK's
 NOW = int(time.time())
 
 

@@ -146,6 +146,9 @@
   <td><bdi>{{call.answered_by}}</bdi></td>
   <td dir="ltr">{{"" if call.duration is None else "%d:%02d" % divmod(call.duration, 60)}}</td>
   <td>
+%     if call.summary:
+    <p class="ai-summary"><span class="muted">{{t("caller.summary")}}</span> <bdi>{{call.summary}}</bdi></p>
+%     end
     <form method="post" action="/caller/{{number_path}}/call{{action_query}}" class="note-form">
       <input type="hidden" name="csrf" value="{{form_token}}">
       <input type="hidden" name="ivrid" value="{{call.ivrid}}">

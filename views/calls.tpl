@@ -217,7 +217,7 @@
     % end
   </td>
   <td class="name">
-    % who(call.name, call.company, call.caller, call.e164)
+    % who(call.name, call.company, call.target if call.direction == "outgoing" and call.target else call.caller, call.e164)
     % if call.tries > 1:
     <br><span class="muted">{{t("col.tries")}}: {{call.tries}}</span>
     % end
@@ -294,5 +294,5 @@
 <h2 id="cdr-heading">{{t("cdr.heading")}}</h2>
 <p class="muted" id="cdr-help">{{t("cdr.help")}}</p>
 <pre dir="ltr" id="cdr-url">{{cdr_url}}…</pre>
-<p class="muted">{{t("cdr.answers")}} <code dir="ltr">{"Err": 0, "Errdesc": "OK"}</code></p>
+<p class="muted">{{t("cdr.answers")}} <code dir="ltr">{"Err": 0, "Errdesc": "OK", "err": 0, "errdesc": "OK"}</code></p>
 <p class="muted">{{t("calls.footer")}} <a href="health" dir="ltr" id="health-link">/health</a>.</p>

@@ -1,0 +1,520 @@
+"""Calls as Voicenter really sends them (issue 20): the pop-up's Ringing / Talking /
+Hangup in its three formats, ring groups (one request a phase and station), CDR types
+and statuses, CDR times in Israel's wall-clock, Voicenter's AI summary, the CDR
+acknowledgement in both spellings and the Chrome extension's preflight. Every payload
+is a fixture in tests/fixtures/voicenter/, each saying where its shape comes from; the
+server is the real one, over HTTP on loopback."""
+from __future__ import annotations
+
+import copy
+import csv
+import datetime as dt
+import io
+import json
+import sqlite3
+import time
+import zoneinfo
+from pathlib import Path
+
+import pytest
+
+import popup_server as ps
+from conftest import SAMPLE_CONTACTS, wait_until
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "voicenter"
+ISRAEL = zoneinfo.ZoneInfo("Asia/Jerusalem")
+OK = {"Err": 0, "Errdesc": "OK", "err": 0, "errdesc": "OK"}
+JOHN = "+972722776772"  # John Doe in data/contacts.csv
+NOA = "+972541234567"   # נועה כהן
+AGENTS = ("extension,name\nSIP101,Avi Cohen\nSIP102,Bat-El Levi\nSIP103,Carmel Ron\n"
+          "KGpK4iWq,Dana Levi\nSIPSIP,Yossi Mor\nSIPSIPl,Gil Tal\n")
+
+
+def fixture(name):
+    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+
+
+def israel_epoch(seconds):
+    """A true Unix time as Voicenter's CDR `time` documents it: Israel's wall-clock
+    written as if it were UTC."""
+    local = dt.datetime.fromtimestamp(seconds, ISRAEL)
+    return int(local.replace(tzinfo=dt.timezone.utc).timestamp())
+
+
+def israel_clock(seconds):
+    return dt.datetime.fromtimestamp(seconds, ISRAEL).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def csv_rows(server, **params):
+    resp = server.get("/calls.csv", params or None)
+    assert resp.status == 200, resp
+    return list(csv.DictReader(io.StringIO(resp.body.decode("utf-8-sig"))))
+
+
+def by_ivrid(server):
+    return {row["ivrid"]: row for row in csv_rows(server)}
+
+
+@pytest.fixture
+def db(tmp_path):
+    return tmp_path / "state" / "calls.sqlite"
+
+
+@pytest.fixture
+def office(start_server, db, tmp_path):
+    agents = tmp_path / "agents.csv"
+    agents.write_text(AGENTS, encoding="utf-8")
+    return start_server(SAMPLE_CONTACTS, "--calls-db", db, "--agents", agents,
+                        "--timezone", "Asia/Jerusalem")
+
+
+def send_phase(server, how, fields):
+    if how == "get":
+        resp = server.get("/popup", fields)
+    elif how == "form":
+        resp = server.post_form("/popup", fields)
+    else:
+        resp = server.post_json("/popup", fields)
+    assert resp.status == 200 and resp.json()["STATUS"] == "OK", resp
+
+
+def post_cdr(server, record, **changes):
+    resp = server.post_json("/cdr", {**copy.deepcopy(record), **changes})
+    assert (resp.status, resp.json()) == (200, OK), resp
+    return resp
+
+
+def recent(duration=0, ago=5):
+    """The CDR `time` (Israel's wall-clock) of a call that ended `ago` s ago."""
+    return israel_epoch(time.time() - ago - duration)
+
+
+# The pop-up's phases -----------------------------------------------------------------
+
+FORMATS = {"get": "popup-get-phases.json", "form": "popup-form-phases.json",
+           "json": "popup-json-phases.json"}
+
+
+def test_ringing_talking_hangup_is_an_answered_call_in_each_of_the_three_formats(office):
+    """Before: a GET or form call answered (Talking) was listed as missed, a JSON one
+    as answered by nobody with no talk time."""
+    calls = {how: fixture(name)["phases"] for how, name in FORMATS.items()}
+    for phase in (0, 1):  # Ringing, then Talking, for all three calls
+        for how, phases in calls.items():
+            send_phase(office, how, phases[phase])
+    time.sleep(1.2)  # the agents talk for a second before hanging up
+    for how, phases in calls.items():
+        send_phase(office, how, phases[2])
+    ivrids = {how: phases[0]["ivrid"] for how, phases in calls.items()}
+    rows = wait_until(lambda: (lambda r: r if set(ivrids.values()) <= set(r) and all(
+        r[i]["duration (s)"] for i in ivrids.values()) else None)(by_ivrid(office)),
+        what="the three calls, ended")
+    expected_agents = {"get": "Yossi Mor", "form": "Gil Tal", "json": "Dana Levi"}
+    for how, ivrid in ivrids.items():
+        row = rows[ivrid]
+        assert (row["outcome"], row["answered by"], row["name"]) == (
+            "answered", expected_agents[how], "John Doe"), (how, row)
+        assert int(row["duration (s)"]) >= 1, (how, row)  # Talking to Hangup
+    page = office.get("/").text
+    assert "Dana Levi" in page and "Yossi Mor" in page and "Gil Tal" in page
+
+
+def test_answer_and_answered_are_the_talking_phase_whatever_their_case(office):
+    for n, word in enumerate(("Answer", "ANSWERED", "talking", " Talking ")):
+        ivrid = f"2026030110{n:02d}00case"
+        for phase in ("Ringing", word, "Hangup"):
+            send_phase(office, "get", {"phone": "0722776772", "ivrid": ivrid,
+                                       "statusCall": phase, "extenUser": "SIP101"})
+    rows = wait_until(lambda: (lambda r: r if len(r) == 4 else None)(by_ivrid(office)),
+                      what="four calls")
+    assert {row["outcome"] for row in rows.values()} == {"answered"}
+    assert {row["answered by"] for row in rows.values()} == {"Avi Cohen"}
+
+
+# Ring groups -------------------------------------------------------------------------
+
+def test_a_ring_group_answered_by_one_station_is_one_answered_call_by_that_station(
+        office, db):
+    """Before: the first 'answered elsewhere' hang-up ended the call (a ~0 s call) and
+    the answerer's own hang-up was dropped."""
+    phases = fixture("ring-group.json")["answered"]
+    for fields in phases[:-1]:
+        send_phase(office, "json", fields)
+    time.sleep(1.2)
+    send_phase(office, "json", phases[-1])  # the answerer hangs up
+    ivrid = phases[0]["ivrid"]
+    row = wait_until(lambda: (lambda r: r.get(ivrid) if r.get(ivrid, {}).get(
+        "duration (s)") else None)(by_ivrid(office)), what="the ring group's call, ended")
+    assert (row["outcome"], row["answered by"], row["tries"]) == (
+        "answered", "Bat-El Levi", "1")
+    assert int(row["duration (s)"]) >= 1
+    assert len(csv_rows(office)) == 1  # one call, not one a station
+    connection = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    kept = connection.execute("SELECT phase, exten_user, cause FROM events").fetchall()
+    connection.close()
+    assert len(kept) == 7  # every station's every phase
+    assert ("hangup", "SIP101", "Answered elsewhere") in kept
+
+
+def test_answered_elsewhere_hang_ups_alone_neither_end_nor_miss_the_call(office):
+    """A station told the call was answered elsewhere: the call was answered (by whom,
+    the Talking phase will say) and has not ended."""
+    phases = fixture("ring-group.json")["answered"]
+    for fields in phases[:4]:  # three stations ring; one is told it was answered elsewhere
+        send_phase(office, "json", fields)
+    wait_until(lambda: csv_rows(office), what="the call")
+    time.sleep(0.5)  # the hang-up is recorded meanwhile
+    (row,) = csv_rows(office)
+    assert (row["outcome"], row["answered by"], row["duration (s)"]) == (
+        "answered", "", ""), row
+    assert 'class="waiting"' not in office.get("/").text
+
+
+def test_a_ring_group_no_station_answers_is_one_missed_call_one_try(office):
+    phases = fixture("ring-group.json")["unanswered"]
+    for fields in phases:
+        send_phase(office, "form", fields)  # the form format: every field a string
+    ivrid = phases[0]["ivrid"]
+    row = wait_until(lambda: by_ivrid(office).get(ivrid), what="the missed call")
+    wait_until(lambda: by_ivrid(office)[ivrid]["outcome"] == "missed", what="missed")
+    row = by_ivrid(office)[ivrid]
+    assert (row["tries"], row["answered by"], row["duration (s)"]) == ("1", "", "")
+    assert len(csv_rows(office)) == 1
+    page = office.get("/").text
+    assert page.count('class="waiting" data-number="+972541234567"') == 1
+    assert '<td class="tries">1</td>' in page
+
+
+# CDRs: types and statuses --------------------------------------------------------------
+
+def test_queue_and_incoming_calls_that_reached_nobody_are_missed_with_no_duration(office):
+    """Before: each showed its queue time as the call's length; one whose isAnswer
+    said 1 was answered."""
+    queue = fixture("cdr-queue.json")
+    statuses = queue["missed_statuses"]
+    for n, status in enumerate(statuses):
+        for kind in ("Queue", "Incoming Call"):
+            post_cdr(office, queue["cdr"], status=status, type=kind,
+                     ivruniqueid=f"{kind[0]}{n}-{status}", time=recent(20),
+                     caller=f"05012345{n:02d}", isAnswer=1 if n % 2 else 0,
+                     representative_name="Sales Queue")  # no one answered all the same
+    rows = by_ivrid(office)
+    assert len(rows) == 2 * len(statuses)
+    for ivrid, row in rows.items():
+        assert (row["outcome"], row["duration (s)"], row["answered by"]) == (
+            "missed", "", ""), row
+        assert row["status"] == ivrid.split("-", 1)[1]
+    assert office.get("/").text.count('class="number"') >= len(statuses)
+
+
+def test_a_queue_call_answered_shows_its_talk_time_and_who_answered(office):
+    record = fixture("cdr-ai-data.json")["cdr"]
+    post_cdr(office, {k: v for k, v in record.items() if k != "aiData"},
+             time=recent(80), ivruniqueid="Q-ANSWERED")
+    without_extension = {k: v for k, v in record.items()
+                         if k not in ("aiData", "extenUser")}
+    post_cdr(office, without_extension, time=recent(80), ivruniqueid="Q-REP")
+    rows = by_ivrid(office)
+    # actualCallDuration (talk time), not duration (which counts the queue wait)
+    assert (rows["Q-ANSWERED"]["outcome"], rows["Q-ANSWERED"]["duration (s)"],
+            rows["Q-ANSWERED"]["answered by"]) == ("answered", "42", "Bat-El Levi")
+    assert rows["Q-REP"]["answered by"] == "Steve"  # representative_name next
+
+
+def test_a_voicemail_is_a_missed_call_with_its_recording(office):
+    voicemail = fixture("cdr-voicemail.json")
+    post_cdr(office, voicemail["cdr"], time=recent(31), ivruniqueid="VM1")
+    post_cdr(office, {**voicemail["cdr"], **voicemail["answered_by_voicemail"]},
+             time=recent(31), ivruniqueid="VM2", caller="0722776772")
+    rows = by_ivrid(office)
+    for ivrid in ("VM1", "VM2"):
+        assert (rows[ivrid]["outcome"], rows[ivrid]["duration (s)"]) == ("missed", "")
+        assert rows[ivrid]["recording"] == voicemail["cdr"]["record"]
+    page = office.get("/").text
+    assert page.count('class="recording"') == 2
+    assert 'class="waiting" data-number="+972541234567"' in page  # to be called back
+
+
+def test_click2call_legs_after_a_missed_call_are_one_outgoing_call_that_calls_back(
+        office):
+    """Before: leg 2 was an incoming call from the office's own number, leg 1 a
+    client's call, and the missed caller stayed waiting."""
+    for phase in ("Ringing", "Hangup"):  # 050-1234567 calls and nobody answers
+        send_phase(office, "get", {"phone": "0501234567", "ivrid": "2026030109000001miss",
+                                   "statusCall": phase, "did": "0722776773"})
+    wait_until(lambda: by_ivrid(office).get("2026030109000001miss", {}).get("outcome")
+               == "missed", what="the missed call")
+    assert 'class="waiting" data-number="+972501234567"' in office.get("/").text
+    legs = fixture("cdr-outgoing.json")
+    time.sleep(1.1)  # the agent calls back a second later; the CDRs come as it ends
+    # Leg 1 first, with the same id as leg 2 (both carry Click2Call's CALLID).
+    post_cdr(office, legs["click2call_leg1"], time=israel_epoch(time.time()))
+    post_cdr(office, legs["click2call_leg2"], time=israel_epoch(time.time()))
+    rows = by_ivrid(office)
+    ivrid = legs["click2call_leg2"]["ivruniqueid"]
+    assert set(rows) == {"2026030109000001miss", ivrid}  # leg 1 is no client's call
+    out = rows[ivrid]
+    assert (out["direction"], out["outcome"], out["called number"], out["duration (s)"],
+            out["recording"]) == ("outgoing", "outgoing", "972501234567", "9",
+                                  legs["click2call_leg2"]["record"])
+    assert out["caller"] == "0722776773"  # the office's line, as sent
+    page = office.get("/").text
+    listed = page.split('id="calls-heading"')[1]
+    assert ">972501234567</a>" in listed  # the outgoing row names whom it called
+    assert [r["called number"] for r in csv_rows(office) if r["direction"] != "outgoing"
+            ] == [""]
+    # The missed caller is resolved: called back, no longer waiting.
+    assert 'class="resolved called-back" data-number="+972501234567"' in page
+    assert 'class="waiting"' not in page
+
+
+def test_an_unanswered_call_back_leaves_the_missed_caller_waiting(office):
+    for phase in ("Ringing", "Hangup"):
+        send_phase(office, "get", {"phone": "0501234567", "ivrid": "2026030109000002miss",
+                                   "statusCall": phase})
+    wait_until(lambda: by_ivrid(office).get("2026030109000002miss", {}).get("outcome")
+               == "missed", what="the missed call")
+    time.sleep(1.1)
+    leg2 = fixture("cdr-outgoing.json")["click2call_leg2"]
+    post_cdr(office, leg2, time=israel_epoch(time.time()), status="NOANSWER",
+             actualCallDuration=0, ivruniqueid="C2C-NOANSWER")
+    row = by_ivrid(office)["C2C-NOANSWER"]
+    assert (row["outcome"], row["duration (s)"]) == ("outgoing", "")
+    assert 'class="waiting" data-number="+972501234567"' in office.get("/").text
+
+
+def test_an_extension_outgoing_call_is_to_its_target(office):
+    record = fixture("cdr-outgoing.json")["cdr"]
+    post_cdr(office, record, time=recent(11))
+    (row,) = csv_rows(office)
+    assert (row["direction"], row["called number"], row["answered by"],
+            row["duration (s)"]) == ("outgoing", "0501234567", "John Doe", "11")
+    assert row["caller"] == "0722776772"
+    assert office.get("/caller/+972501234567").status == 200
+
+
+def test_a_transfer_is_not_a_second_call(office):
+    queue = fixture("cdr-queue.json")["cdr"]
+    post_cdr(office, queue, time=recent(20), caller="0722776772")
+    post_cdr(office, fixture("cdr-transfer.json")["cdr"], time=recent(64))
+    (row,) = csv_rows(office)
+    assert (row["ivrid"], row["tries"], row["outcome"]) == (
+        queue["ivruniqueid"], "1", "answered")
+
+
+def test_the_sdks_sample_cdr_is_one_answered_call_at_its_israel_time(office):
+    record = fixture("cdr-incoming-sdk.json")["cdr"]
+    post_cdr(office, record)  # as printed: a call of 2020, re-sent years later
+    (row,) = csv_rows(office, day="2020-02-04")
+    assert (row["time"], row["outcome"], row["answered by"], row["duration (s)"]) == (
+        "2020-02-04 19:55:39", "answered", "External IVR", "38")
+
+
+# Voicenter's AI summary ----------------------------------------------------------------
+
+def test_the_callers_page_shows_the_ai_summary_as_text_and_the_csv_has_it(office):
+    record = fixture("cdr-ai-data.json")["cdr"]
+    summary = record["aiData"]["insights"]["summary"] + ' <script>alert("x")</script>'
+    record["aiData"]["insights"]["summary"] = summary
+    post_cdr(office, record, time=recent(80))
+    (row,) = csv_rows(office)
+    assert row["summary"] == summary
+    page = office.get(f"/caller/{JOHN}").text
+    assert "The caller reported dropped calls." in page
+    assert "<script>alert" not in page and "&lt;script&gt;alert" in page
+    assert 'class="ai-summary"' in page
+
+
+def test_an_ai_summary_sent_in_a_form_cdr_is_read_too(office):
+    record = fixture("cdr-ai-data.json")["cdr"]
+    form = {k: v if isinstance(v, str) else json.dumps(v) for k, v in record.items()}
+    form["time"] = str(recent(80))
+    resp = office.post_form("/cdr", form)
+    assert resp.json() == OK
+    assert csv_rows(office)[0]["summary"].startswith("The caller reported")
+
+
+# CDR times -------------------------------------------------------------------------------
+
+def test_a_cdr_time_lands_at_the_true_moment_in_either_reading(office):
+    """Before: a CDR written in Israel's wall-clock (as documented) was listed 2 or 3
+    hours late."""
+    ended = time.time() - 5
+    queue = fixture("cdr-queue.json")["cdr"]
+    post_cdr(office, queue, ivruniqueid="IL", status="ABANDONE", duration=20,
+             time=israel_epoch(ended - 20))
+    post_cdr(office, queue, ivruniqueid="UTC", status="ABANDONE", duration=20,
+             time=int(ended - 20), caller="0541234567")
+    rows = by_ivrid(office)
+    assert rows["IL"]["time"] == rows["UTC"]["time"] == israel_clock(int(ended - 20))
+
+
+def test_a_cdr_long_after_its_call_is_read_as_documented_unless_its_id_says_otherwise():
+    start = dt.datetime(2026, 12, 3, 23, 30, tzinfo=ISRAEL).timestamp()
+    late = start + 3 * 86400  # re-sent or pulled days later
+    assert ps.cdr_start(israel_epoch(start), 60, late) == start
+    # A true Unix time is known by the ivruniqueid's Israel-local beginning.
+    assert ps.cdr_start(start, 60, late, "20261203233000abcd") == start
+    assert ps.cdr_start(israel_epoch(start), 60, late, "20261203233000abcd") == start
+
+
+#: Moments near midnight and the clock changes of 2026, in Israel: winter (UTC+2),
+#: summer (UTC+3), the hour that repeats when the clocks go back (25 October, 01:00-02:00,
+#: both times) and the hour skipped when they go forward (27 March, 02:00-03:00).
+NEAR_MIDNIGHT_AND_CLOCK_CHANGES = [
+    dt.datetime(2026, 12, 3, 23, 59, 30, tzinfo=ISRAEL),
+    dt.datetime(2026, 12, 4, 0, 0, 30, tzinfo=ISRAEL),
+    dt.datetime(2026, 7, 14, 23, 45, tzinfo=ISRAEL),
+    dt.datetime(2026, 10, 24, 23, 59, 50, tzinfo=ISRAEL),
+    dt.datetime(2026, 10, 25, 1, 30, tzinfo=ISRAEL),             # summer time, first 01:30
+    dt.datetime(2026, 10, 25, 1, 30, fold=1, tzinfo=ISRAEL),     # winter time, second
+    dt.datetime(2026, 3, 27, 1, 59, 50, tzinfo=ISRAEL),
+    dt.datetime(2026, 3, 27, 3, 0, 10, tzinfo=ISRAEL),
+    dt.datetime(2026, 3, 26, 23, 58, tzinfo=ISRAEL),
+]
+
+
+@pytest.mark.parametrize("moment", NEAR_MIDNIGHT_AND_CLOCK_CHANGES, ids=str)
+@pytest.mark.parametrize("reading", ["Israel wall-clock", "Unix time"])
+def test_cdr_times_near_midnight_and_clock_changes_land_on_their_day(tmp_path, moment,
+                                                                     reading):
+    """Before: one written in Israel's wall-clock landed 2 or 3 hours late, on the next
+    day after 22:00 (21:00 in summer)."""
+    db = tmp_path / "calls.sqlite"
+    true = moment.timestamp()
+    sent = israel_epoch(true) if reading == "Israel wall-clock" else true
+    record = {**fixture("cdr-queue.json")["cdr"], "ivruniqueid": "T1", "time": sent,
+              "duration": 25, "status": "ABANDONE"}
+    with ps._writing(db) as connection:  # as store_cdr, with the arrival given
+        row = ps.cdr_row(record, "IL", true + 25 + 4)  # it comes as the call ends
+        connection.execute(f"INSERT INTO cdrs VALUES ({', '.join('?' * len(row))})", row)
+    (call,) = ps.calls_of_day(db, moment.date(), zone=ISRAEL)
+    assert call.started == moment and call.started.utcoffset() == moment.utcoffset()
+    assert ps.calls_of_day(db, moment.date() + dt.timedelta(days=1), zone=ISRAEL) == []
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@given(true=st.integers(1_577_836_800, 1_924_991_999),  # 2020-2030
+       duration=st.integers(0, 4 * 3600), delay=st.integers(0, 600),
+       israel=st.booleans())
+def test_a_cdr_that_comes_as_its_call_ends_is_read_right_in_either_reading(
+        true, duration, delay, israel):
+    sent = israel_epoch(true) if israel else true
+    assert ps.cdr_start(sent, duration, true + duration + delay) == true
+
+
+# The acknowledgement -------------------------------------------------------------------
+
+def test_the_acknowledgement_and_every_refusal_carry_both_spellings(start_server, db,
+                                                                    office):
+    record = fixture("cdr-queue.json")["cdr"]
+    assert office.post_json("/cdr", record).json() == OK
+    assert office.post_json("/cdr", record).json() == OK  # sent again: stored once
+    refusals = [
+        office.post_json("/cdr", {"caller": "0722776772"}),           # no ivruniqueid
+        office.request("POST", "/cdr", body=b"{", headers={"Content-Type":
+                                                           "application/json"}),
+        office.request("GET", "/cdr"),                                 # 405
+        office.post_json("/cdr", {"ivruniqueid": "x", "pad": "a" * 70_000}),  # too big
+    ]
+    guarded = start_server(SAMPLE_CONTACTS, "--calls-db", db.parent / "other.sqlite",
+                           "--token", "the-token-20")
+    refusals.append(guarded.post_json("/cdr", record))                # 403
+    for resp in refusals:
+        answer = resp.json()
+        assert answer["Err"] != 0 and answer["err"] == answer["Err"], resp
+        assert answer["Errdesc"] and answer["errdesc"] == answer["Errdesc"], resp
+        assert 400 <= resp.status < 500, resp
+
+
+# The Chrome extension's preflight ------------------------------------------------------
+
+def test_the_extensions_private_network_preflight_is_allowed(server):
+    headers = fixture("preflight.json")["headers"]
+    resp = server.request("OPTIONS", "/popup?phone=0722776772", headers=headers)
+    assert resp.status == 204, resp
+    assert resp.header("Access-Control-Allow-Private-Network") == "true"
+    assert resp.header("Access-Control-Allow-Origin") in ("*", headers["Origin"])
+    assert "POST" in resp.header("Access-Control-Allow-Methods")
+    assert "content-type" in resp.header("Access-Control-Allow-Headers").lower()
+    plain = {k: v for k, v in headers.items() if "Private" not in k}
+    resp = server.request("OPTIONS", "/popup", headers=plain)
+    assert resp.status == 204 and resp.header("Access-Control-Allow-Private-Network") is None
+    resp = server.post_json("/popup", fixture("popup-json-phases.json")["phases"][0],
+                            headers={"Origin": headers["Origin"]})
+    assert resp.status == 200 and resp.header("Access-Control-Allow-Origin") == "*"
+    assert resp.json()["CLIENTNAME"] == "John Doe"
+
+
+# Ring groups, whatever the order the requests come in -------------------------------
+
+@st.composite
+def ring_groups(draw):
+    """A ring group's requests in any order: every station rings and hangs up, one of
+    them (or none) answered; the others, if one answered, told 'Answered elsewhere'."""
+    stations = [f"SIP1{n:02d}" for n in range(draw(st.integers(1, 5)))]
+    answerer = draw(st.sampled_from([None, *stations]))
+    requests = []
+    for station in stations:
+        requests.append(("Ringing", station, ""))
+        if station == answerer:
+            requests += [(draw(st.sampled_from(["Talking", "Answer", "answered"])),
+                          station, ""), ("Hangup", station, "Normal hangup")]
+        else:
+            requests.append(("Hangup", station, "Answered elsewhere" if answerer
+                             else draw(st.sampled_from(["Normal hangup", ""]))))
+    order = draw(st.permutations(range(len(requests))))
+    if answerer:  # the answerer's own Talking comes before its own hang-up
+        talking = next(i for i, r in enumerate(requests) if r[1] == answerer and r[0]
+                       not in ("Ringing", "Hangup"))
+        hangup = talking + 1
+        order = list(order)
+        if order.index(hangup) < order.index(talking):
+            a, b = order.index(hangup), order.index(talking)
+            order[a], order[b] = order[b], order[a]
+    return answerer, [requests[i] for i in order], draw(st.sampled_from(
+        ["status", "statusCall"]))
+
+
+@settings(max_examples=40)
+@given(group=ring_groups())
+def test_a_ring_group_is_one_call_answered_by_its_talking_station_or_missed(
+        tmp_path_factory, group):
+    answerer, requests, field = group
+    db = tmp_path_factory.mktemp("ring") / "calls.sqlite"
+    recorder = ps.CallRecorder(db, keep_days=90).start()
+    john = ps.PopupAnswer(1, "John Doe", "Voicenter", "", 972722776772)
+    for phase, station, cause in requests:
+        recorder.record({"phone": "0722776772", "ivrid": "R1", field: phase,
+                         "extenUser": station, "cause": cause,
+                         "isAnswered": "false"}, john)
+    recorder.close()
+    (call,) = ps.calls_of_day(db, dt.date.today(), ring_timeout=3600)
+    assert call.tries == 1
+    if answerer:
+        assert (call.outcome, call.agent_id) == ("answered", answerer)
+        assert call.duration is not None and call.duration >= 0
+    else:
+        assert (call.outcome, call.agent_id, call.duration) == ("missed", "", None)
+
+
+def test_pulled_click2call_legs_are_one_outgoing_call_by_the_calling_agent(tmp_path):
+    """The Call Log's records go through the same rules (cdr_row): both legs share the
+    CallID; leg 1 never takes leg 2's place, and leg 2's agent is the caller's extension."""
+    db = tmp_path / "calls.sqlite"
+    date = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(
+        minutes=5)
+    legs = [{"CallID": "20240601abc123def456", "Date": date.isoformat().replace(
+                "+00:00", "Z"), "Type": kind, "DialStatus": "ANSWER", "Duration": 12,
+             "CallerNumber": "0722776773", "TargetNumber": target,
+             "CallerExtension": "SIPSIP" if kind.endswith("leg2") else "",
+             "TargetExtension": "SIPSIP" if kind.endswith("leg1") else ""}
+            for kind, target in (("Click2Call leg1", "SIPSIP"),
+                                 ("Click2Call leg2", "972501234567"))]
+    assert ps.store_cdrs(db, [ps.call_log_record(leg) for leg in legs],
+                         true_time=True) == 2
+    (call,) = ps.calls_of_day(db, date.date(), zone=dt.timezone.utc)
+    assert (call.direction, call.e164, call.agent_id, call.started.timestamp()) == (
+        "outgoing", "+972501234567", "SIPSIP", date.timestamp())

@@ -16,6 +16,8 @@ Endpoints:
     GET|POST /popup   the pop-up answer: {"STATUS", "TOTAL", "CLIENTNAME", "COMPANY", "URL"}
     GET /health       load status for monitors (never contact data, never a token)
     GET / or /calls   the day's calls, missed first (HTML); /calls.csv?day=YYYY-MM-DD
+    POST /callback    call a missed caller back with Voicenter's Click2Call (the office
+                      pages' forms; with --voicenter-code)
     GET /sent         what Voicenter sent: the last pop-ups and CDRs, as read (HTML)
 
 Options: each one in the settings table OPTIONS (section "Configuration") also has an
@@ -377,6 +379,8 @@ CONTACTS = Option("contacts", "contacts files or links: a CSV or text export, .x
 
 #: Set but empty, these mean "off" rather than "not set".
 EMPTY_MEANS_OFF = ("token", "calls_db", "office_password")
+#: Settings that are secrets: left out of Config's repr (and so of any traceback).
+SECRET_SETTINGS = ("token", "office_password", "voicenter_code")
 OPTIONS = (
     Option("--host", "address to listen on: 0.0.0.0 answers on every network of this "
            "machine (what Voicenter needs unless a proxy is in front); 127.0.0.1 only "
@@ -531,7 +535,8 @@ class _ConfigMethods:
 
 
 Config = dataclasses.make_dataclass(
-    "Config", [(name, typing.Any, dataclasses.field(default=default))
+    "Config", [(name, typing.Any, dataclasses.field(
+        default=default, repr=name not in SECRET_SETTINGS))
                for name, default in DEFAULTS.items()] + [("check", bool, False)],
     bases=(_ConfigMethods,), frozen=True,
     namespace={"__doc__": "Everything the program was told, built once by parse_config()."})
@@ -722,6 +727,8 @@ def _toml_type_name(value):
 def _key_and_value(key, value):
     if isinstance(value, dict):
         return key
+    if key.replace("-", "_") in SECRET_SETTINGS:
+        return f"{key} (its value not shown: a secret)"
     if isinstance(value, bool):
         return f"{key} = {str(value).lower()}"
     if isinstance(value, (str, list)):
@@ -3401,12 +3408,14 @@ class DaySummary:
 
 class CallNames:
     """People and lines instead of ids: agents by extension (extenUser, the CDR's
-    representative) and the office's numbers (did) by name, from --agents, --lines."""
+    representative) and the office's numbers (did) by name, from --agents, --lines;
+    `extensions` (a VoicenterExtensions) names the agents --agents does not."""
 
-    def __init__(self, agents=(), lines=(), region=DEFAULTS["region"]):
+    def __init__(self, agents=(), lines=(), region=DEFAULTS["region"], extensions=None):
         self.agents = {key: name for key, name in agents}
         self.region = region
         self.lines = {self._line_key(number): name for number, name in lines}
+        self.extensions = extensions
 
     @classmethod
     def from_config(cls, config):
@@ -3416,8 +3425,14 @@ class CallNames:
         return normalize_number(number, self.region) or number.strip()
 
     def agent(self, agent_id):
-        """The agent's name, else the id as sent."""
-        return self.agents.get(agent_id.strip(), agent_id) if agent_id else ""
+        """The agent's name (--agents, else Voicenter's extension list), else the id
+        as sent."""
+        if not agent_id:
+            return ""
+        key = agent_id.strip()
+        return (self.agents.get(key) or (self.extensions is not None
+                                         and self.extensions.names.get(key))
+                or agent_id)
 
     def line(self, did):
         """The line's name, or "" when it has none."""
@@ -6292,6 +6307,80 @@ PAGE_TEXTS = {
     "office_busy.again": ("Open it again", "פתיחה מחדש"),
     "caller.by_link": ("Opened from a pop-up link: this caller's page only.",
                        "נפתח מקישור בחלון קופץ: הדף של המתקשר הזה בלבד."),
+    # Calling back (Click2Call) and Voicenter's extension list
+    "callback.button": ("Call back", "חיוג חוזר"),
+    "callback.button_help": ("Voicenter rings your phone first, then dials this number.",
+                             "Voicenter יצלצל קודם לטלפון שלך, ואז יחייג למספר הזה."),
+    "callback.my_extension": ("My extension:", "השלוחה שלי:"),
+    "callback.choose": ("choose your extension", "בחרו את השלוחה שלכם"),
+    "callback.choose_submit": ("Keep for this browser", "שמירה לדפדפן הזה"),
+    "callback.ringing": ("Voicenter is ringing your phone, then {who}.",
+                         "Voicenter מצלצל לטלפון שלך, ואחר כך מחייג אל {who}."),
+    "callback.pending": ("being called back by {agent}, {time}",
+                         "בחיוג חוזר על ידי {agent}, {time}"),
+    "callback.error1": ("Voicenter refused the call: the request was not valid (is the "
+                        "extension right?). Nothing was dialled.",
+                        "Voicenter סירב לשיחה: הבקשה לא תקינה (האם השלוחה נכונה?). "
+                        "לא חויג דבר."),
+    "callback.error2": ("Voicenter had an error and placed no call; try again in a "
+                        "minute.", "ב-Voicenter אירעה שגיאה ולא בוצעה שיחה; נסו שוב בעוד "
+                        "דקה."),
+    "callback.error3": ("Your phone is offline: Voicenter cannot ring your extension. "
+                        "Nothing was dialled.",
+                        "הטלפון שלך לא מחובר: Voicenter לא יכול לצלצל לשלוחה שלך. לא "
+                        "חויג דבר."),
+    "callback.error4": ("Your extension may not use Click2Call (Voicenter blocks it); "
+                        "the account's administrator can allow it. Nothing was dialled.",
+                        "השלוחה שלך חסומה לחיוג בלחיצה (Click2Call) ב-Voicenter; מנהל "
+                        "החשבון יכול להתיר זאת. לא חויג דבר."),
+    "callback.error_other": ("Voicenter refused the call (error {code}). Nothing was "
+                             "dialled.", "Voicenter סירב לשיחה (שגיאה {code}). לא חויג "
+                             "דבר."),
+    "callback.unreachable": ("Voicenter could not be reached; nothing was dialled.",
+                             "לא ניתן היה להגיע ל-Voicenter; לא חויג דבר."),
+    "callback.busy": ("A call-back from this browser is being placed; wait for its "
+                      "answer.", "חיוג חוזר מהדפדפן הזה כבר מתבצע; חכו לתשובה."),
+    "callback.busy_all": ("Other call-backs are being placed right now; try again in a "
+                          "few seconds. Nothing was dialled.",
+                          "חיוגים חוזרים אחרים מתבצעים כרגע; נסו שוב בעוד כמה שניות. לא "
+                          "חויג דבר."),
+    "callback.repeat": ("{who} was called back from this browser moments ago; not "
+                        "dialled again.",
+                        "כבר חייגו בחזרה אל {who} מהדפדפן הזה לפני רגע; לא חויג שוב."),
+    "callback.too_many": ("Too many call-backs from this browser in a minute; wait a "
+                          "little. Nothing was dialled.",
+                          "יותר מדי חיוגים חוזרים מהדפדפן הזה בדקה; המתינו מעט. לא חויג "
+                          "דבר."),
+    "callback.choose_first": ("Choose your extension first (\u201cMy extension\u201d "
+                              "on the calls page). Nothing was dialled.",
+                              "בחרו קודם את השלוחה שלכם (\u201cהשלוחה שלי\u201d בדף "
+                              "השיחות). לא חויג דבר."),
+    "callback.no_extensions": ("Voicenter's extension list has not come yet, so no "
+                               "extension can ring. Nothing was dialled.",
+                               "רשימת השלוחות של Voicenter עוד לא התקבלה, ולכן אין שלוחה "
+                               "לצלצל אליה. לא חויג דבר."),
+    "callback.bad_number": ("That is not a phone number Voicenter can dial. Nothing was "
+                            "dialled.", "זה אינו מספר טלפון ש-Voicenter יכול לחייג "
+                            "אליו. לא חויג דבר."),
+    "callback.unknown_extension": ("That extension is not in Voicenter's list; choose "
+                                   "one from the list.",
+                                   "השלוחה הזו אינה ברשימה של Voicenter; בחרו אחת "
+                                   "מהרשימה."),
+    "callback.extension_chosen": ("This browser calls back from {agent}'s extension.",
+                                  "הדפדפן הזה מחייג בחזרה מהשלוחה של {agent}."),
+    "voicenter.status": ("Voicenter:", "Voicenter:"),
+    "voicenter.fetching": ("fetching the extension list", "רשימת השלוחות נטענת"),
+    "voicenter.ok": ("{count} extensions, fetched at {time}",
+                     "{count} שלוחות, נטענו ב-{time}"),
+    "voicenter.empty": ("the extension list came empty at {time}: is --voicenter-code "
+                        "right?", "רשימת השלוחות התקבלה ריקה ב-{time}: האם "
+                        "\u2066--voicenter-code\u2069 נכון?"),
+    "voicenter.failed": ("the extension list could not be fetched at {time}",
+                         "לא ניתן היה לטעון את רשימת השלוחות ב-{time}"),
+    "voicenter.kept": ("still using the {count} extensions fetched at {time}",
+                       "עדיין בשימוש {count} השלוחות שנטענו ב-{time}"),
+    "voicenter.by_code": ("agents are shown by their extension",
+                          "הנציגים מוצגים לפי השלוחה"),
     # What Voicenter sent (/sent)
     "sent.title": ("What Voicenter sent", "מה Voicenter שלח"),
     "sent.help": ("The last {kept} pop-up requests and CDRs this server received since "
@@ -7179,12 +7268,21 @@ def sent_rows(entries, region, zone, hidden=()):
 # Voicenter's APIs ############################################################
 ###############################################################################
 # What this server asks Voicenter with the account's code (--voicenter-code): the Call
-# Log, pulled off the request path into the calls database.
+# Log, pulled off the request path into the calls database; the extension list (who
+# the agents are) and Click2Call (ring the agent, then dial the customer). The code
+# travels in the JSON body only, never in a URL, a log line or a page.
 
 class VoicenterUnreachable(PopupError):
     """Voicenter's API could not be asked, or did not answer with its JSON."""
 
 
+class EmptyExtensionList(VoicenterUnreachable):
+    """Voicenter answered an empty extension list: what a wrong code gets."""
+
+
+#: Seconds a request for the office's pages (Click2Call) or the extension list may
+#: take in all, connection to last byte.
+VOICENTER_TIMEOUT = 10.0
 #: The largest answer read from Voicenter's APIs: a Call Log answer holds up to 10,000
 #: records of a few hundred bytes each; anything far bigger is not Voicenter's.
 VOICENTER_MAX_ANSWER = 64 * 1024 * 1024
@@ -7620,6 +7718,257 @@ class CallLogPuller:
         return {"call_log": state, "call_log_pulled_at": pulled_at}
 
 
+# The extension list --------------------------------------------------------------
+
+#: Seconds between fetches of the extension list (Voicenter: it changes rarely,
+#: refresh every 15-30 minutes); after a failure the next try comes sooner.
+EXTENSIONS_REFRESH = 15 * 60
+EXTENSIONS_RETRY = 60
+#: An extension's SIP code as this server accepts it back from a browser.
+_SIP_CODE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+class Extension(typing.NamedTuple):
+    sip: str
+    name: str        # its user's name, else the extension's name, else its SIP code
+    speed_dial: str
+
+
+def extensions_of(answer):
+    """The extensions of a GetExtensions answer, by name; VoicenterUnreachable for an
+    answer that is not the list (an ERR, no EXTENSIONS), or an empty list: a wrong code
+    gets an empty list with ERR 0."""
+    if answer.get("ERR") not in (0, "0") or not isinstance(answer.get("EXTENSIONS"), list):
+        raise VoicenterUnreachable("Voicenter refused the extension list (ERR "
+                                   f"{_loggable(answer.get('ERR'), 20)}: "
+                                   f"{_loggable(answer.get('DESC') or '', 80)})")
+    found = {}
+    for item in answer["EXTENSIONS"]:
+        if not isinstance(item, dict):
+            continue
+        sip = _cdr_text(item.get("SIP"))
+        if not _SIP_CODE.fullmatch(sip):
+            continue
+        name = next((_clip(_cdr_text(item.get(field)), 80) for field in
+                     ("UserName", "Name") if _cdr_text(item.get(field))), sip)
+        found[sip] = Extension(sip, name, _clip(_cdr_text(item.get("SpeedDial")), 20))
+    if not found:
+        raise EmptyExtensionList("Voicenter answered an empty list: is "
+                                 "--voicenter-code right?")
+    return sorted(found.values(), key=lambda extension: (extension.name.casefold(),
+                                                         extension.sip))
+
+
+class VoicenterExtensions:
+    """The account's extensions, fetched at start and every EXTENSIONS_REFRESH seconds
+    by a daemon thread (never on a request); a failure is kept in words and the last
+    good list stays."""
+
+    def __init__(self, config, refresh=EXTENSIONS_REFRESH, retry=EXTENSIONS_RETRY):
+        self.url = config.voicenter_monitor + "/Comet/api/GetExtensions"
+        self._code = config.voicenter_code
+        self.refresh, self.retry = refresh, retry
+        self.extensions = ()          # Extension, by name
+        self.names = {}               # SIP code -> name
+        self.fetched_at = None        # when the list in use came (aware datetime)
+        self.problem = None           # why the last fetch failed, or None
+        self.problem_kind = None      # "empty" (a wrong code?) or "failed"
+        self.failed_at = None
+        self._stop = threading.Event()
+
+    def start(self):
+        threading.Thread(target=self._run, name="voicenter-extensions",
+                         daemon=True).start()
+        return self
+
+    def close(self):
+        self._stop.set()
+
+    def fetch(self):
+        """Fetch the list once; True when it came."""
+        try:
+            extensions = extensions_of(voicenter_request(
+                self.url, {"code": self._code, "showAll": 1}, timeout=VOICENTER_TIMEOUT,
+                whole=VOICENTER_TIMEOUT))
+        except VoicenterUnreachable as error:
+            again = self.problem == str(error)  # said once, not every minute
+            self.problem, self.failed_at = str(error), dt.datetime.now().astimezone()
+            self.problem_kind = "empty" if isinstance(error, EmptyExtensionList) \
+                else "failed"
+            (log.debug if again else log.warning)(
+                "cannot use Voicenter's extension list: %s%s", error,
+                f"; still naming {len(self.extensions)} extensions fetched at "
+                f"{self.fetched_at:%H:%M}" if self.extensions else "")
+            return False
+        # Names first: a page reading between the two assignments offers the old list
+        # and finds every one of its codes (Voicenter rarely drops one) named.
+        self.names = {**self.names, **{extension.sip: extension.name
+                                       for extension in extensions}}
+        self.extensions = tuple(extensions)
+        self.names = {extension.sip: extension.name for extension in extensions}
+        self.fetched_at, self.problem = dt.datetime.now().astimezone(), None
+        self.problem_kind = None
+        log.info("Voicenter's extension list: %d extensions (agents named, call-backs "
+                 "on)", len(extensions))
+        return True
+
+    def _run(self):
+        while True:
+            wait = self.refresh if self.fetch() else self.retry
+            if self._stop.wait(wait):
+                return
+
+    def known(self, sip):
+        return sip in self.names
+
+    def health(self):
+        """The list's state in words, for /health and the calls page."""
+        if self.problem is None and self.fetched_at is None:
+            return "the extension list is being fetched from Voicenter"
+        if self.problem is None:
+            return (f"ok: {len(self.extensions)} extensions, fetched at "
+                    f"{self.fetched_at.isoformat(timespec='seconds')}")
+        kept = (f"; still using the {len(self.extensions)} extensions fetched at "
+                f"{self.fetched_at.isoformat(timespec='seconds')}" if self.extensions
+                else "; agents are shown by their extension")
+        return (f"the extension list failed at "
+                f"{self.failed_at.isoformat(timespec='seconds')}: {self.problem}{kept}")
+
+
+# Click2Call ----------------------------------------------------------------------
+
+#: The custom value every call-back carries (Click2Call's var_*): its CDRs and pop-ups
+#: say they come from this server's "call back" button.
+CALLBACK_VARIABLE = ("var_popupserver", "callback")
+#: The texts (PAGE_TEXTS keys) of Click2Call's documented ERRORCODEs.
+CLICK2CALL_ERRORS = {1: "callback.error1", 2: "callback.error2", 3: "callback.error3",
+                     4: "callback.error4"}
+
+
+def click2call(config, extension, target, language):
+    """Ask Voicenter to ring `extension` (a SIP code), then dial `target` (E.164 digits,
+    no +): (text key, values) of the answer in words; the CALLID is in the values
+    of a success."""
+    payload = {"code": config.voicenter_code, "phone": extension, "target": target,
+               "action": "call", "format": "json", "language": language,
+               CALLBACK_VARIABLE[0]: CALLBACK_VARIABLE[1]}
+    try:
+        answer = voicenter_request(config.voicenter_api + "/ForwardDialer/click2call.aspx",
+                                   payload, timeout=VOICENTER_TIMEOUT,
+                                   whole=VOICENTER_TIMEOUT)
+    except VoicenterUnreachable as error:
+        return "callback.unreachable", {"why": str(error)}
+    return click2call_answer(answer)
+
+
+def click2call_answer(answer):
+    """(text key, values) of Click2Call's JSON answer (a dict of anything)."""
+    code = answer.get("ERRORCODE")
+    if isinstance(code, str) and code.strip().isascii() and code.strip().isdigit():
+        code = int(code.strip()[:9])
+    if type(code) is not int or not -10 ** 9 < code < 10 ** 9:  # not a bool either
+        return "callback.unreachable", {"why": "Voicenter's answer has no ERRORCODE"}
+    if code == 0:
+        return "callback.ringing", {"callid": _clip(_cdr_text(answer.get("CALLID")), 100)}
+    message = _clip(_cdr_text(answer.get("ERRORMESSAGE")), 120)
+    return CLICK2CALL_ERRORS.get(code, "callback.error_other"), {
+        "code": code, "message": message}
+
+
+def _click2call_log_text(outcome, values):
+    """Click2Call's answer (click2call()'s) as the log line says it."""
+    if outcome == "callback.ringing":
+        return ("Voicenter is ringing the extension (CALLID "
+                f"{_loggable(values['callid'], 60)})")
+    if outcome == "callback.unreachable":
+        return f"nothing dialled: {values['why']}"
+    return (f"refused by Voicenter (ERRORCODE {values['code']}: "
+            f"{_loggable(values['message'], 100)})")
+
+
+#: A call-back's "being called back" shows this long at most (Click2Call's two legs
+#: ring a minute each by default; a call lasts at most 2 hours); its leg-2 CDR, after
+#: the call, resolves the caller.
+CALLBACK_PENDING_SECONDS = 2 * 3600 + 300
+#: The same number called back again from one browser within this many seconds is
+#: not dialled again (a double click dials once).
+CALLBACK_REPEAT_SECONDS = 30
+#: Call-backs one browser may place a minute, and call-backs placed at once in all:
+#: each holds a worker thread while Voicenter answers (at most VOICENTER_TIMEOUT).
+CALLBACKS_PER_MINUTE = 6
+CALLBACKS_AT_ONCE = 2
+_CALLBACKS_KEPT = 4096  # browsers and numbers remembered, oldest forgotten first
+
+
+class CallBacks:
+    """Call-backs placed: one at a time per browser (a session, else a client address),
+    a few a minute, the same number not twice within CALLBACK_REPEAT_SECONDS; each
+    number's last successful call-back (who, when) until CALLBACK_PENDING_SECONDS; and
+    each browser's last answer, shown once on its next page. In memory: after a
+    restart the pending call-backs are no longer shown, their CDRs still resolve."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.at_once = threading.BoundedSemaphore(CALLBACKS_AT_ONCE)
+        self.busy = set()                              # browsers placing one now
+        self.recent = collections.OrderedDict()        # browser -> [placed times]
+        self.last_to = collections.OrderedDict()       # (browser, e164) -> time
+        self.pending = collections.OrderedDict()       # e164 -> (agent id, time)
+        self.answers = collections.OrderedDict()       # browser -> (key, values)
+
+    @staticmethod
+    def _keep(table, key, value):
+        table[key] = value
+        table.move_to_end(key)
+        while len(table) > _CALLBACKS_KEPT:
+            table.popitem(last=False)
+
+    def begin(self, browser, e164, now):
+        """None when this browser may place a call-back to `e164` now (then end() must
+        follow), else the text key saying why not."""
+        with self.lock:
+            if browser in self.busy:
+                return "callback.busy"
+            last = self.last_to.get((browser, e164))
+            if last is not None and now - last < CALLBACK_REPEAT_SECONDS:
+                return "callback.repeat"
+            placed = [t for t in self.recent.get(browser, ()) if now - t < 60]
+            if len(placed) >= CALLBACKS_PER_MINUTE:
+                return "callback.too_many"
+            if not self.at_once.acquire(blocking=False):
+                return "callback.busy_all"
+            self.busy.add(browser)
+            self._keep(self.recent, browser, [*placed, now])
+            self._keep(self.last_to, (browser, e164), now)
+            return None
+
+    def end(self, browser, e164, agent_id, now, placed):
+        with self.lock:
+            self.busy.discard(browser)
+            self.at_once.release()
+            if placed:
+                self._keep(self.pending, e164, (agent_id, now))
+            else:  # nothing dialled: trying again at once is fine
+                self.last_to.pop((browser, e164), None)
+
+    def pending_for(self, e164, since, now):
+        """(agent id, Unix time) of a call-back to `e164` placed after `since` (Unix
+        time) and not older than CALLBACK_PENDING_SECONDS, else None."""
+        found = self.pending.get(e164)
+        if found and found[1] >= since and now - found[1] < CALLBACK_PENDING_SECONDS:
+            return found
+        return None
+
+    def tell(self, browser, key, values):
+        with self.lock:
+            self._keep(self.answers, browser, (key, values))
+
+    def answer_for(self, browser):
+        """This browser's last answer, once: (key, values) or None."""
+        with self.lock:
+            return self.answers.pop(browser, None)
+
+
 ###############################################################################
 # The web app #################################################################
 ###############################################################################
@@ -7667,14 +8016,16 @@ def bottle_headers_direct():
 
 def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
                password_hash=None, additions=None, call_log=None, revoked=None,
-               sent=None):
+               sent=None, voicenter=None):
     """The Bottle application: /popup, /health and the office pages. `page_secret`
     (bytes) signs sessions and links (a random one for this process when None);
     `password_hash` (hash_password()'s text) is the office login, None for none;
     `additions`: the Additions served (started), else one in the state folder;
     `call_log`: the CallLogPuller whose state /health and the calls page show;
     `revoked`: the RevokedSessions, else those kept in the state folder;
-    `sent`: the SentLog of what Voicenter sent (a new one when None)."""
+    `sent`: the SentLog of what Voicenter sent (a new one when None);
+    `voicenter`: the VoicenterExtensions of --voicenter-code (one is started when
+    None and the code is given)."""
     app = bottle.Bottle(catchall=True)
     guard = AccessGuard(config)
     door = OfficeDoor(config, guard, page_secret or secrets.token_bytes(32), password_hash,
@@ -7684,6 +8035,9 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
     direct_headers = bottle_headers_direct()
     access_log = access_log or LoggingAccessLog(config.log_numbers)
     sent = sent if sent is not None else SentLog()
+    if voicenter is None and config.voicenter_code:
+        voicenter = VoicenterExtensions(config).start()
+    callbacks = CallBacks()
 
     def json_error(error):
         status = error.status_code
@@ -7771,7 +8125,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
 
     @app.get("/health")
     def health():
-        status, body = health_report(holder, recorder, call_log)
+        status, body = health_report(holder, recorder, call_log, voicenter)
         bottle.response.status = status
         bottle.response.content_type = JSON_TYPE
         bottle.response.set_header("Cache-Control", "no-store")
@@ -7821,6 +8175,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
 
     zone = config.timezone
     names = CallNames.from_config(config)
+    names.extensions = voicenter
     day_options = dict(zone=zone, ring_timeout=config.ring_timeout * 60)
 
     def page_request():
@@ -7859,6 +8214,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
             call_log=_call_log_state(call_log, zone),
             tried=tried, tried_answer=tried_answer,
             tried_json=_json_bytes(tried_answer).decode("utf-8") if tried_answer else "",
+            callback=callback_view(session),
             sent_flags=sent.flags())
 
     @app.get("/sent")
@@ -7984,7 +8340,8 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
             calls=calls or [], calls_error=calls_error, recording=recorder is not None,
             by_link=how == "link", link_query=link_query, problem=problem,
             form=form or {"phone": national},
-            form_token=caller_form_token(door.secret, number, how, session, query, door))
+            form_token=caller_form_token(door.secret, number, how, session, query, door),
+            callback=callback_view(session) if how != "link" else None)
 
     def caller_form(number):
         """(fields, how, session, query, key) of a caller page's POST, refused
@@ -8064,6 +8421,133 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
             return busy_page(back, session)
         back_to_caller(number, how, query, "#calls")
 
+    # Calling back (Click2Call) ----------------------------------------------------
+    extension_cookie = "popup_extension_" + _signature(door.secret, "extension")[:8]
+
+    def browser_of(session, environ):
+        """Whom call-backs are counted and answered for: the session, else (login
+        off) the client's address."""
+        if session is not None:
+            return "session " + _signature(door.secret, "log", session.nonce)[:8]
+        return "client " + _loggable(guard.client_address(environ) or "unreadable")
+
+    def my_extension(environ):
+        """The SIP code this browser chose (its cookie), or ""."""
+        chosen = bottle.request.get_cookie(extension_cookie) or ""
+        return chosen if _SIP_CODE.fullmatch(chosen) else ""
+
+    def extension_cookie_header(sip, environ):
+        secure = "; Secure" if guard.request_origin(environ)[0] == "https" else ""
+        return ("Set-Cookie", f"{extension_cookie}={sip}; Max-Age={EXTENSION_COOKIE_SECONDS}; "
+                              f"Path=/; HttpOnly; SameSite=Lax{secure}")
+
+    def callback_view(session):
+        """What the pages show of call-backs (None without --voicenter-code): the
+        extensions to choose from, this browser's own, the list's state, this
+        browser's last answer (once) and who is being called back."""
+        if voicenter is None:
+            return None
+        environ = bottle.request.environ
+        mine = my_extension(environ)
+        now = time.time()
+
+        def local(moment):
+            return moment and (moment.astimezone(zone) if zone else moment)
+
+        def pending(e164, since=0.0):
+            """(agent, time) of a call-back to `e164` after `since` that no call has
+            followed yet (its leg 2, answered or not, is a call)."""
+            found = callbacks.pending_for(e164, since, now)
+            if not found:
+                return None
+            latest, _error = _calls_or_error(recorder, lambda path: calls_of_number(
+                path, e164, limit=3, **day_options))
+            if any(call.started.timestamp() > found[1] or (  # a CDR's whole seconds:
+                    call.direction == "outgoing"              # leg 2 may seem earlier
+                    and call.started.timestamp() >= found[1] - 1) for call in latest or ()):
+                return None
+            return names.agent(found[0]), _local_time(found[1], zone)
+        return types.SimpleNamespace(
+            extensions=voicenter.extensions, mine=mine,
+            mine_name=voicenter.names.get(mine, mine), fetched=local(voicenter.fetched_at),
+            problem=voicenter.problem, problem_kind=voicenter.problem_kind,
+            problem_at=local(voicenter.failed_at),
+            answer=callbacks.answer_for(browser_of(session, environ)), pending=pending)
+
+    def callback_form(environ):
+        """(session, fields, browser, goal) of a call-back form, refused unless it
+        comes from the office pages of a signed-in browser (with the login on): its
+        session, CSRF token and an Origin of this server's own."""
+        session = door.admit(environ, "/calls")
+        fields = _body_fields(environ, config.max_body)
+        door.check_form(environ, fields, session)
+        if not environ.get("HTTP_ORIGIN"):  # a page's form always says where it is
+            raise PageDenied("form")
+        if voicenter is None:
+            raise bottle.HTTPError(404, "calling back is off: the server was started "
+                                        "without --voicenter-code")
+        return session, fields, browser_of(session, environ), local_path(
+            fields.get("next"), "/calls")
+
+    def answered(browser, goal, key, values=None, headers=()):
+        callbacks.tell(browser, key, values or {})
+        raise bottle.HTTPResponse(status=303, headers={
+            "Location": goal, "Cache-Control": "no-store", **dict(headers)})
+
+    @app.post("/callback/extension")
+    @office_page
+    def choose_extension():
+        """This browser's own extension, kept in a cookie for its call-backs."""
+        environ = bottle.request.environ
+        _session, fields, browser, goal = callback_form(environ)
+        sip = (fields.get("extension") or "").strip()
+        if not voicenter.known(sip):
+            answered(browser, goal, "callback.unknown_extension")
+        answered(browser, goal, "callback.extension_chosen",
+                 {"agent": voicenter.names[sip]}, [extension_cookie_header(sip, environ)])
+
+    @app.post("/callback")
+    @office_page
+    def call_back():
+        """Click2Call: Voicenter rings this browser's extension, then dials `number`;
+        the answer is said in words on the page the form came from."""
+        environ = bottle.request.environ
+        _session, fields, browser, goal = callback_form(environ)
+        headers = []
+        sip = (fields.get("extension") or "").strip()
+        if sip and voicenter.known(sip):
+            headers.append(extension_cookie_header(sip, environ))
+        sip = sip or my_extension(environ)
+        number = fields.get("number") or ""
+        key = number_key(number, holder.index.rules)[0] if len(number) <= 40 else None
+        if not voicenter.known(sip):
+            answered(browser, goal, "callback.choose_first" if voicenter.extensions
+                     else "callback.no_extensions", headers=headers)
+        if key is None:
+            answered(browser, goal, "callback.bad_number", headers=headers)
+        e164 = f"+{key}"
+        match = holder.index.lookup(e164)
+        who = match.contact.name if match.total and match.contact.name else \
+            number_forms(e164, config.region)[0]
+        now = time.time()
+        refused = callbacks.begin(browser, e164, now)
+        masked = _mask(str(key), config.log_numbers)
+        if refused:
+            log.info("call-back by %s from extension %s to %s not placed: %s", browser,
+                     sip, masked, refused)
+            answered(browser, goal, refused, {"who": who}, headers)
+        placed = False
+        try:
+            language = choose_language(environ.get("HTTP_ACCEPT_LANGUAGE"), config.lang)
+            outcome, values = click2call(config, sip, str(key), language)
+            placed = outcome == "callback.ringing"
+        finally:
+            callbacks.end(browser, e164, sip, now, placed)
+        log.info("call-back by %s from extension %s to %s: %s", browser, sip, masked,
+                 _click2call_log_text(outcome, values))
+        answered(browser, goal, outcome, {**values, "who": who,
+                                          "agent": names.agent(sip)}, headers)
+
     @app.get("/login")
     def login_page():
         environ = bottle.request.environ
@@ -8113,6 +8597,8 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
 
 #: Rows of calls and of missed callers the calls page shows at once.
 PAGE_CALLS = 500
+#: How long a browser remembers its chosen extension (a cookie), in seconds.
+EXTENSION_COOKIE_SECONDS = 365 * 24 * 3600
 
 
 #: A CDR stored: Voicenter's guide spells the answer Err/Errdesc, its own SDK
@@ -8148,10 +8634,12 @@ def _cdr_json(body):
     return data
 
 
-def health_report(holder, recorder, call_log=None):
+def health_report(holder, recorder, call_log=None, voicenter=None):
     """/health's status and body: 503 unless all is well (the contacts file loads,
     calls are recorded, Voicenter's Call Log is pulled when asked to be), so that a
-    monitor reading only the code alerts; the body says which. Open to anyone: no
+    monitor reading only the code alerts; the body says which, and the state of
+    Voicenter's extension list ("voicenter": "off" without --voicenter-code),
+    which pop-ups do not need and the status leaves out. Open to anyone: no
     contact data, no folder, no secret."""
     body = holder.health()
     contacts_ok = body["last_error"] is None
@@ -8167,6 +8655,7 @@ def health_report(holder, recorder, call_log=None):
     calls_trouble = recorder.health() if recorder is not None else None
     body["calls"] = ("off" if recorder is None else "ok" if calls_trouble is None
                      else f"cannot be recorded: {calls_trouble}")
+    body["voicenter"] = "off" if voicenter is None else voicenter.health()
     body.update(call_log.health() if call_log is not None
                 else {"call_log": "off", "call_log_pulled_at": None})
     healthy = contacts_ok and calls_trouble is None and (

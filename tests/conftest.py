@@ -479,3 +479,15 @@ class LoggedIn:
 def log_in():
     """``log_in(server, password=OFFICE_PASSWORD)`` -> a LoggedIn client."""
     return LoggedIn
+
+
+# Voicenter's APIs (issue 24) -------------------------------------------------------
+@pytest.fixture
+def voicenter():
+    """A started VoicenterStandIn (tests/voicenter_standin.py): give the server
+    ``--voicenter-code voicenter.code --voicenter-api voicenter.url
+    --voicenter-monitor voicenter.url``; stopped at teardown."""
+    from voicenter_standin import VoicenterStandIn
+    standin = VoicenterStandIn().start()
+    yield standin
+    standin.stop()

@@ -38,6 +38,22 @@
 % if by_link:
 <p class="muted">{{t("caller.by_link")}}</p>
 % end
+% if callback is not None:
+% include("callback_answer", t=t, callback=callback)
+% pending = callback.pending(e164, max([call.started.timestamp() + 1 for call in calls] or [0]))
+% if pending:
+<p class="callback-pending" id="callback-pending">{{t("callback.pending", agent=pending[0], time=pending[1].strftime("%H:%M"))}}</p>
+% end
+<form method="post" action="/callback" class="callback-form" id="callback-form">
+  <input type="hidden" name="csrf" value="{{csrf}}">
+  <input type="hidden" name="number" value="{{e164}}">
+  <input type="hidden" name="next" value="/caller/{{number_path}}">
+  % if callback.mine_name:
+  <span class="muted">{{t("callback.my_extension")}} <bdi>{{callback.mine_name}}</bdi></span>
+  % end
+  <button type="submit" title="{{t('callback.button_help')}}">{{t("callback.button")}}</button>
+</form>
+% end
 % if problem:
 <p class="error" id="caller-problem" role="alert">{{t(problem[0], **problem[1])}}</p>
 % end

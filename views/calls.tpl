@@ -19,14 +19,17 @@
 </p>
 %   end
 % end
-% def who(name, company, caller, e164):
+% def who(name, company, caller, e164, dial=True):
   <bdi><b>{{name or t("caller.unknown")}}</b></bdi>
   % if company and company != name:
   <br><span class="muted"><bdi>{{company}}</bdi></span>
   % end
   <br>
   % if e164:
-  <a href="/caller/{{e164}}" dir="ltr" class="number">{{caller or e164}}</a> · <a href="tel:{{e164}}">{{t("link.call_back")}}</a>
+  <a href="/caller/{{e164}}" dir="ltr" class="number">{{caller or e164}}</a>
+  % if dial:
+  · <a href="tel:{{e164}}">{{t("link.call_back")}}</a>
+  % end
   % else:
   <span dir="ltr">{{caller or t("caller.withheld")}}</span>
   % end
@@ -37,6 +40,21 @@
   <span>{{t("status.file")}} <bdi><b>{{health["source"]}}</b></bdi></span>
   <span><b id="contacts">{{health["contacts"]}}</b> {{t("status.contacts")}}, {{health["numbers"]}} {{t("status.numbers")}}</span>
   <span>{{t("status.loaded")}} <bdi>{{health["loaded_at"].replace("T", " ")}}</bdi></span>
+  % if callback is not None:
+  <span id="voicenter-status"{{!' class="error"' if callback.problem else ""}}>{{t("voicenter.status")}}
+  % if callback.problem:
+    {{t("voicenter." + callback.problem_kind, time=clock(callback.problem_at))}}{{"" if callback.problem_kind == "empty" else ":"}}
+    % if callback.problem_kind != "empty":
+    <bdi dir="ltr">{{callback.problem}}</bdi>
+    % end
+    ({{t("voicenter.kept", count=len(callback.extensions), time=clock(callback.fetched)) if callback.extensions else t("voicenter.by_code")}})
+  % elif callback.fetched is None:
+    {{t("voicenter.fetching")}}
+  % else:
+    {{t("voicenter.ok", count=len(callback.extensions), time=clock(callback.fetched))}}
+  % end
+  </span>
+  % end
   % if health["last_error"]:
   <span class="error" id="last-error">{{t("status.last_error")}} <bdi>{{health["last_error"]}}</bdi></span>
   % end
@@ -57,6 +75,21 @@
   %   end
   % end
 </div>
+% if callback is not None:
+% include("callback_answer", t=t, callback=callback)
+<form method="post" action="/callback/extension" id="extension-form">
+  <input type="hidden" name="csrf" value="{{csrf}}">
+  <input type="hidden" name="next" value="{{here}}">
+  <label for="extension">{{t("callback.my_extension")}}</label>
+  <select id="extension" name="extension">
+    <option value="">{{t("callback.choose")}}</option>
+    % for extension in callback.extensions:
+    <option value="{{extension.sip}}"{{!" selected" if extension.sip == callback.mine else ""}}>{{extension.name}}{{" · " + extension.speed_dial if extension.speed_dial else ""}}</option>
+    % end
+  </select>
+  <button type="submit" id="extension-submit">{{t("callback.choose_submit")}}</button>
+</form>
+% end
 
 <div class="nav">
   <a href="{{link(day=(day - day.resolution).isoformat())}}" id="previous-day">{{t("nav.previous")}}</a>
@@ -111,13 +144,25 @@
 % for caller in waiting:
 <tr class="waiting" data-number="{{caller.e164}}">
   <td class="name">
-  % who(caller.name, caller.company, caller.caller, caller.e164)
+  % who(caller.name, caller.company, caller.caller, caller.e164, dial=callback is None)
+  % pending = callback.pending(caller.e164, caller.last.timestamp()) if callback is not None and caller.e164 else None
+  % if pending:
+  <br><span class="callback-pending">{{t("callback.pending", agent=pending[0], time=clock(pending[1]))}}</span>
+  % end
   </td>
   <td class="tries">{{caller.tries}}</td>
   <td dir="ltr">{{clock(caller.first)}}</td>
   <td dir="ltr">{{clock(caller.last)}}</td>
   <td><bdi>{{caller.did_name or caller.did}}</bdi></td>
   <td>
+    % if callback is not None and caller.e164:
+    <form method="post" action="/callback" class="callback-form">
+      <input type="hidden" name="csrf" value="{{csrf}}">
+      <input type="hidden" name="number" value="{{caller.e164}}">
+      <input type="hidden" name="next" value="{{here}}">
+      <button type="submit" title="{{t('callback.button_help')}}">{{t("callback.button")}}</button>
+    </form>
+    % end
     <form method="post" action="/calls/mark" class="mark-handled">
       <input type="hidden" name="csrf" value="{{csrf}}">
       <input type="hidden" name="ivrid" value="{{caller.last_ivrid}}">

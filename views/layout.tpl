@@ -39,6 +39,10 @@
   td form { margin: 0; gap: .35rem; }
   #summary .count { margin-inline-end: .75rem; }
   tr.waiting td.name b { color: var(--missed); }
+  .callback-answer { padding: .5rem .8rem; border-radius: .5rem; font-weight: 600; }
+  .callback-answer.ok { background: #ecfdf3; color: var(--ok); }
+  .callback-answer.error { background: #fef3f2; }
+  .callback-pending { color: #1d4ed8; font-weight: 600; }
   header.bar { display: flex; justify-content: flex-end; }
   header.bar form { margin: 0; }
   header.bar button { background: none; color: #1d4ed8; padding: 0; }

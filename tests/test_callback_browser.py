@@ -1,0 +1,138 @@
+"""Calling a missed caller back (issue 24) in a real browser (headless Chromium,
+Selenium), in English and in Hebrew, against the Voicenter stand-in: sign in, choose
+"my extension" from Voicenter's list, click "Call back" on the waiting caller, the
+stand-in gets one correct Click2Call, the page says so and shows who is calling back;
+an offline phone is a sentence; the leg-2 CDR resolves the caller. The screenshots go
+to docs/callback-LANG.png and docs/callback-offline-LANG.png (shown in the README)."""
+import time
+
+import pytest
+
+from conftest import OFFICE_PASSWORD, SAMPLE_CONTACTS, wait_until
+from test_callback import wait_for_leg_2_cdrs
+from test_login_browser import DOCS, By, WebDriverWait, _browser, expected_conditions
+from voicenter_standin import CODE
+
+from selenium.webdriver.support.ui import Select  # noqa: E402
+
+TOKEN = "callback-browser-token"
+
+
+def _popup(server, phone, ivrid, *phases):
+    for phase in phases:
+        assert server.get("/popup", {"token": TOKEN, "phone": phone, "ivrid": ivrid,
+                                     "statusCall": phase}).status == 200
+
+
+def _submit(browser, button):
+    """Click a form's button and wait until the page it leads to replaced this one."""
+    page = browser.find_element(By.TAG_NAME, "html")
+    button.click()
+    WebDriverWait(browser, 15).until(expected_conditions.staleness_of(page))
+
+
+def _answer(browser):
+    WebDriverWait(browser, 15).until(
+        expected_conditions.presence_of_element_located((By.ID, "callback-answer")))
+    return browser.find_element(By.ID, "callback-answer").text
+
+
+@pytest.mark.parametrize("language,ringing,pending,offline,repeat,direction", [
+    ("en-US", "Voicenter is ringing your phone, then John Doe.",
+     "being called back by Walter Melon, ", "Your phone is offline",
+     "John Doe was called back from this browser moments ago; not dialled again.", "ltr"),
+    ("he-IL", "Voicenter מצלצל לטלפון שלך, ואחר כך מחייג אל John Doe.",
+     "בחיוג חוזר על ידי Walter Melon, ", "הטלפון שלך לא מחובר",
+     "כבר חייגו בחזרה אל John Doe מהדפדפן הזה לפני רגע; לא חויג שוב.", "rtl"),
+], ids=["en", "he"])
+def test_a_missed_caller_called_back_from_the_calls_page(
+        start_server, tmp_path, log_in, voicenter, language, ringing, pending, offline,
+        repeat, direction):
+    server = start_server(SAMPLE_CONTACTS, "--calls-db", tmp_path / "calls.sqlite",
+                          "--token", TOKEN, "--office-password", OFFICE_PASSWORD,
+                          "--voicenter-code", CODE, "--voicenter-api", voicenter.url,
+                          "--voicenter-monitor", voicenter.url)
+    client = log_in(server)
+    _popup(server, "0722776772", "john-missed", "Ringing", "Hangup")
+    _popup(server, "0541234567", "noa-missed", "Ringing", "Hangup")
+    wait_until(lambda: client.get("/").text.count('class="waiting"') == 2,
+               what="two missed callers")
+    wait_until(lambda: server.health()["voicenter"].startswith("ok"), what="the list")
+
+    browser = _browser(language)
+    browser.set_window_size(1280, 1100)
+    try:
+        browser.get(f"{server.url}/calls")
+        browser.find_element(By.ID, "password").send_keys(OFFICE_PASSWORD)
+        browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
+        WebDriverWait(browser, 10).until(
+            expected_conditions.presence_of_element_located((By.ID, "waiting")))
+        assert browser.find_element(By.TAG_NAME, "html").get_attribute("dir") == direction
+        # The page runs no script: the Content-Security-Policy allows none.
+        assert browser.find_elements(By.TAG_NAME, "script") == []
+        choice = Select(browser.find_element(By.ID, "extension"))
+        assert [option.text for option in choice.options][1:] == [
+            "John Doe · 11", "Reception · 14", "Walter Melon · 12", "דנה לוי · 13"]
+        choice.select_by_value("SIPSIP2")
+        _submit(browser, browser.find_element(By.ID, "extension-submit"))
+        assert "Walter Melon" in _answer(browser)
+
+        john = browser.find_element(By.CSS_SELECTOR,
+                                    "#waiting tr[data-number='+972722776772']")
+        _submit(browser, john.find_element(By.CSS_SELECTOR, "form.callback-form button"))
+        clicked = time.time()
+        assert _answer(browser) == ringing
+        [asked] = voicenter.requests_to("/ForwardDialer/click2call.aspx")
+        assert (asked["code"], asked["phone"], asked["target"], asked["action"],
+                asked["format"], asked["language"]) == (
+            CODE, "SIPSIP2", "972722776772", "call", "json", language[:2])
+        john = browser.find_element(By.CSS_SELECTOR,
+                                    "#waiting tr[data-number='+972722776772']")
+        assert pending in john.find_element(By.CSS_SELECTOR, ".callback-pending").text
+        DOCS.mkdir(exist_ok=True)
+        assert browser.save_screenshot(str(DOCS / f"callback-{language[:2]}.png"))
+
+        # John's own page says so too; its button, pressed again, does not dial twice.
+        john.find_element(By.CSS_SELECTOR, "a.number").click()
+        WebDriverWait(browser, 10).until(
+            expected_conditions.presence_of_element_located((By.ID, "callback-form")))
+        assert pending in browser.find_element(By.ID, "callback-pending").text
+        _submit(browser, browser.find_element(By.CSS_SELECTOR, "#callback-form button"))
+        assert _answer(browser) == repeat
+        assert "/caller/" in browser.current_url
+        assert len(voicenter.requests_to("/ForwardDialer/click2call.aspx")) == 1
+        browser.get(f"{server.url}/calls")
+
+        # Noa's call-back finds the agent's phone offline: a sentence, nothing marked.
+        voicenter.click2call_error = 3
+        noa = browser.find_element(By.CSS_SELECTOR,
+                                   "#waiting tr[data-number='+972541234567']")
+        _submit(browser, noa.find_element(By.CSS_SELECTOR, "form.callback-form button"))
+        assert _answer(browser).startswith(offline)
+        noa = browser.find_element(By.CSS_SELECTOR,
+                                   "#waiting tr[data-number='+972541234567']")
+        assert noa.find_elements(By.CSS_SELECTOR, ".callback-pending") == []
+        assert browser.save_screenshot(str(DOCS / f"callback-offline-{language[:2]}.png"))
+
+        wait_for_leg_2_cdrs()
+        # The call's second leg ends: its CDR resolves John as called back. The leg
+        # began when the agent answered, a second or more after the click (a CDR's
+        # time is in whole seconds).
+        time.sleep(max(0.0, clicked + 1.1 - time.time()))
+        resp = server.post_json(f"/cdr?token={TOKEN}", {
+            "ivruniqueid": asked and "20261204c2c000001", "type": "Click2Call leg2",
+            "status": "ANSWER", "caller": "0722776773", "target": "0722776772",
+            "time": int(time.time()), "duration": 30, "extenUser": "SIPSIP2",
+            "direction": "outgoing", "var_popupserver": "callback"})
+        assert resp.json()["Err"] == 0
+
+        def john_resolved():
+            browser.refresh()
+            return browser.find_elements(
+                By.CSS_SELECTOR, "#resolved tr.called-back[data-number='+972722776772']")
+        wait_until(john_resolved, what="John resolved by the leg-2 CDR")
+        assert [row.get_attribute("data-number") for row in browser.find_elements(
+            By.CSS_SELECTOR, "#waiting tbody tr")] == ["+972541234567"]
+        assert CODE not in browser.page_source
+    finally:
+        browser.quit()

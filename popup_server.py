@@ -2715,36 +2715,60 @@ def load_index(path, *, region=DEFAULTS["region"], encoding=None, delimiter=None
     path = Path(path)
     rules = number_rules(region)
     head = _read_head(path)
-    # A workbook or vCard is read whole here; a CSV is read in blocks further down.
-    xlsx_table = read_table(path, sheet=sheet, encoding=encoding, head=head) \
-        if _file_kind(path, head) != "text" else None
-    headers = xlsx_table.headers if xlsx_table else _read_headers(path, head, encoding,
-                                                                  delimiter)
-    choice = choose_columns(headers, name_column=name_column,
-                            company_column=company_column, phone_columns=phone_columns,
-                            url_column=url_column, path=path)
-    if not choice.phones and xlsx_table and _is_vcard(xlsx_table.encoding):
-        cards = sum(len(block["Name"]) for block in xlsx_table.blocks)
-        raise ContactsFileError(path, f"is a vCard file with no phone numbers ({cards} "
-                                      "cards, none with a TEL line): a caller cannot be "
-                                      "found in it")
-    if not choice.phones:
-        raise ContactsFileError(path, "has no phone column (columns: "
-                                      f"{_list_headers(headers)}); name it with "
-                                      "--phone-columns")
-    keep = _resolve_keep_columns(headers, keep_columns)
-    wanted = [h for h in dict.fromkeys(list(choice.name) + [choice.company, choice.url]
-                                       + list(choice.phones) + keep) if h]
-    if xlsx_table:
-        return _build_index(path, xlsx_table.keep(wanted), choice, keep, rules,
-                            match_digits)
+    columns = dict(name_column=name_column, company_column=company_column,
+                   phone_columns=phone_columns, url_column=url_column, path=path)
+
+    def choose(headers, table=None):
+        choice = choose_columns(headers, **columns)
+        if not choice.phones and table and _is_vcard(table.encoding):
+            cards = sum(len(block["Name"]) for block in table.blocks)
+            raise ContactsFileError(path, f"is a vCard file with no phone numbers "
+                                          f"({cards} cards, none with a TEL line): a "
+                                          "caller cannot be found in it")
+        if not choice.phones:
+            raise ContactsFileError(path, "has no phone column (columns: "
+                                          f"{_list_headers(headers)}); name it with "
+                                          "--phone-columns")
+        keep = _resolve_keep_columns(headers, keep_columns)
+        wanted = [h for h in dict.fromkeys(list(choice.name) + [choice.company, choice.url]
+                                           + list(choice.phones) + keep) if h]
+        return choice, keep, wanted
+
+    def whole(table):  # a workbook or vCard: read whole, its headers known from it
+        choice, keep, wanted = choose(table.headers, table)
+        return _build_index(path, table.keep(wanted), choice, keep, rules, match_digits)
+
+    if _file_kind(path, head) != "text":
+        return read_source(path, whole, encoding=encoding, sheet=sheet, head=head)
+    # A CSV: its header row first, then only the columns used, in blocks.
+    headers = _read_headers(path, head, encoding, delimiter)
+    choice, keep, wanted = choose(headers)
+    return read_source(
+        path, lambda table: _build_index(path, dataclasses.replace(table, headers=wanted),
+                                         choice, keep, rules, match_digits),
+        encoding=encoding, delimiter=delimiter, sheet=sheet,
+        usecols=lambda h: _clean_header(h) in set(wanted), names=headers, head=head)
+
+
+#: The settings of load_index() that say how a file is read (read_source()'s); the
+#: others say which columns are taken from it.
+READ_SETTINGS = ("encoding", "delimiter", "sheet")
+
+
+def read_source(path, consume, *, encoding=None, delimiter=None, sheet=None,
+                usecols=None, names=(), head=None):
+    """Read a contacts file with its source's settings and give its Table to
+    `consume`; returns what consume returns. The one way a source is read: for its
+    index (start-up, reloads, --check) and for the caller's page alike, so that both
+    see the same rows. A text file is read again from its start (consume called
+    anew) when its encoding guess turns out wrong or a row is ragged: at most three
+    reads."""
     settings = dict(encoding=encoding, delimiter=delimiter, engine="c")
-    while True:  # at most three reads: a wrong encoding guess, then a ragged row
-        table = dataclasses.replace(read_table(
-            path, usecols=lambda h: _clean_header(h) in set(wanted), names=headers,
-            head=head, **settings), headers=wanted)
+    while True:
+        table = read_table(path, sheet=sheet, usecols=usecols, names=names, head=head,
+                           **settings)
         try:
-            return _build_index(path, table, choice, keep, rules, match_digits)
+            return consume(table)
         except _ReadAgain as again:
             settings.update(again.changes)
 
@@ -4342,9 +4366,12 @@ class ContactsSource:
 
     is_link = False
 
-    def __init__(self, location, config, on_served=None):
+    def __init__(self, location, config, on_served=None, options=None):
         self.location = location
         self.config = config
+        #: load_index()'s settings for this source: the configuration's, unless the
+        #: source has its own (the additions file: additions_options()).
+        self.options = config.load_options() if options is None else options
         self.path = Path(location)
         self.name = str(location)            # in the log and --check
         self.label = self.path.name          # in the log's short lines
@@ -4379,7 +4406,7 @@ class ContactsSource:
     def _index_of(self, path, require=True):
         try:
             with _bulk_load():
-                index = load_index(path, **self.config.load_options())
+                index = load_index(path, **self.options)
         except ContactsFileError:
             raise
         except Exception as error:  # a file no reader foresaw: still one line, no crash
@@ -4463,8 +4490,8 @@ class LinkSource(ContactsSource):
 
     is_link = True
 
-    def __init__(self, location, config, folder, on_served=None):
-        super().__init__(location, config, on_served)
+    def __init__(self, location, config, folder, on_served=None, options=None):
+        super().__init__(location, config, on_served, options)
         self.url = location
         self.export_url = sheet_export_url(location)
         self.name = self.label = redact_url(location)
@@ -4617,11 +4644,12 @@ class LinkSource(ContactsSource):
         return LinkPoller(self, self.config.url_interval)
 
 
-def make_source(location, config, folder, on_served=None):
-    """A ContactsSource for a file, a LinkSource for an http(s) link (a str)."""
+def make_source(location, config, folder, on_served=None, options=None):
+    """A ContactsSource for a file, a LinkSource for an http(s) link (a str);
+    `options`: its own load_index() settings, when not the configuration's."""
     if isinstance(location, str):
-        return LinkSource(location, config, folder, on_served)
-    return ContactsSource(location, config, on_served)
+        return LinkSource(location, config, folder, on_served, options)
+    return ContactsSource(location, config, on_served, options)
 
 
 class ContactsHolder:
@@ -4646,9 +4674,9 @@ class ContactsHolder:
         self._serve_merged()
         self._warn_missing_template_columns()
 
-    def _started(self, location):
+    def _started(self, location, options=None):
         return make_source(location, self.config, self.downloads,
-                           self._serve_merged).start()
+                           self._serve_merged, options).start()
 
     def _serve_merged(self):
         with self._merging:
@@ -4669,12 +4697,13 @@ class ContactsHolder:
                 return source
         raise KeyError(location)
 
-    def add_source(self, path):
+    def add_source(self, path, options=None):
         """Serve the file `path` as the LAST source (any other source holding a number
         wins its pop-up), loaded now and watched like the others: for a list this
-        program keeps itself. A file that cannot be served, or holds no contact yet,
-        raises ContactsFileError: add it once it holds its first one."""
-        source = self._started(Path(path))
+        program keeps itself, read with its own `options` (load_index()'s). A file
+        that cannot be served, or holds no contact yet, raises ContactsFileError: add
+        it once it holds its first one."""
+        source = self._started(Path(path), options)
         self.sources.append(source)
         self._serve_merged()
         if self._watchers is not None:
@@ -5434,6 +5463,12 @@ PAGE_TEXTS = {
                     "הטופס נדחה: הוא הגיע מאתר אחר או מדף שנפתח לפני כניסה מחדש. טענו "
                     "את הדף מחדש ונסו שוב."),
     "caller.title": ("Caller", "מתקשר"),
+    "error.title": ("Something went wrong", "משהו השתבש"),
+    "error.internal": ("This page could not be made; the server's log says why. Try "
+                       "again in a moment, and if it keeps happening tell whoever runs "
+                       "the server.",
+                       "לא ניתן היה להכין את הדף; יומן השרת מפרט מדוע. נסו שוב בעוד רגע, "
+                       "ואם זה חוזר, ספרו למי שמפעיל את השרת."),
     "calls.title": ("Calls", "שיחות"),
     "calls.heading": ("Calls of {date}", "שיחות {date}"),
     "status.file": ("File:", "קובץ:"),
@@ -5661,6 +5696,17 @@ ADDITIONS_HEADER = ("Name", "Company", "Phone", "Notes")
 #: Longest value of each field of the add-contact form, in characters.
 ADDITION_LIMITS = {"name": 200, "company": 200, "phone": 100, "notes": 2000}
 CALLER_PAGE_CALLS = 50  # the caller's latest calls shown (and that may be marked)
+
+
+def additions_options(config):
+    """load_index()'s settings for the additions file: its own (UTF-8, comma, its
+    ADDITIONS_HEADER columns), never the office file's --encoding, --delimiter,
+    --sheet or column options, which describe another file; only the numbers' rules
+    (--region, --match-digits) and the template's columns are the office's."""
+    return {**config.load_options(), "encoding": "utf-8", "delimiter": ",",
+            "sheet": None, "name_column": ADDITIONS_HEADER[0],
+            "company_column": ADDITIONS_HEADER[1], "phone_columns": [ADDITIONS_HEADER[2]],
+            "url_column": None}
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _E_MAIL = re.compile(r"[^@\s<>\"'()]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}")
 
@@ -5721,7 +5767,9 @@ def rows_of_number(sources, key, additions_path=None):
         try:
             found = _rows_holding(index, key, source.public_name,
                                   additions_path is not None
-                                  and Path(index.source) == Path(additions_path))
+                                  and Path(index.source) == Path(additions_path),
+                                  {name: source.options.get(name)
+                                   for name in READ_SETTINGS})
         except (ContactsFileError, _ReadAgain, OSError, ValueError) as error:
             log.warning("the caller's page could not read %s again: %s", source.name,
                         _first_line(error))
@@ -5731,14 +5779,18 @@ def rows_of_number(sources, key, additions_path=None):
     return exact or by_suffix
 
 
-def _rows_holding(index, key, source_name, addition):
+def _rows_holding(index, key, source_name, addition, settings):
     """(rows holding `key` exactly, rows holding it by its last digits) of one
-    source's file, read with the settings its index was loaded with."""
+    source's file, read as its index was: read_source() with the source's own
+    `settings` (READ_SETTINGS), and the columns its index chose."""
+    return read_source(index.source, functools.partial(
+        _rows_of_table, index, key, source_name, addition), **settings)
+
+
+def _rows_of_table(index, key, source_name, addition, table):
     choice, rules = index.columns, index.rules
     modulus = 10 ** index.match_digits
     suffix = key % modulus if key >= modulus else None
-    table = read_table(index.source, encoding=index.encoding,
-                       delimiter=index.delimiter, sheet=None)
     exact, by_suffix, offset = [], [], 0
     for block in table.blocks:
         size = len(next(iter(block.values()))) if block else 0
@@ -5746,13 +5798,13 @@ def _rows_holding(index, key, source_name, addition):
             offset += size
             continue
         keys, positions, _ = _block_pairs(block, size, offset, choice, rules, [],
-                                          index.first_row)
+                                          table.first_row)
         hits = set(positions[keys == key].tolist())
         near = set() if suffix is None else set(
             positions[(keys >= modulus) & (keys % modulus == suffix)].tolist())
         for position in sorted(hits | near):
             row = _caller_row(block, position - offset, choice, rules, source_name,
-                              position + index.first_row, addition)
+                              position + table.first_row, addition)
             (exact if position in hits else by_suffix).append(row)
         offset += size
     return exact, by_suffix
@@ -5819,7 +5871,8 @@ class Additions:
         office's contacts are served whatever becomes of this file)."""
         try:
             if self.rows():
-                self.source = self.holder.add_source(self.path)
+                self.source = self.holder.add_source(
+                    self.path, additions_options(self.holder.config))
         except (ContactsFileError, AdditionRefused) as error:
             log.error("%s: the contacts added from callers' pages are not served: %s",
                       self.path, getattr(error, "values", {}).get("error", error))
@@ -5886,13 +5939,17 @@ class Additions:
         return [values["name"], values["company"], values["phone"], values["notes"]]
 
     def _write(self, rows):
+        """Keep `rows` as the whole file, each cell as /calls.csv writes it: one that
+        a spreadsheet would run as a formula gets its leading ' (_no_formula()), as the
+        form is open to anyone holding a caller's link and the office opens this file
+        in Excel. Done for every row at every write, so rows kept before are too."""
         partial = self.path.with_name(self.path.name + ".part")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             with open(partial, "w", encoding="utf-8", newline="") as handle:
                 writer = csv.writer(handle)
                 writer.writerow(ADDITIONS_HEADER)
-                writer.writerows(rows)
+                writer.writerows([_no_formula(cell) for cell in row] for row in rows)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(partial, self.path)
@@ -5914,7 +5971,7 @@ class Additions:
             return
         try:
             if self.source is None:
-                self.source = holder.add_source(self.path)
+                self.source = holder.add_source(self.path, additions_options(holder.config))
                 return
             if not served:
                 holder.restore_source(self.source)
@@ -6342,7 +6399,10 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
                                    {**page_headers(nonce), **dict(headers)})
 
     def office_page(route):
-        """A page route whose refusals (PageDenied) are the 403 HTML page."""
+        """A page route whose refusals (PageDenied) are the 403 HTML page, and whose
+        failures (anything unforeseen while the page is made) are logged with their
+        traceback and shown as the 500 HTML page in the page's language: a browser
+        never gets the JSON that /popup's clients do."""
         @functools.wraps(route)
         def page(*args, **kwargs):
             try:
@@ -6350,6 +6410,12 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
             except PageDenied as denied:
                 return render_page("denied", denied.status, reason=denied.reason,
                                    days=config.link_days)
+            except bottle.HTTPResponse:  # an answer already (a redirect, a 4xx)
+                raise
+            except Exception:
+                log.exception("internal error building the page %s",
+                              _loggable_path(bottle.request.path))
+                return render_page("error", 500)
         return page
 
     def asked_path():
@@ -6369,6 +6435,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
 
     @app.get("/")
     @app.get("/calls")
+    @office_page
     def calls_page():
         session, query, day = page_request()
         did = query.get("did") or None
@@ -7346,11 +7413,13 @@ def _run_check(config):
     """Print how each source loads (a link is downloaded afresh and kept nowhere), and
     with several, the total; the worst outcome decides the exit status."""
     status, indexes = ExitStatus.SUCCESS, []
-    locations = [*config.contacts, *kept_additions(config)]
+    additions = kept_additions(config)
+    locations = [*config.contacts, *additions]
     several = len(locations) > 1
     with tempfile.TemporaryDirectory(prefix="popup-check-") as downloads:
         for location in locations:
-            source = make_source(location, config, downloads)
+            source = make_source(location, config, downloads, options=additions_options(
+                config) if location in additions else None)
             if several:
                 print(f"== {source.name}")
             try:

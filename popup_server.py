@@ -54,6 +54,7 @@ import os
 import random
 import re
 import secrets
+import shutil
 import socket
 import sqlite3
 import struct
@@ -108,6 +109,7 @@ DEFAULT_CONTACTS = RESOURCES / "data" / "contacts.csv"
 #: Bottle caches compiled templates by the identity of this list: one list, one cache.
 VIEWS = [str(RESOURCES / "views")]
 TOKEN_FILE_NAME = ".popup-token"
+STATE_FOLDER_NAME = "state"  # the default state folder, in user_data_dir()
 CALLS_FILE_NAME = "calls.sqlite"
 ENV_PREFIX = "POPUP_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
@@ -480,7 +482,7 @@ class _ConfigMethods:
     @property
     def state_path(self):
         """The folder of the server's own files (see state_dir_default() for why)."""
-        return Path(self.state_dir) if self.state_dir else state_dir_default(self.port)
+        return Path(self.state_dir) if self.state_dir else state_dir_default()
 
     @property
     def token_path(self):
@@ -511,13 +513,15 @@ def user_data_dir():
     return Path(base) / "popup-server"
 
 
-def state_dir_default(port):
-    """The state folder when --state-dir is not given: one per port. Voicenter's URL
-    already names the port, and two servers cannot listen on one, so two servers on
-    different contacts files never share it, and moving the contacts file (or the
-    program, or upgrading it) never moves it. Never beside the program: an installed
-    command must not write into site-packages, and a checkout may be replaced."""
-    return user_data_dir() / f"port-{port}"
+def state_dir_default():
+    """The state folder when --state-dir is not given: one per user, whatever the
+    port, the contacts files or the program's place, so that none of them moving
+    changes the token Voicenter has, the password, the calls or the links sent. Two
+    servers of one user need a --state-dir each: the folder is locked while a server
+    runs (hold_state()). A folder of its own inside user_data_dir(), which may hold an
+    older version's files. Never beside the program: an installed command must not
+    write into site-packages, and a checkout may be replaced."""
+    return user_data_dir() / STATE_FOLDER_NAME
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -7217,8 +7221,9 @@ def resolve_token(config):
     if token is None and not config.token_file:
         token = _adopt_old_token(config)
     if token is None:
-        token = _make_secret_file(path, secrets.token_urlsafe(24), TOKEN_FILE)
-        log.info("made a new token and kept it in %s", path)
+        token, made = _make_or_read(path, secrets.token_urlsafe(24), TOKEN_FILE)
+        if made:
+            log.info("made a new token and kept it in %s", path)
     _warn_if_weak(token, str(path))
     return token
 
@@ -7239,9 +7244,11 @@ def _adopt_old_token(config):
     for old in _old_token_paths(config):
         token = _read_secret_file(old, TOKEN_FILE)
         if token is not None:
-            _make_secret_file(config.token_path, token, TOKEN_FILE)
-            log.info("kept the token of %s in %s, so the URL given to Voicenter still "
-                     "works (the old file is left as it was)", old, config.token_path)
+            token, made = _make_or_read(config.token_path, token, TOKEN_FILE)
+            if made:
+                log.info("kept the token of %s in %s, so the URL given to Voicenter "
+                         "still works (the old file is left as it was)", old,
+                         config.token_path)
             return token
     return None
 
@@ -7281,20 +7288,186 @@ def adopt_old_calls(config):
              old, target)
 
 
+LOCK_FILE_NAME = "server.lock"
+#: Where a lock is taken on Windows (msvcrt locks bytes, and others cannot read a
+#: locked byte): past the process id written at the start of the lock file.
+_LOCK_BYTE = 64
+_LOCK_HOLDER_WAIT = 2.0  # seconds to wait for the other server to write its process id
+_PORT_FOLDER = re.compile(r"port-\d{1,5}")  # an earlier version's per-port state folder
+
+
+def hold_state(config):
+    """Make the state folder (or tighten it) to its owner only and lock it for as
+    long as this process runs: two servers on one folder would make two passwords,
+    write one calls database and answer Voicenter with different tokens. Returns the
+    lock file, kept open (the lock ends with it, and with the process, however it
+    ends); a folder another server holds is a ConfigError naming the folder, that
+    server's process id and --state-dir. --check takes no lock: it only reads."""
+    folder = _owner_only_folder(config.state_path)
+    path = folder / LOCK_FILE_NAME
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT
+                             | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot open the state folder's lock file "
+                          f"({error.strerror or error}); pass --state-dir") from None
+    handle = os.fdopen(descriptor, "r+b", buffering=0)
+    try:
+        _lock(handle)
+    except OSError:
+        holder = _lock_holder(handle)
+        handle.close()
+        raise ConfigError(f"{folder}: this state folder is in use by another "
+                          f"popup-server (process {holder}); stop that one first, or "
+                          "give this one a folder of its own with --state-dir") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n".encode("ascii"))
+    return handle
+
+
+def _lock(handle):
+    """Take the lock on the open lock file without waiting (OSError when it is held)."""
+    if os.name == "nt":
+        import msvcrt
+        handle.seek(_LOCK_BYTE)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _lock_holder(handle):
+    """The process id the lock's holder wrote (it may be writing it this moment)."""
+    deadline = time.monotonic() + _LOCK_HOLDER_WAIT
+    while True:
+        handle.seek(0)
+        text = handle.read(_LOCK_BYTE).decode("ascii", "replace").strip()
+        if text.isdigit() or time.monotonic() > deadline:
+            return text if text.isdigit() else "unknown"
+        time.sleep(0.05)
+
+
+def _owner_only_folder(folder):
+    """`folder`, made if need be, readable by its owner only: what it holds is
+    callers' numbers and the office's secrets. An existing folder that others may
+    read is tightened (said in the log); a folder every user shares (sticky, as
+    /tmp) is refused: its owner is someone else."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = folder.stat()
+    except OSError as error:
+        raise ConfigError(f"{folder}: cannot make the state folder "
+                          f"({error.strerror or error}); pass --state-dir") from None
+    mode = stat.S_IMODE(info.st_mode)
+    if os.name == "nt" or not mode & 0o077:
+        return folder
+    if info.st_mode & stat.S_ISVTX or info.st_uid != os.geteuid():
+        raise ConfigError(f"{folder}: the state folder is shared with other users (mode "
+                          f"{mode:03o}, owner {info.st_uid}); give --state-dir a folder "
+                          "of this user's own")
+    try:
+        os.chmod(folder, 0o700)
+    except OSError as error:
+        raise ConfigError(f"{folder}: the state folder can be read by other users and "
+                          f"cannot be made its owner's only ({error.strerror}); chmod "
+                          f"700 {folder}, or pass --state-dir") from None
+    log.info("made the state folder %s its owner's only (it was mode %03o)", folder, mode)
+    return folder
+
+
+def adopt_port_folder(config):
+    """On the first start with the per-user default (no --state-dir), the per-port
+    state folder an earlier version used (user_data_dir()/port-PORT) is copied in: the
+    one of this port, else the only one. So an upgrade keeps the token Voicenter has,
+    the password, the signed links, the calls and the added contacts. Said once (the
+    next start finds the page secret); the old folder is left as it was. Run with the
+    lock held (hold_state()), so that two first starts cannot both copy."""
+    folder = config.state_path
+    if config.state_dir or (folder / PAGE_SECRET_NAME).exists():
+        return
+    base = user_data_dir()
+    try:
+        olds = sorted(path for path in base.iterdir()
+                      if _PORT_FOLDER.fullmatch(path.name) and path.is_dir()
+                      and not path.is_symlink() and (path / PAGE_SECRET_NAME).is_file())
+    except OSError:
+        return
+    chosen = base / f"port-{config.port}"
+    if chosen not in olds:
+        if len(olds) != 1:
+            if olds:
+                log.warning("the state folders of an earlier version are kept per port "
+                            "(%s), none of them for port %d: none is used. To keep one's "
+                            "token, password and calls, stop and start again with "
+                            "--state-dir and that folder", ", ".join(map(str, olds)),
+                            config.port)
+            return
+        chosen = olds[0]
+    try:
+        _copy_state(chosen, folder)
+    except (OSError, sqlite3.Error) as error:
+        raise ConfigError(f"{chosen}: the state folder of an earlier version could not "
+                          f"be copied into {folder} ({getattr(error, 'strerror', None) or error}); "
+                          f"pass --state-dir {chosen} to keep using it where it is") from None
+    log.info("copied the state folder of an earlier version, %s, into %s: the same "
+             "token, office password, links, calls and added contacts (the old folder "
+             "is left as it was)", chosen, folder)
+
+
+def _copy_state(old, new):
+    """Copy a state folder's files (and its downloads) into `new`, none over a file
+    there already, each whole or not at all (a partial copy is renamed into place
+    only once written); the page secret last, as it marks the copy done."""
+    def copy(source, target):
+        if target.exists() or source.is_symlink() or not source.is_file():
+            return
+        partial = target.with_name(target.name + ".copying")
+        try:
+            if source.suffix == ".sqlite":  # whole even with a -wal beside it
+                reading = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=5)
+                try:
+                    writing = sqlite3.connect(partial)
+                    try:
+                        reading.backup(writing)
+                    finally:
+                        writing.close()
+                finally:
+                    reading.close()
+            else:
+                with open(source, "rb") as handle, open(os.open(
+                        partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+                    shutil.copyfileobj(handle, out)
+            os.replace(partial, target)
+        finally:
+            with contextlib.suppress(OSError):
+                partial.unlink()
+
+    skipped = (".part", ".copying", "-wal", "-shm", "-journal")
+    names = sorted(path.name for path in old.iterdir()
+                   if path.name not in (LOCK_FILE_NAME, PAGE_SECRET_NAME)
+                   and not path.name.endswith(skipped))
+    for name in names:
+        source = old / name
+        if source.is_dir() and not source.is_symlink():
+            (new / name).mkdir(mode=0o700, exist_ok=True)
+            for inner in sorted(source.iterdir()):
+                if not inner.name.endswith(skipped):
+                    copy(inner, new / name / inner.name)
+        else:
+            copy(source, new / name)
+    copy(old / PAGE_SECRET_NAME, new / PAGE_SECRET_NAME)
+
+
 def open_state(config):
     """Make the state folder (owner only) and read or make its page secret and office
     password; returns (page secret bytes, password hash or None for no login). A made
     password is printed once here, and only its hash is kept."""
-    folder = config.state_path
-    try:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError as error:
-        raise ConfigError(f"{folder}: cannot make the state folder "
-                          f"({error.strerror or error}); pass --state-dir") from None
+    folder = _owner_only_folder(config.state_path)
     secret = _read_secret_file(folder / PAGE_SECRET_NAME, PAGE_SECRET_FILE)
     if secret is None:
-        secret = _make_secret_file(folder / PAGE_SECRET_NAME, secrets.token_urlsafe(32),
-                                   PAGE_SECRET_FILE)
+        secret = _make_or_read(folder / PAGE_SECRET_NAME, secrets.token_urlsafe(32),
+                               PAGE_SECRET_FILE)[0]
     if config.office_password == "":
         return secret.encode("utf-8"), None
     if config.office_password is not None:
@@ -7304,9 +7477,11 @@ def open_state(config):
         return secret.encode("utf-8"), hash_password(config.office_password, salt)
     path = folder / PASSWORD_FILE_NAME
     password_hash = _read_secret_file(path, PASSWORD_FILE)
+    made = False
     if password_hash is None:
         password = secrets.token_urlsafe(12)
-        password_hash = _make_secret_file(path, hash_password(password), PASSWORD_FILE)
+        password_hash, made = _make_or_read(path, hash_password(password), PASSWORD_FILE)
+    if made:
         log.warning("the office pages' password, shown only this once (only its hash is "
                     "kept, in %s; delete that file to have a new one made): %s",
                     path, password)
@@ -7352,8 +7527,22 @@ def _read_secret_file(path, kind):
     return text
 
 
+def _make_or_read(path, text, kind):
+    """(text, True) once `text` is kept in a new file at `path`; (the file's own text,
+    False) when another program made that file first (an older server on the same
+    folder, or one sharing --token-file): its text wins, so that both use one."""
+    if _make_secret_file(path, text, kind):
+        return text, True
+    kept = _read_secret_file(path, kind)
+    if kept is None:
+        raise ConfigError(f"{path}: cannot make {kind.what}: another program keeps "
+                          f"emptying it; stop it, or pass {kind.option}")
+    return kept, False
+
+
 def _make_secret_file(path, text, kind):
-    """Keep `text` in a new file at `path`, readable by its owner only; returns it."""
+    """Keep `text` in a new file at `path`, readable by its owner only: True; False
+    when a file is there already (made meanwhile by another program: read it)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # O_EXCL: never through a symbolic link (even a dangling one), never over a file.
@@ -7364,12 +7553,14 @@ def _make_secret_file(path, text, kind):
                 os.fchmod(handle.fileno(), 0o600)  # whatever the umask took away
             handle.write(text + "\n")
     except FileExistsError:
-        raise ConfigError(f"{path}: cannot make {kind.what}: something is in the way "
-                          f"(a symbolic link?); remove it or pass {kind.option}") from None
+        if os.path.islink(path):
+            raise ConfigError(f"{path}: {kind.what} is a symbolic link, which is not "
+                              f"followed; give {kind.option} the real file's place") from None
+        return False
     except OSError as error:
         raise ConfigError(f"{path}: cannot keep {kind.what} there ({error.strerror}); "
                           f"pass {kind.option}") from None
-    return text
+    return True
 
 
 def _warn_if_weak(token, source):
@@ -7472,12 +7663,17 @@ def main(argv=None, environ=None):
     os.umask(0o077)
     log_output = _configure_logging()
     tune_for_loading()
+    state_lock = None
     try:
+        state_lock = hold_state(config)  # before anything is read or made: at once
+        adopt_port_folder(config)
         holder = ContactsHolder(config)
         log.info("state folder: %s", config.state_path)
         page_secret, password_hash = open_state(config)
         config = dataclasses.replace(config, token=resolve_token(config))
     except PopupError as error:
+        if state_lock is not None:
+            state_lock.close()
         print(f"popup_server: {error}", file=sys.stderr)  # one line, no traceback
         return ExitStatus.ERROR
     recorder = None
@@ -7505,6 +7701,7 @@ def main(argv=None, environ=None):
     finally:
         if recorder is not None:
             recorder.close()
+        state_lock.close()  # the folder is free for the next server only now
     return ExitStatus.SUCCESS
 
 

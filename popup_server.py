@@ -397,9 +397,10 @@ OPTIONS = (
     Option("--token-file", "where the generated token is kept (default: .popup-token "
            "in --state-dir)", "/etc/popup-server/token", Path),
     Option("--state-dir", "folder of the server's own files: the token, the page "
-           "secret, the office password's hash, the calls database, added contacts "
-           "(default: popup-server/port-PORT in the user's data folder: "
-           "~/.local/share, %%LOCALAPPDATA%%)", "/var/lib/popup-server", Path),
+           "secret, the office password's hash, the calls database, added contacts; "
+           "one server at a time (it is locked) (default: popup-server/state in the "
+           "user's data folder: ~/.local/share, %%LOCALAPPDATA%%)",
+           "/var/lib/popup-server", Path),
     Option("--office-password", "password of the office pages (the calls page, "
            "callers' pages); without one a password is made, printed once and kept "
            "hashed in --state-dir; an empty value turns the login off (the pages are "

@@ -6652,6 +6652,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
         back_to_caller(number, how, query, "#calls")
 
     @app.get("/login")
+    @office_page
     def login_page():
         environ = bottle.request.environ
         goal = local_path(_query_fields(environ).get("next"))
@@ -7321,9 +7322,8 @@ def hold_state(config):
         raise ConfigError(f"{folder}: this state folder is in use by another "
                           f"popup-server (process {holder}); stop that one first, or "
                           "give this one a folder of its own with --state-dir") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n".encode("ascii"))
+    handle.seek(0)  # the same length every time, before the locked byte: no truncating
+    handle.write(f"{os.getpid()}".ljust(_LOCK_BYTE - 1).encode("ascii") + b"\n")
     return handle
 
 

@@ -5702,6 +5702,9 @@ ADDITIONS_HEADER = ("Name", "Company", "Phone", "Notes")
 ADDITION_LIMITS = {"name": 200, "company": 200, "phone": 100, "notes": 2000}
 CALLER_PAGE_CALLS = 50  # the caller's latest calls shown (and that may be marked)
 
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_E_MAIL = re.compile(r"[^@\s<>\"'()]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}")
+
 
 def additions_options(config):
     """load_index()'s settings for the additions file: its own (UTF-8, comma, its
@@ -5712,8 +5715,6 @@ def additions_options(config):
             "sheet": None, "name_column": ADDITIONS_HEADER[0],
             "company_column": ADDITIONS_HEADER[1], "phone_columns": [ADDITIONS_HEADER[2]],
             "url_column": None}
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-_E_MAIL = re.compile(r"[^@\s<>\"'()]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}")
 
 
 class CallerLinks:
@@ -7296,6 +7297,10 @@ LOCK_FILE_NAME = "server.lock"
 _LOCK_BYTE = 64
 _LOCK_HOLDER_WAIT = 2.0  # seconds to wait for the other server to write its process id
 _PORT_FOLDER = re.compile(r"port-\d{1,5}")  # an earlier version's per-port state folder
+#: What taking a lock someone holds fails with (flock: EWOULDBLOCK; msvcrt: EACCES or
+#: EDEADLOCK); any other error means the file system cannot lock at all.
+_LOCK_HELD = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES,
+                        getattr(errno, "EDEADLOCK", errno.EDEADLK)})
 
 
 def hold_state(config):
@@ -7316,7 +7321,12 @@ def hold_state(config):
     handle = os.fdopen(descriptor, "r+b", buffering=0)
     try:
         _lock(handle)
-    except OSError:
+    except OSError as error:
+        if error.errno not in _LOCK_HELD:  # a file system without locks (some NFS)
+            log.warning("%s: the state folder cannot be locked (%s): nothing stops a "
+                        "second server from using it too; give each one a --state-dir "
+                        "of its own", folder, error.strerror or error)
+            return handle
         holder = _lock_holder(handle)
         handle.close()
         raise ConfigError(f"{folder}: this state folder is in use by another "

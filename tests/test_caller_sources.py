@@ -240,3 +240,43 @@ def _error_pages(server):
     log = wait_until(lambda: "no.such.key" in server.log_text() and server.log_text(),
                      what="the error in the log")
     assert "building the page" in log and "Traceback" in log
+
+
+# For every text: what the additions file keeps runs nothing ---------------------------
+
+import popup_server as ps  # noqa: E402
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+#: Text made mostly of what starts formulas, spaces and look-alikes of the signs.
+_FORMULA_TEXT = st.text(alphabet=st.sampled_from(
+    list("=+-@ \t'\"|!A1(),;") + ["\uff1d", "\uff0b", "\ufe62", "\u200b", "\u00a0", "א"]),
+    max_size=12) | st.text(max_size=12)
+
+
+@pytest.fixture(scope="module")
+def formula_server(start_module_server, tmp_path_factory):
+    base = tmp_path_factory.mktemp("formulas")
+    office = write_contacts(base / "office.csv", [("Ann", "", "050-111-1111")])
+    server = start_module_server(office, "--state-dir", base / "state")
+    url = server.lookup("0509999871")["URL"]
+    assert _post(server, url, "/contact", {"name": "first", "phone": "0509999871"}
+                 ).status == 303
+    return server, url, base / "state" / "additions.csv"
+
+
+@settings(max_examples=40, deadline=None)
+@given(name=_FORMULA_TEXT, company=_FORMULA_TEXT, notes=_FORMULA_TEXT)
+def test_no_cell_of_the_additions_file_is_a_formula_whatever_is_typed(
+        formula_server, name, company, notes):
+    server, url, path = formula_server
+    saved = _post(server, url, "/contact", {"row": "2", "name": name or "x",
+                                            "company": company, "notes": notes,
+                                            "phone": "+972509999871"})
+    assert saved.status in (303, 400), saved
+    with open(path, encoding="utf-8", newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert len(rows) == 2, rows
+    for cell in rows[1]:
+        assert ps._no_formula(cell) == cell, (cell, rows)  # /calls.csv would write it so
+    if saved.status == 303:
+        assert server.lookup("0509999871")["CLIENTNAME"] == (rows[1][0] or rows[1][1])

@@ -5886,21 +5886,22 @@ class Additions:
 
     def add(self, key, fields):
         with self.lock:
-            rows = self.rows()
-            rows.append(self._checked(key, fields))
-            self._write(rows)
+            before = self.rows()
+            self._write([*before, self._checked(key, fields)], before)
 
     def edit(self, key, row, fields):
         with self.lock:
-            rows = self.rows()
+            before = self.rows()
+            rows = list(before)
             rows[self._place(rows, key, row)] = self._checked(key, fields)
-            self._write(rows)
+            self._write(rows, before)
 
     def remove(self, key, row):
         with self.lock:
-            rows = self.rows()
+            before = self.rows()
+            rows = list(before)
             del rows[self._place(rows, key, row)]
-            self._write(rows)
+            self._write(rows, before)
 
     def rows(self):
         """The kept rows, each a list in ADDITIONS_HEADER's order; [] with no file."""
@@ -5940,11 +5941,27 @@ class Additions:
             values[name] = text
         if not (values["name"] or values["company"]):
             raise AdditionRefused("caller.need_name")
-        if number_key(values["phone"], self.holder.index.rules)[0] != key:
+        # The caller's number alone, by the pop-up's rule and by the index's (which
+        # splits a cell at / ; , "or"): "050/999/9871" would be kept and never found.
+        rules = self.holder.index.rules
+        if number_key(values["phone"], rules)[0] != key or \
+                cell_keys(values["phone"], rules)[0] != [key]:
             raise AdditionRefused("caller.wrong_phone")
         return [values["name"], values["company"], values["phone"], values["notes"]]
 
-    def _write(self, rows):
+    def _write(self, rows, before):
+        """Keep `rows` and serve them; when they cannot be served, the file goes back
+        to `before` (the rows it held), so that "not saved" is true."""
+        self._keep(rows)
+        try:
+            self._serve(bool(rows))
+        except AdditionRefused:
+            with contextlib.suppress(AdditionRefused):
+                self._keep(before)
+                self._serve(bool(before))
+            raise
+
+    def _keep(self, rows):
         """Keep `rows` as the whole file, each cell as /calls.csv writes it: one that
         a spreadsheet would run as a formula gets its leading ' (_no_formula()), as the
         form is open to anyone holding a caller's link and the office opens this file
@@ -5964,7 +5981,6 @@ class Additions:
                 partial.unlink()
             raise AdditionRefused("caller.not_saved", error=f"{self.path.name}: "
                                   f"{error.strerror or error}") from None
-        self._serve(bool(rows))
 
     def _serve(self, has_rows):
         holder = self.holder

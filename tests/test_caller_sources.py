@@ -169,6 +169,26 @@ def test_the_additions_file_is_read_with_its_own_settings_not_the_office_files(
     assert "in total: 2 contacts" in check.stdout.decode("utf-8")
 
 
+
+def test_a_phone_the_index_would_not_find_is_refused_and_nothing_is_kept(
+        start_server, tmp_path, run_cli):
+    office = write_contacts(tmp_path / "office.csv", [("Ann", "", "050-111-1111")])
+    server = start_server(office)
+    url = server.lookup("0509999871")["URL"]
+    refused = _post(server, url, "/contact", {"name": "Slashed", "phone": "050/999/9871"})
+    assert refused.status == 400 and "must be this caller" in refused.text, refused
+    assert not (tmp_path / "state" / "additions.csv").exists()  # "not saved" is true
+    assert _post(server, url, "/contact", {"name": "Dashed", "phone": "050-999-9871"}
+                 ).status == 303
+    other = server.lookup("0508888872")["URL"]
+    assert _post(server, other, "/contact", {"name": "Slashed", "phone": "050/888/8872"}
+                 ).status == 400
+    with open(tmp_path / "state" / "additions.csv", encoding="utf-8") as handle:
+        assert "Slashed" not in handle.read()
+    assert server.lookup("0509999871")["CLIENTNAME"] == "Dashed"
+    check = run_cli(office, "--check")
+    assert check.returncode == 0, check
+
 # Formulas in the additions file --------------------------------------------------------
 
 FORMULAS = ['=HYPERLINK("https://evil.example","click")', "+cmd|' /C calc'!A0",

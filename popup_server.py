@@ -7878,7 +7878,7 @@ def hold_state(config):
                           f"({error.strerror or error}); pass --state-dir") from None
     handle = os.fdopen(descriptor, "r+b", buffering=0)
     try:
-        _lock(handle)
+        _lock_file(handle)
     except OSError as error:
         if error.errno not in _LOCK_HELD:  # a file system without locks (some NFS)
             log.warning("%s: the state folder cannot be locked (%s): nothing stops a "
@@ -7895,7 +7895,7 @@ def hold_state(config):
     return handle
 
 
-def _lock(handle):
+def _lock_file(handle):
     """Take the lock on the open lock file without waiting (OSError when it is held)."""
     if os.name == "nt":
         import msvcrt

@@ -373,3 +373,16 @@ def test_files_the_server_writes_are_its_owners_only_in_a_shared_state_folder(
     assert stat.S_IMODE(state.stat().st_mode) == 0o700  # tightened, and said so
     assert f"made the state folder {state} its owner's only (it was mode 755)" \
         in server.log_text()
+
+
+def test_a_state_folder_every_user_shares_is_refused_in_one_line(run_cli, tmp_path):
+    shared = tmp_path / "like-tmp"
+    shared.mkdir()
+    shared.chmod(0o1777)  # sticky and open to all, as /tmp
+    result = run_cli(SAMPLE_CONTACTS, "--host", "127.0.0.1", "--port", "0",
+                     "--state-dir", shared)
+    assert result.returncode == 2, result
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and f"{shared}: the state folder is shared with other users" \
+        in lines[0], lines
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777 and not list(shared.iterdir())

@@ -67,6 +67,7 @@ import time
 import tomllib
 import types
 import typing
+import unicodedata
 import zoneinfo
 from pathlib import Path
 import urllib.error
@@ -225,6 +226,21 @@ def _network(text):
 
 def _columns(text):
     return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _host_names(text):
+    """--link-redirect-hosts: host names or addresses, comma-separated, lower case; a
+    leading *. stands for every subdomain."""
+    names = []
+    for part in _columns(text):
+        name = part.lower().rstrip(".")
+        bare = name[2:] if name.startswith("*.") else name
+        if not (re.fullmatch(r"[a-z0-9-]{1,63}(\.[a-z0-9-]{1,63})*", bare)
+                or re.fullmatch(r"\[[0-9a-f:.]{2,45}\]", name)):
+            raise _BadValue(f"{part!r} is not a host name (e.g. files.example.com or "
+                            "*.example.com)")
+        names.append(name)
+    return tuple(names)
 
 
 def _public_url(text):
@@ -429,6 +445,10 @@ OPTIONS = (
            "the server whether it changed first)", "300", _positive_float, 60.0),
     Option("--url-timeout", "seconds a download of a contacts link may take before it "
            "counts as failed", "60", _positive_float, 30.0),
+    Option("--link-redirect-hosts", "other hosts a contacts link's site may redirect "
+           "its download to, comma-separated (*.example.com: its subdomains); by default "
+           "only the link's own host (and, for a Google Sheets or Drive link, Google's "
+           "download hosts)", "'files.example.com,*.cdn.example.net'", _host_names, ()),
     Option("--url-max-bytes", "largest download of a contacts link, in bytes; a bigger "
            "one fails and the last good contacts stay", "1073741824",
            _int_between(1024, 1 << 40), 256 * 1024 * 1024),
@@ -3900,16 +3920,24 @@ def iter_calls_of_day(path, day, *, zone=None, ring_timeout=None, did=None, name
     names = names or NO_NAMES
     order = ("{alias}.started DESC, {alias}.ivrid DESC" if newest_first else
              _OUTCOME_ORDER + ", {alias}.started DESC, {alias}.ivrid")
+    # Tries: one grouped count of the day's calls of the numbers shown (a range of
+    # calls_by_number each), joined to the rows: never a count for each row, which
+    # made one number calling N times cost N x N for the day's CSV.
     sql = f"""
+        WITH p AS MATERIALIZED (
+            SELECT {_ROW_COLUMNS} FROM calls c WHERE {_OF_DAY.format(alias="c")}
+            ORDER BY {order.format(alias="c")} LIMIT :limit OFFSET :offset
+        ), tries AS MATERIALIZED (
+            SELECT t.e164, COUNT(*) AS tries FROM calls t
+            WHERE t.e164 IN (SELECT e164 FROM p WHERE e164 != '')
+              AND {_OF_DAY.format(alias="t")} GROUP BY t.e164
+        )
         SELECT {", ".join(f"p.{name}" for name in (
                 "ivrid", "started", "caller", "e164", "did", "direction", "name",
                 "company", "url", "answered_at", "agent", "ended_at", "status",
                 "duration", "record", "outcome"))},
-               CASE WHEN p.e164 = '' THEN 1 ELSE (SELECT COUNT(*) FROM calls t
-                    WHERE t.e164 = p.e164 AND {_OF_DAY.format(alias="t")}) END,
-               coalesce(n.mark, ''), coalesce(n.note, '')
-        FROM (SELECT {_ROW_COLUMNS} FROM calls c WHERE {_OF_DAY.format(alias="c")}
-              ORDER BY {order.format(alias="c")} LIMIT :limit OFFSET :offset) p
+               coalesce(tries.tries, 1), coalesce(n.mark, ''), coalesce(n.note, '')
+        FROM p LEFT JOIN tries ON tries.e164 = p.e164
         LEFT JOIN call_notes n ON n.ivrid = p.ivrid
         ORDER BY {order.format(alias="p")}"""
     params = _day_params(day, zone, ring_timeout, did, now)
@@ -4138,16 +4166,26 @@ def calls_csv(calls):
 
 
 #: What makes a spreadsheet read a cell as a formula (OWASP, CSV injection): = + - @
-#: first or after leading spaces, and their full-width and small forms, which
-#: spreadsheets may read as the ASCII ones; a tab, CR or LF first (_no_formula).
+#: first or after leading spaces and invisible characters, and their full-width and
+#: small forms, which spreadsheets may read as the ASCII ones; a tab, CR or LF first
+#: (_no_formula).
 _FORMULA_SIGNS = frozenset("=+-@\uff1d\uff0b\uff0d\uff20\ufe66\ufe62\ufe63\ufe6b")
 
 
 def _no_formula(text):
     """Text that a spreadsheet will show, not run: callers choose their caller id and
-    names come from files. Such a cell gets a leading ' (OWASP's advice)."""
-    if text[:1] in ("\t", "\r", "\n") or text.lstrip()[:1] in _FORMULA_SIGNS:
+    names come from files. Such a cell gets a leading ' (OWASP's advice). The one
+    rule for every CSV this server writes. Leading spaces and invisible characters
+    (format characters, Unicode's Cf: U+200B zero-width space, U+FEFF, U+2060, the
+    direction marks, ...) are looked through: a spreadsheet may drop them and read
+    the sign after them as a formula's start."""
+    if text[:1] in ("\t", "\r", "\n"):
         return "'" + text
+    for char in text:
+        if char in _FORMULA_SIGNS:
+            return "'" + text
+        if not (char.isspace() or unicodedata.category(char) == "Cf"):
+            break
     return text
 
 
@@ -4161,7 +4199,12 @@ def _no_formula(text):
 #: (token=, key=, sig=, ...) and is shown as ***.
 _HARMLESS_QUERY_KEYS = frozenset({"format", "output", "gid", "usp", "single", "range",
                                   "sheet"})
-_LINK = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>|]*")
+_LINK_START = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+#: A link's host, path, query and fragment in a text: up to a space, the sources'
+#: separator (a URL carries it only encoded) or the next link.
+_AUTHORITY = re.compile(r"[^/?#]*")
+_AUTHORITY_OR_PATH = re.compile(r"\S*")
+_LINK_REST = re.compile(r"(?:(?![A-Za-z][A-Za-z0-9+.-]*://)[^\s|])*")
 _SHEETS_PATH = re.compile(r"/spreadsheets/(?:u/\d+/)?d/(e/)?([A-Za-z0-9_-]+)")
 _DOWNLOAD_PIECE = 64 * 1024
 _MAX_REDIRECTS = 5
@@ -4170,8 +4213,33 @@ _MAX_REDIRECTS = 5
 def redact_url(text):
     """`text` with every link in it safe to show (logs, --check, errors): its user name
     and password, and every query or fragment value but a few harmless ones (format,
-    gid, ...), become ***. The one function that hides a link's secrets."""
-    return _LINK.sub(lambda match: _redact_link(match.group(0)), str(text))
+    gid, ...), become ***. The one function that hides a link's secrets.
+
+    The user name and password are found whatever characters they hold (quotes, < > |,
+    spaces, @): they run to the last @ before the end of the link's authority, the
+    first / ? or # (where urllib, which sends them, ends it too), or, failing that
+    (an unencoded / ? or # in the password), to the last @ before a space. Text that
+    only looks like them is hidden too: hiding too much is safe, too little is not."""
+    text, shown, at = str(text), [], 0
+    while (start := _LINK_START.search(text, at)) is not None:
+        shown.append(text[at:start.start()])
+        rest = start.end()
+        after = _credentials_end(text, rest)
+        tail = _LINK_REST.match(text, after).end()
+        link = text[start.start():rest] + ("***@" if after > rest else "") + text[after:tail]
+        shown.append(_redact_link(link))
+        at = max(tail, start.end())
+    shown.append(text[at:])
+    return "".join(shown)
+
+
+def _credentials_end(text, start):
+    """Where the user:password@ of the link whose authority begins at `start` ends
+    (just after its @), or `start` when it has none."""
+    authority = _AUTHORITY.match(text, start).group(0)
+    if "@" not in authority:  # a / ? or # in the password, unencoded
+        authority = _AUTHORITY_OR_PATH.match(text, start).group(0)
+    return start + authority.rindex("@") + 1 if "@" in authority else start
 
 
 def _redact_link(link):
@@ -4233,16 +4301,42 @@ class DownloadFailed(Exception):
     """A download failed; the message says why in words, never naming the link."""
 
 
+#: Where Google sends a sheet's export or a Drive file's download: docs.google.com and
+#: drive.google.com answer with a redirect to these.
+GOOGLE_REDIRECT_HOSTS = ("*.googleusercontent.com", "*.usercontent.google.com")
+
+
 class _Redirects(urllib.request.HTTPRedirectHandler):
-    """Redirects followed at most _MAX_REDIRECTS times, to http(s) links only, and the
-    link's password never sent to another host."""
+    """Redirects followed at most _MAX_REDIRECTS times, to http(s) links only, on the
+    link's own host or `hosts` (--link-redirect-hosts) only: a site must not make this
+    server fetch an address of the office's own network. The link's password is never
+    sent to another host."""
 
     max_redirections = _MAX_REDIRECTS
+
+    def __init__(self, link, hosts=()):
+        super().__init__()
+        own = (urllib.parse.urlsplit(link).hostname or "").lower().rstrip(".")
+        self.hosts = {own, *hosts}
+        if own in ("docs.google.com", "drive.google.com"):
+            self.hosts.update(GOOGLE_REDIRECT_HOSTS)
+
+    def allows(self, url):
+        """Whether a redirect to `url` stays on the hosts allowed."""
+        host = (urllib.parse.urlsplit(url).hostname or "").lower().rstrip(".")
+        if ":" in host:
+            host = f"[{host}]"
+        return host in self.hosts or any(
+            allowed.startswith("*.") and host.endswith(allowed[1:]) for allowed in self.hosts)
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         if urllib.parse.urlsplit(newurl).scheme.lower() not in ("http", "https"):
             raise DownloadFailed(f"the site redirected to a link that is not http or "
                                  f"https ({code})")
+        if not self.allows(newurl):
+            host = urllib.parse.urlsplit(newurl).hostname or "?"
+            raise DownloadFailed(f"the site redirected to another host, which is not "
+                                 f"followed ({host}: --link-redirect-hosts allows it)")
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
         if new is not None and not _same_site(req.full_url, newurl):
             new.remove_header("Authorization")
@@ -4261,11 +4355,12 @@ def _same_site(old, new):
         old_scheme == new_scheme or new_scheme == "https")
 
 
-def download_link(url, target, *, timeout, max_bytes, etag=None, modified=None):
+def download_link(url, target, *, timeout, max_bytes, etag=None, modified=None,
+                  redirect_hosts=()):
     """Download `url` into the file `target`: (ETag, Last-Modified) of what came, or
     None when the site answers that it has not changed since `etag`/`modified` (304).
     At most `max_bytes`, streamed and stopped there, within `timeout` seconds in all;
-    redirects followed. Raises DownloadFailed."""
+    redirects followed on its own host and `redirect_hosts`. Raises DownloadFailed."""
     request = _link_request(url)
     if etag:
         request.add_header("If-None-Match", etag)
@@ -4277,7 +4372,8 @@ def download_link(url, target, *, timeout, max_bytes, etag=None, modified=None):
     connections = _CutAtDeadline(timeout)
     try:
         with connections:
-            validators = _download(request, target, connections, deadline, max_bytes)
+            validators = _download(request, target, connections, deadline, max_bytes,
+                                   _Redirects(url, redirect_hosts))
     except DownloadFailed:
         if not connections.cut:
             raise
@@ -4286,10 +4382,10 @@ def download_link(url, target, *, timeout, max_bytes, etag=None, modified=None):
     return validators
 
 
-def _download(request, target, connections, deadline, max_bytes):
+def _download(request, target, connections, deadline, max_bytes, redirects):
     timeout = connections.timeout
     try:
-        opener = urllib.request.build_opener(_Redirects, *connections.handlers())
+        opener = urllib.request.build_opener(redirects, *connections.handlers())
         with opener.open(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length", "")
             if length.isascii() and length.isdigit() and int(length) > max_bytes:
@@ -4654,6 +4750,7 @@ class LinkSource(ContactsSource):
             fetched = download_link(
                 self.export_url, part, timeout=self.config.url_timeout,
                 max_bytes=self.config.url_max_bytes,
+                redirect_hosts=self.config.link_redirect_hosts,
                 etag=self._etag if conditional else None,
                 modified=self._modified if conditional else None)
         except DownloadFailed as error:
@@ -5219,7 +5316,7 @@ SESSION_SECONDS = 12 * 3600          # a working day; then the login page again
 LOGIN_FAILURES_ALLOWED = 5           # wrong passwords from one address ...
 LOGIN_FAILURE_WINDOW = 15 * 60       # ... within this many seconds; then it waits
 LOGIN_ADDRESSES_KEPT = 10_000        # failing addresses remembered (the oldest go first)
-SESSIONS_ENDED_KEPT = 10_000         # logged-out sessions remembered until they expire
+SESSIONS_ENDED_KEPT = 10_000         # logged-out sessions kept (revoked_sessions) until they expire
 _SCRYPT = dict(n=2 ** 14, r=8, p=1)  # 16 MiB and ~50 ms a try: OWASP's minimum
 
 
@@ -5324,6 +5421,151 @@ class LoginLimiter:
 
 Session = collections.namedtuple("Session", "nonce expires")
 
+#: The state folder's file of sessions ended before their expiry (RevokedSessions).
+REVOKED_SESSIONS_NAME = "revoked_sessions"
+_NONCE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class RevokedSessions:
+    """Sessions ended before their expiry, kept in the state folder's revoked_sessions
+    file so that no restart brings one back: logouts (revoke()), and every session at
+    once (revoke_all(): a new office password, the password command). The one place
+    that ends sessions; OfficeDoor.session() asks is_revoked() of every cookie.
+
+    Bounded: an entry is dropped once its session would have expired anyway, and
+    beyond `kept` logouts the oldest are folded into the "every session started
+    until" time instead (signing out a few sessions too many, never letting one back).
+    One line an entry, appended at once; the file is written anew when it holds twice
+    the entries kept. Lines: "session NONCE EXPIRES", "all UNTIL EXPIRES" (sessions
+    started at or before UNTIL), "password TAG" (which password the sessions belong
+    to: at a start with another one, every session is revoked)."""
+
+    def __init__(self, path, kept=SESSIONS_ENDED_KEPT):
+        self.path, self.kept = path, kept
+        self.lock = threading.Lock()
+        self.ended = collections.OrderedDict()  # nonce -> expiry, oldest first
+        self.until = 0        # sessions started at or before this (epoch s) are revoked
+        self.password = ""    # the tag of the password of the sessions
+        self.lines = 0        # lines in the file
+
+    @classmethod
+    def open(cls, path, password_tag=None, kept=SESSIONS_ENDED_KEPT, now=None):
+        """The revoked sessions kept at `path` (none when it does not exist yet); with
+        `password_tag` (a tag of the office password's hash) different from the one
+        kept, every session is revoked. ConfigError when the file cannot be read."""
+        revoked = cls(path, kept)
+        now = time.time() if now is None else now
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                lines = handle.read(64 * 1024 * 1024).splitlines()
+        except FileNotFoundError:
+            lines = []
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read the signed-out sessions "
+                              f"({error.strerror or error}); delete it or pass "
+                              "--state-dir") from None
+        for line in lines:
+            revoked._take(line.split(), now)
+        if password_tag is not None and password_tag != revoked.password:
+            if revoked.password:
+                revoked.until = max(revoked.until, int(now))
+            revoked.password = password_tag
+        try:
+            revoked._rewrite(now)
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot write the signed-out sessions "
+                              f"({error.strerror or error}); pass --state-dir") from None
+        return revoked
+
+    def _take(self, fields, now):
+        """One line of the file, read; anything else is ignored (a line cut short by a
+        crash)."""
+        kind = fields[0] if fields else ""
+        if kind == "password" and len(fields) == 2 and _NONCE.fullmatch(fields[1]):
+            self.password = fields[1]
+        elif (kind in ("session", "all") and len(fields) == 3 and fields[2].isascii()
+              and fields[2].isdigit() and int(fields[2]) >= now):
+            if kind == "session" and _NONCE.fullmatch(fields[1]):
+                self.ended.pop(fields[1], None)
+                self.ended[fields[1]] = int(fields[2])
+                self._bound()
+            elif kind == "all" and fields[1].isascii() and fields[1].isdigit():
+                self.until = max(self.until, int(fields[1]))
+
+    def is_revoked(self, nonce, expires):
+        return expires - SESSION_SECONDS <= self.until or nonce in self.ended
+
+    def revoke(self, nonce, expires, now=None):
+        """End the session `nonce` (a logout), for good."""
+        with self.lock:
+            self.ended[nonce] = expires
+            folded = self._bound()
+            self._keep(now, "" if folded else f"session {nonce} {expires}\n")
+
+    def revoke_all(self, now=None):
+        """End every session started until now (a new password)."""
+        with self.lock:
+            now = time.time() if now is None else now
+            self.until = max(self.until, int(now))
+            self._keep(now, f"all {self.until} {self.until + SESSION_SECONDS}\n")
+
+    def _bound(self):
+        """Keep at most `kept` logouts: the oldest folded into `until`. True if any."""
+        folded = False
+        while len(self.ended) > self.kept:
+            _nonce, expires = self.ended.popitem(last=False)
+            self.until = max(self.until, expires - SESSION_SECONDS)
+            folded = True
+        return folded
+
+    def _keep(self, now, line):
+        """Append `line` to the file, or write it anew (pruned) when it grew too long
+        or `line` is "" (an entry folded). A failure is logged: the session stays
+        revoked until the server stops."""
+        now = time.time() if now is None else now
+        try:
+            if not line or self.lines + 1 > 2 * self.kept + 2:
+                self._rewrite(now)
+                return
+            descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                                 | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            with os.fdopen(descriptor, "a", encoding="utf-8") as handle:
+                handle.write(line)
+                handle.flush()
+                os.fsync(handle.fileno())
+            self.lines += 1
+        except OSError as error:
+            log.error("%s: cannot keep a signed-out session (%s); it stays signed out "
+                      "until the server stops", self.path, error.strerror or error)
+
+    def _rewrite(self, now):
+        """The file written anew from what is kept, dropping what has expired."""
+        for nonce, expires in list(self.ended.items()):
+            if expires < now:
+                del self.ended[nonce]
+        lines = [f"session {nonce} {expires}\n" for nonce, expires in self.ended.items()]
+        if self.until + SESSION_SECONDS >= now:
+            lines.insert(0, f"all {self.until} {self.until + SESSION_SECONDS}\n")
+        else:
+            self.until = 0
+        if self.password:
+            lines.insert(0, f"password {self.password}\n")
+        if not lines and not self.path.exists():
+            self.lines = 0
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        partial = self.path.with_name(self.path.name + ".partial")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                             | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.writelines(lines)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, self.path)
+        self.lines = len(lines)
+
 
 class PageDenied(Exception):
     """An office page refused, shown as the 403 HTML page; `reason` names its text."""
@@ -5333,22 +5575,29 @@ class PageDenied(Exception):
         self.reason, self.status = reason, status
 
 
+def password_tag(secret, password_hash):
+    """What RevokedSessions keeps of the office password: a signature of its hash
+    (None without a login), telling a new password from the last one."""
+    return None if password_hash is None else _signature(secret, "password", password_hash)
+
+
 class OfficeDoor:
     """Who may open the office pages: a session from the login, or, for one caller's
     page only, a signed link. Sessions and CSRF tokens are signed with the page
-    secret, so nothing is kept for them but logouts (bounded, until they expire).
-    A session is bound to the password's hash too: a new password ends them all.
+    secret, so nothing is kept for them but the sessions ended early (RevokedSessions,
+    in the state folder). A session is bound to the password's hash too, and a start
+    with a new password revokes them all (a return to an old one brings none back).
     Without a password (--office-password ""), the pages are served as before the
     login existed: to --allow-ip addresses, or to this machine."""
 
-    def __init__(self, config, guard, secret, password_hash):
+    def __init__(self, config, guard, secret, password_hash, revoked=None):
         self.config, self.guard, self.secret = config, guard, secret
         self.password_hash = password_hash
         # Cookies ignore ports: two servers on one host must not overwrite each other's.
         self.cookie_name = "popup_session_" + _signature(secret, "cookie")[:8]
         self.limiter = LoginLimiter()
-        self.ended = collections.OrderedDict()  # nonce -> expiry, of logged-out sessions
-        self.lock = threading.Lock()
+        self.revoked = revoked or RevokedSessions.open(
+            config.state_path / REVOKED_SESSIONS_NAME, password_tag(secret, password_hash))
 
     @property
     def login_required(self):
@@ -5366,25 +5615,22 @@ class OfficeDoor:
         wanted = _signature(self.secret, "session", self.password_hash, expires, nonce)
         if not hmac.compare_digest(wanted.encode("ascii"), signature.encode("ascii")):
             return None
-        if int(expires) < time.time() or nonce in self.ended:
+        if int(expires) < time.time() or self.revoked.is_revoked(nonce, int(expires)):
             return None
         return Session(nonce, int(expires))
 
     def start_session(self, environ):
         """A new session and the Set-Cookie value carrying it."""
-        session = Session(secrets.token_urlsafe(12), int(time.time()) + SESSION_SECONDS)
+        # Started after the last revoke_all(), even within its second: not revoked.
+        started = max(int(time.time()), self.revoked.until + 1)
+        session = Session(secrets.token_urlsafe(12), started + SESSION_SECONDS)
         value = f"{session.expires}.{session.nonce}." + _signature(
             self.secret, "session", self.password_hash, session.expires, session.nonce)
         return session, self._cookie(value, SESSION_SECONDS, environ)
 
     def end_session(self, session, environ):
         """Forget `session` (logout); the Set-Cookie value that clears it."""
-        with self.lock:
-            now = time.time()
-            self.ended[session.nonce] = session.expires
-            while self.ended and (len(self.ended) > SESSIONS_ENDED_KEPT
-                                  or next(iter(self.ended.values())) < now):
-                self.ended.popitem(last=False)
+        self.revoked.revoke(session.nonce, session.expires)
         return self._cookie("", 0, environ)
 
     def _cookie(self, value, max_age, environ):
@@ -5432,6 +5678,41 @@ class OfficeDoor:
         return parts.scheme in ("http", "https") and parts.netloc.lower() in ours
 
     # Who may see a page -----------------------------------------------------------
+    @functools.cached_property
+    def own_names(self):
+        """The host names this server answers the office pages under with the login
+        off: localhost, the machine's own names, the listen address and --public-url's
+        host (lower case, without a final dot)."""
+        names = {"localhost", "localhost.localdomain", "ip6-localhost"}
+        with contextlib.suppress(OSError, UnicodeError):
+            machine = socket.gethostname()
+            # Not getfqdn(): a reverse look-up may wait seconds for a DNS server.
+            names.update({machine, machine.split(".")[0], machine.split(".")[0] + ".local"})
+        names.add(self.config.host or "")
+        if self.config.public_url:
+            names.add(urlsplit(self.config.public_url).hostname or "")
+        return frozenset(name.lower().rstrip(".") for name in names if name)
+
+    def known_host(self, environ):
+        """Whether the Host the browser asked for (X-Forwarded-Host from a
+        --trusted-proxy) is an address or one of own_names. With the login off, a
+        page under any other name may be another site's whose name now leads here
+        (DNS rebinding): its scripts would read the calls as if they were its own.
+        No Host at all (HTTP/1.0) is no browser's."""
+        host = environ.get("HTTP_HOST") or ""
+        guard = self.guard
+        if guard.trusted and guard._in(environ.get("REMOTE_ADDR") or "", guard.trusted):
+            host = (environ.get("HTTP_X_FORWARDED_HOST") or "").split(",")[0].strip() or host
+        if not host:
+            return True
+        if host.startswith("["):  # [v6]:port
+            name = host[1:].partition("]")[0]
+        else:
+            name, colon, port = host.rpartition(":")
+            name = name if colon and port.isdigit() else host
+        name = name.lower().rstrip(".")
+        return guard._parse(name) is not None or name in self.own_names
+
     def admit(self, environ, path_asked):
         """The session an office page is shown to (None with the login off); a browser
         without one is sent to the login page, which brings it back to `path_asked`.
@@ -5442,6 +5723,8 @@ class OfficeDoor:
                                         "office pages")
         if not self.login_required:
             self.guard.check_page(environ)
+            if not self.known_host(environ):
+                raise PageDenied("host", 421)
             return None
         session = self.session(environ)
         if session is None:
@@ -5510,6 +5793,13 @@ PAGE_TEXTS = {
                     "opened before you signed in again. Reload the page and try again.",
                     "הטופס נדחה: הוא הגיע מאתר אחר או מדף שנפתח לפני כניסה מחדש. טענו "
                     "את הדף מחדש ונסו שוב."),
+    "denied.host": ("This page was asked for under a name that is not this server's. "
+                    "With the office password off, the office pages open only under this "
+                    "machine's own names and addresses: open {url} (the server's "
+                    "--public-url names one more).",
+                    "הדף התבקש בשם שאינו של שרת זה. כשסיסמת המשרד כבויה, דפי המשרד נפתחים "
+                    "רק בשמות ובכתובות של המחשב הזה: פתחו את {url} (האפשרות --public-url "
+                    "של השרת מוסיפה שם)."),
     "caller.title": ("Caller", "מתקשר"),
     "error.title": ("Something went wrong", "משהו השתבש"),
     "error.internal": ("This page could not be made; the server's log says why. Try "
@@ -5784,7 +6074,11 @@ ADDITION_LIMITS = {"name": 200, "company": 200, "phone": 100, "notes": 2000}
 CALLER_PAGE_CALLS = 50  # the caller's latest calls shown (and that may be marked)
 
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-_E_MAIL = re.compile(r"[^@\s<>\"'()]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}")
+#: A plain e-mail address, the only cell made a mailto: link: letters, digits and . _ + -
+#: before the @ (a ? & = % # , ; or : would add headers or recipients to the link:
+#: "a?cc=victim@evil.example").
+_E_MAIL = re.compile(r"[\w.+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*"
+                     r"\.[A-Za-z]{2,63}")
 
 
 def additions_options(config):
@@ -6847,15 +7141,17 @@ def bottle_headers_direct():
 
 
 def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
-               password_hash=None, additions=None, call_log=None):
+               password_hash=None, additions=None, call_log=None, revoked=None):
     """The Bottle application: /popup, /health and the office pages. `page_secret`
     (bytes) signs sessions and links (a random one for this process when None);
     `password_hash` (hash_password()'s text) is the office login, None for none;
     `additions`: the Additions served (started), else one in the state folder;
-    `call_log`: the CallLogPuller whose state /health and the calls page show."""
+    `call_log`: the CallLogPuller whose state /health and the calls page show;
+    `revoked`: the RevokedSessions, else those kept in the state folder."""
     app = bottle.Bottle(catchall=True)
     guard = AccessGuard(config)
-    door = OfficeDoor(config, guard, page_secret or secrets.token_bytes(32), password_hash)
+    door = OfficeDoor(config, guard, page_secret or secrets.token_bytes(32), password_hash,
+                      revoked)
     links = CallerLinks(door.secret, config.link_days)
     additions = additions or Additions(config.state_path / ADDITIONS_FILE_NAME, holder)
     direct_headers = bottle_headers_direct()
@@ -6957,7 +7253,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
                 return route(*args, **kwargs)
             except PageDenied as denied:
                 return render_page("denied", denied.status, reason=denied.reason,
-                                   days=config.link_days)
+                                   days=config.link_days, url=own_url())
             except bottle.HTTPResponse:  # an answer already (a redirect, a 4xx)
                 raise
             except Exception:
@@ -6965,6 +7261,13 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
                               _loggable_path(bottle.request.path))
                 return render_page("error", 500)
         return page
+
+    def own_url():
+        """A link to the office pages under one of this server's own names."""
+        if config.public_url:
+            return config.public_url.rstrip("/") + "/"
+        host = config.host if config.host not in ("", "0.0.0.0", "::") else "localhost"
+        return f"http://{f'[{host}]' if ':' in host else host}:{config.port}/"
 
     def asked_path():
         environ = bottle.request.environ
@@ -7040,6 +7343,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
             "Cache-Control": "no-store"})
 
     @app.get("/calls.csv")
+    @office_page
     def calls_csv_download():
         _session, query, day = page_request()
         calls, calls_error = _calls_or_error(recorder, lambda path: iter_calls_of_day(
@@ -7051,7 +7355,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
         bottle.response.set_header("Cache-Control", "no-store")
         bottle.response.set_header("Content-Disposition",
                                    f'attachment; filename="calls-{day.isoformat()}.csv"')
-        return (line.encode("utf-8") for line in calls_csv_lines(calls or ()))
+        return _streamed_csv(calls or iter(()), f"calls-{day.isoformat()}.csv")
 
     cdr_turn = threading.Lock()
 
@@ -7327,6 +7631,25 @@ def _page_offset(query, name):
         raise bottle.HTTPError(400, f"{name} must be a whole number (where the page "
                                     "starts)")
     return int(text)
+
+
+def _streamed_csv(calls, name):
+    """calls_csv_lines() of `calls` as bytes, row by row; closed early (waitress closes
+    it when the client goes away), it closes `calls` at once: its query stops and its
+    database connection is let go, instead of waiting for the garbage collector."""
+    rows, lines = 0, calls_csv_lines(calls)
+    try:
+        for rows, line in enumerate(lines):
+            yield line.encode("utf-8")
+    except GeneratorExit:
+        log.info("the download of %s stopped after %d calls: the client went away",
+                 name, rows)
+        raise
+    finally:
+        lines.close()
+        close = getattr(calls, "close", None)
+        if close is not None:
+            close()
 
 
 def _calls_link(shown, **changes):
@@ -8239,6 +8562,8 @@ def main(argv=None, environ=None):
         holder = ContactsHolder(config)
         log.info("state folder: %s", config.state_path)
         page_secret, password_hash = open_state(config)
+        revoked = RevokedSessions.open(config.state_path / REVOKED_SESSIONS_NAME,
+                                       password_tag(page_secret, password_hash))
         config = dataclasses.replace(config, token=resolve_token(config))
     except PopupError as error:
         if state_lock is not None:
@@ -8263,7 +8588,7 @@ def main(argv=None, environ=None):
     access_log = AccessLog(log_output, config.log_numbers)
     additions = Additions(config.state_path / ADDITIONS_FILE_NAME, holder).start()
     app = create_app(config, holder, recorder, access_log, page_secret, password_hash,
-                     additions, call_log)
+                     additions, call_log, revoked=revoked)
     tune_for_serving()
     _stop_on_sigterm()
     try:

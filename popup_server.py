@@ -59,6 +59,7 @@ import os
 import random
 import re
 import secrets
+import shutil
 import socket
 import sqlite3
 import struct
@@ -114,6 +115,7 @@ DEFAULT_CONTACTS = RESOURCES / "data" / "contacts.csv"
 #: Bottle caches compiled templates by the identity of this list: one list, one cache.
 VIEWS = [str(RESOURCES / "views")]
 TOKEN_FILE_NAME = ".popup-token"
+STATE_FOLDER_NAME = "state"  # the default state folder, in user_data_dir()
 CALLS_FILE_NAME = "calls.sqlite"
 ENV_PREFIX = "POPUP_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
@@ -418,9 +420,10 @@ OPTIONS = (
     Option("--token-file", "where the generated token is kept (default: .popup-token "
            "in --state-dir)", "/etc/popup-server/token", Path),
     Option("--state-dir", "folder of the server's own files: the token, the page "
-           "secret, the office password's hash, the calls database, added contacts "
-           "(default: popup-server/port-PORT in the user's data folder: "
-           "~/.local/share, %%LOCALAPPDATA%%)", "/var/lib/popup-server", Path),
+           "secret, the office password's hash, the calls database, added contacts; "
+           "one server at a time (it is locked) (default: popup-server/state in the "
+           "user's data folder: ~/.local/share, %%LOCALAPPDATA%%)",
+           "/var/lib/popup-server", Path),
     Option("--office-password", "password of the office pages (the calls page, "
            "callers' pages); without one a password is made, printed once and kept "
            "hashed in --state-dir; an empty value turns the login off (the pages are "
@@ -521,7 +524,7 @@ class _ConfigMethods:
     @property
     def state_path(self):
         """The folder of the server's own files (see state_dir_default() for why)."""
-        return Path(self.state_dir) if self.state_dir else state_dir_default(self.port)
+        return Path(self.state_dir) if self.state_dir else state_dir_default()
 
     @property
     def token_path(self):
@@ -553,13 +556,15 @@ def user_data_dir():
     return Path(base) / "popup-server"
 
 
-def state_dir_default(port):
-    """The state folder when --state-dir is not given: one per port. Voicenter's URL
-    already names the port, and two servers cannot listen on one, so two servers on
-    different contacts files never share it, and moving the contacts file (or the
-    program, or upgrading it) never moves it. Never beside the program: an installed
-    command must not write into site-packages, and a checkout may be replaced."""
-    return user_data_dir() / f"port-{port}"
+def state_dir_default():
+    """The state folder when --state-dir is not given: one per user, whatever the
+    port, the contacts files or the program's place, so that none of them moving
+    changes the token Voicenter has, the password, the calls or the links sent. Two
+    servers of one user need a --state-dir each: the folder is locked while a server
+    runs (hold_state()). A folder of its own inside user_data_dir(), which may hold an
+    older version's files. Never beside the program: an installed command must not
+    write into site-packages, and a checkout may be replaced."""
+    return user_data_dir() / STATE_FOLDER_NAME
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -2804,37 +2809,62 @@ def load_index(path, *, region=DEFAULTS["region"], encoding=None, delimiter=None
     path = Path(path)
     rules = number_rules(region)
     head = _read_head(path)
-    # A workbook or vCard is read whole here; a CSV is read in blocks further down.
-    xlsx_table = read_table(path, sheet=sheet, encoding=encoding, head=head) \
-        if _file_kind(path, head) != "text" else None
-    headers = xlsx_table.headers if xlsx_table else _read_headers(path, head, encoding,
-                                                                  delimiter)
-    choice = choose_columns(headers, name_column=name_column,
-                            company_column=company_column, phone_columns=phone_columns,
-                            url_column=url_column, path=path)
-    if not choice.phones and xlsx_table and _is_vcard(xlsx_table.encoding):
-        cards = sum(len(block["Name"]) for block in xlsx_table.blocks)
-        raise ContactsFileError(path, f"is a vCard file with no phone numbers ({cards} "
-                                      "cards, none with a TEL line): a caller cannot be "
-                                      "found in it")
-    if not choice.phones:
-        raise ContactsFileError(path, "has no phone column (columns: "
-                                      f"{_list_headers(headers)}); name it with "
-                                      "--phone-columns")
-    keep = _resolve_keep_columns(headers, keep_columns)
-    wanted = [h for h in dict.fromkeys(list(choice.name) + [choice.company, choice.url]
-                                       + list(choice.phones) + keep
-                                       + [label for _phone, label in choice.labels]) if h]
-    if xlsx_table:
-        return _build_index(path, xlsx_table.keep(wanted), choice, keep, rules,
-                            match_digits)
+    columns = dict(name_column=name_column, company_column=company_column,
+                   phone_columns=phone_columns, url_column=url_column, path=path)
+
+    def choose(headers, table=None):
+        choice = choose_columns(headers, **columns)
+        if not choice.phones and table and _is_vcard(table.encoding):
+            cards = sum(len(block["Name"]) for block in table.blocks)
+            raise ContactsFileError(path, f"is a vCard file with no phone numbers "
+                                          f"({cards} cards, none with a TEL line): a "
+                                          "caller cannot be found in it")
+        if not choice.phones:
+            raise ContactsFileError(path, "has no phone column (columns: "
+                                          f"{_list_headers(headers)}); name it with "
+                                          "--phone-columns")
+        keep = _resolve_keep_columns(headers, keep_columns)
+        wanted = [h for h in dict.fromkeys(list(choice.name) + [choice.company, choice.url]
+                                           + list(choice.phones) + keep
+                                           + [label for _phone, label in choice.labels])
+                  if h]
+        return choice, keep, wanted
+
+    def whole(table):  # a workbook or vCard: read whole, its headers known from it
+        choice, keep, wanted = choose(table.headers, table)
+        return _build_index(path, table.keep(wanted), choice, keep, rules, match_digits)
+
+    if _file_kind(path, head) != "text":
+        return read_source(path, whole, encoding=encoding, sheet=sheet, head=head)
+    # A CSV: its header row first, then only the columns used, in blocks.
+    headers = _read_headers(path, head, encoding, delimiter)
+    choice, keep, wanted = choose(headers)
+    return read_source(
+        path, lambda table: _build_index(path, dataclasses.replace(table, headers=wanted),
+                                         choice, keep, rules, match_digits),
+        encoding=encoding, delimiter=delimiter, sheet=sheet,
+        usecols=lambda h: _clean_header(h) in set(wanted), names=headers, head=head)
+
+
+#: The settings of load_index() that say how a file is read (read_source()'s); the
+#: others say which columns are taken from it.
+READ_SETTINGS = ("encoding", "delimiter", "sheet")
+
+
+def read_source(path, consume, *, encoding=None, delimiter=None, sheet=None,
+                usecols=None, names=(), head=None):
+    """Read a contacts file with its source's settings and give its Table to
+    `consume`; returns what consume returns. The one way a source is read: for its
+    index (start-up, reloads, --check) and for the caller's page alike, so that both
+    see the same rows. A text file is read again from its start (consume called
+    anew) when its encoding guess turns out wrong or a row is ragged: at most three
+    reads."""
     settings = dict(encoding=encoding, delimiter=delimiter, engine="c")
-    while True:  # at most three reads: a wrong encoding guess, then a ragged row
-        table = dataclasses.replace(read_table(
-            path, usecols=lambda h: _clean_header(h) in set(wanted), names=headers,
-            head=head, **settings), headers=wanted)
+    while True:
+        table = read_table(path, sheet=sheet, usecols=usecols, names=names, head=head,
+                           **settings)
         try:
-            return _build_index(path, table, choice, keep, rules, match_digits)
+            return consume(table)
         except _ReadAgain as again:
             settings.update(again.changes)
 
@@ -4799,9 +4829,12 @@ class ContactsSource:
 
     is_link = False
 
-    def __init__(self, location, config, on_served=None):
+    def __init__(self, location, config, on_served=None, options=None):
         self.location = location
         self.config = config
+        #: load_index()'s settings for this source: the configuration's, unless the
+        #: source has its own (the additions file: additions_options()).
+        self.options = config.load_options() if options is None else options
         self.path = Path(location)
         self.name = str(location)            # in the log and --check
         self.label = self.path.name          # in the log's short lines
@@ -4836,7 +4869,7 @@ class ContactsSource:
     def _index_of(self, path, require=True):
         try:
             with _bulk_load():
-                index = load_index(path, **self.config.load_options())
+                index = load_index(path, **self.options)
         except ContactsFileError:
             raise
         except Exception as error:  # a file no reader foresaw: still one line, no crash
@@ -4920,8 +4953,8 @@ class LinkSource(ContactsSource):
 
     is_link = True
 
-    def __init__(self, location, config, folder, on_served=None):
-        super().__init__(location, config, on_served)
+    def __init__(self, location, config, folder, on_served=None, options=None):
+        super().__init__(location, config, on_served, options)
         self.url = location
         self.export_url = sheet_export_url(location)
         self.name = self.label = redact_url(location)
@@ -5075,11 +5108,12 @@ class LinkSource(ContactsSource):
         return LinkPoller(self, self.config.url_interval)
 
 
-def make_source(location, config, folder, on_served=None):
-    """A ContactsSource for a file, a LinkSource for an http(s) link (a str)."""
+def make_source(location, config, folder, on_served=None, options=None):
+    """A ContactsSource for a file, a LinkSource for an http(s) link (a str);
+    `options`: its own load_index() settings, when not the configuration's."""
     if isinstance(location, str):
-        return LinkSource(location, config, folder, on_served)
-    return ContactsSource(location, config, on_served)
+        return LinkSource(location, config, folder, on_served, options)
+    return ContactsSource(location, config, on_served, options)
 
 
 class ContactsHolder:
@@ -5104,9 +5138,9 @@ class ContactsHolder:
         self._serve_merged()
         self._warn_missing_template_columns()
 
-    def _started(self, location):
+    def _started(self, location, options=None):
         return make_source(location, self.config, self.downloads,
-                           self._serve_merged).start()
+                           self._serve_merged, options).start()
 
     def _serve_merged(self):
         with self._merging:
@@ -5127,12 +5161,13 @@ class ContactsHolder:
                 return source
         raise KeyError(location)
 
-    def add_source(self, path):
+    def add_source(self, path, options=None):
         """Serve the file `path` as the LAST source (any other source holding a number
         wins its pop-up), loaded now and watched like the others: for a list this
-        program keeps itself. A file that cannot be served, or holds no contact yet,
-        raises ContactsFileError: add it once it holds its first one."""
-        source = self._started(Path(path))
+        program keeps itself, read with its own `options` (load_index()'s). A file
+        that cannot be served, or holds no contact yet, raises ContactsFileError: add
+        it once it holds its first one."""
+        source = self._started(Path(path), options)
         self.sources.append(source)
         self._serve_merged()
         if self._watchers is not None:
@@ -6111,6 +6146,12 @@ PAGE_TEXTS = {
                     + " (האפשרות " + _ltr("--public-url") + " "
                     "של השרת מוסיפה שם)."),
     "caller.title": ("Caller", "מתקשר"),
+    "error.title": ("Something went wrong", "משהו השתבש"),
+    "error.internal": ("This page could not be made; the server's log says why. Try "
+                       "again in a moment, and if it keeps happening tell whoever runs "
+                       "the server.",
+                       "לא ניתן היה להכין את הדף; יומן השרת מפרט מדוע. נסו שוב בעוד רגע, "
+                       "ואם זה חוזר, ספרו למי שמפעיל את השרת."),
     "calls.title": ("Calls", "שיחות"),
     "calls.heading": ("Calls of {date}", "שיחות {date}"),
     "status.file": ("File:", "קובץ:"),
@@ -6544,12 +6585,24 @@ ADDITIONS_HEADER = ("Name", "Company", "Phone", "Notes")
 #: Longest value of each field of the add-contact form, in characters.
 ADDITION_LIMITS = {"name": 200, "company": 200, "phone": 100, "notes": 2000}
 CALLER_PAGE_CALLS = 50  # the caller's latest calls shown (and that may be marked)
+
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 #: A plain e-mail address, the only cell made a mailto: link: letters, digits and . _ + -
 #: before the @ (a ? & = % # , ; or : would add headers or recipients to the link:
 #: "a?cc=victim@evil.example").
 _E_MAIL = re.compile(r"[\w.+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*"
                      r"\.[A-Za-z]{2,63}")
+
+
+def additions_options(config):
+    """load_index()'s settings for the additions file: its own (UTF-8, comma, its
+    ADDITIONS_HEADER columns), never the office file's --encoding, --delimiter,
+    --sheet or column options, which describe another file; only the numbers' rules
+    (--region, --match-digits) and the template's columns are the office's."""
+    return {**config.load_options(), "encoding": "utf-8", "delimiter": ",",
+            "sheet": None, "name_column": ADDITIONS_HEADER[0],
+            "company_column": ADDITIONS_HEADER[1], "phone_columns": [ADDITIONS_HEADER[2]],
+            "url_column": None}
 
 
 class CallerLinks:
@@ -6608,7 +6661,9 @@ def rows_of_number(sources, key, additions_path=None):
         try:
             found = _rows_holding(index, key, source.public_name,
                                   additions_path is not None
-                                  and Path(index.source) == Path(additions_path))
+                                  and Path(index.source) == Path(additions_path),
+                                  {name: source.options.get(name)
+                                   for name in READ_SETTINGS})
         except (ContactsFileError, _ReadAgain, OSError, ValueError) as error:
             log.warning("the caller's page could not read %s again: %s", source.name,
                         _first_line(error))
@@ -6618,14 +6673,18 @@ def rows_of_number(sources, key, additions_path=None):
     return exact or by_suffix
 
 
-def _rows_holding(index, key, source_name, addition):
+def _rows_holding(index, key, source_name, addition, settings):
     """(rows holding `key` exactly, rows holding it by its last digits) of one
-    source's file, read with the settings its index was loaded with."""
+    source's file, read as its index was: read_source() with the source's own
+    `settings` (READ_SETTINGS), and the columns its index chose."""
+    return read_source(index.source, functools.partial(
+        _rows_of_table, index, key, source_name, addition), **settings)
+
+
+def _rows_of_table(index, key, source_name, addition, table):
     choice, rules = index.columns, index.rules
     modulus = 10 ** index.match_digits
     suffix = key % modulus if key >= modulus else None
-    table = read_table(index.source, encoding=index.encoding,
-                       delimiter=index.delimiter, sheet=None)
     exact, by_suffix, offset = [], [], 0
     for block in table.blocks:
         size = len(next(iter(block.values()))) if block else 0
@@ -6633,13 +6692,13 @@ def _rows_holding(index, key, source_name, addition):
             offset += size
             continue
         keys, positions, _ = _block_pairs(block, size, offset, choice, rules, [],
-                                          index.first_row)
+                                          table.first_row)
         hits = set(positions[keys == key].tolist())
         near = set() if suffix is None else set(
             positions[(keys >= modulus) & (keys % modulus == suffix)].tolist())
         for position in sorted(hits | near):
             row = _caller_row(block, position - offset, choice, rules, source_name,
-                              position + index.first_row, addition)
+                              position + table.first_row, addition)
             (exact if position in hits else by_suffix).append(row)
         offset += size
     return exact, by_suffix
@@ -6708,7 +6767,8 @@ class Additions:
         office's contacts are served whatever becomes of this file)."""
         try:
             if self.rows():
-                self.source = self.holder.add_source(self.path)
+                self.source = self.holder.add_source(
+                    self.path, additions_options(self.holder.config))
         except (ContactsFileError, AdditionRefused) as error:
             log.error("%s: the contacts added from callers' pages are not served: %s",
                       self.path, getattr(error, "values", {}).get("error", error))
@@ -6726,21 +6786,22 @@ class Additions:
 
     def add(self, key, fields):
         with self._turn():
-            rows = self.rows()
-            rows.append(self._checked(key, fields))
-            self._write(rows)
+            before = self.rows()
+            self._write([*before, self._checked(key, fields)], before)
 
     def edit(self, key, row, fields):
         with self._turn():
-            rows = self.rows()
+            before = self.rows()
+            rows = list(before)
             rows[self._place(rows, key, row)] = self._checked(key, fields)
-            self._write(rows)
+            self._write(rows, before)
 
     def remove(self, key, row):
         with self._turn():
-            rows = self.rows()
+            before = self.rows()
+            rows = list(before)
             del rows[self._place(rows, key, row)]
-            self._write(rows)
+            self._write(rows, before)
 
     def rows(self):
         """The kept rows, each a list in ADDITIONS_HEADER's order; [] with no file."""
@@ -6780,18 +6841,38 @@ class Additions:
             values[name] = text
         if not (values["name"] or values["company"]):
             raise AdditionRefused("caller.need_name")
-        if number_key(values["phone"], self.holder.index.rules)[0] != key:
+        # The caller's number alone, by the pop-up's rule and by the index's (which
+        # splits a cell at / ; , "or"): "050/999/9871" would be kept and never found.
+        rules = self.holder.index.rules
+        if number_key(values["phone"], rules)[0] != key or \
+                cell_keys(values["phone"], rules)[0] != [key]:
             raise AdditionRefused("caller.wrong_phone")
         return [values["name"], values["company"], values["phone"], values["notes"]]
 
-    def _write(self, rows):
+    def _write(self, rows, before):
+        """Keep `rows` and serve them; when they cannot be served, the file goes back
+        to `before` (the rows it held), so that "not saved" is true."""
+        self._keep(rows)
+        try:
+            self._serve(bool(rows))
+        except AdditionRefused:
+            with contextlib.suppress(AdditionRefused):
+                self._keep(before)
+                self._serve(bool(before))
+            raise
+
+    def _keep(self, rows):
+        """Keep `rows` as the whole file, each cell as /calls.csv writes it: one that
+        a spreadsheet would run as a formula gets its leading ' (_no_formula()), as the
+        form is open to anyone holding a caller's link and the office opens this file
+        in Excel. Done for every row at every write, so rows kept before are too."""
         partial = self.path.with_name(self.path.name + ".part")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             with open(partial, "w", encoding="utf-8", newline="") as handle:
                 writer = csv.writer(handle)
                 writer.writerow(ADDITIONS_HEADER)
-                writer.writerows(rows)
+                writer.writerows([_no_formula(cell) for cell in row] for row in rows)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(partial, self.path)
@@ -6800,7 +6881,6 @@ class Additions:
                 partial.unlink()
             raise AdditionRefused("caller.not_saved", error=f"{self.path.name}: "
                                   f"{error.strerror or error}") from None
-        self._serve(bool(rows))
 
     def _serve(self, has_rows):
         holder = self.holder
@@ -6813,7 +6893,7 @@ class Additions:
             return
         try:
             if self.source is None:
-                self.source = holder.add_source(self.path)
+                self.source = holder.add_source(self.path, additions_options(holder.config))
                 return
             if not served:
                 holder.restore_source(self.source)
@@ -8145,7 +8225,10 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
                                    {**page_headers(nonce), **dict(headers)})
 
     def office_page(route):
-        """A page route whose refusals (PageDenied) are the 403 HTML page."""
+        """A page route whose refusals (PageDenied) are the 403 HTML page, and whose
+        failures (anything unforeseen while the page is made) are logged with their
+        traceback and shown as the 500 HTML page in the page's language: a browser
+        never gets the JSON that /popup's clients do."""
         @functools.wraps(route)
         def page(*args, **kwargs):
             try:
@@ -8153,6 +8236,12 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
             except PageDenied as denied:
                 return render_page("denied", denied.status, reason=denied.reason,
                                    days=config.link_days, url=own_url())
+            except bottle.HTTPResponse:  # an answer already (a redirect, a 4xx)
+                raise
+            except Exception:
+                log.exception("internal error building the page %s",
+                              _loggable_path(bottle.request.path))
+                return render_page("error", 500)
         return page
 
     def busy_page(back, session=None):
@@ -8549,6 +8638,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
                                           "agent": names.agent(sip)}, headers)
 
     @app.get("/login")
+    @office_page
     def login_page():
         environ = bottle.request.environ
         goal = local_path(_query_fields(environ).get("next"))
@@ -9380,8 +9470,9 @@ def resolve_token(config):
     if token is None and not config.token_file:
         token = _adopt_old_token(config)
     if token is None:
-        token = _make_secret_file(path, secrets.token_urlsafe(24), TOKEN_FILE)
-        log.info("made a new token and kept it in %s", path)
+        token, made = _make_or_read(path, secrets.token_urlsafe(24), TOKEN_FILE)
+        if made:
+            log.info("made a new token and kept it in %s", path)
     _warn_if_weak(token, str(path))
     return token
 
@@ -9402,9 +9493,11 @@ def _adopt_old_token(config):
     for old in _old_token_paths(config):
         token = _read_secret_file(old, TOKEN_FILE)
         if token is not None:
-            _make_secret_file(config.token_path, token, TOKEN_FILE)
-            log.info("kept the token of %s in %s, so the URL given to Voicenter still "
-                     "works (the old file is left as it was)", old, config.token_path)
+            token, made = _make_or_read(config.token_path, token, TOKEN_FILE)
+            if made:
+                log.info("kept the token of %s in %s, so the URL given to Voicenter "
+                         "still works (the old file is left as it was)", old,
+                         config.token_path)
             return token
     return None
 
@@ -9444,20 +9537,194 @@ def adopt_old_calls(config):
              old, target)
 
 
+LOCK_FILE_NAME = "server.lock"
+#: Where a lock is taken on Windows (msvcrt locks bytes, and others cannot read a
+#: locked byte): past the process id written at the start of the lock file.
+_LOCK_BYTE = 64
+_LOCK_HOLDER_WAIT = 2.0  # seconds to wait for the other server to write its process id
+_PORT_FOLDER = re.compile(r"port-\d{1,5}")  # an earlier version's per-port state folder
+#: What taking a lock someone holds fails with (flock: EWOULDBLOCK; msvcrt: EACCES or
+#: EDEADLOCK); any other error means the file system cannot lock at all.
+_LOCK_HELD = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES,
+                        getattr(errno, "EDEADLOCK", errno.EDEADLK)})
+
+
+def hold_state(config):
+    """Make the state folder (or tighten it) to its owner only and lock it for as
+    long as this process runs: two servers on one folder would make two passwords,
+    write one calls database and answer Voicenter with different tokens. Returns the
+    lock file, kept open (the lock ends with it, and with the process, however it
+    ends); a folder another server holds is a ConfigError naming the folder, that
+    server's process id and --state-dir. --check takes no lock: it only reads."""
+    folder = _owner_only_folder(config.state_path)
+    path = folder / LOCK_FILE_NAME
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT
+                             | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot open the state folder's lock file "
+                          f"({error.strerror or error}); pass --state-dir") from None
+    handle = os.fdopen(descriptor, "r+b", buffering=0)
+    try:
+        _lock_file(handle)
+    except OSError as error:
+        if error.errno not in _LOCK_HELD:  # a file system without locks (some NFS)
+            log.warning("%s: the state folder cannot be locked (%s): nothing stops a "
+                        "second server from using it too; give each one a --state-dir "
+                        "of its own", folder, error.strerror or error)
+            return handle
+        holder = _lock_holder(handle)
+        handle.close()
+        raise ConfigError(f"{folder}: this state folder is in use by another "
+                          f"popup-server (process {holder}); stop that one first, or "
+                          "give this one a folder of its own with --state-dir") from None
+    handle.seek(0)  # the same length every time, before the locked byte: no truncating
+    handle.write(f"{os.getpid()}".ljust(_LOCK_BYTE - 1).encode("ascii") + b"\n")
+    return handle
+
+
+def _lock_file(handle):
+    """Take the lock on the open lock file without waiting (OSError when it is held)."""
+    if os.name == "nt":
+        import msvcrt
+        handle.seek(_LOCK_BYTE)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _lock_holder(handle):
+    """The process id the lock's holder wrote (it may be writing it this moment)."""
+    deadline = time.monotonic() + _LOCK_HOLDER_WAIT
+    while True:
+        handle.seek(0)
+        text = handle.read(_LOCK_BYTE).decode("ascii", "replace").strip()
+        if text.isdigit() or time.monotonic() > deadline:
+            return text if text.isdigit() else "unknown"
+        time.sleep(0.05)
+
+
+def _owner_only_folder(folder):
+    """`folder`, made if need be, readable by its owner only: what it holds is
+    callers' numbers and the office's secrets. An existing folder that others may
+    read is tightened (said in the log); a folder every user shares (sticky, as
+    /tmp) is refused: its owner is someone else."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = folder.stat()
+    except OSError as error:
+        raise ConfigError(f"{folder}: cannot make the state folder "
+                          f"({error.strerror or error}); pass --state-dir") from None
+    mode = stat.S_IMODE(info.st_mode)
+    if os.name == "nt" or not mode & 0o077:
+        return folder
+    if info.st_mode & stat.S_ISVTX or info.st_uid != os.geteuid():
+        raise ConfigError(f"{folder}: the state folder is shared with other users (mode "
+                          f"{mode:03o}, owner {info.st_uid}); give --state-dir a folder "
+                          "of this user's own")
+    try:
+        os.chmod(folder, 0o700)
+    except OSError as error:
+        raise ConfigError(f"{folder}: the state folder can be read by other users and "
+                          f"cannot be made its owner's only ({error.strerror}); chmod "
+                          f"700 {folder}, or pass --state-dir") from None
+    log.info("made the state folder %s its owner's only (it was mode %03o)", folder, mode)
+    return folder
+
+
+def adopt_port_folder(config):
+    """On the first start with the per-user default (no --state-dir), the per-port
+    state folder an earlier version used (user_data_dir()/port-PORT) is copied in: the
+    one of this port, else the only one. So an upgrade keeps the token Voicenter has,
+    the password, the signed links, the calls and the added contacts. Said once (the
+    next start finds the page secret); the old folder is left as it was. Run with the
+    lock held (hold_state()), so that two first starts cannot both copy."""
+    folder = config.state_path
+    if config.state_dir or (folder / PAGE_SECRET_NAME).exists():
+        return
+    base = user_data_dir()
+    try:
+        olds = sorted(path for path in base.iterdir()
+                      if _PORT_FOLDER.fullmatch(path.name) and path.is_dir()
+                      and not path.is_symlink() and (path / PAGE_SECRET_NAME).is_file())
+    except OSError:
+        return
+    chosen = base / f"port-{config.port}"
+    if chosen not in olds:
+        if len(olds) != 1:
+            if olds:
+                log.warning("the state folders of an earlier version are kept per port "
+                            "(%s), none of them for port %d: none is used. To keep one's "
+                            "token, password and calls, stop and start again with "
+                            "--state-dir and that folder", ", ".join(map(str, olds)),
+                            config.port)
+            return
+        chosen = olds[0]
+    try:
+        _copy_state(chosen, folder)
+    except (OSError, sqlite3.Error) as error:
+        raise ConfigError(f"{chosen}: the state folder of an earlier version could not "
+                          f"be copied into {folder} ({getattr(error, 'strerror', None) or error}); "
+                          f"pass --state-dir {chosen} to keep using it where it is") from None
+    log.info("copied the state folder of an earlier version, %s, into %s: the same "
+             "token, office password, links, calls and added contacts (the old folder "
+             "is left as it was)", chosen, folder)
+
+
+def _copy_state(old, new):
+    """Copy a state folder's files (and its downloads) into `new`, none over a file
+    there already, each whole or not at all (a partial copy is renamed into place
+    only once written); the page secret last, as it marks the copy done."""
+    def copy(source, target):
+        if target.exists() or source.is_symlink() or not source.is_file():
+            return
+        partial = target.with_name(target.name + ".copying")
+        try:
+            if source.suffix == ".sqlite":  # whole even with a -wal beside it
+                reading = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=5)
+                try:
+                    writing = sqlite3.connect(partial)
+                    try:
+                        reading.backup(writing)
+                    finally:
+                        writing.close()
+                finally:
+                    reading.close()
+            else:
+                with open(source, "rb") as handle, open(os.open(
+                        partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+                    shutil.copyfileobj(handle, out)
+            os.replace(partial, target)
+        finally:
+            with contextlib.suppress(OSError):
+                partial.unlink()
+
+    skipped = (".part", ".copying", "-wal", "-shm", "-journal")
+    names = sorted(path.name for path in old.iterdir()
+                   if path.name not in (LOCK_FILE_NAME, PAGE_SECRET_NAME)
+                   and not path.name.endswith(skipped))
+    for name in names:
+        source = old / name
+        if source.is_dir() and not source.is_symlink():
+            (new / name).mkdir(mode=0o700, exist_ok=True)
+            for inner in sorted(source.iterdir()):
+                if not inner.name.endswith(skipped):
+                    copy(inner, new / name / inner.name)
+        else:
+            copy(source, new / name)
+    copy(old / PAGE_SECRET_NAME, new / PAGE_SECRET_NAME)
+
+
 def open_state(config):
     """Make the state folder (owner only) and read or make its page secret and office
     password; returns (page secret bytes, password hash or None for no login). A made
     password is printed once here, and only its hash is kept."""
-    folder = config.state_path
-    try:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError as error:
-        raise ConfigError(f"{folder}: cannot make the state folder "
-                          f"({error.strerror or error}); pass --state-dir") from None
+    folder = _owner_only_folder(config.state_path)
     secret = _read_secret_file(folder / PAGE_SECRET_NAME, PAGE_SECRET_FILE)
     if secret is None:
-        secret = _make_secret_file(folder / PAGE_SECRET_NAME, secrets.token_urlsafe(32),
-                                   PAGE_SECRET_FILE)
+        secret = _make_or_read(folder / PAGE_SECRET_NAME, secrets.token_urlsafe(32),
+                               PAGE_SECRET_FILE)[0]
     if config.office_password == "":
         return secret.encode("utf-8"), None
     if config.office_password is not None:
@@ -9467,9 +9734,11 @@ def open_state(config):
         return secret.encode("utf-8"), hash_password(config.office_password, salt)
     path = folder / PASSWORD_FILE_NAME
     password_hash = _read_secret_file(path, PASSWORD_FILE)
+    made = False
     if password_hash is None:
         password = secrets.token_urlsafe(12)
-        password_hash = _make_secret_file(path, hash_password(password), PASSWORD_FILE)
+        password_hash, made = _make_or_read(path, hash_password(password), PASSWORD_FILE)
+    if made:
         log.warning("the office pages' password, shown only this once (only its hash is "
                     "kept, in %s; delete that file to have a new one made): %s",
                     path, password)
@@ -9515,8 +9784,22 @@ def _read_secret_file(path, kind):
     return text
 
 
+def _make_or_read(path, text, kind):
+    """(text, True) once `text` is kept in a new file at `path`; (the file's own text,
+    False) when another program made that file first (an older server on the same
+    folder, or one sharing --token-file): its text wins, so that both use one."""
+    if _make_secret_file(path, text, kind):
+        return text, True
+    kept = _read_secret_file(path, kind)
+    if kept is None:
+        raise ConfigError(f"{path}: cannot make {kind.what}: another program keeps "
+                          f"emptying it; stop it, or pass {kind.option}")
+    return kept, False
+
+
 def _make_secret_file(path, text, kind):
-    """Keep `text` in a new file at `path`, readable by its owner only; returns it."""
+    """Keep `text` in a new file at `path`, readable by its owner only: True; False
+    when a file is there already (made meanwhile by another program: read it)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # O_EXCL: never through a symbolic link (even a dangling one), never over a file.
@@ -9527,12 +9810,14 @@ def _make_secret_file(path, text, kind):
                 os.fchmod(handle.fileno(), 0o600)  # whatever the umask took away
             handle.write(text + "\n")
     except FileExistsError:
-        raise ConfigError(f"{path}: cannot make {kind.what}: something is in the way "
-                          f"(a symbolic link?); remove it or pass {kind.option}") from None
+        if os.path.islink(path):
+            raise ConfigError(f"{path}: {kind.what} is a symbolic link, which is not "
+                              f"followed; give {kind.option} the real file's place") from None
+        return False
     except OSError as error:
         raise ConfigError(f"{path}: cannot keep {kind.what} there ({error.strerror}); "
                           f"pass {kind.option}") from None
-    return text
+    return True
 
 
 def _warn_if_weak(token, source):
@@ -9576,11 +9861,13 @@ def _run_check(config):
     """Print how each source loads (a link is downloaded afresh and kept nowhere), and
     with several, the total; the worst outcome decides the exit status."""
     status, indexes = ExitStatus.SUCCESS, []
-    locations = [*config.contacts, *kept_additions(config)]
+    additions = kept_additions(config)
+    locations = [*config.contacts, *additions]
     several = len(locations) > 1
     with tempfile.TemporaryDirectory(prefix="popup-check-") as downloads:
         for location in locations:
-            source = make_source(location, config, downloads)
+            source = make_source(location, config, downloads, options=additions_options(
+                config) if location in additions else None)
             if several:
                 print(f"== {source.name}")
             try:
@@ -9633,7 +9920,10 @@ def main(argv=None, environ=None):
     os.umask(0o077)
     log_output = _configure_logging()
     tune_for_loading()
+    state_lock = None
     try:
+        state_lock = hold_state(config)  # before anything is read or made: at once
+        adopt_port_folder(config)
         holder = ContactsHolder(config)
         log.info("state folder: %s", config.state_path)
         page_secret, password_hash = open_state(config)
@@ -9641,6 +9931,8 @@ def main(argv=None, environ=None):
                                        password_tag(page_secret, password_hash))
         config = dataclasses.replace(config, token=resolve_token(config))
     except PopupError as error:
+        if state_lock is not None:
+            state_lock.close()
         print(f"popup_server: {error}", file=sys.stderr)  # one line, no traceback
         return ExitStatus.ERROR
     recorder = None
@@ -9679,6 +9971,7 @@ def main(argv=None, environ=None):
             call_log.close()
         if recorder is not None:
             recorder.close()
+        state_lock.close()  # the folder is free for the next server only now
     return ExitStatus.SUCCESS
 
 

@@ -406,9 +406,40 @@ _hypothesis_settings.load_profile("random")
 
 # The state folder and the office login (issue 14) ---------------------------------
 # Every server a test starts keeps its state (token, page secret, password hash,
-# calls) in a temporary folder, never in ~/.local/share; and, like --token "", the
-# office login is off (--office-password "") unless the test gives a password.
+# calls) in a temporary folder, never in ~/.local/share (tmp_path/state, or the next
+# free one while another server of the test runs: free_state_folder()); and, like
+# --token "", the office login is off (--office-password "") unless the test gives a
+# password.
 _launch_server_as_given = launch_server
+
+
+def _lock_is_held(path: Path) -> bool:
+    """Whether a running server holds the state folder lock file `path` (its flock)."""
+    if os.name == "nt":
+        return False  # the tests that start servers at once run on Linux (CI)
+    import fcntl
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return False
+
+
+def free_state_folder(cwd: Path) -> Path:
+    """cwd/state, else state-2, state-3, ...: the first no running server holds (a
+    server locks its state folder while it runs), so that a test running two servers
+    at once gives each its own, while a server started again finds its state."""
+    for number in range(1, 100):
+        folder = Path(cwd) / ("state" if number == 1 else f"state-{number}")
+        if not _lock_is_held(folder / "server.lock"):
+            return folder
+    raise RuntimeError("99 servers at once in one test")
 
 
 def launch_server(contacts_path, *extra_args, env: dict | None = None, cwd: Path,
@@ -416,7 +447,7 @@ def launch_server(contacts_path, *extra_args, env: dict | None = None, cwd: Path
     extra = [str(a) for a in extra_args]
     env = dict(env or {})
     if not _has_flag(extra, "--state-dir") and "POPUP_STATE_DIR" not in env:
-        extra += ["--state-dir", str(Path(cwd) / "state")]
+        extra += ["--state-dir", str(free_state_folder(cwd))]
     if not _has_flag(extra, "--office-password") and "POPUP_OFFICE_PASSWORD" not in env:
         extra += ["--office-password", ""]
     return _launch_server_as_given(contacts_path, *extra, env=env, cwd=cwd,

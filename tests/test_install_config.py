@@ -238,7 +238,7 @@ def test_a_copy_laid_out_as_installed_uses_its_package_data_and_writes_nothing_t
             except OSError:
                 assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
                 time.sleep(0.1)
-        state = home / "data" / "popup-server" / f"port-{port}"
+        state = home / "data" / "popup-server" / "state"
         token = (state / ".popup-token").read_text(encoding="utf-8").strip()
         base = f"http://127.0.0.1:{port}"
         found = http_request("GET", f"{base}/popup?token={token}&phone=0722776772"

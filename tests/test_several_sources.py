@@ -66,7 +66,8 @@ def test_files_of_several_kinds_and_a_link_are_served_as_one(start_server, site,
     assert all(s["loaded_at"] for s in body["sources"]), body
     assert str(tmp_path) not in server.get("/health").text
 
-    # The first source named wins the pop-up.
+    # The first source named wins the pop-up (after the first server: one a state folder).
+    server.stop()
     other = start_server(link, csv_path, env=state)
     assert other.lookup("0722776772")["CLIENTNAME"] == "Supplier Desk"
 

@@ -1,14 +1,17 @@
-"""Issue 14 item 6: the server's own files in one state folder (--state-dir), its
-default keyed by the port, and an upgrade picking up the token file beside the
+"""The server's own files in one state folder (--state-dir): by default one per user
+(issue 21), locked while a server runs, made or tightened to its owner only; an
+upgrade picking up an earlier version's per-port folder, the token file beside the
 contacts file and data/calls.sqlite beside the program (copied, never lost)."""
 import os
+import re
 import shutil
 import stat
 import subprocess
 import sys
 
 import conftest
-from conftest import MODULE, SAMPLE_CONTACTS, wait_until, write_contacts
+from conftest import MODULE, SAMPLE_CONTACTS, LoggedIn, wait_until, write_contacts
+from test_caller_page import _path_of, _post
 
 JOHN = ["John Doe", "Voicenter", "072-277-6772"]
 OLD_TOKEN = "Qm9fR2l2ZVRoaXNUb2tlblRvVm9pY2VudGVy"
@@ -56,34 +59,208 @@ def test_the_state_folder_holds_the_servers_files_owner_only_and_is_printed(tmp_
             assert stat.S_IMODE((state / name).stat().st_mode) == 0o600, name
 
 
-def test_the_default_follows_the_port_not_the_contacts_file(tmp_path):
-    data_home = tmp_path / "xdg"
-    env = {"XDG_DATA_HOME": str(data_home), "HOME": str(tmp_path / "home")}
+def _printed_password(server):
+    """The office password a first start printed (once)."""
+    found = re.findall(r"password, shown only this once.*: (\S+)\s*$",
+                       server.log_text(), re.M)
+    assert len(found) == 1, server.log_text()
+    return found[0]
+
+
+def _user_env(tmp_path, name="xdg"):
+    data_home = tmp_path / name
+    return data_home, {"XDG_DATA_HOME": str(data_home), "HOME": str(tmp_path / "home")}
+
+
+def _office_day(server, token, password):
+    """What an office keeps in its state: a call, an added contact, a signed link.
+    Returns the link's path."""
+    assert server.lookup("0722776772", token=token, ivrid="kept-call-1",
+                         statusCall="Hangup")["CLIENTNAME"] == "John Doe"
+    url = server.lookup("0509999871", token=token)["URL"]
+    assert _post(server, url, "/contact", {"name": "Kept Addition",
+                                           "phone": "050-999-9871"}).status == 303
+    client = LoggedIn(server, password)
+    wait_until(lambda: "kept-call-1" in client.get("/calls.csv").text, what="the call")
+    return _path_of(url)
+
+
+def _everything_kept(server, token, password, link_path):
+    assert server.lookup("0722776772", token=token)["CLIENTNAME"] == "John Doe"
+    assert server.lookup("0509999871", token=token)["CLIENTNAME"] == "Kept Addition"
+    client = LoggedIn(server, password)  # the same password
+    assert "kept-call-1" in client.get("/calls.csv").text
+    page = server.get(link_path)  # a link sent before: the same page secret
+    assert page.status == 200 and "Kept Addition" in page.text, page
+
+
+def test_the_default_is_one_folder_per_user_and_a_moved_port_keeps_everything(tmp_path):
+    data_home, env = _user_env(tmp_path)
+    state = data_home / "popup-server" / "state"
     path = write_contacts(tmp_path / "a" / "contacts.csv", [JOHN])
     first = _start_as_a_user_would(tmp_path, path, env=env)
-    port = first.port
     try:
-        state = data_home / "popup-server" / f"port-{port}"
         assert f"state folder: {state}" in first.wait_for_log("state folder")
         token = (state / ".popup-token").read_text().strip()
-        assert (state / "calls.sqlite").exists()
+        password = _printed_password(first)
+        link_path = _office_day(first, token, password)
     finally:
         first.stop()
     moved = tmp_path / "b" / "contacts.csv"
     moved.parent.mkdir()
-    shutil.move(path, moved)  # the office moves its file: the URL must keep working
-    second = _start_as_a_user_would(tmp_path, moved, env=env, port=port)
-    other = _start_as_a_user_would(tmp_path, moved, env=env)  # another port
+    shutil.move(path, moved)  # the office moves its file, and the server to 8081
+    second = _start_as_a_user_would(tmp_path, moved, env=env)
     try:
-        assert second.lookup("0722776772", token=token)["CLIENTNAME"] == "John Doe"
-        other_token = (data_home / "popup-server" / f"port-{other.port}" /
-                       ".popup-token").read_text().strip()
-        assert other_token != token
-        assert other.get("/popup", {"phone": "0722776772", "token": token}).status == 403
+        assert second.port != first.port
+        assert f"state folder: {state}" in second.log_text()
+        assert "password, shown only this once" not in second.log_text()
+        _everything_kept(second, token, password, link_path)
     finally:
         second.stop()
-        other.stop()
     assert not (moved.parent / ".popup-token").exists()
+    assert not list((data_home / "popup-server").glob("port-*"))
+
+
+def test_a_second_server_on_the_same_folder_stops_at_once_naming_the_first(
+        tmp_path, run_cli):
+    _data_home, env = _user_env(tmp_path)
+    state = _data_home / "popup-server" / "state"
+    first = _start_as_a_user_would(tmp_path, SAMPLE_CONTACTS, env=env)
+    try:
+        second = run_cli(SAMPLE_CONTACTS, "--host", "127.0.0.1", "--port",
+                         str(conftest.free_port()), env={**env, "POPUP_STATE_DIR": ""})
+        assert second.returncode == 2, second
+        lines = second.stderr.decode().strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in lines[0], lines
+        assert str(state) in lines[0] and f"process {first.proc.pid}" in lines[0]
+        assert "--state-dir" in lines[0] and "remove" not in lines[0]
+        assert "file:" not in second.stdout.decode() + second.stderr.decode()  # at once
+        assert first.health()["status"] == "ok"  # the first is untouched
+        told = run_cli(SAMPLE_CONTACTS, "--port", "0", "--state-dir", state)
+        assert told.returncode == 2 and f"process {first.proc.pid}" in told.stderr.decode()
+    finally:
+        first.stop()
+    third = _start_as_a_user_would(tmp_path, SAMPLE_CONTACTS, env=env)  # free again
+    third.stop()
+
+
+def test_two_first_starts_at_once_leave_one_server_and_its_printed_password(tmp_path):
+    data_home, env = _user_env(tmp_path)
+    state = data_home / "popup-server" / "state"
+    log_dir = tmp_path / "raced"
+    log_dir.mkdir()
+    procs = []
+    for n in range(2):
+        port = conftest.free_port()
+        out, err = log_dir / f"{n}.stdout", log_dir / f"{n}.stderr"
+        argv = [sys.executable, str(MODULE), str(SAMPLE_CONTACTS), "--host", "127.0.0.1",
+                "--port", str(port)]
+        with open(out, "wb") as stdout, open(err, "wb") as stderr:
+            proc = subprocess.Popen(argv, cwd=tmp_path, stdout=stdout, stderr=stderr,
+                                    stdin=subprocess.DEVNULL,
+                                    env=conftest.subprocess_env(env))
+        procs.append(conftest.ServerHandle(proc, port, out, err, argv))
+    try:
+        def settled():
+            running = [h for h in procs if h.proc.poll() is None]
+            if len(running) != 1:
+                return None
+            try:
+                return conftest.http_request("GET", running[0].url + "/health", timeout=1)
+            except OSError:
+                return None
+        wait_until(settled, timeout=30, what="one server to run and one to stop")
+        (winner,) = [h for h in procs if h.proc.poll() is None]
+        (loser,) = [h for h in procs if h is not winner]
+        assert loser.proc.wait(timeout=10) == 2
+        refused = loser.stderr_text().strip().splitlines()
+        assert len(refused) == 1 and str(state) in refused[0], refused
+        assert f"process {winner.proc.pid}" in refused[0] and "remove" not in refused[0]
+        assert "password" not in loser.log_text()
+        password = _printed_password(winner)
+        assert LoggedIn(winner, password).get("/calls").status == 200
+    finally:
+        for handle in procs:
+            handle.stop()
+    assert [p.name for p in state.iterdir() if p.name == "office-password"] == [
+        "office-password"]
+
+
+def _port_folder_of_an_earlier_version(tmp_path, data_home, port):
+    """A per-port state folder as the version before kept it (its default was
+    <user data>/popup-server/port-PORT), made by the server with that folder given,
+    holding a day of the office. Returns (token, password, link path)."""
+    folder = data_home / "popup-server" / f"port-{port}"
+    path = write_contacts(tmp_path / f"office-{port}" / "contacts.csv", [JOHN])
+    server = _start_as_a_user_would(tmp_path, path, "--state-dir", folder)
+    try:
+        token = (folder / ".popup-token").read_text().strip()
+        password = _printed_password(server)
+        link_path = _office_day(server, token, password)
+    finally:
+        server.stop()
+    return path, token, password, link_path
+
+
+def _tree(folder):
+    """Every file of `folder` and its bytes (not the lock, nor SQLite's own -wal and
+    -shm, which a reader of the database may leave beside it)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*")
+            if p.is_file() and p.name != "server.lock"
+            and not p.name.endswith(("-wal", "-shm"))}
+
+
+def test_an_upgrade_adopts_the_per_port_folder_of_its_port_once_and_deletes_nothing(
+        tmp_path):
+    data_home, env = _user_env(tmp_path)
+    port = conftest.free_port()
+    path, token, password, link_path = _port_folder_of_an_earlier_version(
+        tmp_path, data_home, port)
+    _port_folder_of_an_earlier_version(tmp_path, data_home, port + 1)  # another office's
+    old = data_home / "popup-server" / f"port-{port}"
+    before = _tree(old)
+    state = data_home / "popup-server" / "state"
+    upgraded = _start_as_a_user_would(tmp_path, path, env=env, port=port)
+    try:
+        assert f"copied the state folder of an earlier version, {old}, into {state}" \
+            in upgraded.log_text()
+        assert "password, shown only this once" not in upgraded.log_text()
+        _everything_kept(upgraded, token, password, link_path)
+    finally:
+        upgraded.stop()
+    assert _tree(old) == before  # left as it was
+    again = _start_as_a_user_would(tmp_path, path, env=env)  # another port: the same folder
+    try:
+        assert "earlier version" not in again.log_text()  # said once
+        _everything_kept(again, token, password, link_path)
+    finally:
+        again.stop()
+
+
+def test_an_upgrade_adopts_the_only_per_port_folder_else_none_saying_why(tmp_path):
+    data_home, env = _user_env(tmp_path, "one")
+    port = conftest.free_port()
+    path, token, password, link_path = _port_folder_of_an_earlier_version(
+        tmp_path, data_home, port)
+    moved = _start_as_a_user_would(tmp_path, path, env=env)  # on another port
+    try:
+        assert f"copied the state folder of an earlier version, " \
+               f"{data_home / 'popup-server' / f'port-{port}'}" in moved.log_text()
+        _everything_kept(moved, token, password, link_path)
+    finally:
+        moved.stop()
+    several, env = _user_env(tmp_path, "several")
+    for other in (port, port + 1):
+        _port_folder_of_an_earlier_version(tmp_path, several, other)
+    fresh = _start_as_a_user_would(tmp_path, path, env=env, port=conftest.free_port())
+    try:
+        log = fresh.log_text()
+        assert "copied the state folder" not in log
+        assert "none of them for port" in log and "--state-dir" in log
+        assert f"port-{port}" in log and f"port-{port + 1}" in log
+        assert fresh.get("/popup", {"phone": "0722776772", "token": token}).status == 403
+    finally:
+        fresh.stop()
 
 
 def test_an_old_token_beside_the_contacts_file_is_copied_once_and_keeps_the_url(
@@ -193,3 +370,19 @@ def test_files_the_server_writes_are_its_owners_only_in_a_shared_state_folder(
     wait_until(lambda: (state / "calls.sqlite").exists(), what="the calls database")
     for path in state.iterdir():
         assert path.stat().st_mode & 0o077 == 0, (path.name, oct(path.stat().st_mode))
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700  # tightened, and said so
+    assert f"made the state folder {state} its owner's only (it was mode 755)" \
+        in server.log_text()
+
+
+def test_a_state_folder_every_user_shares_is_refused_in_one_line(run_cli, tmp_path):
+    shared = tmp_path / "like-tmp"
+    shared.mkdir()
+    shared.chmod(0o1777)  # sticky and open to all, as /tmp
+    result = run_cli(SAMPLE_CONTACTS, "--host", "127.0.0.1", "--port", "0",
+                     "--state-dir", shared)
+    assert result.returncode == 2, result
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and f"{shared}: the state folder is shared with other users" \
+        in lines[0], lines
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777 and not list(shared.iterdir())

@@ -255,6 +255,42 @@ def _time_zone(text):
                         "(e.g. Asia/Jerusalem, Europe/London, UTC)") from None
 
 
+def _zone_table_lines():
+    """The lines of the tz database's zone.tab (country code, place, zone): the
+    machine's (zoneinfo.TZPATH), else the tzdata package's (Windows); [] when neither."""
+    for folder in zoneinfo.TZPATH:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            return (Path(folder) / "zone.tab").read_text(encoding="utf-8").splitlines()
+    with contextlib.suppress(ImportError, OSError, UnicodeDecodeError):
+        import importlib.resources
+        return (importlib.resources.files("tzdata") / "zoneinfo" / "zone.tab") \
+            .read_text(encoding="utf-8").splitlines()
+    return []
+
+
+@functools.lru_cache(maxsize=None)
+def region_time_zone(region):
+    """The time zone of a country that has one (IL: Asia/Jerusalem), by the tz
+    database's own table of countries; None (this machine's) for a country of several
+    zones (US, RU) or when the table is missing."""
+    zones = [fields[2] for fields in (line.split("\t") for line in _zone_table_lines()
+                                      if not line.startswith("#"))
+             if len(fields) >= 3 and fields[0] == region]
+    if len(zones) != 1:
+        return None
+    try:
+        return zoneinfo.ZoneInfo(zones[0])
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def zone_name(zone):
+    """How the pages name a time zone: its tz name, else this machine's abbreviation."""
+    if zone is not None:
+        return getattr(zone, "key", None) or str(zone)
+    return dt.datetime.now().astimezone().tzname() or "UTC"
+
+
 def _names_csv(what):
     def parse(text):
         try:
@@ -441,7 +477,8 @@ OPTIONS = (
     Option("--ring-timeout", "minutes after which a call that never hung up is shown "
            "as 'no answer recorded' and counted with the missed", "10",
            _int_between(1, 24 * 60), 10),
-    Option("--timezone", "time zone of the calls page's days and times (default: this "
+    Option("--timezone", "time zone of the pages' days and times (default: the zone "
+           "of --region when the country has one, as IL has Asia/Jerusalem; else this "
            "machine's)", "Asia/Jerusalem", _time_zone),
     Option("--agents", "CSV file of extension,name: agents' names shown instead of "
            "their extension (extenUser, the CDR's representative)", "agents.csv",
@@ -719,6 +756,8 @@ def parse_config(argv=None, environ=None):
             values[option.field_name] = _unset_value(option, environ, from_file)
         else:
             values[option.field_name] = tuple(given) if option.repeatable else given
+    if values["timezone"] is None:  # the office's country, not the machine's (a VPS: UTC)
+        values["timezone"] = region_time_zone(values["region"])
     config = Config(**values)
     for name in ("url_template", "no_match_url"):
         _check_template(getattr(config, name), name)
@@ -5441,6 +5480,8 @@ PAGE_TEXTS = {
     "status.numbers": ("numbers", "מספרים"),
     "status.loaded": ("Loaded", "נטען"),
     "status.last_error": ("Last reload failed:", "הטעינה האחרונה נכשלה:"),
+    "status.zone": ("Times in {zone}", "השעות לפי {zone}"),
+    "moment.format": ("{day} {month} {year}, {time}", "{day} ב{month} {year}, {time}"),
     "try.heading": ("Try a number", "בדיקת מספר"),
     "try.label": ("Caller's number", "מספר המתקשר"),
     "try.submit": ("Look up", "חיפוש"),
@@ -5623,6 +5664,17 @@ class PageTexts:
             return default
         text = entry[self.column]
         return text.format(**values) if values else text
+
+    def time(self, moment, day=None, seconds=False):
+        """A moment as the pages write it, in the zone it is given in: "04:20" on `day`
+        (the day the page shows), else with its date: "15 January 2026, 04:20",
+        "15 בינואר 2026, 04:20"."""
+        clock = moment.strftime("%H:%M:%S" if seconds else "%H:%M")
+        if moment.date() == day:
+            return clock
+        return self("moment.format", day=moment.day,
+                    month=self("months").split()[moment.month - 1], year=moment.year,
+                    time=clock)
 
     def date(self, day):
         """`day` written out: "Thursday 26 November 2026", "יום חמישי, 26 בנובמבר 2026"."""
@@ -6387,6 +6439,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
         return render_page(
             "calls", session=session,
             health={**holder.health(), "last_error": holder.last_error},
+            loaded_at=holder.index.loaded_at.astimezone(zone), zone_name=zone_name(zone),
             calls=page.calls, calls_error=calls_error, summary=page.summary,
             missed_callers=page.callers, callers_from=callers_from, calls_from=calls_from,
             did=did, line_name=names.line, page_size=PAGE_CALLS, editing=editing,
@@ -6502,7 +6555,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
             number_path=quote(number, safe="+"),
             national=national, international=international, contacts=contacts,
             calls=calls or [], calls_error=calls_error, recording=recorder is not None,
-            by_link=how == "link", link_query=link_query, problem=problem,
+            zone_name=zone_name(zone), by_link=how == "link", link_query=link_query, problem=problem,
             form=form or {"phone": national},
             form_token=caller_form_token(door.secret, number, how, session, query, door))
 

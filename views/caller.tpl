@@ -111,7 +111,7 @@
 % end
 </div>
 
-<h2 id="calls-heading">{{t("caller.calls")}}</h2>
+<h2 id="calls-heading">{{t("caller.calls")}} <span class="muted" id="time-zone">({{t("status.zone", zone="\u2068" + zone_name + "\u2069")}})</span></h2>
 <div id="calls">
 % if not recording:
 <p class="muted">{{t("calls.not_recording")}}</p>
@@ -125,7 +125,7 @@
 <tbody>
 %   for call in calls:
 <tr class="{{call.outcome.replace(' ', '-')}}" data-ivrid="{{call.ivrid}}">
-  <td dir="ltr">{{call.started.strftime("%Y-%m-%d %H:%M")}}</td>
+  <td>{{t.time(call.started)}}</td>
   <td class="outcome">{{t("outcome." + call.outcome, default=call.outcome)}}</td>
   <td><bdi>{{call.answered_by}}</bdi></td>
   <td dir="ltr">{{"" if call.duration is None else "%d:%02d" % divmod(call.duration, 60)}}</td>

@@ -3,7 +3,7 @@
 %# the day's calls, newest first. Lists come a page (page_size) at a time.
 % rebase("layout", title=t("calls.title") + " " + day.isoformat(), refresh=60 if tried is None and editing is None else None)
 % def clock(moment, seconds=False):
-%   return moment.strftime("%H:%M:%S" if seconds else "%H:%M") if moment.date() == day else moment.strftime("%Y-%m-%d %H:%M")
+%   return t.time(moment, day, seconds)
 % end
 % def pages(kind, start, total):
 %   other, other_from = ("callers", callers_from) if kind == "calls" else ("calls", calls_from)
@@ -36,7 +36,8 @@
 <div class="status" id="status">
   <span>{{t("status.file")}} <bdi><b>{{health["source"]}}</b></bdi></span>
   <span><b id="contacts">{{health["contacts"]}}</b> {{t("status.contacts")}}, {{health["numbers"]}} {{t("status.numbers")}}</span>
-  <span>{{t("status.loaded")}} <bdi>{{health["loaded_at"].replace("T", " ")}}</bdi></span>
+  <span>{{t("status.loaded")}} <bdi id="loaded-at">{{t.time(loaded_at, today)}}</bdi></span>
+  <span id="time-zone">{{t("status.zone", zone="\u2068" + zone_name + "\u2069")}}</span>
   % if health["last_error"]:
   <span class="error" id="last-error">{{t("status.last_error")}} <bdi>{{health["last_error"]}}</bdi></span>
   % end
@@ -97,8 +98,8 @@
   % who(caller.name, caller.company, caller.caller, caller.e164)
   </td>
   <td class="tries">{{caller.tries}}</td>
-  <td dir="ltr">{{clock(caller.first)}}</td>
-  <td dir="ltr">{{clock(caller.last)}}</td>
+  <td>{{clock(caller.first)}}</td>
+  <td>{{clock(caller.last)}}</td>
   <td><bdi>{{caller.did_name or caller.did}}</bdi></td>
   <td>
     <form method="post" action="/calls/mark" class="mark-handled">
@@ -126,8 +127,8 @@
   % who(caller.name, caller.company, caller.caller, caller.e164)
   </td>
   <td class="tries">{{caller.tries}}</td>
-  <td dir="ltr">{{clock(caller.first)}}</td>
-  <td dir="ltr">{{clock(caller.last)}}</td>
+  <td>{{clock(caller.first)}}</td>
+  <td>{{clock(caller.last)}}</td>
   <td><bdi>{{caller.did_name or caller.did}}</bdi></td>
   <td class="how">{{t("resolved." + caller.resolved, time=clock(caller.resolved_at))}}</td>
 </tr>
@@ -147,7 +148,7 @@
 <tbody>
 % for call in calls:
 <tr class="{{call.outcome.replace(' ', '-')}}" id="call-{{call.ivrid}}" data-ivrid="{{call.ivrid}}">
-  <td dir="ltr">{{clock(call.started, seconds=True)}}</td>
+  <td>{{clock(call.started, seconds=True)}}</td>
   <td>{{t("direction." + call.direction, default=call.direction)}}</td>
   <td class="outcome">{{t("outcome." + call.outcome, default=call.outcome)}}
     % if call.status:

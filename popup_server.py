@@ -2222,12 +2222,36 @@ def number_rules(region):
                     continue  # a bare number that starts like the country code
                 if form == FORM_CC and not cc_is_stripped:
                     continue
+                if form == FORM_BARE and _foreign_length_possible(head, length):
+                    continue  # it may be a foreign number written without its +
                 if not prefix_is_clear(form, head):
                     continue  # e.g. Israel's 0105...: a carrier's international prefix
                 fast[form, prefix, length] = all(  # lowest, highest and a random one
                     _reference_e164(template.format(cc=cc, n=n), region) == f"+{cc}{n}"
                     for n in samples[:3])
     return NumberRules(region, country_code, cc, fast)
+
+
+def _foreign_length_possible(head, length):
+    """Whether a number of `length` digits starting with `head` (two digits), read with
+    a "+" in front, has a length its country code allows: only then can it be a valid
+    foreign number written without its + (_written_without_plus). Exact, not sampled:
+    a valid number always has a possible length."""
+    codes = phonenumbers.COUNTRY_CODE_TO_REGION_CODE
+    if int(head[0]) in codes:
+        candidates = [int(head[0])]
+    elif int(head) in codes:
+        candidates = [int(head)]
+    else:
+        candidates = [code for code in range(int(head) * 10, int(head) * 10 + 10)
+                      if code in codes]
+    for code in candidates:
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(
+            code, codes[code][0])
+        lengths = metadata.general_desc.possible_length if metadata else None
+        if not lengths or length - len(str(code)) in lengths:
+            return True
+    return False
 
 
 def _international_prefix_is(international, template, cc, head, expected):
@@ -2310,10 +2334,28 @@ def number_key(text, rules):
         number = phonenumbers.parse(text, rules.region)
     except phonenumbers.NumberParseException as error:
         return None, f"not a phone number ({_first_line(error.args[0] if error.args else error)})"
+    if not plus:
+        bare = text.translate(_DELETE_FORMATTING).replace(".", "")
+        if bare[:1] not in ("0", "") and bare.isascii() and bare.isdigit():
+            number = _written_without_plus(number, bare)
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     if not 1 + MIN_NUMBER_DIGITS <= len(e164) <= 1 + MAX_NUMBER_DIGITS:
         return None, "not a phone number"
     return int(e164[1:]), None
+
+
+def _written_without_plus(number, digits):
+    """A number as Voicenter and many exports write a foreign one, its country code
+    without a "+" (33612345678): when it is no valid number of the region but is valid
+    with a "+", it is that country's. A valid number of the region stays one
+    (541234567, an Israeli mobile without its 0, is never Argentina's +54...)."""
+    if phonenumbers.is_valid_number(number):
+        return number
+    try:
+        foreign = phonenumbers.parse("+" + digits, None)
+    except phonenumbers.NumberParseException:
+        return number
+    return foreign if phonenumbers.is_valid_number(foreign) else number
 
 
 def cell_keys(cell, rules):
@@ -2354,6 +2396,21 @@ def normalize_number(text, region=DEFAULTS["region"]):
         return None
     key, _ = number_key(str(text), number_rules(_region(region)))
     return None if key is None else f"+{key}"
+
+
+@functools.lru_cache(maxsize=4096)
+def written_number(text, region=DEFAULTS["region"]):
+    """A number as the pages write it, whatever form it came in: one of the region's
+    as dialled at home (054-777-1111), any other international (+33 6 12 34 56 78);
+    text that is no number, as it is."""
+    key = number_key(text, number_rules(region))[0] if text and len(text) <= 64 else None
+    if key is None:
+        return text
+    number = phonenumbers.parse(f"+{key}", None)
+    same_country = number.country_code == number_rules(region).country_code
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL
+                                      if same_country else
+                                      phonenumbers.PhoneNumberFormat.INTERNATIONAL)
 
 
 def _is_withheld(text):
@@ -6489,9 +6546,12 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
         body = bottle.template(
             template, template_lookup=VIEWS, t=texts, lang=texts.language,
             direction=texts.direction, nonce=nonce, csrf=door.csrf_token(session),
-            signed_in=session is not None, refresh=None, **values)
+            signed_in=session is not None, refresh=None, number_text=number_text, **values)
         return bottle.HTTPResponse(body.encode("utf-8"), status,
                                    {**page_headers(nonce), **dict(headers)})
+
+    def number_text(text):
+        return written_number(text, config.region)
 
     def office_page(route):
         """A page route whose refusals (PageDenied) are the 403 HTML page."""
@@ -6649,6 +6709,8 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
         calls, calls_error = _calls_or_error(recorder, lambda path: calls_of_number(
             path, e164, names=names, limit=CALLER_PAGE_CALLS, **day_options))
         national, international = number_forms(e164, config.region)
+        if not e164.startswith(f"+{number_rules(config.region).country_code}"):
+            national = ""  # a foreign number has one form here: its international one
         link_query = urlencode({"e": query["e"], "s": query["s"]}) if how == "link" else ""
         return render_page(
             "caller", status, session=session, number=number, e164=e164,
@@ -6656,7 +6718,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
             national=national, international=international, contacts=contacts,
             calls=calls or [], calls_error=calls_error, recording=recorder is not None,
             zone_name=zone_name(zone), by_link=how == "link", link_query=link_query, problem=problem,
-            form=form or {"phone": national},
+            form=form or {"phone": national or international},
             form_token=caller_form_token(door.secret, number, how, session, query, door))
 
     def caller_form(number):

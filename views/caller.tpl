@@ -2,7 +2,7 @@
 %# international forms; contacts (CallerRow, file order); calls (Call, newest first);
 %# by_link and link_query (?e=&s= for the forms when opened by a signed link);
 %# form_token (the forms' csrf); problem (None or (text key, values)); form (values).
-% rebase("layout", title=t("caller.title") + " " + number)
+% rebase("layout", title=t("caller.title") + " " + number_text(number))
 % action_query = "?" + link_query if link_query else ""
 % def e164_digits(number):
 %   return "".join(ch for ch in number if ch.isdigit())
@@ -31,7 +31,9 @@
 % end
 </h1>
 <p class="status" id="caller-numbers">
+  % if national:
   <span>{{t("caller.national")}}: <bdi dir="ltr" id="caller-national">{{national}}</bdi></span>
+  % end
   <span>{{t("caller.international")}}: <bdi dir="ltr" id="caller-international">{{international}}</bdi></span>
   <span><a href="tel:{{e164}}">{{t("caller.call")}}</a> · <a href="https://wa.me/{{e164_digits(e164)}}" rel="noopener noreferrer" target="_blank">{{t("caller.whatsapp")}}</a></span>
 </p>
@@ -59,9 +61,11 @@
 %     for header, text, kind in contact.columns:
 <tr><th><bdi>{{header}}</bdi></th><td>
 %       if kind == "phone":
+%         if not contact.numbers.get(header):
 <bdi dir="ltr">{{text}}</bdi>
+%         end
 %         for number in contact.numbers.get(header, []):
- <a href="tel:{{number}}">{{t("caller.call")}}</a> · <a href="https://wa.me/{{e164_digits(number)}}" rel="noopener noreferrer" target="_blank">{{t("caller.whatsapp")}}</a>
+<span class="phone"><bdi dir="ltr">{{number_text(number)}}</bdi> <a href="tel:{{number}}">{{t("caller.call")}}</a> · <a href="https://wa.me/{{e164_digits(number)}}" rel="noopener noreferrer" target="_blank">{{t("caller.whatsapp")}}</a></span>
 %         end
 %       elif kind == "email":
 <a href="mailto:{{text}}" dir="ltr">{{text}}</a>

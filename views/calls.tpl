@@ -26,7 +26,7 @@
   % end
   <br>
   % if e164:
-  <a href="/caller/{{e164}}" dir="ltr" class="number">{{caller or e164}}</a> · <a href="tel:{{e164}}">{{t("link.call_back")}}</a>
+  <a href="/caller/{{e164}}" dir="ltr" class="number">{{number_text(e164)}}</a> · <a href="tel:{{e164}}">{{t("link.call_back")}}</a>
   % else:
   <span dir="ltr">{{caller or t("caller.withheld")}}</span>
   % end
@@ -59,7 +59,7 @@
   <select id="did" name="did">
     <option value="">{{t("line.all")}}</option>
     % for line in sorted(set(summary.dids) | ({did} if did else set())):
-    <option value="{{line}}"{{!" selected" if line == did else ""}}>{{line_name(line) or line}}{{" · " + line if line_name(line) else ""}}</option>
+    <option value="{{line}}"{{!" selected" if line == did else ""}}>{{line_name(line) or number_text(line)}}{{" · " + number_text(line) if line_name(line) else ""}}</option>
     % end
   </select>
   % end
@@ -100,7 +100,7 @@
   <td class="tries">{{caller.tries}}</td>
   <td>{{clock(caller.first)}}</td>
   <td>{{clock(caller.last)}}</td>
-  <td><bdi>{{caller.did_name or caller.did}}</bdi></td>
+  <td><bdi>{{caller.did_name or number_text(caller.did)}}</bdi></td>
   <td>
     <form method="post" action="/calls/mark" class="mark-handled">
       <input type="hidden" name="csrf" value="{{csrf}}">
@@ -129,7 +129,7 @@
   <td class="tries">{{caller.tries}}</td>
   <td>{{clock(caller.first)}}</td>
   <td>{{clock(caller.last)}}</td>
-  <td><bdi>{{caller.did_name or caller.did}}</bdi></td>
+  <td><bdi>{{caller.did_name or number_text(caller.did)}}</bdi></td>
   <td class="how">{{t("resolved." + caller.resolved, time=clock(caller.resolved_at))}}</td>
 </tr>
 % end
@@ -166,7 +166,7 @@
   </td>
   <td class="agent"><bdi>{{call.answered_by}}</bdi></td>
   <td dir="ltr">{{"" if call.duration is None else "%d:%02d" % divmod(call.duration, 60)}}</td>
-  <td class="line"><bdi>{{call.did_name or call.did}}</bdi></td>
+  <td class="line"><bdi>{{call.did_name or number_text(call.did)}}</bdi></td>
   <td>
     % if call.recording:
     <a href="{{call.recording}}" rel="noopener noreferrer" target="_blank" class="recording">{{t("recording.listen")}}</a>

@@ -2184,6 +2184,15 @@ class NumberRules:
     fast: np.ndarray = dataclasses.field(repr=False, compare=False)
 
     @functools.cached_property
+    def bare_is_national(self):
+        """Whether phonenumbers reads digits that start with neither 0 nor the country
+        code as the national number itself (its national prefix, if any, is "0")."""
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region(self.region)
+        return metadata.national_prefix_for_parsing in (None, "0") \
+            and metadata.national_prefix_transform_rule is None \
+            and not self.cc_digits.startswith("0")
+
+    @functools.cached_property
     def fast_flat(self):
         """`fast` as bytes, indexed [(form * 100 + prefix) * 14 + length]: a bytes index
         costs a fifth of numpy's three-way one, on every request."""
@@ -2330,6 +2339,13 @@ def number_key(text, rules):
     elif sum(ch.isdigit() for ch in text) < MIN_NUMBER_DIGITS:
         return None, "too short to be a phone number" if any(
             ch.isdigit() for ch in text) else "no digits"
+    if not plus and digits[:1] not in ("0", "") and digits.isascii() and digits.isdigit() \
+            and not digits.startswith(rules.cc_digits) and rules.bare_is_national \
+            and phonenumbers.is_valid_number(phonenumbers.PhoneNumber(
+                country_code=rules.country_code, national_number=int(digits))):
+        # A valid national number written bare (an Israeli mobile without its 0):
+        # what parse() gives, at a third of its cost.
+        return rules.country_code * 10 ** len(digits) + int(digits), None
     try:
         number = phonenumbers.parse(text, rules.region)
     except phonenumbers.NumberParseException as error:

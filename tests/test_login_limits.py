@@ -56,6 +56,11 @@ def test_ten_wrong_passwords_then_the_right_one_works_within_a_minute(start_serv
         seconds = int(answer.header("Retry-After"))
         assert 1 <= seconds <= 60
         assert re.search(r"try again in (\d+ seconds|1 second|a minute)\.", answer.text)
+    hebrew = _login(server, "guess-he", {**office, "Accept-Language": "he"})
+    if hebrew.status == 429:  # the wait said in the page's language
+        assert re.search(r"נסו שוב בעוד (\d+ שניות|שנייה אחת|דקה)\.", hebrew.text), hebrew.text
+    else:
+        assert "הסיסמה שגויה. המתינו" in hebrew.text
     # Another address is never held back; the office's own gets in within a minute.
     assert _login(server, OFFICE_PASSWORD, {"X-Forwarded-For": "203.0.113.67"}).status == 303
     right = wait_until(lambda: _login(server, OFFICE_PASSWORD, office).status == 303 or None,

@@ -2414,12 +2414,18 @@ def normalize_number(text, region=DEFAULTS["region"]):
     return None if key is None else f"+{key}"
 
 
-@functools.lru_cache(maxsize=4096)
 def written_number(text, region=DEFAULTS["region"]):
     """A number as the pages write it, whatever form it came in: one of the region's
     as dialled at home (054-777-1111), any other international (+33 6 12 34 56 78);
     text that is no number, as it is."""
-    key = number_key(text, number_rules(region))[0] if text and len(text) <= 64 else None
+    if not text or len(text) > 64:  # no number; and the cache keeps only short texts
+        return text
+    return _written_number(text, region)
+
+
+@functools.lru_cache(maxsize=4096)  # a page shows the same numbers again and again
+def _written_number(text, region):
+    key = number_key(text, number_rules(region))[0]
     if key is None:
         return text
     number = phonenumbers.parse(f"+{key}", None)

@@ -6,13 +6,14 @@ ends every session."""
 import concurrent.futures
 import http.client
 import os
-import pty
 import re
 import select
 import subprocess
 import sys
 import time
 import urllib.parse
+
+import pytest
 
 import popup_server as ps
 from conftest import (MODULE, OFFICE_PASSWORD, SAMPLE_CONTACTS, Response, subprocess_env,
@@ -179,6 +180,7 @@ def test_the_password_command_refuses_what_it_cannot_use(tmp_path):
 def _typed(argv, lines, timeout=60.0):
     """Run `argv` on a terminal, typing each of `lines` after each prompt; returns
     (exit status, everything the terminal showed)."""
+    pty = pytest.importorskip("pty")  # POSIX terminals only
     leader, follower = pty.openpty()
     proc = subprocess.Popen(argv, stdin=follower, stdout=follower, stderr=follower,
                             env=subprocess_env(), start_new_session=True)

@@ -1,7 +1,7 @@
 %# The calls page: the layout and the texts table (t); the values: see calls_page().
 %# The morning view first (missed callers still waiting, then those dealt with), then
 %# the day's calls, newest first. Lists come a page (page_size) at a time.
-% rebase("layout", title=t("calls.title") + " " + day.isoformat(), refresh=60 if tried is None and editing is None else None)
+% rebase("layout", title=t("calls.title") + " · " + t.date(day), refresh=60 if tried is None and editing is None else None)
 % def clock(moment, seconds=False):
 %   return t.time(moment, day, seconds)
 % end

@@ -2254,11 +2254,20 @@ def _foreign_length_possible(head, length):
     else:
         candidates = [code for code in range(int(head) * 10, int(head) * 10 + 10)
                       if code in codes]
-    for code in candidates:
+    every = [(code, region) for code in candidates for region in codes[code]]
+    for code, region in every:  # each region sharing a code (+1: the US, Canada, ...)
         metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(
-            code, codes[code][0])
+            code, region)
         lengths = metadata.general_desc.possible_length if metadata else None
-        if not lengths or length - len(str(code)) in lengths:
+        # Read with a +, the country's own national prefix is stripped too (+1 1201...
+        # is +1 201...): each of its plain alternatives may shorten the number; a
+        # prefix rule of any other shape may do anything, so the length proves nothing.
+        prefix = metadata.national_prefix_for_parsing if metadata else None
+        if not lengths or (metadata.national_prefix_transform_rule if metadata else None) \
+                or (prefix and not re.fullmatch(r"\d+(?:\|\d+)*", prefix)):
+            return True
+        strips = {0, *(len(part) for part in prefix.split("|"))} if prefix else {0}
+        if any(length - len(str(code)) - strip in lengths for strip in strips):
             return True
     return False
 

@@ -17,8 +17,9 @@ import popup_server as ps  # noqa: E402
 
 FORMS = [
     ("national (baseline)", "0541234567"),
-    ("bare, fast path", "541234567"),
-    ("bare 050, is_valid_number", "502345678"),
+    ("bare 072, fast path", "722776772"),
+    ("bare 054, is_valid_number", "547771111"),
+    ("bare invalid, both readings", "501234567"),
     ("with 972", "972541234567"),
     ("foreign with +", "+33612345678"),
     ("foreign without + (Voicenter)", "33612345678"),

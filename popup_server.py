@@ -48,6 +48,7 @@ import hmac
 import http.client
 import io
 import ipaddress
+import itertools
 import json
 import logging
 import math
@@ -486,6 +487,19 @@ OPTIONS = (
            _names_csv("agents")),
     Option("--lines", "CSV file of number,name: names of the office's numbers callers "
            "dial (did), e.g. 0722776773,Sales line", "lines.csv", _names_csv("lines")),
+    Option("--voicenter-code", "the account's API code from Voicenter (a secret, like "
+           "the token: never printed, logged or shown); with it the server names the "
+           "agents from Voicenter's extension list, offers 'call back' (Click2Call) and "
+           "pulls the Call Log", "'XXXXXXXX'"),
+    Option("--voicenter-api", "where Voicenter's Click2Call and Call Log APIs are "
+           "(tests point it at a stand-in)", "https://api.voicenter.com", _public_url,
+           "https://api.voicenter.com"),
+    Option("--voicenter-monitor", "where Voicenter's extension list API is (tests "
+           "point it at a stand-in)", "https://monitor.voicenter.co.il", _public_url,
+           "https://monitor.voicenter.co.il"),
+    Option("--call-log-every", "seconds between pulls of Voicenter's Call Log (with "
+           "--voicenter-code: every call, missed in a queue or not, with no public "
+           "address needed); 0 turns the pull off", "300", _int_between(0, 86400), 300),
 )
 
 
@@ -3290,6 +3304,10 @@ CREATE TABLE IF NOT EXISTS call_notes (  -- what people noted on a call
     marked_at REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS call_notes_by_number ON call_notes (e164, marked_at);
+CREATE TABLE IF NOT EXISTS call_log (  -- how far Voicenter's Call Log has been pulled
+    name TEXT PRIMARY KEY,          -- pulled_to: every record dated before it is had
+    value REAL NOT NULL             -- (Unix seconds); pulled_at: the last good pull
+) WITHOUT ROWID;
 """
 
 #: PRAGMA user_version of a database with the schema above. 0 is the events-only
@@ -3834,9 +3852,11 @@ def cdr_direction(text):
     return ""
 
 
-def cdr_row(fields, region, received_at):
+def cdr_row(fields, region, received_at, *, true_time=False):
     """The columns of the cdrs table for a CDR's fields (a dict, values as decoded
-    from JSON or a form), every field kept as received in `raw`."""
+    from JSON or a form), every field kept as received in `raw`. `true_time`: the
+    record's `time` is a true Unix time (a pulled record's Date, in UTC), never to be
+    read as an epoch of Israel's wall-clock as a pushed CDR's may be."""
     ivrid = _cdr_text(fields.get("ivruniqueid"))
     if not ivrid:
         raise CdrError("the CDR has no ivruniqueid")
@@ -3872,11 +3892,34 @@ def store_cdr(path, fields, region=DEFAULTS["region"], busy_timeout=5.0):
     returns; True when new, False when a record with its ivruniqueid was already
     stored (Voicenter re-sends: the first one is kept). CdrError: the CDR cannot be
     stored as sent; sqlite3.Error/OSError: the database failed (worth re-sending)."""
-    row = cdr_row(fields, region, time.time())
+    return store_cdrs(path, [fields], region, busy_timeout) == 1
+
+
+def store_cdrs(path, records, region=DEFAULTS["region"], busy_timeout=5.0, *,
+               true_time=False):
+    """Store CDRs (pushed, or pulled from the Call Log and mapped to a push's field
+    names) in one transaction committed to disk before it returns; how many were
+    new. A call's first record is kept: one row a call whoever sent it, as often.
+    One statement whatever the count (the rows as one JSON array): executemany()
+    would re-take the GIL for every row, each time behind the pop-ups. CdrError: a
+    record cannot be stored as sent (none is); sqlite3.Error/OSError as store_cdr."""
+    received_at = time.time()
+    rows = [cdr_row(fields, region, received_at, true_time=true_time)
+            for fields in records]
+    if not rows:
+        return 0
+    width = len(rows[0])
     with _writing(path, busy_timeout) as connection:
-        return connection.execute(
-            f"INSERT OR IGNORE INTO cdrs VALUES ({', '.join('?' * len(row))})",
-            row).rowcount == 1
+        batch = json.dumps(rows, ensure_ascii=False) if _has_json(connection) else ""
+        if batch and "\\u0000" not in batch:
+            return connection.execute(
+                "INSERT OR IGNORE INTO cdrs SELECT " + ", ".join(
+                    f"json_extract(value, '$[{column}]')" for column in range(width))
+                + " FROM json_each(?)", (batch,)).rowcount
+        # json_extract ends text at a NUL; or an SQLite without JSON functions
+        return sum(connection.execute(
+            f"INSERT OR IGNORE INTO cdrs VALUES ({', '.join('?' * width)})",
+            row).rowcount for row in rows)
 
 
 def mark_call(path, ivrid, mark="", note="", *, now=None):
@@ -5668,6 +5711,44 @@ PAGE_TEXTS = {
     "status.last_error": ("Last reload failed:", "הטעינה האחרונה נכשלה:"),
     "status.zone": ("Times in {zone}", "השעות לפי {zone}"),
     "moment.format": ("{day} {month} {year}, {time}", "{day} ב{month} {year}, {time}"),
+    "call_log.pulled": ("Voicenter's Call Log pulled at {time}",
+                        "יומן השיחות של Voicenter נמשך ב-{time}"),
+    "call_log.waiting": ("Voicenter's Call Log: the first pull is under way",
+                         "יומן השיחות של Voicenter: המשיכה הראשונה בדרך"),
+    "call_log.last_good": ("Last good pull: {time}.", "המשיכה המוצלחת האחרונה: {time}."),
+    "call_log.never": ("No pull has succeeded yet.", "עדיין לא הצליחה אף משיכה."),
+    "call_log.code": ("Voicenter refused the API code (error 2): check --voicenter-code "
+                      "against the code in Voicenter's CPanel.",
+                      "Voicenter דחה את קוד ה-API (שגיאה 2): בדקו את --voicenter-code "
+                      "מול הקוד ב-CPanel של Voicenter."),
+    "call_log.address": ("Voicenter refused this server's address (error 4): authorise "
+                         "this server's public IP address in Voicenter's CPanel, under "
+                         "API Settings.",
+                         "Voicenter דחה את הכתובת של השרת הזה (שגיאה 4): אשרו את כתובת "
+                         "ה-IP הציבורית של השרת ב-CPanel של Voicenter, תחת הגדרות API."),
+    "call_log.dates": ("Voicenter refused the dates asked for (error 5, date range "
+                       "invalid): check this machine's clock.",
+                       "Voicenter דחה את טווח התאריכים שהתבקש (שגיאה 5): בדקו את השעון "
+                       "של המחשב הזה."),
+    "call_log.rate": ("Voicenter's rate limit (error 1) refused every try; the next "
+                      "pull goes on.",
+                      "מגבלת הקצב של Voicenter (שגיאה 1) דחתה כל ניסיון; המשיכה הבאה "
+                      "תמשיך."),
+    "call_log.refused": ("Voicenter's Call Log refused the request ({detail}).",
+                         "יומן השיחות של Voicenter דחה את הבקשה ({detail})."),
+    "call_log.unreachable": ("Voicenter's Call Log could not be reached ({detail}).",
+                             "לא ניתן היה להגיע ליומן השיחות של Voicenter ({detail})."),
+    "call_log.answer": ("Voicenter's Call Log answered something that is not its record "
+                        "list ({detail}).",
+                        "יומן השיחות של Voicenter ענה משהו שאינו רשימת הרשומות שלו "
+                        "({detail})."),
+    "call_log.database": ("The pulled calls cannot be stored in the calls database "
+                          "({detail}).",
+                          "לא ניתן לשמור את השיחות שנמשכו במסד השיחות ({detail})."),
+    "call_log.error": ("The pull of Voicenter's Call Log failed ({detail}); the server "
+                       "log has the details.",
+                       "משיכת יומן השיחות של Voicenter נכשלה ({detail}); הפרטים ביומן "
+                       "השרת."),
     "try.heading": ("Try a number", "בדיקת מספר"),
     "try.label": ("Caller's number", "מספר המתקשר"),
     "try.submit": ("Look up", "חיפוש"),
@@ -6447,6 +6528,450 @@ def _mask(number, log_numbers):
 
 
 ###############################################################################
+# Voicenter's APIs ############################################################
+###############################################################################
+# What this server asks Voicenter with the account's code (--voicenter-code): the Call
+# Log, pulled off the request path into the calls database.
+
+class VoicenterUnreachable(PopupError):
+    """Voicenter's API could not be asked, or did not answer with its JSON."""
+
+
+#: The largest answer read from Voicenter's APIs: a Call Log answer holds up to 10,000
+#: records of a few hundred bytes each; anything far bigger is not Voicenter's.
+VOICENTER_MAX_ANSWER = 64 * 1024 * 1024
+
+
+def voicenter_request(url: str, payload: dict, *, timeout: float,
+                      whole: float | None = None) -> dict:
+    """POST `payload` as JSON to one of Voicenter's APIs and return its JSON answer;
+    raises VoicenterUnreachable (a PopupError) for a refused connection, a timeout, a
+    non-2xx status or an answer that is not a JSON object. Never logs the payload (it
+    holds the account's code). A non-2xx status whose body is Voicenter's JSON object
+    (the Call Log answers its errors with 403 or 404) is returned like any answer.
+    `timeout` bounds each wait for the network; `whole` (default: 3 x timeout) the
+    whole request, so that an answer trickling in never holds the caller longer."""
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode("utf-8"), method="POST",
+        headers={"Content-Type": "application/json", "Accept": "application/json",
+                 "User-Agent": f"popup-server/{__version__}"})
+    status = 200
+    whole = 3 * timeout if whole is None else whole
+    try:
+        with _CutAtDeadline(whole) as connections:
+            opener = urllib.request.build_opener(*connections.handlers())
+            try:
+                with opener.open(request, timeout=timeout) as answer:
+                    body = answer.read(VOICENTER_MAX_ANSWER + 1)
+            except (OSError, http.client.HTTPException, ValueError):
+                if connections.cut:
+                    raise VoicenterUnreachable(f"no whole answer within {whole:g} s") \
+                        from None
+                raise
+            if connections.cut:
+                raise VoicenterUnreachable(f"no whole answer within {whole:g} s")
+    except urllib.error.HTTPError as error:
+        status = error.code
+        try:
+            body = error.read(VOICENTER_MAX_ANSWER + 1)
+        except (OSError, http.client.HTTPException):
+            body = b""
+        finally:
+            error.close()
+    except urllib.error.URLError as error:
+        reason = error.reason
+        raise VoicenterUnreachable(
+            (reason.strerror or str(reason)) if isinstance(reason, OSError)
+            else str(reason)) from None
+    except (OSError, http.client.HTTPException, ValueError) as error:
+        reason = (error.strerror if isinstance(error, OSError) else None) or str(error)
+        raise VoicenterUnreachable(reason or type(error).__name__) from None
+    if len(body) > VOICENTER_MAX_ANSWER:
+        raise VoicenterUnreachable(f"its answer is over {VOICENTER_MAX_ANSWER} bytes")
+    try:
+        data = json.loads(body.decode("utf-8-sig"), object_hook=_now_and_then_yield())
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        data = None
+    if not isinstance(data, dict):
+        raise VoicenterUnreachable(f"it answered HTTP {status}" if status >= 300 else
+                                   "its answer is not JSON")
+    return data
+
+
+def _now_and_then_yield(every=500):
+    """A json.loads object_hook that lets the other threads run every `every` objects:
+    the C decoder holds the GIL for a whole answer (a 10,000-record one takes 0.1-0.2
+    s), and the pop-ups' threads must not wait for it."""
+    count = itertools.count(1)
+
+    def hook(value):
+        if next(count) % every == 0:
+            time.sleep(0)  # releases the GIL, for a pop-up waiting for it
+        return value
+    return hook
+
+
+# The Call Log -------------------------------------------------------------------
+# Voicenter keeps every call's record (CDR) and gives them to a server that asks
+# (POST /hub/cdr/ with the code, the fields wanted and a window of dates in UTC), so an
+# office whose server no one can reach from the internet still learns of every call.
+# Every --call-log-every seconds a background thread asks for the window since the
+# last pull, less CALL_LOG_OVERLAP (a record appears minutes after its call ends, and
+# is dated by its start), cut into days; a window with more records than one answer
+# holds is halved until each half's come whole. Each record is stored as a pushed
+# CDR is (store_cdrs: one row a call, whoever sent it), a few hundred a transaction,
+# and how far it got (pulled_to) is kept in the calls database, so a restart goes on
+# from there. Failures are kept in `trouble` for /health and the calls page; what was
+# stored stays, and the next pull tries again.
+
+CALL_LOG_PATH = "/hub/cdr/"
+#: Every field the server keeps (Voicenter returns only the fields asked for).
+CALL_LOG_FIELDS = ("CallID", "Date", "DateEpoch", "Type", "CdrType", "DialStatus",
+                   "CallerNumber", "TargetNumber", "DID", "Duration", "RingTime",
+                   "Callerextension", "Targetextension", "RepresentativeName",
+                   "RepresentativeCode", "QueueName", "RecordURL", "DTMFData",
+                   "CustomData", "DepartmentName")
+CALL_LOG_MAX_HITS = 10_000  # records one answer holds at most (Voicenter's limit)
+#: Voicenter's limit: 30 requests a minute, whatever --call-log-every says.
+CALL_LOG_RATE = (30, 60.0)
+CALL_LOG_TIMEOUT = 20.0  # seconds a request may wait for Voicenter, each step
+CALL_LOG_OVERLAP = 2 * 3600  # seconds asked again: a call of up to 2 h is had whole
+CALL_LOG_FIRST = 86400  # seconds pulled on the first start: the last day
+CALL_LOG_CHUNK = 86400  # the longest window one request asks (the guide's advice)
+CALL_LOG_RATE_WAIT = 5.0  # seconds waited after Voicenter's "rate limit" (its advice)
+CALL_LOG_RATE_TRIES = 5  # tries of one window Voicenter refuses as too frequent
+CALL_LOG_BATCH = 250  # records a transaction: the database is never held for long
+CALL_LOG_PAUSE = 0.05  # seconds between two batches (10,000 records: 2 s in all)
+
+#: The Call Log's CdrType numbers, as its guide lists them, for a record without Type.
+CALL_LOG_TYPES = types.MappingProxyType({
+    1: "Incoming Call", 4: "Extension Outgoing", 8: "Queue", 9: "Click2Call leg1",
+    10: "Click2Call leg2", 11: "VoiceMail", 13: "XferCDR", 14: "ProductiveCall Leg1",
+    15: "ProductiveCall Leg2", 17: "Click 2 IVR", 18: "Click 2 IVR Incoming",
+    19: "Click 2 Queue Incoming", 21: "Attended CDR leg1", 22: "Attended CDR leg2",
+    23: "Auto forward"})
+
+#: Why a pull failed, in words for /health and the log ({detail}: Voicenter's own
+#: words, or the network's); the pages have theirs in PAGE_TEXTS ("call_log.KIND").
+CALL_LOG_TROUBLES = types.MappingProxyType({
+    "code": "Voicenter refused the API code (error 2): check --voicenter-code against "
+            "the code in Voicenter's CPanel",
+    "address": "Voicenter refused this server's address (error 4): authorise this "
+               "server's public IP address in Voicenter's CPanel, under API Settings",
+    "dates": "Voicenter refused the dates asked for (error 5, date range invalid): "
+             "check this machine's clock",
+    "rate": "Voicenter's rate limit (error 1) refused every try; the next pull goes on",
+    "refused": "Voicenter's Call Log refused the request ({detail})",
+    "unreachable": "Voicenter's Call Log could not be reached ({detail})",
+    "answer": "Voicenter's Call Log answered something that is not its record list "
+              "({detail})",
+    "database": "the pulled calls cannot be stored in the calls database ({detail})",
+    "error": "the pull failed ({detail}); the server log has the details",
+})
+
+
+class _PullFailed(Exception):
+    def __init__(self, kind, detail=""):
+        super().__init__(kind, detail)
+        self.kind, self.detail = kind, detail
+
+
+class _PullStopped(Exception):
+    """The server is stopping: the pull ends where it is."""
+
+
+class RateLimit:
+    """At most `count` requests in any `per` seconds (a sliding window over the times
+    of the last `count`): wait() holds the caller until one more may go. Used by one
+    thread."""
+
+    def __init__(self, count, per, clock=time.monotonic):
+        self.count, self.per, self._clock = count, per, clock
+        self._sent = collections.deque(maxlen=count)
+
+    def delay(self):
+        """Seconds until one more request may go (0: now)."""
+        if len(self._sent) < self.count:
+            return 0.0
+        return max(0.0, self._sent[0] + self.per - self._clock())
+
+    def wait(self, stop):
+        """Wait for a turn and take it; False when `stop` (an Event) was set first."""
+        while (delay := self.delay()) > 0:
+            if stop.wait(delay):
+                return False
+        self._sent.append(self._clock())
+        return True
+
+
+def _call_log_text(value, width=200):
+    """Voicenter's words (or the network's), printable and cut to `width`."""
+    return _loggable(value if isinstance(value, str) else json.dumps(value), width)
+
+
+def _utc_iso(seconds):
+    """A Call Log date: ISO 8601 in UTC to the second, as its guide writes them."""
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _call_log_time(text, epoch):
+    """A record's start as Unix seconds: its Date (UTC, "2024-06-10T09:04:58Z"; one
+    without a zone is UTC too), else its DateEpoch; None when neither reads."""
+    if isinstance(text, str) and text.strip():
+        try:
+            moment = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        except ValueError:
+            moment = None
+        if moment is not None:
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=dt.timezone.utc)
+            return moment.timestamp()
+    return _cdr_number(epoch, 946684800, 253402300799)
+
+
+def call_log_record(record):
+    """A Call Log record as a pushed CDR's fields, for store_cdrs(..., true_time=True):
+    every field as received, plus the push's names for what it says (CallID ->
+    ivruniqueid, Date -> time as true Unix seconds, DialStatus -> status, Type (else
+    CdrType's name) -> type, CallerNumber -> caller, TargetNumber -> target, DID ->
+    did, Duration -> duration, RecordURL -> record, RepresentativeName/Code ->
+    representative_name/code, the extensions -> callerextension, targetextension and
+    extenUser (the agent's: the caller's on an outgoing call, else the target's),
+    QueueName -> queuename, RingTime -> dialtime, CustomData's OriginalIvrUniqueID).
+    Field names are read in any case (the guide asks for "Callerextension" and shows
+    "CallerExtension"). None when the record has no CallID or no date."""
+    if not isinstance(record, dict):
+        return None
+    by_name = {str(name).lower(): value for name, value in record.items()}
+    call_id = _cdr_text(by_name.get("callid"))
+    started = _call_log_time(by_name.get("date"), by_name.get("dateepoch"))
+    if not call_id or started is None:
+        return None
+    kind = _cdr_text(by_name.get("type"))
+    if not kind:
+        number = _cdr_number(by_name.get("cdrtype"), 0, 1000)
+        kind = CALL_LOG_TYPES.get(int(number), "") if number is not None else ""
+    caller_extension = _cdr_text(by_name.get("callerextension"))
+    target_extension = _cdr_text(by_name.get("targetextension"))
+    fields = dict(record)
+    fields.update({
+        "ivruniqueid": call_id, "time": started, "type": kind,
+        "status": _cdr_text(by_name.get("dialstatus")),
+        "caller": _cdr_text(by_name.get("callernumber")),
+        "target": _cdr_text(by_name.get("targetnumber")),
+        "did": _cdr_text(by_name.get("did")),
+        "duration": by_name.get("duration"),
+        "record": _cdr_text(by_name.get("recordurl")),
+        "representative_name": _cdr_text(by_name.get("representativename")),
+        "representative_code": _cdr_text(by_name.get("representativecode")),
+        "callerextension": caller_extension, "targetextension": target_extension,
+        "extenUser": caller_extension if cdr_direction(kind) == "outgoing"
+        else target_extension,
+        "queuename": _cdr_text(by_name.get("queuename")),
+        "dialtime": by_name.get("ringtime"),
+    })
+    custom = by_name.get("customdata")
+    if isinstance(custom, dict) and custom.get("OriginalIvrUniqueID"):
+        fields["OriginalIvrUniqueID"] = _cdr_text(custom["OriginalIvrUniqueID"])
+    return fields
+
+
+class CallLogPuller:
+    """Pulls Voicenter's Call Log into the calls database at `path` every `every`
+    seconds, on its own thread (see "The Call Log" above for how). Never raises: a
+    failure is logged when it starts or changes and kept in `trouble`, (kind, detail),
+    None while pulls succeed."""
+
+    def __init__(self, config, path, every=None, rate=CALL_LOG_RATE):
+        self.path = Path(path)
+        self.url = config.voicenter_api + CALL_LOG_PATH
+        self._code = config.voicenter_code
+        self.region = config.region
+        self.keep_days = config.calls_keep_days
+        self.every = config.call_log_every if every is None else every
+        self.limit = RateLimit(*rate)
+        self.trouble = None
+        self.pulled_at = None  # Unix time of the last good pull (kept in the database)
+        self.requests = 0  # requests sent since the start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="call-log", daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def close(self):
+        """Stop; a request under way is left to its timeout on a daemon thread."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2.0)
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                self.pull()
+            except _PullStopped:
+                return
+            except Exception as error:  # never the end of the thread: the next pull tries
+                log.error("pulling Voicenter's Call Log failed", exc_info=error)
+                self._failed(_PullFailed("error", type(error).__name__))
+            if self._stop.wait(self.every):
+                return
+
+    def pull(self):
+        """One pull: every window from where the last one got to (less the overlap),
+        or the last day, up to now; raises _PullStopped when stopped midway."""
+        try:
+            progress = self._progress()
+            now = int(time.time())
+            pulled_to = progress.get("pulled_to")
+            self.pulled_at = progress.get("pulled_at", self.pulled_at)
+            start = now - CALL_LOG_FIRST if pulled_to is None else max(
+                int(pulled_to) - CALL_LOG_OVERLAP, now - self.keep_days * 86400)
+            windows = [(begin, min(begin + CALL_LOG_CHUNK, now))
+                       for begin in range(min(start, now - 1), now, CALL_LOG_CHUNK)]
+            stored = skipped = 0
+            windows.reverse()  # a stack: the earliest window is taken first
+            while windows:
+                begin, end = windows.pop()
+                total, records = self._ask(begin, end)
+                if total > len(records) and end > begin:
+                    # Halves sharing their middle second (none lost, whichever way the
+                    # API reads a bound), each shorter; a two-second one, a second each.
+                    middle = (begin + end) // 2
+                    windows += [(middle + (end - begin == 1), end), (begin, middle)]
+                    continue
+                if total > len(records):
+                    log.warning("Voicenter's Call Log holds %d records dated %s, more "
+                                "than one answer gives (%d): %d of them are not had",
+                                total, _utc_iso(begin), len(records), total - len(records))
+                new, bad = self._store(records)
+                stored, skipped = stored + new, skipped + bad
+                self._keep({"pulled_to": end})
+            self.pulled_at = time.time()
+            self._keep({"pulled_to": now, "pulled_at": self.pulled_at})
+        except _PullFailed as failure:
+            self._failed(failure)
+            return
+        if skipped:
+            log.warning("%d records of Voicenter's Call Log had no CallID or no date "
+                        "(or could not be stored as sent) and were left out", skipped)
+        if stored:
+            log.info("pulled %d new calls from Voicenter's Call Log", stored)
+        if self.trouble is not None:
+            log.info("Voicenter's Call Log is pulled again")
+            self.trouble = None
+
+    def _failed(self, failure):
+        trouble = (failure.kind, failure.detail)
+        if trouble != self.trouble:
+            log.error("%s; the last good pull was %s",
+                      CALL_LOG_TROUBLES[failure.kind].format(detail=failure.detail),
+                      _utc_iso(self.pulled_at) + " UTC" if self.pulled_at else "never")
+        self.trouble = trouble
+
+    def _ask(self, begin, end):
+        """(TOTAL_HITS, the records) of one window, waiting for Voicenter's rate."""
+        payload = {"code": self._code, "fields": list(CALL_LOG_FIELDS),
+                   "search": {"fromdate": _utc_iso(begin), "todate": _utc_iso(end)},
+                   "sort": [{"field": "date", "order": "asc"}]}
+        for _ in range(CALL_LOG_RATE_TRIES):
+            if not self.limit.wait(self._stop):
+                raise _PullStopped
+            self.requests += 1
+            try:
+                answer = voicenter_request(self.url, payload, timeout=CALL_LOG_TIMEOUT)
+            except VoicenterUnreachable as error:
+                raise _PullFailed("unreachable", _call_log_text(str(error))) from None
+            number = answer.get("ERROR_NUMBER")
+            words = _call_log_text(answer.get("ERROR_DESCRIPTION", ""))
+            if number == 1 or number == "1":
+                if self._stop.wait(CALL_LOG_RATE_WAIT):
+                    raise _PullStopped
+                continue
+            if number in (2, "2"):
+                raise _PullFailed("code", words)
+            if number in (4, "4"):
+                raise _PullFailed("address", words)
+            if number in (5, "5"):
+                raise _PullFailed("dates", words)
+            if number not in (0, "0"):
+                raise _PullFailed("refused", f"error {_call_log_text(number, 20)}: "
+                                             f"{words}" if words else
+                                  f"error {_call_log_text(number, 20)}")
+            records = answer.get("CDR_LIST")
+            total = answer.get("TOTAL_HITS", len(records) if isinstance(records, list)
+                               else 0)
+            if isinstance(total, str) and total.isascii() and total.isdigit():
+                total = int(total)
+            if not isinstance(records, list) or isinstance(total, bool) \
+                    or not isinstance(total, int):
+                raise _PullFailed("answer", "no CDR_LIST and TOTAL_HITS")
+            return total, records
+        raise _PullFailed("rate")
+
+    def _store(self, records):
+        """(new calls, records left out), stored CALL_LOG_BATCH a transaction."""
+        new = skipped = 0
+        for first in range(0, len(records), CALL_LOG_BATCH):
+            if self._stop.is_set():
+                raise _PullStopped
+            mapped = [call_log_record(record)
+                      for record in records[first:first + CALL_LOG_BATCH]]
+            batch = [fields for fields in mapped if fields is not None]
+            skipped += len(mapped) - len(batch)
+            try:
+                new += store_cdrs(self.path, batch, self.region, true_time=True)
+            except CdrError:  # one bad record in the batch: store the others one by one
+                for fields in batch:
+                    try:
+                        new += store_cdrs(self.path, [fields], self.region, true_time=True)
+                    except CdrError:
+                        skipped += 1
+                    except (sqlite3.Error, OSError) as error:
+                        raise _PullFailed("database", _call_log_text(str(error))) from None
+            except (sqlite3.Error, OSError) as error:
+                raise _PullFailed("database", _call_log_text(str(error))) from None
+            # A pause between batches: the pop-ups' threads have the GIL to themselves
+            # for a while (a batch's Python work holds it in 5 ms turns).
+            if self._stop.wait(CALL_LOG_PAUSE):
+                raise _PullStopped
+        return new, skipped
+
+    def _progress(self):
+        try:
+            with _reading(self.path) as connection:
+                if connection is None:
+                    return {}
+                return dict(connection.execute("SELECT name, value FROM call_log"))
+        except sqlite3.OperationalError as error:
+            if "no such table" in str(error):  # a database the recorder has not made yet
+                return {}
+            raise _PullFailed("database", _call_log_text(str(error))) from None
+        except (sqlite3.Error, OSError) as error:
+            raise _PullFailed("database", _call_log_text(str(error))) from None
+
+    def _keep(self, values):
+        try:
+            with _writing(self.path) as connection:
+                connection.executemany("INSERT OR REPLACE INTO call_log VALUES (?, ?)",
+                                       values.items())
+        except (sqlite3.Error, OSError) as error:
+            raise _PullFailed("database", _call_log_text(str(error))) from None
+
+    def health(self):
+        """/health's "call_log" (words) and "call_log_pulled_at" (ISO 8601, or None)."""
+        pulled_at = (dt.datetime.fromtimestamp(self.pulled_at, dt.timezone.utc)
+                     .isoformat(timespec="seconds") if self.pulled_at else None)
+        if self.trouble is None:
+            state = "ok" if self.pulled_at else "not pulled yet"
+        else:
+            kind, detail = self.trouble
+            state = CALL_LOG_TROUBLES[kind].format(detail=detail)
+        return {"call_log": state, "call_log_pulled_at": pulled_at}
+
+
+###############################################################################
 # The web app #################################################################
 ###############################################################################
 # create_app(): the Bottle routes /popup, /health, the office pages, and their errors.
@@ -6481,12 +7006,13 @@ def bottle_headers_direct():
 
 
 def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
-               password_hash=None, additions=None, password_file=None):
+               password_hash=None, additions=None, call_log=None, password_file=None):
     """The Bottle application: /popup, /health and the office pages. `page_secret`
     (bytes) signs sessions and links (a random one for this process when None);
     `password_hash` (hash_password()'s text) is the office login, None for none,
     read again from `password_file` when that changes;
-    `additions`: the Additions served (started), else one in the state folder."""
+    `additions`: the Additions served (started), else one in the state folder;
+    `call_log`: the CallLogPuller whose state /health and the calls page show."""
     app = bottle.Bottle(catchall=True)
     guard = AccessGuard(config)
     door = OfficeDoor(config, guard, page_secret or secrets.token_bytes(32), password_hash,
@@ -6562,7 +7088,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
 
     @app.get("/health")
     def health():
-        status, body = health_report(holder, recorder)
+        status, body = health_report(holder, recorder, call_log)
         bottle.response.status = status
         bottle.response.content_type = JSON_TYPE
         bottle.response.set_header("Cache-Control", "no-store")
@@ -6637,6 +7163,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
             link=functools.partial(_calls_link, {"day": day.isoformat(), "did": did}), here=asked_path(),
             cdr_url=door.base_url(bottle.request.environ) + "/cdr?token=",
             recording=recorder is not None, day=day, today=today_in(zone),
+            call_log=_call_log_state(call_log, zone),
             tried=tried, tried_answer=tried_answer,
             tried_json=_json_bytes(tried_answer).decode("utf-8") if tried_answer else "")
 
@@ -6915,10 +7442,11 @@ def _cdr_json(body):
     return data
 
 
-def health_report(holder, recorder):
+def health_report(holder, recorder, call_log=None):
     """/health's status and body: 503 unless all is well (the contacts file loads,
-    calls are recorded), so that a monitor reading only the code alerts; the body
-    says which. Open to anyone: no contact data, no folder, no secret."""
+    calls are recorded, Voicenter's Call Log is pulled when asked to be), so that a
+    monitor reading only the code alerts; the body says which. Open to anyone: no
+    contact data, no folder, no secret."""
     body = holder.health()
     contacts_ok = body["last_error"] is None
     failing = [source for source in body["sources"] if source["last_error"]]
@@ -6933,9 +7461,23 @@ def health_report(holder, recorder):
     calls_trouble = recorder.health() if recorder is not None else None
     body["calls"] = ("off" if recorder is None else "ok" if calls_trouble is None
                      else f"cannot be recorded: {calls_trouble}")
-    healthy = contacts_ok and calls_trouble is None
+    body.update(call_log.health() if call_log is not None
+                else {"call_log": "off", "call_log_pulled_at": None})
+    healthy = contacts_ok and calls_trouble is None and (
+        call_log is None or call_log.trouble is None)
     body["status"] = "ok" if healthy else "error"
     return (200 if healthy else 503), body
+
+
+def _call_log_state(call_log, zone):
+    """The calls page's word on the Call Log: None when it is not pulled, else
+    (trouble kind or None, Voicenter's words, the last good pull as a datetime of
+    `zone`, or None)."""
+    if call_log is None:
+        return None
+    kind, detail = call_log.trouble or (None, "")
+    pulled_at = call_log.pulled_at
+    return kind, detail, _local_time(pulled_at, zone) if pulled_at else None
 
 
 def _parse_day(text, today):
@@ -7772,12 +8314,21 @@ def main(argv=None, environ=None):
         recorder = CallRecorder(config.calls_path, config.calls_keep_days).start()
         log.info("recording calls in %s (kept %d days)", config.calls_path,
                  config.calls_keep_days)
+    call_log = None
+    if config.voicenter_code and config.call_log_every:
+        if recorder is None:
+            log.warning("Voicenter's Call Log is not pulled: calls are not recorded "
+                        "(--calls-db \"\")")
+        else:
+            call_log = CallLogPuller(config, recorder.path).start()
+            log.info("pulling Voicenter's Call Log every %d s into %s",
+                     config.call_log_every, recorder.path)
     access_log = AccessLog(log_output, config.log_numbers)
     additions = Additions(config.state_path / ADDITIONS_FILE_NAME, holder).start()
     password_file = config.state_path / PASSWORD_FILE_NAME \
         if config.office_password is None else None
     app = create_app(config, holder, recorder, access_log, page_secret, password_hash,
-                     additions, password_file)
+                     additions, call_log, password_file)
     tune_for_serving()
     _stop_on_sigterm()
     try:
@@ -7795,6 +8346,8 @@ def main(argv=None, environ=None):
                   file=sys.stderr)
         return ExitStatus.ERROR
     finally:
+        if call_log is not None:
+            call_log.close()
         if recorder is not None:
             recorder.close()
     return ExitStatus.SUCCESS

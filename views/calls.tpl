@@ -41,6 +41,16 @@
   % if health["last_error"]:
   <span class="error" id="last-error">{{t("status.last_error")}} <bdi>{{health["last_error"]}}</bdi></span>
   % end
+  % if call_log:
+  %   trouble, detail, pulled_at = call_log
+  %   if trouble:
+  <span class="error" id="call-log" data-trouble="{{trouble}}">{{t("call_log." + trouble, detail=detail)}} {{t("call_log.last_good", time=t.time(pulled_at, today)) if pulled_at else t("call_log.never")}}</span>
+  %   elif pulled_at:
+  <span id="call-log">{{t("call_log.pulled", time=t.time(pulled_at, today))}}</span>
+  %   else:
+  <span id="call-log">{{t("call_log.waiting")}}</span>
+  %   end
+  % end
 </div>
 
 <div class="nav">

@@ -1,0 +1,65 @@
+"""The calls page of an office with no public address (issue 25), in headless Chromium,
+in English and in Hebrew: while Voicenter refuses the server's address (error 4) the
+status line says where to authorise it (the screenshots docs/call-log-en.png and
+docs/call-log-he.png, in the README); once it is authorised, the next pull brings the
+day's calls, abandoned in a queue or not, and the status line the time of the pull."""
+import random
+import time
+
+import pytest
+
+from conftest import OFFICE_PASSWORD, SAMPLE_CONTACTS, wait_until
+from test_login_browser import DOCS, By, _browser
+from voicenter_calllog_standin import CallLogStandin, make_record
+
+CODE = "browser-test-code-5678"
+
+
+@pytest.mark.parametrize("language,direction,words", [
+    ("en-US", "ltr", "under API Settings"),
+    ("he-IL", "rtl", "תחת הגדרות API"),
+])
+def test_the_status_line_says_what_to_authorise_then_the_pulled_calls_show(
+        start_server, tmp_path, log_in, language, direction, words):
+    now = int(time.time())
+    rng = random.Random(4)
+    abandoned = make_record(now - 1800, rng, Type="Queue", CdrType=8,
+                            DialStatus="ABANDONE", CallerNumber="0722776772",
+                            Targetextension="", RecordURL="", Duration=40)
+    answered = make_record(now - 1200, rng, Type="Incoming Call", CdrType=1,
+                           DialStatus="ANSWER", CallerNumber="0541234567")
+    with CallLogStandin([abandoned, answered], code=CODE) as standin:
+        standin.fail = 4
+        server = start_server(SAMPLE_CONTACTS, "--calls-db", tmp_path / "calls.sqlite",
+                              "--office-password", OFFICE_PASSWORD, "--timezone", "UTC",
+                              "--voicenter-code", CODE, "--voicenter-api", standin.url,
+                              "--call-log-every", "2")
+        client = log_in(server)
+        wait_until(lambda: 'data-trouble="address"' in client.get("/calls").text,
+                   what="the refusal on the calls page")
+        day = time.strftime("%Y-%m-%d", time.gmtime(now - 1800))
+        browser = _browser(language)
+        browser.set_window_size(1280, 900)
+        try:
+            browser.get(f"{server.url}/login?next=/calls?day={day}")
+            browser.find_element(By.ID, "password").send_keys(OFFICE_PASSWORD)
+            browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
+            status = browser.find_element(By.ID, "call-log")
+            assert words in status.text and "class" in status.get_attribute("outerHTML")
+            assert status.get_attribute("data-trouble") == "address"
+            assert browser.find_element(By.TAG_NAME, "html").get_attribute("dir") == direction
+            assert browser.save_screenshot(str(DOCS / f"call-log-{language[:2]}.png"))
+            standin.fail = None  # the office authorises the address in the CPanel
+            wait_until(lambda: 'data-trouble' not in client.get("/calls").text and
+                       answered["CallID"] in client.get(f"/calls?day={day}").text,
+                       what="a good pull")
+            browser.get(f"{server.url}/calls?day={day}")
+            status = browser.find_element(By.ID, "call-log")
+            assert status.get_attribute("data-trouble") is None
+            assert time.strftime("%Y-%m-%d", time.gmtime()) in status.text
+            for record in (abandoned, answered):
+                row = browser.find_element(By.ID, f"call-{record['CallID']}")
+                assert record["DialStatus"] in row.text
+        finally:
+            browser.quit()
+        assert CODE not in server.log_text()

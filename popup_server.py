@@ -16,6 +16,7 @@ Endpoints:
     GET|POST /popup   the pop-up answer: {"STATUS", "TOTAL", "CLIENTNAME", "COMPANY", "URL"}
     GET /health       load status for monitors (never contact data, never a token)
     GET / or /calls   the day's calls, missed first (HTML); /calls.csv?day=YYYY-MM-DD
+    GET /sent         what Voicenter sent: the last pop-ups and CDRs, as read (HTML)
 
 Options: each one in the settings table OPTIONS (section "Configuration") also has an
 environment variable, POPUP_ + its name in capitals (POPUP_PORT for --port, POPUP_CONTACTS
@@ -47,6 +48,7 @@ import hashlib
 import hmac
 import http.client
 import io
+import itertools
 import ipaddress
 import itertools
 import json
@@ -67,6 +69,7 @@ import time
 import tomllib
 import types
 import typing
+import unicodedata
 import zoneinfo
 from pathlib import Path
 import urllib.error
@@ -224,6 +227,21 @@ def _network(text):
 
 def _columns(text):
     return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _host_names(text):
+    """--link-redirect-hosts: host names or addresses, comma-separated, lower case; a
+    leading *. stands for every subdomain."""
+    names = []
+    for part in _columns(text):
+        name = part.lower().rstrip(".")
+        bare = name[2:] if name.startswith("*.") else name
+        if not (re.fullmatch(r"[a-z0-9-]{1,63}(\.[a-z0-9-]{1,63})*", bare)
+                or re.fullmatch(r"\[[0-9a-f:.]{2,45}\]", name)):
+            raise _BadValue(f"{part!r} is not a host name (e.g. files.example.com or "
+                            "*.example.com)")
+        names.append(name)
+    return tuple(names)
 
 
 def _public_url(text):
@@ -463,6 +481,10 @@ OPTIONS = (
            "the server whether it changed first)", "300", _positive_float, 60.0),
     Option("--url-timeout", "seconds a download of a contacts link may take before it "
            "counts as failed", "60", _positive_float, 30.0),
+    Option("--link-redirect-hosts", "other hosts a contacts link's site may redirect "
+           "its download to, comma-separated (*.example.com: its subdomains); by default "
+           "only the link's own host (and, for a Google Sheets or Drive link, Google's "
+           "download hosts)", "'files.example.com,*.cdn.example.net'", _host_names, ()),
     Option("--url-max-bytes", "largest download of a contacts link, in bytes; a bigger "
            "one fails and the last good contacts stay", "1073741824",
            _int_between(1024, 1 << 40), 256 * 1024 * 1024),
@@ -1643,9 +1665,16 @@ def _cell_text(value, number_format=""):
         return ""
     if isinstance(value, bool):
         return str(value).upper()
-    if isinstance(value, (int, float)):
-        if "E+" in number_format or "E-" in number_format:
-            return f"{value:.2E}"  # shown in scientific notation: digits may be gone
+    if isinstance(value, (int, float)) and ("E+" in number_format
+                                            or "E-" in number_format):
+        # Shown in scientific notation: the value still has every digit, unless it
+        # is no more than what the cell shows (5.41E+08 saved back as 541000000, as
+        # a CSV's cell is: its last digits are gone for good).
+        whole = value.is_integer() if isinstance(value, float) else True
+        shown = max(1, sum(ch in "0#?" for ch in number_format.partition("E")[0]))
+        if not whole or abs(value) >= 1e15 or len(
+                str(abs(int(value))).rstrip("0")) <= shown:
+            return f"{value:.2E}"
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
@@ -2006,6 +2035,7 @@ class ColumnChoice:
     phones: tuple = ()
     url: str | None = None
     join_names: bool = False  # --name-column A+B: always join, never "A, else B"
+    labels: tuple = ()  # (phone header, its label header): Phone 1 - Value, Phone 1 - Label
 
 
 # Headers are compared as lower-case words, so "Mobile Phone", "mobile_phone" and
@@ -2088,8 +2118,45 @@ def choose_columns(headers, *, name_column=None, company_column=None, phone_colu
         url = named(url_column, "--url-column")
     else:
         url = next((h for h in headers if phrases[h] in _URL_HEADERS), None)
+    labels = tuple((phone, label) for phone, label in (
+        (phone, next((by_lower[candidate] for candidate in _label_headers(phone)
+                      if candidate in by_lower), None)) for phone in phones) if label)
     return ColumnChoice(name=name, company=company, phones=phones, url=url,
-                        join_names=bool(name_column))
+                        join_names=bool(name_column), labels=labels)
+
+
+def _label_headers(phone):
+    """Where a phone column's label may be, lower-case: Google's "Phone 1 - Value" has
+    "Phone 1 - Label" (older exports: "Phone 1 - Type"), a vCard's "Phone 1" too."""
+    base = re.sub(r"(?i)\s*-\s*value$", "", phone).lower()
+    return (f"{base} - label", f"{base} - type")
+
+
+#: Words of a phone's label (Google's "Work Fax", "Home Fax") that say it never
+#: calls: its number is no caller, and is offered neither a call nor WhatsApp.
+_NOT_CALLER_LABEL_WORDS = frozenset({"fax", "פקס", "pager"})
+
+
+def _is_fax_label(text):
+    return bool(_NOT_CALLER_LABEL_WORDS.intersection(_words(str(text))))
+
+
+def _without_faxes(block, choice):
+    """`block` with the phone cells its label column calls a fax (or a pager) made
+    empty; the block itself when there are none."""
+    kept = block
+    for phone, label in choice.labels:
+        labels = block.get(label)
+        if labels is None or phone not in block:
+            continue
+        faxes = [text for text in set(labels.tolist()) if text and _is_fax_label(text)]
+        if faxes:
+            if kept is block:
+                kept = dict(block)
+            cells = kept[phone].copy()
+            cells[np.isin(labels, faxes)] = ""
+            kept[phone] = cells
+    return kept
 
 
 def _is_phone_header(header):
@@ -2878,7 +2945,8 @@ def load_index(path, *, region=DEFAULTS["region"], encoding=None, delimiter=None
                                       "--phone-columns")
     keep = _resolve_keep_columns(headers, keep_columns)
     wanted = [h for h in dict.fromkeys(list(choice.name) + [choice.company, choice.url]
-                                       + list(choice.phones) + keep) if h]
+                                       + list(choice.phones) + keep
+                                       + [label for _phone, label in choice.labels]) if h]
     if xlsx_table:
         return _build_index(path, xlsx_table.keep(wanted), choice, keep, rules,
                             match_digits)
@@ -2951,8 +3019,10 @@ def _build_index(path, table, choice, keep, rules, match_digits):
 
 def _block_pairs(block, size, offset, choice, rules, unusable, first_row=2):
     """(keys, positions, has a number) of one block, whose first contact is at position
-    `offset` of the file; in file order. Problems with cells are added to `unusable`."""
+    `offset` of the file; in file order. Problems with cells are added to `unusable`.
+    A fax (by its label) is no number."""
     extra = []
+    block = _without_faxes(block, choice)
     # Every phone column of the block in one vectorised call: fewer, larger numpy steps.
     cells = np.concatenate([block[header] for header in choice.phones]) \
         if len(choice.phones) > 1 else block[choice.phones[0]]
@@ -3165,6 +3235,18 @@ def _request_values(key, fields):
 
 def _phase(fields):
     return fields.get("status") or fields.get("statusCall") or ""
+
+
+#: The call phases as Voicenter names them (`Talking` is the answer; older material
+#: and integrators say "Answer" or "Answered"), read case-insensitively.
+_PHASE_NAMES = {"ringing": "ringing", "talking": "talking", "answer": "talking",
+                "answered": "talking", "hangup": "hangup"}
+
+
+def read_phase(text):
+    """The phase a pop-up's status (statusCall) names: "ringing", "talking" (the call
+    was answered) or "hangup"; None for anything else."""
+    return _PHASE_NAMES.get(str(text).strip().lower())
 
 
 ###############################################################################
@@ -4001,16 +4083,24 @@ def iter_calls_of_day(path, day, *, zone=None, ring_timeout=None, did=None, name
     names = names or NO_NAMES
     order = ("{alias}.started DESC, {alias}.ivrid DESC" if newest_first else
              _OUTCOME_ORDER + ", {alias}.started DESC, {alias}.ivrid")
+    # Tries: one grouped count of the day's calls of the numbers shown (a range of
+    # calls_by_number each), joined to the rows: never a count for each row, which
+    # made one number calling N times cost N x N for the day's CSV.
     sql = f"""
+        WITH p AS MATERIALIZED (
+            SELECT {_ROW_COLUMNS} FROM calls c WHERE {_OF_DAY.format(alias="c")}
+            ORDER BY {order.format(alias="c")} LIMIT :limit OFFSET :offset
+        ), tries AS MATERIALIZED (
+            SELECT t.e164, COUNT(*) AS tries FROM calls t
+            WHERE t.e164 IN (SELECT e164 FROM p WHERE e164 != '')
+              AND {_OF_DAY.format(alias="t")} GROUP BY t.e164
+        )
         SELECT {", ".join(f"p.{name}" for name in (
                 "ivrid", "started", "caller", "e164", "did", "direction", "name",
                 "company", "url", "answered_at", "agent", "ended_at", "status",
                 "duration", "record", "outcome"))},
-               CASE WHEN p.e164 = '' THEN 1 ELSE (SELECT COUNT(*) FROM calls t
-                    WHERE t.e164 = p.e164 AND {_OF_DAY.format(alias="t")}) END,
-               coalesce(n.mark, ''), coalesce(n.note, '')
-        FROM (SELECT {_ROW_COLUMNS} FROM calls c WHERE {_OF_DAY.format(alias="c")}
-              ORDER BY {order.format(alias="c")} LIMIT :limit OFFSET :offset) p
+               coalesce(tries.tries, 1), coalesce(n.mark, ''), coalesce(n.note, '')
+        FROM p LEFT JOIN tries ON tries.e164 = p.e164
         LEFT JOIN call_notes n ON n.ivrid = p.ivrid
         ORDER BY {order.format(alias="p")}"""
     params = _day_params(day, zone, ring_timeout, did, now)
@@ -4239,16 +4329,26 @@ def calls_csv(calls):
 
 
 #: What makes a spreadsheet read a cell as a formula (OWASP, CSV injection): = + - @
-#: first or after leading spaces, and their full-width and small forms, which
-#: spreadsheets may read as the ASCII ones; a tab, CR or LF first (_no_formula).
+#: first or after leading spaces and invisible characters, and their full-width and
+#: small forms, which spreadsheets may read as the ASCII ones; a tab, CR or LF first
+#: (_no_formula).
 _FORMULA_SIGNS = frozenset("=+-@\uff1d\uff0b\uff0d\uff20\ufe66\ufe62\ufe63\ufe6b")
 
 
 def _no_formula(text):
     """Text that a spreadsheet will show, not run: callers choose their caller id and
-    names come from files. Such a cell gets a leading ' (OWASP's advice)."""
-    if text[:1] in ("\t", "\r", "\n") or text.lstrip()[:1] in _FORMULA_SIGNS:
+    names come from files. Such a cell gets a leading ' (OWASP's advice). The one
+    rule for every CSV this server writes. Leading spaces and invisible characters
+    (format characters, Unicode's Cf: U+200B zero-width space, U+FEFF, U+2060, the
+    direction marks, ...) are looked through: a spreadsheet may drop them and read
+    the sign after them as a formula's start."""
+    if text[:1] in ("\t", "\r", "\n"):
         return "'" + text
+    for char in text:
+        if char in _FORMULA_SIGNS:
+            return "'" + text
+        if not (char.isspace() or unicodedata.category(char) == "Cf"):
+            break
     return text
 
 
@@ -4262,7 +4362,12 @@ def _no_formula(text):
 #: (token=, key=, sig=, ...) and is shown as ***.
 _HARMLESS_QUERY_KEYS = frozenset({"format", "output", "gid", "usp", "single", "range",
                                   "sheet"})
-_LINK = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>|]*")
+_LINK_START = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+#: A link's host, path, query and fragment in a text: up to a space, the sources'
+#: separator (a URL carries it only encoded) or the next link.
+_AUTHORITY = re.compile(r"[^/?#]*")
+_AUTHORITY_OR_PATH = re.compile(r"\S*")
+_LINK_REST = re.compile(r"(?:(?![A-Za-z][A-Za-z0-9+.-]*://)[^\s|])*")
 _SHEETS_PATH = re.compile(r"/spreadsheets/(?:u/\d+/)?d/(e/)?([A-Za-z0-9_-]+)")
 _DOWNLOAD_PIECE = 64 * 1024
 _MAX_REDIRECTS = 5
@@ -4271,8 +4376,33 @@ _MAX_REDIRECTS = 5
 def redact_url(text):
     """`text` with every link in it safe to show (logs, --check, errors): its user name
     and password, and every query or fragment value but a few harmless ones (format,
-    gid, ...), become ***. The one function that hides a link's secrets."""
-    return _LINK.sub(lambda match: _redact_link(match.group(0)), str(text))
+    gid, ...), become ***. The one function that hides a link's secrets.
+
+    The user name and password are found whatever characters they hold (quotes, < > |,
+    spaces, @): they run to the last @ before the end of the link's authority, the
+    first / ? or # (where urllib, which sends them, ends it too), or, failing that
+    (an unencoded / ? or # in the password), to the last @ before a space. Text that
+    only looks like them is hidden too: hiding too much is safe, too little is not."""
+    text, shown, at = str(text), [], 0
+    while (start := _LINK_START.search(text, at)) is not None:
+        shown.append(text[at:start.start()])
+        rest = start.end()
+        after = _credentials_end(text, rest)
+        tail = _LINK_REST.match(text, after).end()
+        link = text[start.start():rest] + ("***@" if after > rest else "") + text[after:tail]
+        shown.append(_redact_link(link))
+        at = max(tail, start.end())
+    shown.append(text[at:])
+    return "".join(shown)
+
+
+def _credentials_end(text, start):
+    """Where the user:password@ of the link whose authority begins at `start` ends
+    (just after its @), or `start` when it has none."""
+    authority = _AUTHORITY.match(text, start).group(0)
+    if "@" not in authority:  # a / ? or # in the password, unencoded
+        authority = _AUTHORITY_OR_PATH.match(text, start).group(0)
+    return start + authority.rindex("@") + 1 if "@" in authority else start
 
 
 def _redact_link(link):
@@ -4334,16 +4464,42 @@ class DownloadFailed(Exception):
     """A download failed; the message says why in words, never naming the link."""
 
 
+#: Where Google sends a sheet's export or a Drive file's download: docs.google.com and
+#: drive.google.com answer with a redirect to these.
+GOOGLE_REDIRECT_HOSTS = ("*.googleusercontent.com", "*.usercontent.google.com")
+
+
 class _Redirects(urllib.request.HTTPRedirectHandler):
-    """Redirects followed at most _MAX_REDIRECTS times, to http(s) links only, and the
-    link's password never sent to another host."""
+    """Redirects followed at most _MAX_REDIRECTS times, to http(s) links only, on the
+    link's own host or `hosts` (--link-redirect-hosts) only: a site must not make this
+    server fetch an address of the office's own network. The link's password is never
+    sent to another host."""
 
     max_redirections = _MAX_REDIRECTS
+
+    def __init__(self, link, hosts=()):
+        super().__init__()
+        own = (urllib.parse.urlsplit(link).hostname or "").lower().rstrip(".")
+        self.hosts = {own, *hosts}
+        if own in ("docs.google.com", "drive.google.com"):
+            self.hosts.update(GOOGLE_REDIRECT_HOSTS)
+
+    def allows(self, url):
+        """Whether a redirect to `url` stays on the hosts allowed."""
+        host = (urllib.parse.urlsplit(url).hostname or "").lower().rstrip(".")
+        if ":" in host:
+            host = f"[{host}]"
+        return host in self.hosts or any(
+            allowed.startswith("*.") and host.endswith(allowed[1:]) for allowed in self.hosts)
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         if urllib.parse.urlsplit(newurl).scheme.lower() not in ("http", "https"):
             raise DownloadFailed(f"the site redirected to a link that is not http or "
                                  f"https ({code})")
+        if not self.allows(newurl):
+            host = urllib.parse.urlsplit(newurl).hostname or "?"
+            raise DownloadFailed(f"the site redirected to another host, which is not "
+                                 f"followed ({host}: --link-redirect-hosts allows it)")
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
         if new is not None and not _same_site(req.full_url, newurl):
             new.remove_header("Authorization")
@@ -4362,11 +4518,12 @@ def _same_site(old, new):
         old_scheme == new_scheme or new_scheme == "https")
 
 
-def download_link(url, target, *, timeout, max_bytes, etag=None, modified=None):
+def download_link(url, target, *, timeout, max_bytes, etag=None, modified=None,
+                  redirect_hosts=()):
     """Download `url` into the file `target`: (ETag, Last-Modified) of what came, or
     None when the site answers that it has not changed since `etag`/`modified` (304).
     At most `max_bytes`, streamed and stopped there, within `timeout` seconds in all;
-    redirects followed. Raises DownloadFailed."""
+    redirects followed on its own host and `redirect_hosts`. Raises DownloadFailed."""
     request = _link_request(url)
     if etag:
         request.add_header("If-None-Match", etag)
@@ -4378,7 +4535,8 @@ def download_link(url, target, *, timeout, max_bytes, etag=None, modified=None):
     connections = _CutAtDeadline(timeout)
     try:
         with connections:
-            validators = _download(request, target, connections, deadline, max_bytes)
+            validators = _download(request, target, connections, deadline, max_bytes,
+                                   _Redirects(url, redirect_hosts))
     except DownloadFailed:
         if not connections.cut:
             raise
@@ -4387,10 +4545,10 @@ def download_link(url, target, *, timeout, max_bytes, etag=None, modified=None):
     return validators
 
 
-def _download(request, target, connections, deadline, max_bytes):
+def _download(request, target, connections, deadline, max_bytes, redirects):
     timeout = connections.timeout
     try:
-        opener = urllib.request.build_opener(_Redirects, *connections.handlers())
+        opener = urllib.request.build_opener(redirects, *connections.handlers())
         with opener.open(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length", "")
             if length.isascii() and length.isdigit() and int(length) > max_bytes:
@@ -4752,6 +4910,7 @@ class LinkSource(ContactsSource):
             fetched = download_link(
                 self.export_url, part, timeout=self.config.url_timeout,
                 max_bytes=self.config.url_max_bytes,
+                redirect_hosts=self.config.link_redirect_hosts,
                 etag=self._etag if conditional else None,
                 modified=self._modified if conditional else None)
         except DownloadFailed as error:
@@ -5242,6 +5401,13 @@ def _form_fields(text, what, wsgi_text=False):
     return fields
 
 
+#: The environ keys where _body_fields() says how it read a body ("json" or "form")
+#: and, of a pop-up's JSON, the names of its fields (the first _SENT_NAMES).
+BODY_FORMAT = "popup_server.body_format"
+BODY_NAMES = "popup_server.body_names"
+_SENT_NAMES = 40
+
+
 def _body_fields(environ, max_body, json_fields=None):
     """Fields of a POST body: JSON or form-encoded, by Content-Type (or by its look);
     `json_fields` reads a JSON body (default: the pop-up's fields only)."""
@@ -5258,7 +5424,11 @@ def _body_fields(environ, max_body, json_fields=None):
     if content_type == "application/json" or content_type.endswith("+json") or (
             content_type not in ("application/x-www-form-urlencoded",
                                  "multipart/form-data") and body.lstrip()[:1] in (b"{", b"[")):
-        return (json_fields or _json_fields)(body)
+        environ[BODY_FORMAT] = "json"
+        if json_fields is None:
+            names = environ[BODY_NAMES] = []
+            return _json_fields(body, names)
+        return json_fields(body)
     if content_type == "multipart/form-data":
         raise bottle.HTTPError(415, "send the fields as a query string, as "
                                     "application/x-www-form-urlencoded or as JSON")
@@ -5266,10 +5436,13 @@ def _body_fields(environ, max_body, json_fields=None):
         text = body.decode("utf-8")
     except UnicodeError:
         raise bottle.HTTPError(400, "the form body is not valid UTF-8") from None
+    environ[BODY_FORMAT] = "form"
     return _form_fields(text, "form body")
 
 
-def _json_fields(body):
+def _json_fields(body, names=None):
+    """The pop-up's fields (REQUEST_FIELDS) of a JSON body; `names` (a list) gets the
+    names of the first _SENT_NAMES fields it has, for the "what Voicenter sent" page."""
     try:
         data = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
@@ -5281,6 +5454,8 @@ def _json_fields(body):
     if not isinstance(data, dict):
         raise bottle.HTTPError(400, "the JSON body must be an object, e.g. "
                                     '{"phone": "0722776772"}')
+    if names is not None:
+        names.extend(itertools.islice(data, _SENT_NAMES))
     fields = {}
     for name in REQUEST_FIELDS:
         value = data.get(name)
@@ -5321,7 +5496,7 @@ LOGIN_ADDRESSES_KEPT = 10_000        # failing addresses remembered (the oldest 
 LOGIN_CHECKS_AT_ONCE = 2
 LOGIN_REFUSALS_LOGGED = 20           # refusals logged one by one a minute; then counted
 MIN_PASSWORD_LENGTH = 8              # characters of a password the password command takes
-SESSIONS_ENDED_KEPT = 10_000         # logged-out sessions remembered until they expire
+SESSIONS_ENDED_KEPT = 10_000         # logged-out sessions kept (revoked_sessions) until they expire
 _SCRYPT = dict(n=2 ** 14, r=8, p=1)  # 16 MiB and ~50 ms a try: OWASP's minimum
 
 
@@ -5479,6 +5654,151 @@ def wait_in_words(texts, seconds):
 
 Session = collections.namedtuple("Session", "nonce expires")
 
+#: The state folder's file of sessions ended before their expiry (RevokedSessions).
+REVOKED_SESSIONS_NAME = "revoked_sessions"
+_NONCE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class RevokedSessions:
+    """Sessions ended before their expiry, kept in the state folder's revoked_sessions
+    file so that no restart brings one back: logouts (revoke()), and every session at
+    once (revoke_all(): a new office password, the password command). The one place
+    that ends sessions; OfficeDoor.session() asks is_revoked() of every cookie.
+
+    Bounded: an entry is dropped once its session would have expired anyway, and
+    beyond `kept` logouts the oldest are folded into the "every session started
+    until" time instead (signing out a few sessions too many, never letting one back).
+    One line an entry, appended at once; the file is written anew when it holds twice
+    the entries kept. Lines: "session NONCE EXPIRES", "all UNTIL EXPIRES" (sessions
+    started at or before UNTIL), "password TAG" (which password the sessions belong
+    to: at a start with another one, every session is revoked)."""
+
+    def __init__(self, path, kept=SESSIONS_ENDED_KEPT):
+        self.path, self.kept = path, kept
+        self.lock = threading.Lock()
+        self.ended = collections.OrderedDict()  # nonce -> expiry, oldest first
+        self.until = 0        # sessions started at or before this (epoch s) are revoked
+        self.password = ""    # the tag of the password of the sessions
+        self.lines = 0        # lines in the file
+
+    @classmethod
+    def open(cls, path, password_tag=None, kept=SESSIONS_ENDED_KEPT, now=None):
+        """The revoked sessions kept at `path` (none when it does not exist yet); with
+        `password_tag` (a tag of the office password's hash) different from the one
+        kept, every session is revoked. ConfigError when the file cannot be read."""
+        revoked = cls(path, kept)
+        now = time.time() if now is None else now
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                lines = handle.read(64 * 1024 * 1024).splitlines()
+        except FileNotFoundError:
+            lines = []
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read the signed-out sessions "
+                              f"({error.strerror or error}); delete it or pass "
+                              "--state-dir") from None
+        for line in lines:
+            revoked._take(line.split(), now)
+        if password_tag is not None and password_tag != revoked.password:
+            if revoked.password:
+                revoked.until = max(revoked.until, int(now))
+            revoked.password = password_tag
+        try:
+            revoked._rewrite(now)
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot write the signed-out sessions "
+                              f"({error.strerror or error}); pass --state-dir") from None
+        return revoked
+
+    def _take(self, fields, now):
+        """One line of the file, read; anything else is ignored (a line cut short by a
+        crash)."""
+        kind = fields[0] if fields else ""
+        if kind == "password" and len(fields) == 2 and _NONCE.fullmatch(fields[1]):
+            self.password = fields[1]
+        elif (kind in ("session", "all") and len(fields) == 3 and fields[2].isascii()
+              and fields[2].isdigit() and int(fields[2]) >= now):
+            if kind == "session" and _NONCE.fullmatch(fields[1]):
+                self.ended.pop(fields[1], None)
+                self.ended[fields[1]] = int(fields[2])
+                self._bound()
+            elif kind == "all" and fields[1].isascii() and fields[1].isdigit():
+                self.until = max(self.until, int(fields[1]))
+
+    def is_revoked(self, nonce, expires):
+        return expires - SESSION_SECONDS <= self.until or nonce in self.ended
+
+    def revoke(self, nonce, expires, now=None):
+        """End the session `nonce` (a logout), for good."""
+        with self.lock:
+            self.ended[nonce] = expires
+            folded = self._bound()
+            self._keep(now, "" if folded else f"session {nonce} {expires}\n")
+
+    def revoke_all(self, now=None):
+        """End every session started until now (a new password)."""
+        with self.lock:
+            now = time.time() if now is None else now
+            self.until = max(self.until, int(now))
+            self._keep(now, f"all {self.until} {self.until + SESSION_SECONDS}\n")
+
+    def _bound(self):
+        """Keep at most `kept` logouts: the oldest folded into `until`. True if any."""
+        folded = False
+        while len(self.ended) > self.kept:
+            _nonce, expires = self.ended.popitem(last=False)
+            self.until = max(self.until, expires - SESSION_SECONDS)
+            folded = True
+        return folded
+
+    def _keep(self, now, line):
+        """Append `line` to the file, or write it anew (pruned) when it grew too long
+        or `line` is "" (an entry folded). A failure is logged: the session stays
+        revoked until the server stops."""
+        now = time.time() if now is None else now
+        try:
+            if not line or self.lines + 1 > 2 * self.kept + 2:
+                self._rewrite(now)
+                return
+            descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                                 | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            with os.fdopen(descriptor, "a", encoding="utf-8") as handle:
+                handle.write(line)
+                handle.flush()
+                os.fsync(handle.fileno())
+            self.lines += 1
+        except OSError as error:
+            log.error("%s: cannot keep a signed-out session (%s); it stays signed out "
+                      "until the server stops", self.path, error.strerror or error)
+
+    def _rewrite(self, now):
+        """The file written anew from what is kept, dropping what has expired."""
+        for nonce, expires in list(self.ended.items()):
+            if expires < now:
+                del self.ended[nonce]
+        lines = [f"session {nonce} {expires}\n" for nonce, expires in self.ended.items()]
+        if self.until + SESSION_SECONDS >= now:
+            lines.insert(0, f"all {self.until} {self.until + SESSION_SECONDS}\n")
+        else:
+            self.until = 0
+        if self.password:
+            lines.insert(0, f"password {self.password}\n")
+        if not lines and not self.path.exists():
+            self.lines = 0
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        partial = self.path.with_name(self.path.name + ".partial")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                             | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.writelines(lines)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, self.path)
+        self.lines = len(lines)
+
 
 class PageDenied(Exception):
     """An office page refused, shown as the 403 HTML page; `reason` names its text."""
@@ -5488,15 +5808,23 @@ class PageDenied(Exception):
         self.reason, self.status = reason, status
 
 
+def password_tag(secret, password_hash):
+    """What RevokedSessions keeps of the office password: a signature of its hash
+    (None without a login), telling a new password from the last one."""
+    return None if password_hash is None else _signature(secret, "password", password_hash)
+
+
 class OfficeDoor:
     """Who may open the office pages: a session from the login, or, for one caller's
     page only, a signed link. Sessions and CSRF tokens are signed with the page
-    secret, so nothing is kept for them but logouts (bounded, until they expire).
-    A session is bound to the password's hash too: a new password ends them all.
+    secret, so nothing is kept for them but the sessions ended early (RevokedSessions,
+    in the state folder). A session is bound to the password's hash too, and a start
+    with a new password revokes them all (a return to an old one brings none back).
     Without a password (--office-password ""), the pages are served as before the
     login existed: to --allow-ip addresses, or to this machine."""
 
-    def __init__(self, config, guard, secret, password_hash, password_file=None):
+    def __init__(self, config, guard, secret, password_hash, revoked=None,
+                 password_file=None):
         self.config, self.guard, self.secret = config, guard, secret
         self._password_hash = password_hash
         # The file `popup-server password` writes: read again when it changes, so that
@@ -5509,8 +5837,8 @@ class OfficeDoor:
         self.limiter = LoginLimiter()
         self.refusals = RefusalLog()
         self.checks = threading.BoundedSemaphore(LOGIN_CHECKS_AT_ONCE)
-        self.ended = collections.OrderedDict()  # nonce -> expiry, of logged-out sessions
-        self.lock = threading.Lock()
+        self.revoked = revoked or RevokedSessions.open(
+            config.state_path / REVOKED_SESSIONS_NAME, password_tag(secret, password_hash))
 
     @property
     def login_required(self):
@@ -5533,6 +5861,9 @@ class OfficeDoor:
                 if kept is not None and kept.startswith("scrypt$") \
                         and kept != self._password_hash:
                     self._password_hash = kept
+                    with self.revoked.lock:  # the next start must not revoke them again
+                        self.revoked.password = password_tag(self.secret, kept)
+                    self.revoked.revoke_all()
                     log.info("the office password was changed (%s): every session "
                              "has ended", self.password_file)
         return self._password_hash
@@ -5549,25 +5880,22 @@ class OfficeDoor:
         wanted = _signature(self.secret, "session", self.password_hash, expires, nonce)
         if not hmac.compare_digest(wanted.encode("ascii"), signature.encode("ascii")):
             return None
-        if int(expires) < time.time() or nonce in self.ended:
+        if int(expires) < time.time() or self.revoked.is_revoked(nonce, int(expires)):
             return None
         return Session(nonce, int(expires))
 
     def start_session(self, environ):
         """A new session and the Set-Cookie value carrying it."""
-        session = Session(secrets.token_urlsafe(12), int(time.time()) + SESSION_SECONDS)
+        # Started after the last revoke_all(), even within its second: not revoked.
+        started = max(int(time.time()), self.revoked.until + 1)
+        session = Session(secrets.token_urlsafe(12), started + SESSION_SECONDS)
         value = f"{session.expires}.{session.nonce}." + _signature(
             self.secret, "session", self.password_hash, session.expires, session.nonce)
         return session, self._cookie(value, SESSION_SECONDS, environ)
 
     def end_session(self, session, environ):
         """Forget `session` (logout); the Set-Cookie value that clears it."""
-        with self.lock:
-            now = time.time()
-            self.ended[session.nonce] = session.expires
-            while self.ended and (len(self.ended) > SESSIONS_ENDED_KEPT
-                                  or next(iter(self.ended.values())) < now):
-                self.ended.popitem(last=False)
+        self.revoked.revoke(session.nonce, session.expires)
         return self._cookie("", 0, environ)
 
     def _cookie(self, value, max_age, environ):
@@ -5615,6 +5943,41 @@ class OfficeDoor:
         return parts.scheme in ("http", "https") and parts.netloc.lower() in ours
 
     # Who may see a page -----------------------------------------------------------
+    @functools.cached_property
+    def own_names(self):
+        """The host names this server answers the office pages under with the login
+        off: localhost, the machine's own names, the listen address and --public-url's
+        host (lower case, without a final dot)."""
+        names = {"localhost", "localhost.localdomain", "ip6-localhost"}
+        with contextlib.suppress(OSError, UnicodeError):
+            machine = socket.gethostname()
+            # Not getfqdn(): a reverse look-up may wait seconds for a DNS server.
+            names.update({machine, machine.split(".")[0], machine.split(".")[0] + ".local"})
+        names.add(self.config.host or "")
+        if self.config.public_url:
+            names.add(urlsplit(self.config.public_url).hostname or "")
+        return frozenset(name.lower().rstrip(".") for name in names if name)
+
+    def known_host(self, environ):
+        """Whether the Host the browser asked for (X-Forwarded-Host from a
+        --trusted-proxy) is an address or one of own_names. With the login off, a
+        page under any other name may be another site's whose name now leads here
+        (DNS rebinding): its scripts would read the calls as if they were its own.
+        No Host at all (HTTP/1.0) is no browser's."""
+        host = environ.get("HTTP_HOST") or ""
+        guard = self.guard
+        if guard.trusted and guard._in(environ.get("REMOTE_ADDR") or "", guard.trusted):
+            host = (environ.get("HTTP_X_FORWARDED_HOST") or "").split(",")[0].strip() or host
+        if not host:
+            return True
+        if host.startswith("["):  # [v6]:port
+            name = host[1:].partition("]")[0]
+        else:
+            name, colon, port = host.rpartition(":")
+            name = name if colon and port.isdigit() else host
+        name = name.lower().rstrip(".")
+        return guard._parse(name) is not None or name in self.own_names
+
     def admit(self, environ, path_asked):
         """The session an office page is shown to (None with the login off); a browser
         without one is sent to the login page, which brings it back to `path_asked`.
@@ -5625,6 +5988,8 @@ class OfficeDoor:
                                         "office pages")
         if not self.login_required:
             self.guard.check_page(environ)
+            if not self.known_host(environ):
+                raise PageDenied("host", 421)
             return None
         session = self.session(environ)
         if session is None:
@@ -5665,8 +6030,17 @@ def local_path(text, fallback="/"):
 LANGUAGES = ("en", "he")
 RIGHT_TO_LEFT = ("he",)
 
+
+def _ltr(text):
+    """`text` isolated left to right (LRI ... PDI) inside a right-to-left text, as
+    <bdi dir="ltr"> does in a page: /cdr, --calls-db and 1–500 are not mirrored."""
+    return f"\u2066{text}\u2069"
+
+
 #: Every text of the pages, English and Hebrew side by side: a key with one of them
-#: missing fails tests/test_language.py. {name} marks a value filled in.
+#: missing fails tests/test_language.py. {name} marks a value filled in. In a Hebrew
+#: text, a Latin snippet that starts or ends with punctuation (a path, an option) is
+#: in _ltr(); tests/test_inspect.py checks it.
 PAGE_TEXTS = {
     "app.name": ("popup-server", "popup-server"),
     "login.title": ("Sign in", "כניסה"),
@@ -5701,6 +6075,14 @@ PAGE_TEXTS = {
                     "opened before you signed in again. Reload the page and try again.",
                     "הטופס נדחה: הוא הגיע מאתר אחר או מדף שנפתח לפני כניסה מחדש. טענו "
                     "את הדף מחדש ונסו שוב."),
+    "denied.host": ("This page was asked for under a name that is not this server's. "
+                    "With the office password off, the office pages open only under this "
+                    "machine's own names and addresses: open {url} (the server's "
+                    "--public-url names one more).",
+                    "הדף התבקש בשם שאינו של שרת זה. כשסיסמת המשרד כבויה, דפי המשרד נפתחים "
+                    "רק בשמות ובכתובות של המחשב הזה: פתחו את " + _ltr("{url}")
+                    + " (האפשרות " + _ltr("--public-url") + " "
+                    "של השרת מוסיפה שם)."),
     "caller.title": ("Caller", "מתקשר"),
     "calls.title": ("Calls", "שיחות"),
     "calls.heading": ("Calls of {date}", "שיחות {date}"),
@@ -5719,8 +6101,8 @@ PAGE_TEXTS = {
     "call_log.never": ("No pull has succeeded yet.", "עדיין לא הצליחה אף משיכה."),
     "call_log.code": ("Voicenter refused the API code (error 2): check --voicenter-code "
                       "against the code in Voicenter's CPanel.",
-                      "Voicenter דחה את קוד ה-API (שגיאה 2): בדקו את --voicenter-code "
-                      "מול הקוד ב-CPanel של Voicenter."),
+                      "Voicenter דחה את קוד ה-API (שגיאה 2): בדקו את "
+                      + _ltr("--voicenter-code") + " מול הקוד ב-CPanel של Voicenter."),
     "call_log.address": ("Voicenter refused this server's address (error 4): authorise "
                          "this server's public IP address in Voicenter's CPanel, under "
                          "API Settings.",
@@ -5764,7 +6146,8 @@ PAGE_TEXTS = {
     "day.submit": ("Show", "הצגה"),
     "calls.not_recording": ("Calls are not being recorded (the server was started with "
                             "an empty --calls-db).",
-                            "השיחות אינן נרשמות (השרת הופעל עם --calls-db ריק)."),
+                            "השיחות אינן נרשמות (השרת הופעל עם " + _ltr("--calls-db")
+                            + " ריק)."),
     "calls.none": ("No calls on this day yet.", "אין עדיין שיחות ביום הזה."),
     "summary.missed": ("missed", "לא נענו"),
     "summary.answered": ("answered", "נענו"),
@@ -5824,7 +6207,7 @@ PAGE_TEXTS = {
     "line.label": ("Line dialled", "הקו שחויג"),
     "line.all": ("all lines", "כל הקווים"),
     "line.submit": ("Show", "הצגה"),
-    "page.range": ("{first}–{last} of {total}", "{first}–{last} מתוך {total}"),
+    "page.range": ("{first}–{last} of {total}", _ltr("{first}–{last}") + " מתוך {total}"),
     "page.next": ("next {size} →", "{size} הבאים ←"),
     "page.previous": ("← previous {size}", "→ {size} הקודמים"),
     "day.calls": ("The day's calls", "שיחות היום"),
@@ -5835,7 +6218,8 @@ PAGE_TEXTS = {
                  "token, printed at start-up):",
                  "שיחות יוצאות, שיחות שננטשו בתור והקלטות מגיעות מהתראות ה-CDR של "
                  "Voicenter. בהגדרות CDR Notification של Voicenter, הזינו את כתובת "
-                 "החלון הקופץ עם /cdr במקום /popup (אותו טוקן, שהודפס בהפעלה):"),
+                 "החלון הקופץ עם " + _ltr("/cdr") + " במקום " + _ltr("/popup")
+                 + " (אותו טוקן, שהודפס בהפעלה):"),
     "cdr.answers": ("Each record is stored before this server answers; until then "
                     "Voicenter sends it again, and a record sent twice is kept once. The "
                     "answer once stored:",
@@ -5883,9 +6267,70 @@ PAGE_TEXTS = {
                            "הטלפון חייב להיות המספר של המתקשר הזה."),
     "caller.gone": ("That contact is no longer in the added contacts; reload the page.",
                     "איש הקשר הזה כבר אינו ברשימת אנשי הקשר שנוספו; טענו את הדף מחדש."),
-    "caller.not_saved": ("Not saved: {error}", "לא נשמר: {error}"),
+    "caller.not_saved": ("Not saved: {error}", "לא נשמר: \u2068{error}\u2069"),
     "caller.by_link": ("Opened from a pop-up link: this caller's page only.",
                        "נפתח מקישור בחלון קופץ: הדף של המתקשר הזה בלבד."),
+    # What Voicenter sent (/sent)
+    "sent.title": ("What Voicenter sent", "מה Voicenter שלח"),
+    "sent.help": ("The last {kept} pop-up requests and CDRs this server received since "
+                  "it started, newest first, each with how it was read and what was "
+                  "answered. Tokens and passwords are never kept.",
+                  "{kept} בקשות החלון הקופץ ורשומות ה-CDR האחרונות שהשרת קיבל מאז "
+                  "שהופעל, החדשות קודם, כל אחת עם האופן שבו נקראה והתשובה שנשלחה. "
+                  "טוקנים וסיסמאות לעולם אינם נשמרים."),
+    "sent.none": ("Nothing was received since the server started.",
+                  "לא התקבל דבר מאז שהשרת הופעל."),
+    "sent.back": ("← the calls page", "→ דף השיחות"),
+    "sent.col_time": ("Received", "התקבל"),
+    "sent.col_request": ("Request", "בקשה"),
+    "sent.col_phase": ("Phase or type, as sent → as read", "שלב או סוג, כפי שנשלח ← כפי שהובן"),
+    "sent.col_number": ("Number, as sent → as read", "מספר, כפי שנשלח ← כפי שהובן"),
+    "sent.col_matched": ("Contacts matched", "אנשי קשר שנמצאו"),
+    "sent.col_answer": ("Answer sent", "התשובה שנשלחה"),
+    "sent.arrow": ("→", "←"),  # from as sent to as read, in the reading direction
+    "sent.popup": ("pop-up", "חלון קופץ"),
+    "sent.cdr": ("CDR", "CDR"),
+    "sent.get": ("GET, query", "GET, שאילתה"),
+    "sent.form": ("POST, form", "POST, טופס"),
+    "sent.json": ("POST, JSON", "POST, JSON"),
+    "sent.post": ("POST, no body", "POST, ללא גוף"),
+    "sent.no_number": ("no number", "אין מספר"),
+    "sent.not_a_number": ("not a number", "לא מספר"),
+    "sent.caller_link": ("URL: the caller's page (a signed link)",
+                         "URL: הדף של המתקשר (קישור חתום)"),
+    "sent.others": ("Other fields, not read:", "שדות אחרים, שלא נקראו:"),
+    "sent.started": ("call started", "תחילת השיחה"),
+    "sent.no_direction": ("direction not understood", "הכיוון לא הובן"),
+    "sent.flag_phase": ("A phase name this server does not know: the call is not "
+                        "followed by it.",
+                        "שם שלב ששרת זה אינו מכיר: השיחה אינה נעקבת לפיו."),
+    "sent.flag_no_phase": ("A call's request without a phase (status or statusCall).",
+                           "בקשה של שיחה ללא שלב (status או statusCall)."),
+    "sent.flag_time": ("A time this server cannot read: the time it arrived was used.",
+                       "זמן ששרת זה אינו יכול לקרוא: נעשה שימוש בזמן ההגעה."),
+    "sent.flag_no_time": ("No time: the time it arrived was used.",
+                          "אין זמן: נעשה שימוש בזמן ההגעה."),
+    "phase.ringing": ("ringing", "מצלצל"),
+    "phase.talking": ("answered", "נענה"),
+    "phase.hangup": ("hung up", "נותק"),
+    "phase.none": ("no phase (a look-up)", "ללא שלב (בדיקה)"),
+    "phase.unknown": ("not understood", "לא הובן"),
+    "status.flag_phases": ("Pop-up requests whose phase this server could not read: "
+                           "{count}.", "בקשות חלון קופץ שהשלב שלהן לא הובן: {count}."),
+    "status.flag_times": ("CDRs whose time this server could not read: {count}.",
+                          "רשומות CDR שהזמן שלהן לא הובן: {count}."),
+    "status.see_sent": ("see what Voicenter sent", "ראו מה Voicenter שלח"),
+    "busy.title": ("Busy, try again", "עסוק, נסו שוב"),
+    "busy.text": ("The calls database is busy just now (another program is writing to "
+                  "it), so nothing was changed. Go back and try again in a moment.",
+                  "מסד הנתונים של השיחות עסוק כרגע (תוכנה אחרת כותבת אליו), ולכן דבר "
+                  "לא שונה. חזרו ונסו שוב בעוד רגע."),
+    "busy.back": ("Back to the page", "חזרה לדף"),
+    "calls.unreadable": ("The calls cannot be read just now; reload the page in a "
+                         "moment. The database says:",
+                         "לא ניתן לקרוא את השיחות כרגע; טענו את הדף מחדש בעוד רגע. "
+                         "מסד הנתונים אומר:"),
+    "nav.sent": ("what Voicenter sent", "מה Voicenter שלח"),
 }
 
 
@@ -5981,7 +6426,11 @@ ADDITIONS_HEADER = ("Name", "Company", "Phone", "Notes")
 ADDITION_LIMITS = {"name": 200, "company": 200, "phone": 100, "notes": 2000}
 CALLER_PAGE_CALLS = 50  # the caller's latest calls shown (and that may be marked)
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-_E_MAIL = re.compile(r"[^@\s<>\"'()]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}")
+#: A plain e-mail address, the only cell made a mailto: link: letters, digits and . _ + -
+#: before the @ (a ? & = % # , ; or : would add headers or recipients to the link:
+#: "a?cc=victim@evil.example").
+_E_MAIL = re.compile(r"[\w.+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*"
+                     r"\.[A-Za-z]{2,63}")
 
 
 class CallerLinks:
@@ -6083,10 +6532,12 @@ def _caller_row(block, place, choice, rules, source_name, row, addition):
         if choice.name else ""
     company = cells.get(choice.company, "") if choice.company else ""
     columns, numbers = [], {}
+    labels = dict(choice.labels)
     for header, text in cells.items():
         if not text:
             continue
-        if header in choice.phones:
+        if header in choice.phones and not (
+                header in labels and _is_fax_label(cells.get(labels[header], ""))):
             numbers[header] = [_e164(found) for found in cell_keys(text, rules)[0]]
             kind = "phone"
         elif _E_MAIL.fullmatch(text):
@@ -6483,7 +6934,7 @@ def _popup_line(method, phase, ivrid, phone, total, seconds, client, log_numbers
 
 
 #: The application's paths, longest first (a path is logged as the one it starts with).
-ROUTES = ("/calls.csv", "/calls/mark", "/popup", "/health", "/calls", "/")
+ROUTES = ("/calls.csv", "/calls/mark", "/popup", "/health", "/calls", "/sent", "/")
 
 
 def _loggable_path(path):
@@ -6525,6 +6976,163 @@ def _mask(number, log_numbers):
         return _loggable(number)
     digits = number if number.isdigit() else "".join(ch for ch in number if ch.isdigit())
     return "*" * (len(digits) - 3) + digits[-3:] if digits else "-"
+
+
+# What Voicenter sent ---------------------------------------------------------------
+
+SENT_KEPT = 200  # pop-up requests and CDRs the "what Voicenter sent" page shows
+_SENT_CDR_FIELDS = 60  # a CDR's plain fields kept for it, at most
+_SENT_TEXT = 300  # characters of a CDR's value kept
+
+
+class SentLog:
+    """The last SENT_KEPT pop-up requests and CDRs and what each was answered, for the
+    "what Voicenter sent" page (/sent). A pop-up only appends a small tuple to a
+    bounded deque (atomic: no lock); the page reads them when it is viewed
+    (sent_rows()). Nothing secret is kept: of a pop-up only its number, phase and call
+    id, what was answered and, when it named no phase, the names of its fields; of a
+    CDR its body's plain fields, never the query that carries the token."""
+
+    def __init__(self, kept=SENT_KEPT):
+        self.entries = collections.deque(maxlen=kept)
+
+    def popup(self, method, body_format, fields, status, answer, body_names=()):
+        """`answer`: the PopupAnswer sent (before the caller's signed link is put in
+        it), or the error message of any other answer; `status`: its HTTP status;
+        `body_names`: the names of a JSON body's fields (`fields` has only those it
+        reads). Runs on every pop-up: it keeps as little as it can (whatever it keeps
+        stays in memory for SENT_KEPT requests), and copies nothing it can refer to."""
+        phase = fields.get("status") or fields.get("statusCall") or ""
+        self.entries.append((
+            time.time(), "popup", method, body_format,
+            (fields.get("phone"), phase, fields.get("ivrid")), status,
+            answer if type(answer) is str else (answer.total, answer.key, answer.url,
+                                                answer.name),
+            () if phase else (*fields, *body_names)))
+
+    def cdr(self, body_format, fields, status, answer):
+        """`answer`: "stored", "already stored" or the error message sent back."""
+        kept = {}
+        for name, value in itertools.islice(fields.items(), _SENT_CDR_FIELDS):
+            if isinstance(value, str):
+                kept[name] = value[:_SENT_TEXT]
+            elif value is None or isinstance(value, (bool, int, float)):
+                kept[name] = value
+        self.entries.append((time.time(), "cdr", "POST", body_format, kept, status,
+                             answer, ()))
+
+    def flags(self):
+        """(pop-ups whose phase this server did not know, CDRs whose time it could not
+        read) among those kept."""
+        phases = times = 0
+        for entry in list(self.entries):
+            if entry[1] == "popup":
+                phases += _popup_flag(*entry[4][1:], entry[5]) is not None
+            else:
+                times += _cdr_time_problem(entry[4]) is not None
+        return phases, times
+
+
+class SentRow(typing.NamedTuple):
+    """One request of the "what Voicenter sent" page as it was read: values as sent
+    and as read, and page-text keys (`how`, `phase_read`, `flag`)."""
+
+    when: dt.datetime
+    kind: str            # "popup" or "cdr"
+    how: str             # its format: GET query, POST form, POST JSON
+    ivrid: str           # the call's id (ivrid, a CDR's ivruniqueid)
+    phase: str           # the phase (pop-up) or type and status (CDR), as sent
+    phase_read: str      # how that was read: a phase, or a CDR's direction
+    number: str          # the number as sent
+    e164: str            # as normalised; "" when it is no number
+    matched: int | None  # contacts matched (a pop-up answered), else None
+    name: str            # the first one's name
+    answer: str          # STATUS (a pop-up) or Err (a CDR) as answered
+    answer_text: str     # the rest of the answer
+    caller_link: bool    # the answer's URL was the caller's signed page link
+    flag: str | None     # what was not understood
+    others: tuple        # names of the other fields sent (this server ignores them)
+    started: str         # a CDR's call start as read
+
+
+#: Fields a pop-up is read by: not listed among the others it sent (nor the token).
+_READ_NAMES = frozenset(REQUEST_FIELDS) | {"token"}
+
+
+def _popup_flag(phase, ivrid, status):
+    """The page-text key of what a pop-up answered 200 had that this server did not
+    understand (a phase name; a call's phase missing), or None."""
+    if status != 200:
+        return None
+    if not phase.strip():
+        return "sent.flag_no_phase" if ivrid else None
+    return "sent.flag_phase" if read_phase(phase) is None else None
+
+
+def _cdr_time_problem(fields):
+    """None when a CDR's time was read, else the page-text key of why not."""
+    sent = _cdr_text(fields.get("time"))
+    if not sent:
+        return "sent.flag_no_time"
+    if _cdr_number(sent, 946684800, 253402300799) is None:  # as cdr_row() reads it
+        return "sent.flag_time"
+    return None
+
+
+def sent_rows(entries, region, zone, hidden=()):
+    """A SentLog's entries as the page shows them, newest first; in every text, each
+    of `hidden` (the token) is replaced by ***."""
+    def shown(value):
+        text = _cdr_text(value)
+        for secret in hidden:
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    rows = []
+    for when, kind, method, body_format, values, status, answer, body_names in reversed(
+            list(entries)):
+        how = ("sent.get" if method == "GET" else "sent.json" if body_format == "json"
+               else "sent.form" if body_format == "form" else "sent.post")
+        at = _local_time(when, zone)
+        if kind == "popup":
+            number, sent, ivrid = (text or "" for text in values)
+            phase = read_phase(sent) if sent.strip() else ""
+            others = tuple(shown(name) for name in dict.fromkeys(body_names)
+                           if name not in _READ_NAMES)
+            caller_link = False
+            if type(answer) is tuple:
+                matched, key, url, name = answer
+                e164, said = _e164(key) or "", "OK"
+                caller_link = not url and key is not None
+                text = f"TOTAL {matched}" + (f" · URL {redact_url(url)}" if url else "")
+            else:
+                e164 = (normalize_number(number, region) or "") if number else ""
+                matched, name, said, text = None, "", "ERROR", f"{status}: {answer}"
+            rows.append(SentRow(
+                at, kind, how, shown(ivrid), shown(sent),
+                "phase.unknown" if phase is None else f"phase.{phase or 'none'}",
+                shown(number), e164, matched, shown(name), said, shown(text),
+                caller_link, _popup_flag(sent, ivrid, status), others, ""))
+            continue
+        try:
+            row = cdr_row(values, region, when)
+        except CdrError:
+            row = None
+        problem = _cdr_time_problem(values)
+        number = next((text for text in map(_cdr_text, map(values.get, (
+            "callerPhone", "caller", "target"))) if text), "")
+        kind_and_status = " · ".join(filter(None, map(shown, map(values.get, (
+            "type", "status")))))
+        rows.append(SentRow(
+            at, kind, how, shown(values.get("ivruniqueid")), kind_and_status,
+            f"direction.{row[3]}" if row is not None and row[3] else "sent.no_direction",
+            shown(number), row[7] if row is not None else "", None, "",
+            "Err 0" if status == 200 else f"Err {1 if status >= 500 else status}",
+            shown(answer), False, problem, (),
+            "" if row is None or problem else
+            _local_time(row[2], zone).strftime("%Y-%m-%d %H:%M:%S")))
+    return rows
 
 
 ###############################################################################
@@ -6993,8 +7601,19 @@ def _json_bytes(payload):
 
 ERROR_MESSAGES = {
     404: "no such page: the pop-up service is at /popup, its status at /health",
-    405: "method not allowed here: /popup takes GET, POST or OPTIONS",
 }
+
+
+def _not_allowed_message(app, path, allow):
+    """A 405's message: the route asked for (its rule, never the client's own text in
+    it) and the methods it takes (bottle's Allow header, "GET,POST")."""
+    rule = next((route.rule for route in app.routes if re.fullmatch(
+        re.sub(r"<[^>]*>", "[^/]+", re.escape(route.rule)), path)), None)
+    methods = sorted(method for method in (allow or "").split(",")
+                     if method and method != "HEAD")
+    takes = (", ".join(methods[:-1]) + " or " + methods[-1] if len(methods) > 1
+             else "".join(methods))
+    return f"method not allowed here: {rule or 'this path'} takes {takes or 'no method'}"
 
 
 def bottle_headers_direct():
@@ -7006,21 +7625,25 @@ def bottle_headers_direct():
 
 
 def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
-               password_hash=None, additions=None, call_log=None, password_file=None):
+               password_hash=None, additions=None, call_log=None, revoked=None,
+               sent=None, password_file=None):
     """The Bottle application: /popup, /health and the office pages. `page_secret`
     (bytes) signs sessions and links (a random one for this process when None);
     `password_hash` (hash_password()'s text) is the office login, None for none,
     read again from `password_file` when that changes;
     `additions`: the Additions served (started), else one in the state folder;
-    `call_log`: the CallLogPuller whose state /health and the calls page show."""
+    `call_log`: the CallLogPuller whose state /health and the calls page show;
+    `revoked`: the RevokedSessions, else those kept in the state folder;
+    `sent`: the SentLog of what Voicenter sent (a new one when None)."""
     app = bottle.Bottle(catchall=True)
     guard = AccessGuard(config)
     door = OfficeDoor(config, guard, page_secret or secrets.token_bytes(32), password_hash,
-                      password_file)
+                      revoked, password_file)
     links = CallerLinks(door.secret, config.link_days)
     additions = additions or Additions(config.state_path / ADDITIONS_FILE_NAME, holder)
     direct_headers = bottle_headers_direct()
     access_log = access_log or LoggingAccessLog(config.log_numbers)
+    sent = sent if sent is not None else SentLog()
 
     def json_error(error):
         status = error.status_code
@@ -7028,6 +7651,8 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
             log.error("internal error on %s: %s", _loggable_path(bottle.request.path),
                       error.traceback or error.body)
         message = ERROR_MESSAGES.get(status) or (
+            _not_allowed_message(app, bottle.request.path, error.get_header("Allow"))
+            if status == 405 else
             error.body if isinstance(error.body, str) and status < 500
             else "internal error; the server log has the details")
         if access_log.enabled:
@@ -7037,12 +7662,23 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
         bottle.response.content_type = JSON_TYPE
         if bottle.request.path == "/popup":
             bottle.response.set_header(*CORS_ORIGIN)
+            keep_refused_popup(status, message)
         if bottle.request.path == "/cdr":  # refused before the route (a body too big)
             return _cdr_answer(status, message)
         return _json_bytes({"STATUS": "ERROR", "MESSAGE": message})
 
     for status in (400, 403, 404, 405, 413, 415, 500, 503):
         app.error(status)(json_error)
+
+    def keep_refused_popup(status, message):
+        """A refused pop-up, for the "what Voicenter sent" page: its query's fields."""
+        environ = bottle.request.environ
+        try:
+            fields = _query_fields(environ)
+        except bottle.HTTPError:
+            fields = {}
+        sent.popup(environ.get("REQUEST_METHOD", ""), environ.get(BODY_FORMAT), fields,
+                   status, message, environ.get(BODY_NAMES, ()))
 
     # skip=True: no plugins wrap it; it returns its JSON as bytes (the busiest route).
     @app.route("/popup", method=["GET", "POST"], skip=True)
@@ -7071,6 +7707,8 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
             bottle.response.set_header(*CORS_ORIGIN)
         if recorder is not None:
             recorder.record(fields, answer)
+        sent.popup(environ["REQUEST_METHOD"], environ.get(BODY_FORMAT), fields, 200, answer,
+                   environ.get(BODY_NAMES, ()))
         if log_request:
             access_log.popup(environ["REQUEST_METHOD"], fields, answer.total,
                              time.perf_counter() - started,
@@ -7118,8 +7756,21 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
                 return route(*args, **kwargs)
             except PageDenied as denied:
                 return render_page("denied", denied.status, reason=denied.reason,
-                                   days=config.link_days)
+                                   days=config.link_days, url=own_url())
         return page
+
+    def busy_page(back, session=None):
+        """A form the calls database was too busy to take: the HTML page saying so
+        (503, try again), in the page's language; `back`: the page it came from."""
+        return render_page("busy", 503, session=session, back=local_path(back, "/calls"),
+                           headers={"Retry-After": "5"})
+
+    def own_url():
+        """A link to the office pages under one of this server's own names."""
+        if config.public_url:
+            return config.public_url.rstrip("/") + "/"
+        host = config.host if config.host not in ("", "0.0.0.0", "::") else "localhost"
+        return f"http://{f'[{host}]' if ':' in host else host}:{config.port}/"
 
     def asked_path():
         environ = bottle.request.environ
@@ -7138,6 +7789,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
 
     @app.get("/")
     @app.get("/calls")
+    @office_page
     def calls_page():
         session, query, day = page_request()
         did = query.get("did") or None
@@ -7165,7 +7817,16 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
             recording=recorder is not None, day=day, today=today_in(zone),
             call_log=_call_log_state(call_log, zone),
             tried=tried, tried_answer=tried_answer,
-            tried_json=_json_bytes(tried_answer).decode("utf-8") if tried_answer else "")
+            tried_json=_json_bytes(tried_answer).decode("utf-8") if tried_answer else "",
+            sent_flags=sent.flags())
+
+    @app.get("/sent")
+    def sent_page():
+        """What Voicenter sent: the last pop-ups and CDRs, and how each was read."""
+        session = door.admit(bottle.request.environ, asked_path())
+        rows = sent_rows(sent.entries, config.region, zone, hidden=(config.token,))
+        return render_page("sent", session=session, rows=rows, kept=SENT_KEPT,
+                           flags=sent.flags())
 
     @app.post("/calls/mark")
     @office_page
@@ -7186,8 +7847,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
                               fields.get("note"))
         except (sqlite3.Error, OSError) as error:
             log.error("could not store a mark in %s: %s", recorder.path, error)
-            raise bottle.HTTPError(503, "the mark could not be stored; try again") \
-                from None
+            return busy_page(fields.get("next"), session)
         if not found:
             raise bottle.HTTPError(400, "no call has this ivrid")
         raise bottle.HTTPResponse(status=303, headers={
@@ -7195,18 +7855,19 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
             "Cache-Control": "no-store"})
 
     @app.get("/calls.csv")
+    @office_page
     def calls_csv_download():
         _session, query, day = page_request()
         calls, calls_error = _calls_or_error(recorder, lambda path: iter_calls_of_day(
             path, day, did=query.get("did") or None, names=names, index=holder.index,
             **day_options))
         if calls_error:
-            raise bottle.HTTPError(503, calls_error)
+            raise bottle.HTTPError(503, f"the calls database cannot be read: {calls_error}")
         bottle.response.content_type = "text/csv; charset=utf-8"
         bottle.response.set_header("Cache-Control", "no-store")
         bottle.response.set_header("Content-Disposition",
                                    f'attachment; filename="calls-{day.isoformat()}.csv"')
-        return (line.encode("utf-8") for line in calls_csv_lines(calls or ()))
+        return _streamed_csv(calls or iter(()), f"calls-{day.isoformat()}.csv")
 
     cdr_turn = threading.Lock()
 
@@ -7216,6 +7877,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
         answered; any other answer has a non-zero Err, and Voicenter sends it again."""
         bottle.response.content_type = JSON_TYPE
         environ = bottle.request.environ
+        fields = {}
         try:
             guard.check(environ, _query_fields(environ))
             if recorder is None:
@@ -7231,14 +7893,20 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
                 cdr_turn.release()
         except bottle.HTTPError as error:
             bottle.response.status = error.status_code
+            sent.cdr(environ.get(BODY_FORMAT), fields, error.status_code, error.body)
             return _cdr_answer(error.status_code, error.body)
         except CdrError as error:
             bottle.response.status = 400
+            sent.cdr(environ.get(BODY_FORMAT), fields, 400, str(error))
             return _cdr_answer(400, str(error))
         except (sqlite3.Error, OSError) as error:
             log.error("could not store a CDR in %s: %s", recorder.path, error)
             bottle.response.status = 503
-            return _cdr_answer(503, "the CDR could not be stored; send it again")
+            message = "the CDR could not be stored; send it again"
+            sent.cdr(environ.get(BODY_FORMAT), fields, 503, message)
+            return _cdr_answer(503, message)
+        sent.cdr(environ.get(BODY_FORMAT), fields, 200,
+                 "stored" if stored else "already stored")
         if access_log.enabled:
             access_log.write(f"POST /cdr 200 {'stored' if stored else 'already stored'} "
                              f"client={_loggable(guard.client_address(environ))}")
@@ -7294,12 +7962,16 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
             door.check_form(environ, fields, session)
         return fields, how, session, query, key
 
-    def back_to_caller(number, how, query, anchor):
+    def caller_path(number, how, query):
         path = "/caller/" + quote(number, safe="+")
         if how == "link":
             path += "?" + urlencode({"e": query["e"], "s": query["s"]})
-        raise bottle.HTTPResponse(status=303, headers={"Location": path + anchor,
-                                                       "Cache-Control": "no-store"})
+        return path
+
+    def back_to_caller(number, how, query, anchor):
+        raise bottle.HTTPResponse(status=303, headers={
+            "Location": caller_path(number, how, query) + anchor,
+            "Cache-Control": "no-store"})
 
     @app.post("/caller/<number>/contact")
     @office_page
@@ -7339,17 +8011,18 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
         if mark not in ("", *CALL_MARKS) or len(note) > MAX_NOTE:
             raise bottle.HTTPError(400, f"mark is one of {', '.join(CALL_MARKS)} or "
                                         f"empty, and a note has at most {MAX_NOTE} characters")
+        back = caller_path(number, how, query)
         calls, calls_error = _calls_or_error(recorder, lambda path: calls_of_number(
             path, f"+{key}", limit=CALLER_PAGE_CALLS, **day_options))
         if calls_error:
-            raise bottle.HTTPError(503, calls_error)
+            return busy_page(back, session)
         if not any(call.ivrid == ivrid for call in calls):
             raise bottle.HTTPError(404, "no such call of this caller")
         try:
             mark_call(recorder.path, ivrid, mark, note.strip())
-        except sqlite3.Error as error:
+        except (sqlite3.Error, OSError) as error:
             log.error("could not keep a call's note in %s: %s", recorder.path, error)
-            raise bottle.HTTPError(503, "the note could not be kept; try again") from None
+            return busy_page(back, session)
         back_to_caller(number, how, query, "#calls")
 
     @app.get("/login")
@@ -7501,6 +8174,25 @@ def _page_offset(query, name):
     return int(text)
 
 
+def _streamed_csv(calls, name):
+    """calls_csv_lines() of `calls` as bytes, row by row; closed early (waitress closes
+    it when the client goes away), it closes `calls` at once: its query stops and its
+    database connection is let go, instead of waiting for the garbage collector."""
+    rows, lines = 0, calls_csv_lines(calls)
+    try:
+        for rows, line in enumerate(lines):
+            yield line.encode("utf-8")
+    except GeneratorExit:
+        log.info("the download of %s stopped after %d calls: the client went away",
+                 name, rows)
+        raise
+    finally:
+        lines.close()
+        close = getattr(calls, "close", None)
+        if close is not None:
+            close()
+
+
 def _calls_link(shown, **changes):
     """A link to the calls page: the query `shown` (day, did) with `changes`; a value
     of None or 0 leaves that field out."""
@@ -7516,7 +8208,7 @@ def _calls_or_error(recorder, read):
         return read(recorder.path), None
     except sqlite3.Error as error:
         log.error("cannot read calls from %s: %s", recorder.path, error)
-        return None, f"the calls database cannot be read: {error}"
+        return None, str(error)
 
 
 ###############################################################################
@@ -8304,6 +8996,8 @@ def main(argv=None, environ=None):
         holder = ContactsHolder(config)
         log.info("state folder: %s", config.state_path)
         page_secret, password_hash, made_password = open_state(config)
+        revoked = RevokedSessions.open(config.state_path / REVOKED_SESSIONS_NAME,
+                                       password_tag(page_secret, password_hash))
         config = dataclasses.replace(config, token=resolve_token(config))
     except PopupError as error:
         print(f"popup_server: {error}", file=sys.stderr)  # one line, no traceback
@@ -8328,7 +9022,7 @@ def main(argv=None, environ=None):
     password_file = config.state_path / PASSWORD_FILE_NAME \
         if config.office_password is None else None
     app = create_app(config, holder, recorder, access_log, page_secret, password_hash,
-                     additions, call_log, password_file)
+                     additions, call_log, revoked=revoked, password_file=password_file)
     tune_for_serving()
     _stop_on_sigterm()
     try:

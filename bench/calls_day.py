@@ -13,8 +13,15 @@
 Each function measurement runs in a fresh process: seconds, and peak RSS over the RSS
 once imported ("extra"). Ratios are against `before`, measured in the same run.
 
+A pathological day (issue 22), `--one-number N,...`: a day where one number called N
+times (an auto-dialler, a busy switchboard), each through the real server on loopback
+(login off): GET / (the calls page, 3 times), GET /calls.csv (time to its first byte
+and to its last), and the server's peak RSS. `--before-rev REV` measures the same
+through REV's server, for N up to `--before-max` (its CSV cost N x N: 150 s at 20,000).
+
     python bench/calls_day.py                  # ~2 minutes
     python bench/calls_day.py --events 100000 --before-rev 7876719
+    python bench/calls_day.py --one-number 1000,5000,20000,50000 --before-rev c71e0ec
 """
 from __future__ import annotations
 
@@ -106,6 +113,110 @@ def build(db, events, seed=14):
     return call, insert
 
 
+def build_one_number(db, calls, seed=22):
+    """A day of `calls` calls from one number (ringing, answered or not, hung up), and
+    the same number of calls from others around them."""
+    sys.path.insert(0, str(MODULE.parent))
+    import popup_server as ps
+    rng = random.Random(seed)
+    start = dt.datetime.combine(dt.date.today(), dt.time()).astimezone().timestamp()
+    span = min(time.time() - start - 120, 86400 - 120)
+    connection = sqlite3.connect(db, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    ps._prepare_schema(connection)
+    rows = []
+    for call in range(2 * calls):
+        phone = "0501234567" if call % 2 == 0 else f"05{rng.randrange(10**8):08d}"
+        base = (phone, "+972" + phone[1:], "0722776773")
+        at = start + rng.random() * span
+        ivrid = f"{call:012d}dialler"
+        rows.append((ivrid, "ringing", at, *base, "", "Incoming", 0, "", "", 0, ""))
+        if rng.random() < 0.3:
+            rows.append((ivrid, "answer", at + 5, *base, "SIP201", "Incoming", 1, "", "",
+                         0, ""))
+        rows.append((ivrid, "hangup", at + 30, *base, "", "Incoming", 0, "", "", 0, ""))
+    connection.execute("BEGIN")
+    connection.executemany("INSERT OR IGNORE INTO events VALUES "
+                           "(?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+    connection.execute("COMMIT")
+    connection.close()
+
+
+def start_server(module, db, folder):
+    """The server of `module` on a free loopback port, ready: (process, port)."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, str(module), str(CONTACTS), "--host", "127.0.0.1", "--port",
+         str(port), "--token", "", "--calls-db", str(db), "--office-password", "",
+         "--state-dir", str(folder / f"state-{port}")], cwd=folder,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            http_get(port, "/health")
+            return server, port
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise SystemExit("the server did not start")
+            time.sleep(0.2)
+
+
+def csv_times(port, timeout):
+    """GET /calls.csv: (seconds to the first byte of its body, to its end, rows)."""
+    started = time.perf_counter()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    connection.request("GET", "/calls.csv")
+    response = connection.getresponse()
+    response.read(1)
+    first = time.perf_counter() - started
+    rows = 1 + response.read().count(b"\n")
+    connection.close()
+    return first, time.perf_counter() - started, rows
+
+
+def one_number(args):
+    sizes = [int(size) for size in args.one_number.split(",")]
+    modules = [("now", MODULE)]
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        if args.before_rev_given:
+            before = folder / "before.py"
+            before.write_bytes(subprocess.run(
+                ["git", "-C", str(MODULE.parent), "show",
+                 f"{args.before_rev}:popup_server.py"], capture_output=True,
+                check=True).stdout)
+            modules.append((f"before ({args.before_rev})", before))
+        print(f"{'calls of one number':>20s} {'server':>18s} {'GET / (3 times)':>24s} "
+              f"{'CSV first byte':>15s} {'CSV whole':>10s} {'CSV rows':>9s} "
+              "peak RSS after the pages/the CSV")
+        for size in sizes:
+            db = folder / f"day-{size}.sqlite"
+            build_one_number(db, size)
+            for label, module in modules:
+                if module is not MODULE and size > args.before_max:
+                    continue
+                server, port = start_server(module, db, folder)
+                try:
+                    idle = server_rss_mib(server.pid)
+                    pages = [http_get(port, "/")[2] for _ in range(3)]
+                    after_pages = server_rss_mib(server.pid) - idle
+                    try:
+                        first, whole, rows = csv_times(port, timeout=args.csv_timeout)
+                    except TimeoutError:
+                        print(f"{size:20,d} {label:>18s} "
+                              f"{' / '.join(f'{t:.2f}' for t in pages):>22s} s "
+                              f"  no CSV within --csv-timeout ({args.csv_timeout:g} s)")
+                        continue
+                    print(f"{size:20,d} {label:>18s} "
+                          f"{' / '.join(f'{t:.2f}' for t in pages):>22s} s "
+                          f"{first:13.2f} s {whole:8.2f} s {rows - 2:9,d} "
+                          f"{after_pages:+4.0f}/{server_rss_mib(server.pid) - idle:+4.0f} MiB")
+                finally:
+                    server.terminate()
+                    server.wait(timeout=30)
+
+
 def measure(module, db, what):
     out = subprocess.run([sys.executable, "-c", MEASURE, str(module), str(db), what],
                          capture_output=True, text=True, timeout=600, check=True)
@@ -138,8 +249,18 @@ def server_rss_mib(pid):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=500_000)
-    parser.add_argument("--before-rev", default=BEFORE_REV)
+    parser.add_argument("--before-rev", default=None)
+    parser.add_argument("--one-number", metavar="N,...",
+                        help="the pathological day: one number calling N times")
+    parser.add_argument("--before-max", type=int, default=5000,
+                        help="--one-number: the largest N measured through --before-rev")
+    parser.add_argument("--csv-timeout", type=float, default=600)
     args = parser.parse_args()
+    args.before_rev_given = args.before_rev is not None
+    args.before_rev = args.before_rev or BEFORE_REV
+    if args.one_number:
+        one_number(args)
+        return
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         db = folder / "calls.sqlite"

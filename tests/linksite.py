@@ -23,7 +23,7 @@ class Page:
 
 
 class LinkSite:
-    def __init__(self):
+    def __init__(self, host="127.0.0.1"):
         self.pages: dict[str, Page] = {}
         self.requests: list[tuple[str, dict]] = []  # (path with query, headers)
         self.answers: list[tuple[str, int]] = []    # (path with query, status sent)
@@ -75,10 +75,10 @@ class LinkSite:
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def start(self):

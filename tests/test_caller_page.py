@@ -3,6 +3,7 @@ itself (known and unknown callers), the additions file, notes on calls, and acce
 (signed links, the login, forms from elsewhere, escaping, CSP). The browser tests are
 in test_caller_browser.py."""
 import datetime as dt
+import html
 import re
 import time
 import urllib.parse
@@ -121,6 +122,23 @@ def test_a_known_callers_page_shows_every_column_and_every_contact_of_the_number
     text = server.get(_path_of(shared)).text
     assert "2 contacts have this number" in text
     assert text.index("Front Desk") < text.index("Dr. Second")
+
+
+@pytest.mark.parametrize("cell", [
+    "a?cc=victim@evil.example", "a@b.example?bcc=victim@evil.example",
+    "a&cc=victim@evil.example", "a%3Fcc=victim@evil.example", "a,victim@evil.example",
+    "a;victim@evil.example", "a#x@evil.example", "a:b@evil.example"])
+def test_only_a_plain_address_becomes_a_mailto_link(start_server, tmp_path, cell):
+    contacts = write_contacts(tmp_path / "office" / "contacts.csv", [
+        ("Ann Office", "Ann & Co", "050-111-1111", cell, ""),
+        ("Bob Plain", "", "050-222-2222", "bob.o+office_1@mail.example.co.il", "")],
+        header=HEADER)
+    server = start_server(contacts)
+    text = server.get(_path_of(_link(server, "0501111111")[1])).text
+    assert "mailto:" not in text
+    assert f'<bdi class="cell">{html.escape(cell, quote=True)}</bdi>' in text, text
+    text = server.get(_path_of(_link(server, "0502222222")[1])).text
+    assert 'href="mailto:bob.o+office_1@mail.example.co.il"' in text
 
 
 def test_an_unknown_callers_page_has_both_forms_of_the_number_and_the_add_form(

@@ -12,6 +12,8 @@ import socket
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import popup_server as ps
 from conftest import assert_json_error
@@ -279,7 +281,10 @@ def test_a_template_that_is_not_a_web_link_is_refused_at_start(run_cli, contacts
 
 FORMULAS = ["=1+1", "+1+1", "-1+1", "@SUM(A1)", "\t=1+1", "\r=1+1", "\n=1+1", " =1+1",
             "  @SUM(A1)", "\u3000=1+1", "＝1+1", "＋1+1", "－1+1", "＠SUM(A1)", " ＝1+1",
-            "\ufe66 1+1"]
+            "\ufe66 1+1",
+            # Invisible (Unicode Cf) characters a spreadsheet may drop before the sign
+            "\u200b=1+1", "\ufeff+1+1", "\u2060@SUM(A1)", " \u200b\u200e-1+1",
+            "\u200f\u202e=1+1", "\u00ad=1+1", "\U000e0001=1+1"]
 HARMLESS = ["John Doe", "a=b", "0722776772", "", "https://crm.example.com/1"]
 
 
@@ -301,6 +306,13 @@ def test_the_csv_neutralises_every_start_a_spreadsheet_reads_as_a_formula():
     assert {cell: exported(cell) for cell in FORMULAS} == {cell: "'" + cell
                                                            for cell in FORMULAS}
     assert {cell: exported(cell) for cell in HARMLESS} == {cell: cell for cell in HARMLESS}
+
+
+@given(lead=st.text(st.characters(whitelist_categories=("Cf", "Zs")), max_size=5),
+       sign=st.sampled_from(sorted(ps._FORMULA_SIGNS)), rest=st.text(max_size=20))
+def test_any_run_of_spaces_and_invisible_characters_before_a_sign_is_a_formula(
+        lead, sign, rest):
+    assert ps._no_formula(lead + sign + rest) == "'" + lead + sign + rest
 
 
 def test_calls_csv_over_http_neutralises_names_from_the_file(start_server, make_contacts,

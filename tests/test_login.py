@@ -2,6 +2,8 @@
 cookie, logout, CSRF and Origin checks, failed logins limited per address."""
 import re
 
+import popup_server as ps
+
 from conftest import OFFICE_PASSWORD, SAMPLE_CONTACTS
 from test_state_dir import _start_as_a_user_would as start_as_a_user_would
 
@@ -156,3 +158,61 @@ def test_a_session_outlives_a_restart_with_the_same_password_and_ends_with_a_new
                            "--office-password", OFFICE_PASSWORD + "-new")
     resp = changed.get("/calls", headers={"Cookie": client.cookie})
     assert resp.status == 303 and resp.header("Location").startswith("/login"), resp.status
+
+
+def test_a_signed_out_session_stays_signed_out_after_a_restart(start_server, log_in,
+                                                                tmp_path):
+    state = tmp_path / "kept-state"
+    first = start_server(SAMPLE_CONTACTS, "--state-dir", state,
+                         "--office-password", OFFICE_PASSWORD)
+    gone, kept = log_in(first), log_in(first)
+    assert gone.post_form("/logout").status == 303
+    first.stop()
+    again = start_server(SAMPLE_CONTACTS, "--state-dir", state,
+                         "--office-password", OFFICE_PASSWORD)
+    resp = again.get("/calls", headers={"Cookie": gone.cookie})
+    assert resp.status == 303 and resp.header("Location").startswith("/login"), resp
+    assert again.get("/calls", headers={"Cookie": kept.cookie}).status == 200
+    assert (state / "revoked_sessions").stat().st_mode & 0o077 == 0
+
+
+def test_a_return_to_an_old_password_brings_none_of_its_sessions_back(
+        start_server, log_in, tmp_path):
+    state = tmp_path / "kept-state"
+    for password in (OFFICE_PASSWORD, OFFICE_PASSWORD + "-new"):
+        server = start_server(SAMPLE_CONTACTS, "--state-dir", state,
+                              "--office-password", password)
+        if password == OFFICE_PASSWORD:
+            client = log_in(server)
+        server.stop()
+    back = start_server(SAMPLE_CONTACTS, "--state-dir", state,
+                        "--office-password", OFFICE_PASSWORD)
+    resp = back.get("/calls", headers={"Cookie": client.cookie})
+    assert resp.status == 303 and resp.header("Location").startswith("/login"), resp
+    assert log_in(back).get("/calls").status == 200  # a new login works at once
+
+
+def test_the_revoked_sessions_file_is_bounded_and_pruned(tmp_path):
+    path = tmp_path / "revoked_sessions"
+    now = 1_800_000_000
+    revoked = ps.RevokedSessions.open(path, "tag", kept=3, now=now)
+    for number in range(20):
+        revoked.revoke(f"nonce{number}", now + ps.SESSION_SECONDS - 100 + number, now=now)
+    assert len(path.read_text().splitlines()) <= 2 * 3 + 3
+    again = ps.RevokedSessions.open(path, "tag", kept=3, now=now)
+    # Beyond the bound the oldest are folded into "started until": still revoked.
+    for number in range(20):
+        expires = now + ps.SESSION_SECONDS - 100 + number
+        assert again.is_revoked(f"nonce{number}", expires), number
+    assert not again.is_revoked("another", now + ps.SESSION_SECONDS)
+    # Once every one of them would have expired, nothing of them is kept.
+    later = ps.RevokedSessions.open(path, "tag", kept=3, now=now + ps.SESSION_SECONDS + 60)
+    assert path.read_text() == "password tag\n"
+    assert not later.ended and later.until == 0
+    # A new password revokes every session started until then, and only those.
+    new = ps.RevokedSessions.open(path, "other", kept=3, now=now + 1000)
+    assert new.is_revoked("x", now + 1000 + ps.SESSION_SECONDS)
+    assert not new.is_revoked("y", now + 1001 + ps.SESSION_SECONDS)
+    new.revoke_all(now=now + 2000)
+    assert ps.RevokedSessions.open(path, "other", now=now + 2001).is_revoked(
+        "z", now + 1500 + ps.SESSION_SECONDS)

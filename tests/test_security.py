@@ -492,3 +492,62 @@ def test_stalled_connections_do_not_delay_other_clients(start_server, contacts):
     finally:
         for sock in stalled:
             sock.close()
+
+
+# --------------------------------------------------------------------------
+# With the login off, the office pages answer only under this machine's names
+# --------------------------------------------------------------------------
+
+HEBREW = {"Accept-Language": "he-IL,he;q=0.9"}
+
+
+@pytest.mark.parametrize("path", ["/", "/calls?day=2026-11-26", "/calls.csv",
+                                  "/caller/+972722776772"])
+def test_with_the_login_off_another_sites_name_gets_a_page_saying_what_to_open(
+        start_server, contacts, path):
+    # DNS rebinding: evil.example's page, its name now leading to 127.0.0.1, reads
+    # what this server answers as if it were its own.
+    server = start_server(contacts, "--office-password", "")
+    for host in ("evil.example", f"evil.example:{server.port}", "127.0.0.1.evil.example",
+                 "localhost.evil.example", "xn--e1a.example"):
+        resp = server.get(path, headers={"Host": host})
+        assert resp.status == 421, (host, resp)
+        assert resp.header("Content-Type").startswith("text/html"), resp
+        assert 'data-reason="host"' in resp.text and "John Doe" not in resp.text
+        assert f"http://127.0.0.1:{server.port}/" in resp.text, resp.text
+    hebrew = server.get(path, headers={"Host": "evil.example", **HEBREW})
+    assert hebrew.status == 421 and "הדף התבקש בשם שאינו של שרת זה" in hebrew.text
+
+
+def test_with_the_login_off_a_mark_posted_under_another_name_is_refused(
+        start_server, contacts, tmp_path):
+    server = start_server(contacts, "--office-password", "", "--calls-db",
+                          tmp_path / "calls.sqlite")
+    server.get("/popup", {"phone": "0722776772", "ivrid": "r1", "statusCall": "Ringing"})
+    resp = server.post_form("/calls/mark", {"ivrid": "r1", "mark": "handled"},
+                            headers={"Host": "evil.example",
+                                     "Origin": "http://evil.example"})
+    assert resp.status == 421 and 'data-reason="host"' in resp.text, resp
+
+
+def test_with_the_login_off_the_machines_own_names_and_addresses_open_the_pages(
+        start_server, contacts):
+    import socket
+    server = start_server(contacts, "--office-password", "",
+                          "--public-url", "https://Office.Example:8443/")
+    machine = socket.gethostname()
+    for host in ("127.0.0.1", f"127.0.0.1:{server.port}", f"localhost:{server.port}",
+                 "LOCALHOST.", "[::1]", f"[::1]:{server.port}", "office.example",
+                 "office.example:8443", machine, f"{machine}:{server.port}",
+                 "192.168.1.20:8080"):
+        resp = server.get("/", headers={"Host": host})
+        assert resp.status == 200, (host, resp)
+    assert server.get("/calls.csv", headers={"Host": "office.example"}).status == 200
+
+
+def test_with_the_login_on_the_host_is_not_what_guards_the_pages(start_server, contacts,
+                                                                   log_in):
+    from conftest import OFFICE_PASSWORD
+    server = start_server(contacts, "--office-password", OFFICE_PASSWORD)
+    client = log_in(server)
+    assert client.get("/", headers={"Host": "crm.office.example"}).status == 200

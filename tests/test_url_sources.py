@@ -8,6 +8,8 @@ import threading
 import time
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 import popup_server as ps
 from conftest import wait_until
@@ -106,6 +108,46 @@ def test_redact_url_hides_passwords_tokens_and_keys(text, shown):
     assert ps.redact_url(text) == shown
 
 
+#: Characters that once ended a link for redact_url(), leaving the rest of a password
+#: shown: quotes, < > |, a space.
+ODD_PASSWORD = "pw\"s3'c<r>e|t x"
+
+
+@given(user=st.text(max_size=12), password=st.text(min_size=1, max_size=24),
+       query=st.sampled_from(["", "?format=csv", "?token=t0k&gid=3"]),
+       around=st.sampled_from(["{}", "link {} failed: no answer", "POPUP_CONTACTS='{}': x",
+                               "a.csv|{}|b.vcf"]))
+def test_a_links_user_and_password_never_show_whatever_they_hold(user, password, query,
+                                                                  around):
+    # An unencoded / ? or # ends a link's authority for urllib too (the password is
+    # then not sent as one): with a space as well, where the password ends is unknowable.
+    userinfo = f"{user}:{password}"
+    assume(not (any(c in userinfo for c in "/?#") and any(c.isspace() for c in userinfo)))
+    link = f"https://{user}:{password}@sheets.example/c.csv{query}"
+    shown = ps.redact_url(around.format(link))
+    expected = "https://***@sheets.example/c.csv" + query.replace("t0k", "***")
+    assert shown == around.format(expected)
+
+
+def test_a_password_holding_quotes_brackets_a_bar_and_a_space_never_shows(
+        start_server, site, state, run_cli):
+    site.pages["/c.csv"] = Page(ALICE, etag='"v1"')
+    link = f"http://me:{ODD_PASSWORD}@127.0.0.1:{site.port}/c.csv"
+    server = start_server(link, "--url-interval", "0.2", env=state)
+    assert name_of(server, "0501111111") == "Alice Link"
+    site.pages["/c.csv"] = Page("nope", status=500)
+    wait_until(lambda: server.get("/health").status == 503, what="/health 503")
+    wait_until(lambda: "500" in server.log_text(), what="the failed poll's log line")
+    check = run_cli(link, "--check", env=state)
+    assert check.returncode == 2, check
+    shown = [server.log_text(), server.get("/health").text,
+             check.stdout.decode(), check.stderr.decode()]
+    assert "http://***@127.0.0.1" in shown[0] and "http://***@127.0.0.1" in shown[3], shown
+    for text in shown:
+        for piece in ("s3'c", "<r>", "e|t", "t x", ODD_PASSWORD):
+            assert piece not in text, (piece, text)
+
+
 # Downloading, against the loopback site --------------------------------------
 
 def test_a_link_is_served_and_its_changes_polled_with_etags(start_server, site, state):
@@ -190,6 +232,67 @@ def test_redirects_are_followed_within_a_bound(start_server, site, state):
     wait_until(lambda: "not http or https" in server.get("/health").json()["last_error"],
                what="a redirect to ftp refused")
     assert name_of(server, "0501111111") == "Alice Link"
+
+
+@pytest.fixture
+def other_site():
+    """A second site, on another loopback address: another host."""
+    site = LinkSite("127.0.0.2").start()
+    yield site
+    site.stop()
+
+
+def test_a_redirect_to_another_host_is_not_followed_unless_allowed(start_server, site,
+                                                                    other_site, state):
+    site.pages["/c.csv"] = Page(ALICE, etag='"v1"')
+    other_site.pages["/elsewhere.csv"] = Page(BOB)
+    server = start_server(f"{site.url}/c.csv", "--url-interval", "0.2", env=state)
+    assert name_of(server, "0501111111") == "Alice Link"
+    site.pages["/c.csv"] = Page(status=302, location=f"{other_site.url}/elsewhere.csv")
+    body = wait_until(lambda: (lambda r: r.json() if r.status == 503 else None)(
+        server.get("/health")), what="/health 503 on a redirect to another host")
+    assert "redirected to another host, which is not followed" in body["last_error"], body
+    assert "(127.0.0.2: --link-redirect-hosts allows it)" in server.log_text()
+    assert other_site.requests == []  # never asked
+    assert name_of(server, "0501111111") == "Alice Link"  # the last good contacts stay
+    server.stop()
+    allowed = start_server(f"{site.url}/c.csv", "--link-redirect-hosts", "127.0.0.2",
+                           env={"POPUP_STATE_DIR": str(state["POPUP_STATE_DIR"]) + "-2"})
+    assert name_of(allowed, "0502222222") == "Bob Link"
+    assert [path for path, _ in other_site.requests] == ["/elsewhere.csv"]
+
+
+@pytest.mark.parametrize("link, new, hosts, followed", [
+    ("http://127.0.0.1:8000/a", "http://127.0.0.1:9000/b", (), True),   # same host
+    ("http://127.0.0.1:8000/a", "http://localhost:8000/b", (), False),  # another name
+    ("http://127.0.0.1:8000/a", "http://localhost:8000/b", ("localhost",), True),
+    ("https://Files.Example.com/a", "https://files.example.com./b", (), True),
+    ("https://files.example.com/a", "http://169.254.169.254/latest", (), False),
+    ("https://files.example.com/a", "https://a.cdn.example.net/b", ("*.cdn.example.net",),
+     True),
+    ("https://files.example.com/a", "https://cdn.example.net.evil.example/b",
+     ("*.cdn.example.net",), False),
+    ("https://files.example.com/a", "http://[::1]:81/b", ("[::1]",), True),
+    ("https://docs.google.com/spreadsheets/d/x/export?format=csv",
+     "https://doc-0s-7c-sheets.googleusercontent.com/export/x", (), True),
+    ("https://docs.google.com/spreadsheets/d/x/export?format=csv",
+     "https://accounts.google.com/ServiceLogin", (), False),
+    ("https://drive.google.com/uc?id=x&export=download",
+     "https://drive.usercontent.google.com/download?id=x", (), True),
+    ("https://files.example.com/a", "https://x.googleusercontent.com/b", (), False),
+])
+def test_redirects_stay_on_the_links_own_host_and_those_allowed(link, new, hosts,
+                                                                 followed):
+    assert ps._Redirects(link, ps._host_names(",".join(hosts))).allows(new) is followed
+
+
+@pytest.mark.parametrize("value", ["a b", "http://x.example", "x.example/path", "*", "*."])
+def test_a_redirect_host_that_is_no_host_name_is_refused_at_start(run_cli, value):
+    result = run_cli("--link-redirect-hosts", value, "--check")
+    assert result.returncode == 2, result
+    assert b"--link-redirect-hosts" in result.stderr or b"LINK_REDIRECT" in result.stderr, \
+        result.stderr
+    assert b"Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("send_length", [True, False])

@@ -2,7 +2,7 @@
 %# international forms; contacts (CallerRow, file order); calls (Call, newest first);
 %# by_link and link_query (?e=&s= for the forms when opened by a signed link);
 %# form_token (the forms' csrf); problem (None or (text key, values)); form (values).
-% rebase("layout", title=t("caller.title") + " " + number_text(number))
+% rebase("layout", title=t("caller.title") + " \u2066" + number_text(number) + "\u2069")
 % action_query = "?" + link_query if link_query else ""
 % def e164_digits(number):
 %   return "".join(ch for ch in number if ch.isdigit())
@@ -59,7 +59,7 @@
 <p class="muted">{{t("caller.from", source="\u2068" + contact.source + "\u2069", row=contact.row)}}</p>
 <table class="columns">
 %     for header, text, kind in contact.columns:
-<tr><th><bdi>{{header}}</bdi></th><td>
+<tr><th><bdi>{{t("field." + header.lower(), default=header) if contact.addition else header}}</bdi></th><td>
 %       if kind == "phone":
 %         if not contact.numbers.get(header):
 <bdi dir="ltr">{{text}}</bdi>
@@ -120,7 +120,7 @@
 % if not recording:
 <p class="muted">{{t("calls.not_recording")}}</p>
 % elif calls_error:
-<p class="status error">{{calls_error}}</p>
+<p class="status error" id="calls-error">{{t("calls.unreadable")}} <bdi dir="ltr">{{calls_error}}</bdi></p>
 % elif not calls:
 <p class="muted" id="no-calls">{{t("caller.no_calls")}}</p>
 % else:

@@ -41,6 +41,12 @@
   % if health["last_error"]:
   <span class="error" id="last-error">{{t("status.last_error")}} <bdi>{{health["last_error"]}}</bdi></span>
   % end
+  % if sent_flags[0]:
+  <span class="error" id="flag-phases">{{t("status.flag_phases", count=sent_flags[0])}} <a href="/sent">{{t("status.see_sent")}}</a></span>
+  % end
+  % if sent_flags[1]:
+  <span class="error" id="flag-times">{{t("status.flag_times", count=sent_flags[1])}} <a href="/sent">{{t("status.see_sent")}}</a></span>
+  % end
   % if call_log:
   %   trouble, detail, pulled_at = call_log
   %   if trouble:
@@ -60,6 +66,7 @@
   <a href="{{link(day=today.isoformat())}}" id="today">{{t("nav.today")}}</a>
   % end
   <a href="calls.csv{{link()}}" id="csv-link">{{t("nav.csv")}}</a>
+  <a href="/sent" id="sent-link">{{t("nav.sent")}}</a>
 </div>
 <form method="get" action="" id="day-form">
   <label for="day">{{t("day.label")}}</label>
@@ -79,7 +86,7 @@
 % if not recording:
 <p class="muted">{{t("calls.not_recording")}}</p>
 % elif calls_error:
-<p class="status error">{{calls_error}}</p>
+<p class="status error" id="calls-error">{{t("calls.unreadable")}} <bdi dir="ltr">{{calls_error}}</bdi></p>
 % else:
 % callers_total = summary.open_callers + summary.resolved_callers
 <p id="summary">
@@ -187,7 +194,7 @@
     <form method="post" action="/calls/mark" class="mark-form">
       <input type="hidden" name="csrf" value="{{csrf}}">
       <input type="hidden" name="ivrid" value="{{call.ivrid}}">
-      <input type="hidden" name="next" value="{{link(calls=calls_from, callers=callers_from)}}#call-{{call.ivrid}}">
+      <input type="hidden" name="next" value="/calls{{link(calls=calls_from, callers=callers_from)}}#call-{{call.ivrid}}">
       <select name="mark" aria-label="{{t('col.mark')}}">
         % for value, key in (("", "mark.none"), ("handled", "mark.handled"), ("called back", "mark.called back")):
         <option value="{{value}}"{{!" selected" if value == call.mark else ""}}>{{t(key)}}</option>
@@ -244,4 +251,4 @@
 <p class="muted" id="cdr-help">{{t("cdr.help")}}</p>
 <pre dir="ltr" id="cdr-url">{{cdr_url}}…</pre>
 <p class="muted">{{t("cdr.answers")}} <code dir="ltr">{"Err": 0, "Errdesc": "OK"}</code></p>
-<p class="muted">{{t("calls.footer")}} <a href="health">/health</a>.</p>
+<p class="muted">{{t("calls.footer")}} <a href="health" dir="ltr" id="health-link">/health</a>.</p>

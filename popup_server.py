@@ -55,6 +55,7 @@ import ipaddress
 import itertools
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -278,6 +279,42 @@ def _time_zone(text):
                         "(e.g. Asia/Jerusalem, Europe/London, UTC)") from None
 
 
+def _zone_table_lines():
+    """The lines of the tz database's zone.tab (country code, place, zone): the
+    machine's (zoneinfo.TZPATH), else the tzdata package's (Windows); [] when neither."""
+    for folder in zoneinfo.TZPATH:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            return (Path(folder) / "zone.tab").read_text(encoding="utf-8").splitlines()
+    with contextlib.suppress(ImportError, OSError, UnicodeDecodeError):
+        import importlib.resources
+        return (importlib.resources.files("tzdata") / "zoneinfo" / "zone.tab") \
+            .read_text(encoding="utf-8").splitlines()
+    return []
+
+
+@functools.lru_cache(maxsize=None)
+def region_time_zone(region):
+    """The time zone of a country that has one (IL: Asia/Jerusalem), by the tz
+    database's own table of countries; None (this machine's) for a country of several
+    zones (US, RU) or when the table is missing."""
+    zones = [fields[2] for fields in (line.split("\t") for line in _zone_table_lines()
+                                      if not line.startswith("#"))
+             if len(fields) >= 3 and fields[0] == region]
+    if len(zones) != 1:
+        return None
+    try:
+        return zoneinfo.ZoneInfo(zones[0])
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def zone_name(zone):
+    """How the pages name a time zone: its tz name, else this machine's abbreviation."""
+    if zone is not None:
+        return getattr(zone, "key", None) or str(zone)
+    return dt.datetime.now().astimezone().tzname() or "UTC"
+
+
 def _names_csv(what):
     def parse(text):
         try:
@@ -472,7 +509,8 @@ OPTIONS = (
     Option("--ring-timeout", "minutes after which a call that never hung up is shown "
            "as 'no answer recorded' and counted with the missed", "10",
            _int_between(1, 24 * 60), 10),
-    Option("--timezone", "time zone of the calls page's days and times (default: this "
+    Option("--timezone", "time zone of the pages' days and times (default: the zone "
+           "of --region when the country has one, as IL has Asia/Jerusalem; else this "
            "machine's)", "Asia/Jerusalem", _time_zone),
     Option("--agents", "CSV file of extension,name: agents' names shown instead of "
            "their extension (extenUser, the CDR's representative)", "agents.csv",
@@ -621,7 +659,9 @@ def _help_epilog(command):
             f"  {command}                        serve the sample contacts on port 8080\n"
             f"  {command} contacts.xlsx --check  show how a file loads, then exit\n"
             f"  POPUP_PORT=9000 {command} ~/Desktop/contacts.csv\n"
-            f"  {command} --config /etc/popup-server.toml\n\n"
+            f"  {command} --config /etc/popup-server.toml\n"
+            f"  {command} password               set a new office password; every "
+            "session ends\n\n"
             "Give Voicenter the URL printed at start-up: http://HOST:PORT/popup?token=...")
 
 
@@ -768,6 +808,8 @@ def parse_config(argv=None, environ=None):
             values[option.field_name] = _unset_value(option, environ, from_file)
         else:
             values[option.field_name] = tuple(given) if option.repeatable else given
+    if values["timezone"] is None:  # the office's country, not the machine's (a VPS: UTC)
+        values["timezone"] = region_time_zone(values["region"])
     config = Config(**values)
     for name in ("url_template", "no_match_url"):
         _check_template(getattr(config, name), name)
@@ -2236,6 +2278,15 @@ class NumberRules:
     fast: np.ndarray = dataclasses.field(repr=False, compare=False)
 
     @functools.cached_property
+    def bare_is_national(self):
+        """Whether phonenumbers reads digits that start with neither 0 nor the country
+        code as the national number itself (its national prefix, if any, is "0")."""
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region(self.region)
+        return metadata.national_prefix_for_parsing in (None, "0") \
+            and metadata.national_prefix_transform_rule is None \
+            and not self.cc_digits.startswith("0")
+
+    @functools.cached_property
     def fast_flat(self):
         """`fast` as bytes, indexed [(form * 100 + prefix) * 14 + length]: a bytes index
         costs a fifth of numpy's three-way one, on every request."""
@@ -2274,12 +2325,45 @@ def number_rules(region):
                     continue  # a bare number that starts like the country code
                 if form == FORM_CC and not cc_is_stripped:
                     continue
+                if form == FORM_BARE and _foreign_length_possible(head, length):
+                    continue  # it may be a foreign number written without its +
                 if not prefix_is_clear(form, head):
                     continue  # e.g. Israel's 0105...: a carrier's international prefix
                 fast[form, prefix, length] = all(  # lowest, highest and a random one
                     _reference_e164(template.format(cc=cc, n=n), region) == f"+{cc}{n}"
                     for n in samples[:3])
     return NumberRules(region, country_code, cc, fast)
+
+
+def _foreign_length_possible(head, length):
+    """Whether a number of `length` digits starting with `head` (two digits), read with
+    a "+" in front, has a length its country code allows: only then can it be a valid
+    foreign number written without its + (_written_without_plus). Exact, not sampled:
+    a valid number always has a possible length."""
+    codes = phonenumbers.COUNTRY_CODE_TO_REGION_CODE
+    if int(head[0]) in codes:
+        candidates = [int(head[0])]
+    elif int(head) in codes:
+        candidates = [int(head)]
+    else:
+        candidates = [code for code in range(int(head) * 10, int(head) * 10 + 10)
+                      if code in codes]
+    every = [(code, region) for code in candidates for region in codes[code]]
+    for code, region in every:  # each region sharing a code (+1: the US, Canada, ...)
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(
+            code, region)
+        lengths = metadata.general_desc.possible_length if metadata else None
+        # Read with a +, the country's own national prefix is stripped too (+1 1201...
+        # is +1 201...): each of its plain alternatives may shorten the number; a
+        # prefix rule of any other shape may do anything, so the length proves nothing.
+        prefix = metadata.national_prefix_for_parsing if metadata else None
+        if not lengths or (metadata.national_prefix_transform_rule if metadata else None) \
+                or (prefix and not re.fullmatch(r"\d+(?:\|\d+)*", prefix)):
+            return True
+        strips = {0, *(len(part) for part in prefix.split("|"))} if prefix else {0}
+        if any(length - len(str(code)) - strip in lengths for strip in strips):
+            return True
+    return False
 
 
 def _international_prefix_is(international, template, cc, head, expected):
@@ -2358,14 +2442,39 @@ def number_key(text, rules):
     elif sum(ch.isdigit() for ch in text) < MIN_NUMBER_DIGITS:
         return None, "too short to be a phone number" if any(
             ch.isdigit() for ch in text) else "no digits"
+    if not plus and digits[:1] not in ("0", "") and digits.isascii() and digits.isdigit() \
+            and not digits.startswith(rules.cc_digits) and rules.bare_is_national \
+            and phonenumbers.is_valid_number(phonenumbers.PhoneNumber(
+                country_code=rules.country_code, national_number=int(digits))):
+        # A valid national number written bare (an Israeli mobile without its 0):
+        # what parse() gives, at a third of its cost.
+        return rules.country_code * 10 ** len(digits) + int(digits), None
     try:
         number = phonenumbers.parse(text, rules.region)
     except phonenumbers.NumberParseException as error:
         return None, f"not a phone number ({_first_line(error.args[0] if error.args else error)})"
+    if not plus:
+        bare = text.translate(_DELETE_FORMATTING).replace(".", "")
+        if bare[:1] not in ("0", "") and bare.isascii() and bare.isdigit():
+            number = _written_without_plus(number, bare)
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     if not 1 + MIN_NUMBER_DIGITS <= len(e164) <= 1 + MAX_NUMBER_DIGITS:
         return None, "not a phone number"
     return int(e164[1:]), None
+
+
+def _written_without_plus(number, digits):
+    """A number as Voicenter and many exports write a foreign one, its country code
+    without a "+" (33612345678): when it is no valid number of the region but is valid
+    with a "+", it is that country's. A valid number of the region stays one
+    (541234567, an Israeli mobile without its 0, is never Argentina's +54...)."""
+    if phonenumbers.is_valid_number(number):
+        return number
+    try:
+        foreign = phonenumbers.parse("+" + digits, None)
+    except phonenumbers.NumberParseException:
+        return number
+    return foreign if phonenumbers.is_valid_number(foreign) else number
 
 
 def cell_keys(cell, rules):
@@ -2406,6 +2515,27 @@ def normalize_number(text, region=DEFAULTS["region"]):
         return None
     key, _ = number_key(str(text), number_rules(_region(region)))
     return None if key is None else f"+{key}"
+
+
+def written_number(text, region=DEFAULTS["region"]):
+    """A number as the pages write it, whatever form it came in: one of the region's
+    as dialled at home (054-777-1111), any other international (+33 6 12 34 56 78);
+    text that is no number, as it is."""
+    if not text or len(text) > 64:  # no number; and the cache keeps only short texts
+        return text
+    return _written_number(text, region)
+
+
+@functools.lru_cache(maxsize=4096)  # a page shows the same numbers again and again
+def _written_number(text, region):
+    key = number_key(text, number_rules(region))[0]
+    if key is None:
+        return text
+    number = phonenumbers.parse(f"+{key}", None)
+    same_country = number.country_code == number_rules(region).country_code
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL
+                                      if same_country else
+                                      phonenumbers.PhoneNumberFormat.INTERNATIONAL)
 
 
 def _is_withheld(text):
@@ -5648,9 +5778,15 @@ def _json_fields(body, names=None):
 # Nothing here runs on /popup except caller_link(), which costs a few microseconds.
 
 SESSION_SECONDS = 12 * 3600          # a working day; then the login page again
-LOGIN_FAILURES_ALLOWED = 5           # wrong passwords from one address ...
-LOGIN_FAILURE_WINDOW = 15 * 60       # ... within this many seconds; then it waits
+LOGIN_FREE_TRIES = 3                 # wrong passwords from one address before any wait
+LOGIN_LONGEST_WAIT = 60              # seconds: the right password works again within it
+LOGIN_FORGET_AFTER = 15 * 60         # seconds without a wrong one: the address starts over
 LOGIN_ADDRESSES_KEPT = 10_000        # failing addresses remembered (the oldest go first)
+#: Password checks running at once (scrypt: ~50 ms of a core and 16 MiB each); a login
+#: beyond them is refused at once with "busy", so a flood never queues up the workers.
+LOGIN_CHECKS_AT_ONCE = 2
+LOGIN_REFUSALS_LOGGED = 20           # refusals logged one by one a minute; then counted
+MIN_PASSWORD_LENGTH = 8              # characters of a password the password command takes
 SESSIONS_ENDED_KEPT = 10_000         # logged-out sessions kept (revoked_sessions) until they expire
 _SCRYPT = dict(n=2 ** 14, r=8, p=1)  # 16 MiB and ~50 ms a try: OWASP's minimum
 
@@ -5711,14 +5847,19 @@ def verify_caller_link(secret, number, expires, signature, now=None):
 
 
 class LoginLimiter:
-    """Counts wrong passwords per address (an IPv6 client by its /64): after
-    LOGIN_FAILURES_ALLOWED within LOGIN_FAILURE_WINDOW, that address waits out the
-    window. At most LOGIN_ADDRESSES_KEPT addresses are kept, the oldest dropped."""
+    """Slows the address that sends wrong passwords, never the office behind it for
+    long: after LOGIN_FREE_TRIES wrong ones, each more makes that address wait before
+    its next try, 2, 4, 8 ... seconds, at most LOGIN_LONGEST_WAIT, counted from its
+    last wrong password. A try during the wait is refused at once, unchecked and not
+    counted, so it never makes the wait longer: whoever shares the address (one NAT,
+    one proxy) can sign in at most a minute after the last wrong password. An IPv6
+    client counts by its /64; at most LOGIN_ADDRESSES_KEPT addresses are kept, the
+    oldest dropped, and one quiet for LOGIN_FORGET_AFTER starts over."""
 
-    def __init__(self, allowed=LOGIN_FAILURES_ALLOWED, window=LOGIN_FAILURE_WINDOW,
-                 kept=LOGIN_ADDRESSES_KEPT):
-        self.allowed, self.window, self.kept = allowed, window, kept
-        self.failures = {}  # key -> [count, first failure's time], oldest first
+    def __init__(self, free=LOGIN_FREE_TRIES, longest=LOGIN_LONGEST_WAIT,
+                 forget=LOGIN_FORGET_AFTER, kept=LOGIN_ADDRESSES_KEPT):
+        self.free, self.longest, self.forget, self.kept = free, longest, forget, kept
+        self.failures = {}  # key -> [wrong passwords, last one's time], oldest first
         self.lock = threading.Lock()
 
     @staticmethod
@@ -5728,30 +5869,78 @@ class LoginLimiter:
             return str(ipaddress.ip_network((parsed, 64), strict=False))
         return str(parsed or address)
 
+    def _wait(self, count):
+        """Seconds to wait after `count` wrong passwords."""
+        over = count - self.free
+        return 0 if over <= 0 else min(self.longest, 2 ** min(over, 16))
+
     def wait_left(self, address, now=None):
-        """Seconds this address must wait before it may try again; 0 when it may."""
+        """Whole seconds this address must still wait before its next try; 0: it may."""
         now = time.monotonic() if now is None else now
         with self.lock:
             entry = self.failures.get(self.key(address))
-            if entry is None or now - entry[1] >= self.window:
-                return 0
-            return int(entry[1] + self.window - now) + 1 if entry[0] >= self.allowed else 0
+        if entry is None:
+            return 0
+        return max(0, math.ceil(entry[1] + self._wait(entry[0]) - now))
 
     def failed(self, address, now=None):
+        """Count a wrong password; returns the seconds the address now waits (0: none)."""
         now = time.monotonic() if now is None else now
         key = self.key(address)
         with self.lock:
             entry = self.failures.pop(key, None)
-            if entry is None or now - entry[1] >= self.window:
+            if entry is None or now - entry[1] >= self.forget:
                 entry = [0, now]
             entry[0] += 1
+            entry[1] = now
             self.failures[key] = entry  # last in the order: the newest
             while len(self.failures) > self.kept:
                 del self.failures[next(iter(self.failures))]
+            return self._wait(entry[0])
 
     def succeeded(self, address):
         with self.lock:
             self.failures.pop(self.key(address), None)
+
+
+class RefusalLog:
+    """Log lines of refused logins, LOGIN_REFUSALS_LOGGED a minute at most: beyond
+    that they are counted, and one line at the minute's end says how many, so a flood
+    neither fills the disk nor goes unseen."""
+
+    def __init__(self, limit=LOGIN_REFUSALS_LOGGED, window=60.0):
+        self.limit, self.window = limit, window
+        self.window_start, self.logged, self.counted = -math.inf, 0, 0
+        self.lock = threading.Lock()
+
+    def refused(self, message, *args, now=None):
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            if now - self.window_start >= self.window:
+                self.window_start, self.logged = now, 0
+            if self.logged < self.limit:
+                self.logged += 1
+                log.warning("office login refused: " + message, *args)
+                return
+            self.counted += 1
+            if self.counted == 1:  # the first one counted: say the total when it ends
+                timer = threading.Timer(self.window_start + self.window - now, self.flush)
+                timer.daemon = True
+                timer.start()
+
+    def flush(self):
+        with self.lock:
+            counted, self.counted = self.counted, 0
+        if counted:
+            log.warning("office login refused %d more times in the last minute (not "
+                        "logged one by one)", counted)
+
+
+def wait_in_words(texts, seconds):
+    """A wait as the pages say it: "45 seconds", "a minute"."""
+    if seconds >= 60:
+        return texts("wait.minute")
+    return texts("wait.second") if seconds == 1 else texts("wait.seconds", n=seconds)
 
 
 Session = collections.namedtuple("Session", "nonce expires")
@@ -5925,18 +6114,50 @@ class OfficeDoor:
     Without a password (--office-password ""), the pages are served as before the
     login existed: to --allow-ip addresses, or to this machine."""
 
-    def __init__(self, config, guard, secret, password_hash, revoked=None):
+    def __init__(self, config, guard, secret, password_hash, revoked=None,
+                 password_file=None):
         self.config, self.guard, self.secret = config, guard, secret
-        self.password_hash = password_hash
+        self._password_hash = password_hash
+        # The file `popup-server password` writes: read again when it changes, so that
+        # a new password works (and ends every session) without a restart.
+        self.password_file = password_file
+        self._password_seen = file_signature(password_file) if password_file else None
+        self._password_checked = time.monotonic()
         # Cookies ignore ports: two servers on one host must not overwrite each other's.
         self.cookie_name = "popup_session_" + _signature(secret, "cookie")[:8]
         self.limiter = LoginLimiter()
+        self.refusals = RefusalLog()
+        self.checks = threading.BoundedSemaphore(LOGIN_CHECKS_AT_ONCE)
         self.revoked = revoked or RevokedSessions.open(
             config.state_path / REVOKED_SESSIONS_NAME, password_tag(secret, password_hash))
 
     @property
     def login_required(self):
-        return self.password_hash is not None
+        return self._password_hash is not None
+
+    @property
+    def password_hash(self):
+        """The office password's hash in force: the password file's, checked for a
+        change at most once a second (a stat)."""
+        if self.password_file is not None and time.monotonic() - self._password_checked >= 1:
+            self._password_checked = time.monotonic()
+            seen = file_signature(self.password_file)
+            if seen != self._password_seen:
+                self._password_seen = seen
+                try:
+                    kept = _read_secret_file(self.password_file, PASSWORD_FILE)
+                except PopupError as error:
+                    kept = None
+                    log.error("%s; the office password stays as it was", error)
+                if kept is not None and kept.startswith("scrypt$") \
+                        and kept != self._password_hash:
+                    self._password_hash = kept
+                    with self.revoked.lock:  # the next start must not revoke them again
+                        self.revoked.password = password_tag(self.secret, kept)
+                    self.revoked.revoke_all()
+                    log.info("the office password was changed (%s): every session "
+                             "has ended", self.password_file)
+        return self._password_hash
 
     # Sessions ------------------------------------------------------------------
     def session(self, environ):
@@ -6120,9 +6341,17 @@ PAGE_TEXTS = {
                    "runs the server has it.",
                    "הסיסמה הודפסה בהפעלה הראשונה של השרת; היא אצל מי שמפעיל אותו."),
     "login.wrong": ("Wrong password.", "הסיסמה שגויה."),
+    "login.wrong_wait": ("Wrong password. Wait {wait} before the next try from this "
+                         "address.",
+                         "הסיסמה שגויה. המתינו {wait} לפני הניסיון הבא מכתובת זו."),
     "login.too_many": ("Too many wrong passwords from this address: try again in "
-                       "{minutes} minutes.",
-                       "יותר מדי סיסמאות שגויות מכתובת זו: נסו שוב בעוד {minutes} דקות."),
+                       "{wait}.",
+                       "יותר מדי סיסמאות שגויות מכתובת זו: נסו שוב בעוד {wait}."),
+    "login.busy": ("The server is busy checking other sign-ins: try again in a moment.",
+                   "השרת עסוק בבדיקת כניסות אחרות: נסו שוב בעוד רגע."),
+    "wait.seconds": ("{n} seconds", "{n} שניות"),
+    "wait.second": ("1 second", "שנייה אחת"),
+    "wait.minute": ("a minute", "דקה"),
     "logout": ("Sign out", "יציאה"),
     "denied.title": ("Access refused", "הגישה נדחתה"),
     "denied.tampered": ("This link is not valid: it was changed or cut short. Open the "
@@ -6159,6 +6388,8 @@ PAGE_TEXTS = {
     "status.numbers": ("numbers", "מספרים"),
     "status.loaded": ("Loaded", "נטען"),
     "status.last_error": ("Last reload failed:", "הטעינה האחרונה נכשלה:"),
+    "status.zone": ("Times in {zone}", "השעות לפי {zone}"),
+    "moment.format": ("{day} {month} {year}, {time}", "{day} ב{month} {year}, {time}"),
     "call_log.pulled": ("Voicenter's Call Log pulled at {time}",
                         "יומן השיחות של Voicenter נמשך ב-{time}"),
     "call_log.waiting": ("Voicenter's Call Log: the first pull is under way",
@@ -6528,6 +6759,17 @@ class PageTexts:
             return default
         text = entry[self.column]
         return text.format(**values) if values else text
+
+    def time(self, moment, day=None, seconds=False):
+        """A moment as the pages write it, in the zone it is given in: "04:20" on `day`
+        (the day the page shows), else with its date: "15 January 2026, 04:20",
+        "15 בינואר 2026, 04:20"."""
+        clock = moment.strftime("%H:%M:%S" if seconds else "%H:%M")
+        if moment.date() == day:
+            return clock
+        return self("moment.format", day=moment.day,
+                    month=self("months").split()[moment.month - 1], year=moment.year,
+                    time=clock)
 
     def date(self, day):
         """`day` written out: "Thursday 26 November 2026", "יום חמישי, 26 בנובמבר 2026"."""
@@ -8096,10 +8338,11 @@ def bottle_headers_direct():
 
 def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
                password_hash=None, additions=None, call_log=None, revoked=None,
-               sent=None, voicenter=None):
+               sent=None, voicenter=None, password_file=None):
     """The Bottle application: /popup, /health and the office pages. `page_secret`
     (bytes) signs sessions and links (a random one for this process when None);
-    `password_hash` (hash_password()'s text) is the office login, None for none;
+    `password_hash` (hash_password()'s text) is the office login, None for none,
+    read again from `password_file` when that changes;
     `additions`: the Additions served (started), else one in the state folder;
     `call_log`: the CallLogPuller whose state /health and the calls page show;
     `revoked`: the RevokedSessions, else those kept in the state folder;
@@ -8109,7 +8352,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
     app = bottle.Bottle(catchall=True)
     guard = AccessGuard(config)
     door = OfficeDoor(config, guard, page_secret or secrets.token_bytes(32), password_hash,
-                      revoked)
+                      revoked, password_file)
     links = CallerLinks(door.secret, config.link_days)
     additions = additions or Additions(config.state_path / ADDITIONS_FILE_NAME, holder)
     direct_headers = bottle_headers_direct()
@@ -8220,9 +8463,12 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
         body = bottle.template(
             template, template_lookup=VIEWS, t=texts, lang=texts.language,
             direction=texts.direction, nonce=nonce, csrf=door.csrf_token(session),
-            signed_in=session is not None, refresh=None, **values)
+            signed_in=session is not None, refresh=None, number_text=number_text, **values)
         return bottle.HTTPResponse(body.encode("utf-8"), status,
                                    {**page_headers(nonce), **dict(headers)})
+
+    def number_text(text):
+        return written_number(text, config.region)
 
     def office_page(route):
         """A page route whose refusals (PageDenied) are the 403 HTML page, and whose
@@ -8294,6 +8540,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
         return render_page(
             "calls", session=session,
             health={**holder.health(), "last_error": holder.last_error},
+            loaded_at=holder.index.loaded_at.astimezone(zone), zone_name=zone_name(zone),
             calls=page.calls, calls_error=calls_error, summary=page.summary,
             missed_callers=page.callers, callers_from=callers_from, calls_from=calls_from,
             did=did, line_name=names.line, page_size=PAGE_CALLS, editing=editing,
@@ -8421,14 +8668,16 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
         calls, calls_error = _calls_or_error(recorder, lambda path: calls_of_number(
             path, e164, names=names, limit=CALLER_PAGE_CALLS, **day_options))
         national, international = number_forms(e164, config.region)
+        if not e164.startswith(f"+{number_rules(config.region).country_code}"):
+            national = ""  # a foreign number has one form here: its international one
         link_query = urlencode({"e": query["e"], "s": query["s"]}) if how == "link" else ""
         return render_page(
             "caller", status, session=session, number=number, e164=e164,
             number_path=quote(number, safe="+"),
             national=national, international=international, contacts=contacts,
             calls=calls or [], calls_error=calls_error, recording=recorder is not None,
-            by_link=how == "link", link_query=link_query, problem=problem,
-            form=form or {"phone": national},
+            zone_name=zone_name(zone), by_link=how == "link", link_query=link_query,
+            problem=problem, form=form or {"phone": national or international},
             form_token=caller_form_token(door.secret, number, how, session, query, door),
             callback=callback_view(session) if how != "link" else None)
 
@@ -8657,14 +8906,30 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
         if not door.same_origin(environ):  # no session yet: only the Origin can tell
             raise PageDenied("form")
         client = guard._client(environ)
+        texts = PageTexts(choose_language(environ.get("HTTP_ACCEPT_LANGUAGE"), config.lang))
         wait = door.limiter.wait_left(client)
-        if wait:
+        if wait:  # answered at once: the password is not even checked
+            door.refusals.refused("%s waits %d s more after wrong passwords",
+                                  _loggable(client), wait)
             return render_page("login", 429, goal=goal, problem=("login.too_many", {
-                "minutes": -(-wait // 60)}), headers={"Retry-After": str(wait)})
-        if not password_matches(fields.get("password") or "", door.password_hash):
-            door.limiter.failed(client)
-            log.warning("office login: wrong password from %s", _loggable(client))
-            return render_page("login", 401, goal=goal, problem=("login.wrong", {}))
+                "wait": wait_in_words(texts, wait)}), headers={"Retry-After": str(wait)})
+        if not door.checks.acquire(blocking=False):
+            door.refusals.refused("%s: %d password checks already running",
+                                  _loggable(client), LOGIN_CHECKS_AT_ONCE)
+            return render_page("login", 503, goal=goal, problem=("login.busy", {}),
+                               headers={"Retry-After": "1"})
+        try:
+            right = password_matches(fields.get("password") or "", door.password_hash)
+        finally:
+            door.checks.release()
+        if not right:
+            wait = door.limiter.failed(client)
+            door.refusals.refused("wrong password from %s%s", _loggable(client),
+                                  f"; it waits {wait} s" if wait else "")
+            problem = ("login.wrong_wait", {"wait": wait_in_words(texts, wait)}) if wait \
+                else ("login.wrong", {})
+            return render_page("login", 401, goal=goal, problem=problem,
+                               headers={"Retry-After": str(wait)} if wait else ())
         door.limiter.succeeded(client)
         _session, cookie = door.start_session(environ)
         raise bottle.HTTPResponse(status=303, headers={
@@ -8756,13 +9021,13 @@ def health_report(holder, recorder, call_log=None, voicenter=None):
 
 def _call_log_state(call_log, zone):
     """The calls page's word on the Call Log: None when it is not pulled, else
-    (trouble kind or None, Voicenter's words, the last good pull's local time or "")."""
+    (trouble kind or None, Voicenter's words, the last good pull as a datetime of
+    `zone`, or None)."""
     if call_log is None:
         return None
     kind, detail = call_log.trouble or (None, "")
     pulled_at = call_log.pulled_at
-    return (kind, detail, _local_time(pulled_at, zone).strftime("%Y-%m-%d %H:%M")
-            if pulled_at else "")
+    return kind, detail, _local_time(pulled_at, zone) if pulled_at else None
 
 
 def _parse_day(text, today):
@@ -9335,25 +9600,20 @@ def create_server(app, config):
     return server
 
 
-def serve(app, config, holder):
-    """Serve `app` with waitress until interrupted."""
+def serve(app, config, holder, made_password=None):
+    """Serve `app` with waitress until interrupted; the start-up ends with
+    setup_lines()."""
     server = create_server(app, config)
     port = server.effective_port if hasattr(server, "effective_port") else \
         server.effective_listen[0][1]
-    log.info("serving %d contacts on http://%s:%s", holder.index.contacts,
-             config.host, port)
-    if config.token:
-        log.info("give Voicenter this URL: %s", voicenter_url(config.host, port, config.token))
-    else:
+    log.info("serving %d contacts on %s:%s", holder.index.contacts, config.host, port)
+    if not config.token:
         log.warning("the token check is OFF: anyone who can reach port %s can look up "
                     "contacts; set --token or remove the empty POPUP_TOKEN", port)
-        log.info("give Voicenter this URL: %s", voicenter_url(config.host, port, ""))
-    log.info("the office's pages (calls, callers): %s/ (%s)",
-             config.public_url or server_url(config.host, port),
-             "sign in with the office password" if config.office_password != "" else
-             "no login: --office-password is empty, so only this machine or --allow-ip")
+    log.info("times on the pages are %s's (--timezone)", zone_name(config.timezone))
     log.info("status: http://%s:%s/health", "127.0.0.1" if config.host in ("0.0.0.0", "")
              else config.host, port)
+    log.info("\n".join(setup_lines(config, port, made_password)))
     try:
         server.run()
     finally:
@@ -9718,34 +9978,37 @@ def _copy_state(old, new):
 
 def open_state(config):
     """Make the state folder (owner only) and read or make its page secret and office
-    password; returns (page secret bytes, password hash or None for no login). A made
-    password is printed once here, and only its hash is kept."""
+    password; returns (page secret bytes, password hash or None for no login, the
+    password when made now, else None). Only a made password's hash is kept: the
+    start-up's closing lines show the password that once."""
     folder = _owner_only_folder(config.state_path)
     secret = _read_secret_file(folder / PAGE_SECRET_NAME, PAGE_SECRET_FILE)
     if secret is None:
         secret = _make_or_read(folder / PAGE_SECRET_NAME, secrets.token_urlsafe(32),
                                PAGE_SECRET_FILE)[0]
     if config.office_password == "":
-        return secret.encode("utf-8"), None
+        return secret.encode("utf-8"), None, None
     if config.office_password is not None:
         # Salted from the page secret, so the same password gives the same hash at every
         # start and sessions (bound to it) outlive a restart; a new password ends them.
         salt = hmac.digest(secret.encode("utf-8"), b"office-password salt", "sha256")[:16]
-        return secret.encode("utf-8"), hash_password(config.office_password, salt)
+        return secret.encode("utf-8"), hash_password(config.office_password, salt), None
     path = folder / PASSWORD_FILE_NAME
     password_hash = _read_secret_file(path, PASSWORD_FILE)
-    made = False
+    made = None
     if password_hash is None:
         password = secrets.token_urlsafe(12)
-        password_hash, made = _make_or_read(path, hash_password(password), PASSWORD_FILE)
-    if made:
-        log.warning("the office pages' password, shown only this once (only its hash is "
-                    "kept, in %s; delete that file to have a new one made): %s",
-                    path, password)
+        # Another server's first start may write it at the same moment: then its
+        # password is the one kept (and printed, by that server), and this one is not.
+        password_hash, new = _make_or_read(path, hash_password(password), PASSWORD_FILE)
+        if new:
+            made = password
+            log.info("made the office password; only its hash is kept, in %s (the "
+                     "password is shown once, at the end of the start-up)", path)
     elif not password_hash.startswith("scrypt$"):
         raise ConfigError(f"{path}: {PASSWORD_FILE.what} does not hold a password hash; "
-                          f"delete it ({PASSWORD_FILE.if_deleted})")
-    return secret.encode("utf-8"), password_hash
+                          f"set a new password: {_command_name()} password")
+    return secret.encode("utf-8"), password_hash, made
 
 
 def _read_secret_file(path, kind):
@@ -9828,17 +10091,66 @@ def _warn_if_weak(token, source):
 
 
 def server_url(host, port):
-    """http://HOST:PORT as another machine would write it."""
+    """http://HOST:PORT for a host one can name; ADDRESS for one that listens on every
+    network (no name of this machine is sure to be the one Voicenter reaches)."""
     if host in ("0.0.0.0", "::", ""):
-        host = socket.gethostname()
+        host = "ADDRESS"
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{port}"
 
 
-def voicenter_url(host, port, token):
-    url = server_url(host, port) + "/popup"
-    return url + (f"?token={quote(token, safe='')}" if token else "")
+def voicenter_url(base, token, path="/popup"):
+    return base + path + (f"?token={quote(token, safe='')}" if token else "")
+
+
+def _is_loopback(host):
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def setup_lines(config, port, made_password=None):
+    """The start-up's closing lines: what to give Voicenter and the office, the
+    password when made now, the state folder. Without --public-url the address is
+    never guessed (a host name, 127.0.0.1): it is said what it must be."""
+    listening = config.host in ("0.0.0.0", "::", "")
+    if config.public_url:
+        base, note = config.public_url, None
+    elif _is_loopback(config.host):
+        base = "http://ADDRESS"
+        note = (f"ADDRESS: this server listens on {config.host} only, so Voicenter and "
+                "the agents reach it through a proxy on this machine: give the proxy's "
+                "address as --public-url and these lines show it")
+    else:
+        base = server_url(config.host, port)
+        note = ("ADDRESS: this server's address as the agents' browsers and Voicenter "
+                "reach it (its public name or IP, or the proxy's in front of it); give "
+                "it as --public-url and these lines show it") if listening else (
+                f"{config.host} must be an address Voicenter and the agents' browsers "
+                "can reach; else give the one they reach as --public-url")
+    lines = ["Ready. To set up:",
+             f"  Voicenter's pop-up URL:  {voicenter_url(base, config.token)}"]
+    if config.calls_path is not None:
+        lines.append(f"  Voicenter's CDR URL:     {voicenter_url(base, config.token, '/cdr')}")
+    pages, where = f"{base}/", ""
+    if _is_loopback(config.host) and not config.public_url:
+        host = f"[{config.host}]" if ":" in config.host else config.host
+        pages, where = f"http://{host}:{port}/", "on this machine; "
+    login = ("no login: --office-password is empty, so only this machine or --allow-ip"
+             if config.office_password == "" else "sign in with the office password")
+    lines.append(f"  Office pages:            {pages}  ({where}{login})")
+    if made_password:
+        lines.append(f"  Office password:         {made_password}  (made now and shown "
+                     f"only this once; `{_command_name()} password` sets another)")
+    elif config.office_password is None:
+        lines.append("  Office password:         the one made at the first start (`"
+                     f"{_command_name()} password` sets a new one)")
+    if note:
+        lines.append(f"  {note}")
+    lines.append(f"  State folder:            {config.state_path}")
+    return lines
 
 
 def _configure_logging():
@@ -9905,9 +10217,56 @@ def _stop_on_sigterm():
         pass
 
 
+def set_office_password(argv, environ, stdin=None):
+    """`popup-server password [options]`: a new office password from the terminal
+    (asked twice, not shown) or the first line of stdin (for scripts), kept hashed in
+    the state folder the same options name. Every session ends, a running server's
+    too (it reads the file again within a second)."""
+    stdin = sys.stdin if stdin is None else stdin
+    try:
+        config = parse_config(argv, environ)
+        if config.office_password is not None:
+            raise ConfigError("the office password is given by --office-password (or "
+                              "POPUP_OFFICE_PASSWORD, or the config file): change it "
+                              "there; this command sets the one kept in the state folder")
+        if stdin.isatty():
+            import getpass
+            password = getpass.getpass("New office password: ")
+            if getpass.getpass("The same again: ") != password:
+                raise ConfigError("the two passwords differ; nothing was changed")
+        else:
+            password = stdin.readline().rstrip("\r\n")
+        if len(password) < MIN_PASSWORD_LENGTH or not password.isprintable():
+            raise ConfigError(f"a password has at least {MIN_PASSWORD_LENGTH} characters "
+                              "(letters, digits, spaces, signs); nothing was changed")
+        folder = _owner_only_folder(config.state_path)
+        path = folder / PASSWORD_FILE_NAME
+        partial = folder / f".{PASSWORD_FILE_NAME}.{os.getpid()}.new"
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+        _make_secret_file(partial, hash_password(password), PASSWORD_FILE)
+        # Whole or not at all, a server reading it sees one or the other; a symbolic
+        # link in its place is replaced, never followed.
+        os.replace(partial, path)
+    except PopupError as error:
+        print(f"popup_server: {error}", file=sys.stderr)
+        return ExitStatus.ERROR
+    except OSError as error:
+        print(f"popup_server: {config.state_path}: cannot keep the password there "
+              f"({error.strerror or error}); pass --state-dir", file=sys.stderr)
+        return ExitStatus.ERROR
+    print(f"The office password is changed (only its hash is kept, in {path}).\n"
+          "Every browser signed in must sign in again with it; a running server takes "
+          "it within a second.")
+    return ExitStatus.SUCCESS
+
+
 def main(argv=None, environ=None):
     """Run the program; returns the exit status."""
     environ = os.environ if environ is None else environ
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["password"]:
+        return set_office_password(argv[1:], environ)
     try:
         config = parse_config(argv, environ)
     except ConfigError as error:
@@ -9926,7 +10285,7 @@ def main(argv=None, environ=None):
         adopt_port_folder(config)
         holder = ContactsHolder(config)
         log.info("state folder: %s", config.state_path)
-        page_secret, password_hash = open_state(config)
+        page_secret, password_hash, made_password = open_state(config)
         revoked = RevokedSessions.open(config.state_path / REVOKED_SESSIONS_NAME,
                                        password_tag(page_secret, password_hash))
         config = dataclasses.replace(config, token=resolve_token(config))
@@ -9952,19 +10311,25 @@ def main(argv=None, environ=None):
                      config.call_log_every, recorder.path)
     access_log = AccessLog(log_output, config.log_numbers)
     additions = Additions(config.state_path / ADDITIONS_FILE_NAME, holder).start()
+    password_file = config.state_path / PASSWORD_FILE_NAME \
+        if config.office_password is None else None
     app = create_app(config, holder, recorder, access_log, page_secret, password_hash,
-                     additions, call_log, revoked=revoked)
+                     additions, call_log, revoked=revoked, password_file=password_file)
     tune_for_serving()
     _stop_on_sigterm()
     try:
         with access_log, holder.watching():
-            serve(app, config, holder)  # returns on SIGTERM or Ctrl-C (waitress' run()
-        log.info("stopped")             # takes the KeyboardInterrupt itself)
+            # Returns on SIGTERM or Ctrl-C (waitress' run() takes the KeyboardInterrupt).
+            serve(app, config, holder, made_password)
+        log.info("stopped")
     except KeyboardInterrupt:
         log.info("stopped")
     except OSError as error:
         print(f"popup_server: cannot listen on {config.host}:{config.port}: "
               f"{error.strerror or error}", file=sys.stderr)
+        if made_password:  # its hash is kept: this is the only time it can be shown
+            print(f"popup_server: the office password made for the pages: {made_password}",
+                  file=sys.stderr)
         return ExitStatus.ERROR
     finally:
         if call_log is not None:

@@ -52,7 +52,10 @@ def test_a_pop_ups_link_opens_the_callers_page_with_every_column(start_server, t
         assert browser.find_element(By.ID, "caller-name").text == "נועה כהן"
         assert browser.find_element(By.ID, "caller-company").text == "Cohen & Partners Ltd"
         shown = browser.find_element(By.ID, "contacts").text
+        # Phones as the pages write every number of the region: as dialled at home.
+        written = {"02-6543210": "02-654-3210", "054-1234567": "054-123-4567"}
         for header, value in zip(HEADER, ROWS[0]):
+            value = written.get(value, value)
             assert header in shown and value in shown, (header, value)
         assert browser.find_element(By.CSS_SELECTOR, 'a[href="mailto:noa@example.com"]')
         assert browser.find_element(By.CSS_SELECTOR, 'a[href="https://wa.me/972541234567"]')

@@ -166,7 +166,7 @@ def test_the_page_needs_the_office_login_not_the_token_and_never_shows_it(start_
     assert page.status == 200
     assert "calls.csv?day=" in page.text and "page-secret-123" not in page.text
     time.sleep(0.2)
-    assert "page-secret-123" not in server.log_text().split("give Voicenter")[0]
+    assert "page-secret-123" not in server.log_text().split("Ready. To set up:")[0]
     assert "page-secret-123" not in "".join(
         line for line in server.log_text().splitlines() if "GET /" in line)
 

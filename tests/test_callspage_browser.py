@@ -100,6 +100,8 @@ def test_the_morning_view_empties_as_the_office_works_through_it(
         noa = browser.find_element(By.CSS_SELECTOR,
                                    "#waiting tr[data-number='+972541234567']")
         noa.find_element(By.CSS_SELECTOR, "form.mark-handled button").click()
+        # The page the form returns to replaces this one (#resolved is there already).
+        WebDriverWait(browser, 10).until(expected_conditions.staleness_of(noa))
         WebDriverWait(browser, 10).until(
             expected_conditions.presence_of_element_located((By.ID, "resolved")))
         assert [row.get_attribute("data-number") for row in _rows(browser, "waiting")] \

@@ -95,7 +95,7 @@ def test_a_login_posted_from_another_site_is_refused(start_server):
 def test_wrong_passwords_are_limited_per_address(start_server):
     server = _office(start_server, "--trusted-proxy", "127.0.0.1")
     attacker = {"X-Forwarded-For": "203.0.113.66"}
-    for _ in range(5):
+    for _ in range(4):
         assert _login(server, "guess", headers=attacker).status == 401
     blocked = _login(server, headers=attacker)  # even the right password now waits
     assert blocked.status == 429 and "Too many wrong passwords" in blocked.text
@@ -109,8 +109,9 @@ def test_a_made_password_is_printed_once_and_only_its_hash_is_kept(tmp_path):
     args = (SAMPLE_CONTACTS, "--state-dir", state, "--calls-db", "", "--token", "")
     first = start_as_a_user_would(tmp_path, *args)  # no --office-password at all
     try:
-        log = first.wait_for_log("status:")
-        password = re.search(r"shown only this once .*: (\S+)\n", log).group(1)
+        log = first.wait_for_log("State folder:")
+        password = re.search(r"  Office password: +(\S+)  \(made now and shown only "
+                             r"this once", log).group(1)
         kept = (state / "office-password").read_text()
         assert password not in kept and kept.startswith("scrypt$")
         assert _login(first, password).status == 303
@@ -118,7 +119,7 @@ def test_a_made_password_is_printed_once_and_only_its_hash_is_kept(tmp_path):
         first.stop()
     second = start_as_a_user_would(tmp_path, *args)
     try:
-        assert "shown only this once" not in second.wait_for_log("status:")
+        assert "shown only this once" not in second.wait_for_log("State folder:")
         assert _login(second, password).status == 303
     finally:
         second.stop()

@@ -38,7 +38,19 @@ israeli_national = st.builds(
 
 
 def reference(text, region="IL"):
+    """The rule by phonenumbers alone: the number of `region`, except that digits
+    written with no "+" and no leading 0 that are no valid number of `region` but are
+    valid with a "+" are that other country's (how Voicenter writes foreign callers)."""
     number = phonenumbers.parse(text, region)
+    digits = "".join(ch for ch in text if ch.isdigit())
+    if not text.strip().startswith("+") and digits[:1] != "0" \
+            and not phonenumbers.is_valid_number(number):
+        try:
+            foreign = phonenumbers.parse("+" + digits)
+        except phonenumbers.NumberParseException:
+            foreign = None
+        if foreign is not None and phonenumbers.is_valid_number(foreign):
+            number = foreign
     return int(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:])
 
 

@@ -48,7 +48,8 @@ def test_the_state_folder_holds_the_servers_files_owner_only_and_is_printed(tmp_
     try:
         log = server.wait_for_log("status:")
         assert f"state folder: {state}" in log
-        assert "the office's pages (calls, callers): http://127.0.0.1:" in log
+        assert f"  Office pages:            http://127.0.0.1:{server.port}/  (on this " \
+            "machine; sign in with the office password)" in log
     finally:
         server.stop()
     assert {p.name for p in state.iterdir()} >= {

@@ -2,7 +2,7 @@
 %# international forms; contacts (CallerRow, file order); calls (Call, newest first);
 %# by_link and link_query (?e=&s= for the forms when opened by a signed link);
 %# form_token (the forms' csrf); problem (None or (text key, values)); form (values).
-% rebase("layout", title=t("caller.title") + " \u2066" + number + "\u2069")
+% rebase("layout", title=t("caller.title") + " \u2066" + number_text(number) + "\u2069")
 % action_query = "?" + link_query if link_query else ""
 % def e164_digits(number):
 %   return "".join(ch for ch in number if ch.isdigit())
@@ -31,7 +31,9 @@
 % end
 </h1>
 <p class="status" id="caller-numbers">
+  % if national:
   <span>{{t("caller.national")}}: <bdi dir="ltr" id="caller-national">{{national}}</bdi></span>
+  % end
   <span>{{t("caller.international")}}: <bdi dir="ltr" id="caller-international">{{international}}</bdi></span>
   <span><a href="tel:{{e164}}">{{t("caller.call")}}</a> · <a href="https://wa.me/{{e164_digits(e164)}}" rel="noopener noreferrer" target="_blank">{{t("caller.whatsapp")}}</a></span>
 </p>
@@ -75,9 +77,11 @@
 %     for header, text, kind in contact.columns:
 <tr><th><bdi>{{t("field." + header.lower(), default=header) if contact.addition else header}}</bdi></th><td>
 %       if kind == "phone":
+%         if not contact.numbers.get(header):
 <bdi dir="ltr">{{text}}</bdi>
+%         end
 %         for number in contact.numbers.get(header, []):
- <a href="tel:{{number}}">{{t("caller.call")}}</a> · <a href="https://wa.me/{{e164_digits(number)}}" rel="noopener noreferrer" target="_blank">{{t("caller.whatsapp")}}</a>
+<span class="phone"><bdi dir="ltr">{{number_text(number)}}</bdi> <a href="tel:{{number}}">{{t("caller.call")}}</a> · <a href="https://wa.me/{{e164_digits(number)}}" rel="noopener noreferrer" target="_blank">{{t("caller.whatsapp")}}</a></span>
 %         end
 %       elif kind == "email":
 <a href="mailto:{{text}}" dir="ltr">{{text}}</a>
@@ -127,7 +131,7 @@
 % end
 </div>
 
-<h2 id="calls-heading">{{t("caller.calls")}}</h2>
+<h2 id="calls-heading">{{t("caller.calls")}} <span class="muted" id="time-zone">({{t("status.zone", zone="\u2068" + zone_name + "\u2069")}})</span></h2>
 <div id="calls">
 % if not recording:
 <p class="muted">{{t("calls.not_recording")}}</p>
@@ -141,7 +145,7 @@
 <tbody>
 %   for call in calls:
 <tr class="{{call.outcome.replace(' ', '-')}}" data-ivrid="{{call.ivrid}}">
-  <td dir="ltr">{{call.started.strftime("%Y-%m-%d %H:%M")}}</td>
+  <td>{{t.time(call.started)}}</td>
   <td class="outcome">{{t("outcome." + call.outcome, default=call.outcome)}}</td>
   <td><bdi>{{call.answered_by}}</bdi></td>
   <td dir="ltr">{{"" if call.duration is None else "%d:%02d" % divmod(call.duration, 60)}}</td>

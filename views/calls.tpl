@@ -1,9 +1,9 @@
 %# The calls page: the layout and the texts table (t); the values: see calls_page().
 %# The morning view first (missed callers still waiting, then those dealt with), then
 %# the day's calls, newest first. Lists come a page (page_size) at a time.
-% rebase("layout", title=t("calls.title") + " " + day.isoformat(), refresh=60 if tried is None and editing is None else None)
+% rebase("layout", title=t("calls.title") + " · " + t.date(day), refresh=60 if tried is None and editing is None else None)
 % def clock(moment, seconds=False):
-%   return moment.strftime("%H:%M:%S" if seconds else "%H:%M") if moment.date() == day else moment.strftime("%Y-%m-%d %H:%M")
+%   return t.time(moment, day, seconds)
 % end
 % def pages(kind, start, total):
 %   other, other_from = ("callers", callers_from) if kind == "calls" else ("calls", calls_from)
@@ -26,7 +26,7 @@
   % end
   <br>
   % if e164:
-  <a href="/caller/{{e164}}" dir="ltr" class="number">{{caller or e164}}</a>
+  <a href="/caller/{{e164}}" dir="ltr" class="number">{{number_text(e164)}}</a>
   % if dial:
   · <a href="tel:{{e164}}">{{t("link.call_back")}}</a>
   % end
@@ -39,7 +39,8 @@
 <div class="status" id="status">
   <span>{{t("status.file")}} <bdi><b>{{health["source"]}}</b></bdi></span>
   <span><b id="contacts">{{health["contacts"]}}</b> {{t("status.contacts")}}, {{health["numbers"]}} {{t("status.numbers")}}</span>
-  <span>{{t("status.loaded")}} <bdi>{{health["loaded_at"].replace("T", " ")}}</bdi></span>
+  <span>{{t("status.loaded")}} <bdi id="loaded-at">{{t.time(loaded_at, today)}}</bdi></span>
+  <span id="time-zone">{{t("status.zone", zone="\u2068" + zone_name + "\u2069")}}</span>
   % if callback is not None:
   <span id="voicenter-status"{{!' class="error"' if callback.problem else ""}}>{{t("voicenter.status")}}
   % if callback.problem:
@@ -67,9 +68,9 @@
   % if call_log:
   %   trouble, detail, pulled_at = call_log
   %   if trouble:
-  <span class="error" id="call-log" data-trouble="{{trouble}}">{{t("call_log." + trouble, detail=detail)}} {{t("call_log.last_good", time=pulled_at) if pulled_at else t("call_log.never")}}</span>
+  <span class="error" id="call-log" data-trouble="{{trouble}}">{{t("call_log." + trouble, detail=detail)}} {{t("call_log.last_good", time=t.time(pulled_at, today)) if pulled_at else t("call_log.never")}}</span>
   %   elif pulled_at:
-  <span id="call-log">{{t("call_log.pulled", time=pulled_at)}}</span>
+  <span id="call-log">{{t("call_log.pulled", time=t.time(pulled_at, today))}}</span>
   %   else:
   <span id="call-log">{{t("call_log.waiting")}}</span>
   %   end
@@ -108,7 +109,7 @@
   <select id="did" name="did">
     <option value="">{{t("line.all")}}</option>
     % for line in sorted(set(summary.dids) | ({did} if did else set())):
-    <option value="{{line}}"{{!" selected" if line == did else ""}}>{{line_name(line) or line}}{{" · " + line if line_name(line) else ""}}</option>
+    <option value="{{line}}"{{!" selected" if line == did else ""}}>{{line_name(line) or number_text(line)}}{{" · " + number_text(line) if line_name(line) else ""}}</option>
     % end
   </select>
   % end
@@ -151,9 +152,9 @@
   % end
   </td>
   <td class="tries">{{caller.tries}}</td>
-  <td dir="ltr">{{clock(caller.first)}}</td>
-  <td dir="ltr">{{clock(caller.last)}}</td>
-  <td><bdi>{{caller.did_name or caller.did}}</bdi></td>
+  <td>{{clock(caller.first)}}</td>
+  <td>{{clock(caller.last)}}</td>
+  <td><bdi>{{caller.did_name or number_text(caller.did)}}</bdi></td>
   <td>
     % if callback is not None and caller.e164:
     <form method="post" action="/callback" class="callback-form">
@@ -188,9 +189,9 @@
   % who(caller.name, caller.company, caller.caller, caller.e164)
   </td>
   <td class="tries">{{caller.tries}}</td>
-  <td dir="ltr">{{clock(caller.first)}}</td>
-  <td dir="ltr">{{clock(caller.last)}}</td>
-  <td><bdi>{{caller.did_name or caller.did}}</bdi></td>
+  <td>{{clock(caller.first)}}</td>
+  <td>{{clock(caller.last)}}</td>
+  <td><bdi>{{caller.did_name or number_text(caller.did)}}</bdi></td>
   <td class="how">{{t("resolved." + caller.resolved, time=clock(caller.resolved_at))}}</td>
 </tr>
 % end
@@ -209,7 +210,7 @@
 <tbody>
 % for call in calls:
 <tr class="{{call.outcome.replace(' ', '-')}}" id="call-{{call.ivrid}}" data-ivrid="{{call.ivrid}}">
-  <td dir="ltr">{{clock(call.started, seconds=True)}}</td>
+  <td>{{clock(call.started, seconds=True)}}</td>
   <td>{{t("direction." + call.direction, default=call.direction)}}</td>
   <td class="outcome">{{t("outcome." + call.outcome, default=call.outcome)}}
     % if call.status:
@@ -227,7 +228,7 @@
   </td>
   <td class="agent"><bdi>{{call.answered_by}}</bdi></td>
   <td dir="ltr">{{"" if call.duration is None else "%d:%02d" % divmod(call.duration, 60)}}</td>
-  <td class="line"><bdi>{{call.did_name or call.did}}</bdi></td>
+  <td class="line"><bdi>{{call.did_name or number_text(call.did)}}</bdi></td>
   <td>
     % if call.recording:
     <a href="{{call.recording}}" rel="noopener noreferrer" target="_blank" class="recording">{{t("recording.listen")}}</a>

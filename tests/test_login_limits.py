@@ -1,0 +1,219 @@
+"""Issue 21, "The login never locks the office out" (and issue 22's "Logins are cheap
+to refuse"): wrong passwords slow the address that sends them, for a minute at most,
+each refusal answered at once and logged (rate-limited); password checks are bounded
+globally; `popup-server password` sets a new password from the terminal or stdin and
+ends every session."""
+import concurrent.futures
+import http.client
+import os
+import re
+import select
+import subprocess
+import sys
+import time
+import urllib.parse
+
+import pytest
+
+import popup_server as ps
+from conftest import (MODULE, OFFICE_PASSWORD, SAMPLE_CONTACTS, Response, subprocess_env,
+                      wait_until)
+from test_state_dir import _start_as_a_user_would as start_as_a_user_would
+
+
+def _login(server, password, headers=None, next_path="/"):
+    return server.post_form("/login", {"password": password, "next": next_path},
+                            headers={"Accept-Language": "en", **(headers or {})})
+
+
+def _post_from(address, server, password, timeout=30.0):
+    """POST /login on a connection that leaves from `address` (any of 127.0.0.0/8)."""
+    body = urllib.parse.urlencode({"password": password, "next": "/"})
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout,
+                                            source_address=(address, 0))
+    try:
+        connection.request("POST", "/login", body=body, headers={
+            "Content-Type": "application/x-www-form-urlencoded", "Accept-Language": "en"})
+        answer = connection.getresponse()
+        return Response(answer.status, answer.reason, answer.headers, answer.read())
+    finally:
+        connection.close()
+
+
+def test_ten_wrong_passwords_then_the_right_one_works_within_a_minute(start_server):
+    server = start_server(SAMPLE_CONTACTS, "--office-password", OFFICE_PASSWORD,
+                          "--trusted-proxy", "127.0.0.1")
+    office = {"X-Forwarded-For": "203.0.113.66"}  # everyone behind the office's NAT
+    answers = [_login(server, f"guess-{n}", office) for n in range(10)]
+    for answer in answers:
+        assert answer.header("Content-Type").startswith("text/html"), answer
+        assert answer.header("Set-Cookie") is None
+    assert [a.status for a in answers[:3]] == [401] * 3
+    assert all("Wrong password." in a.text and "Wait" not in a.text for a in answers[:3])
+    assert answers[3].status == 401 and "Wait 2 seconds before the next try" in answers[3].text
+    waiting = [a for a in answers[4:] if a.status == 429]
+    assert waiting and all(a.status in (401, 429) for a in answers[4:])
+    for answer in waiting:  # refused at once, the wait said in words and in Retry-After
+        seconds = int(answer.header("Retry-After"))
+        assert 1 <= seconds <= 60
+        assert re.search(r"try again in (\d+ seconds|1 second|a minute)\.", answer.text)
+    hebrew = _login(server, "guess-he", {**office, "Accept-Language": "he"})
+    if hebrew.status == 429:  # the wait said in the page's language
+        assert re.search(r"נסו שוב בעוד (\d+ שניות|שנייה אחת|דקה)\.", hebrew.text), hebrew.text
+    else:
+        assert "הסיסמה שגויה. המתינו" in hebrew.text
+    # Another address is never held back; the office's own gets in within a minute.
+    assert _login(server, OFFICE_PASSWORD, {"X-Forwarded-For": "203.0.113.67"}).status == 303
+    right = wait_until(lambda: _login(server, OFFICE_PASSWORD, office).status == 303 or None,
+                       timeout=ps.LOGIN_LONGEST_WAIT + 10,
+                       what="the right password to work again")
+    assert right
+    log = server.wait_for_log("waits")
+    refusals = log.count("office login refused:")
+    assert refusals >= 10, log  # every wrong password and every refused wait is logged
+    assert "203.0.113.66" in log and OFFICE_PASSWORD not in log
+    assert "guess-" not in log
+
+
+def test_the_wait_grows_to_a_minute_and_tries_during_it_never_lengthen_it():
+    limiter = ps.LoginLimiter()
+    waits = [limiter.failed("198.51.100.7", now=1000.0 + n * 100) for n in range(10)]
+    assert waits == [0, 0, 0, 2, 4, 8, 16, 32, 60, 60]
+    last = 1000.0 + 9 * 100
+    for second in range(60):  # asking during the wait neither counts nor extends it
+        assert limiter.wait_left("198.51.100.7", now=last + second) == 60 - second
+    assert limiter.wait_left("198.51.100.7", now=last + 60) == 0
+    assert limiter.wait_left("198.51.100.8", now=last) == 0  # another address
+    limiter.failed("2001:db8:1:2::5", now=0)
+    for _ in range(4):
+        limiter.failed("2001:db8:1:2::77", now=0)  # the same /64
+    assert limiter.wait_left("2001:db8:1:2::5", now=0) == 4
+    assert limiter.failed("198.51.100.7", now=last + ps.LOGIN_FORGET_AFTER) == 0  # forgotten
+    limiter.succeeded("2001:db8:1:2::5")
+    assert limiter.wait_left("2001:db8:1:2::77", now=0) == 0
+
+
+def test_a_flood_from_many_addresses_is_answered_at_once_and_the_office_gets_in(
+        start_server):
+    server = start_server(SAMPLE_CONTACTS, "--office-password", OFFICE_PASSWORD)
+    addresses = [f"127.{20 + n // 200}.{n % 200}.{1 + n % 7}" for n in range(160)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=24) as pool:
+        answers = list(pool.map(lambda a: _post_from(a, server, "not-it"), addresses))
+    statuses = {answer.status for answer in answers}
+    assert statuses <= {401, 503}, statuses
+    busy = [answer for answer in answers if answer.status == 503]
+    assert busy, "no login was refused as busy: password checks are not bounded"
+    for answer in busy:
+        assert answer.header("Content-Type").startswith("text/html")
+        assert "busy checking other sign-ins" in answer.text
+        assert answer.header("Retry-After") == "1"
+    assert _post_from("127.0.0.1", server, OFFICE_PASSWORD).status == 303
+    log = server.log_text()
+    assert 0 < log.count("office login refused:") <= ps.LOGIN_REFUSALS_LOGGED, log
+
+
+def test_refusals_beyond_the_limit_are_counted_in_one_line(caplog):
+    refusals = ps.RefusalLog(limit=3, window=60.0)
+    with caplog.at_level("WARNING", logger="popup_server"):
+        for n in range(10):
+            refusals.refused("wrong password from %s", f"192.0.2.{n}", now=5.0 + n)
+        refusals.flush()
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines[:3] == [f"office login refused: wrong password from 192.0.2.{n}"
+                         for n in range(3)]
+    assert lines[3:] == ["office login refused 7 more times in the last minute (not "
+                         "logged one by one)"]
+
+
+# `popup-server password` ----------------------------------------------------------
+
+def _password_command(state, *args, stdin=b""):
+    return subprocess.run([sys.executable, str(MODULE), "password", "--state-dir",
+                           str(state), *map(str, args)], input=stdin, capture_output=True,
+                          timeout=60, env=subprocess_env())
+
+
+def test_the_password_command_from_stdin_ends_every_session_of_a_running_server(
+        tmp_path):
+    state = tmp_path / "state"
+    server = start_as_a_user_would(tmp_path, SAMPLE_CONTACTS, "--state-dir", state,
+                                   "--calls-db", "", "--token", "")
+    try:
+        made = re.search(r"  Office password: +(\S+)  \(made now",
+                         server.wait_for_log("State folder:")).group(1)
+        signed_in = _login(server, made)
+        assert signed_in.status == 303
+        cookie = signed_in.header("Set-Cookie").split(";")[0]
+        assert server.get("/calls", headers={"Cookie": cookie}).status == 200
+        result = _password_command(state, stdin=b"a new office password 42\n")
+        assert result.returncode == 0, result.stderr
+        assert b"a new office password 42" not in result.stdout + result.stderr
+        assert b"The office password is changed" in result.stdout
+        kept = (state / "office-password").read_text()
+        assert kept.startswith("scrypt$") and "a new office password" not in kept
+        if os.name != "nt":
+            assert (state / "office-password").stat().st_mode & 0o077 == 0
+        wait_until(lambda: server.get("/calls", headers={"Cookie": cookie}).status == 303,
+                   what="the old session to end")
+        assert _login(server, "a new office password 42").status == 303
+        assert _login(server, made).status == 401
+        assert "the office password was changed" in server.log_text()
+    finally:
+        server.stop()
+    again = start_as_a_user_would(tmp_path, SAMPLE_CONTACTS, "--state-dir", state,
+                                  "--calls-db", "", "--token", "")
+    try:
+        assert _login(again, "a new office password 42").status == 303
+    finally:
+        again.stop()
+
+
+def test_the_password_command_refuses_what_it_cannot_use(tmp_path):
+    state = tmp_path / "state"
+    short = _password_command(state, stdin=b"short\n")
+    assert short.returncode == 2 and b"at least 8 characters" in short.stderr
+    assert not (state / "office-password").exists()
+    given = _password_command(state, "--office-password", "x" * 20, stdin=b"y" * 20)
+    assert given.returncode == 2 and b"given by --office-password" in given.stderr
+
+
+def _typed(argv, lines, timeout=60.0):
+    """Run `argv` on a terminal, typing each of `lines` after each prompt; returns
+    (exit status, everything the terminal showed)."""
+    pty = pytest.importorskip("pty")  # POSIX terminals only
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(argv, stdin=follower, stdout=follower, stderr=follower,
+                            env=subprocess_env(), start_new_session=True)
+    os.close(follower)
+    shown, deadline = b"", time.monotonic() + timeout
+    try:
+        for line in lines:
+            prompts = shown.count(b": ")
+            while shown.count(b": ") == prompts and time.monotonic() < deadline:
+                if select.select([leader], [], [], 0.2)[0]:
+                    shown += os.read(leader, 4096)
+            os.write(leader, line + b"\n")
+        while proc.poll() is None and time.monotonic() < deadline:
+            if select.select([leader], [], [], 0.2)[0]:
+                try:
+                    shown += os.read(leader, 4096)
+                except OSError:
+                    break
+        return proc.wait(timeout=10), shown
+    finally:
+        os.close(leader)
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_the_password_command_asks_twice_on_a_terminal_and_never_shows_it(tmp_path):
+    state = tmp_path / "state"
+    argv = [sys.executable, str(MODULE), "password", "--state-dir", str(state)]
+    status, shown = _typed(argv, [b"typed twice 12345", b"typed twice 12345"])
+    assert status == 0, shown
+    assert b"New office password:" in shown and b"typed twice" not in shown
+    kept = (state / "office-password").read_text()
+    assert ps.password_matches("typed twice 12345", kept.strip())
+    status, shown = _typed(argv, [b"one password 123", b"another one 456"])
+    assert status == 2 and b"the two passwords differ" in shown
+    assert (state / "office-password").read_text() == kept

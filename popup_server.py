@@ -8216,7 +8216,8 @@ CALLBACK_PENDING_SECONDS = 2 * 3600 + 300
 #: not dialled again (a double click dials once).
 CALLBACK_REPEAT_SECONDS = 30
 #: Call-backs one browser may place a minute, and call-backs placed at once in all:
-#: each holds a worker thread while Voicenter answers (at most VOICENTER_TIMEOUT).
+#: each holds a thread of the "callback" lane while Voicenter answers (at most
+#: VOICENTER_TIMEOUT).
 CALLBACKS_PER_MINUTE = 6
 CALLBACKS_AT_ONCE = 2
 _CALLBACKS_KEPT = 4096  # browsers and numbers remembered, oldest forgotten first
@@ -8316,6 +8317,11 @@ ERROR_MESSAGES = {
 }
 
 
+class RouteRefusal(bottle.HTTPError):
+    """A refusal a route makes with a message of its own (a route that exists, asked
+    for something it has not): its message, not ERROR_MESSAGES', is the answer's."""
+
+
 def _not_allowed_message(app, path, allow):
     """A 405's message: the route asked for (its rule, never the client's own text in
     it) and the methods it takes (bottle's Allow header, "GET,POST")."""
@@ -8367,7 +8373,8 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
         if status >= 500:
             log.error("internal error on %s: %s", _loggable_path(bottle.request.path),
                       error.traceback or error.body)
-        message = ERROR_MESSAGES.get(status) or (
+        message = error.body if isinstance(error, RouteRefusal) else \
+            ERROR_MESSAGES.get(status) or (
             _not_allowed_message(app, bottle.request.path, error.get_header("Allow"))
             if status == 405 else
             error.body if isinstance(error.body, str) and status < 500
@@ -8554,6 +8561,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
             sent_flags=sent.flags())
 
     @app.get("/sent")
+    @office_page
     def sent_page():
         """What Voicenter sent: the last pop-ups and CDRs, and how each was read."""
         session = door.admit(bottle.request.environ, asked_path())
@@ -8658,7 +8666,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
         how, session = door.admit_caller(environ, number, query, asked_path())
         key = number_key(number, holder.index.rules)[0] if len(number) <= 40 else None
         if key is None:
-            raise bottle.HTTPError(404, "no such caller: /caller/ takes a phone number")
+            raise RouteRefusal(404, "no such caller: /caller/ takes a phone number")
         return how, session, query, key
 
     def show_caller(number, how, session, query, key, status=200, problem=None,
@@ -8751,7 +8759,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
         if calls_error:
             return busy_page(back, session)
         if not any(call.ivrid == ivrid for call in calls):
-            raise bottle.HTTPError(404, "no such call of this caller")
+            raise RouteRefusal(404, "no such call of this caller")
         try:
             mark_call(recorder.path, ivrid, mark, note.strip())
         except (sqlite3.Error, OSError) as error:
@@ -8822,7 +8830,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
         if not environ.get("HTTP_ORIGIN"):  # a page's form always says where it is
             raise PageDenied("form")
         if voicenter is None:
-            raise bottle.HTTPError(404, "calling back is off: the server was started "
+            raise RouteRefusal(404, "calling back is off: the server was started "
                                         "without --voicenter-code")
         return session, fields, browser_of(session, environ), local_path(
             fields.get("next"), "/calls")
@@ -9111,9 +9119,11 @@ _SPARE_DESCRIPTORS = 256  # the contacts file, SQLite, the log, waitress' own pi
 #: of CPU each) have a lane of one, so that a flood of guesses slows only other
 #: guesses; an export (a whole day) has a lane of one; forms (marks, notes, additions:
 #: writes, which may wait DB_WAIT for a database another program holds) two; and the
-#: pages, with every other route, two.
+#: pages, with every other route, two; call-backs (each may wait VOICENTER_TIMEOUT for
+#: Voicenter) a lane of their own, so that a slow Voicenter never keeps a form waiting.
 OFFICE_LANES = {"cdr": (1, CDR_WAIT), "login": (1, 3.0), "export": (1, 3.0),
-                "form": (2, 3.0), "office": (2, 3.0)}
+                "form": (2, 3.0), "office": (2, 3.0),
+                "callback": (CALLBACKS_AT_ONCE, 3.0)}
 
 #: Bytes of answers a connection may leave unread before its next pipelined request
 #: is answered; beyond it the connection is closed once what it has is sent. An answer
@@ -9359,6 +9369,8 @@ def request_lane(method, path):
         return "login"
     if path == "/calls.csv":
         return "export"
+    if path == "/callback" and method == "POST":
+        return "callback"
     if method == "POST":
         return "form"
     return "office"

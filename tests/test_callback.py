@@ -328,7 +328,9 @@ def test_without_a_code_nothing_changes(start_server, tmp_path, log_in, voicente
     assert 'href="tel:' + JOHN + '"' in page and "/callback" not in page
     assert "voicenter-status" not in page
     assert server.health()["voicenter"] == "off"
-    assert client.post_form("/callback", {"number": JOHN}).status == 404
+    refused = client.post_form("/callback", {"number": JOHN})
+    assert refused.status == 404
+    assert refused.json()["MESSAGE"].startswith("calling back is off"), refused
     assert voicenter.requests == []
 
 
@@ -379,6 +381,31 @@ def test_a_browser_waiting_for_voicenter_holds_one_worker_and_no_more(office):
     assert first["said"] == "Voicenter could not be reached; nothing was dialled."
     assert len(voicenter.requests_to("/ForwardDialer/click2call.aspx")) == 1
     assert _answer(client.get("/").text) is None  # each answer shown once
+
+
+def test_call_backs_waiting_for_voicenter_never_keep_the_forms_waiting(office, log_in):
+    """Two browsers' call-backs hang at Voicenter (each up to its 10 s): a third
+    browser's form (signing out) is still answered, not "busy": call-backs wait in a
+    lane of their own."""
+    import threading
+    server, client, voicenter = office
+    voicenter.mode["click2call"] = "hang"
+    callers = [client, log_in(server)]
+    for browser in callers:
+        _with_extension(browser, "SIPSIP1")
+    threads = [threading.Thread(target=_call_back, args=(browser, number))
+               for browser, number in zip(callers, (JOHN, "0501234567"))]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: len(voicenter.requests_to("/ForwardDialer/click2call.aspx"))
+                   == 2, what="both call-backs at Voicenter")
+        other = log_in(server)
+        assert other.post_form("/logout").status == 303
+        assert server.lookup("0722776772", token=TOKEN)["TOTAL"] == 1
+    finally:
+        for thread in threads:
+            thread.join(30)
 
 
 def test_with_the_login_off_this_machine_calls_back_from_its_own_pages(

@@ -501,7 +501,7 @@ def test_stalled_connections_do_not_delay_other_clients(start_server, contacts):
 HEBREW = {"Accept-Language": "he-IL,he;q=0.9"}
 
 
-@pytest.mark.parametrize("path", ["/", "/calls?day=2026-11-26", "/calls.csv",
+@pytest.mark.parametrize("path", ["/", "/calls?day=2026-11-26", "/calls.csv", "/sent",
                                   "/caller/+972722776772"])
 def test_with_the_login_off_another_sites_name_gets_a_page_saying_what_to_open(
         start_server, contacts, path):

@@ -255,9 +255,33 @@ def _public_url(text):
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query \
             or parts.fragment or "@" in parts.netloc or not value.isprintable() \
             or " " in value:
-        raise ValueError("must be the address the office reaches this server by, "
+        raise _BadValue("must be the address the office reaches this server by, "
                          "e.g. https://popup.example.com (http or https, no ?query)")
     return value
+
+
+def _api_url(text):
+    """--voicenter-api, --voicenter-monitor: https, since every request carries the
+    account's code; plain http only to this machine (a stand-in, in tests)."""
+    try:
+        value = _public_url(text)
+    except ValueError:
+        raise _BadValue("must be the https address of Voicenter's API, e.g. "
+                         "https://api.voicenter.com") from None
+    parts = urlsplit(value)
+    if parts.scheme == "http" and not _is_loopback_host(parts.hostname):
+        raise _BadValue("must be https: every request carries the account's code "
+                         "(plain http only to this machine, 127.0.0.1 or localhost)")
+    return value
+
+
+def _is_loopback_host(host):
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _language(text):
@@ -522,10 +546,10 @@ OPTIONS = (
            "agents from Voicenter's extension list, offers 'call back' (Click2Call) and "
            "pulls the Call Log", "'XXXXXXXX'"),
     Option("--voicenter-api", "where Voicenter's Click2Call and Call Log APIs are "
-           "(tests point it at a stand-in)", "https://api.voicenter.com", _public_url,
+           "(tests point it at a stand-in)", "https://api.voicenter.com", _api_url,
            "https://api.voicenter.com"),
     Option("--voicenter-monitor", "where Voicenter's extension list API is (tests "
-           "point it at a stand-in)", "https://monitor.voicenter.co.il", _public_url,
+           "point it at a stand-in)", "https://monitor.voicenter.co.il", _api_url,
            "https://monitor.voicenter.co.il"),
     Option("--call-log-every", "seconds between pulls of Voicenter's Call Log (with "
            "--voicenter-code: every call, missed in a queue or not, with no public "
@@ -7777,6 +7801,13 @@ def _call_log_text(value, width=200):
     return _loggable(value if isinstance(value, str) else json.dumps(value), width)
 
 
+def _database_words(error):
+    """What went wrong with the calls database, for /health: an OSError's words only,
+    never its file's path (/health names no folder)."""
+    return _call_log_text(error.strerror or type(error).__name__
+                          if isinstance(error, OSError) else str(error))
+
+
 def _utc_iso(seconds):
     """A Call Log date: ISO 8601 in UTC to the second, as its guide writes them."""
     return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
@@ -7997,9 +8028,9 @@ class CallLogPuller:
                     except CdrError:
                         skipped += 1
                     except (sqlite3.Error, OSError) as error:
-                        raise _PullFailed("database", _call_log_text(str(error))) from None
+                        raise _PullFailed("database", _database_words(error)) from None
             except (sqlite3.Error, OSError) as error:
-                raise _PullFailed("database", _call_log_text(str(error))) from None
+                raise _PullFailed("database", _database_words(error)) from None
             # A pause between batches: the pop-ups' threads have the GIL to themselves
             # for a while (a batch's Python work holds it in 5 ms turns).
             if self._stop.wait(CALL_LOG_PAUSE):
@@ -8015,9 +8046,9 @@ class CallLogPuller:
         except sqlite3.OperationalError as error:
             if "no such table" in str(error):  # a database the recorder has not made yet
                 return {}
-            raise _PullFailed("database", _call_log_text(str(error))) from None
+            raise _PullFailed("database", _database_words(error)) from None
         except (sqlite3.Error, OSError) as error:
-            raise _PullFailed("database", _call_log_text(str(error))) from None
+            raise _PullFailed("database", _database_words(error)) from None
 
     def _keep(self, values):
         try:
@@ -8026,7 +8057,7 @@ class CallLogPuller:
                 connection.executemany("INSERT OR REPLACE INTO call_log VALUES (?, ?)",
                                        values.items())
         except (sqlite3.Error, OSError) as error:
-            raise _PullFailed("database", _call_log_text(str(error))) from None
+            raise _PullFailed("database", _database_words(error)) from None
 
     def health(self):
         """/health's "call_log" (words) and "call_log_pulled_at" (ISO 8601, or None)."""

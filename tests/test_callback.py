@@ -450,6 +450,14 @@ def test_a_config_file_error_never_shows_the_code(run_cli, tmp_path):
     assert "987654321" not in said
 
 
+@pytest.mark.parametrize("option", ["--voicenter-api", "--voicenter-monitor"])
+def test_the_code_is_never_sent_over_plain_http_to_another_machine(run_cli, option):
+    result = run_cli(option, "http://api.voicenter.example", "--check")
+    said = (result.stdout + result.stderr).decode()
+    assert result.returncode == 2 and "must be https" in said, said
+    assert run_cli(option, "http://127.0.0.1:9", "--check").returncode == 0
+
+
 def test_an_unanswered_call_back_leaves_the_caller_waiting_without_the_note(office):
     """Voicenter rang the caller, who did not answer: the leg-2 CDR (NOANSWER) is an
     outgoing call, which does not resolve them; "being called back" ends with it."""

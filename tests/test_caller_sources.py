@@ -93,7 +93,7 @@ def test_the_callers_page_opens_for_a_contact_of_every_kind_of_source(
     dan = people[1]  # (the first card has a URL: her pop-up opens her CRM)
     _, text = _caller_page(server, dan["numbers"][1])
     assert f'<bdi id="caller-name">{dan["name"]}</bdi>' in text
-    assert _from("Contacts.vcf", dan["card"]) in text and "052 7654321" in text
+    assert _from("Contacts.vcf", dan["card"]) in text and "052-765-4321" in text
 
     answer, text = _caller_page(server, "0502222222")
     assert answer["CLIENTNAME"] == "Link Person"

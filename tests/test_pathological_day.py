@@ -32,15 +32,16 @@ def build_day(db, calls_of_one, others=(), seed=22):
         ivrid = f"{number:08d}-day"
         at = start + rng.random() * span
         base = (phone, "+972" + phone[1:], "0722776773")
-        rows.append((ivrid, "ringing", at, *base, "", "Incoming", 0, "", "", 0, ""))
+        rows.append((ivrid, "ringing", at, *base, "", "Incoming", 0, "", "", 0, "", ""))
         if number % 3 == 0:
-            rows.append((ivrid, "answer", at + 5, *base, "201", "Incoming", 1, "", "", 0, ""))
-        rows.append((ivrid, "hangup", at + 30, *base, "", "Incoming", 0, "", "", 0, ""))
+            rows.append((ivrid, "talking", at + 5, *base, "201", "Incoming", 1, "", "", 0,
+                         "", ""))
+        rows.append((ivrid, "hangup", at + 30, *base, "", "Incoming", 0, "", "", 0, "", ""))
     connection = sqlite3.connect(db, isolation_level=None)
     connection.execute("PRAGMA journal_mode=WAL")
     ps._prepare_schema(connection)
     connection.execute("BEGIN")
-    connection.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+    connection.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
     connection.execute("COMMIT")
     connection.close()
 

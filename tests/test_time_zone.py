@@ -17,7 +17,10 @@ def _israeli_office_on_a_utc_machine(start_server, tmp_path, *args):
 
 
 def _cdr(server, ivrid, at, caller="0722776772"):
-    resp = server.post_json("/cdr", {"ivruniqueid": ivrid, "time": at.timestamp(),
+    # `time` as Voicenter's guide documents it: Israel's wall-clock written as if it
+    # were UTC (a CDR arriving long after its call is read that way).
+    israel_clock = at.astimezone(ISRAEL).replace(tzinfo=dt.timezone.utc).timestamp()
+    resp = server.post_json("/cdr", {"ivruniqueid": ivrid, "time": israel_clock,
                                      "caller": caller, "status": "NOANSWER"})
     assert resp.status == 200, resp
 

@@ -260,7 +260,7 @@ def test_click2call_legs_after_a_missed_call_are_one_outgoing_call_that_calls_ba
     assert out["caller"] == "0722776773"  # the office's line, as sent
     page = office.get("/").text
     listed = page.split('id="calls-heading"')[1]
-    assert ">972501234567</a>" in listed  # the outgoing row names whom it called
+    assert ">050-123-4567</a>" in listed  # the outgoing row names whom it called
     assert [r["called number"] for r in csv_rows(office) if r["direction"] != "outgoing"
             ] == [""]
     # The missed caller is resolved: called back, no longer waiting.

@@ -8655,8 +8655,10 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
             if recorder is None:
                 raise bottle.HTTPError(503, "calls are not recorded here (--calls-db \"\")")
             fields = _body_fields(environ, config.max_body, _cdr_json)
-            # One CDR stored at a time, waiting at most CDR_WAIT for the database: a
-            # locked database must never hold the threads that answer pop-ups.
+            # One CDR stored at a time, waiting at most CDR_WAIT for the database. The
+            # "cdr" lane runs them one at a time already; this holds where the lanes
+            # are off (a waitress whose internals are unknown), so that a locked
+            # database never holds more than one of the threads pop-ups share then.
             if not cdr_turn.acquire(timeout=CDR_WAIT):
                 raise bottle.HTTPError(503, "busy storing another CDR; send it again")
             try:

@@ -4212,7 +4212,7 @@ def cdr_row(fields, region, received_at, *, true_time=False):
     role = ""
     if kind in CDR_AGENT_LEG_TYPES:
         role, direction = "agent leg", "internal"
-    elif kind == "xfercdr" and _cdr_text(fields.get("OriginalIvrUniqueID")):
+    elif kind == "xfercdr":  # its role never hangs on an optional field: one id
         role, direction = "transfer", "internal"
     elif kind in CDR_OUTGOING_TYPES:
         direction = "outgoing"
@@ -4249,20 +4249,38 @@ def cdr_row(fields, region, received_at, *, true_time=False):
 
 def store_cdr(path, fields, region=DEFAULTS["region"], busy_timeout=DB_WAIT):
     """Store one CDR in the calls database at `path`, committed to disk before it
-    returns; True when new, False when a record with its ivruniqueid was already
-    stored (Voicenter re-sends: the first one is kept). CdrError: the CDR cannot be
+    returns; True when new or when it filled in what the call's stored record lacked,
+    False when it added nothing (Voicenter re-sends). CdrError: the CDR cannot be
     stored as sent; sqlite3.Error/OSError: the database failed (worth re-sending)."""
     return store_cdrs(path, [fields], region, busy_timeout) == 1
+
+
+#: A record of a call already stored fills in what the stored one lacks (a pulled
+#: Call Log record has no talk time, AI summary or extenUser; the push, re-sent after
+#: the pull, has them) and never changes what it has: the start, status and direction
+#: are the first record's. A record that adds nothing changes nothing (no trigger runs).
+#: The fields as received are joined, the stored ones winning; a pull's CallID is never
+#: added to a push's (_reread_cdrs would read the push's time as a pull's).
+_CDR_FILLS = (("duration", "IS NULL", "IS NOT NULL"), ("agent", "= ''", "!= ''"),
+              ("record", "= ''", "!= ''"), ("talk", "IS NULL", "IS NOT NULL"),
+              ("summary", "= ''", "!= ''"))
+_CDR_FILL = (" ON CONFLICT DO UPDATE SET " + ", ".join(
+    f"{column} = CASE WHEN {column} {lacks} THEN excluded.{column} ELSE {column} END"
+    for column, lacks, _ in _CDR_FILLS) + "{raw} WHERE " + " OR ".join(
+    f"({column} {lacks} AND excluded.{column} {has})" for column, lacks, has in _CDR_FILLS))
+_CDR_RAW_JOINED = (", raw = CASE WHEN json_valid(raw) AND json_valid(excluded.raw) THEN "
+                   "json_patch(json_remove(excluded.raw, '$.CallID'), raw) ELSE raw END")
 
 
 def store_cdrs(path, records, region=DEFAULTS["region"], busy_timeout=5.0, *,
                true_time=False):
     """Store CDRs (pushed, or pulled from the Call Log and mapped to a push's field
     names) in one transaction committed to disk before it returns; how many were
-    new. A call's first record is kept: one row a call whoever sent it, as often.
-    One statement whatever the count (the rows as one JSON array): executemany()
-    would re-take the GIL for every row, each time behind the pop-ups. CdrError: a
-    record cannot be stored as sent (none is); sqlite3.Error/OSError as store_cdr."""
+    new or filled in what a call's stored record lacked (_CDR_FILL): one row a call
+    whoever sent it, as often. One statement whatever the count (the rows as one
+    JSON array): executemany() would re-take the GIL for every row, each time behind
+    the pop-ups. CdrError: a record cannot be stored as sent (none is);
+    sqlite3.Error/OSError as store_cdr."""
     received_at = time.time()
     rows = [cdr_row(fields, region, received_at, true_time=true_time)
             for fields in records]
@@ -4270,15 +4288,17 @@ def store_cdrs(path, records, region=DEFAULTS["region"], busy_timeout=5.0, *,
         return 0
     width = len(rows[0])
     with _writing(path, busy_timeout) as connection:
-        batch = json.dumps(rows, ensure_ascii=False) if _has_json(connection) else ""
+        json_functions = _has_json(connection)
+        fill = _CDR_FILL.format(raw=_CDR_RAW_JOINED if json_functions else "")
+        batch = json.dumps(rows, ensure_ascii=False) if json_functions else ""
         if batch and "\\u0000" not in batch:
             return connection.execute(
-                "INSERT OR IGNORE INTO cdrs SELECT " + ", ".join(
+                "INSERT INTO cdrs SELECT " + ", ".join(
                     f"json_extract(value, '$[{column}]')" for column in range(width))
-                + " FROM json_each(?)", (batch,)).rowcount
+                + " FROM json_each(?) WHERE true" + fill, (batch,)).rowcount
         # json_extract ends text at a NUL; or an SQLite without JSON functions
         return sum(connection.execute(
-            f"INSERT OR IGNORE INTO cdrs VALUES ({', '.join('?' * width)})",
+            f"INSERT INTO cdrs VALUES ({', '.join('?' * width)}){fill}",
             row).rowcount for row in rows)
 
 

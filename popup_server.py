@@ -3677,9 +3677,10 @@ class CallRecorder:
     changes, and its end too; `trouble` says it for /health. It never delays or
     breaks a pop-up. close() writes what is waiting, trying for _STOP_TRIES_FOR."""
 
-    def __init__(self, path, keep_days, interval=0.05):
+    def __init__(self, path, keep_days, interval=0.05, region=DEFAULTS["region"]):
         self.path = Path(path)
         self.keep_days = keep_days
+        self.region = region  # the numbers of a database's CDRs read again (upgrade)
         self._interval = interval
         self._events = collections.deque()
         self._dropped = 0  # events turned away with the backlog full (under _drop_lock)
@@ -3834,7 +3835,7 @@ class CallRecorder:
         try:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
-            _prepare_schema(connection)
+            _prepare_schema(connection, self.region)
             # A read-only or locked file fails here: a statement that would write (BEGIN
             # IMMEDIATE alone passes on a read-only WAL database whose -shm exists).
             connection.execute("BEGIN IMMEDIATE")
@@ -3931,7 +3932,7 @@ def _has_json(connection):
         return False
 
 
-def _prepare_schema(connection):
+def _prepare_schema(connection, region=DEFAULTS["region"]):
     """Make the tables; a database of an earlier version is brought up to date in
     place, in one transaction (_upgrade_calls): nothing it holds is lost."""
     if connection.execute("PRAGMA user_version").fetchone()[0] >= CALLS_DB_VERSION:
@@ -3941,7 +3942,7 @@ def _prepare_schema(connection):
     try:
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         if version < CALLS_DB_VERSION:  # else another connection did it meanwhile
-            _upgrade_calls(connection, version)
+            _upgrade_calls(connection, version, region)
         connection.execute("COMMIT")
     except BaseException:
         connection.execute("ROLLBACK")
@@ -3959,7 +3960,7 @@ def _run_statements(connection, script):
             statement = ""
 
 
-def _upgrade_calls(connection, version):
+def _upgrade_calls(connection, version, region=DEFAULTS["region"]):
     """Re-read a database of schema `version` under today's rules, in the transaction
     open: its events with their phases read again (a Talking phase it did not
     understand makes its call answered now), its CDRs' columns derived again from
@@ -3990,7 +3991,7 @@ def _upgrade_calls(connection, version):
         ).rowcount
         connection.execute("DROP TABLE events_before")
     if "cdrs" in tables:
-        cdrs = _reread_cdrs(connection)
+        cdrs = _reread_cdrs(connection, region)
     connection.execute(f"INSERT INTO calls {_CALL_OF_IVRIDS.format(where='1')}")
     _run_statements(connection, CALLS_TRIGGERS)
     connection.execute(f"PRAGMA user_version = {CALLS_DB_VERSION}")
@@ -4002,9 +4003,10 @@ def _upgrade_calls(connection, version):
                  connection.execute("SELECT COUNT(*) FROM calls").fetchone()[0])
 
 
-def _reread_cdrs(connection):
-    """Every CDR's columns derived again from its fields as received (cdr_row); the
-    client's number is kept as it was read when the client stays the same party."""
+def _reread_cdrs(connection, region):
+    """Every CDR's columns derived again from its fields as received (cdr_row), the
+    numbers read in `region` (--region); the client's number is kept as it was read
+    when the client stays the same party."""
     insert = "INSERT OR IGNORE INTO cdrs VALUES ({})".format
     count = 0
     for old in connection.execute("SELECT * FROM cdrs").fetchall():
@@ -4013,7 +4015,7 @@ def _reread_cdrs(connection):
             fields = json.loads(old[13])
             fields = fields if isinstance(fields, dict) else {}
             pulled = any(str(name).lower() == "callid" for name in fields)  # Call Log's
-            row = cdr_row(fields, DEFAULTS["region"], received_at, true_time=pulled)
+            row = cdr_row(fields, region, received_at, true_time=pulled)
         except (CdrError, ValueError, RecursionError):
             continue  # kept as it is
         if row[3] == direction:
@@ -10317,7 +10319,8 @@ def main(argv=None, environ=None):
     recorder = None
     adopt_old_calls(config)
     if config.calls_path is not None:
-        recorder = CallRecorder(config.calls_path, config.calls_keep_days).start()
+        recorder = CallRecorder(config.calls_path, config.calls_keep_days,
+                                region=config.region).start()
         log.info("recording calls in %s (kept %d days)", config.calls_path,
                  config.calls_keep_days)
     call_log = None

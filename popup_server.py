@@ -4266,7 +4266,7 @@ def store_cdr(path, fields, region=DEFAULTS["region"], busy_timeout=DB_WAIT):
 _CDR_FILLS = (("duration", "IS NULL", "IS NOT NULL"), ("agent", "= ''", "!= ''"),
               ("record", "= ''", "!= ''"), ("talk", "IS NULL", "IS NOT NULL"),
               ("summary", "= ''", "!= ''"))
-_CDR_FILL = (" ON CONFLICT DO UPDATE SET " + ", ".join(
+_CDR_FILL = (" ON CONFLICT(ivrid) DO UPDATE SET " + ", ".join(
     f"{column} = CASE WHEN {column} {lacks} THEN excluded.{column} ELSE {column} END"
     for column, lacks, _ in _CDR_FILLS) + "{raw} WHERE " + " OR ".join(
     f"({column} {lacks} AND excluded.{column} {has})" for column, lacks, has in _CDR_FILLS))
@@ -8001,7 +8001,8 @@ class CallLogPuller:
         raise _PullFailed("rate")
 
     def _store(self, records):
-        """(new calls, records left out), stored CALL_LOG_BATCH a transaction."""
+        """(new or filled-in calls, records left out), stored CALL_LOG_BATCH a
+        transaction."""
         new = skipped = 0
         for first in range(0, len(records), CALL_LOG_BATCH):
             if self._stop.is_set():

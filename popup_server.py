@@ -3701,9 +3701,10 @@ class CallRecorder:
     changes, and its end too; `trouble` says it for /health. It never delays or
     breaks a pop-up. close() writes what is waiting, trying for _STOP_TRIES_FOR."""
 
-    def __init__(self, path, keep_days, interval=0.05):
+    def __init__(self, path, keep_days, interval=0.05, region=DEFAULTS["region"]):
         self.path = Path(path)
         self.keep_days = keep_days
+        self.region = region  # the numbers of a database's CDRs read again (upgrade)
         self._interval = interval
         self._events = collections.deque()
         self._dropped = 0  # events turned away with the backlog full (under _drop_lock)
@@ -3858,7 +3859,7 @@ class CallRecorder:
         try:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
-            _prepare_schema(connection)
+            _prepare_schema(connection, self.region)
             # A read-only or locked file fails here: a statement that would write (BEGIN
             # IMMEDIATE alone passes on a read-only WAL database whose -shm exists).
             connection.execute("BEGIN IMMEDIATE")
@@ -3955,7 +3956,7 @@ def _has_json(connection):
         return False
 
 
-def _prepare_schema(connection):
+def _prepare_schema(connection, region=DEFAULTS["region"]):
     """Make the tables; a database of an earlier version is brought up to date in
     place, in one transaction (_upgrade_calls): nothing it holds is lost."""
     if connection.execute("PRAGMA user_version").fetchone()[0] >= CALLS_DB_VERSION:
@@ -3965,7 +3966,7 @@ def _prepare_schema(connection):
     try:
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         if version < CALLS_DB_VERSION:  # else another connection did it meanwhile
-            _upgrade_calls(connection, version)
+            _upgrade_calls(connection, version, region)
         connection.execute("COMMIT")
     except BaseException:
         connection.execute("ROLLBACK")
@@ -3983,7 +3984,7 @@ def _run_statements(connection, script):
             statement = ""
 
 
-def _upgrade_calls(connection, version):
+def _upgrade_calls(connection, version, region=DEFAULTS["region"]):
     """Re-read a database of schema `version` under today's rules, in the transaction
     open: its events with their phases read again (a Talking phase it did not
     understand makes its call answered now), its CDRs' columns derived again from
@@ -4014,7 +4015,7 @@ def _upgrade_calls(connection, version):
         ).rowcount
         connection.execute("DROP TABLE events_before")
     if "cdrs" in tables:
-        cdrs = _reread_cdrs(connection)
+        cdrs = _reread_cdrs(connection, region)
     connection.execute(f"INSERT INTO calls {_CALL_OF_IVRIDS.format(where='1')}")
     _run_statements(connection, CALLS_TRIGGERS)
     connection.execute(f"PRAGMA user_version = {CALLS_DB_VERSION}")
@@ -4026,9 +4027,10 @@ def _upgrade_calls(connection, version):
                  connection.execute("SELECT COUNT(*) FROM calls").fetchone()[0])
 
 
-def _reread_cdrs(connection):
-    """Every CDR's columns derived again from its fields as received (cdr_row); the
-    client's number is kept as it was read when the client stays the same party."""
+def _reread_cdrs(connection, region):
+    """Every CDR's columns derived again from its fields as received (cdr_row), the
+    numbers read in `region` (--region); the client's number is kept as it was read
+    when the client stays the same party."""
     insert = "INSERT OR IGNORE INTO cdrs VALUES ({})".format
     count = 0
     for old in connection.execute("SELECT * FROM cdrs").fetchall():
@@ -4037,7 +4039,7 @@ def _reread_cdrs(connection):
             fields = json.loads(old[13])
             fields = fields if isinstance(fields, dict) else {}
             pulled = any(str(name).lower() == "callid" for name in fields)  # Call Log's
-            row = cdr_row(fields, DEFAULTS["region"], received_at, true_time=pulled)
+            row = cdr_row(fields, region, received_at, true_time=pulled)
         except (CdrError, ValueError, RecursionError):
             continue  # kept as it is
         if row[3] == direction:
@@ -4236,7 +4238,7 @@ def cdr_row(fields, region, received_at, *, true_time=False):
     role = ""
     if kind in CDR_AGENT_LEG_TYPES:
         role, direction = "agent leg", "internal"
-    elif kind == "xfercdr" and _cdr_text(fields.get("OriginalIvrUniqueID")):
+    elif kind == "xfercdr":  # its role never hangs on an optional field: one id
         role, direction = "transfer", "internal"
     elif kind in CDR_OUTGOING_TYPES:
         direction = "outgoing"
@@ -4273,20 +4275,38 @@ def cdr_row(fields, region, received_at, *, true_time=False):
 
 def store_cdr(path, fields, region=DEFAULTS["region"], busy_timeout=DB_WAIT):
     """Store one CDR in the calls database at `path`, committed to disk before it
-    returns; True when new, False when a record with its ivruniqueid was already
-    stored (Voicenter re-sends: the first one is kept). CdrError: the CDR cannot be
+    returns; True when new or when it filled in what the call's stored record lacked,
+    False when it added nothing (Voicenter re-sends). CdrError: the CDR cannot be
     stored as sent; sqlite3.Error/OSError: the database failed (worth re-sending)."""
     return store_cdrs(path, [fields], region, busy_timeout) == 1
+
+
+#: A record of a call already stored fills in what the stored one lacks (a pulled
+#: Call Log record has no talk time, AI summary or extenUser; the push, re-sent after
+#: the pull, has them) and never changes what it has: the start, status and direction
+#: are the first record's. A record that adds nothing changes nothing (no trigger runs).
+#: The fields as received are joined, the stored ones winning; a pull's CallID is never
+#: added to a push's (_reread_cdrs would read the push's time as a pull's).
+_CDR_FILLS = (("duration", "IS NULL", "IS NOT NULL"), ("agent", "= ''", "!= ''"),
+              ("record", "= ''", "!= ''"), ("talk", "IS NULL", "IS NOT NULL"),
+              ("summary", "= ''", "!= ''"))
+_CDR_FILL = (" ON CONFLICT(ivrid) DO UPDATE SET " + ", ".join(
+    f"{column} = CASE WHEN {column} {lacks} THEN excluded.{column} ELSE {column} END"
+    for column, lacks, _ in _CDR_FILLS) + "{raw} WHERE " + " OR ".join(
+    f"({column} {lacks} AND excluded.{column} {has})" for column, lacks, has in _CDR_FILLS))
+_CDR_RAW_JOINED = (", raw = CASE WHEN json_valid(raw) AND json_valid(excluded.raw) THEN "
+                   "json_patch(json_remove(excluded.raw, '$.CallID'), raw) ELSE raw END")
 
 
 def store_cdrs(path, records, region=DEFAULTS["region"], busy_timeout=5.0, *,
                true_time=False):
     """Store CDRs (pushed, or pulled from the Call Log and mapped to a push's field
     names) in one transaction committed to disk before it returns; how many were
-    new. A call's first record is kept: one row a call whoever sent it, as often.
-    One statement whatever the count (the rows as one JSON array): executemany()
-    would re-take the GIL for every row, each time behind the pop-ups. CdrError: a
-    record cannot be stored as sent (none is); sqlite3.Error/OSError as store_cdr."""
+    new or filled in what a call's stored record lacked (_CDR_FILL): one row a call
+    whoever sent it, as often. One statement whatever the count (the rows as one
+    JSON array): executemany() would re-take the GIL for every row, each time behind
+    the pop-ups. CdrError: a record cannot be stored as sent (none is);
+    sqlite3.Error/OSError as store_cdr."""
     received_at = time.time()
     rows = [cdr_row(fields, region, received_at, true_time=true_time)
             for fields in records]
@@ -4294,15 +4314,17 @@ def store_cdrs(path, records, region=DEFAULTS["region"], busy_timeout=5.0, *,
         return 0
     width = len(rows[0])
     with _writing(path, busy_timeout) as connection:
-        batch = json.dumps(rows, ensure_ascii=False) if _has_json(connection) else ""
+        json_functions = _has_json(connection)
+        fill = _CDR_FILL.format(raw=_CDR_RAW_JOINED if json_functions else "")
+        batch = json.dumps(rows, ensure_ascii=False) if json_functions else ""
         if batch and "\\u0000" not in batch:
             return connection.execute(
-                "INSERT OR IGNORE INTO cdrs SELECT " + ", ".join(
+                "INSERT INTO cdrs SELECT " + ", ".join(
                     f"json_extract(value, '$[{column}]')" for column in range(width))
-                + " FROM json_each(?)", (batch,)).rowcount
+                + " FROM json_each(?) WHERE true" + fill, (batch,)).rowcount
         # json_extract ends text at a NUL; or an SQLite without JSON functions
         return sum(connection.execute(
-            f"INSERT OR IGNORE INTO cdrs VALUES ({', '.join('?' * width)})",
+            f"INSERT INTO cdrs VALUES ({', '.join('?' * width)}){fill}",
             row).rowcount for row in rows)
 
 
@@ -8010,7 +8032,8 @@ class CallLogPuller:
         raise _PullFailed("rate")
 
     def _store(self, records):
-        """(new calls, records left out), stored CALL_LOG_BATCH a transaction."""
+        """(new or filled-in calls, records left out), stored CALL_LOG_BATCH a
+        transaction."""
         new = skipped = 0
         for first in range(0, len(records), CALL_LOG_BATCH):
             if self._stop.is_set():
@@ -10342,7 +10365,8 @@ def main(argv=None, environ=None):
     recorder = None
     adopt_old_calls(config)
     if config.calls_path is not None:
-        recorder = CallRecorder(config.calls_path, config.calls_keep_days).start()
+        recorder = CallRecorder(config.calls_path, config.calls_keep_days,
+                                region=config.region).start()
         log.info("recording calls in %s (kept %d days)", config.calls_path,
                  config.calls_keep_days)
     call_log = None

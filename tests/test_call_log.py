@@ -14,6 +14,7 @@ import logging
 import sqlite3
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -209,8 +210,65 @@ def test_a_push_then_its_pull_is_one_call(start_server, standin, db):
     assert len(standin.requests) == 1 and standin.requests[0]["returned"] == 1
     (kept,) = stored(db).values()
     assert kept[2]["aiData"] == {"insights": {"summary": "pushed"}}  # the first is kept
+    assert (kept[0], kept[1]) == (now - 600, "ANSWER")
     day = dt.datetime.fromtimestamp(now - 600, dt.timezone.utc).date().isoformat()
-    assert [row["ivrid"] for row in csv_rows(server, day)] == [record["CallID"]]
+    assert [(row["ivrid"], row["summary"]) for row in csv_rows(server, day)] == [
+        (record["CallID"], "pushed")]
+
+
+def test_a_push_after_its_pull_fills_in_what_the_call_log_lacks(pulling, standin, db):
+    # Voicenter re-sends a push it was refused (or the server was down): its pull came
+    # first. The Call Log has no talk time, AI summary or extenUser; the push has.
+    now = int(time.time())
+    record = make_record(now - 900, __import__("random").Random(12), Type="Incoming Call",
+                         CdrType=1, DialStatus="ANSWER", CallerNumber="0541234567",
+                         Targetextension="", RepresentativeName="", RepresentativeCode="")
+    standin.records = [record]
+    server = pulling(every=3600)  # one pull, at the start
+    pulled(server)
+    (before,) = stored(db).values()
+    push = dict(_push(record, now - 890), actualCallDuration=record["Duration"] - 7,
+                extenUser="SIPSIP7", status="ANSWER")
+    for _ in range(2):  # a re-sent identical push: acknowledged, nothing doubled
+        resp = server.post_json("/cdr", push)
+        assert resp.status == 200 and resp.json()["Err"] == 0, resp
+    kept = stored(db)
+    assert list(kept) == [record["CallID"]]
+    started, status, raw = kept[record["CallID"]]
+    assert (started, status) == before[:2] == (now - 900, "ANSWER")  # the pull's start
+    assert raw["aiData"] == {"insights": {"summary": "pushed"}} and raw["CallID"] == \
+        record["CallID"]  # the fields as received joined, the pull's kept
+    day = dt.datetime.fromtimestamp(now - 900, dt.timezone.utc).date().isoformat()
+    (row,) = csv_rows(server, day)
+    assert row["ivrid"] == record["CallID"] and row["outcome"] == "answered"
+    assert (row["duration (s)"], row["summary"]) == (str(record["Duration"] - 7), "pushed")
+    assert "SIPSIP7" in row["answered by"]
+    page = server.get("/calls", {"day": day}).text
+    assert page.count(f'data-ivrid="{record["CallID"]}"') == 1
+
+
+def test_a_pushed_and_a_pulled_transfer_are_one_record_and_no_clients_call(
+        pulling, standin, db):
+    now = int(time.time())
+    first = make_record(now - 1000, __import__("random").Random(13), Type="Incoming Call",
+                        CdrType=1, DialStatus="ANSWER", CallerNumber="0541234567")
+    # The pulled XferCDR has no CustomData (the Call Log's guide only shows it there).
+    transfer = make_record(now - 900, __import__("random").Random(14), Type="XferCDR",
+                           CdrType=13, DialStatus="ANSWER", CallerNumber="0541234567")
+    del transfer["CustomData"]
+    standin.records = [first, transfer]
+    server = pulling(every=3600)
+    pulled(server)
+    # tests/fixtures/voicenter/cdr-transfer.json: the push of the same transfer.
+    pushed = json.loads((Path(__file__).parent / "fixtures" / "voicenter" /
+                         "cdr-transfer.json").read_text("utf-8"))["cdr"]
+    pushed.update(ivruniqueid=transfer["CallID"], time=now - 900, caller="0541234567",
+                  OriginalIvrUniqueID=first["CallID"])
+    assert server.post_json("/cdr", pushed).json()["Err"] == 0
+    assert sorted(stored(db)) == sorted([first["CallID"], transfer["CallID"] + "#transfer"])
+    day = dt.datetime.fromtimestamp(now - 900, dt.timezone.utc).date().isoformat()
+    assert [row["ivrid"] for row in csv_rows(server, day)] == [first["CallID"]]
+    assert f'data-ivrid="{transfer["CallID"]}' not in server.get("/calls", {"day": day}).text
 
 
 @pytest.mark.parametrize("fail, health_words, page_words", [
@@ -287,7 +345,9 @@ def test_a_restart_does_not_pull_the_same_window_twice(pulling, standin, db):
     server.stop()
     standin.records += day_of_records(5, end=time.time(), span=30, seed=99)
     server = pulling(every=3600)
-    wait_until(lambda: len(standin.requests) > len(first_run), what="the second pull")
+    # /health says "ok" with the first run's pulled_at before the second pull stored
+    # anything: what is waited for is the second pull's records, stored.
+    wait_until(lambda: len(stored(db)) == 505, timeout=60, what="the second pull's calls")
     pulled(server)
     second = standin.requests[len(first_run)]
     last_to = dt.datetime.fromisoformat(

@@ -153,3 +153,25 @@ def test_a_database_of_the_previous_version_is_upgraded_with_its_calls_corrected
     connection = sqlite3.connect(db)
     assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     connection.close()
+
+
+def test_the_upgrade_reads_the_cdrs_numbers_in_the_configured_region(start_server, tmp_path):
+    # A call back the old version stored as incoming is read again as outgoing: its
+    # called number (the target, a local number of --region US) is read in that region.
+    old = old_module(tmp_path)
+    db = tmp_path / "state" / "calls.sqlite"
+    outgoing = json.loads((FIXTURES / "cdr-outgoing.json").read_text(encoding="utf-8"))
+    assert old.store_cdr(db, {**outgoing["click2call_leg2"], "target": "2125551234",
+                              "time": israel_epoch(time.time())}, "US")
+    server = start_server(SAMPLE_CONTACTS, "--calls-db", db, "--region", "US",
+                          "--timezone", "Asia/Jerusalem")
+    rows = wait_until(lambda: csv_rows(server), what="the upgraded calls")
+    back = rows["20240601abc123def456"]
+    assert (back["direction"], back["called number"]) == ("outgoing", "2125551234")
+    connection = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    try:  # the number the caller's page and the missed callers' list go by
+        assert connection.execute("SELECT e164 FROM calls WHERE ivrid = ?", (
+            back["ivrid"],)).fetchone() == ("+12125551234",)
+    finally:
+        connection.close()
+    assert server.log_text().count("upgraded (schema 3 to 4)") == 1, server.log_text()

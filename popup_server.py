@@ -4242,7 +4242,7 @@ def cdr_row(fields, region, received_at, *, true_time=False):
         role, direction = "transfer", "internal"
     elif kind in CDR_OUTGOING_TYPES:
         direction = "outgoing"
-    elif kind == "voicemail":
+    elif kind in ("voicemail", "queue"):  # a caller waiting in a queue called in
         direction = "incoming"
     else:
         direction = cdr_direction(_cdr_text(fields.get("type")) or

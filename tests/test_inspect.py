@@ -153,6 +153,16 @@ def test_a_cdr_time_this_server_cannot_read_is_flagged(office, sent_time, flag):
     assert 'id="flag-times"' in client.get("/calls").text
 
 
+def test_a_queue_cdr_is_read_as_an_incoming_call_not_flagged(office):
+    # Voicenter's documented type "Queue" (voicenter-apis.md, cdr-notification guide)
+    server, client = office
+    cdr = {"ivruniqueid": "q-1", "type": "Queue", "status": "ABANDONE",
+           "caller": "0549998877", "time": time.time() - 60}
+    assert server.post_json(f"/cdr?token={TOKEN}", cdr).status == 200
+    page = client.get("/sent", headers={"Accept-Language": "en"}).text
+    assert "direction not understood" not in page and "incoming" in page, page
+
+
 def test_a_hostile_value_is_shown_as_text(office):
     server, client = office
     hostile = '"><script>alert(1)</script>'

@@ -64,8 +64,10 @@ def db(tmp_path):
 def office(start_server, db, tmp_path):
     agents = tmp_path / "agents.csv"
     agents.write_text(AGENTS, encoding="utf-8")
+    # Kept 3650 days: the SDK's sample CDR is of 2020, and the 90-day prune would
+    # otherwise delete it while a test reads it.
     return start_server(SAMPLE_CONTACTS, "--calls-db", db, "--agents", agents,
-                        "--timezone", "Asia/Jerusalem")
+                        "--timezone", "Asia/Jerusalem", "--calls-keep-days", "3650")
 
 
 def send_phase(server, how, fields):
@@ -204,6 +206,7 @@ def test_queue_and_incoming_calls_that_reached_nobody_are_missed_with_no_duratio
         assert (row["outcome"], row["duration (s)"], row["answered by"]) == (
             "missed", "", ""), row
         assert row["status"] == ivrid.split("-", 1)[1]
+        assert row["direction"] == "incoming", row  # a Queue CDR is a caller's call
     assert office.get("/").text.count('class="number"') >= len(statuses)
 
 

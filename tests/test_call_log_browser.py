@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import OFFICE_PASSWORD, SAMPLE_CONTACTS, wait_until
-from test_login_browser import DOCS, By, _browser
+from test_login_browser import DOCS, By, WebDriverWait, _browser, expected_conditions
 from voicenter_calllog_standin import CallLogStandin, make_record
 
 CODE = "browser-test-code-5678"
@@ -45,7 +45,9 @@ def test_the_status_line_says_what_to_authorise_then_the_pulled_calls_show(
             browser.get(f"{server.url}/login?next=/calls?day={day}")
             browser.find_element(By.ID, "password").send_keys(OFFICE_PASSWORD)
             browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
-            status = browser.find_element(By.ID, "call-log")
+            # The click returns before the calls page has come: wait for it.
+            status = WebDriverWait(browser, 10).until(
+                expected_conditions.presence_of_element_located((By.ID, "call-log")))
             assert words in status.text and "class" in status.get_attribute("outerHTML")
             assert status.get_attribute("data-trouble") == "address"
             assert browser.find_element(By.TAG_NAME, "html").get_attribute("dir") == direction

@@ -38,7 +38,7 @@ export HOME="$work/home"
 unset XDG_DATA_HOME
 env_keep=$(env | grep -o '^POPUP_[A-Z_]*' || true)
 for name in $env_keep; do unset "$name"; done
-state="$HOME/.local/share/popup-server"  # a state folder per port in it: port-N
+state="$HOME/.local/share/popup-server/state"  # one state folder per user
 
 site="$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 module="$("$py" -c 'import popup_server; print(popup_server.__file__)')"
@@ -102,7 +102,7 @@ PY
 start_server "$work/server-1.log" --token ci-token
 lookup ci-token
 stop_server || fail "popup-server did not exit 0 on SIGTERM: $(cat "$work/server-1.log")"
-"$py" - "$state/port-$port/calls.sqlite" <<'PY' || fail "the call was not recorded in $state/port-$port/calls.sqlite"
+"$py" - "$state/calls.sqlite" <<'PY' || fail "the call was not recorded in $state/calls.sqlite"
 import sqlite3, sys
 count = sqlite3.connect(sys.argv[1]).execute("SELECT count(*) FROM events").fetchone()[0]
 assert count >= 1, count
@@ -110,8 +110,8 @@ PY
 
 # 2. No token given: the made token is kept beside the calls, not in site-packages.
 start_server "$work/server-2.log"
-[ -s "$state/port-$port/.popup-token" ] || fail "the made token is not in $state/port-$port: $(cat "$work/server-2.log")"
-lookup "$(cat "$state/port-$port/.popup-token")"
+[ -s "$state/.popup-token" ] || fail "the made token is not in $state: $(cat "$work/server-2.log")"
+lookup "$(cat "$state/.popup-token")"
 stop_server || fail "popup-server did not exit 0 on SIGTERM: $(cat "$work/server-2.log")"
 
 written="$(find "$site/popup_server_data" -type f ! -name '*.tpl' ! -name contacts.csv)"  # what the wheel ships

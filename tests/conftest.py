@@ -7,6 +7,7 @@ Nothing here imports popup_server: every test talks to a running
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import http.client
 import json
 import os
@@ -23,6 +24,26 @@ MODULE = Path(__file__).resolve().parent.parent / "popup_server.py"
 SAMPLE_CONTACTS = MODULE.parent / "data" / "contacts.csv"
 
 STARTUP_TIMEOUT = 20.0
+
+
+# A test's day ------------------------------------------------------------------------
+# The pages show a day's calls in the server's --timezone (by default --region's,
+# Asia/Jerusalem), and a test reads the calls it made seconds or hours before. Near
+# midnight there (22:00 UTC in winter) a call made a minute ago is yesterday's, and a
+# test of "today's page" would fail by the clock alone. So the tests run in a
+# fixed-offset zone where it is now about midday: this process's local time (TZ, for
+# the in-process tests and dt.date.today()) and every server's --timezone, unless a
+# test names a zone of its own or asks for the server's default (office_zone=False).
+def _midday_zone_name(now: dt.datetime) -> str:
+    """The Etc/GMT zone where `now` (UTC) is between 12:00 and 13:00 (Etc/GMT-2 is
+    two hours ahead of UTC: POSIX's sign)."""
+    ahead = 12 - now.hour  # -11 .. +12: the date there is the date in UTC
+    return "UTC" if ahead == 0 else f"Etc/GMT{-ahead:+d}"
+
+
+TEST_ZONE = _midday_zone_name(dt.datetime.now(dt.timezone.utc))
+os.environ["TZ"] = TEST_ZONE
+time.tzset()
 
 
 def wait_until(predicate, timeout: float = 20.0, what: str = "the condition"):
@@ -264,17 +285,19 @@ def launch_server(contacts_path, *extra_args, env: dict | None = None,
 def start_server(tmp_path):
     """Factory: ``start_server(contacts_path, *extra_args, env=None)`` -> ServerHandle.
 
-    Keyword ``disable_token=False`` starts it without the default ``--token ""``.
+    Keyword ``disable_token=False`` starts it without the default ``--token ""``;
+    ``office_zone=False`` without the test's --timezone (see "A test's day").
 
     Every server started through it is stopped at teardown.
     """
     started: list[ServerHandle] = []
 
     def _start(contacts_path, *extra_args, env=None, startup_timeout=STARTUP_TIMEOUT,
-               disable_token=True):
+               disable_token=True, office_zone=True):
         handle = launch_server(contacts_path, *extra_args, env=env, cwd=tmp_path,
                                log_dir=tmp_path / "server-logs",
-                               startup_timeout=startup_timeout, disable_token=disable_token)
+                               startup_timeout=startup_timeout, disable_token=disable_token,
+                               office_zone=office_zone)
         started.append(handle)
         return handle
 
@@ -443,9 +466,11 @@ def free_state_folder(cwd: Path) -> Path:
 
 
 def launch_server(contacts_path, *extra_args, env: dict | None = None, cwd: Path,
-                  log_dir: Path, **options) -> ServerHandle:
+                  log_dir: Path, office_zone: bool = True, **options) -> ServerHandle:
     extra = [str(a) for a in extra_args]
     env = dict(env or {})
+    if office_zone and not _has_flag(extra, "--timezone") and "POPUP_TIMEZONE" not in env:
+        extra += ["--timezone", TEST_ZONE]  # see "A test's day"
     if not _has_flag(extra, "--state-dir") and "POPUP_STATE_DIR" not in env:
         extra += ["--state-dir", str(free_state_folder(cwd))]
     if not _has_flag(extra, "--office-password") and "POPUP_OFFICE_PASSWORD" not in env:

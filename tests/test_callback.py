@@ -38,7 +38,7 @@ def _voicenter_args(standin, code=CODE):
 def office(start_server, tmp_path, log_in, voicenter):
     server = start_server(SAMPLE_CONTACTS, "--calls-db", tmp_path / "calls.sqlite",
                           "--token", TOKEN, "--office-password", OFFICE_PASSWORD,
-                          "--timezone", "Asia/Jerusalem", *_voicenter_args(voicenter))
+                          *_voicenter_args(voicenter))
     wait_until(lambda: server.health()["voicenter"].startswith("ok"),
                what="the extension list")
     return server, log_in(server), voicenter

@@ -42,7 +42,7 @@ def test_the_pages_after_a_ring_group_day(start_server, tmp_path, language):
     agents.write_text("SIP101,Avi Cohen\nSIP102,בת-אל לוי\nSIP103,Carmel Ron\n",
                       encoding="utf-8")
     server = start_server(SAMPLE_CONTACTS, "--calls-db", tmp_path / "calls.sqlite",
-                          "--agents", agents, "--timezone", "Asia/Jerusalem")
+                          "--agents", agents)
     answered, missed = a_ring_group_day(server)
     hebrew = language.startswith("he")
     text = lambda key: ps.PAGE_TEXTS[key][1 if hebrew else 0]  # noqa: E731

@@ -13,7 +13,8 @@ ISRAEL = zoneinfo.ZoneInfo("Asia/Jerusalem")
 
 def _israeli_office_on_a_utc_machine(start_server, tmp_path, *args):
     return start_server(SAMPLE_CONTACTS, "--calls-db", tmp_path / "calls.sqlite",
-                        "--calls-keep-days", "3650", *args, env={"TZ": "UTC"})
+                        "--calls-keep-days", "3650", *args, env={"TZ": "UTC"},
+                        office_zone=False)
 
 
 def _cdr(server, ivrid, at, caller="0722776772"):
@@ -65,7 +66,8 @@ def test_timezone_given_still_wins_and_a_country_of_many_zones_keeps_the_machine
                                              "Asia/Tokyo")
     assert "Times in \u2068Asia/Tokyo\u2069" in tokyo.get(
         "/calls", headers={"Accept-Language": "en"}).text
-    american = start_server(SAMPLE_CONTACTS, "--region", "US", env={"TZ": "UTC"})
+    american = start_server(SAMPLE_CONTACTS, "--region", "US", env={"TZ": "UTC"},
+                            office_zone=False)
     assert "Times in \u2068UTC\u2069" in american.get(
         "/calls", headers={"Accept-Language": "en"}).text
 

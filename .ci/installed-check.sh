@@ -44,6 +44,7 @@ site="$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 module="$("$py" -c 'import popup_server; print(popup_server.__file__)')"
 [ "$module" = "$site/popup_server.py" ] || fail "popup_server imported from $module, not from $site"
 [ -f "$site/popup_server_data/views/calls.tpl" ] || fail "views/calls.tpl is not in the package"
+[ -f "$site/popup_server_data/views/texts.toml" ] || fail "views/texts.toml (the pages' texts) is not in the package"
 [ -f "$site/popup_server_data/data/contacts.csv" ] || fail "the sample contacts are not in the package"
 for generic in views data; do
   [ ! -e "$site/$generic" ] || fail "the wheel put a top-level '$generic' into site-packages"
@@ -114,6 +115,6 @@ start_server "$work/server-2.log"
 lookup "$(cat "$state/.popup-token")"
 stop_server || fail "popup-server did not exit 0 on SIGTERM: $(cat "$work/server-2.log")"
 
-written="$(find "$site/popup_server_data" -type f ! -name '*.tpl' ! -name contacts.csv)"  # what the wheel ships
+written="$(find "$site/popup_server_data" -type f ! -name '*.tpl' ! -name texts.toml ! -name contacts.csv)"  # what the wheel ships
 [ -z "$written" ] || fail "the command wrote into site-packages: $written"
 echo "installed-check: passed"

@@ -35,7 +35,7 @@ def _said(key, values):
                                 "ERRORMESSAGE": JSON}))
 def test_any_click2call_answer_is_one_of_the_sentences(answer):
     key, values = popup_server.click2call_answer(answer)
-    assert key in popup_server.PAGE_TEXTS
+    assert key in popup_server.page_texts()
     for sentence in _said(key, {**values, "who": "John Doe", "agent": "Dana"}):
         assert sentence and "{" not in sentence
     if key == "callback.ringing":

@@ -298,7 +298,7 @@ _LATIN_SNIPPET = re.compile(r"(?<![\u0590-\u05ff\w-])(?:--|/)[A-Za-z][\w./-]*"
 
 
 def test_every_latin_snippet_of_a_hebrew_text_is_isolated():
-    for key, (_english, hebrew) in ps.PAGE_TEXTS.items():
+    for key, (_english, hebrew) in ps.page_texts().items():
         bare = re.sub("\u2066[^\u2069]*\u2069|\u2068[^\u2069]*\u2069", "", hebrew)
         assert not _LATIN_SNIPPET.search(bare), (key, hebrew)
 

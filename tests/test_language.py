@@ -15,9 +15,9 @@ def _placeholders(text):
     return {name for _, name, _, _ in string.Formatter().parse(text) if name}
 
 
-@pytest.mark.parametrize("key", sorted(ps.PAGE_TEXTS))
+@pytest.mark.parametrize("key", sorted(ps.page_texts()))
 def test_every_text_has_both_languages_with_the_same_placeholders(key):
-    entry = ps.PAGE_TEXTS[key]
+    entry = ps.page_texts()[key]
     assert len(entry) == len(ps.LANGUAGES), key
     assert all(isinstance(text, str) and text.strip() for text in entry), key
     assert len({frozenset(_placeholders(text)) for text in entry}) == 1, key
@@ -102,11 +102,23 @@ def test_a_name_holding_markup_is_shown_as_text(start_server, make_contacts):
         assert "<script>alert" not in page.text and "&lt;script&gt;alert(1)" in page.text
 
 
-def test_no_text_is_written_twice():
-    # A key written twice in the table silently keeps only the later words.
-    import ast
-    tree = ast.parse(Path(ps.__file__).read_text(encoding="utf-8"))
-    (table,) = [node.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
-                and getattr(node.targets[0], "id", None) == "PAGE_TEXTS"]
-    keys = [key.value for key in table.keys]
-    assert sorted(key for key in set(keys) if keys.count(key) > 1) == []
+def test_the_texts_file_holds_each_key_once_in_every_language_and_nothing_else():
+    import tomllib
+    table = tomllib.loads(ps.TEXTS_FILE.read_text(encoding="utf-8"))  # a repeat: an error
+    assert all(sorted(entry) == sorted(ps.LANGUAGES) for entry in table.values())
+    assert list(table) == list(ps.page_texts())
+    with pytest.raises(tomllib.TOMLDecodeError):  # why a key cannot be written twice
+        tomllib.loads('["a.b"]\nen = "x"\n["a.b"]\nen = "y"\n')
+
+
+def test_every_text_is_used_by_a_page_or_the_module():
+    """A key no template and no code asks for is a text nobody reads (or a typo of a
+    key that is asked for). Keys made from a family's prefix ("outcome." + outcome)
+    count as used when the family's prefix is."""
+    sources = Path(ps.__file__).read_text(encoding="utf-8") + "".join(
+        view.read_text(encoding="utf-8") for view in Path(ps.VIEWS[0]).glob("*.tpl"))
+    families = set(re.findall(r"""["']([a-z_]+\.)["']\s*\+|f["']([a-z_]+\.)\{""", sources))
+    prefixes = {prefix for pair in families for prefix in pair if prefix}
+    unused = [key for key in ps.page_texts() if f'"{key}"' not in sources
+              and f"'{key}'" not in sources and not key.startswith(tuple(prefixes))]
+    assert unused == []

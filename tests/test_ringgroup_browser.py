@@ -45,7 +45,7 @@ def test_the_pages_after_a_ring_group_day(start_server, tmp_path, language):
                           "--agents", agents)
     answered, missed = a_ring_group_day(server)
     hebrew = language.startswith("he")
-    text = lambda key: ps.PAGE_TEXTS[key][1 if hebrew else 0]  # noqa: E731
+    text = lambda key: ps.page_texts()[key][1 if hebrew else 0]  # noqa: E731
     browser = _browser(language)
     try:
         browser.set_window_size(1200, 900)

@@ -52,7 +52,6 @@ import http.client
 import io
 import itertools
 import ipaddress
-import itertools
 import json
 import logging
 import math
@@ -5589,7 +5588,7 @@ class AccessGuard:
         """The socket's peer, or the forwarded client when the peer is a trusted proxy;
         "" when that proxy forwarded something that is not an address."""
         peer = environ.get("REMOTE_ADDR") or ""
-        if not self.trusted or not self._in(peer, self.trusted):
+        if not self.via_trusted_proxy(environ):
             return peer
         header = environ.get("HTTP_X_FORWARDED_FOR")
         if header is None:  # the proxy's machine asking for itself
@@ -5600,22 +5599,22 @@ class AccessGuard:
         # proxy itself, which may well be inside --allow-ip.
         forwarded = [part.strip() for part in header.split(",")]
         for entry in reversed(forwarded):
-            address = self._parse(entry)
+            address = self.parse_address(entry)
             if address is None:
                 return ""
-            if not self._in(entry, self.trusted):
+            if not self.address_in(entry, self.trusted):
                 # As ipaddress writes it, never the header's text: that is the client's
                 # to choose, and an IPv6 zone ("fe80::1%...") may hold any words.
                 return str(address)
-        return str(self._parse(forwarded[0]))
+        return str(self.parse_address(forwarded[0]))
 
     def check(self, environ, query):
         """Refuse the request (403) unless it may use /popup; the client's address when
         working it out was needed (--allow-ip, --trusted-proxy), else None."""
         client = None
         if self.allowed or self.trusted:
-            client = self._client(environ)
-            if self.allowed and not self._in(client, self.allowed):
+            client = self.client_of(environ)
+            if self.allowed and not self.address_in(client, self.allowed):
                 raise bottle.HTTPError(403, "this address is not allowed to use the "
                                             "pop-up service")
         if self.token:
@@ -5628,10 +5627,10 @@ class AccessGuard:
     def check_page(self, environ):
         """Refuse an office page (403) with the login off unless the client is in
         --allow-ip, or, without an allowlist, this machine."""
-        client = self._client(environ)
+        client = self.client_of(environ)
         allowed = self.allowed or (ipaddress.ip_network("127.0.0.0/8"),
                                    ipaddress.ip_network("::1/128"))
-        if not self._in(client, allowed):
+        if not self.address_in(client, allowed):
             raise bottle.HTTPError(403, "the office pages are open only to this machine "
                                         "when --office-password is empty, unless "
                                         "--allow-ip is set")
@@ -5642,7 +5641,7 @@ class AccessGuard:
         address this server listens on."""
         scheme = environ.get("wsgi.url_scheme") or "http"
         host = environ.get("HTTP_HOST") or ""
-        if self.trusted and self._in(environ.get("REMOTE_ADDR") or "", self.trusted):
+        if self.via_trusted_proxy(environ):
             proto = (environ.get("HTTP_X_FORWARDED_PROTO") or "").split(",")[0]
             if proto.strip().lower() in ("http", "https"):
                 scheme = proto.strip().lower()
@@ -5652,7 +5651,13 @@ class AccessGuard:
             host = f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT', '80')}"
         return scheme, host
 
-    def _client(self, environ):
+    def via_trusted_proxy(self, environ):
+        """Whether the request's socket peer is a --trusted-proxy."""
+        return bool(self.trusted) and self.address_in(environ.get("REMOTE_ADDR") or "",
+                                                      self.trusted)
+
+    def client_of(self, environ):
+        """client_address(), refused (403) when a trusted proxy's is unreadable."""
         client = self.client_address(environ)
         if not client:
             raise bottle.HTTPError(403, "the trusted proxy forwarded a client address "
@@ -5660,7 +5665,7 @@ class AccessGuard:
         return client
 
     @staticmethod
-    def _parse(text):
+    def parse_address(text):
         """An address as a proxy writes it (IPv6 maybe in [brackets] or with a zone),
         or None; never with a port."""
         text = text.strip()
@@ -5673,8 +5678,8 @@ class AccessGuard:
         mapped = getattr(address, "ipv4_mapped", None)
         return mapped or address
 
-    def _in(self, text, networks):
-        address = self._parse(text)
+    def address_in(self, text, networks):
+        address = self.parse_address(text)
         return address is not None and any(address in net for net in networks
                                            if net.version == address.version)
 
@@ -5910,7 +5915,7 @@ class LoginLimiter:
 
     @staticmethod
     def key(address):
-        parsed = AccessGuard._parse(address)
+        parsed = AccessGuard.parse_address(address)
         if parsed is not None and parsed.version == 6:
             return str(ipaddress.ip_network((parsed, 64), strict=False))
         return str(parsed or address)
@@ -6303,7 +6308,7 @@ class OfficeDoor:
         No Host at all (HTTP/1.0) is no browser's."""
         host = environ.get("HTTP_HOST") or ""
         guard = self.guard
-        if guard.trusted and guard._in(environ.get("REMOTE_ADDR") or "", guard.trusted):
+        if guard.via_trusted_proxy(environ):
             host = (environ.get("HTTP_X_FORWARDED_HOST") or "").split(",")[0].strip() or host
         if not host:
             return True
@@ -6313,14 +6318,14 @@ class OfficeDoor:
             name, colon, port = host.rpartition(":")
             name = name if colon and port.isdigit() else host
         name = name.lower().rstrip(".")
-        return guard._parse(name) is not None or name in self.own_names
+        return guard.parse_address(name) is not None or name in self.own_names
 
     def admit(self, environ, path_asked):
         """The session an office page is shown to (None with the login off); a browser
         without one is sent to the login page, which brings it back to `path_asked`.
         --allow-ip and an unreadable forwarded address refuse as for /popup (JSON)."""
-        client = self.guard._client(environ)
-        if self.guard.allowed and not self.guard._in(client, self.guard.allowed):
+        client = self.guard.client_of(environ)
+        if self.guard.allowed and not self.guard.address_in(client, self.guard.allowed):
             raise bottle.HTTPError(403, "this address is not allowed to use the "
                                         "office pages")
         if not self.login_required:
@@ -6345,8 +6350,8 @@ class OfficeDoor:
                                          query.get("s"))
             if verdict != "ok":
                 raise PageDenied(verdict)
-            client = self.guard._client(environ)
-            if self.guard.allowed and not self.guard._in(client, self.guard.allowed):
+            client = self.guard.client_of(environ)
+            if self.guard.allowed and not self.guard.address_in(client, self.guard.allowed):
                 raise bottle.HTTPError(403, "this address is not allowed to use the "
                                             "office pages")
             return "link", None
@@ -7049,19 +7054,6 @@ def _popup_line(method, phase, ivrid, phone, total, seconds, client, log_numbers
 
 
 #: The application's paths, longest first (a path is logged as the one it starts with).
-ROUTES = ("/calls.csv", "/calls/mark", "/popup", "/health", "/calls", "/sent", "/")
-
-
-def _loggable_path(path):
-    """A path for the log: a route's as it is, any other only as the route it starts
-    with, then "...": the rest is the client's to write, and a token pasted into it
-    (/popup;token=..., /popup/TOKEN, /TOKEN) must never reach the log."""
-    if path in ROUTES:
-        return path
-    return next(route for route in ROUTES if path.startswith(route)) + "..." \
-        if path.startswith("/") else "..."
-
-
 class _NoRequestPaths(logging.Filter):
     """Waitress logs a request's path when its client leaves mid-answer (INFO) or the
     application fails; the path is the client's to write, as in _loggable_path()."""
@@ -7967,11 +7959,14 @@ class CallBacks:
 ###############################################################################
 # The web app #################################################################
 ###############################################################################
-# create_app(): the Bottle routes /popup, /health, the office pages, and their errors.
+# The routes' handlers, each given the Site that holds what a request needs, and
+# the route table (ROUTES) that create_app() makes the Bottle app of.
 
 #: A browser (Voicenter's Chrome extension) may call /popup: every answer allows any
 #: origin (the token guards access); the preflight also names methods and headers.
 CORS_ORIGIN = ("Access-Control-Allow-Origin", "*")
+
+
 CORS_PREFLIGHT_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
@@ -7984,26 +7979,9 @@ def _json_bytes(payload):
     return json.dumps(payload, ensure_ascii=False).encode("utf-8", "replace")
 
 
-ERROR_MESSAGES = {
-    404: "no such page: the pop-up service is at /popup, its status at /health",
-}
-
-
 class RouteRefusal(bottle.HTTPError):
     """A refusal a route makes with a message of its own (a route that exists, asked
     for something it has not): its message, not ERROR_MESSAGES', is the answer's."""
-
-
-def _not_allowed_message(app, path, allow):
-    """A 405's message: the route asked for (its rule, never the client's own text in
-    it) and the methods it takes (bottle's Allow header, "GET,POST")."""
-    rule = next((route.rule for route in app.routes if re.fullmatch(
-        re.sub(r"<[^>]*>", "[^/]+", re.escape(route.rule)), path)), None)
-    methods = sorted(method for method in (allow or "").split(",")
-                     if method and method != "HEAD")
-    takes = (", ".join(methods[:-1]) + " or " + methods[-1] if len(methods) > 1
-             else "".join(methods))
-    return f"method not allowed here: {rule or 'this path'} takes {takes or 'no method'}"
 
 
 def bottle_headers_direct():
@@ -8012,630 +7990,6 @@ def bottle_headers_direct():
     response = bottle.BaseResponse()
     response.set_header("Content-Type", JSON_TYPE)
     return getattr(response, "_headers", None) == {"Content-Type": [JSON_TYPE]}
-
-
-def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
-               password_hash=None, additions=None, call_log=None, revoked=None,
-               sent=None, voicenter=None, password_file=None):
-    """The Bottle application: /popup, /health and the office pages. `page_secret`
-    (bytes) signs sessions and links (a random one for this process when None);
-    `password_hash` (hash_password()'s text) is the office login, None for none,
-    read again from `password_file` when that changes;
-    `additions`: the Additions served (started), else one in the state folder;
-    `call_log`: the CallLogPuller whose state /health and the calls page show;
-    `revoked`: the RevokedSessions, else those kept in the state folder;
-    `sent`: the SentLog of what Voicenter sent (a new one when None);
-    `voicenter`: the VoicenterExtensions of --voicenter-code (one is started when
-    None and the code is given)."""
-    app = bottle.Bottle(catchall=True)
-    guard = AccessGuard(config)
-    door = OfficeDoor(config, guard, page_secret or secrets.token_bytes(32), password_hash,
-                      revoked, password_file)
-    links = CallerLinks(door.secret, config.link_days)
-    additions = additions or Additions(config.state_path / ADDITIONS_FILE_NAME, holder)
-    direct_headers = bottle_headers_direct()
-    access_log = access_log or LoggingAccessLog(config.log_numbers)
-    sent = sent if sent is not None else SentLog()
-    if voicenter is None and config.voicenter_code:
-        voicenter = VoicenterExtensions(config).start()
-    callbacks = CallBacks()
-
-    def json_error(error):
-        status = error.status_code
-        if status >= 500:
-            log.error("internal error on %s: %s", _loggable_path(bottle.request.path),
-                      error.traceback or error.body)
-        message = error.body if isinstance(error, RouteRefusal) else \
-            ERROR_MESSAGES.get(status) or (
-            _not_allowed_message(app, bottle.request.path, error.get_header("Allow"))
-            if status == 405 else
-            error.body if isinstance(error.body, str) and status < 500
-            else "internal error; the server log has the details")
-        if access_log.enabled:
-            client = guard.client_address(bottle.request.environ) or "unreadable"
-            access_log.write(f"{bottle.request.method} {_loggable_path(bottle.request.path)} "
-                             f"{status} {_loggable(message, 200)} client={_loggable(client)}")
-        bottle.response.content_type = JSON_TYPE
-        if bottle.request.path == "/popup":
-            bottle.response.set_header(*CORS_ORIGIN)
-            keep_refused_popup(status, message)
-        if bottle.request.path == "/cdr":  # refused before the route (a body too big)
-            return _cdr_answer(status, message)
-        return _json_bytes({"STATUS": "ERROR", "MESSAGE": message})
-
-    for status in (400, 403, 404, 405, 413, 415, 500, 503):
-        app.error(status)(json_error)
-
-    def keep_refused_popup(status, message):
-        """A refused pop-up, for the "what Voicenter sent" page: its query's fields."""
-        environ = bottle.request.environ
-        try:
-            fields = _query_fields(environ)
-        except bottle.HTTPError:
-            fields = {}
-        sent.popup(environ.get("REQUEST_METHOD", ""), environ.get(BODY_FORMAT), fields,
-                   status, message, environ.get(BODY_NAMES, ()))
-
-    # skip=True: no plugins wrap it; it returns its JSON as bytes (the busiest route).
-    @app.route("/popup", method=["GET", "POST"], skip=True)
-    def popup():
-        log_request = access_log.enabled
-        started = time.perf_counter() if log_request else 0.0
-        environ = bottle.request.environ
-        query = _query_fields(environ)
-        client = guard.check(environ, query)
-        fields = query
-        if environ["REQUEST_METHOD"] == "POST":
-            fields = {**query, **_body_fields(environ, config.max_body)}
-        phone = fields.get("phone")
-        if phone is None:
-            raise bottle.HTTPError(400, "the request has no phone field "
-                                        "(e.g. /popup?phone=0722776772)")
-        answer = answer_for(holder.index, phone, fields, config)
-        if direct_headers:
-            # Straight into the response's header table as set_header() would leave it:
-            # these names and values are constants, so its checks only cost time.
-            headers = bottle.response._headers
-            headers["Content-Type"] = [JSON_TYPE]  # new lists: add_header() appends
-            headers["Access-Control-Allow-Origin"] = [CORS_ORIGIN[1]]
-        else:
-            bottle.response.set_header("Content-Type", JSON_TYPE)
-            bottle.response.set_header(*CORS_ORIGIN)
-        if recorder is not None:
-            recorder.record(fields, answer)
-        sent.popup(environ["REQUEST_METHOD"], environ.get(BODY_FORMAT), fields, 200, answer,
-                   environ.get(BODY_NAMES, ()))
-        if log_request:
-            access_log.popup(environ["REQUEST_METHOD"], fields, answer.total,
-                             time.perf_counter() - started,
-                             client or guard.client_address(environ))
-        if not answer.url and answer.key is not None:  # no CRM: this caller's own page
-            answer = answer._replace(url=links.link(door.base_url(environ), f"+{answer.key}"))
-        return answer.json_bytes()
-
-    @app.route("/popup", method="OPTIONS")
-    def popup_preflight():
-        for name, value in CORS_PREFLIGHT_HEADERS.items():
-            bottle.response.set_header(name, value)
-        # Chrome asks before a page or extension reaches a server on a private network
-        # (the office's own): the extension's request goes through only when allowed.
-        asked = bottle.request.environ.get("HTTP_ACCESS_CONTROL_REQUEST_PRIVATE_NETWORK")
-        if (asked or "").strip().lower() == "true":
-            bottle.response.set_header("Access-Control-Allow-Private-Network", "true")
-        bottle.response.status = 204
-        return b""
-
-    @app.get("/health")
-    def health():
-        status, body = health_report(holder, recorder, call_log, voicenter)
-        bottle.response.status = status
-        bottle.response.content_type = JSON_TYPE
-        bottle.response.set_header("Cache-Control", "no-store")
-        return _json_bytes(body)
-
-    # The office pages --------------------------------------------------------------
-    def render_page(template, status=200, session=None, headers=(), **values):
-        """An office page in the browser's language (or --lang), with page_headers()."""
-        texts = PageTexts(choose_language(
-            bottle.request.environ.get("HTTP_ACCEPT_LANGUAGE"), config.lang))
-        nonce = secrets.token_urlsafe(16)
-        body = bottle.template(
-            template, template_lookup=VIEWS, t=texts, lang=texts.language,
-            direction=texts.direction, nonce=nonce, csrf=door.csrf_token(session),
-            signed_in=session is not None, refresh=None, number_text=number_text, **values)
-        return bottle.HTTPResponse(body.encode("utf-8"), status,
-                                   {**page_headers(nonce), **dict(headers)})
-
-    def number_text(text):
-        return written_number(text, config.region)
-
-    def office_page(route):
-        """A page route whose refusals (PageDenied) are the 403 HTML page, and whose
-        failures (anything unforeseen while the page is made) are logged with their
-        traceback and shown as the 500 HTML page in the page's language: a browser
-        never gets the JSON that /popup's clients do."""
-        @functools.wraps(route)
-        def page(*args, **kwargs):
-            try:
-                return route(*args, **kwargs)
-            except PageDenied as denied:
-                return render_page("denied", denied.status, reason=denied.reason,
-                                   days=config.link_days, url=own_url())
-            except bottle.HTTPResponse:  # an answer already (a redirect, a 4xx)
-                raise
-            except Exception:
-                log.exception("internal error building the page %s",
-                              _loggable_path(bottle.request.path))
-                return render_page("error", 500)
-        return page
-
-    def busy_page(back, session=None):
-        """A form the calls database was too busy to take: the HTML page saying so
-        (503, try again), in the page's language; `back`: the page it came from."""
-        return render_page("busy", 503, session=session, back=local_path(back, "/calls"),
-                           headers={"Retry-After": "5"})
-
-    def own_url():
-        """A link to the office pages under one of this server's own names."""
-        if config.public_url:
-            return config.public_url.rstrip("/") + "/"
-        host = config.host if config.host not in ("", "0.0.0.0", "::") else "localhost"
-        return f"http://{f'[{host}]' if ':' in host else host}:{config.port}/"
-
-    def asked_path():
-        environ = bottle.request.environ
-        query = environ.get("QUERY_STRING", "")
-        return bottle.request.path + (f"?{query}" if query else "")
-
-    zone = config.timezone
-    names = CallNames.from_config(config)
-    names.extensions = voicenter
-    day_options = dict(zone=zone, ring_timeout=config.ring_timeout * 60)
-
-    def page_request():
-        environ = bottle.request.environ
-        session = door.admit(environ, asked_path())
-        query = _query_fields(environ)
-        return session, query, _parse_day(query.get("day"), today_in(zone))
-
-    @app.get("/")
-    @app.get("/calls")
-    @office_page
-    def calls_page():
-        session, query, day = page_request()
-        did = query.get("did") or None
-        callers_from = _page_offset(query, "callers")
-        calls_from = _page_offset(query, "calls")
-        page, calls_error = _calls_or_error(recorder, lambda path: day_page(
-            path, day, size=PAGE_CALLS, callers_from=callers_from, calls_from=calls_from,
-            did=did, names=names, index=holder.index, **day_options))
-        page = page or DayPage(DaySummary({}, 0, 0, ()), [], [])
-        editing = query.get("edit") or None  # the call whose mark and note are edited
-        tried = query.get("try")
-        tried_answer = None
-        if tried is not None:
-            fields = {"phone": tried}
-            tried_answer = answer_for(holder.index, tried, fields, config).as_dict()
-        return render_page(
-            "calls", session=session,
-            health={**holder.health(), "last_error": holder.last_error},
-            loaded_at=holder.index.loaded_at.astimezone(zone), zone_name=zone_name(zone),
-            calls=page.calls, calls_error=calls_error, summary=page.summary,
-            missed_callers=page.callers, callers_from=callers_from, calls_from=calls_from,
-            did=did, line_name=names.line, page_size=PAGE_CALLS, editing=editing,
-            link=functools.partial(_calls_link, {"day": day.isoformat(), "did": did}), here=asked_path(),
-            cdr_url=door.base_url(bottle.request.environ) + "/cdr?token=",
-            recording=recorder is not None, day=day, today=today_in(zone),
-            call_log=_call_log_state(call_log, zone),
-            tried=tried, tried_answer=tried_answer,
-            tried_json=_json_bytes(tried_answer).decode("utf-8") if tried_answer else "",
-            callback=callback_view(session),
-            sent_flags=sent.flags())
-
-    @app.get("/sent")
-    @office_page
-    def sent_page():
-        """What Voicenter sent: the last pop-ups and CDRs, and how each was read."""
-        session = door.admit(bottle.request.environ, asked_path())
-        rows = sent_rows(sent.entries, config.region, zone, hidden=(config.token,))
-        return render_page("sent", session=session, rows=rows, kept=SENT_KEPT,
-                           flags=sent.flags())
-
-    @app.post("/calls/mark")
-    @office_page
-    def mark_a_call():
-        """A call's mark and note from the calls page's forms; back to the page."""
-        environ = bottle.request.environ
-        session = door.admit(environ, "/calls")
-        fields = _body_fields(environ, config.max_body)
-        door.check_form(environ, fields, session)
-        if recorder is None:
-            raise bottle.HTTPError(503, "calls are not recorded here (--calls-db \"\")")
-        mark = fields.get("mark", "")
-        if mark not in ("", *CALL_MARKS):
-            raise bottle.HTTPError(400, f"mark must be one of: {', '.join(CALL_MARKS)}, "
-                                        "or empty")
-        try:
-            found = mark_call(recorder.path, fields.get("ivrid") or "", mark,
-                              fields.get("note"))
-        except (sqlite3.Error, OSError) as error:
-            log.error("could not store a mark in %s: %s", recorder.path, error)
-            return busy_page(fields.get("next"), session)
-        if not found:
-            raise bottle.HTTPError(400, "no call has this ivrid")
-        raise bottle.HTTPResponse(status=303, headers={
-            "Location": local_path(fields.get("next"), "/calls"),
-            "Cache-Control": "no-store"})
-
-    @app.get("/calls.csv")
-    @office_page
-    def calls_csv_download():
-        _session, query, day = page_request()
-        calls, calls_error = _calls_or_error(recorder, lambda path: iter_calls_of_day(
-            path, day, did=query.get("did") or None, names=names, index=holder.index,
-            **day_options))
-        if calls_error:
-            raise bottle.HTTPError(503, f"the calls database cannot be read: {calls_error}")
-        bottle.response.content_type = "text/csv; charset=utf-8"
-        bottle.response.set_header("Cache-Control", "no-store")
-        bottle.response.set_header("Content-Disposition",
-                                   f'attachment; filename="calls-{day.isoformat()}.csv"')
-        return _streamed_csv(calls or iter(()), f"calls-{day.isoformat()}.csv")
-
-    cdr_turn = threading.Lock()
-
-    @app.post("/cdr", skip=True)
-    def cdr():
-        """Voicenter's CDR notification: stored (committed) before {"Err": 0} is
-        answered; any other answer has a non-zero Err, and Voicenter sends it again."""
-        bottle.response.content_type = JSON_TYPE
-        environ = bottle.request.environ
-        fields = {}
-        try:
-            guard.check(environ, _query_fields(environ))
-            if recorder is None:
-                raise bottle.HTTPError(503, "calls are not recorded here (--calls-db \"\")")
-            fields = _body_fields(environ, config.max_body, _cdr_json)
-            # One CDR stored at a time, waiting at most CDR_WAIT for the database. The
-            # "cdr" lane runs them one at a time already; this holds where the lanes
-            # are off (a waitress whose internals are unknown), so that a locked
-            # database never holds more than one of the threads pop-ups share then.
-            if not cdr_turn.acquire(timeout=CDR_WAIT):
-                raise bottle.HTTPError(503, "busy storing another CDR; send it again")
-            try:
-                stored = store_cdr(recorder.path, fields, config.region, CDR_WAIT)
-            finally:
-                cdr_turn.release()
-        except bottle.HTTPError as error:
-            bottle.response.status = error.status_code
-            sent.cdr(environ.get(BODY_FORMAT), fields, error.status_code, error.body)
-            return _cdr_answer(error.status_code, error.body)
-        except CdrError as error:
-            bottle.response.status = 400
-            sent.cdr(environ.get(BODY_FORMAT), fields, 400, str(error))
-            return _cdr_answer(400, str(error))
-        except (sqlite3.Error, OSError) as error:
-            log.error("could not store a CDR in %s: %s", recorder.path, error)
-            bottle.response.status = 503
-            message = "the CDR could not be stored; send it again"
-            sent.cdr(environ.get(BODY_FORMAT), fields, 503, message)
-            return _cdr_answer(503, message)
-        sent.cdr(environ.get(BODY_FORMAT), fields, 200,
-                 "stored" if stored else "already stored")
-        if access_log.enabled:
-            access_log.write(f"POST /cdr 200 {'stored' if stored else 'already stored'} "
-                             f"client={_loggable(guard.client_address(environ))}")
-        return _json_bytes(CDR_OK)
-
-    @app.get("/caller/<number>")
-    @office_page
-    def caller_page(number):
-        return show_caller(number, *admit_caller(number))
-
-    def admit_caller(number):
-        """(how, session, query, key) of a caller's page or form: a signed link opens
-        `number` only (door.admit_caller()); a path that is no number is a 404."""
-        environ = bottle.request.environ
-        query = _query_fields(environ)
-        how, session = door.admit_caller(environ, number, query, asked_path())
-        key = number_key(number, holder.index.rules)[0] if len(number) <= 40 else None
-        if key is None:
-            raise RouteRefusal(404, "no such caller: /caller/ takes a phone number")
-        return how, session, query, key
-
-    def show_caller(number, how, session, query, key, status=200, problem=None,
-                    form=None):
-        e164 = f"+{key}"
-        contacts = rows_of_number(holder.sources, key, additions.path)
-        calls, calls_error = _calls_or_error(recorder, lambda path: calls_of_number(
-            path, e164, names=names, limit=CALLER_PAGE_CALLS, **day_options))
-        national, international = number_forms(e164, config.region)
-        if not e164.startswith(f"+{number_rules(config.region).country_code}"):
-            national = ""  # a foreign number has one form here: its international one
-        link_query = urlencode({"e": query["e"], "s": query["s"]}) if how == "link" else ""
-        return render_page(
-            "caller", status, session=session, number=number, e164=e164,
-            number_path=quote(number, safe="+"),
-            national=national, international=international, contacts=contacts,
-            calls=calls or [], calls_error=calls_error, recording=recorder is not None,
-            zone_name=zone_name(zone), by_link=how == "link", link_query=link_query,
-            problem=problem, form=form or {"phone": national or international},
-            form_token=caller_form_token(door.secret, number, how, session, query, door),
-            callback=callback_view(session) if how != "link" else None)
-
-    def caller_form(number):
-        """(fields, how, session, query, key) of a caller page's POST, refused
-        (the 403 page) unless it comes from that page: same origin, its token."""
-        how, session, query, key = admit_caller(number)
-        environ = bottle.request.environ
-        fields = _body_fields(environ, config.max_body)
-        if how == "link":
-            wanted = caller_form_token(door.secret, number, how, session, query, door)
-            if not door.same_origin(environ) or not hmac.compare_digest(
-                    (fields.get("csrf") or "").encode("utf-8"), wanted.encode("ascii")):
-                raise PageDenied("form")
-        else:
-            door.check_form(environ, fields, session)
-        return fields, how, session, query, key
-
-    def caller_path(number, how, query):
-        path = "/caller/" + quote(number, safe="+")
-        if how == "link":
-            path += "?" + urlencode({"e": query["e"], "s": query["s"]})
-        return path
-
-    def back_to_caller(number, how, query, anchor):
-        raise bottle.HTTPResponse(status=303, headers={
-            "Location": caller_path(number, how, query) + anchor,
-            "Cache-Control": "no-store"})
-
-    @app.post("/caller/<number>/contact")
-    @office_page
-    def caller_contact(number):
-        """Add (no row), edit (row) or remove (row, remove=1) a contact of the
-        additions file holding this caller's number."""
-        fields, how, session, query, key = caller_form(number)
-        row = fields.get("row") or ""
-        try:
-            if not row:
-                additions.add(key, fields)
-            elif not (row.isascii() and row.isdigit()) or len(row) > 9:
-                raise AdditionRefused("caller.gone")
-            elif fields.get("remove"):
-                additions.remove(key, int(row))
-            else:
-                additions.edit(key, int(row), fields)
-        except AdditionRefused as refused:
-            return show_caller(number, how, session, query, key, 400,
-                               problem=(refused.reason, refused.values),
-                               form={name: fields.get(name) or ""
-                                     for name in ADDITION_LIMITS})
-        log.info("a contact of the additions was %s from a caller's page",
-                 "added" if not row else "removed" if fields.get("remove") else "changed")
-        back_to_caller(number, how, query, "#contacts")
-
-    @app.post("/caller/<number>/call")
-    @office_page
-    def caller_call_note(number):
-        """A note and a mark (handled, called back, or none) on one of this caller's
-        calls: the calls page and /calls.csv show them."""
-        fields, how, session, query, key = caller_form(number)
-        ivrid, mark = fields.get("ivrid") or "", fields.get("mark") or ""
-        note = _CONTROL_CHARACTERS.sub(" ", (fields.get("note") or "").replace("\r\n", "\n"))
-        if recorder is None:
-            raise bottle.HTTPError(503, "calls are not recorded here (--calls-db \"\")")
-        if mark not in ("", *CALL_MARKS) or len(note) > MAX_NOTE:
-            raise bottle.HTTPError(400, f"mark is one of {', '.join(CALL_MARKS)} or "
-                                        f"empty, and a note has at most {MAX_NOTE} characters")
-        back = caller_path(number, how, query)
-        calls, calls_error = _calls_or_error(recorder, lambda path: calls_of_number(
-            path, f"+{key}", limit=CALLER_PAGE_CALLS, **day_options))
-        if calls_error:
-            return busy_page(back, session)
-        if not any(call.ivrid == ivrid for call in calls):
-            raise RouteRefusal(404, "no such call of this caller")
-        try:
-            mark_call(recorder.path, ivrid, mark, note.strip())
-        except (sqlite3.Error, OSError) as error:
-            log.error("could not keep a call's note in %s: %s", recorder.path, error)
-            return busy_page(back, session)
-        back_to_caller(number, how, query, "#calls")
-
-    # Calling back (Click2Call) ----------------------------------------------------
-    extension_cookie = "popup_extension_" + _signature(door.secret, "extension")[:8]
-
-    def browser_of(session, environ):
-        """Whom call-backs are counted and answered for: the session, else (login
-        off) the client's address."""
-        if session is not None:
-            return "session " + _signature(door.secret, "log", session.nonce)[:8]
-        return "client " + _loggable(guard.client_address(environ) or "unreadable")
-
-    def my_extension(environ):
-        """The SIP code this browser chose (its cookie), or ""."""
-        chosen = bottle.request.get_cookie(extension_cookie) or ""
-        return chosen if _SIP_CODE.fullmatch(chosen) else ""
-
-    def extension_cookie_header(sip, environ):
-        secure = "; Secure" if guard.request_origin(environ)[0] == "https" else ""
-        return ("Set-Cookie", f"{extension_cookie}={sip}; Max-Age={EXTENSION_COOKIE_SECONDS}; "
-                              f"Path=/; HttpOnly; SameSite=Lax{secure}")
-
-    def callback_view(session):
-        """What the pages show of call-backs (None without --voicenter-code): the
-        extensions to choose from, this browser's own, the list's state, this
-        browser's last answer (once) and who is being called back."""
-        if voicenter is None:
-            return None
-        environ = bottle.request.environ
-        mine = my_extension(environ)
-        now = time.time()
-
-        def local(moment):
-            return moment and (moment.astimezone(zone) if zone else moment)
-
-        def pending(e164, since=0.0):
-            """(agent, time) of a call-back to `e164` after `since` that no call has
-            followed yet (its leg 2, answered or not, is a call)."""
-            found = callbacks.pending_for(e164, since, now)
-            if not found:
-                return None
-            latest, _error = _calls_or_error(recorder, lambda path: calls_of_number(
-                path, e164, limit=3, **day_options))
-            if any(call.started.timestamp() > found[1] or (  # a CDR's whole seconds:
-                    call.direction == "outgoing"              # leg 2 may seem earlier
-                    and call.started.timestamp() >= found[1] - 1) for call in latest or ()):
-                return None
-            return names.agent(found[0]), _local_time(found[1], zone)
-        return types.SimpleNamespace(
-            extensions=voicenter.extensions, mine=mine,
-            mine_name=voicenter.names.get(mine, mine), fetched=local(voicenter.fetched_at),
-            problem=voicenter.problem, problem_kind=voicenter.problem_kind,
-            problem_at=local(voicenter.failed_at),
-            answer=callbacks.answer_for(browser_of(session, environ)), pending=pending)
-
-    def callback_form(environ):
-        """(session, fields, browser, goal) of a call-back form, refused unless it
-        comes from the office pages of a signed-in browser (with the login on): its
-        session, CSRF token and an Origin of this server's own."""
-        session = door.admit(environ, "/calls")
-        fields = _body_fields(environ, config.max_body)
-        door.check_form(environ, fields, session)
-        if not environ.get("HTTP_ORIGIN"):  # a page's form always says where it is
-            raise PageDenied("form")
-        if voicenter is None:
-            raise RouteRefusal(404, "calling back is off: the server was started "
-                                        "without --voicenter-code")
-        return session, fields, browser_of(session, environ), local_path(
-            fields.get("next"), "/calls")
-
-    def answered(browser, goal, key, values=None, headers=()):
-        callbacks.tell(browser, key, values or {})
-        raise bottle.HTTPResponse(status=303, headers={
-            "Location": goal, "Cache-Control": "no-store", **dict(headers)})
-
-    @app.post("/callback/extension")
-    @office_page
-    def choose_extension():
-        """This browser's own extension, kept in a cookie for its call-backs."""
-        environ = bottle.request.environ
-        _session, fields, browser, goal = callback_form(environ)
-        sip = (fields.get("extension") or "").strip()
-        if not voicenter.known(sip):
-            answered(browser, goal, "callback.unknown_extension")
-        answered(browser, goal, "callback.extension_chosen",
-                 {"agent": voicenter.names[sip]}, [extension_cookie_header(sip, environ)])
-
-    @app.post("/callback")
-    @office_page
-    def call_back():
-        """Click2Call: Voicenter rings this browser's extension, then dials `number`;
-        the answer is said in words on the page the form came from."""
-        environ = bottle.request.environ
-        _session, fields, browser, goal = callback_form(environ)
-        headers = []
-        sip = (fields.get("extension") or "").strip()
-        if sip and voicenter.known(sip):
-            headers.append(extension_cookie_header(sip, environ))
-        sip = sip or my_extension(environ)
-        number = fields.get("number") or ""
-        key = number_key(number, holder.index.rules)[0] if len(number) <= 40 else None
-        if not voicenter.known(sip):
-            answered(browser, goal, "callback.choose_first" if voicenter.extensions
-                     else "callback.no_extensions", headers=headers)
-        if key is None:
-            answered(browser, goal, "callback.bad_number", headers=headers)
-        e164 = f"+{key}"
-        match = holder.index.lookup(e164)
-        who = match.contact.name if match.total and match.contact.name else \
-            number_forms(e164, config.region)[0]
-        now = time.time()
-        refused = callbacks.begin(browser, e164, now)
-        masked = _mask(str(key), config.log_numbers)
-        if refused:
-            log.info("call-back by %s from extension %s to %s not placed: %s", browser,
-                     sip, masked, refused)
-            answered(browser, goal, refused, {"who": who}, headers)
-        placed = False
-        try:
-            language = choose_language(environ.get("HTTP_ACCEPT_LANGUAGE"), config.lang)
-            outcome, values = click2call(config, sip, str(key), language)
-            placed = outcome == "callback.ringing"
-        finally:
-            callbacks.end(browser, e164, sip, now, placed)
-        log.info("call-back by %s from extension %s to %s: %s", browser, sip, masked,
-                 _click2call_log_text(outcome, values))
-        answered(browser, goal, outcome, {**values, "who": who,
-                                          "agent": names.agent(sip)}, headers)
-
-    @app.get("/login")
-    @office_page
-    def login_page():
-        environ = bottle.request.environ
-        goal = local_path(_query_fields(environ).get("next"))
-        if not door.login_required or door.session(environ) is not None:
-            raise bottle.HTTPResponse(status=303, headers={"Location": goal})
-        return render_page("login", goal=goal, problem=None)
-
-    @app.post("/login")
-    @office_page
-    def login():
-        environ = bottle.request.environ
-        fields = _body_fields(environ, config.max_body)
-        goal = local_path(fields.get("next"))
-        if not door.login_required:
-            raise bottle.HTTPResponse(status=303, headers={"Location": goal})
-        if not door.same_origin(environ):  # no session yet: only the Origin can tell
-            raise PageDenied("form")
-        client = guard._client(environ)
-        texts = PageTexts(choose_language(environ.get("HTTP_ACCEPT_LANGUAGE"), config.lang))
-        wait = door.limiter.wait_left(client)
-        if wait:  # answered at once: the password is not even checked
-            door.refusals.refused("%s waits %d s more after wrong passwords",
-                                  _loggable(client), wait)
-            return render_page("login", 429, goal=goal, problem=("login.too_many", {
-                "wait": wait_in_words(texts, wait)}), headers={"Retry-After": str(wait)})
-        if not door.checks.acquire(blocking=False):
-            door.refusals.refused("%s: %d password checks already running",
-                                  _loggable(client), LOGIN_CHECKS_AT_ONCE)
-            return render_page("login", 503, goal=goal, problem=("login.busy", {}),
-                               headers={"Retry-After": "1"})
-        try:
-            right = password_matches(fields.get("password") or "", door.password_hash)
-        finally:
-            door.checks.release()
-        if not right:
-            wait = door.limiter.failed(client)
-            door.refusals.refused("wrong password from %s%s", _loggable(client),
-                                  f"; it waits {wait} s" if wait else "")
-            problem = ("login.wrong_wait", {"wait": wait_in_words(texts, wait)}) if wait \
-                else ("login.wrong", {})
-            return render_page("login", 401, goal=goal, problem=problem,
-                               headers={"Retry-After": str(wait)} if wait else ())
-        door.limiter.succeeded(client)
-        _session, cookie = door.start_session(environ)
-        raise bottle.HTTPResponse(status=303, headers={
-            "Location": goal, "Set-Cookie": cookie, "Cache-Control": "no-store"})
-
-    @app.post("/logout")
-    @office_page
-    def logout():
-        environ = bottle.request.environ
-        session = door.session(environ)
-        fields = _body_fields(environ, config.max_body)
-        door.check_form(environ, fields, session)
-        headers = {"Location": "/login", "Cache-Control": "no-store"}
-        if session is not None:
-            headers["Set-Cookie"] = door.end_session(session, environ)
-        raise bottle.HTTPResponse(status=303, headers=headers)
-
-    return app
-
-
-#: Rows of calls and of missed callers the calls page shows at once.
-PAGE_CALLS = 500
-#: How long a browser remembers its chosen extension (a cookie), in seconds.
-EXTENSION_COOKIE_SECONDS = 365 * 24 * 3600
 
 
 #: A CDR stored: Voicenter's guide spells the answer Err/Errdesc, its own SDK
@@ -8759,6 +8113,19 @@ def _calls_link(shown, **changes):
     return "?" + urlencode({name: value for name, value in fields.items() if value})
 
 
+#: Rows of calls and of missed callers the calls page shows at once.
+PAGE_CALLS = 500
+#: How long a browser remembers its chosen extension (a cookie), in seconds.
+EXTENSION_COOKIE_SECONDS = 365 * 24 * 3600
+
+
+def asked_path():
+    """The path and query this request asked for (where a login sends it back)."""
+    environ = bottle.request.environ
+    query = environ.get("QUERY_STRING", "")
+    return bottle.request.path + (f"?{query}" if query else "")
+
+
 def _calls_or_error(recorder, read):
     """(read(the calls database's path), None), or (None, what failed)."""
     if recorder is None:
@@ -8768,6 +8135,741 @@ def _calls_or_error(recorder, read):
     except sqlite3.Error as error:
         log.error("cannot read calls from %s: %s", recorder.path, error)
         return None, str(error)
+
+
+class Site:
+    """What every route's handler is given: the settings, the contacts, the calls,
+    the office's door and the logs, made once by create_app(), and the helpers the
+    pages share. `page_secret` (bytes) signs sessions and links (a random one for
+    this process when None); `password_hash` (hash_password()'s text) is the office
+    login, None for none, read again from `password_file` when that changes;
+    `additions`: the Additions served (started), else one in the state folder;
+    `call_log`: the CallLogPuller whose state /health and the calls page show;
+    `revoked`: the RevokedSessions, else those kept in the state folder; `sent`: the
+    SentLog of what Voicenter sent (a new one when None); `voicenter`: the
+    VoicenterExtensions of --voicenter-code (one is started when None and the code
+    is given)."""
+
+    def __init__(self, config, holder, recorder=None, access_log=None, page_secret=None,
+                 password_hash=None, additions=None, call_log=None, revoked=None,
+                 sent=None, voicenter=None, password_file=None):
+        self.config, self.holder, self.recorder, self.call_log = \
+            config, holder, recorder, call_log
+        self.guard = AccessGuard(config)
+        self.door = OfficeDoor(config, self.guard, page_secret or secrets.token_bytes(32),
+                               password_hash, revoked, password_file)
+        self.links = CallerLinks(self.door.secret, config.link_days)
+        self.additions = additions or Additions(config.state_path / ADDITIONS_FILE_NAME,
+                                                holder)
+        self.direct_headers = bottle_headers_direct()
+        self.access_log = access_log or LoggingAccessLog(config.log_numbers)
+        self.sent = sent if sent is not None else SentLog()
+        if voicenter is None and config.voicenter_code:
+            voicenter = VoicenterExtensions(config).start()
+        self.voicenter = voicenter
+        self.callbacks = CallBacks()
+        self.zone = config.timezone
+        self.names = CallNames.from_config(config)
+        self.names.extensions = voicenter
+        #: The calls' queries' options: the pages' zone, --ring-timeout in seconds.
+        self.day_options = dict(zone=self.zone, ring_timeout=config.ring_timeout * 60)
+        self.extension_cookie = ("popup_extension_"
+                                 + _signature(self.door.secret, "extension")[:8])
+        #: One CDR stored at a time (take_cdr()).
+        self.cdr_turn = threading.Lock()
+
+    def render_page(self, template, status=200, session=None, headers=(), **values):
+        """An office page in the browser's language (or --lang), with page_headers()."""
+        texts = PageTexts(choose_language(
+            bottle.request.environ.get("HTTP_ACCEPT_LANGUAGE"), self.config.lang))
+        nonce = secrets.token_urlsafe(16)
+        body = bottle.template(
+            template, template_lookup=VIEWS, t=texts, lang=texts.language,
+            direction=texts.direction, nonce=nonce, csrf=self.door.csrf_token(session),
+            signed_in=session is not None, refresh=None, number_text=self.number_text,
+            **values)
+        return bottle.HTTPResponse(body.encode("utf-8"), status,
+                                   {**page_headers(nonce), **dict(headers)})
+
+    def number_text(self, text):
+        return written_number(text, self.config.region)
+
+    def busy_page(self, back, session=None):
+        """A form the calls database was too busy to take: the HTML page saying so
+        (503, try again), in the page's language; `back`: the page it came from."""
+        return self.render_page("busy", 503, session=session,
+                                back=local_path(back, "/calls"),
+                                headers={"Retry-After": "5"})
+
+    def own_url(self):
+        """A link to the office pages under one of this server's own names."""
+        config = self.config
+        if config.public_url:
+            return config.public_url.rstrip("/") + "/"
+        host = config.host if config.host not in ("", "0.0.0.0", "::") else "localhost"
+        return f"http://{f'[{host}]' if ':' in host else host}:{config.port}/"
+
+    def page_request(self):
+        """(session, query, day) of an office page: the login's admission, the query's
+        fields and the day it asks for (today in the pages' zone)."""
+        environ = bottle.request.environ
+        session = self.door.admit(environ, asked_path())
+        query = _query_fields(environ)
+        return session, query, _parse_day(query.get("day"), today_in(self.zone))
+
+    def calls_or_error(self, read):
+        return _calls_or_error(self.recorder, read)
+
+    def browser_of(self, session, environ):
+        """Whom call-backs are counted and answered for: the session, else (login
+        off) the client's address."""
+        if session is not None:
+            return "session " + _signature(self.door.secret, "log", session.nonce)[:8]
+        return "client " + _loggable(self.guard.client_address(environ) or "unreadable")
+
+    def my_extension(self):
+        """The SIP code this browser chose (its cookie), or ""."""
+        chosen = bottle.request.get_cookie(self.extension_cookie) or ""
+        return chosen if _SIP_CODE.fullmatch(chosen) else ""
+
+    def extension_cookie_header(self, sip, environ):
+        secure = "; Secure" if self.guard.request_origin(environ)[0] == "https" else ""
+        return ("Set-Cookie", f"{self.extension_cookie}={sip}; "
+                              f"Max-Age={EXTENSION_COOKIE_SECONDS}; "
+                              f"Path=/; HttpOnly; SameSite=Lax{secure}")
+
+    def callback_view(self, session):
+        """What the pages show of call-backs (None without --voicenter-code): the
+        extensions to choose from, this browser's own, the list's state, this
+        browser's last answer (once) and who is being called back."""
+        voicenter = self.voicenter
+        if voicenter is None:
+            return None
+        environ = bottle.request.environ
+        now = time.time()
+
+        def local(moment):
+            return moment and (moment.astimezone(self.zone) if self.zone else moment)
+
+        def pending(e164, since=0.0):
+            """(agent, time) of a call-back to `e164` after `since` that no call has
+            followed yet (its leg 2, answered or not, is a call)."""
+            found = self.callbacks.pending_for(e164, since, now)
+            if not found:
+                return None
+            latest, _error = self.calls_or_error(lambda path: calls_of_number(
+                path, e164, limit=3, **self.day_options))
+            if any(call.started.timestamp() > found[1] or (  # a CDR's whole seconds:
+                    call.direction == "outgoing"              # leg 2 may seem earlier
+                    and call.started.timestamp() >= found[1] - 1) for call in latest or ()):
+                return None
+            return self.names.agent(found[0]), _local_time(found[1], self.zone)
+        mine = self.my_extension()
+        return types.SimpleNamespace(
+            extensions=voicenter.extensions, mine=mine,
+            mine_name=voicenter.names.get(mine, mine), fetched=local(voicenter.fetched_at),
+            problem=voicenter.problem, problem_kind=voicenter.problem_kind,
+            problem_at=local(voicenter.failed_at),
+            answer=self.callbacks.answer_for(self.browser_of(session, environ)),
+            pending=pending)
+
+
+def keep_refused_popup(site, status, message):
+    """A refused pop-up, for the "what Voicenter sent" page: its query's fields."""
+    environ = bottle.request.environ
+    try:
+        fields = _query_fields(environ)
+    except bottle.HTTPError:
+        fields = {}
+    site.sent.popup(environ.get("REQUEST_METHOD", ""), environ.get(BODY_FORMAT), fields,
+                    status, message, environ.get(BODY_NAMES, ()))
+
+
+def answer_popup(site):
+    """GET|POST /popup: Voicenter's pop-up, answered with the caller's details (the
+    busiest route: no plugin wraps it, and it writes its JSON as bytes)."""
+    access_log = site.access_log
+    log_request = access_log.enabled
+    started = time.perf_counter() if log_request else 0.0
+    environ = bottle.request.environ
+    query = _query_fields(environ)
+    client = site.guard.check(environ, query)
+    fields = query
+    if environ["REQUEST_METHOD"] == "POST":
+        fields = {**query, **_body_fields(environ, site.config.max_body)}
+    phone = fields.get("phone")
+    if phone is None:
+        raise bottle.HTTPError(400, "the request has no phone field "
+                                    "(e.g. /popup?phone=0722776772)")
+    answer = answer_for(site.holder.index, phone, fields, site.config)
+    if site.direct_headers:
+        # Straight into the response's header table as set_header() would leave it:
+        # these names and values are constants, so its checks only cost time.
+        headers = bottle.response._headers
+        headers["Content-Type"] = [JSON_TYPE]  # new lists: add_header() appends
+        headers["Access-Control-Allow-Origin"] = [CORS_ORIGIN[1]]
+    else:
+        bottle.response.set_header("Content-Type", JSON_TYPE)
+        bottle.response.set_header(*CORS_ORIGIN)
+    if site.recorder is not None:
+        site.recorder.record(fields, answer)
+    site.sent.popup(environ["REQUEST_METHOD"], environ.get(BODY_FORMAT), fields, 200,
+                    answer, environ.get(BODY_NAMES, ()))
+    if log_request:
+        access_log.popup(environ["REQUEST_METHOD"], fields, answer.total,
+                         time.perf_counter() - started,
+                         client or site.guard.client_address(environ))
+    if not answer.url and answer.key is not None:  # no CRM: this caller's own page
+        answer = answer._replace(url=site.links.link(site.door.base_url(environ),
+                                                     f"+{answer.key}"))
+    return answer.json_bytes()
+
+
+def answer_preflight(site):
+    """OPTIONS /popup: the CORS preflight of a browser (Voicenter's extension)."""
+    for name, value in CORS_PREFLIGHT_HEADERS.items():
+        bottle.response.set_header(name, value)
+    # Chrome asks before a page or extension reaches a server on a private network
+    # (the office's own): the extension's request goes through only when allowed.
+    asked = bottle.request.environ.get("HTTP_ACCESS_CONTROL_REQUEST_PRIVATE_NETWORK")
+    if (asked or "").strip().lower() == "true":
+        bottle.response.set_header("Access-Control-Allow-Private-Network", "true")
+    bottle.response.status = 204
+    return b""
+
+
+def answer_health(site):
+    """GET /health: health_report() for monitors."""
+    status, body = health_report(site.holder, site.recorder, site.call_log, site.voicenter)
+    bottle.response.status = status
+    bottle.response.content_type = JSON_TYPE
+    bottle.response.set_header("Cache-Control", "no-store")
+    return _json_bytes(body)
+
+
+def take_cdr(site):
+    """POST /cdr, Voicenter's CDR notification: stored (committed) before {"Err": 0}
+    is answered; any other answer has a non-zero Err, and Voicenter sends it again."""
+    bottle.response.content_type = JSON_TYPE
+    environ = bottle.request.environ
+    recorder, sent = site.recorder, site.sent
+    fields = {}
+    try:
+        site.guard.check(environ, _query_fields(environ))
+        if recorder is None:
+            raise bottle.HTTPError(503, "calls are not recorded here (--calls-db \"\")")
+        fields = _body_fields(environ, site.config.max_body, _cdr_json)
+        # One CDR stored at a time, waiting at most CDR_WAIT for the database. The
+        # "cdr" lane runs them one at a time already; this holds where the lanes
+        # are off (a waitress whose internals are unknown), so that a locked
+        # database never holds more than one of the threads pop-ups share then.
+        if not site.cdr_turn.acquire(timeout=CDR_WAIT):
+            raise bottle.HTTPError(503, "busy storing another CDR; send it again")
+        try:
+            stored = store_cdr(recorder.path, fields, site.config.region, CDR_WAIT)
+        finally:
+            site.cdr_turn.release()
+    except bottle.HTTPError as error:
+        bottle.response.status = error.status_code
+        sent.cdr(environ.get(BODY_FORMAT), fields, error.status_code, error.body)
+        return _cdr_answer(error.status_code, error.body)
+    except CdrError as error:
+        bottle.response.status = 400
+        sent.cdr(environ.get(BODY_FORMAT), fields, 400, str(error))
+        return _cdr_answer(400, str(error))
+    except (sqlite3.Error, OSError) as error:
+        log.error("could not store a CDR in %s: %s", recorder.path, error)
+        bottle.response.status = 503
+        message = "the CDR could not be stored; send it again"
+        sent.cdr(environ.get(BODY_FORMAT), fields, 503, message)
+        return _cdr_answer(503, message)
+    outcome = "stored" if stored else "already stored"
+    sent.cdr(environ.get(BODY_FORMAT), fields, 200, outcome)
+    if site.access_log.enabled:
+        site.access_log.write(f"POST /cdr 200 {outcome} "
+                              f"client={_loggable(site.guard.client_address(environ))}")
+    return _json_bytes(CDR_OK)
+
+
+def show_login(site):
+    """GET /login: the sign-in page (back to `next` when signed in already)."""
+    environ = bottle.request.environ
+    goal = local_path(_query_fields(environ).get("next"))
+    if not site.door.login_required or site.door.session(environ) is not None:
+        raise bottle.HTTPResponse(status=303, headers={"Location": goal})
+    return site.render_page("login", goal=goal, problem=None)
+
+
+def log_in(site):
+    """POST /login: the office password checked (at most LOGIN_CHECKS_AT_ONCE at
+    once; an address that sent wrong ones waits, told so at once), then a session."""
+    environ = bottle.request.environ
+    door, config = site.door, site.config
+    fields = _body_fields(environ, config.max_body)
+    goal = local_path(fields.get("next"))
+    if not door.login_required:
+        raise bottle.HTTPResponse(status=303, headers={"Location": goal})
+    if not door.same_origin(environ):  # no session yet: only the Origin can tell
+        raise PageDenied("form")
+    client = site.guard.client_of(environ)
+    texts = PageTexts(choose_language(environ.get("HTTP_ACCEPT_LANGUAGE"), config.lang))
+    wait = door.limiter.wait_left(client)
+    if wait:  # answered at once: the password is not even checked
+        door.refusals.refused("%s waits %d s more after wrong passwords",
+                              _loggable(client), wait)
+        return site.render_page("login", 429, goal=goal, problem=("login.too_many", {
+            "wait": wait_in_words(texts, wait)}), headers={"Retry-After": str(wait)})
+    if not door.checks.acquire(blocking=False):
+        door.refusals.refused("%s: %d password checks already running",
+                              _loggable(client), LOGIN_CHECKS_AT_ONCE)
+        return site.render_page("login", 503, goal=goal, problem=("login.busy", {}),
+                                headers={"Retry-After": "1"})
+    try:
+        right = password_matches(fields.get("password") or "", door.password_hash)
+    finally:
+        door.checks.release()
+    if not right:
+        wait = door.limiter.failed(client)
+        door.refusals.refused("wrong password from %s%s", _loggable(client),
+                              f"; it waits {wait} s" if wait else "")
+        problem = ("login.wrong_wait", {"wait": wait_in_words(texts, wait)}) if wait \
+            else ("login.wrong", {})
+        return site.render_page("login", 401, goal=goal, problem=problem,
+                                headers={"Retry-After": str(wait)} if wait else ())
+    door.limiter.succeeded(client)
+    _session, cookie = door.start_session(environ)
+    raise bottle.HTTPResponse(status=303, headers={
+        "Location": goal, "Set-Cookie": cookie, "Cache-Control": "no-store"})
+
+
+def log_out(site):
+    """POST /logout: the session ended (kept ended across restarts), back to /login."""
+    environ = bottle.request.environ
+    session = site.door.session(environ)
+    fields = _body_fields(environ, site.config.max_body)
+    site.door.check_form(environ, fields, session)
+    headers = {"Location": "/login", "Cache-Control": "no-store"}
+    if session is not None:
+        headers["Set-Cookie"] = site.door.end_session(session, environ)
+    raise bottle.HTTPResponse(status=303, headers=headers)
+
+
+def show_calls(site):
+    """GET / and /calls: the day's calls, missed callers first."""
+    session, query, day = site.page_request()
+    holder, config, zone = site.holder, site.config, site.zone
+    did = query.get("did") or None
+    callers_from = _page_offset(query, "callers")
+    calls_from = _page_offset(query, "calls")
+    page, calls_error = site.calls_or_error(lambda path: day_page(
+        path, day, size=PAGE_CALLS, callers_from=callers_from, calls_from=calls_from,
+        did=did, names=site.names, index=holder.index, **site.day_options))
+    page = page or DayPage(DaySummary({}, 0, 0, ()), [], [])
+    editing = query.get("edit") or None  # the call whose mark and note are edited
+    tried = query.get("try")
+    tried_answer = None
+    if tried is not None:
+        tried_answer = answer_for(holder.index, tried, {"phone": tried}, config).as_dict()
+    return site.render_page(
+        "calls", session=session,
+        health={**holder.health(), "last_error": holder.last_error},
+        loaded_at=holder.index.loaded_at.astimezone(zone), zone_name=zone_name(zone),
+        calls=page.calls, calls_error=calls_error, summary=page.summary,
+        missed_callers=page.callers, callers_from=callers_from, calls_from=calls_from,
+        did=did, line_name=site.names.line, page_size=PAGE_CALLS, editing=editing,
+        link=functools.partial(_calls_link, {"day": day.isoformat(), "did": did}),
+        here=asked_path(),
+        cdr_url=site.door.base_url(bottle.request.environ) + "/cdr?token=",
+        recording=site.recorder is not None, day=day, today=today_in(zone),
+        call_log=_call_log_state(site.call_log, zone),
+        tried=tried, tried_answer=tried_answer,
+        tried_json=_json_bytes(tried_answer).decode("utf-8") if tried_answer else "",
+        callback=site.callback_view(session), sent_flags=site.sent.flags())
+
+
+def show_sent(site):
+    """GET /sent: what Voicenter sent, the last pop-ups and CDRs, and how each was
+    read."""
+    session = site.door.admit(bottle.request.environ, asked_path())
+    config = site.config
+    rows = sent_rows(site.sent.entries, config.region, site.zone, hidden=(config.token,))
+    return site.render_page("sent", session=session, rows=rows, kept=SENT_KEPT,
+                            flags=site.sent.flags())
+
+
+def mark_a_call(site):
+    """POST /calls/mark: a call's mark and note from the calls page's forms; back to
+    the page (its day, line and row)."""
+    environ = bottle.request.environ
+    session = site.door.admit(environ, "/calls")
+    fields = _body_fields(environ, site.config.max_body)
+    site.door.check_form(environ, fields, session)
+    recorder = site.recorder
+    if recorder is None:
+        raise bottle.HTTPError(503, "calls are not recorded here (--calls-db \"\")")
+    mark = fields.get("mark", "")
+    if mark not in ("", *CALL_MARKS):
+        raise bottle.HTTPError(400, f"mark must be one of: {', '.join(CALL_MARKS)}, "
+                                    "or empty")
+    try:
+        found = mark_call(recorder.path, fields.get("ivrid") or "", mark,
+                          fields.get("note"))
+    except (sqlite3.Error, OSError) as error:
+        log.error("could not store a mark in %s: %s", recorder.path, error)
+        return site.busy_page(fields.get("next"), session)
+    if not found:
+        raise bottle.HTTPError(400, "no call has this ivrid")
+    raise bottle.HTTPResponse(status=303, headers={
+        "Location": local_path(fields.get("next"), "/calls"),
+        "Cache-Control": "no-store"})
+
+
+def download_calls(site):
+    """GET /calls.csv: the day's calls, streamed row by row."""
+    _session, query, day = site.page_request()
+    calls, calls_error = site.calls_or_error(lambda path: iter_calls_of_day(
+        path, day, did=query.get("did") or None, names=site.names,
+        index=site.holder.index, **site.day_options))
+    if calls_error:
+        raise bottle.HTTPError(503, f"the calls database cannot be read: {calls_error}")
+    name = f"calls-{day.isoformat()}.csv"
+    bottle.response.content_type = "text/csv; charset=utf-8"
+    bottle.response.set_header("Cache-Control", "no-store")
+    bottle.response.set_header("Content-Disposition", f'attachment; filename="{name}"')
+    return _streamed_csv(calls or iter(()), name)
+
+
+def admit_caller(site, number):
+    """(how, session, query, key) of a caller's page or form: a signed link opens
+    `number` only (OfficeDoor.admit_caller()); a path that is no number is a 404."""
+    environ = bottle.request.environ
+    query = _query_fields(environ)
+    how, session = site.door.admit_caller(environ, number, query, asked_path())
+    key = number_key(number, site.holder.index.rules)[0] if len(number) <= 40 else None
+    if key is None:
+        raise RouteRefusal(404, "no such caller: /caller/ takes a phone number")
+    return how, session, query, key
+
+
+def caller_page(site, number, how, session, query, key, status=200, problem=None,
+                form=None):
+    """The caller's page of `number` (its key): every row holding it in every
+    source, its calls, the add-contact form; `problem` and `form` when an addition
+    was refused."""
+    config = site.config
+    e164 = f"+{key}"
+    contacts = rows_of_number(site.holder.sources, key, site.additions.path)
+    calls, calls_error = site.calls_or_error(lambda path: calls_of_number(
+        path, e164, names=site.names, limit=CALLER_PAGE_CALLS, **site.day_options))
+    national, international = number_forms(e164, config.region)
+    if not e164.startswith(f"+{number_rules(config.region).country_code}"):
+        national = ""  # a foreign number has one form here: its international one
+    link_query = urlencode({"e": query["e"], "s": query["s"]}) if how == "link" else ""
+    return site.render_page(
+        "caller", status, session=session, number=number, e164=e164,
+        number_path=quote(number, safe="+"),
+        national=national, international=international, contacts=contacts,
+        calls=calls or [], calls_error=calls_error, recording=site.recorder is not None,
+        zone_name=zone_name(site.zone), by_link=how == "link", link_query=link_query,
+        problem=problem, form=form or {"phone": national or international},
+        form_token=caller_form_token(site.door.secret, number, how, session, query,
+                                     site.door),
+        callback=site.callback_view(session) if how != "link" else None)
+
+
+def show_caller(site, number):
+    """GET /caller/<number>: the caller's page (a signed link, or the login)."""
+    return caller_page(site, number, *admit_caller(site, number))
+
+
+def caller_form(site, number):
+    """(fields, how, session, query, key) of a caller page's POST, refused (the 403
+    page) unless it comes from that page: same origin, its token."""
+    how, session, query, key = admit_caller(site, number)
+    environ = bottle.request.environ
+    fields = _body_fields(environ, site.config.max_body)
+    if how == "link":
+        wanted = caller_form_token(site.door.secret, number, how, session, query,
+                                   site.door)
+        if not site.door.same_origin(environ) or not hmac.compare_digest(
+                (fields.get("csrf") or "").encode("utf-8"), wanted.encode("ascii")):
+            raise PageDenied("form")
+    else:
+        site.door.check_form(environ, fields, session)
+    return fields, how, session, query, key
+
+
+def caller_path(number, how, query):
+    """The path of `number`'s page (its signed link's query kept)."""
+    path = "/caller/" + quote(number, safe="+")
+    if how == "link":
+        path += "?" + urlencode({"e": query["e"], "s": query["s"]})
+    return path
+
+
+def back_to_caller(number, how, query, anchor):
+    """The answer to a caller page's form: back to that page, at `anchor`."""
+    raise bottle.HTTPResponse(status=303, headers={
+        "Location": caller_path(number, how, query) + anchor,
+        "Cache-Control": "no-store"})
+
+
+def change_contact(site, number):
+    """POST /caller/<number>/contact: add (no row), edit (row) or remove (row,
+    remove=1) a contact of the additions file holding this caller's number."""
+    fields, how, session, query, key = caller_form(site, number)
+    additions = site.additions
+    row = fields.get("row") or ""
+    try:
+        if not row:
+            additions.add(key, fields)
+        elif not (row.isascii() and row.isdigit()) or len(row) > 9:
+            raise AdditionRefused("caller.gone")
+        elif fields.get("remove"):
+            additions.remove(key, int(row))
+        else:
+            additions.edit(key, int(row), fields)
+    except AdditionRefused as refused:
+        return caller_page(site, number, how, session, query, key, 400,
+                           problem=(refused.reason, refused.values),
+                           form={name: fields.get(name) or ""
+                                 for name in ADDITION_LIMITS})
+    log.info("a contact of the additions was %s from a caller's page",
+             "added" if not row else "removed" if fields.get("remove") else "changed")
+    back_to_caller(number, how, query, "#contacts")
+
+
+def note_a_call(site, number):
+    """POST /caller/<number>/call: a note and a mark (handled, called back, or
+    none) on one of this caller's calls: the calls page and /calls.csv show them."""
+    fields, how, session, query, key = caller_form(site, number)
+    recorder = site.recorder
+    ivrid, mark = fields.get("ivrid") or "", fields.get("mark") or ""
+    note = _CONTROL_CHARACTERS.sub(" ", (fields.get("note") or "").replace("\r\n", "\n"))
+    if recorder is None:
+        raise bottle.HTTPError(503, "calls are not recorded here (--calls-db \"\")")
+    if mark not in ("", *CALL_MARKS) or len(note) > MAX_NOTE:
+        raise bottle.HTTPError(400, f"mark is one of {', '.join(CALL_MARKS)} or "
+                                    f"empty, and a note has at most {MAX_NOTE} characters")
+    calls, calls_error = site.calls_or_error(lambda path: calls_of_number(
+        path, f"+{key}", limit=CALLER_PAGE_CALLS, **site.day_options))
+    if calls_error:
+        return site.busy_page(caller_path(number, how, query), session)
+    if not any(call.ivrid == ivrid for call in calls):
+        raise RouteRefusal(404, "no such call of this caller")
+    try:
+        mark_call(recorder.path, ivrid, mark, note.strip())
+    except (sqlite3.Error, OSError) as error:
+        log.error("could not keep a call's note in %s: %s", recorder.path, error)
+        return site.busy_page(caller_path(number, how, query), session)
+    back_to_caller(number, how, query, "#calls")
+
+
+def callback_form(site, environ):
+    """(session, fields, browser, goal) of a call-back form, refused unless it comes
+    from the office pages of a signed-in browser (with the login on): its session,
+    CSRF token and an Origin of this server's own."""
+    session = site.door.admit(environ, "/calls")
+    fields = _body_fields(environ, site.config.max_body)
+    site.door.check_form(environ, fields, session)
+    if not environ.get("HTTP_ORIGIN"):  # a page's form always says where it is
+        raise PageDenied("form")
+    if site.voicenter is None:
+        raise RouteRefusal(404, "calling back is off: the server was started "
+                                "without --voicenter-code")
+    return session, fields, site.browser_of(session, environ), local_path(
+        fields.get("next"), "/calls")
+
+
+def answered(site, browser, goal, key, values=None, headers=()):
+    """Back to the page a call-back form came from, which says `key` (a text) once."""
+    site.callbacks.tell(browser, key, values or {})
+    raise bottle.HTTPResponse(status=303, headers={
+        "Location": goal, "Cache-Control": "no-store", **dict(headers)})
+
+
+def choose_extension(site):
+    """POST /callback/extension: this browser's own extension, kept in a cookie for
+    its call-backs."""
+    environ = bottle.request.environ
+    _session, fields, browser, goal = callback_form(site, environ)
+    sip = (fields.get("extension") or "").strip()
+    if not site.voicenter.known(sip):
+        answered(site, browser, goal, "callback.unknown_extension")
+    answered(site, browser, goal, "callback.extension_chosen",
+             {"agent": site.voicenter.names[sip]},
+             [site.extension_cookie_header(sip, environ)])
+
+
+def call_back(site):
+    """POST /callback, Click2Call: Voicenter rings this browser's extension, then
+    dials `number`; the answer is said in words on the page the form came from."""
+    environ = bottle.request.environ
+    config, voicenter, callbacks = site.config, site.voicenter, site.callbacks
+    _session, fields, browser, goal = callback_form(site, environ)
+    headers = []
+    sip = (fields.get("extension") or "").strip()
+    if sip and voicenter.known(sip):
+        headers.append(site.extension_cookie_header(sip, environ))
+    sip = sip or site.my_extension()
+    number = fields.get("number") or ""
+    key = number_key(number, site.holder.index.rules)[0] if len(number) <= 40 else None
+    if not voicenter.known(sip):
+        answered(site, browser, goal, "callback.choose_first" if voicenter.extensions
+                 else "callback.no_extensions", headers=headers)
+    if key is None:
+        answered(site, browser, goal, "callback.bad_number", headers=headers)
+    e164 = f"+{key}"
+    match = site.holder.index.lookup(e164)
+    who = match.contact.name if match.total and match.contact.name else \
+        number_forms(e164, config.region)[0]
+    now = time.time()
+    refused = callbacks.begin(browser, e164, now)
+    masked = _mask(str(key), config.log_numbers)
+    if refused:
+        log.info("call-back by %s from extension %s to %s not placed: %s", browser,
+                 sip, masked, refused)
+        answered(site, browser, goal, refused, {"who": who}, headers)
+    placed = False
+    try:
+        language = choose_language(environ.get("HTTP_ACCEPT_LANGUAGE"), config.lang)
+        outcome, values = click2call(config, sip, str(key), language)
+        placed = outcome == "callback.ringing"
+    finally:
+        callbacks.end(browser, e164, sip, now, placed)
+    log.info("call-back by %s from extension %s to %s: %s", browser, sip, masked,
+             _click2call_log_text(outcome, values))
+    answered(site, browser, goal, outcome, {**values, "who": who,
+                                            "agent": site.names.agent(sip)}, headers)
+
+
+#: Every route: (methods, path, handler, how), the handler given the Site. "raw": no
+#: plugin wraps it and it answers bytes (Voicenter's routes: the busiest, whose
+#: errors are JSON of their own); "page": an office page or form (office_page():
+#: its refusals and failures are HTML pages); "plain": the handler as it is.
+ROUTES = (
+    ("GET POST", "/popup", answer_popup, "raw"),
+    ("OPTIONS", "/popup", answer_preflight, "plain"),
+    ("GET", "/health", answer_health, "plain"),
+    ("POST", "/cdr", take_cdr, "raw"),
+    ("GET", "/", show_calls, "page"),
+    ("GET", "/calls", show_calls, "page"),
+    ("GET", "/calls.csv", download_calls, "page"),
+    ("POST", "/calls/mark", mark_a_call, "page"),
+    ("GET", "/sent", show_sent, "page"),
+    ("GET", "/caller/<number>", show_caller, "page"),
+    ("POST", "/caller/<number>/contact", change_contact, "page"),
+    ("POST", "/caller/<number>/call", note_a_call, "page"),
+    ("POST", "/callback/extension", choose_extension, "page"),
+    ("POST", "/callback", call_back, "page"),
+    ("GET", "/login", show_login, "page"),
+    ("POST", "/login", log_in, "page"),
+    ("POST", "/logout", log_out, "page"),
+)
+
+#: The statuses answered by json_error() (an office page's own are HTML pages).
+ERROR_STATUSES = (400, 403, 404, 405, 413, 415, 500, 503)
+ERROR_MESSAGES = {
+    404: "no such page: the pop-up service is at /popup, its status at /health",
+}
+
+
+def route_paths(routes=ROUTES):
+    """The routes' paths as the log may write them, longest first: a rule's fixed
+    start ("/caller/" of "/caller/<number>")."""
+    return tuple(sorted({path.partition("<")[0] for _, path, _, _ in routes},
+                        key=len, reverse=True))
+
+
+#: The paths the log writes as they are (route_paths()); any other as "...".
+LOGGED_PATHS = route_paths()
+
+
+def _loggable_path(path):
+    """A path for the log: a route's as it is, any other only as the route it starts
+    with, then "...": the rest is the client's to write, and a token pasted into it
+    (/popup;token=..., /popup/TOKEN, /TOKEN) must never reach the log."""
+    if path in LOGGED_PATHS:
+        return path
+    return next(route for route in LOGGED_PATHS if path.startswith(route)) + "..." \
+        if path.startswith("/") else "..."
+
+
+def office_page(handler):
+    """An office page's or form's handler whose refusals (PageDenied) are the 403
+    HTML page, and whose failures (anything unforeseen while the page is made) are
+    logged with their traceback and shown as the 500 HTML page in the page's
+    language: a browser never gets the JSON that /popup's clients do."""
+    @functools.wraps(handler)
+    def page(site, *args, **kwargs):
+        try:
+            return handler(site, *args, **kwargs)
+        except PageDenied as denied:
+            return site.render_page("denied", denied.status, reason=denied.reason,
+                                    days=site.config.link_days, url=site.own_url())
+        except bottle.HTTPResponse:  # an answer already (a redirect, a 4xx)
+            raise
+        except Exception:
+            log.exception("internal error building the page %s",
+                          _loggable_path(bottle.request.path))
+            return site.render_page("error", 500)
+    return page
+
+
+def _not_allowed_message(path, allow):
+    """A 405's message: the route asked for (its rule, never the client's own text in
+    it) and the methods it takes (bottle's Allow header, "GET,POST")."""
+    rule = next((rule for _, rule, _, _ in ROUTES if re.fullmatch(
+        re.sub(r"<[^>]*>", "[^/]+", re.escape(rule)), path)), None)
+    methods = sorted(method for method in (allow or "").split(",")
+                     if method and method != "HEAD")
+    takes = (", ".join(methods[:-1]) + " or " + methods[-1] if len(methods) > 1
+             else "".join(methods))
+    return f"method not allowed here: {rule or 'this path'} takes {takes or 'no method'}"
+
+
+def json_error(site, error):
+    """An error answer as JSON ({"STATUS": "ERROR", "MESSAGE": ...}; a CDR's with
+    Voicenter's Err): what /popup's and /cdr's clients read, and any route's
+    refusal made before its handler ran."""
+    status = error.status_code
+    path = bottle.request.path
+    if status >= 500:
+        log.error("internal error on %s: %s", _loggable_path(path),
+                  error.traceback or error.body)
+    message = error.body if isinstance(error, RouteRefusal) else \
+        ERROR_MESSAGES.get(status) or (
+        _not_allowed_message(path, error.get_header("Allow")) if status == 405 else
+        error.body if isinstance(error.body, str) and status < 500
+        else "internal error; the server log has the details")
+    if site.access_log.enabled:
+        client = site.guard.client_address(bottle.request.environ) or "unreadable"
+        site.access_log.write(f"{bottle.request.method} {_loggable_path(path)} "
+                              f"{status} {_loggable(message, 200)} client={_loggable(client)}")
+    bottle.response.content_type = JSON_TYPE
+    if path == "/popup":
+        bottle.response.set_header(*CORS_ORIGIN)
+        keep_refused_popup(site, status, message)
+    if path == "/cdr":  # refused before the route (a body too big)
+        return _cdr_answer(status, message)
+    return _json_bytes({"STATUS": "ERROR", "MESSAGE": message})
+
+
+def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
+               password_hash=None, additions=None, call_log=None, revoked=None,
+               sent=None, voicenter=None, password_file=None):
+    """The Bottle application: ROUTES, each handler given the one Site made here
+    from these (Site says what each is), and the JSON error answers."""
+    site = Site(config, holder, recorder, access_log, page_secret, password_hash,
+                additions, call_log, revoked, sent, voicenter, password_file)
+    app = bottle.Bottle(catchall=True)
+    for methods, path, handler, how in ROUTES:
+        callback = office_page(handler) if how == "page" else handler
+        app.route(path, methods.split(), functools.partial(callback, site),
+                  skip=how == "raw")
+    for status in ERROR_STATUSES:
+        app.error(status)(functools.partial(json_error, site))
+    return app
 
 
 ###############################################################################
@@ -8929,7 +9031,7 @@ class ConnectionGuard:
 
     def address_of(self, host):
         """The key an address is counted under; None for a trusted proxy."""
-        address = AccessGuard._parse(host)
+        address = AccessGuard.parse_address(host)
         if address is None:
             return host
         if self.trusted and any(address in net for net in self.trusted

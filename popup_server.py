@@ -99,9 +99,17 @@ __all__ = [
 
 
 ###############################################################################
-# Constants and messages ######################################################
 ###############################################################################
-# Paths, limits and texts that several sections share; a section's own constants open it.
+# I. Foundations ##############################################################
+###############################################################################
+###############################################################################
+# Constants, errors and the small helpers that every chapter below uses.
+
+
+###############################################################################
+# Constants ###################################################################
+###############################################################################
+# Paths, limits and texts several chapters share (a section's own constants open it).
 
 HERE = Path(__file__).resolve().parent
 
@@ -131,6 +139,9 @@ MAX_NUMBER_DIGITS = 15
 REPORT_LIMIT = 20
 JSON_TYPE = "application/json; charset=utf-8"
 
+LANGUAGES = ("en", "he")
+RIGHT_TO_LEFT = ("he",)
+
 
 class ExitStatus(enum.IntEnum):
     """What main() returns, for scripts and service managers."""
@@ -143,7 +154,9 @@ class ExitStatus(enum.IntEnum):
 ###############################################################################
 # Errors ######################################################################
 ###############################################################################
-# One base error, raised in domain code, turned into one line or a JSON answer at the edges.
+# One base error, raised in domain code, turned into one line or a JSON answer at the
+# edges.
+
 
 class PopupError(Exception):
     """Base of every error this program reports to a person in one line."""
@@ -163,10 +176,312 @@ class ContactsFileError(PopupError):
 
 
 ###############################################################################
-# Configuration ###############################################################
+# Text fit to show ############################################################
 ###############################################################################
-# The settings table (OPTIONS) and everything derived from it: Config, --help, the POPUP_*
-# variables and the config file's keys.
+# What may reach a log, a page or the terminal: clipped, escaped, numbers masked, and
+# links without the secrets they hold.
+
+
+def _clip(text, width=60):
+    text = text.replace("\r", " ").replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _first_line(error):
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _loggable(value, width=80):
+    text = value if type(value) is str else str(value)
+    if not text.isprintable():
+        text = text.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _mask(number, log_numbers):
+    if not number:
+        return "-"
+    if log_numbers:
+        return _loggable(number)
+    digits = number if number.isdigit() else "".join(ch for ch in number if ch.isdigit())
+    return "*" * (len(digits) - 3) + digits[-3:] if digits else "-"
+
+
+#: Query parameters whose values may be shown; any other value may be a secret
+#: (token=, key=, sig=, ...) and is shown as ***.
+_HARMLESS_QUERY_KEYS = frozenset({"format", "output", "gid", "usp", "single", "range",
+                                  "sheet"})
+_LINK_START = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+#: A link's host, path, query and fragment in a text: up to a space, the sources'
+#: separator (a URL carries it only encoded) or the next link.
+_AUTHORITY = re.compile(r"[^/?#]*")
+_AUTHORITY_OR_PATH = re.compile(r"\S*")
+_LINK_REST = re.compile(r"(?:(?![A-Za-z][A-Za-z0-9+.-]*://)[^\s|])*")
+
+
+def redact_url(text):
+    """`text` with every link in it safe to show (logs, --check, errors): its user name
+    and password, and every query or fragment value but a few harmless ones (format,
+    gid, ...), become ***. The one function that hides a link's secrets.
+
+    The user name and password are found whatever characters they hold (quotes, < > |,
+    spaces, @): they run to the last @ before the end of the link's authority, the
+    first / ? or # (where urllib, which sends them, ends it too), or, failing that
+    (an unencoded / ? or # in the password), to the last @ before a space. Text that
+    only looks like them is hidden too: hiding too much is safe, too little is not."""
+    text, shown, at = str(text), [], 0
+    while (start := _LINK_START.search(text, at)) is not None:
+        shown.append(text[at:start.start()])
+        rest = start.end()
+        after = _credentials_end(text, rest)
+        tail = _LINK_REST.match(text, after).end()
+        link = text[start.start():rest] + ("***@" if after > rest else "") + text[after:tail]
+        shown.append(_redact_link(link))
+        at = max(tail, start.end())
+    shown.append(text[at:])
+    return "".join(shown)
+
+
+def _credentials_end(text, start):
+    """Where the user:password@ of the link whose authority begins at `start` ends
+    (just after its @), or `start` when it has none."""
+    authority = _AUTHORITY.match(text, start).group(0)
+    if "@" not in authority:  # a / ? or # in the password, unencoded
+        authority = _AUTHORITY_OR_PATH.match(text, start).group(0)
+    return start + authority.rindex("@") + 1 if "@" in authority else start
+
+
+def _redact_link(link):
+    scheme, _, rest = link.partition("://")
+    cut = min([rest.find(mark) for mark in "/?#" if mark in rest] or [len(rest)])
+    authority, tail = rest[:cut], rest[cut:]
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    tail, hashed, fragment = tail.partition("#")
+    path, asked, query = tail.partition("?")
+    return (f"{scheme}://{authority}{path}{asked}{_redact_query(query)}"
+            f"{hashed}{_redact_query(fragment)}")
+
+
+def _redact_query(query):
+    parts = re.split(r"([&;])", query)
+    for number, part in enumerate(parts):
+        key, equals, _value = part.partition("=")
+        if part and part not in "&;" and not (
+                equals and unquote(key).lower() in _HARMLESS_QUERY_KEYS):
+            parts[number] = f"{key}=***" if equals else "***"
+    return "".join(parts)
+
+
+###############################################################################
+# Time ########################################################################
+###############################################################################
+# Days and times in the pages' zone (--timezone), and the zone a country keeps.
+
+
+def _zone_table_lines():
+    """The lines of the tz database's zone.tab (country code, place, zone): the
+    machine's (zoneinfo.TZPATH), else the tzdata package's (Windows); [] when neither."""
+    for folder in zoneinfo.TZPATH:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            return (Path(folder) / "zone.tab").read_text(encoding="utf-8").splitlines()
+    with contextlib.suppress(ImportError, OSError, UnicodeDecodeError):
+        import importlib.resources
+        return (importlib.resources.files("tzdata") / "zoneinfo" / "zone.tab") \
+            .read_text(encoding="utf-8").splitlines()
+    return []
+
+
+@functools.lru_cache(maxsize=None)
+def region_time_zone(region):
+    """The time zone of a country that has one (IL: Asia/Jerusalem), by the tz
+    database's own table of countries; None (this machine's) for a country of several
+    zones (US, RU) or when the table is missing."""
+    zones = [fields[2] for fields in (line.split("\t") for line in _zone_table_lines()
+                                      if not line.startswith("#"))
+             if len(fields) >= 3 and fields[0] == region]
+    if len(zones) != 1:
+        return None
+    try:
+        return zoneinfo.ZoneInfo(zones[0])
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def zone_name(zone):
+    """How the pages name a time zone: its tz name, else this machine's abbreviation."""
+    if zone is not None:
+        return getattr(zone, "key", None) or str(zone)
+    return dt.datetime.now().astimezone().tzname() or "UTC"
+
+
+def _local_time(seconds, zone):
+    """Unix seconds as an aware datetime in `zone` (None: this machine's)."""
+    if zone is None:
+        return dt.datetime.fromtimestamp(seconds).astimezone()
+    return dt.datetime.fromtimestamp(seconds, zone)
+
+
+def today_in(zone):
+    """Today's date in `zone` (None: this machine's)."""
+    return dt.datetime.now(zone).date()
+
+
+def _day_bounds(day, zone):
+    """[start, end) of `day` in `zone` as Unix seconds; a day of a clock change is
+    23 or 25 hours long."""
+    def midnight(date):
+        if zone is None:
+            return dt.datetime.combine(date, dt.time()).astimezone().timestamp()
+        return dt.datetime.combine(date, dt.time(), tzinfo=zone).timestamp()
+    return midnight(day), midnight(day + dt.timedelta(days=1))
+
+
+###############################################################################
+# Files the server keeps ######################################################
+###############################################################################
+# The secret files of the state folder (token, page secret, password hash), made for
+# their owner only and never read through a link, and how a file is known to have
+# changed.
+
+_WEAK_TOKEN_LENGTH = 16  # characters; a made token has 32 (192 random bits)
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretFile:
+    """One of the server's secret files: what the messages call it, the option that
+    puts it elsewhere, and what deleting it does."""
+
+    what: str
+    option: str
+    if_deleted: str
+
+
+TOKEN_FILE = SecretFile("the token file", "--token-file",
+                        "a new token is made, and Voicenter needs the new URL")
+PAGE_SECRET_FILE = SecretFile("the page secret file", "--state-dir",
+                              "a new one is made, and links already sent stop working")
+PASSWORD_FILE = SecretFile("the office password file", "--state-dir",
+                           "a new password is made and printed at the next start")
+PAGE_SECRET_NAME = "page-secret"
+PASSWORD_FILE_NAME = "office-password"
+
+
+def _read_secret_file(path, kind):
+    """The text kept in `path`; None when there is none yet (no file, or empty)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+                             | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not hang us
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise ConfigError(f"{path}: {kind.what} is a symbolic link, which is not "
+                              f"followed; give {kind.option} the real file's place") from None
+        raise ConfigError(f"{path}: cannot read {kind.what} ({error.strerror})") from None
+    with os.fdopen(descriptor, "rb") as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"{path}: {kind.what} is not a regular file")
+        data = handle.read(4097)
+        if os.name != "nt" and mode & 0o077 and data.strip():
+            raise ConfigError(
+                f"{path}: {kind.what} can be read or changed by other users (mode "
+                f"{stat.S_IMODE(mode):03o}); make it the owner's only: chmod 600 {path} "
+                f"(if others may have read it, delete it instead: {kind.if_deleted})")
+    try:
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        text = None
+    if text is None or len(data) > 4096 or not text.isprintable():
+        raise ConfigError(f"{path}: {kind.what} does not hold one line of text; delete "
+                          f"it to have a new one made ({kind.if_deleted})")
+    if not text:  # an empty file: made anew below, so nothing of its mode survives
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return None
+    return text
+
+
+def _make_or_read(path, text, kind):
+    """(text, True) once `text` is kept in a new file at `path`; (the file's own text,
+    False) when another program made that file first (an older server on the same
+    folder, or one sharing --token-file): its text wins, so that both use one."""
+    if _make_secret_file(path, text, kind):
+        return text, True
+    kept = _read_secret_file(path, kind)
+    if kept is None:
+        raise ConfigError(f"{path}: cannot make {kind.what}: another program keeps "
+                          f"emptying it; stop it, or pass {kind.option}")
+    return kept, False
+
+
+def _make_secret_file(path, text, kind):
+    """Keep `text` in a new file at `path`, readable by its owner only: True; False
+    when a file is there already (made meanwhile by another program: read it)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # O_EXCL: never through a symbolic link (even a dangling one), never over a file.
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                             | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            if hasattr(os, "fchmod"):
+                os.fchmod(handle.fileno(), 0o600)  # whatever the umask took away
+            handle.write(text + "\n")
+    except FileExistsError:
+        if os.path.islink(path):
+            raise ConfigError(f"{path}: {kind.what} is a symbolic link, which is not "
+                              f"followed; give {kind.option} the real file's place") from None
+        return False
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot keep {kind.what} there ({error.strerror}); "
+                          f"pass {kind.option}") from None
+    return True
+
+
+def _warn_if_weak(token, source):
+    if token and len(token) < _WEAK_TOKEN_LENGTH:
+        log.warning("the token from %s has only %d characters: anyone who can reach the "
+                    "port can guess it by trying; use a longer one (a made one has 32)",
+                    source, len(token))
+
+
+def file_signature(path):
+    """What tells one version of a file from another: identity, size, mtime."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def read_small_text(path, what, error=ValueError):
+    """The text of a small UTF-8 file the office writes (a config file, an --agents
+    file), a BOM dropped; a problem raises `error` with one line naming the file and
+    `what` it is ("the config file")."""
+    try:
+        return Path(path).read_bytes().decode("utf-8-sig")
+    except OSError as failure:
+        raise error(f"{path}: cannot read {what} ({failure.strerror or failure})") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: {what} is not UTF-8 text") from None
+
+
+###############################################################################
+###############################################################################
+# II. Configuration ###########################################################
+###############################################################################
+###############################################################################
+# The settings table (OPTIONS) and everything derived from it: Config, --help, the
+# POPUP_* variables and the config file's keys.
+
+
+###############################################################################
+# Values ######################################################################
+###############################################################################
+# What each option's text must be: a parser a value, each failing with words that say
+# what to write.
 
 # To add an option: add an Option to OPTIONS (its flag, help, example and default).
 # Config's field, the environment variable, the config file's key, --help text and
@@ -302,40 +617,28 @@ def _time_zone(text):
                         "(e.g. Asia/Jerusalem, Europe/London, UTC)") from None
 
 
-def _zone_table_lines():
-    """The lines of the tz database's zone.tab (country code, place, zone): the
-    machine's (zoneinfo.TZPATH), else the tzdata package's (Windows); [] when neither."""
-    for folder in zoneinfo.TZPATH:
-        with contextlib.suppress(OSError, UnicodeDecodeError):
-            return (Path(folder) / "zone.tab").read_text(encoding="utf-8").splitlines()
-    with contextlib.suppress(ImportError, OSError, UnicodeDecodeError):
-        import importlib.resources
-        return (importlib.resources.files("tzdata") / "zoneinfo" / "zone.tab") \
-            .read_text(encoding="utf-8").splitlines()
-    return []
-
-
-@functools.lru_cache(maxsize=None)
-def region_time_zone(region):
-    """The time zone of a country that has one (IL: Asia/Jerusalem), by the tz
-    database's own table of countries; None (this machine's) for a country of several
-    zones (US, RU) or when the table is missing."""
-    zones = [fields[2] for fields in (line.split("\t") for line in _zone_table_lines()
-                                      if not line.startswith("#"))
-             if len(fields) >= 3 and fields[0] == region]
-    if len(zones) != 1:
-        return None
+def read_names_file(path, what):
+    """(key, name) pairs of a small CSV of two columns (an --agents or --lines file),
+    an optional header row first. A problem is one line naming the file."""
     try:
-        return zoneinfo.ZoneInfo(zones[0])
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return None
-
-
-def zone_name(zone):
-    """How the pages name a time zone: its tz name, else this machine's abbreviation."""
-    if zone is not None:
-        return getattr(zone, "key", None) or str(zone)
-    return dt.datetime.now().astimezone().tzname() or "UTC"
+        too_big = Path(path).stat().st_size > 1024 * 1024
+    except OSError:
+        too_big = False  # read_small_text() says why it cannot be read
+    if too_big:
+        raise ValueError(f"{path}: over 1 MiB; a {what} file is two short columns")
+    text = read_small_text(path, f"the {what} file")
+    pairs = []
+    for number, row in enumerate(csv.reader(io.StringIO(text)), 1):
+        cells = [cell.strip() for cell in row]
+        if not any(cells):
+            continue
+        if number == 1 and cells[0].lower() in ("extension", "number", "did", "line"):
+            continue
+        if len(cells) < 2 or not cells[0] or not cells[1]:
+            raise ValueError(f"{path}, line {number}: write {what} as two columns, "
+                             f"e.g. {'101,Dana Levi' if what == 'agents' else '0722776773,Sales line'}")
+        pairs.append((cells[0], cells[1]))
+    return tuple(pairs)
 
 
 def _names_csv(what):
@@ -355,6 +658,110 @@ def _flag(text):
     if lowered in ("0", "false", "no", "off", ""):
         return False
     raise ValueError("must be 1/0, true/false, yes/no or on/off")
+
+
+def _source(text):
+    """A contacts source as given: an http(s) link (kept as text), else a file's Path."""
+    text = text.strip() if isinstance(text, str) else text
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", str(text))
+    if not scheme:
+        return Path(text)
+    if scheme.group(1).lower() not in ("http", "https"):
+        raise _SourceError(f"{redact_url(text)}: only http:// and https:// links can be "
+                           "a contacts source")
+    try:
+        host = urllib.parse.urlsplit(text).hostname
+    except ValueError:
+        host = None
+    if not host:
+        raise _SourceError(f"{redact_url(text)}: not a link to a site")
+    return text
+
+
+class _SourceError(ValueError, argparse.ArgumentTypeError):
+    """A source that cannot be: argparse shows its message as it is (never the value
+    given, which may hold a password), as do the variable and the config file."""
+
+
+#: Separates several sources in POPUP_CONTACTS or a config file's string: Windows
+#: forbids it in file names and a URL carries it only encoded (%7C); os.pathsep would
+#: not do (":" is in every URL, ";" may be in a URL or a Windows file name).
+SOURCE_SEPARATOR = "|"
+
+
+###############################################################################
+# URL templates and links #####################################################
+###############################################################################
+# The CRM link a pop-up sends: filling --url-template, and which links may be sent at
+# all.
+
+
+#: Request fields that URL templates may use; values come from the request as sent.
+REQUEST_PLACEHOLDERS = ("phone", "e164", "ivrid", "did", "extenUser", "status")
+
+#: Template placeholders filled from the matched contact.
+CONTACT_PLACEHOLDERS = ("name", "company")
+_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
+
+
+def template_columns(template):
+    """Placeholders of a template that are not request or contact fields: file columns."""
+    known = {name.lower() for name in REQUEST_PLACEHOLDERS + CONTACT_PLACEHOLDERS}
+    return tuple(name for name in _PLACEHOLDER.findall(template or "")
+                 if name.lower() not in known)
+
+
+def _check_template(template, option):
+    # What the template fills in is URL-encoded, so its start decides the link's scheme.
+    if template and not is_web_link(template):
+        raise ConfigError(f"--{option.replace('_', '-')}: {template!r} must start with "
+                          "http:// or https://")
+
+
+def is_web_link(text):
+    """Whether text is an http: or https: link (spaces before it allowed): the only
+    links the pop-up sends, as Voicenter opens URL in the agent's browser, where a
+    javascript: or data: link would run. The scheme is all that decides it."""
+    return text.lstrip()[:6].lower().startswith(("http:", "https:"))
+
+
+def _web_links(cells, first_row, refused):
+    """A block of the URL column with every cell that is not a web link emptied;
+    (row, cell) of each goes to `refused`. Done as the file loads, so lookups add
+    nothing; numpy compares the first 6 characters (a few times quicker than a Python
+    loop), and only cells that differ are looked at one by one."""
+    head = cells.astype("U6")
+    differ = np.flatnonzero((head != "https:") & (head != "") &
+                            (head.astype("U5") != "http:"))
+    bad = [position for position in differ.tolist()
+           if not is_web_link(cells[position]) and cells[position].strip()]
+    if not bad:
+        return cells
+    cells = cells.copy()
+    for position in bad:
+        refused.append((first_row + position, cells[position]))
+        cells[position] = ""
+    return cells
+
+
+def _refused_links_warning(refused):
+    examples = ", ".join(f"row {row} {_clip(cell)!r}" for row, cell in refused[:3])
+    more = f" and {len(refused) - 3} more" if len(refused) > 3 else ""
+    return (f"{len(refused)} contact URLs are not http: or https: links and are not "
+            f"sent (URL is empty for them): {examples}{more}")
+
+
+def fill_template(template, values):
+    """Replace {placeholder}s (case-insensitively) with URL-encoded values."""
+    lowered = {name.lower(): value for name, value in values.items()}
+    return _PLACEHOLDER.sub(
+        lambda m: quote(str(lowered.get(m.group(1).lower(), "")), safe=""), template)
+
+
+###############################################################################
+# The settings table ##########################################################
+###############################################################################
+# One Option a setting; Config, its defaults and --help follow from OPTIONS.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -399,34 +806,6 @@ class Option:
             return (int,), "a whole number"
         return (str,), "text in quotes"
 
-
-def _source(text):
-    """A contacts source as given: an http(s) link (kept as text), else a file's Path."""
-    text = text.strip() if isinstance(text, str) else text
-    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", str(text))
-    if not scheme:
-        return Path(text)
-    if scheme.group(1).lower() not in ("http", "https"):
-        raise _SourceError(f"{redact_url(text)}: only http:// and https:// links can be "
-                           "a contacts source")
-    try:
-        host = urllib.parse.urlsplit(text).hostname
-    except ValueError:
-        host = None
-    if not host:
-        raise _SourceError(f"{redact_url(text)}: not a link to a site")
-    return text
-
-
-class _SourceError(ValueError, argparse.ArgumentTypeError):
-    """A source that cannot be: argparse shows its message as it is (never the value
-    given, which may hold a password), as do the variable and the config file."""
-
-
-#: Separates several sources in POPUP_CONTACTS or a config file's string: Windows
-#: forbids it in file names and a URL carries it only encoded (%7C); os.pathsep would
-#: not do (":" is in every URL, ";" may be in a URL or a Windows file name).
-SOURCE_SEPARATOR = "|"
 
 #: The positional CONTACTS (one or more), described as an Option for its variable and
 #: file key.
@@ -561,6 +940,27 @@ DEFAULTS = types.MappingProxyType({option.field_name: option.default
                                    for option in (CONTACTS, *OPTIONS)})
 
 
+def user_data_dir():
+    """popup-server's folder in the user's data folder: ~/.local/share/popup-server
+    ($XDG_DATA_HOME if set), %LOCALAPPDATA%\\popup-server on Windows."""
+    if os.name == "nt":
+        base = os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local"
+    else:
+        base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "popup-server"
+
+
+def state_dir_default():
+    """The state folder when --state-dir is not given: one per user, whatever the
+    port, the contacts files or the program's place, so that none of them moving
+    changes the token Voicenter has, the password, the calls or the links sent. Two
+    servers of one user need a --state-dir each: the folder is locked while a server
+    runs (hold_state()). A folder of its own inside user_data_dir(), which may hold an
+    older version's files. Never beside the program: an installed command must not
+    write into site-packages, and a checkout may be replaced."""
+    return user_data_dir() / STATE_FOLDER_NAME
+
+
 class _ConfigMethods:
     """What Config adds to its fields (one a setting, named by OPTIONS, plus `check`)."""
 
@@ -607,25 +1007,10 @@ Config = dataclasses.make_dataclass(
 Config.__module__ = __name__
 
 
-def user_data_dir():
-    """popup-server's folder in the user's data folder: ~/.local/share/popup-server
-    ($XDG_DATA_HOME if set), %LOCALAPPDATA%\\popup-server on Windows."""
-    if os.name == "nt":
-        base = os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local"
-    else:
-        base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "popup-server"
-
-
-def state_dir_default():
-    """The state folder when --state-dir is not given: one per user, whatever the
-    port, the contacts files or the program's place, so that none of them moving
-    changes the token Voicenter has, the password, the calls or the links sent. Two
-    servers of one user need a --state-dir each: the folder is locked while a server
-    runs (hold_state()). A folder of its own inside user_data_dir(), which may hold an
-    older version's files. Never beside the program: an installed command must not
-    write into site-packages, and a checkout may be replaced."""
-    return user_data_dir() / STATE_FOLDER_NAME
+###############################################################################
+# Reading the settings ########################################################
+###############################################################################
+# A setting from its flag, its variable, the config file or its default, in that order.
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -722,14 +1107,9 @@ def read_config_file(path):
     """{option's dest: value} from a TOML config file. Keys are the options' names
     (url-template; url_template too, as people write TOML both ways); every value is
     checked as its flag's would be. Errors name the file, the key and its line."""
+    text = read_small_text(path, "the config file", ConfigError)
     try:
-        text = Path(path).read_bytes().decode("utf-8-sig")
         table = tomllib.loads(text)
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read the config file "
-                          f"({error.strerror or error})") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: the config file is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not a valid TOML file: {error}") from None
     by_key = {option.key: option for option in (CONTACTS, *OPTIONS)}
@@ -840,76 +1220,19 @@ def parse_config(argv=None, environ=None):
 
 
 ###############################################################################
-# URL templates and links #####################################################
 ###############################################################################
-# The CRM link a pop-up sends: filling --url-template, and which links may be sent at all.
-
-#: Request fields that URL templates may use; values come from the request as sent.
-REQUEST_PLACEHOLDERS = ("phone", "e164", "ivrid", "did", "extenUser", "status")
-
-#: Template placeholders filled from the matched contact.
-CONTACT_PLACEHOLDERS = ("name", "company")
-_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
-
-
-def template_columns(template):
-    """Placeholders of a template that are not request or contact fields: file columns."""
-    known = {name.lower() for name in REQUEST_PLACEHOLDERS + CONTACT_PLACEHOLDERS}
-    return tuple(name for name in _PLACEHOLDER.findall(template or "")
-                 if name.lower() not in known)
-
-
-def _check_template(template, option):
-    # What the template fills in is URL-encoded, so its start decides the link's scheme.
-    if template and not is_web_link(template):
-        raise ConfigError(f"--{option.replace('_', '-')}: {template!r} must start with "
-                          "http:// or https://")
-
-
-def is_web_link(text):
-    """Whether text is an http: or https: link (spaces before it allowed): the only
-    links the pop-up sends, as Voicenter opens URL in the agent's browser, where a
-    javascript: or data: link would run. The scheme is all that decides it."""
-    return text.lstrip()[:6].lower().startswith(("http:", "https:"))
-
-
-def _web_links(cells, first_row, refused):
-    """A block of the URL column with every cell that is not a web link emptied;
-    (row, cell) of each goes to `refused`. Done as the file loads, so lookups add
-    nothing; numpy compares the first 6 characters (a few times quicker than a Python
-    loop), and only cells that differ are looked at one by one."""
-    head = cells.astype("U6")
-    differ = np.flatnonzero((head != "https:") & (head != "") &
-                            (head.astype("U5") != "http:"))
-    bad = [position for position in differ.tolist()
-           if not is_web_link(cells[position]) and cells[position].strip()]
-    if not bad:
-        return cells
-    cells = cells.copy()
-    for position in bad:
-        refused.append((first_row + position, cells[position]))
-        cells[position] = ""
-    return cells
-
-
-def _refused_links_warning(refused):
-    examples = ", ".join(f"row {row} {_clip(cell)!r}" for row, cell in refused[:3])
-    more = f" and {len(refused) - 3} more" if len(refused) > 3 else ""
-    return (f"{len(refused)} contact URLs are not http: or https: links and are not "
-            f"sent (URL is empty for them): {examples}{more}")
-
-
-def fill_template(template, values):
-    """Replace {placeholder}s (case-insensitively) with URL-encoded values."""
-    lowered = {name.lower(): value for name, value in values.items()}
-    return _PLACEHOLDER.sub(
-        lambda m: quote(str(lowered.get(m.group(1).lower(), "")), safe=""), template)
+# III. Contacts ###############################################################
+###############################################################################
+###############################################################################
+# The contacts: each file kind read as a table, its columns chosen, its numbers keyed,
+# the index built, and the sources served and reloaded.
 
 
 ###############################################################################
-# Reading a contacts file #####################################################
+# File kinds ##################################################################
 ###############################################################################
-# read_table(): any supported file as a Table of text cells, its kind told by its content.
+# A file is known by its content, whatever its name, and read within the same limits
+# whatever its kind.
 
 XLSX_SUFFIXES = (".xlsx", ".xlsm")
 TEXT_DELIMITERS = (",", ";", "\t", "|")
@@ -968,39 +1291,9 @@ class _ReadAgain(Exception):
         super().__init__(changes)
         self.changes = changes
 
-
-def read_table(path, *, encoding=None, delimiter=None, sheet=None, usecols=None,
-               engine="c", names=(), head=None):
-    """Open a contacts file for reading with every cell as text (`usecols`: headers to
-    keep; `names`: every header of a text file, to name the columns of cells skipped;
-    `head`: its _read_head(), when read already). Its blocks raise _ReadAgain when an
-    encoding guess turns out wrong."""
-    path = Path(path)
-    if head is None:
-        head = _read_head(path)
-    kind = _file_kind(path, head)
-    if kind == "xlsx":
-        return _read_xlsx(path, sheet, usecols)
-    if kind in WORKBOOK_ENGINES:
-        return _read_workbook(path, kind, sheet, usecols)
-    if kind == "vcard":
-        return _read_vcard(path, encoding)
-    warnings, provisional = [], False
-    if encoding is None:
-        encoding, warnings, provisional = _detect_encoding(path, head)
-    elif codecs.lookup(encoding).name == LEGACY_ENCODING:
-        encoding, warnings = "windows-1255", _legacy_encoding(path)[1]
-    text_head = head.decode(encoding, errors="ignore")
-    if delimiter is None:
-        delimiter = _sniff_delimiter(text_head, path.suffix.lower())
-    skipped, oversized = [], []
-    blocks = _csv_blocks(path, delimiter, encoding, usecols, engine, provisional, skipped,
-                         oversized, names)
-    return Table([], blocks, encoding, delimiter, warnings, skipped, oversized=oversized)
-
-
 # A file is known by its content, whatever its name: a phone's export may arrive as
 # "contacts.txt", a workbook renamed by a mail program.
+
 
 #: pandas' own readers for the workbook kinds openpyxl does not read.
 WORKBOOK_ENGINES = {"ods": "calamine", "xls": "calamine"}
@@ -1136,14 +1429,8 @@ def _clean_header(name):
     return text.replace("\ufeff", "").strip()
 
 
-def _clip(text, width=60):
-    text = text.replace("\r", " ").replace("\n", " ")
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _first_line(error):
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
+def _blank(size):
+    return np.full(size, "", dtype=object)
 
 
 ###############################################################################
@@ -1151,6 +1438,7 @@ def _first_line(error):
 ###############################################################################
 # A CSV's header row, encoding and delimiter, its blocks read by pandas, and the scanner
 # that skips huge cells unread.
+
 
 def _read_headers(path, head, encoding, delimiter):
     """The header row of a text file, from its head (its first _SNIFF_BYTES)."""
@@ -1589,6 +1877,7 @@ def _count_outside_quotes(line, delimiter):
 ###############################################################################
 # openpyxl for .xlsx, pandas' calamine for .ods and .xls; the same limits as a CSV's.
 
+
 def _read_xlsx(path, sheet, usecols):
     import openpyxl  # imported here: only users of .xlsx files pay for it
     _check_unpacked_size(path)
@@ -1768,6 +2057,7 @@ def _ole2_other(path):
 # card, and kept Google's "https\://" (figures: README, "vCard (.vcf)").
 # One pass, line by line: only the properties a pop-up uses are kept, and a photo's
 # hundreds of lines are dropped as they are read.
+
 
 #: The label `encoding` carries for a vCard (its delimiter is None, as a workbook's).
 _VCARD_TAG = " (vCard)"
@@ -2058,9 +2348,47 @@ def _vcard_unescape(text):
 
 
 ###############################################################################
+# Reading a contacts file #####################################################
+###############################################################################
+# read_table(): any supported file as a Table of text cells, by its kind.
+
+
+def read_table(path, *, encoding=None, delimiter=None, sheet=None, usecols=None,
+               engine="c", names=(), head=None):
+    """Open a contacts file for reading with every cell as text (`usecols`: headers to
+    keep; `names`: every header of a text file, to name the columns of cells skipped;
+    `head`: its _read_head(), when read already). Its blocks raise _ReadAgain when an
+    encoding guess turns out wrong."""
+    path = Path(path)
+    if head is None:
+        head = _read_head(path)
+    kind = _file_kind(path, head)
+    if kind == "xlsx":
+        return _read_xlsx(path, sheet, usecols)
+    if kind in WORKBOOK_ENGINES:
+        return _read_workbook(path, kind, sheet, usecols)
+    if kind == "vcard":
+        return _read_vcard(path, encoding)
+    warnings, provisional = [], False
+    if encoding is None:
+        encoding, warnings, provisional = _detect_encoding(path, head)
+    elif codecs.lookup(encoding).name == LEGACY_ENCODING:
+        encoding, warnings = "windows-1255", _legacy_encoding(path)[1]
+    text_head = head.decode(encoding, errors="ignore")
+    if delimiter is None:
+        delimiter = _sniff_delimiter(text_head, path.suffix.lower())
+    skipped, oversized = [], []
+    blocks = _csv_blocks(path, delimiter, encoding, usecols, engine, provisional, skipped,
+                         oversized, names)
+    return Table([], blocks, encoding, delimiter, warnings, skipped, oversized=oversized)
+
+
+###############################################################################
 # Choosing columns ############################################################
 ###############################################################################
-# Which headers are the name, company, phones and URL: by their words, or as options say.
+# Which headers are the name, company, phones and URL: by their words, or as options
+# say.
+
 
 @dataclasses.dataclass(frozen=True)
 class ColumnChoice:
@@ -2072,7 +2400,6 @@ class ColumnChoice:
     url: str | None = None
     join_names: bool = False  # --name-column A+B: always join, never "A, else B"
     labels: tuple = ()  # (phone header, its label header): Phone 1 - Value, Phone 1 - Label
-
 
 # Headers are compared as lower-case words, so "Mobile Phone", "mobile_phone" and
 # "MOBILE-PHONE" read alike, and a word never matches inside another ("Telex").
@@ -2248,12 +2575,12 @@ def _list_headers(headers, limit=12):
 ###############################################################################
 # Phone numbers ###############################################################
 ###############################################################################
-# One integer key per number (its E.164 digits): phonenumbers, or fast paths agreeing with it.
+# One integer key per number (its E.164 digits): phonenumbers, or fast paths agreeing
+# with it.
 
 WITHHELD_CALLER_IDS = frozenset(
     {"anonymous", "restricted", "private", "unknown", "unavailable", "withheld",
      "blocked", "no caller id", "חסום", "חסוי", "פרטי", "לא ידוע"})
-
 
 # One canonical key per number: its E.164 digits as an int (+972 72-277-6772 is
 # 972722776772). The reference is phonenumbers.parse() with the default region; it
@@ -2572,8 +2899,6 @@ def _is_withheld(text):
 def _e164(key):
     return None if key is None else f"+{key}"
 
-
-# The vectorised fast path ----------------------------------------------------
 # The same rules as _fast_key(), applied to a whole column at once: the cells are
 # joined into one byte string and digits are summed per cell with numpy. A cell with
 # anything but digits, formatting and a leading "+" is left to cell_keys().
@@ -2696,9 +3021,76 @@ def _keys_from_value(value, ndig, d0, d1, plus, bad, rules):
 
 
 ###############################################################################
+# Memory while loading ########################################################
+###############################################################################
+# How this process uses memory and the garbage collector, for loads and for requests.
+
+# Figures and the commands that measure them: bench/README.md, "Process tuning".
+
+
+def tune_for_loading():
+    """Once, at start-up: glibc keeps the memory a load frees and reuses it for the next
+    block, instead of returning it to the OS and faulting it in again (far fewer page
+    faults, a faster load); _return_freed_memory() hands it back after each load."""
+    if sys.platform.startswith("linux"):
+        try:
+            mallopt = ctypes.CDLL(None).mallopt
+        except (OSError, AttributeError):  # not glibc
+            return
+        m_trim_threshold, m_mmap_threshold = -1, -3   # glibc's <malloc.h>
+        mallopt(m_mmap_threshold, 256 * 1024 * 1024)
+        mallopt(m_trim_threshold, 1024 * 1024 * 1024)
+
+
+@contextlib.contextmanager
+def _bulk_load():
+    """Around loading a file: no cyclic garbage collection meanwhile (a load makes no
+    cycles, and a collection over its blocks is a good part of the load), no
+    transparent huge pages for numpy's arrays, and the memory it freed handed back to
+    the OS afterwards."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    # Faulting in 2 MiB pages made building the number tables about twice as slow, and
+    # lookups gained nothing measurable from them. NUMPY_MADVISE_HUGEPAGE=0 would be the
+    # documented switch, but numpy reads it only when first imported and it would hold
+    # for the whole process: this private call (skipped where it is missing) covers loads.
+    set_huge_pages = getattr(getattr(getattr(np, "_core", None), "multiarray", None),
+                             "_set_madvise_hugepage", None)
+    huge_pages_were = set_huge_pages(False) if set_huge_pages else None
+    try:
+        yield
+    finally:
+        if set_huge_pages:
+            set_huge_pages(huge_pages_were)
+        if was_enabled:
+            gc.enable()
+        _return_freed_memory()
+
+
+def _return_freed_memory():
+    """Hand memory freed by a load back to the OS: glibc would keep it in its heap (a
+    third of the RSS after a big load). Other C libraries return it by themselves, or
+    keep it: nothing to do there."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None).malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+            pass
+
+
+def tune_for_serving():
+    """Once start-up is over: what it made (modules, phonenumbers' metadata) lives as
+    long as the process, so it is frozen out of the collector's full passes, which
+    otherwise walk it every few thousand requests (a latency spike each time)."""
+    gc.freeze()
+
+
+###############################################################################
 # The index ###################################################################
 ###############################################################################
-# ContactIndex: one file's numbers and texts, built whole by load_index() and never changed.
+# ContactIndex: one source's numbers and texts, built whole by load_index() and never
+# changed; several merged into one.
+
 
 class Contact(typing.NamedTuple):
     """A found contact, whole (lookup()); requests read only what they answer."""
@@ -3112,10 +3504,6 @@ def _block_pairs(block, size, offset, choice, rules, unusable, first_row=2):
     return keys, positions, has_number
 
 
-def _blank(size):
-    return np.full(size, "", dtype=object)
-
-
 def require_contacts(index, hint=""):
     """Raise ContactsFileError when no contact of `index` can be found: a file that
     loads but cannot serve anyone (the server refuses it, --check says so)."""
@@ -3238,1524 +3626,14 @@ def _relaid_rows(index, wanted):
 
 
 ###############################################################################
-# Answering a pop-up ##########################################################
-###############################################################################
-# The answer to one /popup request: the caller's contact, or the no-match link.
-
-_json_string = json.encoder.encode_basestring  # C; keeps Hebrew as is, escapes '"\\'
-
-
-class PopupAnswer(typing.NamedTuple):
-    """What /popup answers (STATUS is always "OK") and the caller's key."""
-
-    total: int
-    name: str
-    company: str
-    url: str
-    key: int | None
-
-    @property
-    def e164(self):
-        return _e164(self.key)
-
-    def as_dict(self):
-        """The five fields Voicenter reads, in the order they are sent."""
-        return {"STATUS": "OK", "TOTAL": self.total, "CLIENTNAME": self.name,
-                "COMPANY": self.company, "URL": self.url}
-
-    def json_bytes(self):
-        """json.dumps(as_dict()), assembled directly: the fields and their order are
-        fixed, and this costs a quarter of json.dumps on the busiest path."""
-        return (f'{{"STATUS": "OK", "TOTAL": {self.total:d}, '
-                f'"CLIENTNAME": {_json_string(self.name)}, '
-                f'"COMPANY": {_json_string(self.company)}, '
-                f'"URL": {_json_string(self.url)}}}').encode("utf-8", "replace")
-
-
-def answer_for(index, caller_id, fields, config):
-    """The PopupAnswer to a caller id; the request's fields fill URL templates."""
-    position, total, key = index.find(caller_id)
-    if not total:
-        url = fill_template(config.no_match_url, _request_values(key, fields)) \
-            if config.no_match_url else ""
-        return PopupAnswer(0, "", "", url, key)
-    name, company, url, kept = index.texts_of(position)
-    if not url and config.url_template:
-        url = fill_template(config.url_template, {
-            **dict(zip(index.template_headers, kept)), **_request_values(key, fields),
-            "name": name, "company": company})
-    return PopupAnswer(total, name, company, url, key)
-
-
-def _request_values(key, fields):
-    """The request's placeholders for URL templates."""
-    return {"phone": fields.get("phone", ""), "e164": _e164(key) or "",
-            "ivrid": fields.get("ivrid", ""), "did": fields.get("did", ""),
-            "extenUser": fields.get("extenUser", ""), "status": _phase(fields)}
-
-
-def _phase(fields):
-    return fields.get("status") or fields.get("statusCall") or ""
-
-
-#: The call phases as Voicenter names them (`Talking` is the answer; older material
-#: and integrators say "Answer" or "Answered"), read case-insensitively.
-_PHASE_NAMES = {"ringing": "ringing", "talking": "talking", "answer": "talking",
-                "answered": "talking", "hangup": "hangup"}
-
-
-def read_phase(text):
-    """The phase a pop-up's status (statusCall) names: "ringing", "talking" (the call
-    was answered) or "hangup"; None for anything else."""
-    return _PHASE_NAMES.get(str(text).strip().lower())
-
-
-###############################################################################
-# Call history ################################################################
-###############################################################################
-# Every pop-up request and CDR kept in SQLite off the request path; the day's calls,
-# missed callers and a number's calls read from it with SQL.
-
-# Every pop-up request is one phase of one call. The recorder queues it and a single
-# writer thread stores it in SQLite (WAL), so the answer never waits for the disk.
-# Triggers keep one row a call in `calls` as its phases and its CDR arrive, so a page
-# groups and counts calls, not phases, reads one table and only the page it shows.
-# Voicenter's CDRs (POST /cdr) are stored at once, each committed before it is
-# acknowledged, in `cdrs`; a call's CDR and its pop-up phases share an id
-# (ivruniqueid = ivrid) and are one row of `calls`. Marks and notes people make on calls are in `call_notes`.
-
-# A batch goes to SQLite as one JSON array, one statement: executemany() re-takes the
-# GIL for every row, and under load each of those waits behind the pop-ups.
-_INSERT_JSON_BATCH = ("INSERT OR IGNORE INTO events SELECT " + ", ".join(
-    f"json_extract(value, '$[{column}]')" for column in range(14)) + " FROM json_each(?)")
-
-
-_INSERT_ROW = "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-_WRITE_BATCH = 1_000  # events a statement: an event can be ~128 KiB (body and query)
-RECORD_BACKLOG = 20_000  # events waiting for the disk (~1 KiB each); more are dropped
-#: Seconds a CDR waits for its turn, then for a locked database, before it is answered
-#: with a non-zero Err (Voicenter sends it again): a request thread is never held longer.
-CDR_WAIT = 1.0
-#: Seconds any write outside the recorder (a CDR, a mark, a note) waits for a database
-#: another program holds; then it fails, and the office is told so in words.
-DB_WAIT = 1.0
-_RETRY_AT_MOST = 2.0  # seconds between tries of a failing database, at most
-_STOP_TRIES_FOR = 5.0  # seconds a stop keeps trying to write what waits
-
-#: The rows of `calls` for the ivrids `{where}` picks: each call's pop-up phases
-#: (events, one a phase and station) summed up and joined with its CDR, or its CDR alone
-#: (a call abandoned in a queue, an outgoing call). A CDR of no client's call (an agent's
-#: own leg, a transfer: `role`) makes no call. Requests without an ivrid were once
-#: recorded as "no-ivrid-..." (test lookups): they are no call. A ring group rings several
-#: stations under one ivrid: the call is answered when any station answered (Talking,
-#: isAnswered, an "answered elsewhere" hang-up of another station, or the CDR), by the
-#: Talking station, and ends with that station's hang-up; an "answered elsewhere" hang-up
-#: ends nothing. `duration` is the talk time, of answered calls only: the CDR's
-#: actualCallDuration (Voicenter's record of the call comes first), else from the
-#: Talking phase to the answerer's hang-up, else the CDR's duration.
-#: `state` is the outcome as far as it does not depend on the clock: "pending" (no
-#: answer, no hang-up, no CDR) reads as "in progress" or, after --ring-timeout, "no
-#: answer recorded" (_OUTCOME).
-_CALL_OF_IVRIDS = """
-SELECT ivrid, started, caller, e164, did, direction, name, company, url, answered_at,
-       CASE WHEN answered OR direction != 'incoming' THEN agent ELSE '' END,
-       ended_at, answered, status,
-       CASE WHEN answered THEN coalesce(
-           talk, max(0, CAST(round(ended_at - answered_at) AS INTEGER)), duration) END,
-       record, has_cdr,
-       CASE WHEN direction IN ('outgoing', 'internal') THEN direction
-            WHEN answered THEN 'answered'
-            WHEN has_cdr OR ended_at IS NOT NULL THEN 'missed'
-            ELSE 'pending' END,
-       target, summary
-FROM (SELECT *, CASE WHEN answered_at IS NOT NULL THEN (SELECT MIN(h.received_at)
-                  FROM events h WHERE h.ivrid = c.ivrid AND h.phase = 'hangup'
-                  AND h.exten_user = c.station) ELSE first_end END AS ended_at
-FROM (SELECT k.ivrid, coalesce(e.started, d.started) AS started,
-       coalesce(e.caller, d.caller) AS caller,
-       CASE WHEN e.e164 != '' THEN e.e164 ELSE coalesce(d.e164, '') END AS e164,
-       CASE WHEN e.did != '' THEN e.did ELSE coalesce(d.did, '') END AS did,
-       coalesce(nullif(d.direction, ''), CASE WHEN lower(e.direction) LIKE 'out%'
-                THEN 'outgoing' ELSE 'incoming' END) AS direction,
-       coalesce(e.name, '') AS name, coalesce(e.company, '') AS company,
-       coalesce(e.url, '') AS url, e.answered_at,
-       CASE WHEN e.agent != '' THEN e.agent ELSE coalesce(d.agent, '') END AS agent,
-       coalesce(e.agent, '') AS station, e.first_end,
-       (e.answered_at IS NOT NULL OR coalesce(e.said_answered, 0)
-        OR coalesce(d.answered, 0)) AS answered,
-       coalesce(d.status, '') AS status, d.duration, d.talk,
-       coalesce(d.record, '') AS record, d.ivrid IS NOT NULL AS has_cdr,
-       coalesce(d.target, '') AS target, coalesce(d.summary, '') AS summary
-  FROM (SELECT ivrid FROM events WHERE {where} AND substr(ivrid, 1, 9) != 'no-ivrid-'
-        UNION SELECT ivrid FROM cdrs WHERE {where} AND role = '') k
-  LEFT JOIN (SELECT ivrid, MIN(received_at) AS started, MAX(caller) AS caller,
-               MAX(e164) AS e164, MAX(did) AS did, MAX(direction) AS direction,
-               MAX(name) AS name, MAX(company) AS company, MAX(url) AS url,
-               MIN(CASE WHEN phase = 'talking' THEN received_at END) AS answered_at,
-               coalesce(MAX(CASE WHEN phase = 'talking' THEN exten_user END),
-                        MAX(CASE WHEN phase = 'hangup' AND answered THEN exten_user END),
-                        '') AS agent,
-               MIN(CASE WHEN phase = 'hangup' AND lower(cause) NOT LIKE '%elsewhere%'
-                   THEN received_at END) AS first_end,
-               MAX(answered OR (phase = 'hangup' AND lower(cause) LIKE '%elsewhere%'))
-                 AS said_answered
-             FROM events WHERE {where} GROUP BY ivrid) e ON e.ivrid = k.ivrid
-  LEFT JOIN cdrs d ON d.ivrid = k.ivrid AND d.role = '') c)"""
-
-
-def _recount_call(ivrid):
-    return (f"DELETE FROM calls WHERE ivrid = {ivrid}; INSERT INTO calls "
-            + _CALL_OF_IVRIDS.format(where=f"ivrid = {ivrid}") + ";")
-
-
-#: The tables; CALLS_TRIGGERS keep `calls` (apart, so that an upgrade fills its tables
-#: before the triggers exist).
-CALLS_TABLES = """
-CREATE TABLE IF NOT EXISTS events (
-    ivrid       TEXT NOT NULL,
-    phase       TEXT NOT NULL,      -- ringing, talking, hangup (read_phase), else as sent
-    received_at REAL NOT NULL,      -- Unix seconds
-    caller      TEXT NOT NULL,      -- the caller id as received
-    e164        TEXT NOT NULL,
-    did         TEXT NOT NULL,
-    exten_user  TEXT NOT NULL,      -- the station (extension) the phase is of
-    direction   TEXT NOT NULL,
-    answered    INTEGER NOT NULL,   -- the client said the call was answered
-    name        TEXT NOT NULL,
-    company     TEXT NOT NULL,
-    total       INTEGER NOT NULL,
-    url         TEXT NOT NULL,
-    cause       TEXT NOT NULL,      -- a hang-up's cause as sent ("Answered elsewhere")
-    PRIMARY KEY (ivrid, phase, exten_user)  -- a repeated delivery counts once; each
-) WITHOUT ROWID;                            -- station of a ring group has its own
-CREATE INDEX IF NOT EXISTS events_by_time ON events (received_at);
-CREATE TABLE IF NOT EXISTS cdrs (   -- Voicenter's call detail records, one a call
-    ivrid       TEXT NOT NULL,      -- its ivruniqueid (and #role for a role's record)
-    received_at REAL NOT NULL,
-    started     REAL NOT NULL,      -- its time as a true Unix time (cdr_start), else when it came
-    direction   TEXT NOT NULL,      -- incoming, outgoing, internal, or ''
-    caller      TEXT NOT NULL,
-    target      TEXT NOT NULL,
-    did         TEXT NOT NULL,
-    e164        TEXT NOT NULL,      -- the client's number: the caller's, or the target's
-    status      TEXT NOT NULL,      -- as sent: ANSWER, NOANSWER, ABANDONE, ...
-    answered    INTEGER NOT NULL,
-    duration    INTEGER,
-    agent       TEXT NOT NULL,      -- who answered: extenUser, else the representative
-    record      TEXT NOT NULL,      -- the recording's URL, as sent
-    raw         TEXT NOT NULL,      -- every field as received, JSON
-    role        TEXT NOT NULL DEFAULT '',  -- '', or no client's call: 'agent leg', 'transfer'
-    talk        INTEGER,            -- actualCallDuration (talk time, s)
-    summary     TEXT NOT NULL DEFAULT '',  -- aiData.insights.summary, Voicenter's AI
-    PRIMARY KEY (started, ivrid)
-) WITHOUT ROWID;
-CREATE UNIQUE INDEX IF NOT EXISTS cdrs_by_ivrid ON cdrs (ivrid);  -- one CDR a call
-CREATE INDEX IF NOT EXISTS cdrs_by_number ON cdrs (e164, started);
-CREATE TABLE IF NOT EXISTS calls (  -- one row a call, kept by triggers: a page reads
-    ivrid TEXT NOT NULL,            -- calls, not phases, and never joins
-    started REAL NOT NULL, caller TEXT NOT NULL, e164 TEXT NOT NULL, did TEXT NOT NULL,
-    direction TEXT NOT NULL, name TEXT NOT NULL, company TEXT NOT NULL, url TEXT NOT NULL,
-    answered_at REAL, agent TEXT NOT NULL, ended_at REAL, answered INTEGER NOT NULL,
-    status TEXT NOT NULL, duration INTEGER, record TEXT NOT NULL, has_cdr INTEGER NOT NULL,
-    state TEXT NOT NULL,            -- missed, answered, outgoing, internal, pending
-    target TEXT NOT NULL,           -- the CDR's target: whom an outgoing call went to
-    summary TEXT NOT NULL,          -- Voicenter's AI summary of the call
-    PRIMARY KEY (started, ivrid)    -- kept in time order: a day is read in one sweep
-) WITHOUT ROWID;
-CREATE UNIQUE INDEX IF NOT EXISTS calls_by_ivrid ON calls (ivrid);
-CREATE INDEX IF NOT EXISTS calls_by_number ON calls (e164, started, state);
-CREATE TABLE IF NOT EXISTS call_notes (  -- what people noted on a call
-    ivrid TEXT PRIMARY KEY, e164 TEXT NOT NULL, mark TEXT NOT NULL, note TEXT NOT NULL,
-    marked_at REAL NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS call_notes_by_number ON call_notes (e164, marked_at);
-CREATE TABLE IF NOT EXISTS call_log (  -- how far Voicenter's Call Log has been pulled
-    name TEXT PRIMARY KEY,          -- pulled_to: every record dated before it is had
-    value REAL NOT NULL             -- (Unix seconds); pulled_at: the last good pull
-) WITHOUT ROWID;
-"""
-
-_CALL_TRIGGERS = ("call_of_new_event", "call_of_changed_event", "call_of_deleted_event",
-                  "call_of_new_cdr", "call_of_changed_cdr", "call_of_deleted_cdr")
-CALLS_TRIGGERS = f"""
-CREATE TRIGGER IF NOT EXISTS call_of_new_event AFTER INSERT ON events BEGIN
-    {_recount_call("NEW.ivrid")} END;
-CREATE TRIGGER IF NOT EXISTS call_of_changed_event AFTER UPDATE ON events BEGIN
-    {_recount_call("OLD.ivrid")} {_recount_call("NEW.ivrid")} END;
-CREATE TRIGGER IF NOT EXISTS call_of_deleted_event AFTER DELETE ON events BEGIN
-    {_recount_call("OLD.ivrid")} END;
-CREATE TRIGGER IF NOT EXISTS call_of_new_cdr AFTER INSERT ON cdrs BEGIN
-    {_recount_call("NEW.ivrid")} END;
-CREATE TRIGGER IF NOT EXISTS call_of_changed_cdr AFTER UPDATE ON cdrs BEGIN
-    {_recount_call("OLD.ivrid")} {_recount_call("NEW.ivrid")} END;
-CREATE TRIGGER IF NOT EXISTS call_of_deleted_cdr AFTER DELETE ON cdrs BEGIN
-    {_recount_call("OLD.ivrid")} END;
-"""
-CALLS_SCHEMA = CALLS_TABLES + CALLS_TRIGGERS
-
-#: PRAGMA user_version of a database with the schema above. 0 is the events-only
-#: schema of earlier versions, 2 the one whose `calls` had no CDR columns, 3 the one
-#: with one event a phase (not a station) that knew no Talking phase: opening any of
-#: them re-reads its events and CDRs under today's rules (_upgrade_calls).
-CALLS_DB_VERSION = 4
-
-#: Marks a person can set on a call; either one resolves a missed caller.
-CALL_MARKS = ("handled", "called back")
-MAX_NOTE = 2000  # characters of a note
-
-#: How a call ended, in the order a day's calls are listed. "no answer recorded": no
-#: hang-up came within --ring-timeout (Voicenter never sent it); counted as missed.
-OUTCOMES = ("missed", "no answer recorded", "in progress", "answered", "outgoing",
-            "internal")
-MISSED_OUTCOMES = ("missed", "no answer recorded")
-
-
-@dataclasses.dataclass(frozen=True)
-class Call:
-    """One call: its pop-up phases and its CDR as one."""
-
-    ivrid: str
-    started: dt.datetime
-    caller: str
-    e164: str
-    name: str
-    company: str
-    url: str
-    did: str
-    answered_at: dt.datetime | None
-    answered_by: str      # the agent's name (--agents), else the id as sent
-    ended_at: dt.datetime | None
-    outcome: str          # one of OUTCOMES
-    tries: int = 1        # calls from the same number that day
-    direction: str = "incoming"   # incoming, outgoing or internal
-    status: str = ""      # the CDR's status as sent (ABANDONE, ...); "" without a CDR
-    record: str = ""      # the recording's URL as sent (see `recording`)
-    cdr_duration: int | None = None  # the talk time (s), None unless answered
-    did_name: str = ""    # the dialled line's name (--lines)
-    agent_id: str = ""    # extenUser or the CDR's representative, as sent
-    mark: str = ""        # one of CALL_MARKS, or ""
-    note: str = ""
-    target: str = ""      # the CDR's target as sent: whom an outgoing call went to
-    summary: str = ""     # Voicenter's AI summary of the call (aiData), as text
-
-    @property
-    def duration(self):
-        """The talk time in seconds (see _CALL_OF_IVRIDS); None for a call nobody
-        answered, whatever it rang for."""
-        return self.cdr_duration
-
-    @property
-    def recording(self):
-        """The recording's link when it is an http(s) one (safe to show), else ""."""
-        return self.record.strip() if is_web_link(self.record) else ""
-
-
-@dataclasses.dataclass(frozen=True)
-class MissedCaller:
-    """Someone whose calls on a day went unanswered: one row a number (a withheld
-    caller's call is its own row), and whether the office has dealt with it."""
-
-    caller: str           # the number as received on the last missed call
-    e164: str             # "" when withheld
-    name: str
-    company: str
-    tries: int            # missed calls that day
-    first: dt.datetime
-    last: dt.datetime
-    last_ivrid: str       # the last missed call (to mark it)
-    did: str
-    did_name: str
-    resolved: str         # "", or how: "answered", "called back", "marked"
-    resolved_at: dt.datetime | None
-
-
-@dataclasses.dataclass(frozen=True)
-class DaySummary:
-    """A day's calls counted in SQL: calls by outcome, missed callers open and done,
-    and the lines (did) called that day, for a filter."""
-
-    outcomes: dict
-    open_callers: int
-    resolved_callers: int
-    dids: tuple
-
-    @property
-    def total(self):
-        return sum(self.outcomes.values())
-
-    @property
-    def missed(self):
-        """Missed calls, with those no hang-up was recorded for."""
-        return sum(self.outcomes.get(outcome, 0) for outcome in MISSED_OUTCOMES)
-
-
-class CallNames:
-    """People and lines instead of ids: agents by extension (extenUser, the CDR's
-    representative) and the office's numbers (did) by name, from --agents, --lines;
-    `extensions` (a VoicenterExtensions) names the agents --agents does not."""
-
-    def __init__(self, agents=(), lines=(), region=DEFAULTS["region"], extensions=None):
-        self.agents = {key: name for key, name in agents}
-        self.region = region
-        self.lines = {self._line_key(number): name for number, name in lines}
-        self.extensions = extensions
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(config.agents or (), config.lines or (), config.region)
-
-    def _line_key(self, number):
-        return normalize_number(number, self.region) or number.strip()
-
-    def agent(self, agent_id):
-        """The agent's name (--agents, else Voicenter's extension list), else the id
-        as sent."""
-        if not agent_id:
-            return ""
-        key = agent_id.strip()
-        return (self.agents.get(key) or (self.extensions is not None
-                                         and self.extensions.names.get(key))
-                or agent_id)
-
-    def line(self, did):
-        """The line's name, or "" when it has none."""
-        return self.lines.get(self._line_key(did), "") if did else ""
-
-
-NO_NAMES = CallNames()
-
-
-def read_names_file(path, what):
-    """(key, name) pairs of a small CSV of two columns (an --agents or --lines file),
-    an optional header row first. A problem is one line naming the file."""
-    try:
-        if Path(path).stat().st_size > 1024 * 1024:
-            raise ValueError(f"{path}: over 1 MiB; a {what} file is two short columns")
-        text = Path(path).read_bytes().decode("utf-8-sig")
-    except OSError as error:
-        raise ValueError(f"{path}: cannot read the {what} file "
-                         f"({error.strerror or error})") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: the {what} file is not UTF-8 text") from None
-    pairs = []
-    for number, row in enumerate(csv.reader(io.StringIO(text)), 1):
-        cells = [cell.strip() for cell in row]
-        if not any(cells):
-            continue
-        if number == 1 and cells[0].lower() in ("extension", "number", "did", "line"):
-            continue
-        if len(cells) < 2 or not cells[0] or not cells[1]:
-            raise ValueError(f"{path}, line {number}: write {what} as two columns, "
-                             f"e.g. {'101,Dana Levi' if what == 'agents' else '0722776773,Sales line'}")
-        pairs.append((cells[0], cells[1]))
-    return tuple(pairs)
-
-
-def _local_time(seconds, zone):
-    """Unix seconds as an aware datetime in `zone` (None: this machine's)."""
-    if zone is None:
-        return dt.datetime.fromtimestamp(seconds).astimezone()
-    return dt.datetime.fromtimestamp(seconds, zone)
-
-
-def today_in(zone):
-    """Today's date in `zone` (None: this machine's)."""
-    return dt.datetime.now(zone).date()
-
-
-def _day_bounds(day, zone):
-    """[start, end) of `day` in `zone` as Unix seconds; a day of a clock change is
-    23 or 25 hours long."""
-    def midnight(date):
-        if zone is None:
-            return dt.datetime.combine(date, dt.time()).astimezone().timestamp()
-        return dt.datetime.combine(date, dt.time(), tzinfo=zone).timestamp()
-    return midnight(day), midnight(day + dt.timedelta(days=1))
-
-
-def _take(waiting, limit=None):
-    """Up to `limit` items (all without one) from the left of a deque that other
-    threads append to: popleft is atomic, so no lock is needed on either side."""
-    items = []
-    try:
-        while limit is None or len(items) < limit:
-            items.append(waiting.popleft())
-    except IndexError:
-        pass
-    return items
-
-
-class CallRecorder:
-    """Records pop-up requests off the request path: record() only appends to a deque,
-    with no lock and no wake-up; one writer thread owns the database and writes what
-    waits every `interval` seconds, up to _WRITE_BATCH events a statement (a
-    queue.Queue's locks cost the requests under load: bench/README.md, "Call history").
-
-    Nothing it could keep is lost: a database that is locked, full, read-only or
-    cannot be opened is tried again with back-off while the events wait in memory (up
-    to RECORD_BACKLOG; newer ones are dropped and counted); a database file deleted
-    or replaced while running is noticed by its identity (device, inode) and a new
-    one opened, and a batch written to the old file meanwhile is written again
-    (INSERT OR IGNORE makes that harmless). A failure is logged when it starts or
-    changes, and its end too; `trouble` says it for /health. It never delays or
-    breaks a pop-up. close() writes what is waiting, trying for _STOP_TRIES_FOR."""
-
-    def __init__(self, path, keep_days, interval=0.05, region=DEFAULTS["region"]):
-        self.path = Path(path)
-        self.keep_days = keep_days
-        self.region = region  # the numbers of a database's CDRs read again (upgrade)
-        self._interval = interval
-        self._events = collections.deque()
-        self._dropped = 0  # events turned away with the backlog full (under _drop_lock)
-        self._dropped_told = 0  # of those, how many a summary line has counted
-        self._drop_lock = threading.Lock()
-        self._json = False  # whether this SQLite has JSON functions (known on connect)
-        self._connection = None
-        self._file = None   # (st_dev, st_ino) of the file the connection writes to
-        self._companions = {}  # the same of its -wal and -shm files
-        self.trouble = None  # why calls cannot be recorded now (no folder); None: they can
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._write_loop, name="calls-writer",
-                                        daemon=True)
-        self._ready = threading.Event()
-
-    def start(self):
-        self._thread.start()
-        self._ready.wait(timeout=10)
-        return self
-
-    def close(self):
-        if self._thread.is_alive():
-            self._stop.set()
-            self._thread.join(timeout=_STOP_TRIES_FOR + 5)
-        self._tell_dropped()
-        if self._events:  # the database failed until the end, or a request outlived it
-            log.error("%d call events were not recorded: %s", len(self._events),
-                      f"{self.path} could not be written ({self.trouble})" if self.trouble
-                      else "the server stopped first")
-
-    def record(self, fields, answer):
-        ivrid = fields.get("ivrid")
-        if not ivrid:  # a test lookup, not a call
-            return
-        if len(self._events) >= RECORD_BACKLOG:  # the disk is far behind; pop-ups first
-            self._drop()
-            return
-        phase = _phase(fields)
-        self._events.append((
-            ivrid, read_phase(phase) or phase.strip().lower() or "unknown", time.time(),
-            fields.get("phone", ""), answer.e164 or "", fields.get("did", ""),
-            fields.get("extenUser", ""), fields.get("direction", ""),
-            1 if str(fields.get("isAnswered", "")).lower() in ("1", "true") else 0,
-            answer.name, answer.company, answer.total, answer.url,
-            fields.get("cause", "")[:200]))
-
-    def _drop(self):
-        with self._drop_lock:  # only with the backlog full: a count no thread loses
-            self._dropped += 1
-            dropped = self._dropped
-        if dropped in (1, 10, 100) or dropped % 1000 == 0:
-            log.error("call recording is behind; %d events dropped so far", dropped)
-
-    def _tell_dropped(self):
-        with self._drop_lock:
-            dropped, self._dropped_told = self._dropped - self._dropped_told, self._dropped
-        if dropped:
-            log.error("%d call events were dropped: more than %d were waiting for %s",
-                      dropped, RECORD_BACKLOG, self.path)
-
-    def _write_loop(self):
-        retry_at = 0.0   # while the database fails: when to try again (monotonic)
-        backoff = 0.0
-        stop_by = None
-        last_prune = 0.0
-        try:
-            self._try_writing()  # opens the database
-            self._ready.set()
-            while True:
-                if stop_by is None:
-                    if self._stop.wait(self._interval):
-                        stop_by = time.monotonic() + _STOP_TRIES_FOR
-                else:  # stopping: what waits is tried until written or stop_by
-                    time.sleep(max(0.0, min(retry_at, stop_by) - time.monotonic()))
-                now = time.monotonic()
-                if now >= retry_at or (stop_by is not None and now >= stop_by):
-                    if self._try_writing():
-                        backoff = 0.0
-                        if time.time() - last_prune > 3600:
-                            last_prune = time.time()  # at the first turn, then hourly
-                            self._prune()
-                    else:
-                        backoff = min(max(backoff * 2, 0.1), _RETRY_AT_MOST)
-                        retry_at = now + backoff
-                if stop_by is not None and (not self._events or now >= stop_by):
-                    break
-        finally:
-            self._ready.set()
-            self._close_connection()
-
-    def _try_writing(self):
-        """Writes what waits; False when the database failed (what waits stays)."""
-        try:
-            self._write_waiting()
-        except Exception as error:  # locked, full, read-only, gone: the next try may do
-            opening = self._connection is None
-            self._close_connection()
-            self._report_trouble(error, opening)
-            return False
-        if self.trouble is not None:
-            self.trouble = None
-            log.info("recording calls in %s again; what waited is recorded", self.path)
-            self._tell_dropped()
-        return True
-
-    def _write_waiting(self):
-        if self._connection is None or not self._still_there():
-            self._open()
-        while self._events:
-            batch = _take(self._events, _WRITE_BATCH)
-            try:
-                self._write(batch)
-            except BaseException:
-                self._events.extendleft(reversed(batch))  # first again, in order
-                raise
-            if not self._still_there():  # the batch went to a file since removed
-                self._events.extendleft(reversed(batch))
-                self._open()
-
-    def _identity(self, suffix=""):
-        """(device, inode) of the database file (or its -wal, -shm); None: not there."""
-        try:
-            found = os.stat(f"{self.path}{suffix}")
-        except FileNotFoundError:
-            return None
-        return found.st_dev, found.st_ino
-
-    def _still_there(self):
-        """Whether the path still names the file the connection writes to."""
-        found = self._identity()
-        if found is not None and found == self._file:
-            return True
-        log.warning("calls database %s was %s while open; recording in a new one",
-                    self.path, "deleted" if found is None else "replaced")
-        return False
-
-    def _open(self):
-        self._close_connection()
-        if self._file is not None and self._identity() != self._file:
-            # Deleted or replaced: SQLite leaves the old file's -wal and -shm beside the
-            # path (it will not checkpoint a moved file), and the next file opened there
-            # would take them for its own (measured: the old calls showed up in a new,
-            # empty database). Those two files, and only those, go.
-            for suffix, identity in self._companions.items():
-                if identity is not None and self._identity(suffix) == identity:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(f"{self.path}{suffix}")
-        self._file = None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path, timeout=1.0, isolation_level=None,
-                                     check_same_thread=False)
-        try:
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=NORMAL")
-            _prepare_schema(connection, self.region)
-            # A read-only or locked file fails here: a statement that would write (BEGIN
-            # IMMEDIATE alone passes on a read-only WAL database whose -shm exists).
-            connection.execute("BEGIN IMMEDIATE")
-            connection.execute("DELETE FROM events WHERE 0")
-            connection.execute("ROLLBACK")
-            self._json = _has_json(connection)
-            self._file = self._identity()
-            self._companions = {suffix: self._identity(suffix) for suffix in ("-wal", "-shm")}
-        except BaseException:
-            connection.close()
-            raise
-        self._connection = connection
-
-    def _close_connection(self):
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            with contextlib.suppress(sqlite3.Error):
-                connection.close()
-
-    def _report_trouble(self, error, opening):
-        # /health is open to anyone: the file's name and SQLite's words (which name no
-        # folder), or an OSError's reason without its path.
-        reason = (error.strerror or str(error)) if isinstance(error, OSError) else str(error)
-        trouble = f"{self.path.name}: {reason}"
-        if trouble != self.trouble:  # logged when it starts or changes, not every try
-            if not isinstance(error, (sqlite3.Error, OSError)):
-                log.error("the calls writer failed", exc_info=error)
-            log.error("%s; %d call events wait in memory (at most %d) and are tried again",
-                      f"calls database {self.path} cannot be opened ({error})" if opening
-                      else f"could not record call events in {self.path} ({error})",
-                      len(self._events), RECORD_BACKLOG)
-        self.trouble = trouble
-
-    def _write(self, events):
-        """Writes events in one transaction. The database's own failures (locked, full,
-        read-only, gone) go up, for the caller to keep the events and try again; an
-        event the database cannot take (text SQLite refuses) costs only itself."""
-        try:
-            with self._connection:  # commits, or rolls back on an error
-                self._connection.execute("BEGIN")
-                self._insert(self._connection, events)
-        except Exception as error:
-            if _is_database_failure(error):
-                raise
-            if len(events) > 1:
-                for event in events:
-                    self._write([event])
-            else:
-                log.error("could not record a call event; it is dropped", exc_info=True)
-
-    def _insert(self, connection, events):
-        batch = json.dumps(events, ensure_ascii=False) if self._json else ""
-        if batch and "\\u0000" not in batch:
-            connection.execute(_INSERT_JSON_BATCH, (batch,))
-        else:  # json_extract ends text at a NUL; or an SQLite without JSON functions
-            connection.executemany(_INSERT_ROW, events)
-
-    def _prune(self):
-        cutoff = time.time() - self.keep_days * 86400
-        try:
-            with self._connection:
-                self._connection.execute("BEGIN")
-                deleted = self._connection.execute(
-                    "DELETE FROM events WHERE received_at < ?", (cutoff,)).rowcount
-                self._connection.execute("DELETE FROM cdrs WHERE started < ?", (cutoff,))
-                self._connection.execute("DELETE FROM call_notes WHERE marked_at < ?",
-                                         (cutoff,))
-            if deleted:
-                log.info("pruned %d call events older than %d days", deleted,
-                         self.keep_days)
-        except sqlite3.Error as error:
-            log.error("could not prune old calls in %s: %s", self.path, error)
-
-    def health(self):
-        """None when calls are being recorded, else why not (for /health)."""
-        trouble = self.trouble
-        if trouble is None:
-            return None
-        return f"{trouble}; {len(self._events)} call events waiting"
-
-
-def _is_database_failure(error):
-    """An error of the database itself (locked, full, read-only, not there, not a
-    database), worth trying again; not one of the events written (DataError, ...)."""
-    return (isinstance(error, (sqlite3.OperationalError, OSError))
-            or type(error) is sqlite3.DatabaseError)
-
-
-def _has_json(connection):
-    try:
-        connection.execute("SELECT json_extract('[1]', '$[0]')")
-        return True
-    except sqlite3.OperationalError:
-        return False
-
-
-def _prepare_schema(connection, region=DEFAULTS["region"]):
-    """Make the tables; a database of an earlier version is brought up to date in
-    place, in one transaction (_upgrade_calls): nothing it holds is lost."""
-    if connection.execute("PRAGMA user_version").fetchone()[0] >= CALLS_DB_VERSION:
-        connection.executescript(CALLS_SCHEMA)  # all there; a table dropped comes back
-        return
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        version = connection.execute("PRAGMA user_version").fetchone()[0]
-        if version < CALLS_DB_VERSION:  # else another connection did it meanwhile
-            _upgrade_calls(connection, version, region)
-        connection.execute("COMMIT")
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
-
-
-def _run_statements(connection, script):
-    """The statements of `script` one by one, inside the transaction open
-    (executescript() would commit it first)."""
-    statement = ""
-    for line in script.splitlines(keepends=True):
-        statement += line
-        if sqlite3.complete_statement(statement):
-            connection.execute(statement)
-            statement = ""
-
-
-def _upgrade_calls(connection, version, region=DEFAULTS["region"]):
-    """Re-read a database of schema `version` under today's rules, in the transaction
-    open: its events with their phases read again (a Talking phase it did not
-    understand makes its call answered now), its CDRs' columns derived again from
-    the fields kept as received, and `calls` made anew from both. Logged once."""
-    tables = {row[0] for row in connection.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table'")}
-    for trigger in _CALL_TRIGGERS:
-        connection.execute(f"DROP TRIGGER IF EXISTS {trigger}")
-    connection.execute("DROP TABLE IF EXISTS calls")
-    if "events" in tables:
-        connection.execute("ALTER TABLE events RENAME TO events_before")
-        connection.execute("DROP INDEX IF EXISTS events_by_time")
-    if "cdrs" in tables:
-        columns = {row[1] for row in connection.execute("PRAGMA table_info(cdrs)")}
-        for column, kind in (("role", "TEXT NOT NULL DEFAULT ''"), ("talk", "INTEGER"),
-                             ("summary", "TEXT NOT NULL DEFAULT ''")):
-            if column not in columns:
-                connection.execute(f"ALTER TABLE cdrs ADD COLUMN {column} {kind}")
-    _run_statements(connection, CALLS_TABLES)
-    events = cdrs = 0
-    if "events" in tables:
-        phases = " ".join(f"WHEN '{name}' THEN '{phase}'"
-                          for name, phase in _PHASE_NAMES.items())
-        events = connection.execute(
-            "INSERT OR IGNORE INTO events SELECT ivrid, CASE lower(trim(phase)) "
-            f"{phases} ELSE phase END, received_at, caller, e164, did, exten_user, "
-            "direction, answered, name, company, total, url, '' FROM events_before"
-        ).rowcount
-        connection.execute("DROP TABLE events_before")
-    if "cdrs" in tables:
-        cdrs = _reread_cdrs(connection, region)
-    connection.execute(f"INSERT INTO calls {_CALL_OF_IVRIDS.format(where='1')}")
-    _run_statements(connection, CALLS_TRIGGERS)
-    connection.execute(f"PRAGMA user_version = {CALLS_DB_VERSION}")
-    if events or cdrs:
-        path = connection.execute("PRAGMA database_list").fetchone()[2]
-        log.info("calls database %s upgraded (schema %d to %d): %d call events and %d "
-                 "CDRs read again under today's rules; %d calls", path, version,
-                 CALLS_DB_VERSION, events, cdrs,
-                 connection.execute("SELECT COUNT(*) FROM calls").fetchone()[0])
-
-
-def _reread_cdrs(connection, region):
-    """Every CDR's columns derived again from its fields as received (cdr_row), the
-    numbers read in `region` (--region); the client's number is kept as it was read
-    when the client stays the same party."""
-    insert = "INSERT OR IGNORE INTO cdrs VALUES ({})".format
-    count = 0
-    for old in connection.execute("SELECT * FROM cdrs").fetchall():
-        ivrid, received_at, _, direction, *_, e164 = old[:8]
-        try:
-            fields = json.loads(old[13])
-            fields = fields if isinstance(fields, dict) else {}
-            pulled = any(str(name).lower() == "callid" for name in fields)  # Call Log's
-            row = cdr_row(fields, region, received_at, true_time=pulled)
-        except (CdrError, ValueError, RecursionError):
-            continue  # kept as it is
-        if row[3] == direction:
-            row = (*row[:7], e164, *row[8:])
-        connection.execute("DELETE FROM cdrs WHERE ivrid = ?", (ivrid,))
-        if connection.execute(insert(", ".join("?" * len(row))), row).rowcount:
-            count += 1
-        else:  # its new id is another record's: kept as it was
-            connection.execute(insert(", ".join("?" * len(old))), old)
-    return count
-
-
-@contextlib.contextmanager
-def _writing(path, busy_timeout=DB_WAIT):
-    """A connection for one write outside the recorder (a CDR, a mark), in one
-    transaction, committed with the disk's flush (synchronous=FULL) before it returns:
-    what is acknowledged stays stored even through a power cut."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    connection = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
-    try:
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=FULL")
-        _prepare_schema(connection)
-        with connection:
-            connection.execute("BEGIN IMMEDIATE")
-            yield connection
-    finally:
-        connection.close()
-
-
-@contextlib.contextmanager
-def _reading(path):
-    """A read-only connection, or None when there is no database yet."""
-    if not Path(path).exists():
-        yield None
-        return
-    connection = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True,
-                                 timeout=1.0)
-    try:
-        yield connection
-    finally:
-        connection.close()
-
-
-# Voicenter's CDRs --------------------------------------------------------------
-
-class CdrError(PopupError):
-    """A CDR that cannot be stored as sent (no id, not valid text)."""
-
-
-#: Where a CDR names who answered: the agent's extension first (named by --agents),
-#: then the representative; names seen in Voicenter's records and SDKs, first found
-#: wins. The record keeps every field whatever it is called.
-_CDR_AGENT_FIELDS = ("extenUser", "representative_name", "RepresentativeName",
-                     "representativeName", "representative_code", "RepresentativeCode",
-                     "representativeCode", "representative", "extension", "Extension")
-
-#: CDR types (_cdr_type: lower case, no spaces) of a call the office made to a client
-#: (the target), and of the agent's own leg of one (Voicenter rings the agent first):
-#: that leg is no client's call.
-CDR_OUTGOING_TYPES = ("click2callleg2", "extensionoutgoing", "productivecallleg2")
-CDR_AGENT_LEG_TYPES = ("click2callleg1", "productivecallleg1")
-#: CDR statuses of an incoming call that reached nobody (missed, whatever isAnswer says).
-CDR_MISSED_STATUSES = ("ABANDONE", "TIMEOUT", "FULL", "EXIT", "JOINEMPTY", "NOANSWER",
-                       "BUSY", "CANCEL")
-MAX_SUMMARY = 4000  # characters of Voicenter's AI summary kept in its column
-
-#: Voicenter's CDR times are epochs of Israel's wall-clock (cdr_start).
-try:
-    ISRAEL = zoneinfo.ZoneInfo("Asia/Jerusalem")
-except zoneinfo.ZoneInfoNotFoundError:  # no zone database (Windows without tzdata)
-    ISRAEL = dt.timezone(dt.timedelta(hours=2))
-#: Seconds a CDR may seem to arrive before its call ended: clocks differ a little.
-CDR_CLOCK_SLACK = 300
-
-
-def _cdr_text(value):
-    """A CDR field as text: numbers as written, true/false as 1/0, a structure as ""
-    (the raw record keeps it)."""
-    if value is None or isinstance(value, (dict, list)):
-        return ""
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
-
-
-def _cdr_number(value, low, high):
-    """A number field (seconds) as a float, or None when it is not one in range."""
-    try:
-        number = float(_cdr_text(value))
-    except ValueError:
-        return None
-    return number if low <= number <= high else None
-
-
-def cdr_direction(text):
-    """incoming, outgoing or internal, from a CDR's type/direction as worded
-    ("Incoming Call", "outgoing", "Internal"); "" when unknown."""
-    text = text.lower()
-    for direction in ("incoming", "outgoing", "internal"):
-        if direction[:3] in text:  # "Inc", "Out", "Int" and their longer forms
-            return direction
-    return ""
-
-
-def _cdr_type(fields):
-    """The CDR's type as a key of the tables above ("Click2Call leg2" ->
-    "click2callleg2")."""
-    return re.sub(r"[\s_-]+", "", _cdr_text(fields.get("type")).lower())
-
-
-def _cdr_summary(value):
-    """aiData.insights.summary (aiData as JSON, or as a JSON text in a form), or ""."""
-    if isinstance(value, str) and value.lstrip().startswith("{"):
-        try:
-            value = json.loads(value)
-        except (ValueError, RecursionError):
-            return ""
-    insights = value.get("insights") if isinstance(value, dict) else None
-    summary = insights.get("summary") if isinstance(insights, dict) else None
-    return summary.strip()[:MAX_SUMMARY] if isinstance(summary, str) else ""
-
-
-def _israel_wall_clock(seconds):
-    """The true Unix times an epoch of Israel's wall-clock (the Israel-local time
-    written as if it were UTC) can mean, latest first: two in the hour the clocks
-    go back, which repeats, else one."""
-    wall = dt.datetime(1970, 1, 1) + dt.timedelta(seconds=seconds)
-    return sorted({wall.replace(tzinfo=ISRAEL, fold=fold).timestamp() for fold in (0, 1)},
-                  reverse=True)
-
-
-def cdr_start(seconds, duration, received_at, ivrid=""):
-    """The true Unix time a CDR's `time` means. Voicenter documents it as an epoch of
-    Israel's wall-clock (2 or 3 hours ahead of a true Unix time); some senders may
-    send a true one. A CDR arrives right after its call ends, so:
-    - read as a true time, a call that would end after the CDR came (beyond
-      CDR_CLOCK_SLACK) is impossible: Israel's wall-clock it is;
-    - both readings possible: the ivruniqueid, which begins with the call's
-      Israel-local yyyymmddhhmmss, decides when it is within 15 minutes of one;
-    - else a CDR that came within an hour of its call's end read as a true time is
-      one (read the other way it would have waited 2 hours and more); a later one
-      (a re-sent or pulled record) is read as documented."""
-    duration = duration or 0
-    readings = _israel_wall_clock(seconds)
-    # In the hour that repeats, the latest reading the arrival allows is the one.
-    israel = next((start for start in readings
-                   if start + duration <= received_at + CDR_CLOCK_SLACK), readings[-1])
-    true = seconds
-    plausible = [start for start in (israel, true)
-                 if start + duration <= received_at + CDR_CLOCK_SLACK]
-    if len(plausible) < 2:
-        return plausible[0] if plausible else israel
-    named = _ivrid_moment(ivrid)
-    if named is not None:
-        near = [start for start in plausible if abs(start - named) <= 900]
-        if len(near) == 1:
-            return near[0]
-    return true if received_at - (true + duration) < 3600 else israel
-
-
-def _ivrid_moment(ivrid):
-    """The true Unix time an ivruniqueid's leading Israel-local yyyymmddhhmmss names,
-    or None when it does not begin with one."""
-    try:
-        local = dt.datetime.strptime(ivrid[:14], "%Y%m%d%H%M%S")
-    except ValueError:
-        return None
-    return local.replace(tzinfo=ISRAEL).timestamp()
-
-
-def cdr_row(fields, region, received_at, *, true_time=False):
-    """The columns of the cdrs table for a CDR's fields (a dict, values as decoded
-    from JSON or a form), every field kept as received in `raw`. `true_time`: the
-    record's `time` is a true Unix time (a pulled record's Date, in UTC), never to be
-    read as an epoch of Israel's wall-clock as a pushed CDR's may be. Every rule of what a
-    CDR means is here (a pulled Call Log record is stored through it too): its type
-    (CDR_OUTGOING_TYPES are calls to the target; an agent's leg and a transfer of a
-    call already known are no client's call: `role`, stored as ivruniqueid#role so
-    that they never take the call's own record's place), its status (answered, or
-    missed: CDR_MISSED_STATUSES, VoiceMail), its time (cdr_start), who answered
-    (_CDR_AGENT_FIELDS), the talk time and Voicenter's AI summary."""
-    ivrid = _cdr_text(fields.get("ivruniqueid"))
-    if not ivrid:
-        raise CdrError("the CDR has no ivruniqueid")
-    if len(ivrid) > 200:
-        raise CdrError("the ivruniqueid is over 200 characters")
-    try:
-        raw = json.dumps(fields, ensure_ascii=False)
-        raw.encode("utf-8")
-    except (UnicodeEncodeError, ValueError, RecursionError):
-        raise CdrError("the CDR holds text that is not valid Unicode") from None
-    kind = _cdr_type(fields)
-    role = ""
-    if kind in CDR_AGENT_LEG_TYPES:
-        role, direction = "agent leg", "internal"
-    elif kind == "xfercdr":  # its role never hangs on an optional field: one id
-        role, direction = "transfer", "internal"
-    elif kind in CDR_OUTGOING_TYPES:
-        direction = "outgoing"
-    elif kind in ("voicemail", "queue"):  # a caller waiting in a queue called in
-        direction = "incoming"
-    else:
-        direction = cdr_direction(_cdr_text(fields.get("type")) or
-                                  _cdr_text(fields.get("direction")))
-    caller = _cdr_text(fields.get("caller"))
-    target = _cdr_text(fields.get("target"))
-    client = {"outgoing": target, "internal": ""}.get(
-        direction, _cdr_text(fields.get("callerPhone")) or caller)
-    status = _cdr_text(fields.get("status"))
-    if role or kind == "voicemail" or status.upper() in (*CDR_MISSED_STATUSES,
-                                                         "VOICEMAIL"):
-        answered = False
-    else:
-        answered = (status.upper() == "ANSWER"
-                    or _cdr_text(fields.get("isAnswer")).lower() in ("1", "true"))
-    started = _cdr_number(fields.get("time"), 946684800, 253402300799)  # years 2000-9999
-    duration = _cdr_number(fields.get("duration"), 0, 10 ** 7)
-    talk = _cdr_number(fields.get("actualCallDuration"), 0, 10 ** 7)
-    agent = next((text for text in map(_cdr_text, map(fields.get, _CDR_AGENT_FIELDS))
-                  if text), "")
-    return (f"{ivrid}#{role.replace(' ', '-')}" if role else ivrid, received_at,
-            received_at if started is None else started if true_time else
-            cdr_start(started, duration, received_at, ivrid), direction,
-            caller, target, _cdr_text(fields.get("did")),
-            normalize_number(client, region) or "", status, int(answered),
-            None if duration is None else round(duration), agent,
-            _cdr_text(fields.get("record")), raw, role,
-            None if talk is None else round(talk), _cdr_summary(fields.get("aiData")))
-
-
-def store_cdr(path, fields, region=DEFAULTS["region"], busy_timeout=DB_WAIT):
-    """Store one CDR in the calls database at `path`, committed to disk before it
-    returns; True when new or when it filled in what the call's stored record lacked,
-    False when it added nothing (Voicenter re-sends). CdrError: the CDR cannot be
-    stored as sent; sqlite3.Error/OSError: the database failed (worth re-sending)."""
-    return store_cdrs(path, [fields], region, busy_timeout) == 1
-
-
-#: A record of a call already stored fills in what the stored one lacks (a pulled
-#: Call Log record has no talk time, AI summary or extenUser; the push, re-sent after
-#: the pull, has them) and never changes what it has: the start, status and direction
-#: are the first record's. A record that adds nothing changes nothing (no trigger runs).
-#: The fields as received are joined, the stored ones winning; a pull's CallID is never
-#: added to a push's (_reread_cdrs would read the push's time as a pull's).
-_CDR_FILLS = (("duration", "IS NULL", "IS NOT NULL"), ("agent", "= ''", "!= ''"),
-              ("record", "= ''", "!= ''"), ("talk", "IS NULL", "IS NOT NULL"),
-              ("summary", "= ''", "!= ''"))
-_CDR_FILL = (" ON CONFLICT(ivrid) DO UPDATE SET " + ", ".join(
-    f"{column} = CASE WHEN {column} {lacks} THEN excluded.{column} ELSE {column} END"
-    for column, lacks, _ in _CDR_FILLS) + "{raw} WHERE " + " OR ".join(
-    f"({column} {lacks} AND excluded.{column} {has})" for column, lacks, has in _CDR_FILLS))
-_CDR_RAW_JOINED = (", raw = CASE WHEN json_valid(raw) AND json_valid(excluded.raw) THEN "
-                   "json_patch(json_remove(excluded.raw, '$.CallID'), raw) ELSE raw END")
-
-
-def store_cdrs(path, records, region=DEFAULTS["region"], busy_timeout=5.0, *,
-               true_time=False):
-    """Store CDRs (pushed, or pulled from the Call Log and mapped to a push's field
-    names) in one transaction committed to disk before it returns; how many were
-    new or filled in what a call's stored record lacked (_CDR_FILL): one row a call
-    whoever sent it, as often. One statement whatever the count (the rows as one
-    JSON array): executemany() would re-take the GIL for every row, each time behind
-    the pop-ups. CdrError: a record cannot be stored as sent (none is);
-    sqlite3.Error/OSError as store_cdr."""
-    received_at = time.time()
-    rows = [cdr_row(fields, region, received_at, true_time=true_time)
-            for fields in records]
-    if not rows:
-        return 0
-    width = len(rows[0])
-    with _writing(path, busy_timeout) as connection:
-        json_functions = _has_json(connection)
-        fill = _CDR_FILL.format(raw=_CDR_RAW_JOINED if json_functions else "")
-        batch = json.dumps(rows, ensure_ascii=False) if json_functions else ""
-        if batch and "\\u0000" not in batch:
-            return connection.execute(
-                "INSERT INTO cdrs SELECT " + ", ".join(
-                    f"json_extract(value, '$[{column}]')" for column in range(width))
-                + " FROM json_each(?) WHERE true" + fill, (batch,)).rowcount
-        # json_extract ends text at a NUL; or an SQLite without JSON functions
-        return sum(connection.execute(
-            f"INSERT INTO cdrs VALUES ({', '.join('?' * width)}){fill}",
-            row).rowcount for row in rows)
-
-
-def mark_call(path, ivrid, mark="", note="", *, now=None):
-    """Set a call's mark (one of CALL_MARKS, or "" for none) and note, replacing what
-    was there (note=None keeps the note). A "handled" or "called back" mark resolves
-    the caller's missed calls up to now. False when no call has this ivrid."""
-    if mark not in ("", *CALL_MARKS):
-        raise ValueError(f"a mark is one of {', '.join(CALL_MARKS)}, or empty")
-    with _writing(path) as connection:
-        found = connection.execute(
-            "SELECT e164 FROM calls WHERE ivrid = ?1 UNION ALL "
-            "SELECT e164 FROM cdrs WHERE ivrid = ?1", (ivrid,)).fetchall()
-        if not found:
-            return False
-        e164 = max(row[0] for row in found)
-        if note is None:
-            kept = connection.execute("SELECT note FROM call_notes WHERE ivrid = ?",
-                                      (ivrid,)).fetchone()
-            note = kept[0] if kept else ""
-        connection.execute("INSERT OR REPLACE INTO call_notes VALUES (?, ?, ?, ?, ?)",
-                           (ivrid, e164, mark, note[:MAX_NOTE],
-                            time.time() if now is None else now))
-    return True
-
-
-# Reading calls -------------------------------------------------------------------
-
-#: A call's outcome (one of OUTCOMES) from its stored state and the clock; `c` is calls.
-_OUTCOME = ("CASE c.state WHEN 'pending' THEN CASE WHEN c.started < :settled THEN "
-            "'no answer recorded' ELSE 'in progress' END ELSE c.state END")
-_OUTCOME_ORDER = "CASE outcome " + " ".join(
-    f"WHEN '{outcome}' THEN {rank}" for rank, outcome in enumerate(OUTCOMES)) + " END"
-_ROW_COLUMNS = ", ".join(f"c.{name}" for name in (
-    "ivrid", "started", "caller", "e164", "did", "direction", "name", "company", "url",
-    "answered_at", "agent", "ended_at", "status", "duration", "record")) + (
-    f", {_OUTCOME} AS outcome, c.target, c.summary")
-_ROW_WIDTH = 18  # the columns of _ROW_COLUMNS, as _call_of_row() reads them
-#: The day's calls (to line :did when given); a call belongs to the day it began on,
-#: even when it ends after midnight.
-_OF_DAY = ("{alias}.started >= :start AND {alias}.started < :end "
-           "AND (:did IS NULL OR {alias}.did = :did)")
-_MISSED = "(c.state = 'missed' OR (c.state = 'pending' AND c.started < :settled))"
-
-
-def _day_params(day, zone, ring_timeout, did, now):
-    """The parameters of a query over `day`'s calls (:start, :end, :settled, :did)."""
-    start, end = _day_bounds(day, zone)
-    settled = (time.time() if now is None else now) - _settle_seconds(ring_timeout)
-    return {"start": start, "end": end, "settled": settled, "did": did or None}
-
-
-def _settle_seconds(ring_timeout):
-    return DEFAULTS["ring_timeout"] * 60 if ring_timeout is None else ring_timeout
-
-
-def _call_of_row(row, zone, names, tries=1, note=("", "")):
-    (ivrid, started, caller, e164, did, direction, name, company, url, answered_at,
-     agent, ended_at, status, duration, record, outcome, target, summary) = row
-
-    def at(seconds):
-        return None if seconds is None else _local_time(seconds, zone)
-    return Call(ivrid=ivrid, started=_local_time(started, zone), caller=caller, e164=e164,
-                name=name, company=company, url=url, did=did,
-                answered_at=at(answered_at), answered_by=names.agent(agent),
-                ended_at=at(ended_at), outcome=outcome, tries=tries,
-                direction=direction, status=status, record=record,
-                cdr_duration=duration, did_name=names.line(did), agent_id=agent,
-                mark=note[0], note=note[1], target=target, summary=summary)
-
-
-def iter_calls_of_day(path, day, *, zone=None, ring_timeout=None, did=None, names=None,
-                      index=None, limit=None, offset=0, now=None, newest_first=False):
-    """The calls that began on `day` (in `zone`; None: this machine's), missed first,
-    then newest first (`newest_first`: in time order only, read straight off the
-    table's order, the page's cheapest); only those to line `did` when given; `limit`
-    from `offset` when given. A call the pop-up never saw (a CDR's) is named from `index` (a ContactIndex).
-    The query runs (and fails: sqlite3.Error) before this returns; the calls are then
-    read one by one, so that a whole day can be streamed in constant memory. One sweep
-    of the day's rows; tries and notes are looked up for the calls returned only."""
-    names = names or NO_NAMES
-    order = ("{alias}.started DESC, {alias}.ivrid DESC" if newest_first else
-             _OUTCOME_ORDER + ", {alias}.started DESC, {alias}.ivrid")
-    # Tries: one grouped count of the day's calls of the numbers shown (a range of
-    # calls_by_number each), joined to the rows: never a count for each row, which
-    # made one number calling N times cost N x N for the day's CSV.
-    sql = f"""
-        WITH p AS MATERIALIZED (
-            SELECT {_ROW_COLUMNS} FROM calls c WHERE {_OF_DAY.format(alias="c")}
-            ORDER BY {order.format(alias="c")} LIMIT :limit OFFSET :offset
-        ), tries AS MATERIALIZED (
-            SELECT t.e164, COUNT(*) AS tries FROM calls t
-            WHERE t.e164 IN (SELECT e164 FROM p WHERE e164 != '')
-              AND {_OF_DAY.format(alias="t")} GROUP BY t.e164
-        )
-        SELECT {", ".join(f"p.{name}" for name in (
-                "ivrid", "started", "caller", "e164", "did", "direction", "name",
-                "company", "url", "answered_at", "agent", "ended_at", "status",
-                "duration", "record", "outcome", "target", "summary"))},
-               coalesce(tries.tries, 1), coalesce(n.mark, ''), coalesce(n.note, '')
-        FROM p LEFT JOIN tries ON tries.e164 = p.e164
-        LEFT JOIN call_notes n ON n.ivrid = p.ivrid
-        ORDER BY {order.format(alias="p")}"""
-    params = _day_params(day, zone, ring_timeout, did, now)
-    params.update(limit=-1 if limit is None else limit, offset=offset)
-    if not Path(path).exists():
-        return iter(())
-    connection = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True,
-                                 timeout=1.0)
-    try:
-        cursor = connection.execute(sql, params)
-        first = cursor.fetchmany(100)
-    except BaseException:
-        connection.close()
-        raise
-
-    def calls():
-        rows = first
-        try:
-            while rows:
-                for row in rows:
-                    call = _call_of_row(row[:_ROW_WIDTH], zone, names, row[_ROW_WIDTH],
-                                        row[_ROW_WIDTH + 1:])
-                    yield _named(call, index) if index is not None else call
-                rows = cursor.fetchmany(500)
-        finally:
-            connection.close()
-    return calls()
-
-
-def _named(call, index):
-    """The call with the name and company of its number's contact when it has none."""
-    if call.name or not call.e164:
-        return call
-    match = index.lookup(call.e164)
-    if not match.total:
-        return call
-    return dataclasses.replace(call, name=match.contact.name, company=match.contact.company)
-
-
-def calls_of_day(path, day, **options):
-    """iter_calls_of_day() as a list (a page of calls: pass limit and offset)."""
-    return list(iter_calls_of_day(path, day, **options))
-
-
-def day_summary(path, day, *, zone=None, ring_timeout=None, did=None, now=None):
-    """The day's calls counted by outcome, its missed callers open and resolved, and
-    the lines called that day (all lines, whatever `did`)."""
-    with _reading(path) as connection:
-        if connection is None:
-            return DaySummary({}, 0, 0, ())
-        params = _day_params(day, zone, ring_timeout, did, now)
-        counts = dict(connection.execute(
-            _MISSED_CALLERS + "SELECT resolved = '', COUNT(*) FROM callers GROUP BY 1",
-            params).fetchall())
-        return _day_counts(connection, params, counts.get(1, 0), counts.get(0, 0))
-
-
-def _day_counts(connection, params, open_callers, resolved_callers):
-    """A DaySummary from one sweep of the day's calls (all lines: the list of lines
-    comes from it), counted for line :did only when one is given."""
-    counted = connection.execute(
-        f"SELECT {_OUTCOME}, c.did, COUNT(*) FROM calls c "
-        f"WHERE {_OF_DAY.format(alias='c')} GROUP BY 1, 2", {**params, "did": None})
-    outcomes, lines = collections.Counter(), set()
-    for outcome, line, count in counted:
-        lines.add(line)
-        if params["did"] is None or line == params["did"]:
-            outcomes[outcome] += count
-    return DaySummary({outcome: outcomes[outcome] for outcome in OUTCOMES
-                       if outcome in outcomes}, open_callers, resolved_callers,
-                      tuple(sorted(lines - {""})))
-
-
-#: The day's missed callers (`callers`), one row a number (a withheld caller's call
-#: alone) with its last missed call's columns, each with the earliest thing after that
-#: call that resolves them (`done`, `resolved`): a call with them answered ("answered"),
-#: a call to them ("called back"), a mark ("marked"). Followed by a SELECT.
-_MISSED_CALLERS = f"""
-WITH grouped AS (
-    SELECT CASE WHEN c.e164 != '' THEN c.e164 ELSE 'call ' || c.ivrid END AS who,
-           c.caller, c.e164, c.name, c.company, c.ivrid, c.did, MAX(c.started) AS started,
-           COUNT(*) AS tries
-    FROM calls c WHERE {_OF_DAY.format(alias="c")} AND {_MISSED} GROUP BY who
-), resolutions AS MATERIALIZED (  -- else SQLite repeats the look-ups in `callers`
-    SELECT g.*,
-      (SELECT MIN(a.started) FROM calls a WHERE g.e164 != '' AND a.e164 = g.e164
-         AND a.started > g.started AND (a.state = 'answered'
-              OR (a.state = 'outgoing' AND a.answered))) AS contacted,
-      (SELECT MIN(n.marked_at) FROM call_notes n
-         WHERE (n.ivrid = g.ivrid OR (g.e164 != '' AND n.e164 = g.e164))
-         AND n.marked_at >= g.started AND n.mark != '') AS marked
-    FROM grouped g
-), callers AS (
-    SELECT *, min(coalesce(contacted, 1e18), coalesce(marked, 1e18)) AS done,
-      CASE WHEN contacted IS NULL AND marked IS NULL THEN ''
-           WHEN marked < contacted OR contacted IS NULL THEN 'marked'
-           WHEN (SELECT a.state FROM calls a WHERE a.e164 = r.e164
-                 AND a.started = r.contacted) = 'outgoing' THEN 'called back'
-           ELSE 'answered' END AS resolved
-    FROM resolutions r
-)"""
-
-
-def missed_callers(path, day, *, index=None, zone=None, ring_timeout=None, did=None,
-                   names=None, open_only=False, limit=None, offset=0, now=None):
-    """The day's missed callers, one row a number: those still waiting for the office
-    first (newest last try first), then those resolved. Who they are comes from
-    `index` (a ContactIndex: the contacts served now), else from what the pop-up
-    answered then. `open_only`: only those still waiting."""
-    with _reading(path) as connection:
-        if connection is None:
-            return []
-        params = _day_params(day, zone, ring_timeout, did, now)
-        rows = _missed_caller_rows(connection, params, limit, offset, open_only)
-    return [_missed_caller(row[:11], zone, index, names or NO_NAMES) for row in rows]
-
-
-def _missed_caller_rows(connection, params, limit, offset, open_only=False):
-    """Rows of missed callers (see missed_callers()), each ending with the number of
-    callers open and resolved in all (before `limit` and `offset`)."""
-    return connection.execute(
-        _MISSED_CALLERS + f""" SELECT caller, e164, name, company, tries,
-               CASE WHEN tries = 1 THEN started ELSE (SELECT MIN(c.started)
-                 FROM calls c WHERE c.e164 = r.e164 AND c.started >= :start
-                 AND {_MISSED} AND (:did IS NULL OR c.did = :did)) END,
-               started, ivrid, did, resolved, CASE WHEN resolved != '' THEN done END,
-               SUM(resolved = '') OVER (), SUM(resolved != '') OVER ()
-        FROM callers r {"WHERE resolved = ''" if open_only else ""}
-        ORDER BY resolved != '', started DESC, ivrid LIMIT :limit OFFSET :offset""",
-        {**params, "limit": -1 if limit is None else limit, "offset": offset}).fetchall()
-
-
-def _missed_caller(row, zone, index, names):
-    (caller, e164, name, company, tries, first, last, ivrid, did, resolved,
-     resolved_at) = row
-    if index is not None and e164:
-        match = index.lookup(e164)
-        if match.total:
-            name, company = match.contact.name, match.contact.company
-    return MissedCaller(
-        caller=caller, e164=e164, name=name, company=company, tries=tries,
-        first=_local_time(first, zone), last=_local_time(last, zone),
-        last_ivrid=ivrid, did=did, did_name=names.line(did), resolved=resolved,
-        resolved_at=None if resolved_at is None else _local_time(resolved_at, zone))
-
-
-class DayPage(typing.NamedTuple):
-    """What the calls page shows of a day: its counts, a page of its missed callers
-    (open first) and a page of its calls (newest first)."""
-
-    summary: DaySummary
-    callers: list
-    calls: list
-
-
-def day_page(path, day, *, size, callers_from=0, calls_from=0, zone=None,
-             ring_timeout=None, did=None, names=None, index=None, now=None):
-    """The calls page's data in three queries, whatever the day's size: one sweep of
-    the day's calls for the counts, one of its missed calls for the callers (and
-    their counts), and `size` calls read straight off the table's time order."""
-    names = names or NO_NAMES
-    with _reading(path) as connection:
-        if connection is None:
-            return DayPage(DaySummary({}, 0, 0, ()), [], [])
-        params = _day_params(day, zone, ring_timeout, did, now)
-        rows = _missed_caller_rows(connection, params, size, callers_from)
-        if rows:
-            open_callers, resolved_callers = rows[0][11:]
-        else:  # none on this page: counted without it
-            counted = dict(connection.execute(
-                _MISSED_CALLERS + "SELECT resolved = '', COUNT(*) FROM callers GROUP BY 1",
-                params).fetchall())
-            open_callers, resolved_callers = counted.get(1, 0), counted.get(0, 0)
-        summary = _day_counts(connection, params, open_callers, resolved_callers)
-    calls = calls_of_day(path, day, zone=zone, ring_timeout=ring_timeout, did=did,
-                         names=names, index=index, limit=size, offset=calls_from,
-                         now=now, newest_first=True)
-    return DayPage(summary, [_missed_caller(row[:11], zone, index, names) for row in rows],
-                   calls)
-
-
-def calls_of_number(path, e164, *, zone=None, ring_timeout=None, names=None, limit=50,
-                    now=None):
-    """One number's latest calls, incoming and outgoing, newest first (a caller's
-    page). `e164` as normalize_number() writes it ("+972722776772")."""
-    names = names or NO_NAMES
-    with _reading(path) as connection:
-        if connection is None or not e164:
-            return []
-        settled = (time.time() if now is None else now) - _settle_seconds(ring_timeout)
-        rows = connection.execute(
-            f"""SELECT {_ROW_COLUMNS}, coalesce(n.mark, ''), coalesce(n.note, '')
-            FROM calls c LEFT JOIN call_notes n ON n.ivrid = c.ivrid
-            WHERE c.e164 = :e164 ORDER BY c.started DESC, c.ivrid LIMIT :limit""",
-            {"e164": e164, "settled": settled, "limit": limit}).fetchall()
-    return [_call_of_row(row[:_ROW_WIDTH], zone, names, note=row[_ROW_WIDTH:])
-            for row in rows]
-
-
-CALLS_CSV_COLUMNS = ("time", "outcome", "caller", "name", "company", "tries",
-                     "answered by", "duration (s)", "dialled", "crm link", "ivrid",
-                     "direction", "status", "line", "recording", "mark", "note",
-                     "called number", "summary")
-
-
-def calls_csv_lines(calls):
-    """The calls as CSV text for Excel, line by line (a generator: a day of any size
-    in constant memory): UTF-8 with a BOM first so that Hebrew opens correctly."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(CALLS_CSV_COLUMNS)
-    yield "\ufeff" + out.getvalue()
-    for call in calls:
-        out.seek(0)
-        out.truncate()
-        writer.writerow([call.started.strftime("%Y-%m-%d %H:%M:%S"), call.outcome,
-                         *map(_no_formula, (call.caller, call.name, call.company)),
-                         call.tries, _no_formula(call.answered_by),
-                         "" if call.duration is None else call.duration,
-                         *map(_no_formula, (call.did, call.url, call.ivrid)),
-                         call.direction,
-                         *map(_no_formula, (call.status, call.did_name, call.recording,
-                                            call.mark, call.note,
-                                            (call.target or call.caller)
-                                            if call.direction == "outgoing" else "",
-                                            call.summary))])
-        yield out.getvalue()
-
-
-def calls_csv(calls):
-    """The calls as one CSV text (calls_csv_lines() joined)."""
-    return "".join(calls_csv_lines(calls))
-
-
-#: What makes a spreadsheet read a cell as a formula (OWASP, CSV injection): = + - @
-#: first or after leading spaces and invisible characters, and their full-width and
-#: small forms, which spreadsheets may read as the ASCII ones; a tab, CR or LF first
-#: (_no_formula).
-_FORMULA_SIGNS = frozenset("=+-@\uff1d\uff0b\uff0d\uff20\ufe66\ufe62\ufe63\ufe6b")
-
-
-def _no_formula(text):
-    """Text that a spreadsheet will show, not run: callers choose their caller id and
-    names come from files. Such a cell gets a leading ' (OWASP's advice). The one
-    rule for every CSV this server writes. Leading spaces and invisible characters
-    (format characters, Unicode's Cf: U+200B zero-width space, U+FEFF, U+2060, the
-    direction marks, ...) are looked through: a spreadsheet may drop them and read
-    the sign after them as a formula's start."""
-    if text[:1] in ("\t", "\r", "\n"):
-        return "'" + text
-    for char in text:
-        if char in _FORMULA_SIGNS:
-            return "'" + text
-        if not (char.isspace() or unicodedata.category(char) == "Cf"):
-            break
-    return text
-
-
-###############################################################################
 # Contacts links ##############################################################
 ###############################################################################
 # A source given as an http(s) link: Google Sheets links read as their CSV export,
-# downloads that are conditional, capped and timed out, and links shown without secrets.
+# downloads that are conditional, capped and timed out.
 
-#: Query parameters whose values may be shown; any other value may be a secret
-#: (token=, key=, sig=, ...) and is shown as ***.
-_HARMLESS_QUERY_KEYS = frozenset({"format", "output", "gid", "usp", "single", "range",
-                                  "sheet"})
-_LINK_START = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-#: A link's host, path, query and fragment in a text: up to a space, the sources'
-#: separator (a URL carries it only encoded) or the next link.
-_AUTHORITY = re.compile(r"[^/?#]*")
-_AUTHORITY_OR_PATH = re.compile(r"\S*")
-_LINK_REST = re.compile(r"(?:(?![A-Za-z][A-Za-z0-9+.-]*://)[^\s|])*")
 _SHEETS_PATH = re.compile(r"/spreadsheets/(?:u/\d+/)?d/(e/)?([A-Za-z0-9_-]+)")
 _DOWNLOAD_PIECE = 64 * 1024
 _MAX_REDIRECTS = 5
-
-
-def redact_url(text):
-    """`text` with every link in it safe to show (logs, --check, errors): its user name
-    and password, and every query or fragment value but a few harmless ones (format,
-    gid, ...), become ***. The one function that hides a link's secrets.
-
-    The user name and password are found whatever characters they hold (quotes, < > |,
-    spaces, @): they run to the last @ before the end of the link's authority, the
-    first / ? or # (where urllib, which sends them, ends it too), or, failing that
-    (an unencoded / ? or # in the password), to the last @ before a space. Text that
-    only looks like them is hidden too: hiding too much is safe, too little is not."""
-    text, shown, at = str(text), [], 0
-    while (start := _LINK_START.search(text, at)) is not None:
-        shown.append(text[at:start.start()])
-        rest = start.end()
-        after = _credentials_end(text, rest)
-        tail = _LINK_REST.match(text, after).end()
-        link = text[start.start():rest] + ("***@" if after > rest else "") + text[after:tail]
-        shown.append(_redact_link(link))
-        at = max(tail, start.end())
-    shown.append(text[at:])
-    return "".join(shown)
-
-
-def _credentials_end(text, start):
-    """Where the user:password@ of the link whose authority begins at `start` ends
-    (just after its @), or `start` when it has none."""
-    authority = _AUTHORITY.match(text, start).group(0)
-    if "@" not in authority:  # a / ? or # in the password, unencoded
-        authority = _AUTHORITY_OR_PATH.match(text, start).group(0)
-    return start + authority.rindex("@") + 1 if "@" in authority else start
-
-
-def _redact_link(link):
-    scheme, _, rest = link.partition("://")
-    cut = min([rest.find(mark) for mark in "/?#" if mark in rest] or [len(rest)])
-    authority, tail = rest[:cut], rest[cut:]
-    if "@" in authority:
-        authority = "***@" + authority.rpartition("@")[2]
-    tail, hashed, fragment = tail.partition("#")
-    path, asked, query = tail.partition("?")
-    return (f"{scheme}://{authority}{path}{asked}{_redact_query(query)}"
-            f"{hashed}{_redact_query(fragment)}")
-
-
-def _redact_query(query):
-    parts = re.split(r"([&;])", query)
-    for number, part in enumerate(parts):
-        key, equals, _value = part.partition("=")
-        if part and part not in "&;" and not (
-                equals and unquote(key).lower() in _HARMLESS_QUERY_KEYS):
-            parts[number] = f"{key}=***" if equals else "***"
-    return "".join(parts)
 
 
 def public_link(url):
@@ -4993,6 +3871,7 @@ def _link_request(url):
 ###############################################################################
 # The index being served: the merge of every source's last good contacts, swapped whole
 # when a watched file changes and settles or a polled link changes.
+
 
 class ContactsSource:
     """One contacts file: its last good index and the outcome of its last load.
@@ -5411,15 +4290,6 @@ class ContactsHolder:
                 "last_error": self.last_error_public, "sources": sources}
 
 
-def file_signature(path):
-    """What tells one version of a file from another: identity, size, mtime."""
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
-
-
 #: A changed contacts file is served only once it has stayed the same (identity, size,
 #: modification time) for this long, so a writer may pause this long mid-write.
 SETTLE_SECONDS = 3.0
@@ -5562,1693 +4432,1398 @@ class LinkPoller:
 
 
 ###############################################################################
-# Requests and access #########################################################
 ###############################################################################
-# Who may ask (address, token) and the fields of a request: query, form or JSON.
-
-#: Fields read from a request; everything else a client sends is ignored.
-REQUEST_FIELDS = ("phone", "ivrid", "extenUser", "did", "status", "statusCall",
-                  "direction", "callerName", "isAnswered", "cause")
-
-
-#: A Host header fit to start a link with: a name or address and maybe a port.
-_HOST_PATTERN = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?"
-                           r"|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
+# IV. Calls ###################################################################
+###############################################################################
+###############################################################################
+# Every pop-up request and CDR kept in SQLite off the request path, the day's calls read
+# from it, and what this server asks of Voicenter's APIs.
 
 
-class AccessGuard:
-    """Decides whether a request may use /popup: the client address, then the token."""
-
-    def __init__(self, config):
-        self.token = (config.token or "").encode("utf-8")
-        self.allowed = config.allow_ip
-        self.trusted = config.trusted_proxy
-
-    def client_address(self, environ):
-        """The socket's peer, or the forwarded client when the peer is a trusted proxy;
-        "" when that proxy forwarded something that is not an address."""
-        peer = environ.get("REMOTE_ADDR") or ""
-        if not self.via_trusted_proxy(environ):
-            return peer
-        header = environ.get("HTTP_X_FORWARDED_FOR")
-        if header is None:  # the proxy's machine asking for itself
-            return peer
-        # X-Forwarded-For is "client, proxy1, proxy2": walk back over trusted proxies.
-        # An entry that is no address ("unknown", "10.9.9.9:1234": proxies write bare
-        # addresses, and "2001:db8::1:80" could be either) must not be read as the
-        # proxy itself, which may well be inside --allow-ip.
-        forwarded = [part.strip() for part in header.split(",")]
-        for entry in reversed(forwarded):
-            address = self.parse_address(entry)
-            if address is None:
-                return ""
-            if not self.address_in(entry, self.trusted):
-                # As ipaddress writes it, never the header's text: that is the client's
-                # to choose, and an IPv6 zone ("fe80::1%...") may hold any words.
-                return str(address)
-        return str(self.parse_address(forwarded[0]))
-
-    def check(self, environ, query):
-        """Refuse the request (403) unless it may use /popup; the client's address when
-        working it out was needed (--allow-ip, --trusted-proxy), else None."""
-        client = None
-        if self.allowed or self.trusted:
-            client = self.client_of(environ)
-            if self.allowed and not self.address_in(client, self.allowed):
-                raise bottle.HTTPError(403, "this address is not allowed to use the "
-                                            "pop-up service")
-        if self.token:
-            given = query.get("token") or environ.get("HTTP_X_POPUP_TOKEN") or ""
-            if not hmac.compare_digest(given.encode("utf-8"), self.token):
-                raise bottle.HTTPError(403, "missing or wrong token: add ?token=... to "
-                                            "the URL given to Voicenter")
-        return client
-
-    def check_page(self, environ):
-        """Refuse an office page (403) with the login off unless the client is in
-        --allow-ip, or, without an allowlist, this machine."""
-        client = self.client_of(environ)
-        allowed = self.allowed or (ipaddress.ip_network("127.0.0.0/8"),
-                                   ipaddress.ip_network("::1/128"))
-        if not self.address_in(client, allowed):
-            raise bottle.HTTPError(403, "the office pages are open only to this machine "
-                                        "when --office-password is empty, unless "
-                                        "--allow-ip is set")
-
-    def request_origin(self, environ):
-        """(scheme, host) the client asked for: X-Forwarded-Proto and -Host are believed
-        only from a --trusted-proxy; a host that is not a host name falls back to the
-        address this server listens on."""
-        scheme = environ.get("wsgi.url_scheme") or "http"
-        host = environ.get("HTTP_HOST") or ""
-        if self.via_trusted_proxy(environ):
-            proto = (environ.get("HTTP_X_FORWARDED_PROTO") or "").split(",")[0]
-            if proto.strip().lower() in ("http", "https"):
-                scheme = proto.strip().lower()
-            forwarded_host = (environ.get("HTTP_X_FORWARDED_HOST") or "").split(",")[0]
-            host = forwarded_host.strip() or host
-        if not _HOST_PATTERN.fullmatch(host):
-            host = f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT', '80')}"
-        return scheme, host
-
-    def via_trusted_proxy(self, environ):
-        """Whether the request's socket peer is a --trusted-proxy."""
-        return bool(self.trusted) and self.address_in(environ.get("REMOTE_ADDR") or "",
-                                                      self.trusted)
-
-    def client_of(self, environ):
-        """client_address(), refused (403) when a trusted proxy's is unreadable."""
-        client = self.client_address(environ)
-        if not client:
-            raise bottle.HTTPError(403, "the trusted proxy forwarded a client address "
-                                        "that cannot be read (X-Forwarded-For)")
-        return client
-
-    @staticmethod
-    def parse_address(text):
-        """An address as a proxy writes it (IPv6 maybe in [brackets] or with a zone),
-        or None; never with a port."""
-        text = text.strip()
-        if text.startswith("[") and text.endswith("]"):
-            text = text[1:-1]
-        try:  # without its zone (%eth0): it names an interface, not a host
-            address = ipaddress.ip_address(text.partition("%")[0])
-        except ValueError:
-            return None
-        mapped = getattr(address, "ipv4_mapped", None)
-        return mapped or address
-
-    def address_in(self, text, networks):
-        address = self.parse_address(text)
-        return address is not None and any(address in net for net in networks
-                                           if net.version == address.version)
+###############################################################################
+# Phases ######################################################################
+###############################################################################
+# A pop-up request's phase as Voicenter names it.
 
 
-_MAX_FIELDS = 200
-_ASCII_ESCAPES = {f"{code:02X}": chr(code) for code in range(128)}
-_ASCII_ESCAPES.update({f"{code:02x}": chr(code) for code in range(128)})
-_ASCII_ESCAPES.update({f"{code:02X}"[0] + f"{code:02x}"[1]: chr(code) for code in range(128)})
-_ASCII_ESCAPES.update({f"{code:02x}"[0] + f"{code:02X}"[1]: chr(code) for code in range(128)})
+def _phase(fields):
+    return fields.get("status") or fields.get("statusCall") or ""
 
 
-def _unquote(text):
-    """unquote_plus(text, errors="strict"), quicker for ASCII escapes (%2B, %20)."""
-    text = text.replace("+", " ")
-    if "%" not in text:
-        return text
-    head, *rest = text.split("%")
-    pieces = [head]
-    for piece in rest:
-        char = _ASCII_ESCAPES.get(piece[:2])
-        if char is None:  # a UTF-8 byte, or a stray %: the standard way
-            return unquote(text, errors="strict")
-        pieces.append(char)
-        pieces.append(piece[2:])
-    return "".join(pieces)
+#: The call phases as Voicenter names them (`Talking` is the answer; older material
+#: and integrators say "Answer" or "Answered"), read case-insensitively.
+_PHASE_NAMES = {"ringing": "ringing", "talking": "talking", "answer": "talking",
+                "answered": "talking", "hangup": "hangup"}
 
 
-def _query_fields(environ):
-    """The query string as a dict; the last value of a repeated field wins."""
-    return _form_fields(environ.get("QUERY_STRING", ""), "query string", wsgi_text=True)
+def read_phase(text):
+    """The phase a pop-up's status (statusCall) names: "ringing", "talking" (the call
+    was answered) or "hangup"; None for anything else."""
+    return _PHASE_NAMES.get(str(text).strip().lower())
 
 
-def _form_fields(text, what, wsgi_text=False):
-    """Decode `a=1&b=%2B972...` (UTF-8, strictly): what parse_qsl does, at a third of
-    its cost for the plain fields Voicenter sends (this runs on every request).
-    `wsgi_text`: `text` is a WSGI string, raw bytes shown as latin-1."""
-    if not text:
-        return {}
-    if wsgi_text and not text.isascii():
-        # WSGI hands over raw bytes as latin-1; anything outside ASCII is UTF-8 inside.
-        try:
-            text = text.encode("latin-1").decode("utf-8")
-        except UnicodeError:
-            raise bottle.HTTPError(400, f"the {what} is not valid UTF-8") from None
-    parts = text.split("&")
-    if len(parts) > _MAX_FIELDS:
-        raise bottle.HTTPError(400, f"the {what} has more than {_MAX_FIELDS} fields")
-    fields = {}
+###############################################################################
+# Reading a CDR ###############################################################
+###############################################################################
+# A CDR (POST /cdr, or a pulled Call Log record) read field by field: its type,
+# direction, status, agent and time.
+
+
+class CdrError(PopupError):
+    """A CDR that cannot be stored as sent (no id, not valid text)."""
+
+
+#: Where a CDR names who answered: the agent's extension first (named by --agents),
+#: then the representative; names seen in Voicenter's records and SDKs, first found
+#: wins. The record keeps every field whatever it is called.
+_CDR_AGENT_FIELDS = ("extenUser", "representative_name", "RepresentativeName",
+                     "representativeName", "representative_code", "RepresentativeCode",
+                     "representativeCode", "representative", "extension", "Extension")
+
+#: CDR types (_cdr_type: lower case, no spaces) of a call the office made to a client
+#: (the target), and of the agent's own leg of one (Voicenter rings the agent first):
+#: that leg is no client's call.
+CDR_OUTGOING_TYPES = ("click2callleg2", "extensionoutgoing", "productivecallleg2")
+CDR_AGENT_LEG_TYPES = ("click2callleg1", "productivecallleg1")
+#: CDR statuses of an incoming call that reached nobody (missed, whatever isAnswer says).
+CDR_MISSED_STATUSES = ("ABANDONE", "TIMEOUT", "FULL", "EXIT", "JOINEMPTY", "NOANSWER",
+                       "BUSY", "CANCEL")
+MAX_SUMMARY = 4000  # characters of Voicenter's AI summary kept in its column
+
+#: Voicenter's CDR times are epochs of Israel's wall-clock (cdr_start).
+try:
+    ISRAEL = zoneinfo.ZoneInfo("Asia/Jerusalem")
+except zoneinfo.ZoneInfoNotFoundError:  # no zone database (Windows without tzdata)
+    ISRAEL = dt.timezone(dt.timedelta(hours=2))
+#: Seconds a CDR may seem to arrive before its call ended: clocks differ a little.
+CDR_CLOCK_SLACK = 300
+
+
+def _cdr_text(value):
+    """A CDR field as text: numbers as written, true/false as 1/0, a structure as ""
+    (the raw record keeps it)."""
+    if value is None or isinstance(value, (dict, list)):
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _cdr_number(value, low, high):
+    """A number field (seconds) as a float, or None when it is not one in range."""
     try:
-        for part in parts:
-            if not part:
-                continue
-            name, _, value = part.partition("=")
-            if "+" in name or "%" in name:
-                name = _unquote(name)
-            if "+" in value or "%" in value:
-                value = _unquote(value)
-            fields[name] = value
-    except UnicodeError:
-        raise bottle.HTTPError(400, f"the {what} is not valid UTF-8 URL-encoding") from None
-    return fields
-
-
-#: The environ keys where _body_fields() says how it read a body ("json" or "form")
-#: and, of a pop-up's JSON, the names of its fields (the first _SENT_NAMES).
-BODY_FORMAT = "popup_server.body_format"
-BODY_NAMES = "popup_server.body_names"
-_SENT_NAMES = 40
-
-
-def _body_fields(environ, max_body, json_fields=None):
-    """Fields of a POST body: JSON or form-encoded, by Content-Type (or by its look);
-    `json_fields` reads a JSON body (default: the pop-up's fields only)."""
-    try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
+        number = float(_cdr_text(value))
     except ValueError:
-        raise bottle.HTTPError(400, "Content-Length is not a number") from None
-    if length > max_body:
-        raise bottle.HTTPError(413, f"the request body is over {max_body} bytes")
-    if length <= 0:
-        return {}
-    body = environ["wsgi.input"].read(length)
-    content_type = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
-    if content_type == "application/json" or content_type.endswith("+json") or (
-            content_type not in ("application/x-www-form-urlencoded",
-                                 "multipart/form-data") and body.lstrip()[:1] in (b"{", b"[")):
-        environ[BODY_FORMAT] = "json"
-        if json_fields is None:
-            names = environ[BODY_NAMES] = []
-            return _json_fields(body, names)
-        return json_fields(body)
-    if content_type == "multipart/form-data":
-        raise bottle.HTTPError(415, "send the fields as a query string, as "
-                                    "application/x-www-form-urlencoded or as JSON")
+        return None
+    return number if low <= number <= high else None
+
+
+def cdr_direction(text):
+    """incoming, outgoing or internal, from a CDR's type/direction as worded
+    ("Incoming Call", "outgoing", "Internal"); "" when unknown."""
+    text = text.lower()
+    for direction in ("incoming", "outgoing", "internal"):
+        if direction[:3] in text:  # "Inc", "Out", "Int" and their longer forms
+            return direction
+    return ""
+
+
+def _cdr_type(fields):
+    """The CDR's type as a key of the tables above ("Click2Call leg2" ->
+    "click2callleg2")."""
+    return re.sub(r"[\s_-]+", "", _cdr_text(fields.get("type")).lower())
+
+
+def _cdr_summary(value):
+    """aiData.insights.summary (aiData as JSON, or as a JSON text in a form), or ""."""
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            return ""
+    insights = value.get("insights") if isinstance(value, dict) else None
+    summary = insights.get("summary") if isinstance(insights, dict) else None
+    return summary.strip()[:MAX_SUMMARY] if isinstance(summary, str) else ""
+
+
+def _israel_wall_clock(seconds):
+    """The true Unix times an epoch of Israel's wall-clock (the Israel-local time
+    written as if it were UTC) can mean, latest first: two in the hour the clocks
+    go back, which repeats, else one."""
+    wall = dt.datetime(1970, 1, 1) + dt.timedelta(seconds=seconds)
+    return sorted({wall.replace(tzinfo=ISRAEL, fold=fold).timestamp() for fold in (0, 1)},
+                  reverse=True)
+
+
+def cdr_start(seconds, duration, received_at, ivrid=""):
+    """The true Unix time a CDR's `time` means. Voicenter documents it as an epoch of
+    Israel's wall-clock (2 or 3 hours ahead of a true Unix time); some senders may
+    send a true one. A CDR arrives right after its call ends, so:
+    - read as a true time, a call that would end after the CDR came (beyond
+      CDR_CLOCK_SLACK) is impossible: Israel's wall-clock it is;
+    - both readings possible: the ivruniqueid, which begins with the call's
+      Israel-local yyyymmddhhmmss, decides when it is within 15 minutes of one;
+    - else a CDR that came within an hour of its call's end read as a true time is
+      one (read the other way it would have waited 2 hours and more); a later one
+      (a re-sent or pulled record) is read as documented."""
+    duration = duration or 0
+    readings = _israel_wall_clock(seconds)
+    # In the hour that repeats, the latest reading the arrival allows is the one.
+    israel = next((start for start in readings
+                   if start + duration <= received_at + CDR_CLOCK_SLACK), readings[-1])
+    true = seconds
+    plausible = [start for start in (israel, true)
+                 if start + duration <= received_at + CDR_CLOCK_SLACK]
+    if len(plausible) < 2:
+        return plausible[0] if plausible else israel
+    named = _ivrid_moment(ivrid)
+    if named is not None:
+        near = [start for start in plausible if abs(start - named) <= 900]
+        if len(near) == 1:
+            return near[0]
+    return true if received_at - (true + duration) < 3600 else israel
+
+
+def _ivrid_moment(ivrid):
+    """The true Unix time an ivruniqueid's leading Israel-local yyyymmddhhmmss names,
+    or None when it does not begin with one."""
     try:
-        text = body.decode("utf-8")
-    except UnicodeError:
-        raise bottle.HTTPError(400, "the form body is not valid UTF-8") from None
-    environ[BODY_FORMAT] = "form"
-    return _form_fields(text, "form body")
+        local = dt.datetime.strptime(ivrid[:14], "%Y%m%d%H%M%S")
+    except ValueError:
+        return None
+    return local.replace(tzinfo=ISRAEL).timestamp()
 
 
-def _json_fields(body, names=None):
-    """The pop-up's fields (REQUEST_FIELDS) of a JSON body; `names` (a list) gets the
-    names of the first _SENT_NAMES fields it has, for the "what Voicenter sent" page."""
+def cdr_row(fields, region, received_at, *, true_time=False):
+    """The columns of the cdrs table for a CDR's fields (a dict, values as decoded
+    from JSON or a form), every field kept as received in `raw`. `true_time`: the
+    record's `time` is a true Unix time (a pulled record's Date, in UTC), never to be
+    read as an epoch of Israel's wall-clock as a pushed CDR's may be. Every rule of what a
+    CDR means is here (a pulled Call Log record is stored through it too): its type
+    (CDR_OUTGOING_TYPES are calls to the target; an agent's leg and a transfer of a
+    call already known are no client's call: `role`, stored as ivruniqueid#role so
+    that they never take the call's own record's place), its status (answered, or
+    missed: CDR_MISSED_STATUSES, VoiceMail), its time (cdr_start), who answered
+    (_CDR_AGENT_FIELDS), the talk time and Voicenter's AI summary."""
+    ivrid = _cdr_text(fields.get("ivruniqueid"))
+    if not ivrid:
+        raise CdrError("the CDR has no ivruniqueid")
+    if len(ivrid) > 200:
+        raise CdrError("the ivruniqueid is over 200 characters")
     try:
-        data = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise bottle.HTTPError(400, "the JSON body is not UTF-8") from None
-    except ValueError as error:
-        raise bottle.HTTPError(400, f"the body is not valid JSON ({error})") from None
-    except RecursionError:
-        raise bottle.HTTPError(400, "the JSON body is nested too deeply") from None
-    if not isinstance(data, dict):
-        raise bottle.HTTPError(400, "the JSON body must be an object, e.g. "
-                                    '{"phone": "0722776772"}')
-    if names is not None:
-        names.extend(itertools.islice(data, _SENT_NAMES))
-    fields = {}
-    for name in REQUEST_FIELDS:
-        value = data.get(name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            if name == "phone":
-                raise bottle.HTTPError(400, "phone must be a string or a number")
-            if isinstance(value, bool):
-                fields[name] = "true" if value else "false"
-            continue
-        if isinstance(value, float):
-            value = str(int(value)) if value.is_integer() else str(value)
-        value = str(value)
-        if not value.isascii():
-            try:  # JSON can escape half a character ("\ud800"); no text holds one
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise bottle.HTTPError(400, f"{name} is not valid Unicode text") from None
-        fields[name] = value
-    return fields
+        raw = json.dumps(fields, ensure_ascii=False)
+        raw.encode("utf-8")
+    except (UnicodeEncodeError, ValueError, RecursionError):
+        raise CdrError("the CDR holds text that is not valid Unicode") from None
+    kind = _cdr_type(fields)
+    role = ""
+    if kind in CDR_AGENT_LEG_TYPES:
+        role, direction = "agent leg", "internal"
+    elif kind == "xfercdr":  # its role never hangs on an optional field: one id
+        role, direction = "transfer", "internal"
+    elif kind in CDR_OUTGOING_TYPES:
+        direction = "outgoing"
+    elif kind in ("voicemail", "queue"):  # a caller waiting in a queue called in
+        direction = "incoming"
+    else:
+        direction = cdr_direction(_cdr_text(fields.get("type")) or
+                                  _cdr_text(fields.get("direction")))
+    caller = _cdr_text(fields.get("caller"))
+    target = _cdr_text(fields.get("target"))
+    client = {"outgoing": target, "internal": ""}.get(
+        direction, _cdr_text(fields.get("callerPhone")) or caller)
+    status = _cdr_text(fields.get("status"))
+    if role or kind == "voicemail" or status.upper() in (*CDR_MISSED_STATUSES,
+                                                         "VOICEMAIL"):
+        answered = False
+    else:
+        answered = (status.upper() == "ANSWER"
+                    or _cdr_text(fields.get("isAnswer")).lower() in ("1", "true"))
+    started = _cdr_number(fields.get("time"), 946684800, 253402300799)  # years 2000-9999
+    duration = _cdr_number(fields.get("duration"), 0, 10 ** 7)
+    talk = _cdr_number(fields.get("actualCallDuration"), 0, 10 ** 7)
+    agent = next((text for text in map(_cdr_text, map(fields.get, _CDR_AGENT_FIELDS))
+                  if text), "")
+    return (f"{ivrid}#{role.replace(' ', '-')}" if role else ivrid, received_at,
+            received_at if started is None else started if true_time else
+            cdr_start(started, duration, received_at, ivrid), direction,
+            caller, target, _cdr_text(fields.get("did")),
+            normalize_number(client, region) or "", status, int(answered),
+            None if duration is None else round(duration), agent,
+            _cdr_text(fields.get("record")), raw, role,
+            None if talk is None else round(talk), _cdr_summary(fields.get("aiData")))
 
 
 ###############################################################################
-# The office's door ###########################################################
+# The calls store #############################################################
 ###############################################################################
-# The office pages' own login (password, signed session cookie, CSRF tokens), signed
-# links to one caller's page, the pages' languages and their security headers.
-# Nothing here runs on /popup except caller_link(), which costs a few microseconds.
-
-SESSION_SECONDS = 12 * 3600          # a working day; then the login page again
-LOGIN_FREE_TRIES = 3                 # wrong passwords from one address before any wait
-LOGIN_LONGEST_WAIT = 60              # seconds: the right password works again within it
-LOGIN_FORGET_AFTER = 15 * 60         # seconds without a wrong one: the address starts over
-LOGIN_ADDRESSES_KEPT = 10_000        # failing addresses remembered (the oldest go first)
-#: Password checks running at once (scrypt: ~50 ms of a core and 16 MiB each); a login
-#: beyond them is refused at once with "busy", so a flood never queues up the workers.
-LOGIN_CHECKS_AT_ONCE = 2
-LOGIN_REFUSALS_LOGGED = 20           # refusals logged one by one a minute; then counted
-MIN_PASSWORD_LENGTH = 8              # characters of a password the password command takes
-SESSIONS_ENDED_KEPT = 10_000         # logged-out sessions kept (revoked_sessions) until they expire
-_SCRYPT = dict(n=2 ** 14, r=8, p=1)  # 16 MiB and ~50 ms a try: OWASP's minimum
-
-
-def hash_password(password, salt=None):
-    """The text kept for a password: scrypt$n$r$p$salt$hash (base64), salted."""
-    salt = salt or secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, dklen=32, **_SCRYPT)
-    return "scrypt${n}${r}${p}$".format(**_SCRYPT) + "$".join(
-        base64.b64encode(part).decode("ascii") for part in (salt, digest))
-
-
-def password_matches(password, stored):
-    """Whether `password` is the one `stored` (hash_password's text) was made from."""
-    try:
-        kind, n, r, p, salt, digest = stored.split("$")
-        salt, digest = base64.b64decode(salt), base64.b64decode(digest)
-        if kind != "scrypt":
-            return False
-        given = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=int(n), r=int(r),
-                               p=int(p), dklen=len(digest), maxmem=64 * 1024 * 1024)
-    except (ValueError, binascii.Error, UnicodeError):
-        return False
-    return hmac.compare_digest(given, digest)
-
-
-def _signature(secret, *parts):
-    """A short HMAC-SHA256 (128 bits, base64url) of `parts`, keyed by the page secret.
-    hmac.digest(): OpenSSL's one-shot, a third of hmac.new()'s cost."""
-    message = "\n".join(map(str, parts)).encode("utf-8", "surrogatepass")
-    return base64.urlsafe_b64encode(hmac.digest(secret, message, "sha256")[:16]) \
-        .rstrip(b"=").decode("ascii")
-
-
-def caller_link(base_url, number, secret, days=30, now=None):
-    """An absolute link to /caller/<number> that opens that caller's page only, for
-    `days`: ?e= its expiry (epoch seconds), &s= an HMAC bound to the number and the
-    expiry. Never the Voicenter token. `number` as it should appear in the path."""
-    expires = int(time.time() if now is None else now) + days * 86400
-    in_path = number if number.lstrip("+").isdigit() else quote(number, safe="+")
-    return (f"{base_url}/caller/{in_path}?e={expires}"
-            f"&s={_signature(secret, 'caller', number, expires)}")
-
-
-def verify_caller_link(secret, number, expires, signature, now=None):
-    """"ok", or why the link does not open `number`'s page: "tampered" (the number,
-    the expiry or the signature changed; compared in constant time) or "expired"."""
-    if not (isinstance(expires, str) and expires.isascii() and expires.isdigit()
-            and len(expires) <= 12
-            and isinstance(signature, str) and signature.isascii()):
-        return "tampered"
-    wanted = _signature(secret, "caller", number, int(expires))
-    if not hmac.compare_digest(wanted.encode("ascii"), signature.encode("ascii")):
-        return "tampered"
-    if int(expires) < (time.time() if now is None else now):
-        return "expired"
-    return "ok"
-
-
-class LoginLimiter:
-    """Slows the address that sends wrong passwords, never the office behind it for
-    long: after LOGIN_FREE_TRIES wrong ones, each more makes that address wait before
-    its next try, 2, 4, 8 ... seconds, at most LOGIN_LONGEST_WAIT, counted from its
-    last wrong password. A try during the wait is refused at once, unchecked and not
-    counted, so it never makes the wait longer: whoever shares the address (one NAT,
-    one proxy) can sign in at most a minute after the last wrong password. An IPv6
-    client counts by its /64; at most LOGIN_ADDRESSES_KEPT addresses are kept, the
-    oldest dropped, and one quiet for LOGIN_FORGET_AFTER starts over."""
-
-    def __init__(self, free=LOGIN_FREE_TRIES, longest=LOGIN_LONGEST_WAIT,
-                 forget=LOGIN_FORGET_AFTER, kept=LOGIN_ADDRESSES_KEPT):
-        self.free, self.longest, self.forget, self.kept = free, longest, forget, kept
-        self.failures = {}  # key -> [wrong passwords, last one's time], oldest first
-        self.lock = threading.Lock()
-
-    @staticmethod
-    def key(address):
-        parsed = AccessGuard.parse_address(address)
-        if parsed is not None and parsed.version == 6:
-            return str(ipaddress.ip_network((parsed, 64), strict=False))
-        return str(parsed or address)
-
-    def _wait(self, count):
-        """Seconds to wait after `count` wrong passwords."""
-        over = count - self.free
-        return 0 if over <= 0 else min(self.longest, 2 ** min(over, 16))
-
-    def wait_left(self, address, now=None):
-        """Whole seconds this address must still wait before its next try; 0: it may."""
-        now = time.monotonic() if now is None else now
-        with self.lock:
-            entry = self.failures.get(self.key(address))
-        if entry is None:
-            return 0
-        return max(0, math.ceil(entry[1] + self._wait(entry[0]) - now))
-
-    def failed(self, address, now=None):
-        """Count a wrong password; returns the seconds the address now waits (0: none)."""
-        now = time.monotonic() if now is None else now
-        key = self.key(address)
-        with self.lock:
-            entry = self.failures.pop(key, None)
-            if entry is None or now - entry[1] >= self.forget:
-                entry = [0, now]
-            entry[0] += 1
-            entry[1] = now
-            self.failures[key] = entry  # last in the order: the newest
-            while len(self.failures) > self.kept:
-                del self.failures[next(iter(self.failures))]
-            return self._wait(entry[0])
-
-    def succeeded(self, address):
-        with self.lock:
-            self.failures.pop(self.key(address), None)
-
-
-class RefusalLog:
-    """Log lines of refused logins, LOGIN_REFUSALS_LOGGED a minute at most: beyond
-    that they are counted, and one line at the minute's end says how many, so a flood
-    neither fills the disk nor goes unseen."""
-
-    def __init__(self, limit=LOGIN_REFUSALS_LOGGED, window=60.0):
-        self.limit, self.window = limit, window
-        self.window_start, self.logged, self.counted = -math.inf, 0, 0
-        self.lock = threading.Lock()
-
-    def refused(self, message, *args, now=None):
-        now = time.monotonic() if now is None else now
-        with self.lock:
-            if now - self.window_start >= self.window:
-                self.window_start, self.logged = now, 0
-            if self.logged < self.limit:
-                self.logged += 1
-                log.warning("office login refused: " + message, *args)
-                return
-            self.counted += 1
-            if self.counted == 1:  # the first one counted: say the total when it ends
-                timer = threading.Timer(self.window_start + self.window - now, self.flush)
-                timer.daemon = True
-                timer.start()
-
-    def flush(self):
-        with self.lock:
-            counted, self.counted = self.counted, 0
-        if counted:
-            log.warning("office login refused %d more times in the last minute (not "
-                        "logged one by one)", counted)
-
-
-def wait_in_words(texts, seconds):
-    """A wait as the pages say it: "45 seconds", "a minute"."""
-    if seconds >= 60:
-        return texts("wait.minute")
-    return texts("wait.second") if seconds == 1 else texts("wait.seconds", n=seconds)
-
-
-Session = collections.namedtuple("Session", "nonce expires")
-
-#: The state folder's file of sessions ended before their expiry (RevokedSessions).
-REVOKED_SESSIONS_NAME = "revoked_sessions"
-_NONCE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
-class RevokedSessions:
-    """Sessions ended before their expiry, kept in the state folder's revoked_sessions
-    file so that no restart brings one back: logouts (revoke()), and every session at
-    once (revoke_all(): a new office password, the password command). The one place
-    that ends sessions; OfficeDoor.session() asks is_revoked() of every cookie.
-
-    Bounded: an entry is dropped once its session would have expired anyway, and
-    beyond `kept` logouts the oldest are folded into the "every session started
-    until" time instead (signing out a few sessions too many, never letting one back).
-    One line an entry, appended at once; the file is written anew when it holds twice
-    the entries kept. Lines: "session NONCE EXPIRES", "all UNTIL EXPIRES" (sessions
-    started at or before UNTIL), "password TAG" (which password the sessions belong
-    to: at a start with another one, every session is revoked)."""
-
-    def __init__(self, path, kept=SESSIONS_ENDED_KEPT):
-        self.path, self.kept = path, kept
-        self.lock = threading.Lock()
-        self.ended = collections.OrderedDict()  # nonce -> expiry, oldest first
-        self.until = 0        # sessions started at or before this (epoch s) are revoked
-        self.password = ""    # the tag of the password of the sessions
-        self.lines = 0        # lines in the file
-
-    @classmethod
-    def open(cls, path, password_tag=None, kept=SESSIONS_ENDED_KEPT, now=None):
-        """The revoked sessions kept at `path` (none when it does not exist yet); with
-        `password_tag` (a tag of the office password's hash) different from the one
-        kept, every session is revoked. ConfigError when the file cannot be read."""
-        revoked = cls(path, kept)
-        now = time.time() if now is None else now
-        try:
-            with open(path, encoding="utf-8", errors="replace") as handle:
-                lines = handle.read(64 * 1024 * 1024).splitlines()
-        except FileNotFoundError:
-            lines = []
-        except OSError as error:
-            raise ConfigError(f"{path}: cannot read the signed-out sessions "
-                              f"({error.strerror or error}); delete it or pass "
-                              "--state-dir") from None
-        for line in lines:
-            revoked._take(line.split(), now)
-        if password_tag is not None and password_tag != revoked.password:
-            if revoked.password:
-                revoked.until = max(revoked.until, int(now))
-            revoked.password = password_tag
-        try:
-            revoked._rewrite(now)
-        except OSError as error:
-            raise ConfigError(f"{path}: cannot write the signed-out sessions "
-                              f"({error.strerror or error}); pass --state-dir") from None
-        return revoked
-
-    def _take(self, fields, now):
-        """One line of the file, read; anything else is ignored (a line cut short by a
-        crash)."""
-        kind = fields[0] if fields else ""
-        if kind == "password" and len(fields) == 2 and _NONCE.fullmatch(fields[1]):
-            self.password = fields[1]
-        elif (kind in ("session", "all") and len(fields) == 3 and fields[2].isascii()
-              and fields[2].isdigit() and int(fields[2]) >= now):
-            if kind == "session" and _NONCE.fullmatch(fields[1]):
-                self.ended.pop(fields[1], None)
-                self.ended[fields[1]] = int(fields[2])
-                self._bound()
-            elif kind == "all" and fields[1].isascii() and fields[1].isdigit():
-                self.until = max(self.until, int(fields[1]))
-
-    def is_revoked(self, nonce, expires):
-        return expires - SESSION_SECONDS <= self.until or nonce in self.ended
-
-    def revoke(self, nonce, expires, now=None):
-        """End the session `nonce` (a logout), for good."""
-        with self.lock:
-            self.ended[nonce] = expires
-            folded = self._bound()
-            self._keep(now, "" if folded else f"session {nonce} {expires}\n")
-
-    def revoke_all(self, now=None):
-        """End every session started until now (a new password)."""
-        with self.lock:
-            now = time.time() if now is None else now
-            self.until = max(self.until, int(now))
-            self._keep(now, f"all {self.until} {self.until + SESSION_SECONDS}\n")
-
-    def _bound(self):
-        """Keep at most `kept` logouts: the oldest folded into `until`. True if any."""
-        folded = False
-        while len(self.ended) > self.kept:
-            _nonce, expires = self.ended.popitem(last=False)
-            self.until = max(self.until, expires - SESSION_SECONDS)
-            folded = True
-        return folded
-
-    def _keep(self, now, line):
-        """Append `line` to the file, or write it anew (pruned) when it grew too long
-        or `line` is "" (an entry folded). A failure is logged: the session stays
-        revoked until the server stops."""
-        now = time.time() if now is None else now
-        try:
-            if not line or self.lines + 1 > 2 * self.kept + 2:
-                self._rewrite(now)
-                return
-            descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
-                                 | getattr(os, "O_NOFOLLOW", 0), 0o600)
-            with os.fdopen(descriptor, "a", encoding="utf-8") as handle:
-                handle.write(line)
-                handle.flush()
-                os.fsync(handle.fileno())
-            self.lines += 1
-        except OSError as error:
-            log.error("%s: cannot keep a signed-out session (%s); it stays signed out "
-                      "until the server stops", self.path, error.strerror or error)
-
-    def _rewrite(self, now):
-        """The file written anew from what is kept, dropping what has expired."""
-        for nonce, expires in list(self.ended.items()):
-            if expires < now:
-                del self.ended[nonce]
-        lines = [f"session {nonce} {expires}\n" for nonce, expires in self.ended.items()]
-        if self.until + SESSION_SECONDS >= now:
-            lines.insert(0, f"all {self.until} {self.until + SESSION_SECONDS}\n")
-        else:
-            self.until = 0
-        if self.password:
-            lines.insert(0, f"password {self.password}\n")
-        if not lines and not self.path.exists():
-            self.lines = 0
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        partial = self.path.with_name(self.path.name + ".partial")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(partial)
-        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL
-                             | getattr(os, "O_NOFOLLOW", 0), 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.writelines(lines)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, self.path)
-        self.lines = len(lines)
-
-
-class PageDenied(Exception):
-    """An office page refused, shown as the 403 HTML page; `reason` names its text."""
-
-    def __init__(self, reason, status=403):
-        super().__init__(reason)
-        self.reason, self.status = reason, status
-
-
-def password_tag(secret, password_hash):
-    """What RevokedSessions keeps of the office password: a signature of its hash
-    (None without a login), telling a new password from the last one."""
-    return None if password_hash is None else _signature(secret, "password", password_hash)
-
-
-class OfficeDoor:
-    """Who may open the office pages: a session from the login, or, for one caller's
-    page only, a signed link. Sessions and CSRF tokens are signed with the page
-    secret, so nothing is kept for them but the sessions ended early (RevokedSessions,
-    in the state folder). A session is bound to the password's hash too, and a start
-    with a new password revokes them all (a return to an old one brings none back).
-    Without a password (--office-password ""), the pages are served as before the
-    login existed: to --allow-ip addresses, or to this machine."""
-
-    def __init__(self, config, guard, secret, password_hash, revoked=None,
-                 password_file=None):
-        self.config, self.guard, self.secret = config, guard, secret
-        self._password_hash = password_hash
-        # The file `popup-server password` writes: read again when it changes, so that
-        # a new password works (and ends every session) without a restart.
-        self.password_file = password_file
-        self._password_seen = file_signature(password_file) if password_file else None
-        self._password_checked = time.monotonic()
-        # Cookies ignore ports: two servers on one host must not overwrite each other's.
-        self.cookie_name = "popup_session_" + _signature(secret, "cookie")[:8]
-        self.limiter = LoginLimiter()
-        self.refusals = RefusalLog()
-        self.checks = threading.BoundedSemaphore(LOGIN_CHECKS_AT_ONCE)
-        self.revoked = revoked or RevokedSessions.open(
-            config.state_path / REVOKED_SESSIONS_NAME, password_tag(secret, password_hash))
-
-    @property
-    def login_required(self):
-        return self._password_hash is not None
-
-    @property
-    def password_hash(self):
-        """The office password's hash in force: the password file's, checked for a
-        change at most once a second (a stat)."""
-        if self.password_file is not None and time.monotonic() - self._password_checked >= 1:
-            self._password_checked = time.monotonic()
-            seen = file_signature(self.password_file)
-            if seen != self._password_seen:
-                self._password_seen = seen
-                try:
-                    kept = _read_secret_file(self.password_file, PASSWORD_FILE)
-                except PopupError as error:
-                    kept = None
-                    log.error("%s; the office password stays as it was", error)
-                if kept is not None and kept.startswith("scrypt$") \
-                        and kept != self._password_hash:
-                    self._password_hash = kept
-                    with self.revoked.lock:  # the next start must not revoke them again
-                        self.revoked.password = password_tag(self.secret, kept)
-                    self.revoked.revoke_all()
-                    log.info("the office password was changed (%s): every session "
-                             "has ended", self.password_file)
-        return self._password_hash
-
-    # Sessions ------------------------------------------------------------------
-    def session(self, environ):
-        """The request's valid session, or None."""
-        cookie = bottle.request.get_cookie(self.cookie_name) or ""
-        expires, _, rest = cookie.partition(".")
-        nonce, _, signature = rest.partition(".")
-        if not (expires.isascii() and expires.isdigit() and len(expires) <= 12 and nonce
-                and signature.isascii()):
-            return None
-        wanted = _signature(self.secret, "session", self.password_hash, expires, nonce)
-        if not hmac.compare_digest(wanted.encode("ascii"), signature.encode("ascii")):
-            return None
-        if int(expires) < time.time() or self.revoked.is_revoked(nonce, int(expires)):
-            return None
-        return Session(nonce, int(expires))
-
-    def start_session(self, environ):
-        """A new session and the Set-Cookie value carrying it."""
-        # Started after the last revoke_all(), even within its second: not revoked.
-        started = max(int(time.time()), self.revoked.until + 1)
-        session = Session(secrets.token_urlsafe(12), started + SESSION_SECONDS)
-        value = f"{session.expires}.{session.nonce}." + _signature(
-            self.secret, "session", self.password_hash, session.expires, session.nonce)
-        return session, self._cookie(value, SESSION_SECONDS, environ)
-
-    def end_session(self, session, environ):
-        """Forget `session` (logout); the Set-Cookie value that clears it."""
-        self.revoked.revoke(session.nonce, session.expires)
-        return self._cookie("", 0, environ)
-
-    def _cookie(self, value, max_age, environ):
-        # Lax: a link from elsewhere (an e-mail, the pop-up) still opens the pages;
-        # POST forms are guarded by CSRF tokens and the Origin check besides.
-        secure = "; Secure" if self.guard.request_origin(environ)[0] == "https" else ""
-        return (f"{self.cookie_name}={value}; Max-Age={max_age}; Path=/; HttpOnly; "
-                f"SameSite=Lax{secure}")
-
-    def base_url(self, environ):
-        """Where links to this server's pages start: --public-url, else the scheme and
-        host of the request (forwarded ones only from --trusted-proxy)."""
-        return self.config.public_url or "{}://{}".format(*self.guard.request_origin(environ))
-
-    # Forms ---------------------------------------------------------------------
-    def csrf_token(self, session):
-        """The token every POST form of the office pages carries (field "csrf"),
-        bound to the session; "" without a session (login off)."""
-        return _signature(self.secret, "csrf", session.nonce) if session else ""
-
-    def check_form(self, environ, fields, session):
-        """Refuse (PageDenied "form") a POST from another site: its Origin must be this
-        server's, and its csrf field the session's token (with the login on)."""
-        if not self.same_origin(environ):
-            raise PageDenied("form")
-        if self.login_required:
-            given = fields.get("csrf") or ""
-            if session is None or not hmac.compare_digest(
-                    given.encode("utf-8"), self.csrf_token(session).encode("ascii")):
-                raise PageDenied("form")
-
-    def same_origin(self, environ):
-        """False when the browser says the request came from another site's page. A
-        request without Origin (old browsers, curl) passes: its token still counts."""
-        origin = environ.get("HTTP_ORIGIN")
-        if origin is None:
-            return True
-        ours = {self.guard.request_origin(environ)[1].lower()}
-        if self.config.public_url:
-            ours.add(urlsplit(self.config.public_url).netloc.lower())
-        try:
-            parts = urlsplit(origin.strip())
-        except ValueError:  # "http://[x": no site at all
-            return False
-        return parts.scheme in ("http", "https") and parts.netloc.lower() in ours
-
-    # Who may see a page -----------------------------------------------------------
-    @functools.cached_property
-    def own_names(self):
-        """The host names this server answers the office pages under with the login
-        off: localhost, the machine's own names, the listen address and --public-url's
-        host (lower case, without a final dot)."""
-        names = {"localhost", "localhost.localdomain", "ip6-localhost"}
-        with contextlib.suppress(OSError, UnicodeError):
-            machine = socket.gethostname()
-            # Not getfqdn(): a reverse look-up may wait seconds for a DNS server.
-            names.update({machine, machine.split(".")[0], machine.split(".")[0] + ".local"})
-        names.add(self.config.host or "")
-        if self.config.public_url:
-            names.add(urlsplit(self.config.public_url).hostname or "")
-        return frozenset(name.lower().rstrip(".") for name in names if name)
-
-    def known_host(self, environ):
-        """Whether the Host the browser asked for (X-Forwarded-Host from a
-        --trusted-proxy) is an address or one of own_names. With the login off, a
-        page under any other name may be another site's whose name now leads here
-        (DNS rebinding): its scripts would read the calls as if they were its own.
-        No Host at all (HTTP/1.0) is no browser's."""
-        host = environ.get("HTTP_HOST") or ""
-        guard = self.guard
-        if guard.via_trusted_proxy(environ):
-            host = (environ.get("HTTP_X_FORWARDED_HOST") or "").split(",")[0].strip() or host
-        if not host:
-            return True
-        if host.startswith("["):  # [v6]:port
-            name = host[1:].partition("]")[0]
-        else:
-            name, colon, port = host.rpartition(":")
-            name = name if colon and port.isdigit() else host
-        name = name.lower().rstrip(".")
-        return guard.parse_address(name) is not None or name in self.own_names
-
-    def admit(self, environ, path_asked):
-        """The session an office page is shown to (None with the login off); a browser
-        without one is sent to the login page, which brings it back to `path_asked`.
-        --allow-ip and an unreadable forwarded address refuse as for /popup (JSON)."""
-        client = self.guard.client_of(environ)
-        if self.guard.allowed and not self.guard.address_in(client, self.guard.allowed):
-            raise bottle.HTTPError(403, "this address is not allowed to use the "
-                                        "office pages")
-        if not self.login_required:
-            self.guard.check_page(environ)
-            if not self.known_host(environ):
-                raise PageDenied("host", 421)
-            return None
-        session = self.session(environ)
-        if session is None:
-            raise bottle.HTTPResponse(status=303, headers={
-                "Location": "/login?" + urlencode({"next": path_asked}),
-                "Cache-Control": "no-store"})
-        return session
-
-    def admit_caller(self, environ, number, query, path_asked):
-        """The caller's page: a signed link (?e=&s=) opens it for `number` only, without
-        a login; (how, session): ("link", None) or ("session", ...). A link that does
-        not verify is refused saying why, even to a signed-in browser: its owner
-        should learn that this link is bad."""
-        if "s" in query or "e" in query:
-            verdict = verify_caller_link(self.secret, number, query.get("e"),
-                                         query.get("s"))
-            if verdict != "ok":
-                raise PageDenied(verdict)
-            client = self.guard.client_of(environ)
-            if self.guard.allowed and not self.guard.address_in(client, self.guard.allowed):
-                raise bottle.HTTPError(403, "this address is not allowed to use the "
-                                            "office pages")
-            return "link", None
-        return "session", self.admit(environ, path_asked)
-
-
-def local_path(text, fallback="/"):
-    """`text` when it is a path on this server (where the login may send a browser
-    back to), else `fallback`: never another site (//evil.example, /\\evil, https:)."""
-    if (not isinstance(text, str) or not text.startswith("/") or text.startswith("//")
-            or "\\" in text or not text.isprintable() or len(text) > 2000):
-        return fallback
-    return text
-
-
-# Languages ---------------------------------------------------------------------
-
-LANGUAGES = ("en", "he")
-RIGHT_TO_LEFT = ("he",)
-
-
-#: The pages' texts, English and Hebrew side by side, are data: views/texts.toml.
-TEXTS_FILE = RESOURCES / "views" / "texts.toml"
-
-
-@functools.cache
-def page_texts():
-    """{key: (text, ...)} in LANGUAGES' order, from TEXTS_FILE (read once)."""
-    with open(TEXTS_FILE, "rb") as file:
-        table = tomllib.load(file)
-    return {key: tuple(entry[language] for language in LANGUAGES)
-            for key, entry in table.items()}
-
-
-def choose_language(accept_language, forced="auto"):
-    """The pages' language: `forced` (--lang) unless "auto", else the browser's most
-    wanted of LANGUAGES by Accept-Language and its q-values (iw is he's old code);
-    English when it wants none of them."""
-    if forced in LANGUAGES:
-        return forced
-    best, best_weight = LANGUAGES[0], 0.0
-    for item in (accept_language or "").split(",")[:32]:
-        tag, *parameters = item.split(";")
-        weight = 1.0
-        for parameter in parameters:
-            name, _, value = parameter.strip().partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    weight = float(value)
-                except ValueError:
-                    weight = 0.0
-                if not 0.0 <= weight <= 1.0:  # also NaN
-                    weight = 0.0
-        language = tag.strip().lower().split("-")[0]
-        language = "he" if language == "iw" else language
-        if language in LANGUAGES and weight > best_weight:
-            best, best_weight = language, weight
-    return best
-
-
-class PageTexts:
-    """The texts of one language, for the templates: t("key", name=value)."""
-
-    def __init__(self, language):
-        self.language = language
-        self.column = LANGUAGES.index(language)
-        self.direction = "rtl" if language in RIGHT_TO_LEFT else "ltr"
-
-    def __call__(self, key, default=None, **values):
-        entry = page_texts().get(key)
-        if entry is None:
-            if default is None:
-                raise KeyError(f"no page text {key!r}")
-            return default
-        text = entry[self.column]
-        return text.format(**values) if values else text
-
-    def time(self, moment, day=None, seconds=False):
-        """A moment as the pages write it, in the zone it is given in: "04:20" on `day`
-        (the day the page shows), else with its date: "15 January 2026, 04:20",
-        "15 בינואר 2026, 04:20"."""
-        clock = moment.strftime("%H:%M:%S" if seconds else "%H:%M")
-        if moment.date() == day:
-            return clock
-        return self("moment.format", day=moment.day,
-                    month=self("months").split()[moment.month - 1], year=moment.year,
-                    time=clock)
-
-    def date(self, day):
-        """`day` written out: "Thursday 26 November 2026", "יום חמישי, 26 בנובמבר 2026"."""
-        return self("weekday.format", weekday=self("weekdays").split()[day.weekday()],
-                    day=day.day, month=self("months").split()[day.month - 1],
-                    year=day.year)
-
-
-def page_headers(nonce):
-    """Every HTML page's headers: a strict Content-Security-Policy (no script at all;
-    the page's one <style> carries `nonce`), no sniffing, no framing, never cached, and
-    a Referer only to this server: links carry signatures, which must never reach
-    another site. Not "no-referrer": under it a browser sends "Origin: null" with the
-    pages' own forms, and the Origin check could no longer tell them from another site's."""
-    return {
-        "Content-Type": "text/html; charset=utf-8",
-        "Content-Security-Policy": (
-            f"default-src 'none'; style-src 'nonce-{nonce}'; img-src 'self'; "
-            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
-        "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "same-origin",
-        "X-Frame-Options": "DENY",
-        "Cache-Control": "no-store",
-    }
-
-
-#: Seconds a "busy" answer asks the client to wait before trying again.
-BUSY_RETRY = 5
-
-
-def office_busy_page(accept_language, lang="auto", posted=False):
-    """The "busy, one moment" page of office work that waited too long for its lane
-    (OFFICE_LANES), in the browser's language (choose_language()): (status, headers,
-    body bytes). `posted`: it answers a form, whose change was not made; a page asked
-    for reloads itself."""
-    texts = PageTexts(choose_language(accept_language, lang))
-    nonce = secrets.token_urlsafe(16)
-    body = bottle.template(
-        "office_busy", template_lookup=VIEWS, t=texts, lang=texts.language,
-        direction=texts.direction, nonce=nonce, csrf="", signed_in=False,
-        refresh=None if posted else BUSY_RETRY, posted=posted)
-    return 503, {**page_headers(nonce), "Retry-After": str(BUSY_RETRY)}, \
-        body.encode("utf-8")
-
-
-###############################################################################
-# The caller's page ###########################################################
-###############################################################################
-# What a pop-up's link opens when the office has no CRM: the caller's rows in every
-# source with every column, their calls, and the contacts the office adds from it,
-# kept in an additions file of the state folder (never in the office's own file).
-
-ADDITIONS_FILE_NAME = "additions.csv"
-ADDITIONS_HEADER = ("Name", "Company", "Phone", "Notes")
-#: Longest value of each field of the add-contact form, in characters.
-ADDITION_LIMITS = {"name": 200, "company": 200, "phone": 100, "notes": 2000}
-CALLER_PAGE_CALLS = 50  # the caller's latest calls shown (and that may be marked)
-
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-#: A plain e-mail address, the only cell made a mailto: link: letters, digits and . _ + -
-#: before the @ (a ? & = % # , ; or : would add headers or recipients to the link:
-#: "a?cc=victim@evil.example").
-_E_MAIL = re.compile(r"[\w.+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*"
-                     r"\.[A-Za-z]{2,63}")
-
-
-def additions_options(config):
-    """load_index()'s settings for the additions file: its own (UTF-8, comma, its
-    ADDITIONS_HEADER columns), never the office file's --encoding, --delimiter,
-    --sheet or column options, which describe another file; only the numbers' rules
-    (--region, --match-digits) and the template's columns are the office's."""
-    return {**config.load_options(), "encoding": "utf-8", "delimiter": ",",
-            "sheet": None, "name_column": ADDITIONS_HEADER[0],
-            "company_column": ADDITIONS_HEADER[1], "phone_columns": [ADDITIONS_HEADER[2]],
-            "url_column": None}
-
-
-class CallerLinks:
-    """The signed links pop-ups carry: caller_link()'s, for numbers written "+digits",
-    made with the key's HMAC state prepared once (verify_caller_link() checks them; a
-    test pins the two equal), and kept for the hour: the phases of a call (ringing,
-    answer, hang-up) share one, and a repeat costs a dict look-up. A link is dated from
-    the start of its hour, so it lasts at most an hour less than --link-days."""
-
-    def __init__(self, secret, days, kept=4096):
-        self.days, self.kept = days, kept
-        self.keyed = hmac.new(secret, digestmod="sha256")  # copied, never updated
-        self.made = {}  # (base, number) -> (hour, link); cleared whole when full
-
-    def link(self, base, number):
-        hour = int(time.time()) // 3600
-        made = self.made.get((base, number))
-        if made is not None and made[0] == hour:
-            return made[1]
-        expires = hour * 3600 + self.days * 86400
-        signing = self.keyed.copy()
-        signing.update(f"caller\n{number}\n{expires}".encode("ascii"))
-        signature = base64.urlsafe_b64encode(signing.digest()[:16])[:22].decode("ascii")
-        link = f"{base}/caller/{number}?e={expires}&s={signature}"
-        if len(self.made) >= self.kept:
-            self.made.clear()  # a bound, not a cache policy: links are cheap to remake
-        self.made[(base, number)] = (hour, link)
-        return link
+# The calls database: its schema and upgrades, the recorder that writes the pop-ups'
+# phases off the request path, and the records read from it.
+
+# Every pop-up request is one phase of one call. The recorder queues it and a single
+# writer thread stores it in SQLite (WAL), so the answer never waits for the disk.
+# Triggers keep one row a call in `calls` as its phases and its CDR arrive, so a page
+# groups and counts calls, not phases, reads one table and only the page it shows.
+# Voicenter's CDRs (POST /cdr) are stored at once, each committed before it is
+# acknowledged, in `cdrs`; a call's CDR and its pop-up phases share an id
+# (ivruniqueid = ivrid) and are one row of `calls`. Marks and notes people make on calls are in `call_notes`.
+
+
+# A batch goes to SQLite as one JSON array, one statement: executemany() re-takes the
+# GIL for every row, and under load each of those waits behind the pop-ups.
+_INSERT_JSON_BATCH = ("INSERT OR IGNORE INTO events SELECT " + ", ".join(
+    f"json_extract(value, '$[{column}]')" for column in range(14)) + " FROM json_each(?)")
+
+
+_INSERT_ROW = "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_WRITE_BATCH = 1_000  # events a statement: an event can be ~128 KiB (body and query)
+RECORD_BACKLOG = 20_000  # events waiting for the disk (~1 KiB each); more are dropped
+#: Seconds a CDR waits for its turn, then for a locked database, before it is answered
+#: with a non-zero Err (Voicenter sends it again): a request thread is never held longer.
+CDR_WAIT = 1.0
+#: Seconds any write outside the recorder (a CDR, a mark, a note) waits for a database
+#: another program holds; then it fails, and the office is told so in words.
+DB_WAIT = 1.0
+_RETRY_AT_MOST = 2.0  # seconds between tries of a failing database, at most
+_STOP_TRIES_FOR = 5.0  # seconds a stop keeps trying to write what waits
+
+#: The rows of `calls` for the ivrids `{where}` picks: each call's pop-up phases
+#: (events, one a phase and station) summed up and joined with its CDR, or its CDR alone
+#: (a call abandoned in a queue, an outgoing call). A CDR of no client's call (an agent's
+#: own leg, a transfer: `role`) makes no call. Requests without an ivrid were once
+#: recorded as "no-ivrid-..." (test lookups): they are no call. A ring group rings several
+#: stations under one ivrid: the call is answered when any station answered (Talking,
+#: isAnswered, an "answered elsewhere" hang-up of another station, or the CDR), by the
+#: Talking station, and ends with that station's hang-up; an "answered elsewhere" hang-up
+#: ends nothing. `duration` is the talk time, of answered calls only: the CDR's
+#: actualCallDuration (Voicenter's record of the call comes first), else from the
+#: Talking phase to the answerer's hang-up, else the CDR's duration.
+#: `state` is the outcome as far as it does not depend on the clock: "pending" (no
+#: answer, no hang-up, no CDR) reads as "in progress" or, after --ring-timeout, "no
+#: answer recorded" (_OUTCOME).
+_CALL_OF_IVRIDS = """
+SELECT ivrid, started, caller, e164, did, direction, name, company, url, answered_at,
+       CASE WHEN answered OR direction != 'incoming' THEN agent ELSE '' END,
+       ended_at, answered, status,
+       CASE WHEN answered THEN coalesce(
+           talk, max(0, CAST(round(ended_at - answered_at) AS INTEGER)), duration) END,
+       record, has_cdr,
+       CASE WHEN direction IN ('outgoing', 'internal') THEN direction
+            WHEN answered THEN 'answered'
+            WHEN has_cdr OR ended_at IS NOT NULL THEN 'missed'
+            ELSE 'pending' END,
+       target, summary
+FROM (SELECT *, CASE WHEN answered_at IS NOT NULL THEN (SELECT MIN(h.received_at)
+                  FROM events h WHERE h.ivrid = c.ivrid AND h.phase = 'hangup'
+                  AND h.exten_user = c.station) ELSE first_end END AS ended_at
+FROM (SELECT k.ivrid, coalesce(e.started, d.started) AS started,
+       coalesce(e.caller, d.caller) AS caller,
+       CASE WHEN e.e164 != '' THEN e.e164 ELSE coalesce(d.e164, '') END AS e164,
+       CASE WHEN e.did != '' THEN e.did ELSE coalesce(d.did, '') END AS did,
+       coalesce(nullif(d.direction, ''), CASE WHEN lower(e.direction) LIKE 'out%'
+                THEN 'outgoing' ELSE 'incoming' END) AS direction,
+       coalesce(e.name, '') AS name, coalesce(e.company, '') AS company,
+       coalesce(e.url, '') AS url, e.answered_at,
+       CASE WHEN e.agent != '' THEN e.agent ELSE coalesce(d.agent, '') END AS agent,
+       coalesce(e.agent, '') AS station, e.first_end,
+       (e.answered_at IS NOT NULL OR coalesce(e.said_answered, 0)
+        OR coalesce(d.answered, 0)) AS answered,
+       coalesce(d.status, '') AS status, d.duration, d.talk,
+       coalesce(d.record, '') AS record, d.ivrid IS NOT NULL AS has_cdr,
+       coalesce(d.target, '') AS target, coalesce(d.summary, '') AS summary
+  FROM (SELECT ivrid FROM events WHERE {where} AND substr(ivrid, 1, 9) != 'no-ivrid-'
+        UNION SELECT ivrid FROM cdrs WHERE {where} AND role = '') k
+  LEFT JOIN (SELECT ivrid, MIN(received_at) AS started, MAX(caller) AS caller,
+               MAX(e164) AS e164, MAX(did) AS did, MAX(direction) AS direction,
+               MAX(name) AS name, MAX(company) AS company, MAX(url) AS url,
+               MIN(CASE WHEN phase = 'talking' THEN received_at END) AS answered_at,
+               coalesce(MAX(CASE WHEN phase = 'talking' THEN exten_user END),
+                        MAX(CASE WHEN phase = 'hangup' AND answered THEN exten_user END),
+                        '') AS agent,
+               MIN(CASE WHEN phase = 'hangup' AND lower(cause) NOT LIKE '%elsewhere%'
+                   THEN received_at END) AS first_end,
+               MAX(answered OR (phase = 'hangup' AND lower(cause) LIKE '%elsewhere%'))
+                 AS said_answered
+             FROM events WHERE {where} GROUP BY ivrid) e ON e.ivrid = k.ivrid
+  LEFT JOIN cdrs d ON d.ivrid = k.ivrid AND d.role = '') c)"""
+
+
+def _recount_call(ivrid):
+    return (f"DELETE FROM calls WHERE ivrid = {ivrid}; INSERT INTO calls "
+            + _CALL_OF_IVRIDS.format(where=f"ivrid = {ivrid}") + ";")
+
+
+#: The tables; CALLS_TRIGGERS keep `calls` (apart, so that an upgrade fills its tables
+#: before the triggers exist).
+CALLS_TABLES = """
+CREATE TABLE IF NOT EXISTS events (
+    ivrid       TEXT NOT NULL,
+    phase       TEXT NOT NULL,      -- ringing, talking, hangup (read_phase), else as sent
+    received_at REAL NOT NULL,      -- Unix seconds
+    caller      TEXT NOT NULL,      -- the caller id as received
+    e164        TEXT NOT NULL,
+    did         TEXT NOT NULL,
+    exten_user  TEXT NOT NULL,      -- the station (extension) the phase is of
+    direction   TEXT NOT NULL,
+    answered    INTEGER NOT NULL,   -- the client said the call was answered
+    name        TEXT NOT NULL,
+    company     TEXT NOT NULL,
+    total       INTEGER NOT NULL,
+    url         TEXT NOT NULL,
+    cause       TEXT NOT NULL,      -- a hang-up's cause as sent ("Answered elsewhere")
+    PRIMARY KEY (ivrid, phase, exten_user)  -- a repeated delivery counts once; each
+) WITHOUT ROWID;                            -- station of a ring group has its own
+CREATE INDEX IF NOT EXISTS events_by_time ON events (received_at);
+CREATE TABLE IF NOT EXISTS cdrs (   -- Voicenter's call detail records, one a call
+    ivrid       TEXT NOT NULL,      -- its ivruniqueid (and #role for a role's record)
+    received_at REAL NOT NULL,
+    started     REAL NOT NULL,      -- its time as a true Unix time (cdr_start), else when it came
+    direction   TEXT NOT NULL,      -- incoming, outgoing, internal, or ''
+    caller      TEXT NOT NULL,
+    target      TEXT NOT NULL,
+    did         TEXT NOT NULL,
+    e164        TEXT NOT NULL,      -- the client's number: the caller's, or the target's
+    status      TEXT NOT NULL,      -- as sent: ANSWER, NOANSWER, ABANDONE, ...
+    answered    INTEGER NOT NULL,
+    duration    INTEGER,
+    agent       TEXT NOT NULL,      -- who answered: extenUser, else the representative
+    record      TEXT NOT NULL,      -- the recording's URL, as sent
+    raw         TEXT NOT NULL,      -- every field as received, JSON
+    role        TEXT NOT NULL DEFAULT '',  -- '', or no client's call: 'agent leg', 'transfer'
+    talk        INTEGER,            -- actualCallDuration (talk time, s)
+    summary     TEXT NOT NULL DEFAULT '',  -- aiData.insights.summary, Voicenter's AI
+    PRIMARY KEY (started, ivrid)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS cdrs_by_ivrid ON cdrs (ivrid);  -- one CDR a call
+CREATE INDEX IF NOT EXISTS cdrs_by_number ON cdrs (e164, started);
+CREATE TABLE IF NOT EXISTS calls (  -- one row a call, kept by triggers: a page reads
+    ivrid TEXT NOT NULL,            -- calls, not phases, and never joins
+    started REAL NOT NULL, caller TEXT NOT NULL, e164 TEXT NOT NULL, did TEXT NOT NULL,
+    direction TEXT NOT NULL, name TEXT NOT NULL, company TEXT NOT NULL, url TEXT NOT NULL,
+    answered_at REAL, agent TEXT NOT NULL, ended_at REAL, answered INTEGER NOT NULL,
+    status TEXT NOT NULL, duration INTEGER, record TEXT NOT NULL, has_cdr INTEGER NOT NULL,
+    state TEXT NOT NULL,            -- missed, answered, outgoing, internal, pending
+    target TEXT NOT NULL,           -- the CDR's target: whom an outgoing call went to
+    summary TEXT NOT NULL,          -- Voicenter's AI summary of the call
+    PRIMARY KEY (started, ivrid)    -- kept in time order: a day is read in one sweep
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS calls_by_ivrid ON calls (ivrid);
+CREATE INDEX IF NOT EXISTS calls_by_number ON calls (e164, started, state);
+CREATE TABLE IF NOT EXISTS call_notes (  -- what people noted on a call
+    ivrid TEXT PRIMARY KEY, e164 TEXT NOT NULL, mark TEXT NOT NULL, note TEXT NOT NULL,
+    marked_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS call_notes_by_number ON call_notes (e164, marked_at);
+CREATE TABLE IF NOT EXISTS call_log (  -- how far Voicenter's Call Log has been pulled
+    name TEXT PRIMARY KEY,          -- pulled_to: every record dated before it is had
+    value REAL NOT NULL             -- (Unix seconds); pulled_at: the last good pull
+) WITHOUT ROWID;
+"""
+
+_CALL_TRIGGERS = ("call_of_new_event", "call_of_changed_event", "call_of_deleted_event",
+                  "call_of_new_cdr", "call_of_changed_cdr", "call_of_deleted_cdr")
+CALLS_TRIGGERS = f"""
+CREATE TRIGGER IF NOT EXISTS call_of_new_event AFTER INSERT ON events BEGIN
+    {_recount_call("NEW.ivrid")} END;
+CREATE TRIGGER IF NOT EXISTS call_of_changed_event AFTER UPDATE ON events BEGIN
+    {_recount_call("OLD.ivrid")} {_recount_call("NEW.ivrid")} END;
+CREATE TRIGGER IF NOT EXISTS call_of_deleted_event AFTER DELETE ON events BEGIN
+    {_recount_call("OLD.ivrid")} END;
+CREATE TRIGGER IF NOT EXISTS call_of_new_cdr AFTER INSERT ON cdrs BEGIN
+    {_recount_call("NEW.ivrid")} END;
+CREATE TRIGGER IF NOT EXISTS call_of_changed_cdr AFTER UPDATE ON cdrs BEGIN
+    {_recount_call("OLD.ivrid")} {_recount_call("NEW.ivrid")} END;
+CREATE TRIGGER IF NOT EXISTS call_of_deleted_cdr AFTER DELETE ON cdrs BEGIN
+    {_recount_call("OLD.ivrid")} END;
+"""
+CALLS_SCHEMA = CALLS_TABLES + CALLS_TRIGGERS
+
+#: PRAGMA user_version of a database with the schema above. 0 is the events-only
+#: schema of earlier versions, 2 the one whose `calls` had no CDR columns, 3 the one
+#: with one event a phase (not a station) that knew no Talking phase: opening any of
+#: them re-reads its events and CDRs under today's rules (_upgrade_calls).
+CALLS_DB_VERSION = 4
+
+#: Marks a person can set on a call; either one resolves a missed caller.
+CALL_MARKS = ("handled", "called back")
+MAX_NOTE = 2000  # characters of a note
+
+#: How a call ended, in the order a day's calls are listed. "no answer recorded": no
+#: hang-up came within --ring-timeout (Voicenter never sent it); counted as missed.
+OUTCOMES = ("missed", "no answer recorded", "in progress", "answered", "outgoing",
+            "internal")
+MISSED_OUTCOMES = ("missed", "no answer recorded")
 
 
 @dataclasses.dataclass(frozen=True)
-class CallerRow:
-    """One contact holding the caller's number, as its source has it."""
+class Call:
+    """One call: its pop-up phases and its CDR as one."""
 
-    source: str          # the source's public name (no folder)
-    row: int             # the spreadsheet row (the header is row 1)
+    ivrid: str
+    started: dt.datetime
+    caller: str
+    e164: str
     name: str
     company: str
-    columns: tuple       # (header, text, kind) of its non-empty cells, in file order;
-                         # kind: "phone" (then text's numbers as E.164 follow: see
-                         # `numbers`), "email", "link" or "text"
-    numbers: dict        # header -> the E.164 numbers of that phone cell
-    addition: bool       # from the additions file (so it may be edited or removed)
-
-
-def rows_of_number(sources, key, additions_path=None):
-    """Every contact of `sources` (ContactsSources, in order) holding the number `key`,
-    in source then file order, with every column: the same rule as ContactIndex.find()
-    (the exact number, else its last --match-digits digits when no contact anywhere
-    has it exactly). Each source's file is read again in blocks (a page, not a pop-up:
-    the index keeps only what a pop-up answers); a file that cannot be read now gives
-    no rows."""
-    exact, by_suffix = [], []
-    for source in sources:
-        index = source.index
-        try:
-            found = _rows_holding(index, key, source.public_name,
-                                  additions_path is not None
-                                  and Path(index.source) == Path(additions_path),
-                                  {name: source.options.get(name)
-                                   for name in READ_SETTINGS})
-        except (ContactsFileError, _ReadAgain, OSError, ValueError) as error:
-            log.warning("the caller's page could not read %s again: %s", source.name,
-                        _first_line(error))
-            continue
-        exact.extend(found[0])
-        by_suffix.extend(found[1])
-    return exact or by_suffix
-
-
-def _rows_holding(index, key, source_name, addition, settings):
-    """(rows holding `key` exactly, rows holding it by its last digits) of one
-    source's file, read as its index was: read_source() with the source's own
-    `settings` (READ_SETTINGS), and the columns its index chose."""
-    return read_source(index.source, functools.partial(
-        _rows_of_table, index, key, source_name, addition), **settings)
-
-
-def _rows_of_table(index, key, source_name, addition, table):
-    choice, rules = index.columns, index.rules
-    modulus = 10 ** index.match_digits
-    suffix = key % modulus if key >= modulus else None
-    exact, by_suffix, offset = [], [], 0
-    for block in table.blocks:
-        size = len(next(iter(block.values()))) if block else 0
-        if not size or not all(header in block for header in choice.phones):
-            offset += size
-            continue
-        keys, positions, _ = _block_pairs(block, size, offset, choice, rules, [],
-                                          table.first_row)
-        hits = set(positions[keys == key].tolist())
-        near = set() if suffix is None else set(
-            positions[(keys >= modulus) & (keys % modulus == suffix)].tolist())
-        for position in sorted(hits | near):
-            row = _caller_row(block, position - offset, choice, rules, source_name,
-                              position + table.first_row, addition)
-            (exact if position in hits else by_suffix).append(row)
-        offset += size
-    return exact, by_suffix
-
-
-def _caller_row(block, place, choice, rules, source_name, row, addition):
-    cells = {header: str(values[place]).strip() for header, values in block.items()}
-    name = _names({h: block[h][place:place + 1] for h in choice.name}, choice, 1)[0] \
-        if choice.name else ""
-    company = cells.get(choice.company, "") if choice.company else ""
-    columns, numbers = [], {}
-    labels = dict(choice.labels)
-    for header, text in cells.items():
-        if not text:
-            continue
-        if header in choice.phones and not (
-                header in labels and _is_fax_label(cells.get(labels[header], ""))):
-            numbers[header] = [_e164(found) for found in cell_keys(text, rules)[0]]
-            kind = "phone"
-        elif _E_MAIL.fullmatch(text):
-            kind = "email"
-        elif is_web_link(text) and (header == choice.url or "://" in text[:10]):
-            kind = "link"
-        else:
-            kind = "text"
-        columns.append((header, text, kind))
-    return CallerRow(source_name, row, str(name).strip() or company, company,
-                     tuple(columns), numbers, addition)
-
-
-def number_forms(e164, region):
-    """(national, international) ways of writing a number, for people to read."""
-    try:
-        number = phonenumbers.parse(e164, region)
-    except phonenumbers.NumberParseException:
-        return e164, e164
-    return (phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL),
-            phonenumbers.format_number(number,
-                                       phonenumbers.PhoneNumberFormat.INTERNATIONAL))
-
-
-class AdditionRefused(Exception):
-    """A form the additions cannot take; `reason` names its page text."""
-
-    def __init__(self, reason, **values):
-        super().__init__(reason)
-        self.reason, self.values = reason, values
-
-
-class Additions:
-    """The contacts the office adds from callers' pages: a CSV of ADDITIONS_HEADER in
-    the state folder, served as the last source (a number in the office's own files
-    still wins its pop-up). Every change rewrites it whole and atomically (a new file
-    renamed over the old) and is served at once by holder.reload_source(); when the
-    last one is removed the source leaves the merge. The office's files are never
-    written. One change at a time."""
-
-    def __init__(self, path, holder):
-        self.path = Path(path)
-        self.holder = holder
-        self.lock = threading.Lock()
-        self.source = None  # once served: the holder's source of this file
-
-    def start(self):
-        """Serve the additions kept by an earlier run (logged, never fatal: the
-        office's contacts are served whatever becomes of this file)."""
-        try:
-            if self.rows():
-                self.source = self.holder.add_source(
-                    self.path, additions_options(self.holder.config))
-        except (ContactsFileError, AdditionRefused) as error:
-            log.error("%s: the contacts added from callers' pages are not served: %s",
-                      self.path, getattr(error, "values", {}).get("error", error))
-        return self
-
-    @contextlib.contextmanager
-    def _turn(self):
-        """One change at a time, each waiting DB_WAIT at most for the one before."""
-        if not self.lock.acquire(timeout=DB_WAIT):
-            raise AdditionRefused("caller.busy")
-        try:
-            yield
-        finally:
-            self.lock.release()
-
-    def add(self, key, fields):
-        with self._turn():
-            before = self.rows()
-            self._write([*before, self._checked(key, fields)], before)
-
-    def edit(self, key, row, fields):
-        with self._turn():
-            before = self.rows()
-            rows = list(before)
-            rows[self._place(rows, key, row)] = self._checked(key, fields)
-            self._write(rows, before)
-
-    def remove(self, key, row):
-        with self._turn():
-            before = self.rows()
-            rows = list(before)
-            del rows[self._place(rows, key, row)]
-            self._write(rows, before)
-
-    def rows(self):
-        """The kept rows, each a list in ADDITIONS_HEADER's order; [] with no file."""
-        try:
-            with open(self.path, encoding="utf-8-sig", newline="") as handle:
-                lines = list(csv.reader(handle))
-        except FileNotFoundError:
-            return []
-        except (OSError, UnicodeDecodeError, csv.Error) as error:
-            raise AdditionRefused("caller.not_saved",
-                                  error=f"{self.path.name}: {_first_line(error)}") from None
-        if not lines:
-            return []
-        places = [next((i for i, h in enumerate(lines[0]) if h.strip().lower()
-                        == wanted.lower()), None) for wanted in ADDITIONS_HEADER]
-        return [[line[i] if i is not None and i < len(line) else "" for i in places]
-                for line in lines[1:] if any(cell.strip() for cell in line)]
-
-    def _place(self, rows, key, row):
-        """The place in `rows` of spreadsheet row `row`, which must hold the number
-        `key` (a page may change only its own caller's contacts)."""
-        place = row - 2 if isinstance(row, int) else -1
-        if not 0 <= place < len(rows) or key not in cell_keys(
-                rows[place][2], self.holder.index.rules)[0]:
-            raise AdditionRefused("caller.gone")
-        return place
-
-    def _checked(self, key, fields):
-        values = {}
-        for name, limit in ADDITION_LIMITS.items():
-            text = str(fields.get(name) or "")
-            text = text.replace("\r\n", "\n") if name == "notes" else \
-                text.replace("\n", " ").replace("\r", " ")
-            text = _CONTROL_CHARACTERS.sub(" ", text).strip()
-            if len(text) > limit:
-                raise AdditionRefused("caller.too_long", limit=limit)
-            values[name] = text
-        if not (values["name"] or values["company"]):
-            raise AdditionRefused("caller.need_name")
-        # The caller's number alone, by the pop-up's rule and by the index's (which
-        # splits a cell at / ; , "or"): "050/999/9871" would be kept and never found.
-        rules = self.holder.index.rules
-        if number_key(values["phone"], rules)[0] != key or \
-                cell_keys(values["phone"], rules)[0] != [key]:
-            raise AdditionRefused("caller.wrong_phone")
-        return [values["name"], values["company"], values["phone"], values["notes"]]
-
-    def _write(self, rows, before):
-        """Keep `rows` and serve them; when they cannot be served, the file goes back
-        to `before` (the rows it held), so that "not saved" is true."""
-        self._keep(rows)
-        try:
-            self._serve(bool(rows))
-        except AdditionRefused:
-            with contextlib.suppress(AdditionRefused):
-                self._keep(before)
-                self._serve(bool(before))
-            raise
-
-    def _keep(self, rows):
-        """Keep `rows` as the whole file, each cell as /calls.csv writes it: one that
-        a spreadsheet would run as a formula gets its leading ' (_no_formula()), as the
-        form is open to anyone holding a caller's link and the office opens this file
-        in Excel. Done for every row at every write, so rows kept before are too."""
-        partial = self.path.with_name(self.path.name + ".part")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            with open(partial, "w", encoding="utf-8", newline="") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(ADDITIONS_HEADER)
-                writer.writerows([_no_formula(cell) for cell in row] for row in rows)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(partial, self.path)
-        except OSError as error:
-            with contextlib.suppress(OSError):
-                partial.unlink()
-            raise AdditionRefused("caller.not_saved", error=f"{self.path.name}: "
-                                  f"{error.strerror or error}") from None
-
-    def _serve(self, has_rows):
-        holder = self.holder
-        served = self.source is not None and self.source in holder.sources
-        if not has_rows:
-            if served:
-                holder.withdraw_source(self.source)
-            if self.source is not None:  # its watcher: this version needs no reading
-                self.source.served_signature = file_signature(self.path)
-            return
-        try:
-            if self.source is None:
-                self.source = holder.add_source(self.path, additions_options(holder.config))
-                return
-            if not served:
-                holder.restore_source(self.source)
-            if not holder.reload_source(self.path):
-                raise ContactsFileError(self.path, self.source.last_error or "not served")
-        except ContactsFileError as error:
-            raise AdditionRefused("caller.not_saved", error=str(error)) from None
-
-
-def kept_additions(config):
-    """[the additions file] when it holds a contact (or cannot be read: --check then
-    says why), else []: its own source in --check."""
-    path = config.state_path / ADDITIONS_FILE_NAME
-    try:
-        return [path] if Additions(path, None).rows() else []
-    except AdditionRefused:
-        return [path]
-
-
-def caller_form_token(secret, number, how, session, query, door):
-    """The token the caller page's forms carry: the session's CSRF token, or, opened
-    by a link, one bound to that link (its number and expiry)."""
-    if how == "link":
-        return _signature(secret, "csrf", "caller", number, query.get("e") or "")
-    return door.csrf_token(session)
-
-
-###############################################################################
-# The request log #############################################################
-###############################################################################
-# One line a request, written off the request path; numbers and client text masked.
-
-class LogOutput:
-    """Where log text goes (stderr), written by its own thread. A blocked output (a
-    paused console, a pipe nobody reads) then stops only that thread: what waits
-    for it is bounded (MAX_WAITING characters), lines past that are dropped and
-    counted in a line written when the output moves again, and close() waits a
-    bounded time, so a stop never hangs on the log. Writes go to the file descriptor
-    itself: a thread blocked inside sys.stderr would hold its lock, which the
-    interpreter then waits for at exit. A stream without one (a StringIO) cannot
-    block and is written at once."""
-
-    MAX_WAITING = 4 * 1024 * 1024
-
-    def __init__(self, stream):
-        self._stream = stream
-        try:
-            self._fd = stream.fileno()
-            self._encoding = getattr(stream, "encoding", None) or "utf-8"
-        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation
-            self._fd = None
-        self._chunks = collections.deque()  # text waiting for the output
-        self._waiting = 0     # characters in _chunks
-        self._writing = False
-        self._dropped = 0     # lines dropped since the output last took some
-        self._gone = False    # the output is closed (EPIPE, EBADF): nothing more to do
-        self._changed = threading.Condition()
-        if self._fd is not None:
-            threading.Thread(target=self._run, name="log-output", daemon=True).start()
-
-    def write(self, text, lines=1):
-        if self._fd is None:
-            with self._changed:
-                self._write_stream(text)
-            return
-        with self._changed:
-            if self._gone:
-                return
-            if self._waiting + len(text) > self.MAX_WAITING:
-                self._dropped += lines
-                return
-            self._chunks.append(text)
-            self._waiting += len(text)
-            self._changed.notify()
-
-    def close(self, timeout=2.0):
-        """Waits up to `timeout` seconds for what waits to be written."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while (self._chunks or self._writing) and not self._gone:
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._changed.wait(left):
-                    return False
-        return True
-
-    def _run(self):
-        while True:
-            with self._changed:
-                while not self._chunks:
-                    self._changed.wait()
-                text = "".join(self._chunks)
-                self._chunks.clear()
-                self._waiting = 0
-                if self._dropped:
-                    text = (f"{time.strftime('%Y-%m-%d %H:%M:%S')} WARNING {self._dropped} "
-                            "log lines were dropped: the log's output was blocked\n" + text)
-                    self._dropped = 0
-                self._writing = True
-            try:
-                self._write_fd(text.encode(self._encoding, "backslashreplace"))
-            except OSError:  # the output is gone (a closed terminal): drop what comes
-                with self._changed:
-                    self._gone = True
-            with self._changed:
-                self._writing = False
-                self._changed.notify_all()
-            if self._gone:
-                return
-
-    def _write_fd(self, data):
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[os.write(self._fd, view):]
-            except BlockingIOError:  # someone made the descriptor non-blocking
-                time.sleep(0.05)
-
-    def _write_stream(self, text):
-        try:
-            self._stream.write(text)
-            self._stream.flush()
-        except (OSError, ValueError):  # the log's stream is gone
-            pass
-
-
-class _LogOutputHandler(logging.Handler):
-    """The program's log lines, through the same LogOutput as the request log."""
-
-    def __init__(self, output):
-        super().__init__()
-        self.output = output
-
-    def emit(self, record):
-        try:
-            self.output.write(self.format(record) + "\n")
-        except Exception:
-            self.handleError(record)
-
-
-class AccessLog:
-    """The request log: one line per request, in the layout of the other log lines.
-
-    It is the only log on the busiest path, and a line through `logging` costs as much
-    as answering the request. So a request only queues its values (popup()) or its
-    line (write()), and a thread makes and writes the lines in batches every
-    `interval` seconds (figures: bench/README.md, "The request log"). Values a client
-    chose are escaped, so that nobody can write a line of their own.
-    """
-
-    def __init__(self, stream, log_numbers=False, interval=0.1):
-        # The lines go to a LogOutput (its own writer thread, bounded), so this thread
-        # never blocks on the stream and drains the queue every `interval` whatever
-        # the stream does: a request's values are held for 0.1 s, not until it moves.
-        self._owns_output = not isinstance(stream, LogOutput)
-        self._output = LogOutput(stream) if self._owns_output else stream
-        self._log_numbers = log_numbers
-        self._interval = interval
-        # Bounded too, should this thread fall behind (the oldest go).
-        self._lines = collections.deque(maxlen=self.MAX_WAITING)
-        self._second = None
-        self._stamp = ""
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="access-log", daemon=True)
-
-    enabled = True
-    MAX_WAITING = 20_000
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.flush()
-        if self._owns_output:
-            self._output.close()
-
-    def write(self, message):
-        self._lines.append((time.time(), message))
-
-    def popup(self, method, fields, total, seconds, client):
-        """A /popup answer's line: its values now, its text in the writer thread.
-        Only strings and numbers are kept, no dict: waiting entries that hold
-        containers are what the garbage collector would walk, again and again."""
-        self._lines.append((time.time(), method, _phase(fields), fields.get("ivrid"),
-                            fields.get("phone"), total, seconds, client))
-
-    def _run(self):
-        while not self._stop.wait(self._interval):
-            try:
-                self.flush()
-            except Exception:  # a line that cannot be made must not end the log
-                log.exception("the request log could not write a batch of lines")
-
-    def _lines_of(self, entries):
-        lines = []
-        log_numbers = self._log_numbers
-        for entry in entries:
-            now = entry[0]
-            if int(now) != self._second:
-                self._second = int(now)
-                self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
-            if len(entry) == 2:  # write(): the line is made already
-                lines.append("%s,%03d INFO %s\n" % (self._stamp, now % 1 * 1000, entry[1]))
-                continue
-            lines.append("%s,%03d INFO %s\n" % (self._stamp, now % 1 * 1000,
-                                                 _popup_line(*entry[1:], log_numbers)))
-        return lines
-
-    def flush(self):
-        """Write the lines waiting now (the writer thread does this every `interval`)."""
-        entries = _take(self._lines)
-        if entries:
-            if len(entries) >= self.MAX_WAITING:
-                entries.insert(0, (entries[0][0], "the log's output was blocked; older "
-                                                  "lines were dropped"))
-            lines = self._lines_of(entries)
-            self._output.write("".join(lines), len(lines))
-
-
-class LoggingAccessLog:
-    """The request log through `logging` (logger popup_server.access), for embedding."""
-
-    def __init__(self, log_numbers=False):
-        self._logger = logging.getLogger("popup_server.access")
-        self._log_numbers = log_numbers
+    url: str
+    did: str
+    answered_at: dt.datetime | None
+    answered_by: str      # the agent's name (--agents), else the id as sent
+    ended_at: dt.datetime | None
+    outcome: str          # one of OUTCOMES
+    tries: int = 1        # calls from the same number that day
+    direction: str = "incoming"   # incoming, outgoing or internal
+    status: str = ""      # the CDR's status as sent (ABANDONE, ...); "" without a CDR
+    record: str = ""      # the recording's URL as sent (see `recording`)
+    cdr_duration: int | None = None  # the talk time (s), None unless answered
+    did_name: str = ""    # the dialled line's name (--lines)
+    agent_id: str = ""    # extenUser or the CDR's representative, as sent
+    mark: str = ""        # one of CALL_MARKS, or ""
+    note: str = ""
+    target: str = ""      # the CDR's target as sent: whom an outgoing call went to
+    summary: str = ""     # Voicenter's AI summary of the call (aiData), as text
 
     @property
-    def enabled(self):
-        return self._logger.isEnabledFor(logging.INFO)
+    def duration(self):
+        """The talk time in seconds (see _CALL_OF_IVRIDS); None for a call nobody
+        answered, whatever it rang for."""
+        return self.cdr_duration
 
-    def write(self, message):
-        self._logger.info("%s", message)
-
-    def popup(self, method, fields, total, seconds, client):
-        self._logger.info("%s", _popup_line(method, _phase(fields), fields.get("ivrid"),
-                                            fields.get("phone"), total, seconds, client,
-                                            self._log_numbers))
-
-
-def _popup_line(method, phase, ivrid, phone, total, seconds, client, log_numbers):
-    return "%s /popup 200 %s ivrid=%s total=%d caller=%s %.1fms client=%s" % (
-        method, _loggable(phase or "-"), _loggable(ivrid or "-"), total,
-        _mask(phone, log_numbers), seconds * 1000,
-        _loggable(client))  # a forwarded address can hold words (fe80::1%x ...)
+    @property
+    def recording(self):
+        """The recording's link when it is an http(s) one (safe to show), else ""."""
+        return self.record.strip() if is_web_link(self.record) else ""
 
 
-#: The application's paths, longest first (a path is logged as the one it starts with).
-class _NoRequestPaths(logging.Filter):
-    """Waitress logs a request's path when its client leaves mid-answer (INFO) or the
-    application fails; the path is the client's to write, as in _loggable_path()."""
+@dataclasses.dataclass(frozen=True)
+class MissedCaller:
+    """Someone whose calls on a day went unanswered: one row a number (a withheld
+    caller's call is its own row), and whether the office has dealt with it."""
 
-    PREFIXES = ("Client disconnected while serving ", "Exception while serving ")
+    caller: str           # the number as received on the last missed call
+    e164: str             # "" when withheld
+    name: str
+    company: str
+    tries: int            # missed calls that day
+    first: dt.datetime
+    last: dt.datetime
+    last_ivrid: str       # the last missed call (to mark it)
+    did: str
+    did_name: str
+    resolved: str         # "", or how: "answered", "called back", "marked"
+    resolved_at: dt.datetime | None
 
-    def filter(self, record):
-        message = record.msg
-        if isinstance(message, str):
-            for prefix in self.PREFIXES:
-                if message.startswith(prefix):
-                    record.msg = prefix + _loggable_path(message[len(prefix):])
+
+@dataclasses.dataclass(frozen=True)
+class DaySummary:
+    """A day's calls counted in SQL: calls by outcome, missed callers open and done,
+    and the lines (did) called that day, for a filter."""
+
+    outcomes: dict
+    open_callers: int
+    resolved_callers: int
+    dids: tuple
+
+    @property
+    def total(self):
+        return sum(self.outcomes.values())
+
+    @property
+    def missed(self):
+        """Missed calls, with those no hang-up was recorded for."""
+        return sum(self.outcomes.get(outcome, 0) for outcome in MISSED_OUTCOMES)
+
+
+def _take(waiting, limit=None):
+    """Up to `limit` items (all without one) from the left of a deque that other
+    threads append to: popleft is atomic, so no lock is needed on either side."""
+    items = []
+    try:
+        while limit is None or len(items) < limit:
+            items.append(waiting.popleft())
+    except IndexError:
+        pass
+    return items
+
+
+class CallRecorder:
+    """Records pop-up requests off the request path: record() only appends to a deque,
+    with no lock and no wake-up; one writer thread owns the database and writes what
+    waits every `interval` seconds, up to _WRITE_BATCH events a statement (a
+    queue.Queue's locks cost the requests under load: bench/README.md, "Call history").
+
+    Nothing it could keep is lost: a database that is locked, full, read-only or
+    cannot be opened is tried again with back-off while the events wait in memory (up
+    to RECORD_BACKLOG; newer ones are dropped and counted); a database file deleted
+    or replaced while running is noticed by its identity (device, inode) and a new
+    one opened, and a batch written to the old file meanwhile is written again
+    (INSERT OR IGNORE makes that harmless). A failure is logged when it starts or
+    changes, and its end too; `trouble` says it for /health. It never delays or
+    breaks a pop-up. close() writes what is waiting, trying for _STOP_TRIES_FOR."""
+
+    def __init__(self, path, keep_days, interval=0.05, region=DEFAULTS["region"]):
+        self.path = Path(path)
+        self.keep_days = keep_days
+        self.region = region  # the numbers of a database's CDRs read again (upgrade)
+        self._interval = interval
+        self._events = collections.deque()
+        self._dropped = 0  # events turned away with the backlog full (under _drop_lock)
+        self._dropped_told = 0  # of those, how many a summary line has counted
+        self._drop_lock = threading.Lock()
+        self._json = False  # whether this SQLite has JSON functions (known on connect)
+        self._connection = None
+        self._file = None   # (st_dev, st_ino) of the file the connection writes to
+        self._companions = {}  # the same of its -wal and -shm files
+        self.trouble = None  # why calls cannot be recorded now (no folder); None: they can
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._write_loop, name="calls-writer",
+                                        daemon=True)
+        self._ready = threading.Event()
+
+    def start(self):
+        self._thread.start()
+        self._ready.wait(timeout=10)
+        return self
+
+    def close(self):
+        if self._thread.is_alive():
+            self._stop.set()
+            self._thread.join(timeout=_STOP_TRIES_FOR + 5)
+        self._tell_dropped()
+        if self._events:  # the database failed until the end, or a request outlived it
+            log.error("%d call events were not recorded: %s", len(self._events),
+                      f"{self.path} could not be written ({self.trouble})" if self.trouble
+                      else "the server stopped first")
+
+    def record(self, fields, answer):
+        ivrid = fields.get("ivrid")
+        if not ivrid:  # a test lookup, not a call
+            return
+        if len(self._events) >= RECORD_BACKLOG:  # the disk is far behind; pop-ups first
+            self._drop()
+            return
+        phase = _phase(fields)
+        self._events.append((
+            ivrid, read_phase(phase) or phase.strip().lower() or "unknown", time.time(),
+            fields.get("phone", ""), answer.e164 or "", fields.get("did", ""),
+            fields.get("extenUser", ""), fields.get("direction", ""),
+            1 if str(fields.get("isAnswered", "")).lower() in ("1", "true") else 0,
+            answer.name, answer.company, answer.total, answer.url,
+            fields.get("cause", "")[:200]))
+
+    def _drop(self):
+        with self._drop_lock:  # only with the backlog full: a count no thread loses
+            self._dropped += 1
+            dropped = self._dropped
+        if dropped in (1, 10, 100) or dropped % 1000 == 0:
+            log.error("call recording is behind; %d events dropped so far", dropped)
+
+    def _tell_dropped(self):
+        with self._drop_lock:
+            dropped, self._dropped_told = self._dropped - self._dropped_told, self._dropped
+        if dropped:
+            log.error("%d call events were dropped: more than %d were waiting for %s",
+                      dropped, RECORD_BACKLOG, self.path)
+
+    def _write_loop(self):
+        retry_at = 0.0   # while the database fails: when to try again (monotonic)
+        backoff = 0.0
+        stop_by = None
+        last_prune = 0.0
+        try:
+            self._try_writing()  # opens the database
+            self._ready.set()
+            while True:
+                if stop_by is None:
+                    if self._stop.wait(self._interval):
+                        stop_by = time.monotonic() + _STOP_TRIES_FOR
+                else:  # stopping: what waits is tried until written or stop_by
+                    time.sleep(max(0.0, min(retry_at, stop_by) - time.monotonic()))
+                now = time.monotonic()
+                if now >= retry_at or (stop_by is not None and now >= stop_by):
+                    if self._try_writing():
+                        backoff = 0.0
+                        if time.time() - last_prune > 3600:
+                            last_prune = time.time()  # at the first turn, then hourly
+                            self._prune()
+                    else:
+                        backoff = min(max(backoff * 2, 0.1), _RETRY_AT_MOST)
+                        retry_at = now + backoff
+                if stop_by is not None and (not self._events or now >= stop_by):
+                    break
+        finally:
+            self._ready.set()
+            self._close_connection()
+
+    def _try_writing(self):
+        """Writes what waits; False when the database failed (what waits stays)."""
+        try:
+            self._write_waiting()
+        except Exception as error:  # locked, full, read-only, gone: the next try may do
+            opening = self._connection is None
+            self._close_connection()
+            self._report_trouble(error, opening)
+            return False
+        if self.trouble is not None:
+            self.trouble = None
+            log.info("recording calls in %s again; what waited is recorded", self.path)
+            self._tell_dropped()
         return True
 
+    def _write_waiting(self):
+        if self._connection is None or not self._still_there():
+            self._open()
+        while self._events:
+            batch = _take(self._events, _WRITE_BATCH)
+            try:
+                self._write(batch)
+            except BaseException:
+                self._events.extendleft(reversed(batch))  # first again, in order
+                raise
+            if not self._still_there():  # the batch went to a file since removed
+                self._events.extendleft(reversed(batch))
+                self._open()
 
-def _loggable(value, width=80):
-    text = value if type(value) is str else str(value)
-    if not text.isprintable():
-        text = text.encode("unicode_escape").decode("ascii")
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _mask(number, log_numbers):
-    if not number:
-        return "-"
-    if log_numbers:
-        return _loggable(number)
-    digits = number if number.isdigit() else "".join(ch for ch in number if ch.isdigit())
-    return "*" * (len(digits) - 3) + digits[-3:] if digits else "-"
-
-
-# What Voicenter sent ---------------------------------------------------------------
-
-SENT_KEPT = 200  # pop-up requests and CDRs the "what Voicenter sent" page shows
-_SENT_CDR_FIELDS = 60  # a CDR's plain fields kept for it, at most
-_SENT_TEXT = 300  # characters of a CDR's value kept
-
-
-class SentLog:
-    """The last SENT_KEPT pop-up requests and CDRs and what each was answered, for the
-    "what Voicenter sent" page (/sent). A pop-up only appends a small tuple to a
-    bounded deque (atomic: no lock); the page reads them when it is viewed
-    (sent_rows()). Nothing secret is kept: of a pop-up only its number, phase and call
-    id, what was answered and, when it named no phase, the names of its fields; of a
-    CDR its body's plain fields, never the query that carries the token."""
-
-    def __init__(self, kept=SENT_KEPT):
-        self.entries = collections.deque(maxlen=kept)
-
-    def popup(self, method, body_format, fields, status, answer, body_names=()):
-        """`answer`: the PopupAnswer sent (before the caller's signed link is put in
-        it), or the error message of any other answer; `status`: its HTTP status;
-        `body_names`: the names of a JSON body's fields (`fields` has only those it
-        reads). Runs on every pop-up: it keeps as little as it can (whatever it keeps
-        stays in memory for SENT_KEPT requests), and copies nothing it can refer to."""
-        phase = fields.get("status") or fields.get("statusCall") or ""
-        self.entries.append((
-            time.time(), "popup", method, body_format,
-            (fields.get("phone"), phase, fields.get("ivrid")), status,
-            answer if type(answer) is str else (answer.total, answer.key, answer.url,
-                                                answer.name),
-            () if phase else (*fields, *body_names)))
-
-    def cdr(self, body_format, fields, status, answer):
-        """`answer`: "stored", "already stored" or the error message sent back."""
-        kept = {}
-        for name, value in itertools.islice(fields.items(), _SENT_CDR_FIELDS):
-            if isinstance(value, str):
-                kept[name] = value[:_SENT_TEXT]
-            elif value is None or isinstance(value, (bool, int, float)):
-                kept[name] = value
-        self.entries.append((time.time(), "cdr", "POST", body_format, kept, status,
-                             answer, ()))
-
-    def flags(self):
-        """(pop-ups whose phase this server did not know, CDRs whose time it could not
-        read) among those kept."""
-        phases = times = 0
-        for entry in list(self.entries):
-            if entry[1] == "popup":
-                phases += _popup_flag(*entry[4][1:], entry[5]) is not None
-            else:
-                times += _cdr_time_problem(entry[4]) is not None
-        return phases, times
-
-
-class SentRow(typing.NamedTuple):
-    """One request of the "what Voicenter sent" page as it was read: values as sent
-    and as read, and page-text keys (`how`, `phase_read`, `flag`)."""
-
-    when: dt.datetime
-    kind: str            # "popup" or "cdr"
-    how: str             # its format: GET query, POST form, POST JSON
-    ivrid: str           # the call's id (ivrid, a CDR's ivruniqueid)
-    phase: str           # the phase (pop-up) or type and status (CDR), as sent
-    phase_read: str      # how that was read: a phase, or a CDR's direction
-    number: str          # the number as sent
-    e164: str            # as normalised; "" when it is no number
-    matched: int | None  # contacts matched (a pop-up answered), else None
-    name: str            # the first one's name
-    answer: str          # STATUS (a pop-up) or Err (a CDR) as answered
-    answer_text: str     # the rest of the answer
-    caller_link: bool    # the answer's URL was the caller's signed page link
-    flag: str | None     # what was not understood
-    others: tuple        # names of the other fields sent (this server ignores them)
-    started: str         # a CDR's call start as read
-
-
-#: Fields a pop-up is read by: not listed among the others it sent (nor the token).
-_READ_NAMES = frozenset(REQUEST_FIELDS) | {"token"}
-
-
-def _popup_flag(phase, ivrid, status):
-    """The page-text key of what a pop-up answered 200 had that this server did not
-    understand (a phase name; a call's phase missing), or None."""
-    if status != 200:
-        return None
-    if not phase.strip():
-        return "sent.flag_no_phase" if ivrid else None
-    return "sent.flag_phase" if read_phase(phase) is None else None
-
-
-def _cdr_time_problem(fields):
-    """None when a CDR's time was read, else the page-text key of why not."""
-    sent = _cdr_text(fields.get("time"))
-    if not sent:
-        return "sent.flag_no_time"
-    if _cdr_number(sent, 946684800, 253402300799) is None:  # as cdr_row() reads it
-        return "sent.flag_time"
-    return None
-
-
-def sent_rows(entries, region, zone, hidden=()):
-    """A SentLog's entries as the page shows them, newest first; in every text, each
-    of `hidden` (the token) is replaced by ***."""
-    def shown(value):
-        text = _cdr_text(value)
-        for secret in hidden:
-            if secret:
-                text = text.replace(secret, "***")
-        return text
-
-    rows = []
-    for when, kind, method, body_format, values, status, answer, body_names in reversed(
-            list(entries)):
-        how = ("sent.get" if method == "GET" else "sent.json" if body_format == "json"
-               else "sent.form" if body_format == "form" else "sent.post")
-        at = _local_time(when, zone)
-        if kind == "popup":
-            number, sent, ivrid = (text or "" for text in values)
-            phase = read_phase(sent) if sent.strip() else ""
-            others = tuple(shown(name) for name in dict.fromkeys(body_names)
-                           if name not in _READ_NAMES)
-            caller_link = False
-            if type(answer) is tuple:
-                matched, key, url, name = answer
-                e164, said = _e164(key) or "", "OK"
-                caller_link = not url and key is not None
-                text = f"TOTAL {matched}" + (f" · URL {redact_url(url)}" if url else "")
-            else:
-                e164 = (normalize_number(number, region) or "") if number else ""
-                matched, name, said, text = None, "", "ERROR", f"{status}: {answer}"
-            rows.append(SentRow(
-                at, kind, how, shown(ivrid), shown(sent),
-                "phase.unknown" if phase is None else f"phase.{phase or 'none'}",
-                shown(number), e164, matched, shown(name), said, shown(text),
-                caller_link, _popup_flag(sent, ivrid, status), others, ""))
-            continue
+    def _identity(self, suffix=""):
+        """(device, inode) of the database file (or its -wal, -shm); None: not there."""
         try:
-            row = cdr_row(values, region, when)
-        except CdrError:
-            row = None
-        problem = _cdr_time_problem(values)
-        number = next((text for text in map(_cdr_text, map(values.get, (
-            "callerPhone", "caller", "target"))) if text), "")
-        kind_and_status = " · ".join(filter(None, map(shown, map(values.get, (
-            "type", "status")))))
-        rows.append(SentRow(
-            at, kind, how, shown(values.get("ivruniqueid")), kind_and_status,
-            f"direction.{row[3]}" if row is not None and row[3] else "sent.no_direction",
-            shown(number), row[7] if row is not None else "", None, "",
-            "Err 0" if status == 200 else f"Err {1 if status >= 500 else status}",
-            shown(answer), False, problem, (),
-            "" if row is None or problem else
-            _local_time(row[2], zone).strftime("%Y-%m-%d %H:%M:%S")))
-    return rows
+            found = os.stat(f"{self.path}{suffix}")
+        except FileNotFoundError:
+            return None
+        return found.st_dev, found.st_ino
+
+    def _still_there(self):
+        """Whether the path still names the file the connection writes to."""
+        found = self._identity()
+        if found is not None and found == self._file:
+            return True
+        log.warning("calls database %s was %s while open; recording in a new one",
+                    self.path, "deleted" if found is None else "replaced")
+        return False
+
+    def _open(self):
+        self._close_connection()
+        if self._file is not None and self._identity() != self._file:
+            # Deleted or replaced: SQLite leaves the old file's -wal and -shm beside the
+            # path (it will not checkpoint a moved file), and the next file opened there
+            # would take them for its own (measured: the old calls showed up in a new,
+            # empty database). Those two files, and only those, go.
+            for suffix, identity in self._companions.items():
+                if identity is not None and self._identity(suffix) == identity:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(f"{self.path}{suffix}")
+        self._file = None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.path, timeout=1.0, isolation_level=None,
+                                     check_same_thread=False)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            _prepare_schema(connection, self.region)
+            # A read-only or locked file fails here: a statement that would write (BEGIN
+            # IMMEDIATE alone passes on a read-only WAL database whose -shm exists).
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("DELETE FROM events WHERE 0")
+            connection.execute("ROLLBACK")
+            self._json = _has_json(connection)
+            self._file = self._identity()
+            self._companions = {suffix: self._identity(suffix) for suffix in ("-wal", "-shm")}
+        except BaseException:
+            connection.close()
+            raise
+        self._connection = connection
+
+    def _close_connection(self):
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                connection.close()
+
+    def _report_trouble(self, error, opening):
+        # /health is open to anyone: the file's name and SQLite's words (which name no
+        # folder), or an OSError's reason without its path.
+        reason = (error.strerror or str(error)) if isinstance(error, OSError) else str(error)
+        trouble = f"{self.path.name}: {reason}"
+        if trouble != self.trouble:  # logged when it starts or changes, not every try
+            if not isinstance(error, (sqlite3.Error, OSError)):
+                log.error("the calls writer failed", exc_info=error)
+            log.error("%s; %d call events wait in memory (at most %d) and are tried again",
+                      f"calls database {self.path} cannot be opened ({error})" if opening
+                      else f"could not record call events in {self.path} ({error})",
+                      len(self._events), RECORD_BACKLOG)
+        self.trouble = trouble
+
+    def _write(self, events):
+        """Writes events in one transaction. The database's own failures (locked, full,
+        read-only, gone) go up, for the caller to keep the events and try again; an
+        event the database cannot take (text SQLite refuses) costs only itself."""
+        try:
+            with self._connection:  # commits, or rolls back on an error
+                self._connection.execute("BEGIN")
+                self._insert(self._connection, events)
+        except Exception as error:
+            if _is_database_failure(error):
+                raise
+            if len(events) > 1:
+                for event in events:
+                    self._write([event])
+            else:
+                log.error("could not record a call event; it is dropped", exc_info=True)
+
+    def _insert(self, connection, events):
+        batch = json.dumps(events, ensure_ascii=False) if self._json else ""
+        if batch and "\\u0000" not in batch:
+            connection.execute(_INSERT_JSON_BATCH, (batch,))
+        else:  # json_extract ends text at a NUL; or an SQLite without JSON functions
+            connection.executemany(_INSERT_ROW, events)
+
+    def _prune(self):
+        cutoff = time.time() - self.keep_days * 86400
+        try:
+            with self._connection:
+                self._connection.execute("BEGIN")
+                deleted = self._connection.execute(
+                    "DELETE FROM events WHERE received_at < ?", (cutoff,)).rowcount
+                self._connection.execute("DELETE FROM cdrs WHERE started < ?", (cutoff,))
+                self._connection.execute("DELETE FROM call_notes WHERE marked_at < ?",
+                                         (cutoff,))
+            if deleted:
+                log.info("pruned %d call events older than %d days", deleted,
+                         self.keep_days)
+        except sqlite3.Error as error:
+            log.error("could not prune old calls in %s: %s", self.path, error)
+
+    def health(self):
+        """None when calls are being recorded, else why not (for /health)."""
+        trouble = self.trouble
+        if trouble is None:
+            return None
+        return f"{trouble}; {len(self._events)} call events waiting"
+
+
+def _is_database_failure(error):
+    """An error of the database itself (locked, full, read-only, not there, not a
+    database), worth trying again; not one of the events written (DataError, ...)."""
+    return (isinstance(error, (sqlite3.OperationalError, OSError))
+            or type(error) is sqlite3.DatabaseError)
+
+
+def _has_json(connection):
+    try:
+        connection.execute("SELECT json_extract('[1]', '$[0]')")
+        return True
+    except sqlite3.OperationalError:
+        return False
+
+
+def _prepare_schema(connection, region=DEFAULTS["region"]):
+    """Make the tables; a database of an earlier version is brought up to date in
+    place, in one transaction (_upgrade_calls): nothing it holds is lost."""
+    if connection.execute("PRAGMA user_version").fetchone()[0] >= CALLS_DB_VERSION:
+        connection.executescript(CALLS_SCHEMA)  # all there; a table dropped comes back
+        return
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version < CALLS_DB_VERSION:  # else another connection did it meanwhile
+            _upgrade_calls(connection, version, region)
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+
+
+def _run_statements(connection, script):
+    """The statements of `script` one by one, inside the transaction open
+    (executescript() would commit it first)."""
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            connection.execute(statement)
+            statement = ""
+
+
+def _upgrade_calls(connection, version, region=DEFAULTS["region"]):
+    """Re-read a database of schema `version` under today's rules, in the transaction
+    open: its events with their phases read again (a Talking phase it did not
+    understand makes its call answered now), its CDRs' columns derived again from
+    the fields kept as received, and `calls` made anew from both. Logged once."""
+    tables = {row[0] for row in connection.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    for trigger in _CALL_TRIGGERS:
+        connection.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+    connection.execute("DROP TABLE IF EXISTS calls")
+    if "events" in tables:
+        connection.execute("ALTER TABLE events RENAME TO events_before")
+        connection.execute("DROP INDEX IF EXISTS events_by_time")
+    if "cdrs" in tables:
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(cdrs)")}
+        for column, kind in (("role", "TEXT NOT NULL DEFAULT ''"), ("talk", "INTEGER"),
+                             ("summary", "TEXT NOT NULL DEFAULT ''")):
+            if column not in columns:
+                connection.execute(f"ALTER TABLE cdrs ADD COLUMN {column} {kind}")
+    _run_statements(connection, CALLS_TABLES)
+    events = cdrs = 0
+    if "events" in tables:
+        phases = " ".join(f"WHEN '{name}' THEN '{phase}'"
+                          for name, phase in _PHASE_NAMES.items())
+        events = connection.execute(
+            "INSERT OR IGNORE INTO events SELECT ivrid, CASE lower(trim(phase)) "
+            f"{phases} ELSE phase END, received_at, caller, e164, did, exten_user, "
+            "direction, answered, name, company, total, url, '' FROM events_before"
+        ).rowcount
+        connection.execute("DROP TABLE events_before")
+    if "cdrs" in tables:
+        cdrs = _reread_cdrs(connection, region)
+    connection.execute(f"INSERT INTO calls {_CALL_OF_IVRIDS.format(where='1')}")
+    _run_statements(connection, CALLS_TRIGGERS)
+    connection.execute(f"PRAGMA user_version = {CALLS_DB_VERSION}")
+    if events or cdrs:
+        path = connection.execute("PRAGMA database_list").fetchone()[2]
+        log.info("calls database %s upgraded (schema %d to %d): %d call events and %d "
+                 "CDRs read again under today's rules; %d calls", path, version,
+                 CALLS_DB_VERSION, events, cdrs,
+                 connection.execute("SELECT COUNT(*) FROM calls").fetchone()[0])
+
+
+def _reread_cdrs(connection, region):
+    """Every CDR's columns derived again from its fields as received (cdr_row), the
+    numbers read in `region` (--region); the client's number is kept as it was read
+    when the client stays the same party."""
+    insert = "INSERT OR IGNORE INTO cdrs VALUES ({})".format
+    count = 0
+    for old in connection.execute("SELECT * FROM cdrs").fetchall():
+        ivrid, received_at, _, direction, *_, e164 = old[:8]
+        try:
+            fields = json.loads(old[13])
+            fields = fields if isinstance(fields, dict) else {}
+            pulled = any(str(name).lower() == "callid" for name in fields)  # Call Log's
+            row = cdr_row(fields, region, received_at, true_time=pulled)
+        except (CdrError, ValueError, RecursionError):
+            continue  # kept as it is
+        if row[3] == direction:
+            row = (*row[:7], e164, *row[8:])
+        connection.execute("DELETE FROM cdrs WHERE ivrid = ?", (ivrid,))
+        if connection.execute(insert(", ".join("?" * len(row))), row).rowcount:
+            count += 1
+        else:  # its new id is another record's: kept as it was
+            connection.execute(insert(", ".join("?" * len(old))), old)
+    return count
+
+
+@contextlib.contextmanager
+def _writing(path, busy_timeout=DB_WAIT):
+    """A connection for one write outside the recorder (a CDR, a mark), in one
+    transaction, committed with the disk's flush (synchronous=FULL) before it returns:
+    what is acknowledged stays stored even through a power cut."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        _prepare_schema(connection)
+        with connection:
+            connection.execute("BEGIN IMMEDIATE")
+            yield connection
+    finally:
+        connection.close()
+
+
+@contextlib.contextmanager
+def _reading(path):
+    """A read-only connection, or None when there is no database yet."""
+    if not Path(path).exists():
+        yield None
+        return
+    connection = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True,
+                                 timeout=1.0)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+###############################################################################
+# Agents and lines ############################################################
+###############################################################################
+# Names instead of ids: agents by extension, the office's numbers by line.
+
+
+class CallNames:
+    """People and lines instead of ids: agents by extension (extenUser, the CDR's
+    representative) and the office's numbers (did) by name, from --agents, --lines;
+    `extensions` (a VoicenterExtensions) names the agents --agents does not."""
+
+    def __init__(self, agents=(), lines=(), region=DEFAULTS["region"], extensions=None):
+        self.agents = {key: name for key, name in agents}
+        self.region = region
+        self.lines = {self._line_key(number): name for number, name in lines}
+        self.extensions = extensions
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(config.agents or (), config.lines or (), config.region)
+
+    def _line_key(self, number):
+        return normalize_number(number, self.region) or number.strip()
+
+    def agent(self, agent_id):
+        """The agent's name (--agents, else Voicenter's extension list), else the id
+        as sent."""
+        if not agent_id:
+            return ""
+        key = agent_id.strip()
+        return (self.agents.get(key) or (self.extensions is not None
+                                         and self.extensions.names.get(key))
+                or agent_id)
+
+    def line(self, did):
+        """The line's name, or "" when it has none."""
+        return self.lines.get(self._line_key(did), "") if did else ""
+
+
+NO_NAMES = CallNames()
+
+
+###############################################################################
+# Storing CDRs and marks ######################################################
+###############################################################################
+# A CDR stored as it is read (one row a call, whoever sent it), and the marks and notes
+# people make on calls.
+
+
+def store_cdr(path, fields, region=DEFAULTS["region"], busy_timeout=DB_WAIT):
+    """Store one CDR in the calls database at `path`, committed to disk before it
+    returns; True when new or when it filled in what the call's stored record lacked,
+    False when it added nothing (Voicenter re-sends). CdrError: the CDR cannot be
+    stored as sent; sqlite3.Error/OSError: the database failed (worth re-sending)."""
+    return store_cdrs(path, [fields], region, busy_timeout) == 1
+
+
+#: A record of a call already stored fills in what the stored one lacks (a pulled
+#: Call Log record has no talk time, AI summary or extenUser; the push, re-sent after
+#: the pull, has them) and never changes what it has: the start, status and direction
+#: are the first record's. A record that adds nothing changes nothing (no trigger runs).
+#: The fields as received are joined, the stored ones winning; a pull's CallID is never
+#: added to a push's (_reread_cdrs would read the push's time as a pull's).
+_CDR_FILLS = (("duration", "IS NULL", "IS NOT NULL"), ("agent", "= ''", "!= ''"),
+              ("record", "= ''", "!= ''"), ("talk", "IS NULL", "IS NOT NULL"),
+              ("summary", "= ''", "!= ''"))
+_CDR_FILL = (" ON CONFLICT(ivrid) DO UPDATE SET " + ", ".join(
+    f"{column} = CASE WHEN {column} {lacks} THEN excluded.{column} ELSE {column} END"
+    for column, lacks, _ in _CDR_FILLS) + "{raw} WHERE " + " OR ".join(
+    f"({column} {lacks} AND excluded.{column} {has})" for column, lacks, has in _CDR_FILLS))
+_CDR_RAW_JOINED = (", raw = CASE WHEN json_valid(raw) AND json_valid(excluded.raw) THEN "
+                   "json_patch(json_remove(excluded.raw, '$.CallID'), raw) ELSE raw END")
+
+
+def store_cdrs(path, records, region=DEFAULTS["region"], busy_timeout=5.0, *,
+               true_time=False):
+    """Store CDRs (pushed, or pulled from the Call Log and mapped to a push's field
+    names) in one transaction committed to disk before it returns; how many were
+    new or filled in what a call's stored record lacked (_CDR_FILL): one row a call
+    whoever sent it, as often. One statement whatever the count (the rows as one
+    JSON array): executemany() would re-take the GIL for every row, each time behind
+    the pop-ups. CdrError: a record cannot be stored as sent (none is);
+    sqlite3.Error/OSError as store_cdr."""
+    received_at = time.time()
+    rows = [cdr_row(fields, region, received_at, true_time=true_time)
+            for fields in records]
+    if not rows:
+        return 0
+    width = len(rows[0])
+    with _writing(path, busy_timeout) as connection:
+        json_functions = _has_json(connection)
+        fill = _CDR_FILL.format(raw=_CDR_RAW_JOINED if json_functions else "")
+        batch = json.dumps(rows, ensure_ascii=False) if json_functions else ""
+        if batch and "\\u0000" not in batch:
+            return connection.execute(
+                "INSERT INTO cdrs SELECT " + ", ".join(
+                    f"json_extract(value, '$[{column}]')" for column in range(width))
+                + " FROM json_each(?) WHERE true" + fill, (batch,)).rowcount
+        # json_extract ends text at a NUL; or an SQLite without JSON functions
+        return sum(connection.execute(
+            f"INSERT INTO cdrs VALUES ({', '.join('?' * width)}){fill}",
+            row).rowcount for row in rows)
+
+
+def mark_call(path, ivrid, mark="", note="", *, now=None):
+    """Set a call's mark (one of CALL_MARKS, or "" for none) and note, replacing what
+    was there (note=None keeps the note). A "handled" or "called back" mark resolves
+    the caller's missed calls up to now. False when no call has this ivrid."""
+    if mark not in ("", *CALL_MARKS):
+        raise ValueError(f"a mark is one of {', '.join(CALL_MARKS)}, or empty")
+    with _writing(path) as connection:
+        found = connection.execute(
+            "SELECT e164 FROM calls WHERE ivrid = ?1 UNION ALL "
+            "SELECT e164 FROM cdrs WHERE ivrid = ?1", (ivrid,)).fetchall()
+        if not found:
+            return False
+        e164 = max(row[0] for row in found)
+        if note is None:
+            kept = connection.execute("SELECT note FROM call_notes WHERE ivrid = ?",
+                                      (ivrid,)).fetchone()
+            note = kept[0] if kept else ""
+        connection.execute("INSERT OR REPLACE INTO call_notes VALUES (?, ?, ?, ?, ?)",
+                           (ivrid, e164, mark, note[:MAX_NOTE],
+                            time.time() if now is None else now))
+    return True
+
+
+###############################################################################
+# Reading calls ###############################################################
+###############################################################################
+# The day's calls, its missed callers and a number's calls, read with SQL a page at a
+# time.
+
+
+#: A call's outcome (one of OUTCOMES) from its stored state and the clock; `c` is calls.
+_OUTCOME = ("CASE c.state WHEN 'pending' THEN CASE WHEN c.started < :settled THEN "
+            "'no answer recorded' ELSE 'in progress' END ELSE c.state END")
+_OUTCOME_ORDER = "CASE outcome " + " ".join(
+    f"WHEN '{outcome}' THEN {rank}" for rank, outcome in enumerate(OUTCOMES)) + " END"
+_ROW_COLUMNS = ", ".join(f"c.{name}" for name in (
+    "ivrid", "started", "caller", "e164", "did", "direction", "name", "company", "url",
+    "answered_at", "agent", "ended_at", "status", "duration", "record")) + (
+    f", {_OUTCOME} AS outcome, c.target, c.summary")
+_ROW_WIDTH = 18  # the columns of _ROW_COLUMNS, as _call_of_row() reads them
+#: The day's calls (to line :did when given); a call belongs to the day it began on,
+#: even when it ends after midnight.
+_OF_DAY = ("{alias}.started >= :start AND {alias}.started < :end "
+           "AND (:did IS NULL OR {alias}.did = :did)")
+_MISSED = "(c.state = 'missed' OR (c.state = 'pending' AND c.started < :settled))"
+
+
+def _day_params(day, zone, ring_timeout, did, now):
+    """The parameters of a query over `day`'s calls (:start, :end, :settled, :did)."""
+    start, end = _day_bounds(day, zone)
+    settled = (time.time() if now is None else now) - _settle_seconds(ring_timeout)
+    return {"start": start, "end": end, "settled": settled, "did": did or None}
+
+
+def _settle_seconds(ring_timeout):
+    return DEFAULTS["ring_timeout"] * 60 if ring_timeout is None else ring_timeout
+
+
+def _call_of_row(row, zone, names, tries=1, note=("", "")):
+    (ivrid, started, caller, e164, did, direction, name, company, url, answered_at,
+     agent, ended_at, status, duration, record, outcome, target, summary) = row
+
+    def at(seconds):
+        return None if seconds is None else _local_time(seconds, zone)
+    return Call(ivrid=ivrid, started=_local_time(started, zone), caller=caller, e164=e164,
+                name=name, company=company, url=url, did=did,
+                answered_at=at(answered_at), answered_by=names.agent(agent),
+                ended_at=at(ended_at), outcome=outcome, tries=tries,
+                direction=direction, status=status, record=record,
+                cdr_duration=duration, did_name=names.line(did), agent_id=agent,
+                mark=note[0], note=note[1], target=target, summary=summary)
+
+
+def iter_calls_of_day(path, day, *, zone=None, ring_timeout=None, did=None, names=None,
+                      index=None, limit=None, offset=0, now=None, newest_first=False):
+    """The calls that began on `day` (in `zone`; None: this machine's), missed first,
+    then newest first (`newest_first`: in time order only, read straight off the
+    table's order, the page's cheapest); only those to line `did` when given; `limit`
+    from `offset` when given. A call the pop-up never saw (a CDR's) is named from `index` (a ContactIndex).
+    The query runs (and fails: sqlite3.Error) before this returns; the calls are then
+    read one by one, so that a whole day can be streamed in constant memory. One sweep
+    of the day's rows; tries and notes are looked up for the calls returned only."""
+    names = names or NO_NAMES
+    order = ("{alias}.started DESC, {alias}.ivrid DESC" if newest_first else
+             _OUTCOME_ORDER + ", {alias}.started DESC, {alias}.ivrid")
+    # Tries: one grouped count of the day's calls of the numbers shown (a range of
+    # calls_by_number each), joined to the rows: never a count for each row, which
+    # made one number calling N times cost N x N for the day's CSV.
+    sql = f"""
+        WITH p AS MATERIALIZED (
+            SELECT {_ROW_COLUMNS} FROM calls c WHERE {_OF_DAY.format(alias="c")}
+            ORDER BY {order.format(alias="c")} LIMIT :limit OFFSET :offset
+        ), tries AS MATERIALIZED (
+            SELECT t.e164, COUNT(*) AS tries FROM calls t
+            WHERE t.e164 IN (SELECT e164 FROM p WHERE e164 != '')
+              AND {_OF_DAY.format(alias="t")} GROUP BY t.e164
+        )
+        SELECT {", ".join(f"p.{name}" for name in (
+                "ivrid", "started", "caller", "e164", "did", "direction", "name",
+                "company", "url", "answered_at", "agent", "ended_at", "status",
+                "duration", "record", "outcome", "target", "summary"))},
+               coalesce(tries.tries, 1), coalesce(n.mark, ''), coalesce(n.note, '')
+        FROM p LEFT JOIN tries ON tries.e164 = p.e164
+        LEFT JOIN call_notes n ON n.ivrid = p.ivrid
+        ORDER BY {order.format(alias="p")}"""
+    params = _day_params(day, zone, ring_timeout, did, now)
+    params.update(limit=-1 if limit is None else limit, offset=offset)
+    if not Path(path).exists():
+        return iter(())
+    connection = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True,
+                                 timeout=1.0)
+    try:
+        cursor = connection.execute(sql, params)
+        first = cursor.fetchmany(100)
+    except BaseException:
+        connection.close()
+        raise
+
+    def calls():
+        rows = first
+        try:
+            while rows:
+                for row in rows:
+                    call = _call_of_row(row[:_ROW_WIDTH], zone, names, row[_ROW_WIDTH],
+                                        row[_ROW_WIDTH + 1:])
+                    yield _named(call, index) if index is not None else call
+                rows = cursor.fetchmany(500)
+        finally:
+            connection.close()
+    return calls()
+
+
+def _named(call, index):
+    """The call with the name and company of its number's contact when it has none."""
+    if call.name or not call.e164:
+        return call
+    match = index.lookup(call.e164)
+    if not match.total:
+        return call
+    return dataclasses.replace(call, name=match.contact.name, company=match.contact.company)
+
+
+def calls_of_day(path, day, **options):
+    """iter_calls_of_day() as a list (a page of calls: pass limit and offset)."""
+    return list(iter_calls_of_day(path, day, **options))
+
+
+def day_summary(path, day, *, zone=None, ring_timeout=None, did=None, now=None):
+    """The day's calls counted by outcome, its missed callers open and resolved, and
+    the lines called that day (all lines, whatever `did`)."""
+    with _reading(path) as connection:
+        if connection is None:
+            return DaySummary({}, 0, 0, ())
+        params = _day_params(day, zone, ring_timeout, did, now)
+        counts = dict(connection.execute(
+            _MISSED_CALLERS + "SELECT resolved = '', COUNT(*) FROM callers GROUP BY 1",
+            params).fetchall())
+        return _day_counts(connection, params, counts.get(1, 0), counts.get(0, 0))
+
+
+def _day_counts(connection, params, open_callers, resolved_callers):
+    """A DaySummary from one sweep of the day's calls (all lines: the list of lines
+    comes from it), counted for line :did only when one is given."""
+    counted = connection.execute(
+        f"SELECT {_OUTCOME}, c.did, COUNT(*) FROM calls c "
+        f"WHERE {_OF_DAY.format(alias='c')} GROUP BY 1, 2", {**params, "did": None})
+    outcomes, lines = collections.Counter(), set()
+    for outcome, line, count in counted:
+        lines.add(line)
+        if params["did"] is None or line == params["did"]:
+            outcomes[outcome] += count
+    return DaySummary({outcome: outcomes[outcome] for outcome in OUTCOMES
+                       if outcome in outcomes}, open_callers, resolved_callers,
+                      tuple(sorted(lines - {""})))
+
+
+#: The day's missed callers (`callers`), one row a number (a withheld caller's call
+#: alone) with its last missed call's columns, each with the earliest thing after that
+#: call that resolves them (`done`, `resolved`): a call with them answered ("answered"),
+#: a call to them ("called back"), a mark ("marked"). Followed by a SELECT.
+_MISSED_CALLERS = f"""
+WITH grouped AS (
+    SELECT CASE WHEN c.e164 != '' THEN c.e164 ELSE 'call ' || c.ivrid END AS who,
+           c.caller, c.e164, c.name, c.company, c.ivrid, c.did, MAX(c.started) AS started,
+           COUNT(*) AS tries
+    FROM calls c WHERE {_OF_DAY.format(alias="c")} AND {_MISSED} GROUP BY who
+), resolutions AS MATERIALIZED (  -- else SQLite repeats the look-ups in `callers`
+    SELECT g.*,
+      (SELECT MIN(a.started) FROM calls a WHERE g.e164 != '' AND a.e164 = g.e164
+         AND a.started > g.started AND (a.state = 'answered'
+              OR (a.state = 'outgoing' AND a.answered))) AS contacted,
+      (SELECT MIN(n.marked_at) FROM call_notes n
+         WHERE (n.ivrid = g.ivrid OR (g.e164 != '' AND n.e164 = g.e164))
+         AND n.marked_at >= g.started AND n.mark != '') AS marked
+    FROM grouped g
+), callers AS (
+    SELECT *, min(coalesce(contacted, 1e18), coalesce(marked, 1e18)) AS done,
+      CASE WHEN contacted IS NULL AND marked IS NULL THEN ''
+           WHEN marked < contacted OR contacted IS NULL THEN 'marked'
+           WHEN (SELECT a.state FROM calls a WHERE a.e164 = r.e164
+                 AND a.started = r.contacted) = 'outgoing' THEN 'called back'
+           ELSE 'answered' END AS resolved
+    FROM resolutions r
+)"""
+
+
+def missed_callers(path, day, *, index=None, zone=None, ring_timeout=None, did=None,
+                   names=None, open_only=False, limit=None, offset=0, now=None):
+    """The day's missed callers, one row a number: those still waiting for the office
+    first (newest last try first), then those resolved. Who they are comes from
+    `index` (a ContactIndex: the contacts served now), else from what the pop-up
+    answered then. `open_only`: only those still waiting."""
+    with _reading(path) as connection:
+        if connection is None:
+            return []
+        params = _day_params(day, zone, ring_timeout, did, now)
+        rows = _missed_caller_rows(connection, params, limit, offset, open_only)
+    return [_missed_caller(row[:11], zone, index, names or NO_NAMES) for row in rows]
+
+
+def _missed_caller_rows(connection, params, limit, offset, open_only=False):
+    """Rows of missed callers (see missed_callers()), each ending with the number of
+    callers open and resolved in all (before `limit` and `offset`)."""
+    return connection.execute(
+        _MISSED_CALLERS + f""" SELECT caller, e164, name, company, tries,
+               CASE WHEN tries = 1 THEN started ELSE (SELECT MIN(c.started)
+                 FROM calls c WHERE c.e164 = r.e164 AND c.started >= :start
+                 AND {_MISSED} AND (:did IS NULL OR c.did = :did)) END,
+               started, ivrid, did, resolved, CASE WHEN resolved != '' THEN done END,
+               SUM(resolved = '') OVER (), SUM(resolved != '') OVER ()
+        FROM callers r {"WHERE resolved = ''" if open_only else ""}
+        ORDER BY resolved != '', started DESC, ivrid LIMIT :limit OFFSET :offset""",
+        {**params, "limit": -1 if limit is None else limit, "offset": offset}).fetchall()
+
+
+def _missed_caller(row, zone, index, names):
+    (caller, e164, name, company, tries, first, last, ivrid, did, resolved,
+     resolved_at) = row
+    if index is not None and e164:
+        match = index.lookup(e164)
+        if match.total:
+            name, company = match.contact.name, match.contact.company
+    return MissedCaller(
+        caller=caller, e164=e164, name=name, company=company, tries=tries,
+        first=_local_time(first, zone), last=_local_time(last, zone),
+        last_ivrid=ivrid, did=did, did_name=names.line(did), resolved=resolved,
+        resolved_at=None if resolved_at is None else _local_time(resolved_at, zone))
+
+
+class DayPage(typing.NamedTuple):
+    """What the calls page shows of a day: its counts, a page of its missed callers
+    (open first) and a page of its calls (newest first)."""
+
+    summary: DaySummary
+    callers: list
+    calls: list
+
+
+def day_page(path, day, *, size, callers_from=0, calls_from=0, zone=None,
+             ring_timeout=None, did=None, names=None, index=None, now=None):
+    """The calls page's data in three queries, whatever the day's size: one sweep of
+    the day's calls for the counts, one of its missed calls for the callers (and
+    their counts), and `size` calls read straight off the table's time order."""
+    names = names or NO_NAMES
+    with _reading(path) as connection:
+        if connection is None:
+            return DayPage(DaySummary({}, 0, 0, ()), [], [])
+        params = _day_params(day, zone, ring_timeout, did, now)
+        rows = _missed_caller_rows(connection, params, size, callers_from)
+        if rows:
+            open_callers, resolved_callers = rows[0][11:]
+        else:  # none on this page: counted without it
+            counted = dict(connection.execute(
+                _MISSED_CALLERS + "SELECT resolved = '', COUNT(*) FROM callers GROUP BY 1",
+                params).fetchall())
+            open_callers, resolved_callers = counted.get(1, 0), counted.get(0, 0)
+        summary = _day_counts(connection, params, open_callers, resolved_callers)
+    calls = calls_of_day(path, day, zone=zone, ring_timeout=ring_timeout, did=did,
+                         names=names, index=index, limit=size, offset=calls_from,
+                         now=now, newest_first=True)
+    return DayPage(summary, [_missed_caller(row[:11], zone, index, names) for row in rows],
+                   calls)
+
+
+def calls_of_number(path, e164, *, zone=None, ring_timeout=None, names=None, limit=50,
+                    now=None):
+    """One number's latest calls, incoming and outgoing, newest first (a caller's
+    page). `e164` as normalize_number() writes it ("+972722776772")."""
+    names = names or NO_NAMES
+    with _reading(path) as connection:
+        if connection is None or not e164:
+            return []
+        settled = (time.time() if now is None else now) - _settle_seconds(ring_timeout)
+        rows = connection.execute(
+            f"""SELECT {_ROW_COLUMNS}, coalesce(n.mark, ''), coalesce(n.note, '')
+            FROM calls c LEFT JOIN call_notes n ON n.ivrid = c.ivrid
+            WHERE c.e164 = :e164 ORDER BY c.started DESC, c.ivrid LIMIT :limit""",
+            {"e164": e164, "settled": settled, "limit": limit}).fetchall()
+    return [_call_of_row(row[:_ROW_WIDTH], zone, names, note=row[_ROW_WIDTH:])
+            for row in rows]
+
+
+###############################################################################
+# The export ##################################################################
+###############################################################################
+# /calls.csv's rows, with no cell a spreadsheet would run as a formula.
+
+CALLS_CSV_COLUMNS = ("time", "outcome", "caller", "name", "company", "tries",
+                     "answered by", "duration (s)", "dialled", "crm link", "ivrid",
+                     "direction", "status", "line", "recording", "mark", "note",
+                     "called number", "summary")
+
+
+def calls_csv_lines(calls):
+    """The calls as CSV text for Excel, line by line (a generator: a day of any size
+    in constant memory): UTF-8 with a BOM first so that Hebrew opens correctly."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CALLS_CSV_COLUMNS)
+    yield "\ufeff" + out.getvalue()
+    for call in calls:
+        out.seek(0)
+        out.truncate()
+        writer.writerow([call.started.strftime("%Y-%m-%d %H:%M:%S"), call.outcome,
+                         *map(_no_formula, (call.caller, call.name, call.company)),
+                         call.tries, _no_formula(call.answered_by),
+                         "" if call.duration is None else call.duration,
+                         *map(_no_formula, (call.did, call.url, call.ivrid)),
+                         call.direction,
+                         *map(_no_formula, (call.status, call.did_name, call.recording,
+                                            call.mark, call.note,
+                                            (call.target or call.caller)
+                                            if call.direction == "outgoing" else "",
+                                            call.summary))])
+        yield out.getvalue()
+
+
+def calls_csv(calls):
+    """The calls as one CSV text (calls_csv_lines() joined)."""
+    return "".join(calls_csv_lines(calls))
+
+
+#: What makes a spreadsheet read a cell as a formula (OWASP, CSV injection): = + - @
+#: first or after leading spaces and invisible characters, and their full-width and
+#: small forms, which spreadsheets may read as the ASCII ones; a tab, CR or LF first
+#: (_no_formula).
+_FORMULA_SIGNS = frozenset("=+-@\uff1d\uff0b\uff0d\uff20\ufe66\ufe62\ufe63\ufe6b")
+
+
+def _no_formula(text):
+    """Text that a spreadsheet will show, not run: callers choose their caller id and
+    names come from files. Such a cell gets a leading ' (OWASP's advice). The one
+    rule for every CSV this server writes. Leading spaces and invisible characters
+    (format characters, Unicode's Cf: U+200B zero-width space, U+FEFF, U+2060, the
+    direction marks, ...) are looked through: a spreadsheet may drop them and read
+    the sign after them as a formula's start."""
+    if text[:1] in ("\t", "\r", "\n"):
+        return "'" + text
+    for char in text:
+        if char in _FORMULA_SIGNS:
+            return "'" + text
+        if not (char.isspace() or unicodedata.category(char) == "Cf"):
+            break
+    return text
 
 
 ###############################################################################
 # Voicenter's APIs ############################################################
 ###############################################################################
 # What this server asks Voicenter with the account's code (--voicenter-code): the Call
-# Log, pulled off the request path into the calls database; the extension list (who
-# the agents are) and Click2Call (ring the agent, then dial the customer). The code
-# travels in the JSON body only, never in a URL, a log line or a page.
+# Log, pulled off the request path into the calls database; the extension list (who the
+# agents are) and Click2Call (ring the agent, then dial the customer). The code travels
+# in the JSON body only, never in a URL, a log line or a page.
+
 
 class VoicenterUnreachable(PopupError):
     """Voicenter's API could not be asked, or did not answer with its JSON."""
@@ -7334,8 +5909,6 @@ def _now_and_then_yield(every=500):
         return value
     return hook
 
-
-# The Call Log -------------------------------------------------------------------
 # Voicenter keeps every call's record (CDR) and gives them to a server that asks
 # (POST /hub/cdr/ with the code, the fields wanted and a window of dates in UTC), so an
 # office whose server no one can reach from the internet still learns of every call.
@@ -7703,9 +6276,6 @@ class CallLogPuller:
             state = CALL_LOG_TROUBLES[kind].format(detail=detail)
         return {"call_log": state, "call_log_pulled_at": pulled_at}
 
-
-# The extension list --------------------------------------------------------------
-
 #: Seconds between fetches of the extension list (Voicenter: it changes rarely,
 #: refresh every 15-30 minutes); after a failure the next try comes sooner.
 EXTENSIONS_REFRESH = 15 * 60
@@ -7819,9 +6389,6 @@ class VoicenterExtensions:
                 else "; agents are shown by their extension")
         return (f"the extension list failed at "
                 f"{self.failed_at.isoformat(timespec='seconds')}: {self.problem}{kept}")
-
-
-# Click2Call ----------------------------------------------------------------------
 
 #: The custom value every call-back carries (Click2Call's var_*): its CDRs and pop-ups
 #: say they come from this server's "call back" button.
@@ -7957,10 +6524,283 @@ class CallBacks:
 
 
 ###############################################################################
-# The web app #################################################################
 ###############################################################################
-# The routes' handlers, each given the Site that holds what a request needs, and
-# the route table (ROUTES) that create_app() makes the Bottle app of.
+# V. The web ##################################################################
+###############################################################################
+###############################################################################
+# What answers HTTP: who may ask, the pop-up's answer, the office's door, the pages, the
+# request log, and the route table.
+
+
+###############################################################################
+# Requests and access #########################################################
+###############################################################################
+# Who may ask (address, token) and the fields of a request: query, form or JSON.
+
+
+#: Fields read from a request; everything else a client sends is ignored.
+REQUEST_FIELDS = ("phone", "ivrid", "extenUser", "did", "status", "statusCall",
+                  "direction", "callerName", "isAnswered", "cause")
+
+
+#: A Host header fit to start a link with: a name or address and maybe a port.
+_HOST_PATTERN = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?"
+                           r"|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
+
+
+class AccessGuard:
+    """Decides whether a request may use /popup: the client address, then the token."""
+
+    def __init__(self, config):
+        self.token = (config.token or "").encode("utf-8")
+        self.allowed = config.allow_ip
+        self.trusted = config.trusted_proxy
+
+    def client_address(self, environ):
+        """The socket's peer, or the forwarded client when the peer is a trusted proxy;
+        "" when that proxy forwarded something that is not an address."""
+        peer = environ.get("REMOTE_ADDR") or ""
+        if not self.via_trusted_proxy(environ):
+            return peer
+        header = environ.get("HTTP_X_FORWARDED_FOR")
+        if header is None:  # the proxy's machine asking for itself
+            return peer
+        # X-Forwarded-For is "client, proxy1, proxy2": walk back over trusted proxies.
+        # An entry that is no address ("unknown", "10.9.9.9:1234": proxies write bare
+        # addresses, and "2001:db8::1:80" could be either) must not be read as the
+        # proxy itself, which may well be inside --allow-ip.
+        forwarded = [part.strip() for part in header.split(",")]
+        for entry in reversed(forwarded):
+            address = self.parse_address(entry)
+            if address is None:
+                return ""
+            if not self.address_in(entry, self.trusted):
+                # As ipaddress writes it, never the header's text: that is the client's
+                # to choose, and an IPv6 zone ("fe80::1%...") may hold any words.
+                return str(address)
+        return str(self.parse_address(forwarded[0]))
+
+    def check(self, environ, query):
+        """Refuse the request (403) unless it may use /popup; the client's address when
+        working it out was needed (--allow-ip, --trusted-proxy), else None."""
+        client = None
+        if self.allowed or self.trusted:
+            client = self.client_of(environ)
+            if self.allowed and not self.address_in(client, self.allowed):
+                raise bottle.HTTPError(403, "this address is not allowed to use the "
+                                            "pop-up service")
+        if self.token:
+            given = query.get("token") or environ.get("HTTP_X_POPUP_TOKEN") or ""
+            if not hmac.compare_digest(given.encode("utf-8"), self.token):
+                raise bottle.HTTPError(403, "missing or wrong token: add ?token=... to "
+                                            "the URL given to Voicenter")
+        return client
+
+    def check_page(self, environ):
+        """Refuse an office page (403) with the login off unless the client is in
+        --allow-ip, or, without an allowlist, this machine."""
+        client = self.client_of(environ)
+        allowed = self.allowed or (ipaddress.ip_network("127.0.0.0/8"),
+                                   ipaddress.ip_network("::1/128"))
+        if not self.address_in(client, allowed):
+            raise bottle.HTTPError(403, "the office pages are open only to this machine "
+                                        "when --office-password is empty, unless "
+                                        "--allow-ip is set")
+
+    def request_origin(self, environ):
+        """(scheme, host) the client asked for: X-Forwarded-Proto and -Host are believed
+        only from a --trusted-proxy; a host that is not a host name falls back to the
+        address this server listens on."""
+        scheme = environ.get("wsgi.url_scheme") or "http"
+        host = environ.get("HTTP_HOST") or ""
+        if self.via_trusted_proxy(environ):
+            proto = (environ.get("HTTP_X_FORWARDED_PROTO") or "").split(",")[0]
+            if proto.strip().lower() in ("http", "https"):
+                scheme = proto.strip().lower()
+            forwarded_host = (environ.get("HTTP_X_FORWARDED_HOST") or "").split(",")[0]
+            host = forwarded_host.strip() or host
+        if not _HOST_PATTERN.fullmatch(host):
+            host = f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT', '80')}"
+        return scheme, host
+
+    def via_trusted_proxy(self, environ):
+        """Whether the request's socket peer is a --trusted-proxy."""
+        return bool(self.trusted) and self.address_in(environ.get("REMOTE_ADDR") or "",
+                                                      self.trusted)
+
+    def client_of(self, environ):
+        """client_address(), refused (403) when a trusted proxy's is unreadable."""
+        client = self.client_address(environ)
+        if not client:
+            raise bottle.HTTPError(403, "the trusted proxy forwarded a client address "
+                                        "that cannot be read (X-Forwarded-For)")
+        return client
+
+    @staticmethod
+    def parse_address(text):
+        """An address as a proxy writes it (IPv6 maybe in [brackets] or with a zone),
+        or None; never with a port."""
+        text = text.strip()
+        if text.startswith("[") and text.endswith("]"):
+            text = text[1:-1]
+        try:  # without its zone (%eth0): it names an interface, not a host
+            address = ipaddress.ip_address(text.partition("%")[0])
+        except ValueError:
+            return None
+        mapped = getattr(address, "ipv4_mapped", None)
+        return mapped or address
+
+    def address_in(self, text, networks):
+        address = self.parse_address(text)
+        return address is not None and any(address in net for net in networks
+                                           if net.version == address.version)
+
+
+_MAX_FIELDS = 200
+_ASCII_ESCAPES = {f"{code:02X}": chr(code) for code in range(128)}
+_ASCII_ESCAPES.update({f"{code:02x}": chr(code) for code in range(128)})
+_ASCII_ESCAPES.update({f"{code:02X}"[0] + f"{code:02x}"[1]: chr(code) for code in range(128)})
+_ASCII_ESCAPES.update({f"{code:02x}"[0] + f"{code:02X}"[1]: chr(code) for code in range(128)})
+
+
+def _unquote(text):
+    """unquote_plus(text, errors="strict"), quicker for ASCII escapes (%2B, %20)."""
+    text = text.replace("+", " ")
+    if "%" not in text:
+        return text
+    head, *rest = text.split("%")
+    pieces = [head]
+    for piece in rest:
+        char = _ASCII_ESCAPES.get(piece[:2])
+        if char is None:  # a UTF-8 byte, or a stray %: the standard way
+            return unquote(text, errors="strict")
+        pieces.append(char)
+        pieces.append(piece[2:])
+    return "".join(pieces)
+
+
+def _query_fields(environ):
+    """The query string as a dict; the last value of a repeated field wins."""
+    return _form_fields(environ.get("QUERY_STRING", ""), "query string", wsgi_text=True)
+
+
+def _form_fields(text, what, wsgi_text=False):
+    """Decode `a=1&b=%2B972...` (UTF-8, strictly): what parse_qsl does, at a third of
+    its cost for the plain fields Voicenter sends (this runs on every request).
+    `wsgi_text`: `text` is a WSGI string, raw bytes shown as latin-1."""
+    if not text:
+        return {}
+    if wsgi_text and not text.isascii():
+        # WSGI hands over raw bytes as latin-1; anything outside ASCII is UTF-8 inside.
+        try:
+            text = text.encode("latin-1").decode("utf-8")
+        except UnicodeError:
+            raise bottle.HTTPError(400, f"the {what} is not valid UTF-8") from None
+    parts = text.split("&")
+    if len(parts) > _MAX_FIELDS:
+        raise bottle.HTTPError(400, f"the {what} has more than {_MAX_FIELDS} fields")
+    fields = {}
+    try:
+        for part in parts:
+            if not part:
+                continue
+            name, _, value = part.partition("=")
+            if "+" in name or "%" in name:
+                name = _unquote(name)
+            if "+" in value or "%" in value:
+                value = _unquote(value)
+            fields[name] = value
+    except UnicodeError:
+        raise bottle.HTTPError(400, f"the {what} is not valid UTF-8 URL-encoding") from None
+    return fields
+
+
+#: The environ keys where _body_fields() says how it read a body ("json" or "form")
+#: and, of a pop-up's JSON, the names of its fields (the first _SENT_NAMES).
+BODY_FORMAT = "popup_server.body_format"
+BODY_NAMES = "popup_server.body_names"
+_SENT_NAMES = 40
+
+
+def _body_fields(environ, max_body, json_fields=None):
+    """Fields of a POST body: JSON or form-encoded, by Content-Type (or by its look);
+    `json_fields` reads a JSON body (default: the pop-up's fields only)."""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise bottle.HTTPError(400, "Content-Length is not a number") from None
+    if length > max_body:
+        raise bottle.HTTPError(413, f"the request body is over {max_body} bytes")
+    if length <= 0:
+        return {}
+    body = environ["wsgi.input"].read(length)
+    content_type = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+    if content_type == "application/json" or content_type.endswith("+json") or (
+            content_type not in ("application/x-www-form-urlencoded",
+                                 "multipart/form-data") and body.lstrip()[:1] in (b"{", b"[")):
+        environ[BODY_FORMAT] = "json"
+        if json_fields is None:
+            names = environ[BODY_NAMES] = []
+            return _json_fields(body, names)
+        return json_fields(body)
+    if content_type == "multipart/form-data":
+        raise bottle.HTTPError(415, "send the fields as a query string, as "
+                                    "application/x-www-form-urlencoded or as JSON")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeError:
+        raise bottle.HTTPError(400, "the form body is not valid UTF-8") from None
+    environ[BODY_FORMAT] = "form"
+    return _form_fields(text, "form body")
+
+
+def _json_fields(body, names=None):
+    """The pop-up's fields (REQUEST_FIELDS) of a JSON body; `names` (a list) gets the
+    names of the first _SENT_NAMES fields it has, for the "what Voicenter sent" page."""
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise bottle.HTTPError(400, "the JSON body is not UTF-8") from None
+    except ValueError as error:
+        raise bottle.HTTPError(400, f"the body is not valid JSON ({error})") from None
+    except RecursionError:
+        raise bottle.HTTPError(400, "the JSON body is nested too deeply") from None
+    if not isinstance(data, dict):
+        raise bottle.HTTPError(400, "the JSON body must be an object, e.g. "
+                                    '{"phone": "0722776772"}')
+    if names is not None:
+        names.extend(itertools.islice(data, _SENT_NAMES))
+    fields = {}
+    for name in REQUEST_FIELDS:
+        value = data.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            if name == "phone":
+                raise bottle.HTTPError(400, "phone must be a string or a number")
+            if isinstance(value, bool):
+                fields[name] = "true" if value else "false"
+            continue
+        if isinstance(value, float):
+            value = str(int(value)) if value.is_integer() else str(value)
+        value = str(value)
+        if not value.isascii():
+            try:  # JSON can escape half a character ("\ud800"); no text holds one
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise bottle.HTTPError(400, f"{name} is not valid Unicode text") from None
+        fields[name] = value
+    return fields
+
+
+def _json_bytes(payload):
+    return json.dumps(payload, ensure_ascii=False).encode("utf-8", "replace")
+
+
+class RouteRefusal(bottle.HTTPError):
+    """A refusal a route makes with a message of its own (a route that exists, asked
+    for something it has not): its message, not ERROR_MESSAGES', is the answer's."""
+
 
 #: A browser (Voicenter's Chrome extension) may call /popup: every answer allows any
 #: origin (the token guards access); the preflight also names methods and headers.
@@ -7975,21 +6815,1460 @@ CORS_PREFLIGHT_HEADERS = {
 }
 
 
-def _json_bytes(payload):
-    return json.dumps(payload, ensure_ascii=False).encode("utf-8", "replace")
-
-
-class RouteRefusal(bottle.HTTPError):
-    """A refusal a route makes with a message of its own (a route that exists, asked
-    for something it has not): its message, not ERROR_MESSAGES', is the answer's."""
-
-
 def bottle_headers_direct():
     """Whether bottle keeps a response's headers as {name: [value]} in `_headers`, as
     set_header() leaves them (bottle 0.13 does): /popup then writes them there."""
     response = bottle.BaseResponse()
     response.set_header("Content-Type", JSON_TYPE)
     return getattr(response, "_headers", None) == {"Content-Type": [JSON_TYPE]}
+
+
+###############################################################################
+# The pop-up's answer #########################################################
+###############################################################################
+# The answer to one /popup request: the caller's contact, or the no-match link.
+
+_json_string = json.encoder.encode_basestring  # C; keeps Hebrew as is, escapes '"\\'
+
+
+class PopupAnswer(typing.NamedTuple):
+    """What /popup answers (STATUS is always "OK") and the caller's key."""
+
+    total: int
+    name: str
+    company: str
+    url: str
+    key: int | None
+
+    @property
+    def e164(self):
+        return _e164(self.key)
+
+    def as_dict(self):
+        """The five fields Voicenter reads, in the order they are sent."""
+        return {"STATUS": "OK", "TOTAL": self.total, "CLIENTNAME": self.name,
+                "COMPANY": self.company, "URL": self.url}
+
+    def json_bytes(self):
+        """json.dumps(as_dict()), assembled directly: the fields and their order are
+        fixed, and this costs a quarter of json.dumps on the busiest path."""
+        return (f'{{"STATUS": "OK", "TOTAL": {self.total:d}, '
+                f'"CLIENTNAME": {_json_string(self.name)}, '
+                f'"COMPANY": {_json_string(self.company)}, '
+                f'"URL": {_json_string(self.url)}}}').encode("utf-8", "replace")
+
+
+def answer_for(index, caller_id, fields, config):
+    """The PopupAnswer to a caller id; the request's fields fill URL templates."""
+    position, total, key = index.find(caller_id)
+    if not total:
+        url = fill_template(config.no_match_url, _request_values(key, fields)) \
+            if config.no_match_url else ""
+        return PopupAnswer(0, "", "", url, key)
+    name, company, url, kept = index.texts_of(position)
+    if not url and config.url_template:
+        url = fill_template(config.url_template, {
+            **dict(zip(index.template_headers, kept)), **_request_values(key, fields),
+            "name": name, "company": company})
+    return PopupAnswer(total, name, company, url, key)
+
+
+def _request_values(key, fields):
+    """The request's placeholders for URL templates."""
+    return {"phone": fields.get("phone", ""), "e164": _e164(key) or "",
+            "ivrid": fields.get("ivrid", ""), "did": fields.get("did", ""),
+            "extenUser": fields.get("extenUser", ""), "status": _phase(fields)}
+
+
+###############################################################################
+# Page texts ##################################################################
+###############################################################################
+# The pages' languages, their texts (views/texts.toml) and their security headers.
+
+
+#: The pages' texts, English and Hebrew side by side, are data: views/texts.toml.
+TEXTS_FILE = RESOURCES / "views" / "texts.toml"
+
+
+@functools.cache
+def page_texts():
+    """{key: (text, ...)} in LANGUAGES' order, from TEXTS_FILE (read once)."""
+    with open(TEXTS_FILE, "rb") as file:
+        table = tomllib.load(file)
+    return {key: tuple(entry[language] for language in LANGUAGES)
+            for key, entry in table.items()}
+
+
+def choose_language(accept_language, forced="auto"):
+    """The pages' language: `forced` (--lang) unless "auto", else the browser's most
+    wanted of LANGUAGES by Accept-Language and its q-values (iw is he's old code);
+    English when it wants none of them."""
+    if forced in LANGUAGES:
+        return forced
+    best, best_weight = LANGUAGES[0], 0.0
+    for item in (accept_language or "").split(",")[:32]:
+        tag, *parameters = item.split(";")
+        weight = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.strip().partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+                if not 0.0 <= weight <= 1.0:  # also NaN
+                    weight = 0.0
+        language = tag.strip().lower().split("-")[0]
+        language = "he" if language == "iw" else language
+        if language in LANGUAGES and weight > best_weight:
+            best, best_weight = language, weight
+    return best
+
+
+class PageTexts:
+    """The texts of one language, for the templates: t("key", name=value)."""
+
+    def __init__(self, language):
+        self.language = language
+        self.column = LANGUAGES.index(language)
+        self.direction = "rtl" if language in RIGHT_TO_LEFT else "ltr"
+
+    def __call__(self, key, default=None, **values):
+        entry = page_texts().get(key)
+        if entry is None:
+            if default is None:
+                raise KeyError(f"no page text {key!r}")
+            return default
+        text = entry[self.column]
+        return text.format(**values) if values else text
+
+    def time(self, moment, day=None, seconds=False):
+        """A moment as the pages write it, in the zone it is given in: "04:20" on `day`
+        (the day the page shows), else with its date: "15 January 2026, 04:20",
+        "15 בינואר 2026, 04:20"."""
+        clock = moment.strftime("%H:%M:%S" if seconds else "%H:%M")
+        if moment.date() == day:
+            return clock
+        return self("moment.format", day=moment.day,
+                    month=self("months").split()[moment.month - 1], year=moment.year,
+                    time=clock)
+
+    def date(self, day):
+        """`day` written out: "Thursday 26 November 2026", "יום חמישי, 26 בנובמבר 2026"."""
+        return self("weekday.format", weekday=self("weekdays").split()[day.weekday()],
+                    day=day.day, month=self("months").split()[day.month - 1],
+                    year=day.year)
+
+
+def wait_in_words(texts, seconds):
+    """A wait as the pages say it: "45 seconds", "a minute"."""
+    if seconds >= 60:
+        return texts("wait.minute")
+    return texts("wait.second") if seconds == 1 else texts("wait.seconds", n=seconds)
+
+
+def page_headers(nonce):
+    """Every HTML page's headers: a strict Content-Security-Policy (no script at all;
+    the page's one <style> carries `nonce`), no sniffing, no framing, never cached, and
+    a Referer only to this server: links carry signatures, which must never reach
+    another site. Not "no-referrer": under it a browser sends "Origin: null" with the
+    pages' own forms, and the Origin check could no longer tell them from another site's."""
+    return {
+        "Content-Type": "text/html; charset=utf-8",
+        "Content-Security-Policy": (
+            f"default-src 'none'; style-src 'nonce-{nonce}'; img-src 'self'; "
+            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+        "X-Frame-Options": "DENY",
+        "Cache-Control": "no-store",
+    }
+
+
+#: Seconds a "busy" answer asks the client to wait before trying again.
+BUSY_RETRY = 5
+
+
+def office_busy_page(accept_language, lang="auto", posted=False):
+    """The "busy, one moment" page of office work that waited too long for its lane
+    (OFFICE_LANES), in the browser's language (choose_language()): (status, headers,
+    body bytes). `posted`: it answers a form, whose change was not made; a page asked
+    for reloads itself."""
+    texts = PageTexts(choose_language(accept_language, lang))
+    nonce = secrets.token_urlsafe(16)
+    body = bottle.template(
+        "office_busy", template_lookup=VIEWS, t=texts, lang=texts.language,
+        direction=texts.direction, nonce=nonce, csrf="", signed_in=False,
+        refresh=None if posted else BUSY_RETRY, posted=posted)
+    return 503, {**page_headers(nonce), "Retry-After": str(BUSY_RETRY)}, \
+        body.encode("utf-8")
+
+
+def local_path(text, fallback="/"):
+    """`text` when it is a path on this server (where the login may send a browser
+    back to), else `fallback`: never another site (//evil.example, /\\evil, https:)."""
+    if (not isinstance(text, str) or not text.startswith("/") or text.startswith("//")
+            or "\\" in text or not text.isprintable() or len(text) > 2000):
+        return fallback
+    return text
+
+
+###############################################################################
+# The office's door ###########################################################
+###############################################################################
+# The office pages' own login (password, signed session cookie, CSRF tokens) and signed
+# links to one caller's page.
+
+SESSION_SECONDS = 12 * 3600          # a working day; then the login page again
+LOGIN_FREE_TRIES = 3                 # wrong passwords from one address before any wait
+LOGIN_LONGEST_WAIT = 60              # seconds: the right password works again within it
+LOGIN_FORGET_AFTER = 15 * 60         # seconds without a wrong one: the address starts over
+LOGIN_ADDRESSES_KEPT = 10_000        # failing addresses remembered (the oldest go first)
+#: Password checks running at once (scrypt: ~50 ms of a core and 16 MiB each); a login
+#: beyond them is refused at once with "busy", so a flood never queues up the workers.
+LOGIN_CHECKS_AT_ONCE = 2
+LOGIN_REFUSALS_LOGGED = 20           # refusals logged one by one a minute; then counted
+MIN_PASSWORD_LENGTH = 8              # characters of a password the password command takes
+SESSIONS_ENDED_KEPT = 10_000         # logged-out sessions kept (revoked_sessions) until they expire
+_SCRYPT = dict(n=2 ** 14, r=8, p=1)  # 16 MiB and ~50 ms a try: OWASP's minimum
+
+
+def hash_password(password, salt=None):
+    """The text kept for a password: scrypt$n$r$p$salt$hash (base64), salted."""
+    salt = salt or secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, dklen=32, **_SCRYPT)
+    return "scrypt${n}${r}${p}$".format(**_SCRYPT) + "$".join(
+        base64.b64encode(part).decode("ascii") for part in (salt, digest))
+
+
+def password_matches(password, stored):
+    """Whether `password` is the one `stored` (hash_password's text) was made from."""
+    try:
+        kind, n, r, p, salt, digest = stored.split("$")
+        salt, digest = base64.b64decode(salt), base64.b64decode(digest)
+        if kind != "scrypt":
+            return False
+        given = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=int(n), r=int(r),
+                               p=int(p), dklen=len(digest), maxmem=64 * 1024 * 1024)
+    except (ValueError, binascii.Error, UnicodeError):
+        return False
+    return hmac.compare_digest(given, digest)
+
+
+def _signature(secret, *parts):
+    """A short HMAC-SHA256 (128 bits, base64url) of `parts`, keyed by the page secret.
+    hmac.digest(): OpenSSL's one-shot, a third of hmac.new()'s cost."""
+    message = "\n".join(map(str, parts)).encode("utf-8", "surrogatepass")
+    return base64.urlsafe_b64encode(hmac.digest(secret, message, "sha256")[:16]) \
+        .rstrip(b"=").decode("ascii")
+
+
+def caller_link(base_url, number, secret, days=30, now=None):
+    """An absolute link to /caller/<number> that opens that caller's page only, for
+    `days`: ?e= its expiry (epoch seconds), &s= an HMAC bound to the number and the
+    expiry. Never the Voicenter token. `number` as it should appear in the path."""
+    expires = int(time.time() if now is None else now) + days * 86400
+    in_path = number if number.lstrip("+").isdigit() else quote(number, safe="+")
+    return (f"{base_url}/caller/{in_path}?e={expires}"
+            f"&s={_signature(secret, 'caller', number, expires)}")
+
+
+def verify_caller_link(secret, number, expires, signature, now=None):
+    """"ok", or why the link does not open `number`'s page: "tampered" (the number,
+    the expiry or the signature changed; compared in constant time) or "expired"."""
+    if not (isinstance(expires, str) and expires.isascii() and expires.isdigit()
+            and len(expires) <= 12
+            and isinstance(signature, str) and signature.isascii()):
+        return "tampered"
+    wanted = _signature(secret, "caller", number, int(expires))
+    if not hmac.compare_digest(wanted.encode("ascii"), signature.encode("ascii")):
+        return "tampered"
+    if int(expires) < (time.time() if now is None else now):
+        return "expired"
+    return "ok"
+
+
+class LoginLimiter:
+    """Slows the address that sends wrong passwords, never the office behind it for
+    long: after LOGIN_FREE_TRIES wrong ones, each more makes that address wait before
+    its next try, 2, 4, 8 ... seconds, at most LOGIN_LONGEST_WAIT, counted from its
+    last wrong password. A try during the wait is refused at once, unchecked and not
+    counted, so it never makes the wait longer: whoever shares the address (one NAT,
+    one proxy) can sign in at most a minute after the last wrong password. An IPv6
+    client counts by its /64; at most LOGIN_ADDRESSES_KEPT addresses are kept, the
+    oldest dropped, and one quiet for LOGIN_FORGET_AFTER starts over."""
+
+    def __init__(self, free=LOGIN_FREE_TRIES, longest=LOGIN_LONGEST_WAIT,
+                 forget=LOGIN_FORGET_AFTER, kept=LOGIN_ADDRESSES_KEPT):
+        self.free, self.longest, self.forget, self.kept = free, longest, forget, kept
+        self.failures = {}  # key -> [wrong passwords, last one's time], oldest first
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def key(address):
+        parsed = AccessGuard.parse_address(address)
+        if parsed is not None and parsed.version == 6:
+            return str(ipaddress.ip_network((parsed, 64), strict=False))
+        return str(parsed or address)
+
+    def _wait(self, count):
+        """Seconds to wait after `count` wrong passwords."""
+        over = count - self.free
+        return 0 if over <= 0 else min(self.longest, 2 ** min(over, 16))
+
+    def wait_left(self, address, now=None):
+        """Whole seconds this address must still wait before its next try; 0: it may."""
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            entry = self.failures.get(self.key(address))
+        if entry is None:
+            return 0
+        return max(0, math.ceil(entry[1] + self._wait(entry[0]) - now))
+
+    def failed(self, address, now=None):
+        """Count a wrong password; returns the seconds the address now waits (0: none)."""
+        now = time.monotonic() if now is None else now
+        key = self.key(address)
+        with self.lock:
+            entry = self.failures.pop(key, None)
+            if entry is None or now - entry[1] >= self.forget:
+                entry = [0, now]
+            entry[0] += 1
+            entry[1] = now
+            self.failures[key] = entry  # last in the order: the newest
+            while len(self.failures) > self.kept:
+                del self.failures[next(iter(self.failures))]
+            return self._wait(entry[0])
+
+    def succeeded(self, address):
+        with self.lock:
+            self.failures.pop(self.key(address), None)
+
+
+class RefusalLog:
+    """Log lines of refused logins, LOGIN_REFUSALS_LOGGED a minute at most: beyond
+    that they are counted, and one line at the minute's end says how many, so a flood
+    neither fills the disk nor goes unseen."""
+
+    def __init__(self, limit=LOGIN_REFUSALS_LOGGED, window=60.0):
+        self.limit, self.window = limit, window
+        self.window_start, self.logged, self.counted = -math.inf, 0, 0
+        self.lock = threading.Lock()
+
+    def refused(self, message, *args, now=None):
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            if now - self.window_start >= self.window:
+                self.window_start, self.logged = now, 0
+            if self.logged < self.limit:
+                self.logged += 1
+                log.warning("office login refused: " + message, *args)
+                return
+            self.counted += 1
+            if self.counted == 1:  # the first one counted: say the total when it ends
+                timer = threading.Timer(self.window_start + self.window - now, self.flush)
+                timer.daemon = True
+                timer.start()
+
+    def flush(self):
+        with self.lock:
+            counted, self.counted = self.counted, 0
+        if counted:
+            log.warning("office login refused %d more times in the last minute (not "
+                        "logged one by one)", counted)
+
+Session = collections.namedtuple("Session", "nonce expires")
+
+#: The state folder's file of sessions ended before their expiry (RevokedSessions).
+REVOKED_SESSIONS_NAME = "revoked_sessions"
+_NONCE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class RevokedSessions:
+    """Sessions ended before their expiry, kept in the state folder's revoked_sessions
+    file so that no restart brings one back: logouts (revoke()), and every session at
+    once (revoke_all(): a new office password, the password command). The one place
+    that ends sessions; OfficeDoor.session() asks is_revoked() of every cookie.
+
+    Bounded: an entry is dropped once its session would have expired anyway, and
+    beyond `kept` logouts the oldest are folded into the "every session started
+    until" time instead (signing out a few sessions too many, never letting one back).
+    One line an entry, appended at once; the file is written anew when it holds twice
+    the entries kept. Lines: "session NONCE EXPIRES", "all UNTIL EXPIRES" (sessions
+    started at or before UNTIL), "password TAG" (which password the sessions belong
+    to: at a start with another one, every session is revoked)."""
+
+    def __init__(self, path, kept=SESSIONS_ENDED_KEPT):
+        self.path, self.kept = path, kept
+        self.lock = threading.Lock()
+        self.ended = collections.OrderedDict()  # nonce -> expiry, oldest first
+        self.until = 0        # sessions started at or before this (epoch s) are revoked
+        self.password = ""    # the tag of the password of the sessions
+        self.lines = 0        # lines in the file
+
+    @classmethod
+    def open(cls, path, password_tag=None, kept=SESSIONS_ENDED_KEPT, now=None):
+        """The revoked sessions kept at `path` (none when it does not exist yet); with
+        `password_tag` (a tag of the office password's hash) different from the one
+        kept, every session is revoked. ConfigError when the file cannot be read."""
+        revoked = cls(path, kept)
+        now = time.time() if now is None else now
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                lines = handle.read(64 * 1024 * 1024).splitlines()
+        except FileNotFoundError:
+            lines = []
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read the signed-out sessions "
+                              f"({error.strerror or error}); delete it or pass "
+                              "--state-dir") from None
+        for line in lines:
+            revoked._take(line.split(), now)
+        if password_tag is not None and password_tag != revoked.password:
+            if revoked.password:
+                revoked.until = max(revoked.until, int(now))
+            revoked.password = password_tag
+        try:
+            revoked._rewrite(now)
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot write the signed-out sessions "
+                              f"({error.strerror or error}); pass --state-dir") from None
+        return revoked
+
+    def _take(self, fields, now):
+        """One line of the file, read; anything else is ignored (a line cut short by a
+        crash)."""
+        kind = fields[0] if fields else ""
+        if kind == "password" and len(fields) == 2 and _NONCE.fullmatch(fields[1]):
+            self.password = fields[1]
+        elif (kind in ("session", "all") and len(fields) == 3 and fields[2].isascii()
+              and fields[2].isdigit() and int(fields[2]) >= now):
+            if kind == "session" and _NONCE.fullmatch(fields[1]):
+                self.ended.pop(fields[1], None)
+                self.ended[fields[1]] = int(fields[2])
+                self._bound()
+            elif kind == "all" and fields[1].isascii() and fields[1].isdigit():
+                self.until = max(self.until, int(fields[1]))
+
+    def is_revoked(self, nonce, expires):
+        return expires - SESSION_SECONDS <= self.until or nonce in self.ended
+
+    def revoke(self, nonce, expires, now=None):
+        """End the session `nonce` (a logout), for good."""
+        with self.lock:
+            self.ended[nonce] = expires
+            folded = self._bound()
+            self._keep(now, "" if folded else f"session {nonce} {expires}\n")
+
+    def revoke_all(self, now=None):
+        """End every session started until now (a new password)."""
+        with self.lock:
+            now = time.time() if now is None else now
+            self.until = max(self.until, int(now))
+            self._keep(now, f"all {self.until} {self.until + SESSION_SECONDS}\n")
+
+    def _bound(self):
+        """Keep at most `kept` logouts: the oldest folded into `until`. True if any."""
+        folded = False
+        while len(self.ended) > self.kept:
+            _nonce, expires = self.ended.popitem(last=False)
+            self.until = max(self.until, expires - SESSION_SECONDS)
+            folded = True
+        return folded
+
+    def _keep(self, now, line):
+        """Append `line` to the file, or write it anew (pruned) when it grew too long
+        or `line` is "" (an entry folded). A failure is logged: the session stays
+        revoked until the server stops."""
+        now = time.time() if now is None else now
+        try:
+            if not line or self.lines + 1 > 2 * self.kept + 2:
+                self._rewrite(now)
+                return
+            descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                                 | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            with os.fdopen(descriptor, "a", encoding="utf-8") as handle:
+                handle.write(line)
+                handle.flush()
+                os.fsync(handle.fileno())
+            self.lines += 1
+        except OSError as error:
+            log.error("%s: cannot keep a signed-out session (%s); it stays signed out "
+                      "until the server stops", self.path, error.strerror or error)
+
+    def _rewrite(self, now):
+        """The file written anew from what is kept, dropping what has expired."""
+        for nonce, expires in list(self.ended.items()):
+            if expires < now:
+                del self.ended[nonce]
+        lines = [f"session {nonce} {expires}\n" for nonce, expires in self.ended.items()]
+        if self.until + SESSION_SECONDS >= now:
+            lines.insert(0, f"all {self.until} {self.until + SESSION_SECONDS}\n")
+        else:
+            self.until = 0
+        if self.password:
+            lines.insert(0, f"password {self.password}\n")
+        if not lines and not self.path.exists():
+            self.lines = 0
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        partial = self.path.with_name(self.path.name + ".partial")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                             | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.writelines(lines)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, self.path)
+        self.lines = len(lines)
+
+
+class PageDenied(Exception):
+    """An office page refused, shown as the 403 HTML page; `reason` names its text."""
+
+    def __init__(self, reason, status=403):
+        super().__init__(reason)
+        self.reason, self.status = reason, status
+
+
+def password_tag(secret, password_hash):
+    """What RevokedSessions keeps of the office password: a signature of its hash
+    (None without a login), telling a new password from the last one."""
+    return None if password_hash is None else _signature(secret, "password", password_hash)
+
+
+class OfficeDoor:
+    """Who may open the office pages: a session from the login, or, for one caller's
+    page only, a signed link. Sessions and CSRF tokens are signed with the page
+    secret, so nothing is kept for them but the sessions ended early (RevokedSessions,
+    in the state folder). A session is bound to the password's hash too, and a start
+    with a new password revokes them all (a return to an old one brings none back).
+    Without a password (--office-password ""), the pages are served as before the
+    login existed: to --allow-ip addresses, or to this machine."""
+
+    def __init__(self, config, guard, secret, password_hash, revoked=None,
+                 password_file=None):
+        self.config, self.guard, self.secret = config, guard, secret
+        self._password_hash = password_hash
+        # The file `popup-server password` writes: read again when it changes, so that
+        # a new password works (and ends every session) without a restart.
+        self.password_file = password_file
+        self._password_seen = file_signature(password_file) if password_file else None
+        self._password_checked = time.monotonic()
+        # Cookies ignore ports: two servers on one host must not overwrite each other's.
+        self.cookie_name = "popup_session_" + _signature(secret, "cookie")[:8]
+        self.limiter = LoginLimiter()
+        self.refusals = RefusalLog()
+        self.checks = threading.BoundedSemaphore(LOGIN_CHECKS_AT_ONCE)
+        self.revoked = revoked or RevokedSessions.open(
+            config.state_path / REVOKED_SESSIONS_NAME, password_tag(secret, password_hash))
+
+    @property
+    def login_required(self):
+        return self._password_hash is not None
+
+    @property
+    def password_hash(self):
+        """The office password's hash in force: the password file's, checked for a
+        change at most once a second (a stat)."""
+        if self.password_file is not None and time.monotonic() - self._password_checked >= 1:
+            self._password_checked = time.monotonic()
+            seen = file_signature(self.password_file)
+            if seen != self._password_seen:
+                self._password_seen = seen
+                try:
+                    kept = _read_secret_file(self.password_file, PASSWORD_FILE)
+                except PopupError as error:
+                    kept = None
+                    log.error("%s; the office password stays as it was", error)
+                if kept is not None and kept.startswith("scrypt$") \
+                        and kept != self._password_hash:
+                    self._password_hash = kept
+                    with self.revoked.lock:  # the next start must not revoke them again
+                        self.revoked.password = password_tag(self.secret, kept)
+                    self.revoked.revoke_all()
+                    log.info("the office password was changed (%s): every session "
+                             "has ended", self.password_file)
+        return self._password_hash
+
+    # Sessions ------------------------------------------------------------------
+    def session(self, environ):
+        """The request's valid session, or None."""
+        cookie = bottle.request.get_cookie(self.cookie_name) or ""
+        expires, _, rest = cookie.partition(".")
+        nonce, _, signature = rest.partition(".")
+        if not (expires.isascii() and expires.isdigit() and len(expires) <= 12 and nonce
+                and signature.isascii()):
+            return None
+        wanted = _signature(self.secret, "session", self.password_hash, expires, nonce)
+        if not hmac.compare_digest(wanted.encode("ascii"), signature.encode("ascii")):
+            return None
+        if int(expires) < time.time() or self.revoked.is_revoked(nonce, int(expires)):
+            return None
+        return Session(nonce, int(expires))
+
+    def start_session(self, environ):
+        """A new session and the Set-Cookie value carrying it."""
+        # Started after the last revoke_all(), even within its second: not revoked.
+        started = max(int(time.time()), self.revoked.until + 1)
+        session = Session(secrets.token_urlsafe(12), started + SESSION_SECONDS)
+        value = f"{session.expires}.{session.nonce}." + _signature(
+            self.secret, "session", self.password_hash, session.expires, session.nonce)
+        return session, self._cookie(value, SESSION_SECONDS, environ)
+
+    def end_session(self, session, environ):
+        """Forget `session` (logout); the Set-Cookie value that clears it."""
+        self.revoked.revoke(session.nonce, session.expires)
+        return self._cookie("", 0, environ)
+
+    def _cookie(self, value, max_age, environ):
+        # Lax: a link from elsewhere (an e-mail, the pop-up) still opens the pages;
+        # POST forms are guarded by CSRF tokens and the Origin check besides.
+        secure = "; Secure" if self.guard.request_origin(environ)[0] == "https" else ""
+        return (f"{self.cookie_name}={value}; Max-Age={max_age}; Path=/; HttpOnly; "
+                f"SameSite=Lax{secure}")
+
+    def base_url(self, environ):
+        """Where links to this server's pages start: --public-url, else the scheme and
+        host of the request (forwarded ones only from --trusted-proxy)."""
+        return self.config.public_url or "{}://{}".format(*self.guard.request_origin(environ))
+
+    # Forms ---------------------------------------------------------------------
+    def csrf_token(self, session):
+        """The token every POST form of the office pages carries (field "csrf"),
+        bound to the session; "" without a session (login off)."""
+        return _signature(self.secret, "csrf", session.nonce) if session else ""
+
+    def check_form(self, environ, fields, session):
+        """Refuse (PageDenied "form") a POST from another site: its Origin must be this
+        server's, and its csrf field the session's token (with the login on)."""
+        if not self.same_origin(environ):
+            raise PageDenied("form")
+        if self.login_required:
+            given = fields.get("csrf") or ""
+            if session is None or not hmac.compare_digest(
+                    given.encode("utf-8"), self.csrf_token(session).encode("ascii")):
+                raise PageDenied("form")
+
+    def same_origin(self, environ):
+        """False when the browser says the request came from another site's page. A
+        request without Origin (old browsers, curl) passes: its token still counts."""
+        origin = environ.get("HTTP_ORIGIN")
+        if origin is None:
+            return True
+        ours = {self.guard.request_origin(environ)[1].lower()}
+        if self.config.public_url:
+            ours.add(urlsplit(self.config.public_url).netloc.lower())
+        try:
+            parts = urlsplit(origin.strip())
+        except ValueError:  # "http://[x": no site at all
+            return False
+        return parts.scheme in ("http", "https") and parts.netloc.lower() in ours
+
+    # Who may see a page -----------------------------------------------------------
+    @functools.cached_property
+    def own_names(self):
+        """The host names this server answers the office pages under with the login
+        off: localhost, the machine's own names, the listen address and --public-url's
+        host (lower case, without a final dot)."""
+        names = {"localhost", "localhost.localdomain", "ip6-localhost"}
+        with contextlib.suppress(OSError, UnicodeError):
+            machine = socket.gethostname()
+            # Not getfqdn(): a reverse look-up may wait seconds for a DNS server.
+            names.update({machine, machine.split(".")[0], machine.split(".")[0] + ".local"})
+        names.add(self.config.host or "")
+        if self.config.public_url:
+            names.add(urlsplit(self.config.public_url).hostname or "")
+        return frozenset(name.lower().rstrip(".") for name in names if name)
+
+    def known_host(self, environ):
+        """Whether the Host the browser asked for (X-Forwarded-Host from a
+        --trusted-proxy) is an address or one of own_names. With the login off, a
+        page under any other name may be another site's whose name now leads here
+        (DNS rebinding): its scripts would read the calls as if they were its own.
+        No Host at all (HTTP/1.0) is no browser's."""
+        host = environ.get("HTTP_HOST") or ""
+        guard = self.guard
+        if guard.via_trusted_proxy(environ):
+            host = (environ.get("HTTP_X_FORWARDED_HOST") or "").split(",")[0].strip() or host
+        if not host:
+            return True
+        if host.startswith("["):  # [v6]:port
+            name = host[1:].partition("]")[0]
+        else:
+            name, colon, port = host.rpartition(":")
+            name = name if colon and port.isdigit() else host
+        name = name.lower().rstrip(".")
+        return guard.parse_address(name) is not None or name in self.own_names
+
+    def admit(self, environ, path_asked):
+        """The session an office page is shown to (None with the login off); a browser
+        without one is sent to the login page, which brings it back to `path_asked`.
+        --allow-ip and an unreadable forwarded address refuse as for /popup (JSON)."""
+        client = self.guard.client_of(environ)
+        if self.guard.allowed and not self.guard.address_in(client, self.guard.allowed):
+            raise bottle.HTTPError(403, "this address is not allowed to use the "
+                                        "office pages")
+        if not self.login_required:
+            self.guard.check_page(environ)
+            if not self.known_host(environ):
+                raise PageDenied("host", 421)
+            return None
+        session = self.session(environ)
+        if session is None:
+            raise bottle.HTTPResponse(status=303, headers={
+                "Location": "/login?" + urlencode({"next": path_asked}),
+                "Cache-Control": "no-store"})
+        return session
+
+    def admit_caller(self, environ, number, query, path_asked):
+        """The caller's page: a signed link (?e=&s=) opens it for `number` only, without
+        a login; (how, session): ("link", None) or ("session", ...). A link that does
+        not verify is refused saying why, even to a signed-in browser: its owner
+        should learn that this link is bad."""
+        if "s" in query or "e" in query:
+            verdict = verify_caller_link(self.secret, number, query.get("e"),
+                                         query.get("s"))
+            if verdict != "ok":
+                raise PageDenied(verdict)
+            client = self.guard.client_of(environ)
+            if self.guard.allowed and not self.guard.address_in(client, self.guard.allowed):
+                raise bottle.HTTPError(403, "this address is not allowed to use the "
+                                            "office pages")
+            return "link", None
+        return "session", self.admit(environ, path_asked)
+
+
+###############################################################################
+# The request log #############################################################
+###############################################################################
+# One line a request, written off the request path; numbers and client text masked; and
+# what Voicenter sent, as it was read.
+
+
+class LogOutput:
+    """Where log text goes (stderr), written by its own thread. A blocked output (a
+    paused console, a pipe nobody reads) then stops only that thread: what waits
+    for it is bounded (MAX_WAITING characters), lines past that are dropped and
+    counted in a line written when the output moves again, and close() waits a
+    bounded time, so a stop never hangs on the log. Writes go to the file descriptor
+    itself: a thread blocked inside sys.stderr would hold its lock, which the
+    interpreter then waits for at exit. A stream without one (a StringIO) cannot
+    block and is written at once."""
+
+    MAX_WAITING = 4 * 1024 * 1024
+
+    def __init__(self, stream):
+        self._stream = stream
+        try:
+            self._fd = stream.fileno()
+            self._encoding = getattr(stream, "encoding", None) or "utf-8"
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation
+            self._fd = None
+        self._chunks = collections.deque()  # text waiting for the output
+        self._waiting = 0     # characters in _chunks
+        self._writing = False
+        self._dropped = 0     # lines dropped since the output last took some
+        self._gone = False    # the output is closed (EPIPE, EBADF): nothing more to do
+        self._changed = threading.Condition()
+        if self._fd is not None:
+            threading.Thread(target=self._run, name="log-output", daemon=True).start()
+
+    def write(self, text, lines=1):
+        if self._fd is None:
+            with self._changed:
+                self._write_stream(text)
+            return
+        with self._changed:
+            if self._gone:
+                return
+            if self._waiting + len(text) > self.MAX_WAITING:
+                self._dropped += lines
+                return
+            self._chunks.append(text)
+            self._waiting += len(text)
+            self._changed.notify()
+
+    def close(self, timeout=2.0):
+        """Waits up to `timeout` seconds for what waits to be written."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while (self._chunks or self._writing) and not self._gone:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._changed.wait(left):
+                    return False
+        return True
+
+    def _run(self):
+        while True:
+            with self._changed:
+                while not self._chunks:
+                    self._changed.wait()
+                text = "".join(self._chunks)
+                self._chunks.clear()
+                self._waiting = 0
+                if self._dropped:
+                    text = (f"{time.strftime('%Y-%m-%d %H:%M:%S')} WARNING {self._dropped} "
+                            "log lines were dropped: the log's output was blocked\n" + text)
+                    self._dropped = 0
+                self._writing = True
+            try:
+                self._write_fd(text.encode(self._encoding, "backslashreplace"))
+            except OSError:  # the output is gone (a closed terminal): drop what comes
+                with self._changed:
+                    self._gone = True
+            with self._changed:
+                self._writing = False
+                self._changed.notify_all()
+            if self._gone:
+                return
+
+    def _write_fd(self, data):
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self._fd, view):]
+            except BlockingIOError:  # someone made the descriptor non-blocking
+                time.sleep(0.05)
+
+    def _write_stream(self, text):
+        try:
+            self._stream.write(text)
+            self._stream.flush()
+        except (OSError, ValueError):  # the log's stream is gone
+            pass
+
+
+class _LogOutputHandler(logging.Handler):
+    """The program's log lines, through the same LogOutput as the request log."""
+
+    def __init__(self, output):
+        super().__init__()
+        self.output = output
+
+    def emit(self, record):
+        try:
+            self.output.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+
+class AccessLog:
+    """The request log: one line per request, in the layout of the other log lines.
+
+    It is the only log on the busiest path, and a line through `logging` costs as much
+    as answering the request. So a request only queues its values (popup()) or its
+    line (write()), and a thread makes and writes the lines in batches every
+    `interval` seconds (figures: bench/README.md, "The request log"). Values a client
+    chose are escaped, so that nobody can write a line of their own.
+    """
+
+    def __init__(self, stream, log_numbers=False, interval=0.1):
+        # The lines go to a LogOutput (its own writer thread, bounded), so this thread
+        # never blocks on the stream and drains the queue every `interval` whatever
+        # the stream does: a request's values are held for 0.1 s, not until it moves.
+        self._owns_output = not isinstance(stream, LogOutput)
+        self._output = LogOutput(stream) if self._owns_output else stream
+        self._log_numbers = log_numbers
+        self._interval = interval
+        # Bounded too, should this thread fall behind (the oldest go).
+        self._lines = collections.deque(maxlen=self.MAX_WAITING)
+        self._second = None
+        self._stamp = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="access-log", daemon=True)
+
+    enabled = True
+    MAX_WAITING = 20_000
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.flush()
+        if self._owns_output:
+            self._output.close()
+
+    def write(self, message):
+        self._lines.append((time.time(), message))
+
+    def popup(self, method, fields, total, seconds, client):
+        """A /popup answer's line: its values now, its text in the writer thread.
+        Only strings and numbers are kept, no dict: waiting entries that hold
+        containers are what the garbage collector would walk, again and again."""
+        self._lines.append((time.time(), method, _phase(fields), fields.get("ivrid"),
+                            fields.get("phone"), total, seconds, client))
+
+    def _run(self):
+        while not self._stop.wait(self._interval):
+            try:
+                self.flush()
+            except Exception:  # a line that cannot be made must not end the log
+                log.exception("the request log could not write a batch of lines")
+
+    def _lines_of(self, entries):
+        lines = []
+        log_numbers = self._log_numbers
+        for entry in entries:
+            now = entry[0]
+            if int(now) != self._second:
+                self._second = int(now)
+                self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+            if len(entry) == 2:  # write(): the line is made already
+                lines.append("%s,%03d INFO %s\n" % (self._stamp, now % 1 * 1000, entry[1]))
+                continue
+            lines.append("%s,%03d INFO %s\n" % (self._stamp, now % 1 * 1000,
+                                                 _popup_line(*entry[1:], log_numbers)))
+        return lines
+
+    def flush(self):
+        """Write the lines waiting now (the writer thread does this every `interval`)."""
+        entries = _take(self._lines)
+        if entries:
+            if len(entries) >= self.MAX_WAITING:
+                entries.insert(0, (entries[0][0], "the log's output was blocked; older "
+                                                  "lines were dropped"))
+            lines = self._lines_of(entries)
+            self._output.write("".join(lines), len(lines))
+
+
+class LoggingAccessLog:
+    """The request log through `logging` (logger popup_server.access), for embedding."""
+
+    def __init__(self, log_numbers=False):
+        self._logger = logging.getLogger("popup_server.access")
+        self._log_numbers = log_numbers
+
+    @property
+    def enabled(self):
+        return self._logger.isEnabledFor(logging.INFO)
+
+    def write(self, message):
+        self._logger.info("%s", message)
+
+    def popup(self, method, fields, total, seconds, client):
+        self._logger.info("%s", _popup_line(method, _phase(fields), fields.get("ivrid"),
+                                            fields.get("phone"), total, seconds, client,
+                                            self._log_numbers))
+
+
+def _popup_line(method, phase, ivrid, phone, total, seconds, client, log_numbers):
+    return "%s /popup 200 %s ivrid=%s total=%d caller=%s %.1fms client=%s" % (
+        method, _loggable(phase or "-"), _loggable(ivrid or "-"), total,
+        _mask(phone, log_numbers), seconds * 1000,
+        _loggable(client))  # a forwarded address can hold words (fe80::1%x ...)
+
+SENT_KEPT = 200  # pop-up requests and CDRs the "what Voicenter sent" page shows
+_SENT_CDR_FIELDS = 60  # a CDR's plain fields kept for it, at most
+_SENT_TEXT = 300  # characters of a CDR's value kept
+
+
+class SentLog:
+    """The last SENT_KEPT pop-up requests and CDRs and what each was answered, for the
+    "what Voicenter sent" page (/sent). A pop-up only appends a small tuple to a
+    bounded deque (atomic: no lock); the page reads them when it is viewed
+    (sent_rows()). Nothing secret is kept: of a pop-up only its number, phase and call
+    id, what was answered and, when it named no phase, the names of its fields; of a
+    CDR its body's plain fields, never the query that carries the token."""
+
+    def __init__(self, kept=SENT_KEPT):
+        self.entries = collections.deque(maxlen=kept)
+
+    def popup(self, method, body_format, fields, status, answer, body_names=()):
+        """`answer`: the PopupAnswer sent (before the caller's signed link is put in
+        it), or the error message of any other answer; `status`: its HTTP status;
+        `body_names`: the names of a JSON body's fields (`fields` has only those it
+        reads). Runs on every pop-up: it keeps as little as it can (whatever it keeps
+        stays in memory for SENT_KEPT requests), and copies nothing it can refer to."""
+        phase = fields.get("status") or fields.get("statusCall") or ""
+        self.entries.append((
+            time.time(), "popup", method, body_format,
+            (fields.get("phone"), phase, fields.get("ivrid")), status,
+            answer if type(answer) is str else (answer.total, answer.key, answer.url,
+                                                answer.name),
+            () if phase else (*fields, *body_names)))
+
+    def cdr(self, body_format, fields, status, answer):
+        """`answer`: "stored", "already stored" or the error message sent back."""
+        kept = {}
+        for name, value in itertools.islice(fields.items(), _SENT_CDR_FIELDS):
+            if isinstance(value, str):
+                kept[name] = value[:_SENT_TEXT]
+            elif value is None or isinstance(value, (bool, int, float)):
+                kept[name] = value
+        self.entries.append((time.time(), "cdr", "POST", body_format, kept, status,
+                             answer, ()))
+
+    def flags(self):
+        """(pop-ups whose phase this server did not know, CDRs whose time it could not
+        read) among those kept."""
+        phases = times = 0
+        for entry in list(self.entries):
+            if entry[1] == "popup":
+                phases += _popup_flag(*entry[4][1:], entry[5]) is not None
+            else:
+                times += _cdr_time_problem(entry[4]) is not None
+        return phases, times
+
+
+class SentRow(typing.NamedTuple):
+    """One request of the "what Voicenter sent" page as it was read: values as sent
+    and as read, and page-text keys (`how`, `phase_read`, `flag`)."""
+
+    when: dt.datetime
+    kind: str            # "popup" or "cdr"
+    how: str             # its format: GET query, POST form, POST JSON
+    ivrid: str           # the call's id (ivrid, a CDR's ivruniqueid)
+    phase: str           # the phase (pop-up) or type and status (CDR), as sent
+    phase_read: str      # how that was read: a phase, or a CDR's direction
+    number: str          # the number as sent
+    e164: str            # as normalised; "" when it is no number
+    matched: int | None  # contacts matched (a pop-up answered), else None
+    name: str            # the first one's name
+    answer: str          # STATUS (a pop-up) or Err (a CDR) as answered
+    answer_text: str     # the rest of the answer
+    caller_link: bool    # the answer's URL was the caller's signed page link
+    flag: str | None     # what was not understood
+    others: tuple        # names of the other fields sent (this server ignores them)
+    started: str         # a CDR's call start as read
+
+
+#: Fields a pop-up is read by: not listed among the others it sent (nor the token).
+_READ_NAMES = frozenset(REQUEST_FIELDS) | {"token"}
+
+
+def _popup_flag(phase, ivrid, status):
+    """The page-text key of what a pop-up answered 200 had that this server did not
+    understand (a phase name; a call's phase missing), or None."""
+    if status != 200:
+        return None
+    if not phase.strip():
+        return "sent.flag_no_phase" if ivrid else None
+    return "sent.flag_phase" if read_phase(phase) is None else None
+
+
+def _cdr_time_problem(fields):
+    """None when a CDR's time was read, else the page-text key of why not."""
+    sent = _cdr_text(fields.get("time"))
+    if not sent:
+        return "sent.flag_no_time"
+    if _cdr_number(sent, 946684800, 253402300799) is None:  # as cdr_row() reads it
+        return "sent.flag_time"
+    return None
+
+
+def sent_rows(entries, region, zone, hidden=()):
+    """A SentLog's entries as the page shows them, newest first; in every text, each
+    of `hidden` (the token) is replaced by ***."""
+    def shown(value):
+        text = _cdr_text(value)
+        for secret in hidden:
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    rows = []
+    for when, kind, method, body_format, values, status, answer, body_names in reversed(
+            list(entries)):
+        how = ("sent.get" if method == "GET" else "sent.json" if body_format == "json"
+               else "sent.form" if body_format == "form" else "sent.post")
+        at = _local_time(when, zone)
+        if kind == "popup":
+            number, sent, ivrid = (text or "" for text in values)
+            phase = read_phase(sent) if sent.strip() else ""
+            others = tuple(shown(name) for name in dict.fromkeys(body_names)
+                           if name not in _READ_NAMES)
+            caller_link = False
+            if type(answer) is tuple:
+                matched, key, url, name = answer
+                e164, said = _e164(key) or "", "OK"
+                caller_link = not url and key is not None
+                text = f"TOTAL {matched}" + (f" · URL {redact_url(url)}" if url else "")
+            else:
+                e164 = (normalize_number(number, region) or "") if number else ""
+                matched, name, said, text = None, "", "ERROR", f"{status}: {answer}"
+            rows.append(SentRow(
+                at, kind, how, shown(ivrid), shown(sent),
+                "phase.unknown" if phase is None else f"phase.{phase or 'none'}",
+                shown(number), e164, matched, shown(name), said, shown(text),
+                caller_link, _popup_flag(sent, ivrid, status), others, ""))
+            continue
+        try:
+            row = cdr_row(values, region, when)
+        except CdrError:
+            row = None
+        problem = _cdr_time_problem(values)
+        number = next((text for text in map(_cdr_text, map(values.get, (
+            "callerPhone", "caller", "target"))) if text), "")
+        kind_and_status = " · ".join(filter(None, map(shown, map(values.get, (
+            "type", "status")))))
+        rows.append(SentRow(
+            at, kind, how, shown(values.get("ivruniqueid")), kind_and_status,
+            f"direction.{row[3]}" if row is not None and row[3] else "sent.no_direction",
+            shown(number), row[7] if row is not None else "", None, "",
+            "Err 0" if status == 200 else f"Err {1 if status >= 500 else status}",
+            shown(answer), False, problem, (),
+            "" if row is None or problem else
+            _local_time(row[2], zone).strftime("%Y-%m-%d %H:%M:%S")))
+    return rows
+
+
+###############################################################################
+# The caller's contacts #######################################################
+###############################################################################
+# Every row holding a caller's number in every source, and the contacts the office adds,
+# kept in an additions file of the state folder (never in the office's own file).
+
+ADDITIONS_FILE_NAME = "additions.csv"
+ADDITIONS_HEADER = ("Name", "Company", "Phone", "Notes")
+#: Longest value of each field of the add-contact form, in characters.
+ADDITION_LIMITS = {"name": 200, "company": 200, "phone": 100, "notes": 2000}
+CALLER_PAGE_CALLS = 50  # the caller's latest calls shown (and that may be marked)
+
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+#: A plain e-mail address, the only cell made a mailto: link: letters, digits and . _ + -
+#: before the @ (a ? & = % # , ; or : would add headers or recipients to the link:
+#: "a?cc=victim@evil.example").
+_E_MAIL = re.compile(r"[\w.+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*"
+                     r"\.[A-Za-z]{2,63}")
+
+
+def additions_options(config):
+    """load_index()'s settings for the additions file: its own (UTF-8, comma, its
+    ADDITIONS_HEADER columns), never the office file's --encoding, --delimiter,
+    --sheet or column options, which describe another file; only the numbers' rules
+    (--region, --match-digits) and the template's columns are the office's."""
+    return {**config.load_options(), "encoding": "utf-8", "delimiter": ",",
+            "sheet": None, "name_column": ADDITIONS_HEADER[0],
+            "company_column": ADDITIONS_HEADER[1], "phone_columns": [ADDITIONS_HEADER[2]],
+            "url_column": None}
+
+
+class CallerLinks:
+    """The signed links pop-ups carry: caller_link()'s, for numbers written "+digits",
+    made with the key's HMAC state prepared once (verify_caller_link() checks them; a
+    test pins the two equal), and kept for the hour: the phases of a call (ringing,
+    answer, hang-up) share one, and a repeat costs a dict look-up. A link is dated from
+    the start of its hour, so it lasts at most an hour less than --link-days."""
+
+    def __init__(self, secret, days, kept=4096):
+        self.days, self.kept = days, kept
+        self.keyed = hmac.new(secret, digestmod="sha256")  # copied, never updated
+        self.made = {}  # (base, number) -> (hour, link); cleared whole when full
+
+    def link(self, base, number):
+        hour = int(time.time()) // 3600
+        made = self.made.get((base, number))
+        if made is not None and made[0] == hour:
+            return made[1]
+        expires = hour * 3600 + self.days * 86400
+        signing = self.keyed.copy()
+        signing.update(f"caller\n{number}\n{expires}".encode("ascii"))
+        signature = base64.urlsafe_b64encode(signing.digest()[:16])[:22].decode("ascii")
+        link = f"{base}/caller/{number}?e={expires}&s={signature}"
+        if len(self.made) >= self.kept:
+            self.made.clear()  # a bound, not a cache policy: links are cheap to remake
+        self.made[(base, number)] = (hour, link)
+        return link
+
+
+@dataclasses.dataclass(frozen=True)
+class CallerRow:
+    """One contact holding the caller's number, as its source has it."""
+
+    source: str          # the source's public name (no folder)
+    row: int             # the spreadsheet row (the header is row 1)
+    name: str
+    company: str
+    columns: tuple       # (header, text, kind) of its non-empty cells, in file order;
+                         # kind: "phone" (then text's numbers as E.164 follow: see
+                         # `numbers`), "email", "link" or "text"
+    numbers: dict        # header -> the E.164 numbers of that phone cell
+    addition: bool       # from the additions file (so it may be edited or removed)
+
+
+def rows_of_number(sources, key, additions_path=None):
+    """Every contact of `sources` (ContactsSources, in order) holding the number `key`,
+    in source then file order, with every column: the same rule as ContactIndex.find()
+    (the exact number, else its last --match-digits digits when no contact anywhere
+    has it exactly). Each source's file is read again in blocks (a page, not a pop-up:
+    the index keeps only what a pop-up answers); a file that cannot be read now gives
+    no rows."""
+    exact, by_suffix = [], []
+    for source in sources:
+        index = source.index
+        try:
+            found = _rows_holding(index, key, source.public_name,
+                                  additions_path is not None
+                                  and Path(index.source) == Path(additions_path),
+                                  {name: source.options.get(name)
+                                   for name in READ_SETTINGS})
+        except (ContactsFileError, _ReadAgain, OSError, ValueError) as error:
+            log.warning("the caller's page could not read %s again: %s", source.name,
+                        _first_line(error))
+            continue
+        exact.extend(found[0])
+        by_suffix.extend(found[1])
+    return exact or by_suffix
+
+
+def _rows_holding(index, key, source_name, addition, settings):
+    """(rows holding `key` exactly, rows holding it by its last digits) of one
+    source's file, read as its index was: read_source() with the source's own
+    `settings` (READ_SETTINGS), and the columns its index chose."""
+    return read_source(index.source, functools.partial(
+        _rows_of_table, index, key, source_name, addition), **settings)
+
+
+def _rows_of_table(index, key, source_name, addition, table):
+    choice, rules = index.columns, index.rules
+    modulus = 10 ** index.match_digits
+    suffix = key % modulus if key >= modulus else None
+    exact, by_suffix, offset = [], [], 0
+    for block in table.blocks:
+        size = len(next(iter(block.values()))) if block else 0
+        if not size or not all(header in block for header in choice.phones):
+            offset += size
+            continue
+        keys, positions, _ = _block_pairs(block, size, offset, choice, rules, [],
+                                          table.first_row)
+        hits = set(positions[keys == key].tolist())
+        near = set() if suffix is None else set(
+            positions[(keys >= modulus) & (keys % modulus == suffix)].tolist())
+        for position in sorted(hits | near):
+            row = _caller_row(block, position - offset, choice, rules, source_name,
+                              position + table.first_row, addition)
+            (exact if position in hits else by_suffix).append(row)
+        offset += size
+    return exact, by_suffix
+
+
+def _caller_row(block, place, choice, rules, source_name, row, addition):
+    cells = {header: str(values[place]).strip() for header, values in block.items()}
+    name = _names({h: block[h][place:place + 1] for h in choice.name}, choice, 1)[0] \
+        if choice.name else ""
+    company = cells.get(choice.company, "") if choice.company else ""
+    columns, numbers = [], {}
+    labels = dict(choice.labels)
+    for header, text in cells.items():
+        if not text:
+            continue
+        if header in choice.phones and not (
+                header in labels and _is_fax_label(cells.get(labels[header], ""))):
+            numbers[header] = [_e164(found) for found in cell_keys(text, rules)[0]]
+            kind = "phone"
+        elif _E_MAIL.fullmatch(text):
+            kind = "email"
+        elif is_web_link(text) and (header == choice.url or "://" in text[:10]):
+            kind = "link"
+        else:
+            kind = "text"
+        columns.append((header, text, kind))
+    return CallerRow(source_name, row, str(name).strip() or company, company,
+                     tuple(columns), numbers, addition)
+
+
+def number_forms(e164, region):
+    """(national, international) ways of writing a number, for people to read."""
+    try:
+        number = phonenumbers.parse(e164, region)
+    except phonenumbers.NumberParseException:
+        return e164, e164
+    return (phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL),
+            phonenumbers.format_number(number,
+                                       phonenumbers.PhoneNumberFormat.INTERNATIONAL))
+
+
+class AdditionRefused(Exception):
+    """A form the additions cannot take; `reason` names its page text."""
+
+    def __init__(self, reason, **values):
+        super().__init__(reason)
+        self.reason, self.values = reason, values
+
+
+class Additions:
+    """The contacts the office adds from callers' pages: a CSV of ADDITIONS_HEADER in
+    the state folder, served as the last source (a number in the office's own files
+    still wins its pop-up). Every change rewrites it whole and atomically (a new file
+    renamed over the old) and is served at once by holder.reload_source(); when the
+    last one is removed the source leaves the merge. The office's files are never
+    written. One change at a time."""
+
+    def __init__(self, path, holder):
+        self.path = Path(path)
+        self.holder = holder
+        self.lock = threading.Lock()
+        self.source = None  # once served: the holder's source of this file
+
+    def start(self):
+        """Serve the additions kept by an earlier run (logged, never fatal: the
+        office's contacts are served whatever becomes of this file)."""
+        try:
+            if self.rows():
+                self.source = self.holder.add_source(
+                    self.path, additions_options(self.holder.config))
+        except (ContactsFileError, AdditionRefused) as error:
+            log.error("%s: the contacts added from callers' pages are not served: %s",
+                      self.path, getattr(error, "values", {}).get("error", error))
+        return self
+
+    @contextlib.contextmanager
+    def _turn(self):
+        """One change at a time, each waiting DB_WAIT at most for the one before."""
+        if not self.lock.acquire(timeout=DB_WAIT):
+            raise AdditionRefused("caller.busy")
+        try:
+            yield
+        finally:
+            self.lock.release()
+
+    def add(self, key, fields):
+        with self._turn():
+            before = self.rows()
+            self._write([*before, self._checked(key, fields)], before)
+
+    def edit(self, key, row, fields):
+        with self._turn():
+            before = self.rows()
+            rows = list(before)
+            rows[self._place(rows, key, row)] = self._checked(key, fields)
+            self._write(rows, before)
+
+    def remove(self, key, row):
+        with self._turn():
+            before = self.rows()
+            rows = list(before)
+            del rows[self._place(rows, key, row)]
+            self._write(rows, before)
+
+    def rows(self):
+        """The kept rows, each a list in ADDITIONS_HEADER's order; [] with no file."""
+        try:
+            with open(self.path, encoding="utf-8-sig", newline="") as handle:
+                lines = list(csv.reader(handle))
+        except FileNotFoundError:
+            return []
+        except (OSError, UnicodeDecodeError, csv.Error) as error:
+            raise AdditionRefused("caller.not_saved",
+                                  error=f"{self.path.name}: {_first_line(error)}") from None
+        if not lines:
+            return []
+        places = [next((i for i, h in enumerate(lines[0]) if h.strip().lower()
+                        == wanted.lower()), None) for wanted in ADDITIONS_HEADER]
+        return [[line[i] if i is not None and i < len(line) else "" for i in places]
+                for line in lines[1:] if any(cell.strip() for cell in line)]
+
+    def _place(self, rows, key, row):
+        """The place in `rows` of spreadsheet row `row`, which must hold the number
+        `key` (a page may change only its own caller's contacts)."""
+        place = row - 2 if isinstance(row, int) else -1
+        if not 0 <= place < len(rows) or key not in cell_keys(
+                rows[place][2], self.holder.index.rules)[0]:
+            raise AdditionRefused("caller.gone")
+        return place
+
+    def _checked(self, key, fields):
+        values = {}
+        for name, limit in ADDITION_LIMITS.items():
+            text = str(fields.get(name) or "")
+            text = text.replace("\r\n", "\n") if name == "notes" else \
+                text.replace("\n", " ").replace("\r", " ")
+            text = _CONTROL_CHARACTERS.sub(" ", text).strip()
+            if len(text) > limit:
+                raise AdditionRefused("caller.too_long", limit=limit)
+            values[name] = text
+        if not (values["name"] or values["company"]):
+            raise AdditionRefused("caller.need_name")
+        # The caller's number alone, by the pop-up's rule and by the index's (which
+        # splits a cell at / ; , "or"): "050/999/9871" would be kept and never found.
+        rules = self.holder.index.rules
+        if number_key(values["phone"], rules)[0] != key or \
+                cell_keys(values["phone"], rules)[0] != [key]:
+            raise AdditionRefused("caller.wrong_phone")
+        return [values["name"], values["company"], values["phone"], values["notes"]]
+
+    def _write(self, rows, before):
+        """Keep `rows` and serve them; when they cannot be served, the file goes back
+        to `before` (the rows it held), so that "not saved" is true."""
+        self._keep(rows)
+        try:
+            self._serve(bool(rows))
+        except AdditionRefused:
+            with contextlib.suppress(AdditionRefused):
+                self._keep(before)
+                self._serve(bool(before))
+            raise
+
+    def _keep(self, rows):
+        """Keep `rows` as the whole file, each cell as /calls.csv writes it: one that
+        a spreadsheet would run as a formula gets its leading ' (_no_formula()), as the
+        form is open to anyone holding a caller's link and the office opens this file
+        in Excel. Done for every row at every write, so rows kept before are too."""
+        partial = self.path.with_name(self.path.name + ".part")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with open(partial, "w", encoding="utf-8", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(ADDITIONS_HEADER)
+                writer.writerows([_no_formula(cell) for cell in row] for row in rows)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(partial, self.path)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            raise AdditionRefused("caller.not_saved", error=f"{self.path.name}: "
+                                  f"{error.strerror or error}") from None
+
+    def _serve(self, has_rows):
+        holder = self.holder
+        served = self.source is not None and self.source in holder.sources
+        if not has_rows:
+            if served:
+                holder.withdraw_source(self.source)
+            if self.source is not None:  # its watcher: this version needs no reading
+                self.source.served_signature = file_signature(self.path)
+            return
+        try:
+            if self.source is None:
+                self.source = holder.add_source(self.path, additions_options(holder.config))
+                return
+            if not served:
+                holder.restore_source(self.source)
+            if not holder.reload_source(self.path):
+                raise ContactsFileError(self.path, self.source.last_error or "not served")
+        except ContactsFileError as error:
+            raise AdditionRefused("caller.not_saved", error=str(error)) from None
+
+
+def kept_additions(config):
+    """[the additions file] when it holds a contact (or cannot be read: --check then
+    says why), else []: its own source in --check."""
+    path = config.state_path / ADDITIONS_FILE_NAME
+    try:
+        return [path] if Additions(path, None).rows() else []
+    except AdditionRefused:
+        return [path]
+
+
+def caller_form_token(secret, number, how, session, query, door):
+    """The token the caller page's forms carry: the session's CSRF token, or, opened
+    by a link, one bound to that link (its number and expiry)."""
+    if how == "link":
+        return _signature(secret, "csrf", "caller", number, query.get("e") or "")
+    return door.csrf_token(session)
+
+
+###############################################################################
+# What a request needs ########################################################
+###############################################################################
+# Site: what every handler is given; the answers and helpers several handlers share.
 
 
 #: A CDR stored: Voicenter's guide spells the answer Err/Errdesc, its own SDK
@@ -8274,6 +8553,12 @@ class Site:
             pending=pending)
 
 
+###############################################################################
+# Voicenter's routes ##########################################################
+###############################################################################
+# /popup, its preflight, /health and /cdr: what Voicenter and monitors call.
+
+
 def keep_refused_popup(site, status, message):
     """A refused pop-up, for the "what Voicenter sent" page: its query's fields."""
     environ = bottle.request.environ
@@ -8391,6 +8676,12 @@ def take_cdr(site):
     return _json_bytes(CDR_OK)
 
 
+###############################################################################
+# Signing in ##################################################################
+###############################################################################
+# /login and /logout.
+
+
 def show_login(site):
     """GET /login: the sign-in page (back to `next` when signed in already)."""
     environ = bottle.request.environ
@@ -8452,6 +8743,12 @@ def log_out(site):
     if session is not None:
         headers["Set-Cookie"] = site.door.end_session(session, environ)
     raise bottle.HTTPResponse(status=303, headers=headers)
+
+
+###############################################################################
+# The calls page ##############################################################
+###############################################################################
+# The day's calls (/, /calls), their marks, /calls.csv and what Voicenter sent (/sent).
 
 
 def show_calls(site):
@@ -8537,6 +8834,13 @@ def download_calls(site):
     bottle.response.set_header("Cache-Control", "no-store")
     bottle.response.set_header("Content-Disposition", f'attachment; filename="{name}"')
     return _streamed_csv(calls or iter(()), name)
+
+
+###############################################################################
+# The caller's page ###########################################################
+###############################################################################
+# /caller/<number>: what a pop-up's link opens when the office has no CRM, and its
+# forms.
 
 
 def admit_caller(site, number):
@@ -8665,6 +8969,12 @@ def note_a_call(site, number):
     back_to_caller(number, how, query, "#calls")
 
 
+###############################################################################
+# Calling back ################################################################
+###############################################################################
+# /callback: Click2Call from the office pages, and each browser's own extension.
+
+
 def callback_form(site, environ):
     """(session, fields, browser, goal) of a call-back form, refused unless it comes
     from the office pages of a signed-in browser (with the login on): its session,
@@ -8681,7 +8991,7 @@ def callback_form(site, environ):
         fields.get("next"), "/calls")
 
 
-def answered(site, browser, goal, key, values=None, headers=()):
+def answer_on_page(site, browser, goal, key, values=None, headers=()):
     """Back to the page a call-back form came from, which says `key` (a text) once."""
     site.callbacks.tell(browser, key, values or {})
     raise bottle.HTTPResponse(status=303, headers={
@@ -8695,8 +9005,8 @@ def choose_extension(site):
     _session, fields, browser, goal = callback_form(site, environ)
     sip = (fields.get("extension") or "").strip()
     if not site.voicenter.known(sip):
-        answered(site, browser, goal, "callback.unknown_extension")
-    answered(site, browser, goal, "callback.extension_chosen",
+        answer_on_page(site, browser, goal, "callback.unknown_extension")
+    answer_on_page(site, browser, goal, "callback.extension_chosen",
              {"agent": site.voicenter.names[sip]},
              [site.extension_cookie_header(sip, environ)])
 
@@ -8715,10 +9025,10 @@ def call_back(site):
     number = fields.get("number") or ""
     key = number_key(number, site.holder.index.rules)[0] if len(number) <= 40 else None
     if not voicenter.known(sip):
-        answered(site, browser, goal, "callback.choose_first" if voicenter.extensions
+        answer_on_page(site, browser, goal, "callback.choose_first" if voicenter.extensions
                  else "callback.no_extensions", headers=headers)
     if key is None:
-        answered(site, browser, goal, "callback.bad_number", headers=headers)
+        answer_on_page(site, browser, goal, "callback.bad_number", headers=headers)
     e164 = f"+{key}"
     match = site.holder.index.lookup(e164)
     who = match.contact.name if match.total and match.contact.name else \
@@ -8729,7 +9039,7 @@ def call_back(site):
     if refused:
         log.info("call-back by %s from extension %s to %s not placed: %s", browser,
                  sip, masked, refused)
-        answered(site, browser, goal, refused, {"who": who}, headers)
+        answer_on_page(site, browser, goal, refused, {"who": who}, headers)
     placed = False
     try:
         language = choose_language(environ.get("HTTP_ACCEPT_LANGUAGE"), config.lang)
@@ -8739,8 +9049,14 @@ def call_back(site):
         callbacks.end(browser, e164, sip, now, placed)
     log.info("call-back by %s from extension %s to %s: %s", browser, sip, masked,
              _click2call_log_text(outcome, values))
-    answered(site, browser, goal, outcome, {**values, "who": who,
+    answer_on_page(site, browser, goal, outcome, {**values, "who": who,
                                             "agent": site.names.agent(sip)}, headers)
+
+
+###############################################################################
+# The route table #############################################################
+###############################################################################
+# ROUTES, the error answers and create_app(), which makes the Bottle app of them.
 
 
 #: Every route: (methods, path, handler, how), the handler given the Site. "raw": no
@@ -8873,9 +9189,426 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
 
 
 ###############################################################################
+###############################################################################
+# VI. Running #################################################################
+###############################################################################
+###############################################################################
+# The state folder, waitress as this server runs it, and the command line.
+
+
+###############################################################################
+# The state folder ############################################################
+###############################################################################
+# One state folder per install, held by a lock while the server runs; the files of
+# earlier versions adopted once.
+
+
+def resolve_token(config):
+    """The token in force: the configured one, or the one kept in the token file
+    (made on first start, readable by its owner only). "" means no check.
+
+    A token file that other users can read or change is refused, as ssh refuses such
+    a key: the token is all that guards the contacts, and `chmod 600` mends it while
+    keeping the URL. A symbolic link is never followed, to read or to create it. A
+    short token is used, with a warning at every start: it is the operator's choice,
+    and refusing it would break the URL Voicenter has."""
+    if config.token is not None:
+        _warn_if_weak(config.token, "--token (or POPUP_TOKEN)")
+        return config.token
+    path = config.token_path
+    token = _read_secret_file(path, TOKEN_FILE)
+    if token is None and not config.token_file:
+        token = _adopt_old_token(config)
+    if token is None:
+        token, made = _make_or_read(path, secrets.token_urlsafe(24), TOKEN_FILE)
+        if made:
+            log.info("made a new token and kept it in %s", path)
+    _warn_if_weak(token, str(path))
+    return token
+
+
+def _old_token_paths(config):
+    """Where versions before --state-dir kept a made token: beside the contacts file;
+    for an installed command's sample, in the user's data folder."""
+    paths = [config.contacts_file.parent / TOKEN_FILE_NAME]
+    if INSTALLED:
+        paths.append(user_data_dir() / TOKEN_FILE_NAME)
+    return paths
+
+
+def _adopt_old_token(config):
+    """The token an older version made, copied into the state folder (logged once:
+    the next start finds the copy), so that the URL Voicenter has keeps working
+    wherever the contacts file goes next. The old file stays as it was."""
+    for old in _old_token_paths(config):
+        token = _read_secret_file(old, TOKEN_FILE)
+        if token is not None:
+            token, made = _make_or_read(config.token_path, token, TOKEN_FILE)
+            if made:
+                log.info("kept the token of %s in %s, so the URL given to Voicenter "
+                         "still works (the old file is left as it was)", old,
+                         config.token_path)
+            return token
+    return None
+
+
+def adopt_old_calls(config):
+    """The call history an older version kept (data/calls.sqlite beside the program;
+    an installed command's in the user's data folder), copied into the state folder
+    when it has none yet and --calls-db is not given. Copied, not used in place: two
+    servers must not share one database, and a checkout's folder may be replaced on
+    the next upgrade. SQLite's backup API copies it whole even with a -wal beside it;
+    the old file is left as it was. Logged once: the next start finds the copy."""
+    target = config.calls_path
+    if config.calls_db is not None or target is None or target.exists():
+        return
+    old = (user_data_dir() if INSTALLED else HERE / "data") / CALLS_FILE_NAME
+    if not old.is_file():
+        return
+    partial = target.with_name(target.name + ".copying")
+    try:
+        source = sqlite3.connect(f"file:{old}?mode=ro", uri=True, timeout=5)
+        try:
+            copy = sqlite3.connect(partial)
+            try:
+                source.backup(copy)
+            finally:
+                copy.close()
+        finally:
+            source.close()
+        os.replace(partial, target)
+    except (sqlite3.Error, OSError) as error:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        log.error("could not copy the call history of %s into %s (%s); it is left "
+                  "there: pass --calls-db %s to keep using it", old, target, error, old)
+        return
+    log.info("copied the call history of %s into %s (the old file is left as it was)",
+             old, target)
+
+
+LOCK_FILE_NAME = "server.lock"
+#: Where a lock is taken on Windows (msvcrt locks bytes, and others cannot read a
+#: locked byte): past the process id written at the start of the lock file.
+_LOCK_BYTE = 64
+_LOCK_HOLDER_WAIT = 2.0  # seconds to wait for the other server to write its process id
+_PORT_FOLDER = re.compile(r"port-\d{1,5}")  # an earlier version's per-port state folder
+#: What taking a lock someone holds fails with (flock: EWOULDBLOCK; msvcrt: EACCES or
+#: EDEADLOCK); any other error means the file system cannot lock at all.
+_LOCK_HELD = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES,
+                        getattr(errno, "EDEADLOCK", errno.EDEADLK)})
+
+
+def hold_state(config):
+    """Make the state folder (or tighten it) to its owner only and lock it for as
+    long as this process runs: two servers on one folder would make two passwords,
+    write one calls database and answer Voicenter with different tokens. Returns the
+    lock file, kept open (the lock ends with it, and with the process, however it
+    ends); a folder another server holds is a ConfigError naming the folder, that
+    server's process id and --state-dir. --check takes no lock: it only reads."""
+    folder = _owner_only_folder(config.state_path)
+    path = folder / LOCK_FILE_NAME
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT
+                             | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot open the state folder's lock file "
+                          f"({error.strerror or error}); pass --state-dir") from None
+    handle = os.fdopen(descriptor, "r+b", buffering=0)
+    try:
+        _lock_file(handle)
+    except OSError as error:
+        if error.errno not in _LOCK_HELD:  # a file system without locks (some NFS)
+            log.warning("%s: the state folder cannot be locked (%s): nothing stops a "
+                        "second server from using it too; give each one a --state-dir "
+                        "of its own", folder, error.strerror or error)
+            return handle
+        holder = _lock_holder(handle)
+        handle.close()
+        raise ConfigError(f"{folder}: this state folder is in use by another "
+                          f"popup-server (process {holder}); stop that one first, or "
+                          "give this one a folder of its own with --state-dir") from None
+    handle.seek(0)  # the same length every time, before the locked byte: no truncating
+    handle.write(f"{os.getpid()}".ljust(_LOCK_BYTE - 1).encode("ascii") + b"\n")
+    return handle
+
+
+def _lock_file(handle):
+    """Take the lock on the open lock file without waiting (OSError when it is held)."""
+    if os.name == "nt":
+        import msvcrt
+        handle.seek(_LOCK_BYTE)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _lock_holder(handle):
+    """The process id the lock's holder wrote (it may be writing it this moment)."""
+    deadline = time.monotonic() + _LOCK_HOLDER_WAIT
+    while True:
+        handle.seek(0)
+        text = handle.read(_LOCK_BYTE).decode("ascii", "replace").strip()
+        if text.isdigit() or time.monotonic() > deadline:
+            return text if text.isdigit() else "unknown"
+        time.sleep(0.05)
+
+
+def _owner_only_folder(folder):
+    """`folder`, made if need be, readable by its owner only: what it holds is
+    callers' numbers and the office's secrets. An existing folder that others may
+    read is tightened (said in the log); a folder every user shares (sticky, as
+    /tmp) is refused: its owner is someone else."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = folder.stat()
+    except OSError as error:
+        raise ConfigError(f"{folder}: cannot make the state folder "
+                          f"({error.strerror or error}); pass --state-dir") from None
+    mode = stat.S_IMODE(info.st_mode)
+    if os.name == "nt" or not mode & 0o077:
+        return folder
+    if info.st_mode & stat.S_ISVTX or info.st_uid != os.geteuid():
+        raise ConfigError(f"{folder}: the state folder is shared with other users (mode "
+                          f"{mode:03o}, owner {info.st_uid}); give --state-dir a folder "
+                          "of this user's own")
+    try:
+        os.chmod(folder, 0o700)
+    except OSError as error:
+        raise ConfigError(f"{folder}: the state folder can be read by other users and "
+                          f"cannot be made its owner's only ({error.strerror}); chmod "
+                          f"700 {folder}, or pass --state-dir") from None
+    log.info("made the state folder %s its owner's only (it was mode %03o)", folder, mode)
+    return folder
+
+
+def adopt_port_folder(config):
+    """On the first start with the per-user default (no --state-dir), the per-port
+    state folder an earlier version used (user_data_dir()/port-PORT) is copied in: the
+    one of this port, else the only one. So an upgrade keeps the token Voicenter has,
+    the password, the signed links, the calls and the added contacts. Said once (the
+    next start finds the page secret); the old folder is left as it was. Run with the
+    lock held (hold_state()), so that two first starts cannot both copy."""
+    folder = config.state_path
+    if config.state_dir or (folder / PAGE_SECRET_NAME).exists():
+        return
+    base = user_data_dir()
+    try:
+        olds = sorted(path for path in base.iterdir()
+                      if _PORT_FOLDER.fullmatch(path.name) and path.is_dir()
+                      and not path.is_symlink() and (path / PAGE_SECRET_NAME).is_file())
+    except OSError:
+        return
+    chosen = base / f"port-{config.port}"
+    if chosen not in olds:
+        if len(olds) != 1:
+            if olds:
+                log.warning("the state folders of an earlier version are kept per port "
+                            "(%s), none of them for port %d: none is used. To keep one's "
+                            "token, password and calls, stop and start again with "
+                            "--state-dir and that folder", ", ".join(map(str, olds)),
+                            config.port)
+            return
+        chosen = olds[0]
+    try:
+        _copy_state(chosen, folder)
+    except (OSError, sqlite3.Error) as error:
+        raise ConfigError(f"{chosen}: the state folder of an earlier version could not "
+                          f"be copied into {folder} ({getattr(error, 'strerror', None) or error}); "
+                          f"pass --state-dir {chosen} to keep using it where it is") from None
+    log.info("copied the state folder of an earlier version, %s, into %s: the same "
+             "token, office password, links, calls and added contacts (the old folder "
+             "is left as it was)", chosen, folder)
+
+
+def _copy_state(old, new):
+    """Copy a state folder's files (and its downloads) into `new`, none over a file
+    there already, each whole or not at all (a partial copy is renamed into place
+    only once written); the page secret last, as it marks the copy done."""
+    def copy(source, target):
+        if target.exists() or source.is_symlink() or not source.is_file():
+            return
+        partial = target.with_name(target.name + ".copying")
+        try:
+            if source.suffix == ".sqlite":  # whole even with a -wal beside it
+                reading = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=5)
+                try:
+                    writing = sqlite3.connect(partial)
+                    try:
+                        reading.backup(writing)
+                    finally:
+                        writing.close()
+                finally:
+                    reading.close()
+            else:
+                with open(source, "rb") as handle, open(os.open(
+                        partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+                    shutil.copyfileobj(handle, out)
+            os.replace(partial, target)
+        finally:
+            with contextlib.suppress(OSError):
+                partial.unlink()
+
+    skipped = (".part", ".copying", "-wal", "-shm", "-journal")
+    names = sorted(path.name for path in old.iterdir()
+                   if path.name not in (LOCK_FILE_NAME, PAGE_SECRET_NAME)
+                   and not path.name.endswith(skipped))
+    for name in names:
+        source = old / name
+        if source.is_dir() and not source.is_symlink():
+            (new / name).mkdir(mode=0o700, exist_ok=True)
+            for inner in sorted(source.iterdir()):
+                if not inner.name.endswith(skipped):
+                    copy(inner, new / name / inner.name)
+        else:
+            copy(source, new / name)
+    copy(old / PAGE_SECRET_NAME, new / PAGE_SECRET_NAME)
+
+
+def open_state(config):
+    """Make the state folder (owner only) and read or make its page secret and office
+    password; returns (page secret bytes, password hash or None for no login, the
+    password when made now, else None). Only a made password's hash is kept: the
+    start-up's closing lines show the password that once."""
+    folder = _owner_only_folder(config.state_path)
+    secret = _read_secret_file(folder / PAGE_SECRET_NAME, PAGE_SECRET_FILE)
+    if secret is None:
+        secret = _make_or_read(folder / PAGE_SECRET_NAME, secrets.token_urlsafe(32),
+                               PAGE_SECRET_FILE)[0]
+    if config.office_password == "":
+        return secret.encode("utf-8"), None, None
+    if config.office_password is not None:
+        # Salted from the page secret, so the same password gives the same hash at every
+        # start and sessions (bound to it) outlive a restart; a new password ends them.
+        salt = hmac.digest(secret.encode("utf-8"), b"office-password salt", "sha256")[:16]
+        return secret.encode("utf-8"), hash_password(config.office_password, salt), None
+    path = folder / PASSWORD_FILE_NAME
+    password_hash = _read_secret_file(path, PASSWORD_FILE)
+    made = None
+    if password_hash is None:
+        password = secrets.token_urlsafe(12)
+        # Another server's first start may write it at the same moment: then its
+        # password is the one kept (and printed, by that server), and this one is not.
+        password_hash, new = _make_or_read(path, hash_password(password), PASSWORD_FILE)
+        if new:
+            made = password
+            log.info("made the office password; only its hash is kept, in %s (the "
+                     "password is shown once, at the end of the start-up)", path)
+    elif not password_hash.startswith("scrypt$"):
+        raise ConfigError(f"{path}: {PASSWORD_FILE.what} does not hold a password hash; "
+                          f"set a new password: {_command_name()} password")
+    return secret.encode("utf-8"), password_hash, made
+
+
+###############################################################################
+# Start-up words and the log ##################################################
+###############################################################################
+# What the start-up says (the URLs to give Voicenter and the office), and the log's
+# shape.
+
+
+def server_url(host, port):
+    """http://HOST:PORT for a host one can name; ADDRESS for one that listens on every
+    network (no name of this machine is sure to be the one Voicenter reaches)."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "ADDRESS"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def voicenter_url(base, token, path="/popup"):
+    return base + path + (f"?token={quote(token, safe='')}" if token else "")
+
+
+def _is_loopback(host):
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def setup_lines(config, port, made_password=None):
+    """The start-up's closing lines: what to give Voicenter and the office, the
+    password when made now, the state folder. Without --public-url the address is
+    never guessed (a host name, 127.0.0.1): it is said what it must be."""
+    listening = config.host in ("0.0.0.0", "::", "")
+    if config.public_url:
+        base, note = config.public_url, None
+    elif _is_loopback(config.host):
+        base = "http://ADDRESS"
+        note = (f"ADDRESS: this server listens on {config.host} only, so Voicenter and "
+                "the agents reach it through a proxy on this machine: give the proxy's "
+                "address as --public-url and these lines show it")
+    else:
+        base = server_url(config.host, port)
+        note = ("ADDRESS: this server's address as the agents' browsers and Voicenter "
+                "reach it (its public name or IP, or the proxy's in front of it); give "
+                "it as --public-url and these lines show it") if listening else (
+                f"{config.host} must be an address Voicenter and the agents' browsers "
+                "can reach; else give the one they reach as --public-url")
+    lines = ["Ready. To set up:",
+             f"  Voicenter's pop-up URL:  {voicenter_url(base, config.token)}"]
+    if config.calls_path is not None:
+        lines.append(f"  Voicenter's CDR URL:     {voicenter_url(base, config.token, '/cdr')}")
+    pages, where = f"{base}/", ""
+    if _is_loopback(config.host) and not config.public_url:
+        host = f"[{config.host}]" if ":" in config.host else config.host
+        pages, where = f"http://{host}:{port}/", "on this machine; "
+    login = ("no login: --office-password is empty, so only this machine or --allow-ip"
+             if config.office_password == "" else "sign in with the office password")
+    lines.append(f"  Office pages:            {pages}  ({where}{login})")
+    if made_password:
+        lines.append(f"  Office password:         {made_password}  (made now and shown "
+                     f"only this once; `{_command_name()} password` sets another)")
+    elif config.office_password is None:
+        lines.append("  Office password:         the one made at the first start (`"
+                     f"{_command_name()} password` sets a new one)")
+    if note:
+        lines.append(f"  {note}")
+    lines.append(f"  State folder:            {config.state_path}")
+    return lines
+
+
+#: The application's paths, longest first (a path is logged as the one it starts with).
+class _NoRequestPaths(logging.Filter):
+    """Waitress logs a request's path when its client leaves mid-answer (INFO) or the
+    application fails; the path is the client's to write, as in _loggable_path()."""
+
+    PREFIXES = ("Client disconnected while serving ", "Exception while serving ")
+
+    def filter(self, record):
+        message = record.msg
+        if isinstance(message, str):
+            for prefix in self.PREFIXES:
+                if message.startswith(prefix):
+                    record.msg = prefix + _loggable_path(message[len(prefix):])
+        return True
+
+
+def _configure_logging():
+    """Log lines to stderr through a LogOutput (returned, for the request log too): a
+    blocked stderr then never blocks a thread that logs, nor the exit, which waits
+    at most 2 s for the lines still queued."""
+    output = LogOutput(sys.stderr)
+    atexit.register(output.close)
+    handler = _LogOutputHandler(output)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # one warning per busy request
+    logging.getLogger("waitress").addFilter(_NoRequestPaths())
+    return output
+
+
+###############################################################################
 # Serving with waitress #######################################################
 ###############################################################################
-# waitress as this server runs it: its settings, the connection guard, the quiet channel.
+# waitress as this server runs it: its settings, the connection guard, the office's
+# lanes.
+
 
 #: A request's headers and body must arrive whole within this many seconds of its
 #: first byte, and a new connection's first request within this many of connecting:
@@ -9409,552 +10142,9 @@ def serve(app, config, holder, made_password=None):
 
 
 ###############################################################################
-# Process tuning ##############################################################
-###############################################################################
-# How this process uses memory and the garbage collector, for loads and for requests.
-
-# Figures and the commands that measure them: bench/README.md, "Process tuning".
-
-
-def tune_for_loading():
-    """Once, at start-up: glibc keeps the memory a load frees and reuses it for the next
-    block, instead of returning it to the OS and faulting it in again (far fewer page
-    faults, a faster load); _return_freed_memory() hands it back after each load."""
-    if sys.platform.startswith("linux"):
-        try:
-            mallopt = ctypes.CDLL(None).mallopt
-        except (OSError, AttributeError):  # not glibc
-            return
-        m_trim_threshold, m_mmap_threshold = -1, -3   # glibc's <malloc.h>
-        mallopt(m_mmap_threshold, 256 * 1024 * 1024)
-        mallopt(m_trim_threshold, 1024 * 1024 * 1024)
-
-
-@contextlib.contextmanager
-def _bulk_load():
-    """Around loading a file: no cyclic garbage collection meanwhile (a load makes no
-    cycles, and a collection over its blocks is a good part of the load), no
-    transparent huge pages for numpy's arrays, and the memory it freed handed back to
-    the OS afterwards."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    # Faulting in 2 MiB pages made building the number tables about twice as slow, and
-    # lookups gained nothing measurable from them. NUMPY_MADVISE_HUGEPAGE=0 would be the
-    # documented switch, but numpy reads it only when first imported and it would hold
-    # for the whole process: this private call (skipped where it is missing) covers loads.
-    set_huge_pages = getattr(getattr(getattr(np, "_core", None), "multiarray", None),
-                             "_set_madvise_hugepage", None)
-    huge_pages_were = set_huge_pages(False) if set_huge_pages else None
-    try:
-        yield
-    finally:
-        if set_huge_pages:
-            set_huge_pages(huge_pages_were)
-        if was_enabled:
-            gc.enable()
-        _return_freed_memory()
-
-
-def _return_freed_memory():
-    """Hand memory freed by a load back to the OS: glibc would keep it in its heap (a
-    third of the RSS after a big load). Other C libraries return it by themselves, or
-    keep it: nothing to do there."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None).malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
-            pass
-
-
-def tune_for_serving():
-    """Once start-up is over: what it made (modules, phonenumbers' metadata) lives as
-    long as the process, so it is frozen out of the collector's full passes, which
-    otherwise walk it every few thousand requests (a latency spike each time)."""
-    gc.freeze()
-
-
-###############################################################################
 # The command line ############################################################
 ###############################################################################
-# The state folder and its secret files (token, page secret, password), logging, --check, main().
-
-_WEAK_TOKEN_LENGTH = 16  # characters; a made token has 32 (192 random bits)
-
-
-@dataclasses.dataclass(frozen=True)
-class SecretFile:
-    """One of the server's secret files: what the messages call it, the option that
-    puts it elsewhere, and what deleting it does."""
-
-    what: str
-    option: str
-    if_deleted: str
-
-
-TOKEN_FILE = SecretFile("the token file", "--token-file",
-                        "a new token is made, and Voicenter needs the new URL")
-PAGE_SECRET_FILE = SecretFile("the page secret file", "--state-dir",
-                              "a new one is made, and links already sent stop working")
-PASSWORD_FILE = SecretFile("the office password file", "--state-dir",
-                           "a new password is made and printed at the next start")
-PAGE_SECRET_NAME = "page-secret"
-PASSWORD_FILE_NAME = "office-password"
-
-
-def resolve_token(config):
-    """The token in force: the configured one, or the one kept in the token file
-    (made on first start, readable by its owner only). "" means no check.
-
-    A token file that other users can read or change is refused, as ssh refuses such
-    a key: the token is all that guards the contacts, and `chmod 600` mends it while
-    keeping the URL. A symbolic link is never followed, to read or to create it. A
-    short token is used, with a warning at every start: it is the operator's choice,
-    and refusing it would break the URL Voicenter has."""
-    if config.token is not None:
-        _warn_if_weak(config.token, "--token (or POPUP_TOKEN)")
-        return config.token
-    path = config.token_path
-    token = _read_secret_file(path, TOKEN_FILE)
-    if token is None and not config.token_file:
-        token = _adopt_old_token(config)
-    if token is None:
-        token, made = _make_or_read(path, secrets.token_urlsafe(24), TOKEN_FILE)
-        if made:
-            log.info("made a new token and kept it in %s", path)
-    _warn_if_weak(token, str(path))
-    return token
-
-
-def _old_token_paths(config):
-    """Where versions before --state-dir kept a made token: beside the contacts file;
-    for an installed command's sample, in the user's data folder."""
-    paths = [config.contacts_file.parent / TOKEN_FILE_NAME]
-    if INSTALLED:
-        paths.append(user_data_dir() / TOKEN_FILE_NAME)
-    return paths
-
-
-def _adopt_old_token(config):
-    """The token an older version made, copied into the state folder (logged once:
-    the next start finds the copy), so that the URL Voicenter has keeps working
-    wherever the contacts file goes next. The old file stays as it was."""
-    for old in _old_token_paths(config):
-        token = _read_secret_file(old, TOKEN_FILE)
-        if token is not None:
-            token, made = _make_or_read(config.token_path, token, TOKEN_FILE)
-            if made:
-                log.info("kept the token of %s in %s, so the URL given to Voicenter "
-                         "still works (the old file is left as it was)", old,
-                         config.token_path)
-            return token
-    return None
-
-
-def adopt_old_calls(config):
-    """The call history an older version kept (data/calls.sqlite beside the program;
-    an installed command's in the user's data folder), copied into the state folder
-    when it has none yet and --calls-db is not given. Copied, not used in place: two
-    servers must not share one database, and a checkout's folder may be replaced on
-    the next upgrade. SQLite's backup API copies it whole even with a -wal beside it;
-    the old file is left as it was. Logged once: the next start finds the copy."""
-    target = config.calls_path
-    if config.calls_db is not None or target is None or target.exists():
-        return
-    old = (user_data_dir() if INSTALLED else HERE / "data") / CALLS_FILE_NAME
-    if not old.is_file():
-        return
-    partial = target.with_name(target.name + ".copying")
-    try:
-        source = sqlite3.connect(f"file:{old}?mode=ro", uri=True, timeout=5)
-        try:
-            copy = sqlite3.connect(partial)
-            try:
-                source.backup(copy)
-            finally:
-                copy.close()
-        finally:
-            source.close()
-        os.replace(partial, target)
-    except (sqlite3.Error, OSError) as error:
-        with contextlib.suppress(OSError):
-            partial.unlink()
-        log.error("could not copy the call history of %s into %s (%s); it is left "
-                  "there: pass --calls-db %s to keep using it", old, target, error, old)
-        return
-    log.info("copied the call history of %s into %s (the old file is left as it was)",
-             old, target)
-
-
-LOCK_FILE_NAME = "server.lock"
-#: Where a lock is taken on Windows (msvcrt locks bytes, and others cannot read a
-#: locked byte): past the process id written at the start of the lock file.
-_LOCK_BYTE = 64
-_LOCK_HOLDER_WAIT = 2.0  # seconds to wait for the other server to write its process id
-_PORT_FOLDER = re.compile(r"port-\d{1,5}")  # an earlier version's per-port state folder
-#: What taking a lock someone holds fails with (flock: EWOULDBLOCK; msvcrt: EACCES or
-#: EDEADLOCK); any other error means the file system cannot lock at all.
-_LOCK_HELD = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES,
-                        getattr(errno, "EDEADLOCK", errno.EDEADLK)})
-
-
-def hold_state(config):
-    """Make the state folder (or tighten it) to its owner only and lock it for as
-    long as this process runs: two servers on one folder would make two passwords,
-    write one calls database and answer Voicenter with different tokens. Returns the
-    lock file, kept open (the lock ends with it, and with the process, however it
-    ends); a folder another server holds is a ConfigError naming the folder, that
-    server's process id and --state-dir. --check takes no lock: it only reads."""
-    folder = _owner_only_folder(config.state_path)
-    path = folder / LOCK_FILE_NAME
-    try:
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT
-                             | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot open the state folder's lock file "
-                          f"({error.strerror or error}); pass --state-dir") from None
-    handle = os.fdopen(descriptor, "r+b", buffering=0)
-    try:
-        _lock_file(handle)
-    except OSError as error:
-        if error.errno not in _LOCK_HELD:  # a file system without locks (some NFS)
-            log.warning("%s: the state folder cannot be locked (%s): nothing stops a "
-                        "second server from using it too; give each one a --state-dir "
-                        "of its own", folder, error.strerror or error)
-            return handle
-        holder = _lock_holder(handle)
-        handle.close()
-        raise ConfigError(f"{folder}: this state folder is in use by another "
-                          f"popup-server (process {holder}); stop that one first, or "
-                          "give this one a folder of its own with --state-dir") from None
-    handle.seek(0)  # the same length every time, before the locked byte: no truncating
-    handle.write(f"{os.getpid()}".ljust(_LOCK_BYTE - 1).encode("ascii") + b"\n")
-    return handle
-
-
-def _lock_file(handle):
-    """Take the lock on the open lock file without waiting (OSError when it is held)."""
-    if os.name == "nt":
-        import msvcrt
-        handle.seek(_LOCK_BYTE)
-        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-    else:
-        import fcntl
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-
-
-def _lock_holder(handle):
-    """The process id the lock's holder wrote (it may be writing it this moment)."""
-    deadline = time.monotonic() + _LOCK_HOLDER_WAIT
-    while True:
-        handle.seek(0)
-        text = handle.read(_LOCK_BYTE).decode("ascii", "replace").strip()
-        if text.isdigit() or time.monotonic() > deadline:
-            return text if text.isdigit() else "unknown"
-        time.sleep(0.05)
-
-
-def _owner_only_folder(folder):
-    """`folder`, made if need be, readable by its owner only: what it holds is
-    callers' numbers and the office's secrets. An existing folder that others may
-    read is tightened (said in the log); a folder every user shares (sticky, as
-    /tmp) is refused: its owner is someone else."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        info = folder.stat()
-    except OSError as error:
-        raise ConfigError(f"{folder}: cannot make the state folder "
-                          f"({error.strerror or error}); pass --state-dir") from None
-    mode = stat.S_IMODE(info.st_mode)
-    if os.name == "nt" or not mode & 0o077:
-        return folder
-    if info.st_mode & stat.S_ISVTX or info.st_uid != os.geteuid():
-        raise ConfigError(f"{folder}: the state folder is shared with other users (mode "
-                          f"{mode:03o}, owner {info.st_uid}); give --state-dir a folder "
-                          "of this user's own")
-    try:
-        os.chmod(folder, 0o700)
-    except OSError as error:
-        raise ConfigError(f"{folder}: the state folder can be read by other users and "
-                          f"cannot be made its owner's only ({error.strerror}); chmod "
-                          f"700 {folder}, or pass --state-dir") from None
-    log.info("made the state folder %s its owner's only (it was mode %03o)", folder, mode)
-    return folder
-
-
-def adopt_port_folder(config):
-    """On the first start with the per-user default (no --state-dir), the per-port
-    state folder an earlier version used (user_data_dir()/port-PORT) is copied in: the
-    one of this port, else the only one. So an upgrade keeps the token Voicenter has,
-    the password, the signed links, the calls and the added contacts. Said once (the
-    next start finds the page secret); the old folder is left as it was. Run with the
-    lock held (hold_state()), so that two first starts cannot both copy."""
-    folder = config.state_path
-    if config.state_dir or (folder / PAGE_SECRET_NAME).exists():
-        return
-    base = user_data_dir()
-    try:
-        olds = sorted(path for path in base.iterdir()
-                      if _PORT_FOLDER.fullmatch(path.name) and path.is_dir()
-                      and not path.is_symlink() and (path / PAGE_SECRET_NAME).is_file())
-    except OSError:
-        return
-    chosen = base / f"port-{config.port}"
-    if chosen not in olds:
-        if len(olds) != 1:
-            if olds:
-                log.warning("the state folders of an earlier version are kept per port "
-                            "(%s), none of them for port %d: none is used. To keep one's "
-                            "token, password and calls, stop and start again with "
-                            "--state-dir and that folder", ", ".join(map(str, olds)),
-                            config.port)
-            return
-        chosen = olds[0]
-    try:
-        _copy_state(chosen, folder)
-    except (OSError, sqlite3.Error) as error:
-        raise ConfigError(f"{chosen}: the state folder of an earlier version could not "
-                          f"be copied into {folder} ({getattr(error, 'strerror', None) or error}); "
-                          f"pass --state-dir {chosen} to keep using it where it is") from None
-    log.info("copied the state folder of an earlier version, %s, into %s: the same "
-             "token, office password, links, calls and added contacts (the old folder "
-             "is left as it was)", chosen, folder)
-
-
-def _copy_state(old, new):
-    """Copy a state folder's files (and its downloads) into `new`, none over a file
-    there already, each whole or not at all (a partial copy is renamed into place
-    only once written); the page secret last, as it marks the copy done."""
-    def copy(source, target):
-        if target.exists() or source.is_symlink() or not source.is_file():
-            return
-        partial = target.with_name(target.name + ".copying")
-        try:
-            if source.suffix == ".sqlite":  # whole even with a -wal beside it
-                reading = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=5)
-                try:
-                    writing = sqlite3.connect(partial)
-                    try:
-                        reading.backup(writing)
-                    finally:
-                        writing.close()
-                finally:
-                    reading.close()
-            else:
-                with open(source, "rb") as handle, open(os.open(
-                        partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
-                    shutil.copyfileobj(handle, out)
-            os.replace(partial, target)
-        finally:
-            with contextlib.suppress(OSError):
-                partial.unlink()
-
-    skipped = (".part", ".copying", "-wal", "-shm", "-journal")
-    names = sorted(path.name for path in old.iterdir()
-                   if path.name not in (LOCK_FILE_NAME, PAGE_SECRET_NAME)
-                   and not path.name.endswith(skipped))
-    for name in names:
-        source = old / name
-        if source.is_dir() and not source.is_symlink():
-            (new / name).mkdir(mode=0o700, exist_ok=True)
-            for inner in sorted(source.iterdir()):
-                if not inner.name.endswith(skipped):
-                    copy(inner, new / name / inner.name)
-        else:
-            copy(source, new / name)
-    copy(old / PAGE_SECRET_NAME, new / PAGE_SECRET_NAME)
-
-
-def open_state(config):
-    """Make the state folder (owner only) and read or make its page secret and office
-    password; returns (page secret bytes, password hash or None for no login, the
-    password when made now, else None). Only a made password's hash is kept: the
-    start-up's closing lines show the password that once."""
-    folder = _owner_only_folder(config.state_path)
-    secret = _read_secret_file(folder / PAGE_SECRET_NAME, PAGE_SECRET_FILE)
-    if secret is None:
-        secret = _make_or_read(folder / PAGE_SECRET_NAME, secrets.token_urlsafe(32),
-                               PAGE_SECRET_FILE)[0]
-    if config.office_password == "":
-        return secret.encode("utf-8"), None, None
-    if config.office_password is not None:
-        # Salted from the page secret, so the same password gives the same hash at every
-        # start and sessions (bound to it) outlive a restart; a new password ends them.
-        salt = hmac.digest(secret.encode("utf-8"), b"office-password salt", "sha256")[:16]
-        return secret.encode("utf-8"), hash_password(config.office_password, salt), None
-    path = folder / PASSWORD_FILE_NAME
-    password_hash = _read_secret_file(path, PASSWORD_FILE)
-    made = None
-    if password_hash is None:
-        password = secrets.token_urlsafe(12)
-        # Another server's first start may write it at the same moment: then its
-        # password is the one kept (and printed, by that server), and this one is not.
-        password_hash, new = _make_or_read(path, hash_password(password), PASSWORD_FILE)
-        if new:
-            made = password
-            log.info("made the office password; only its hash is kept, in %s (the "
-                     "password is shown once, at the end of the start-up)", path)
-    elif not password_hash.startswith("scrypt$"):
-        raise ConfigError(f"{path}: {PASSWORD_FILE.what} does not hold a password hash; "
-                          f"set a new password: {_command_name()} password")
-    return secret.encode("utf-8"), password_hash, made
-
-
-def _read_secret_file(path, kind):
-    """The text kept in `path`; None when there is none yet (no file, or empty)."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
-                             | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not hang us
-    except FileNotFoundError:
-        return None
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise ConfigError(f"{path}: {kind.what} is a symbolic link, which is not "
-                              f"followed; give {kind.option} the real file's place") from None
-        raise ConfigError(f"{path}: cannot read {kind.what} ({error.strerror})") from None
-    with os.fdopen(descriptor, "rb") as handle:
-        mode = os.fstat(handle.fileno()).st_mode
-        if not stat.S_ISREG(mode):
-            raise ConfigError(f"{path}: {kind.what} is not a regular file")
-        data = handle.read(4097)
-        if os.name != "nt" and mode & 0o077 and data.strip():
-            raise ConfigError(
-                f"{path}: {kind.what} can be read or changed by other users (mode "
-                f"{stat.S_IMODE(mode):03o}); make it the owner's only: chmod 600 {path} "
-                f"(if others may have read it, delete it instead: {kind.if_deleted})")
-    try:
-        text = data.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        text = None
-    if text is None or len(data) > 4096 or not text.isprintable():
-        raise ConfigError(f"{path}: {kind.what} does not hold one line of text; delete "
-                          f"it to have a new one made ({kind.if_deleted})")
-    if not text:  # an empty file: made anew below, so nothing of its mode survives
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        return None
-    return text
-
-
-def _make_or_read(path, text, kind):
-    """(text, True) once `text` is kept in a new file at `path`; (the file's own text,
-    False) when another program made that file first (an older server on the same
-    folder, or one sharing --token-file): its text wins, so that both use one."""
-    if _make_secret_file(path, text, kind):
-        return text, True
-    kept = _read_secret_file(path, kind)
-    if kept is None:
-        raise ConfigError(f"{path}: cannot make {kind.what}: another program keeps "
-                          f"emptying it; stop it, or pass {kind.option}")
-    return kept, False
-
-
-def _make_secret_file(path, text, kind):
-    """Keep `text` in a new file at `path`, readable by its owner only: True; False
-    when a file is there already (made meanwhile by another program: read it)."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # O_EXCL: never through a symbolic link (even a dangling one), never over a file.
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL
-                             | getattr(os, "O_NOFOLLOW", 0), 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            if hasattr(os, "fchmod"):
-                os.fchmod(handle.fileno(), 0o600)  # whatever the umask took away
-            handle.write(text + "\n")
-    except FileExistsError:
-        if os.path.islink(path):
-            raise ConfigError(f"{path}: {kind.what} is a symbolic link, which is not "
-                              f"followed; give {kind.option} the real file's place") from None
-        return False
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot keep {kind.what} there ({error.strerror}); "
-                          f"pass {kind.option}") from None
-    return True
-
-
-def _warn_if_weak(token, source):
-    if token and len(token) < _WEAK_TOKEN_LENGTH:
-        log.warning("the token from %s has only %d characters: anyone who can reach the "
-                    "port can guess it by trying; use a longer one (a made one has 32)",
-                    source, len(token))
-
-
-def server_url(host, port):
-    """http://HOST:PORT for a host one can name; ADDRESS for one that listens on every
-    network (no name of this machine is sure to be the one Voicenter reaches)."""
-    if host in ("0.0.0.0", "::", ""):
-        host = "ADDRESS"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
-
-
-def voicenter_url(base, token, path="/popup"):
-    return base + path + (f"?token={quote(token, safe='')}" if token else "")
-
-
-def _is_loopback(host):
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
-def setup_lines(config, port, made_password=None):
-    """The start-up's closing lines: what to give Voicenter and the office, the
-    password when made now, the state folder. Without --public-url the address is
-    never guessed (a host name, 127.0.0.1): it is said what it must be."""
-    listening = config.host in ("0.0.0.0", "::", "")
-    if config.public_url:
-        base, note = config.public_url, None
-    elif _is_loopback(config.host):
-        base = "http://ADDRESS"
-        note = (f"ADDRESS: this server listens on {config.host} only, so Voicenter and "
-                "the agents reach it through a proxy on this machine: give the proxy's "
-                "address as --public-url and these lines show it")
-    else:
-        base = server_url(config.host, port)
-        note = ("ADDRESS: this server's address as the agents' browsers and Voicenter "
-                "reach it (its public name or IP, or the proxy's in front of it); give "
-                "it as --public-url and these lines show it") if listening else (
-                f"{config.host} must be an address Voicenter and the agents' browsers "
-                "can reach; else give the one they reach as --public-url")
-    lines = ["Ready. To set up:",
-             f"  Voicenter's pop-up URL:  {voicenter_url(base, config.token)}"]
-    if config.calls_path is not None:
-        lines.append(f"  Voicenter's CDR URL:     {voicenter_url(base, config.token, '/cdr')}")
-    pages, where = f"{base}/", ""
-    if _is_loopback(config.host) and not config.public_url:
-        host = f"[{config.host}]" if ":" in config.host else config.host
-        pages, where = f"http://{host}:{port}/", "on this machine; "
-    login = ("no login: --office-password is empty, so only this machine or --allow-ip"
-             if config.office_password == "" else "sign in with the office password")
-    lines.append(f"  Office pages:            {pages}  ({where}{login})")
-    if made_password:
-        lines.append(f"  Office password:         {made_password}  (made now and shown "
-                     f"only this once; `{_command_name()} password` sets another)")
-    elif config.office_password is None:
-        lines.append("  Office password:         the one made at the first start (`"
-                     f"{_command_name()} password` sets a new one)")
-    if note:
-        lines.append(f"  {note}")
-    lines.append(f"  State folder:            {config.state_path}")
-    return lines
-
-
-def _configure_logging():
-    """Log lines to stderr through a LogOutput (returned, for the request log too): a
-    blocked stderr then never blocks a thread that logs, nor the exit, which waits
-    at most 2 s for the lines still queued."""
-    output = LogOutput(sys.stderr)
-    atexit.register(output.close)
-    handler = _LogOutputHandler(output)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # one warning per busy request
-    logging.getLogger("waitress").addFilter(_NoRequestPaths())
-    return output
+# --check, the password command and main().
 
 
 def _run_check(config):

@@ -822,7 +822,8 @@ CONTACTS = Option("contacts", "contacts files or links: a CSV or text export, .x
 EMPTY_MEANS_OFF = ("token", "calls_db", "office_password")
 #: Settings that are secrets: left out of Config's repr (and so of any traceback).
 SECRET_SETTINGS = ("token", "office_password", "voicenter_code")
-OPTIONS = (
+#: Where it listens and how it answers a pop-up.
+ANSWER_OPTIONS = (
     Option("--host", "address to listen on: 0.0.0.0 answers on every network of this "
            "machine (what Voicenter needs unless a proxy is in front); 127.0.0.1 only "
            "this machine", "127.0.0.1", default="0.0.0.0"),
@@ -839,6 +840,10 @@ OPTIONS = (
            "'https://crm.example.com/new?phone={phone}'", default=""),
     Option("--match-digits", "when no number matches exactly, match on this many "
            "trailing digits (never for shorter numbers)", "9", _int_between(6, 15), 9),
+)
+
+#: How the contacts files are read, where the guesses are wrong.
+FILE_OPTIONS = (
     Option("--encoding", "encoding of a text file, when the guess (BOM, UTF-8, "
            "Windows-1255) is wrong", "windows-1255", _encoding),
     Option("--delimiter", "column separator of a text file, when the guess is wrong: "
@@ -852,6 +857,10 @@ OPTIONS = (
            "comma-separated", "'Mobile Phone,Business Phone'", _columns, ()),
     Option("--url-column", "column holding a per-contact link (wins over --url-template)",
            "'CRM Link'"),
+)
+
+#: Who may ask: the token, the state folder and the office's door.
+ACCESS_OPTIONS = (
     # token and calls-db: None is "not set" (a token is made; the default file), "" is off.
     Option("--token", "secret that /popup requires as ?token=... or an X-Popup-Token "
            "header; without one a token is made and kept in --token-file; an empty "
@@ -884,6 +893,10 @@ OPTIONS = (
     Option("--max-connections-per-ip", "connections one client address may hold open "
            "(an IPv6 client: its /64); more are refused at once. --trusted-proxy "
            "addresses are exempt", "100", _int_between(1, 10_000), 100),
+)
+
+#: Reloading, contacts links, the log and the threads.
+RUNNING_OPTIONS = (
     Option("--reload-interval", "seconds between checks of the contacts file for "
            "changes", "1", _positive_float, 1.0),
     Option("--url-interval", "seconds between downloads of a contacts link (each asks "
@@ -903,6 +916,10 @@ OPTIONS = (
            "pages have threads of their own; more do not help: answers take "
            "microseconds and Python runs one thread at a time)", "4",
            _int_between(1, 256), 4),
+)
+
+#: The calls: their database, their names and times, and Voicenter's APIs.
+CALLS_OPTIONS = (
     Option("--calls-db", "SQLite file recording calls for the calls page; empty turns "
            "recording off (default: calls.sqlite in --state-dir)",
            "/var/lib/popup-server/calls.sqlite"),
@@ -933,6 +950,10 @@ OPTIONS = (
            "--voicenter-code: every call, missed in a queue or not, with no public "
            "address needed); 0 turns the pull off", "300", _int_between(0, 86400), 300),
 )
+
+#: Every option, in --help's order.
+OPTIONS = (*ANSWER_OPTIONS, *FILE_OPTIONS, *ACCESS_OPTIONS, *RUNNING_OPTIONS,
+           *CALLS_OPTIONS)
 
 
 #: Every option's default, by its Config field: the one place a default is written.
@@ -4596,6 +4617,14 @@ def _ivrid_moment(ivrid):
     return local.replace(tzinfo=ISRAEL).timestamp()
 
 
+#: A row of the cdrs table (CALLS_TABLES), its columns in the table's order: what
+#: cdr_row() makes of a CDR.
+CdrRow = collections.namedtuple("CdrRow", (
+    "ivrid", "received_at", "started", "direction", "caller", "target", "did", "e164",
+    "status", "answered", "duration", "agent", "record", "raw", "role", "talk",
+    "summary"))
+
+
 def cdr_row(fields, region, received_at, *, true_time=False):
     """The columns of the cdrs table for a CDR's fields (a dict, values as decoded
     from JSON or a form), every field kept as received in `raw`. `true_time`: the
@@ -4646,14 +4675,15 @@ def cdr_row(fields, region, received_at, *, true_time=False):
     talk = _cdr_number(fields.get("actualCallDuration"), 0, 10 ** 7)
     agent = next((text for text in map(_cdr_text, map(fields.get, _CDR_AGENT_FIELDS))
                   if text), "")
-    return (f"{ivrid}#{role.replace(' ', '-')}" if role else ivrid, received_at,
-            received_at if started is None else started if true_time else
-            cdr_start(started, duration, received_at, ivrid), direction,
-            caller, target, _cdr_text(fields.get("did")),
-            normalize_number(client, region) or "", status, int(answered),
-            None if duration is None else round(duration), agent,
-            _cdr_text(fields.get("record")), raw, role,
-            None if talk is None else round(talk), _cdr_summary(fields.get("aiData")))
+    return CdrRow(
+        f"{ivrid}#{role.replace(' ', '-')}" if role else ivrid, received_at,
+        received_at if started is None else started if true_time else
+        cdr_start(started, duration, received_at, ivrid), direction,
+        caller, target, _cdr_text(fields.get("did")),
+        normalize_number(client, region) or "", status, int(answered),
+        None if duration is None else round(duration), agent,
+        _cdr_text(fields.get("record")), raw, role,
+        None if talk is None else round(talk), _cdr_summary(fields.get("aiData")))
 
 
 ###############################################################################
@@ -5293,20 +5323,21 @@ def _reread_cdrs(connection, region):
     """Every CDR's columns derived again from its fields as received (cdr_row), the
     numbers read in `region` (--region); the client's number is kept as it was read
     when the client stays the same party."""
-    insert = "INSERT OR IGNORE INTO cdrs VALUES ({})".format
+    insert = f"INSERT OR IGNORE INTO cdrs ({', '.join(CdrRow._fields)}) VALUES ({{}})".format
     count = 0
-    for old in connection.execute("SELECT * FROM cdrs").fetchall():
-        ivrid, received_at, _, direction, *_, e164 = old[:8]
+    columns = ", ".join(CdrRow._fields)
+    for old in map(CdrRow._make, connection.execute(f"SELECT {columns} FROM cdrs")
+                   .fetchall()):
         try:
-            fields = json.loads(old[13])
+            fields = json.loads(old.raw)
             fields = fields if isinstance(fields, dict) else {}
             pulled = any(str(name).lower() == "callid" for name in fields)  # Call Log's
-            row = cdr_row(fields, region, received_at, true_time=pulled)
+            row = cdr_row(fields, region, old.received_at, true_time=pulled)
         except (CdrError, ValueError, RecursionError):
             continue  # kept as it is
-        if row[3] == direction:
-            row = (*row[:7], e164, *row[8:])
-        connection.execute("DELETE FROM cdrs WHERE ivrid = ?", (ivrid,))
+        if row.direction == old.direction:
+            row = row._replace(e164=old.e164)
+        connection.execute("DELETE FROM cdrs WHERE ivrid = ?", (old.ivrid,))
         if connection.execute(insert(", ".join("?" * len(row))), row).rowcount:
             count += 1
         else:  # its new id is another record's: kept as it was
@@ -5485,11 +5516,12 @@ _OUTCOME = ("CASE c.state WHEN 'pending' THEN CASE WHEN c.started < :settled THE
             "'no answer recorded' ELSE 'in progress' END ELSE c.state END")
 _OUTCOME_ORDER = "CASE outcome " + " ".join(
     f"WHEN '{outcome}' THEN {rank}" for rank, outcome in enumerate(OUTCOMES)) + " END"
-_ROW_COLUMNS = ", ".join(f"c.{name}" for name in (
-    "ivrid", "started", "caller", "e164", "did", "direction", "name", "company", "url",
-    "answered_at", "agent", "ended_at", "status", "duration", "record")) + (
-    f", {_OUTCOME} AS outcome, c.target, c.summary")
-_ROW_WIDTH = 18  # the columns of _ROW_COLUMNS, as _call_of_row() reads them
+#: The columns a Call is read from (_call_of_row()), as every query of calls names them.
+CALL_COLUMNS = ("ivrid", "started", "caller", "e164", "did", "direction", "name",
+                "company", "url", "answered_at", "agent", "ended_at", "status",
+                "duration", "record", "outcome", "target", "summary")
+_ROW_COLUMNS = ", ".join(f"{_OUTCOME} AS outcome" if name == "outcome" else f"c.{name}"
+                         for name in CALL_COLUMNS)
 #: The day's calls (to line :did when given); a call belongs to the day it began on,
 #: even when it ends after midnight.
 _OF_DAY = ("{alias}.started >= :start AND {alias}.started < :end "
@@ -5508,19 +5540,23 @@ def _settle_seconds(ring_timeout):
     return DEFAULTS["ring_timeout"] * 60 if ring_timeout is None else ring_timeout
 
 
-def _call_of_row(row, zone, names, tries=1, note=("", "")):
-    (ivrid, started, caller, e164, did, direction, name, company, url, answered_at,
-     agent, ended_at, status, duration, record, outcome, target, summary) = row
-
+def _call_of_row(row, zone, names):
+    """The Call of a row (a sqlite3.Row) of CALL_COLUMNS, and of `tries`, `mark` and
+    `note` when the query reads them."""
     def at(seconds):
         return None if seconds is None else _local_time(seconds, zone)
-    return Call(ivrid=ivrid, started=_local_time(started, zone), caller=caller, e164=e164,
-                name=name, company=company, url=url, did=did,
-                answered_at=at(answered_at), answered_by=names.agent(agent),
-                ended_at=at(ended_at), outcome=outcome, tries=tries,
-                direction=direction, status=status, record=record,
-                cdr_duration=duration, did_name=names.line(did), agent_id=agent,
-                mark=note[0], note=note[1], target=target, summary=summary)
+    read = row.keys()
+    return Call(ivrid=row["ivrid"], started=_local_time(row["started"], zone),
+                caller=row["caller"], e164=row["e164"], name=row["name"],
+                company=row["company"], url=row["url"], did=row["did"],
+                answered_at=at(row["answered_at"]), answered_by=names.agent(row["agent"]),
+                ended_at=at(row["ended_at"]), outcome=row["outcome"],
+                tries=row["tries"] if "tries" in read else 1,
+                direction=row["direction"], status=row["status"], record=row["record"],
+                cdr_duration=row["duration"], did_name=names.line(row["did"]),
+                agent_id=row["agent"], mark=row["mark"] if "mark" in read else "",
+                note=row["note"] if "note" in read else "", target=row["target"],
+                summary=row["summary"])
 
 
 def iter_calls_of_day(path, day, *, zone=None, ring_timeout=None, did=None, names=None,
@@ -5547,11 +5583,9 @@ def iter_calls_of_day(path, day, *, zone=None, ring_timeout=None, did=None, name
             WHERE t.e164 IN (SELECT e164 FROM p WHERE e164 != '')
               AND {_OF_DAY.format(alias="t")} GROUP BY t.e164
         )
-        SELECT {", ".join(f"p.{name}" for name in (
-                "ivrid", "started", "caller", "e164", "did", "direction", "name",
-                "company", "url", "answered_at", "agent", "ended_at", "status",
-                "duration", "record", "outcome", "target", "summary"))},
-               coalesce(tries.tries, 1), coalesce(n.mark, ''), coalesce(n.note, '')
+        SELECT {", ".join(f"p.{name}" for name in CALL_COLUMNS)},
+               coalesce(tries.tries, 1) AS tries, coalesce(n.mark, '') AS mark,
+               coalesce(n.note, '') AS note
         FROM p LEFT JOIN tries ON tries.e164 = p.e164
         LEFT JOIN call_notes n ON n.ivrid = p.ivrid
         ORDER BY {order.format(alias="p")}"""
@@ -5562,8 +5596,9 @@ def iter_calls_of_day(path, day, *, zone=None, ring_timeout=None, did=None, name
     connection = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True,
                                  timeout=1.0)
     try:
-        cursor = connection.execute(sql, params)
-        first = cursor.fetchmany(100)
+        cursor = connection.cursor()
+        cursor.row_factory = sqlite3.Row
+        first = cursor.execute(sql, params).fetchmany(100)
     except BaseException:
         connection.close()
         raise
@@ -5573,8 +5608,7 @@ def iter_calls_of_day(path, day, *, zone=None, ring_timeout=None, did=None, name
         try:
             while rows:
                 for row in rows:
-                    call = _call_of_row(row[:_ROW_WIDTH], zone, names, row[_ROW_WIDTH],
-                                        row[_ROW_WIDTH + 1:])
+                    call = _call_of_row(row, zone, names)
                     yield _named(call, index) if index is not None else call
                 rows = cursor.fetchmany(500)
         finally:
@@ -5667,35 +5701,41 @@ def missed_callers(path, day, *, index=None, zone=None, ring_timeout=None, did=N
             return []
         params = _day_params(day, zone, ring_timeout, did, now)
         rows = _missed_caller_rows(connection, params, limit, offset, open_only)
-    return [_missed_caller(row[:11], zone, index, names or NO_NAMES) for row in rows]
+    return [_missed_caller(row, zone, index, names or NO_NAMES) for row in rows]
 
 
 def _missed_caller_rows(connection, params, limit, offset, open_only=False):
-    """Rows of missed callers (see missed_callers()), each ending with the number of
-    callers open and resolved in all (before `limit` and `offset`)."""
-    return connection.execute(
+    """Rows (sqlite3.Row) of missed callers (see missed_callers()), each with the
+    number of callers open and resolved in all (before `limit` and `offset`)."""
+    cursor = connection.cursor()
+    cursor.row_factory = sqlite3.Row
+    return cursor.execute(
         _MISSED_CALLERS + f""" SELECT caller, e164, name, company, tries,
                CASE WHEN tries = 1 THEN started ELSE (SELECT MIN(c.started)
                  FROM calls c WHERE c.e164 = r.e164 AND c.started >= :start
-                 AND {_MISSED} AND (:did IS NULL OR c.did = :did)) END,
-               started, ivrid, did, resolved, CASE WHEN resolved != '' THEN done END,
-               SUM(resolved = '') OVER (), SUM(resolved != '') OVER ()
+                 AND {_MISSED} AND (:did IS NULL OR c.did = :did)) END AS first,
+               started AS last, ivrid AS last_ivrid, did, resolved,
+               CASE WHEN resolved != '' THEN done END AS resolved_at,
+               SUM(resolved = '') OVER () AS open_callers,
+               SUM(resolved != '') OVER () AS resolved_callers
         FROM callers r {"WHERE resolved = ''" if open_only else ""}
         ORDER BY resolved != '', started DESC, ivrid LIMIT :limit OFFSET :offset""",
         {**params, "limit": -1 if limit is None else limit, "offset": offset}).fetchall()
 
 
 def _missed_caller(row, zone, index, names):
-    (caller, e164, name, company, tries, first, last, ivrid, did, resolved,
-     resolved_at) = row
+    """The MissedCaller of a row of _missed_caller_rows()."""
+    e164, name, company, resolved_at = (row["e164"], row["name"], row["company"],
+                                        row["resolved_at"])
     if index is not None and e164:
         match = index.lookup(e164)
         if match.total:
             name, company = match.contact.name, match.contact.company
     return MissedCaller(
-        caller=caller, e164=e164, name=name, company=company, tries=tries,
-        first=_local_time(first, zone), last=_local_time(last, zone),
-        last_ivrid=ivrid, did=did, did_name=names.line(did), resolved=resolved,
+        caller=row["caller"], e164=e164, name=name, company=company, tries=row["tries"],
+        first=_local_time(row["first"], zone), last=_local_time(row["last"], zone),
+        last_ivrid=row["last_ivrid"], did=row["did"], did_name=names.line(row["did"]),
+        resolved=row["resolved"],
         resolved_at=None if resolved_at is None else _local_time(resolved_at, zone))
 
 
@@ -5720,7 +5760,8 @@ def day_page(path, day, *, size, callers_from=0, calls_from=0, zone=None,
         params = _day_params(day, zone, ring_timeout, did, now)
         rows = _missed_caller_rows(connection, params, size, callers_from)
         if rows:
-            open_callers, resolved_callers = rows[0][11:]
+            open_callers, resolved_callers = (rows[0]["open_callers"],
+                                              rows[0]["resolved_callers"])
         else:  # none on this page: counted without it
             counted = dict(connection.execute(
                 _MISSED_CALLERS + "SELECT resolved = '', COUNT(*) FROM callers GROUP BY 1",
@@ -5730,7 +5771,7 @@ def day_page(path, day, *, size, callers_from=0, calls_from=0, zone=None,
     calls = calls_of_day(path, day, zone=zone, ring_timeout=ring_timeout, did=did,
                          names=names, index=index, limit=size, offset=calls_from,
                          now=now, newest_first=True)
-    return DayPage(summary, [_missed_caller(row[:11], zone, index, names) for row in rows],
+    return DayPage(summary, [_missed_caller(row, zone, index, names) for row in rows],
                    calls)
 
 
@@ -5743,13 +5784,15 @@ def calls_of_number(path, e164, *, zone=None, ring_timeout=None, names=None, lim
         if connection is None or not e164:
             return []
         settled = (time.time() if now is None else now) - _settle_seconds(ring_timeout)
-        rows = connection.execute(
-            f"""SELECT {_ROW_COLUMNS}, coalesce(n.mark, ''), coalesce(n.note, '')
+        cursor = connection.cursor()
+        cursor.row_factory = sqlite3.Row
+        rows = cursor.execute(
+            f"""SELECT {_ROW_COLUMNS}, coalesce(n.mark, '') AS mark,
+                       coalesce(n.note, '') AS note
             FROM calls c LEFT JOIN call_notes n ON n.ivrid = c.ivrid
             WHERE c.e164 = :e164 ORDER BY c.started DESC, c.ivrid LIMIT :limit""",
             {"e164": e164, "settled": settled, "limit": limit}).fetchall()
-    return [_call_of_row(row[:_ROW_WIDTH], zone, names, note=row[_ROW_WIDTH:])
-            for row in rows]
+    return [_call_of_row(row, zone, names) for row in rows]
 
 
 ###############################################################################
@@ -5757,33 +5800,46 @@ def calls_of_number(path, e164, *, zone=None, ring_timeout=None, names=None, lim
 ###############################################################################
 # /calls.csv's rows, with no cell a spreadsheet would run as a formula.
 
-CALLS_CSV_COLUMNS = ("time", "outcome", "caller", "name", "company", "tries",
-                     "answered by", "duration (s)", "dialled", "crm link", "ivrid",
-                     "direction", "status", "line", "recording", "mark", "note",
-                     "called number", "summary")
+#: /calls.csv's columns: (header, the cell of a call). The headers are what scripts
+#: read: a new column goes at the end.
+CALLS_CSV_COLUMNS = (
+    ("time", lambda call: call.started.strftime("%Y-%m-%d %H:%M:%S")),
+    ("outcome", lambda call: call.outcome),
+    ("caller", lambda call: call.caller),
+    ("name", lambda call: call.name),
+    ("company", lambda call: call.company),
+    ("tries", lambda call: call.tries),
+    ("answered by", lambda call: call.answered_by),
+    ("duration (s)", lambda call: "" if call.duration is None else call.duration),
+    ("dialled", lambda call: call.did),
+    ("crm link", lambda call: call.url),
+    ("ivrid", lambda call: call.ivrid),
+    ("direction", lambda call: call.direction),
+    ("status", lambda call: call.status),
+    ("line", lambda call: call.did_name),
+    ("recording", lambda call: call.recording),
+    ("mark", lambda call: call.mark),
+    ("note", lambda call: call.note),
+    ("called number", lambda call: (call.target or call.caller)
+     if call.direction == "outgoing" else ""),
+    ("summary", lambda call: call.summary),
+)
 
 
 def calls_csv_lines(calls):
     """The calls as CSV text for Excel, line by line (a generator: a day of any size
-    in constant memory): UTF-8 with a BOM first so that Hebrew opens correctly."""
+    in constant memory): UTF-8 with a BOM first so that Hebrew opens correctly; no
+    text cell a spreadsheet would run as a formula (_no_formula())."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(CALLS_CSV_COLUMNS)
+    writer.writerow(header for header, _ in CALLS_CSV_COLUMNS)
     yield "\ufeff" + out.getvalue()
+    cells = [cell for _, cell in CALLS_CSV_COLUMNS]
     for call in calls:
         out.seek(0)
         out.truncate()
-        writer.writerow([call.started.strftime("%Y-%m-%d %H:%M:%S"), call.outcome,
-                         *map(_no_formula, (call.caller, call.name, call.company)),
-                         call.tries, _no_formula(call.answered_by),
-                         "" if call.duration is None else call.duration,
-                         *map(_no_formula, (call.did, call.url, call.ivrid)),
-                         call.direction,
-                         *map(_no_formula, (call.status, call.did_name, call.recording,
-                                            call.mark, call.note,
-                                            (call.target or call.caller)
-                                            if call.direction == "outgoing" else "",
-                                            call.summary))])
+        writer.writerow([_no_formula(value) if isinstance(value, str) else value
+                         for value in (cell(call) for cell in cells)])
         yield out.getvalue()
 
 
@@ -7909,12 +7965,13 @@ def sent_rows(entries, region, zone, hidden=()):
             "type", "status")))))
         rows.append(SentRow(
             at, kind, how, shown(values.get("ivruniqueid")), kind_and_status,
-            f"direction.{row[3]}" if row is not None and row[3] else "sent.no_direction",
-            shown(number), row[7] if row is not None else "", None, "",
+            f"direction.{row.direction}" if row is not None and row.direction
+            else "sent.no_direction", shown(number), row.e164 if row is not None else "",
+            None, "",
             "Err 0" if status == 200 else f"Err {1 if status >= 500 else status}",
             shown(answer), False, problem, (),
             "" if row is None or problem else
-            _local_time(row[2], zone).strftime("%Y-%m-%d %H:%M:%S")))
+            _local_time(row.started, zone).strftime("%Y-%m-%d %H:%M:%S")))
     return rows
 
 
@@ -8466,7 +8523,7 @@ class Site:
             template, template_lookup=VIEWS, t=texts, lang=texts.language,
             direction=texts.direction, nonce=nonce, csrf=self.door.csrf_token(session),
             signed_in=session is not None, refresh=None, number_text=self.number_text,
-            **values)
+            marks=CALL_MARKS, max_note=MAX_NOTE, limits=ADDITION_LIMITS, **values)
         return bottle.HTTPResponse(body.encode("utf-8"), status,
                                    {**page_headers(nonce), **dict(headers)})
 

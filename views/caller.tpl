@@ -100,10 +100,10 @@
 <form method="post" action="/caller/{{number_path}}/contact{{action_query}}" class="edit-form">
   <input type="hidden" name="csrf" value="{{form_token}}">
   <input type="hidden" name="row" value="{{contact.row}}">
-  <label>{{t("field.name")}} <input name="name" value="{{cells.get('name', '')}}" maxlength="200" dir="auto"></label>
-  <label>{{t("field.company")}} <input name="company" value="{{cells.get('company', '')}}" maxlength="200" dir="auto"></label>
-  <label>{{t("field.phone")}} <input type="tel" name="phone" value="{{cells.get('phone', '')}}" maxlength="100" dir="ltr"></label>
-  <label>{{t("field.notes")}} <textarea name="notes" maxlength="2000" dir="auto">{{cells.get('notes', '')}}</textarea></label>
+  <label>{{t("field.name")}} <input name="name" value="{{cells.get('name', '')}}" maxlength="{{limits["name"]}}" dir="auto"></label>
+  <label>{{t("field.company")}} <input name="company" value="{{cells.get('company', '')}}" maxlength="{{limits["company"]}}" dir="auto"></label>
+  <label>{{t("field.phone")}} <input type="tel" name="phone" value="{{cells.get('phone', '')}}" maxlength="{{limits["phone"]}}" dir="ltr"></label>
+  <label>{{t("field.notes")}} <textarea name="notes" maxlength="{{limits["notes"]}}" dir="auto">{{cells.get('notes', '')}}</textarea></label>
   <button type="submit">{{t("caller.save")}}</button>
 </form>
 <form method="post" action="/caller/{{number_path}}/contact{{action_query}}" class="remove-form">
@@ -121,10 +121,10 @@
 <h2>{{t("caller.add")}}</h2>
 <form method="post" action="/caller/{{number_path}}/contact{{action_query}}" id="add-form" class="fields">
   <input type="hidden" name="csrf" value="{{form_token}}">
-  <label>{{t("field.name")}} <input name="name" id="add-name" value="{{form.get('name', '')}}" maxlength="200" dir="auto"></label>
-  <label>{{t("field.company")}} <input name="company" id="add-company" value="{{form.get('company', '')}}" maxlength="200" dir="auto"></label>
-  <label>{{t("field.phone")}} <input type="tel" name="phone" id="add-phone" value="{{form.get('phone', '')}}" maxlength="100" dir="ltr"></label>
-  <label>{{t("field.notes")}} <textarea name="notes" id="add-notes" maxlength="2000" dir="auto">{{form.get('notes', '')}}</textarea></label>
+  <label>{{t("field.name")}} <input name="name" id="add-name" value="{{form.get('name', '')}}" maxlength="{{limits["name"]}}" dir="auto"></label>
+  <label>{{t("field.company")}} <input name="company" id="add-company" value="{{form.get('company', '')}}" maxlength="{{limits["company"]}}" dir="auto"></label>
+  <label>{{t("field.phone")}} <input type="tel" name="phone" id="add-phone" value="{{form.get('phone', '')}}" maxlength="{{limits["phone"]}}" dir="ltr"></label>
+  <label>{{t("field.notes")}} <textarea name="notes" id="add-notes" maxlength="{{limits["notes"]}}" dir="auto">{{form.get('notes', '')}}</textarea></label>
   <button type="submit">{{t("caller.add")}}</button>
 </form>
 <p class="muted">{{t("caller.add_help")}}</p>
@@ -156,10 +156,10 @@
     <form method="post" action="/caller/{{number_path}}/call{{action_query}}" class="note-form">
       <input type="hidden" name="csrf" value="{{form_token}}">
       <input type="hidden" name="ivrid" value="{{call.ivrid}}">
-      <textarea name="note" maxlength="2000" dir="auto" aria-label="{{t('caller.note')}}">{{call.note}}</textarea>
+      <textarea name="note" maxlength="{{max_note}}" dir="auto" aria-label="{{t('caller.note')}}">{{call.note}}</textarea>
       <select name="mark" aria-label="{{t('caller.mark')}}">
         <option value=""{{!' selected' if not call.mark else ''}}>{{t("mark.none")}}</option>
-%     for mark in ("handled", "called back"):
+%     for mark in marks:
         <option value="{{mark}}"{{!' selected' if call.mark == mark else ''}}>{{t("mark." + mark)}}</option>
 %     end
       </select>

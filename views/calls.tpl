@@ -241,11 +241,11 @@
       <input type="hidden" name="ivrid" value="{{call.ivrid}}">
       <input type="hidden" name="next" value="/calls{{link(calls=calls_from, callers=callers_from)}}#call-{{call.ivrid}}">
       <select name="mark" aria-label="{{t('col.mark')}}">
-        % for value, key in (("", "mark.none"), ("handled", "mark.handled"), ("called back", "mark.called back")):
-        <option value="{{value}}"{{!" selected" if value == call.mark else ""}}>{{t(key)}}</option>
+        % for value in ("", *marks):
+        <option value="{{value}}"{{!" selected" if value == call.mark else ""}}>{{t("mark." + (value or "none"))}}</option>
         % end
       </select>
-      <input type="text" name="note" value="{{call.note}}" maxlength="2000" dir="auto" aria-label="{{t('mark.note')}}" placeholder="{{t('mark.note')}}">
+      <input type="text" name="note" value="{{call.note}}" maxlength="{{max_note}}" dir="auto" aria-label="{{t('mark.note')}}" placeholder="{{t('mark.note')}}">
       <button type="submit">{{t("mark.save")}}</button>
       <a href="{{link(calls=calls_from, callers=callers_from)}}#call-{{call.ivrid}}">{{t("mark.cancel")}}</a>
     </form>

@@ -55,6 +55,7 @@ import ipaddress
 import json
 import logging
 import math
+import operator
 import os
 import random
 import re
@@ -3965,10 +3966,14 @@ class ContactsSource:
         ContactsFileError saying why there is none; seconds the load took)."""
         started = time.perf_counter()
         try:
-            outcome = self.load()
+            outcome = self._fetch()
         except ContactsFileError as error:
             outcome = error
         return outcome, time.perf_counter() - started
+
+    def _fetch(self):
+        """The source's contacts as they are now (a LinkSource: only if changed)."""
+        return self.load()
 
     def swap_in(self, read):
         """Serve what read() loaded, or report why it failed; True when serving it."""
@@ -4091,14 +4096,6 @@ class LinkSource(ContactsSource):
         if self.export_url != self.url:
             lines.insert(1, f"read as: {redact_url(self.export_url)}")
         return lines
-
-    def read(self):
-        started = time.perf_counter()
-        try:
-            outcome = self._fetch()
-        except ContactsFileError as error:
-            outcome = error
-        return outcome, time.perf_counter() - started
 
     def swap_in(self, read):
         outcome, seconds = read
@@ -4852,22 +4849,17 @@ CREATE TABLE IF NOT EXISTS call_log (  -- how far Voicenter's Call Log has been 
 ) WITHOUT ROWID;
 """
 
-_CALL_TRIGGERS = ("call_of_new_event", "call_of_changed_event", "call_of_deleted_event",
-                  "call_of_new_cdr", "call_of_changed_cdr", "call_of_deleted_cdr")
-CALLS_TRIGGERS = f"""
-CREATE TRIGGER IF NOT EXISTS call_of_new_event AFTER INSERT ON events BEGIN
-    {_recount_call("NEW.ivrid")} END;
-CREATE TRIGGER IF NOT EXISTS call_of_changed_event AFTER UPDATE ON events BEGIN
-    {_recount_call("OLD.ivrid")} {_recount_call("NEW.ivrid")} END;
-CREATE TRIGGER IF NOT EXISTS call_of_deleted_event AFTER DELETE ON events BEGIN
-    {_recount_call("OLD.ivrid")} END;
-CREATE TRIGGER IF NOT EXISTS call_of_new_cdr AFTER INSERT ON cdrs BEGIN
-    {_recount_call("NEW.ivrid")} END;
-CREATE TRIGGER IF NOT EXISTS call_of_changed_cdr AFTER UPDATE ON cdrs BEGIN
-    {_recount_call("OLD.ivrid")} {_recount_call("NEW.ivrid")} END;
-CREATE TRIGGER IF NOT EXISTS call_of_deleted_cdr AFTER DELETE ON cdrs BEGIN
-    {_recount_call("OLD.ivrid")} END;
-"""
+#: The triggers that keep `calls` (one row a call) as events and CDRs come, change
+#: and go: {name: (table, statement, the rows whose call is counted again)}.
+_CALL_TRIGGERS = {
+    f"call_of_{change}_{kind}": (f"{kind}s", statement, rows)
+    for kind in ("event", "cdr") for change, statement, rows in (
+        ("new", "INSERT", ("NEW",)), ("changed", "UPDATE", ("OLD", "NEW")),
+        ("deleted", "DELETE", ("OLD",)))}
+CALLS_TRIGGERS = "".join(
+    f"CREATE TRIGGER IF NOT EXISTS {name} AFTER {statement} ON {table} BEGIN "
+    + " ".join(_recount_call(f"{row}.ivrid") for row in rows) + " END;\n"
+    for name, (table, statement, rows) in _CALL_TRIGGERS.items())
 CALLS_SCHEMA = CALLS_TABLES + CALLS_TRIGGERS
 
 #: PRAGMA user_version of a database with the schema above. 0 is the events-only
@@ -5800,29 +5792,19 @@ def calls_of_number(path, e164, *, zone=None, ring_timeout=None, names=None, lim
 ###############################################################################
 # /calls.csv's rows, with no cell a spreadsheet would run as a formula.
 
-#: /calls.csv's columns: (header, the cell of a call). The headers are what scripts
-#: read: a new column goes at the end.
+#: /calls.csv's columns: (header, the Call's attribute, or how its cell is made). The
+#: headers are what scripts read: a new column goes at the end.
 CALLS_CSV_COLUMNS = (
     ("time", lambda call: call.started.strftime("%Y-%m-%d %H:%M:%S")),
-    ("outcome", lambda call: call.outcome),
-    ("caller", lambda call: call.caller),
-    ("name", lambda call: call.name),
-    ("company", lambda call: call.company),
-    ("tries", lambda call: call.tries),
-    ("answered by", lambda call: call.answered_by),
+    ("outcome", "outcome"), ("caller", "caller"), ("name", "name"),
+    ("company", "company"), ("tries", "tries"), ("answered by", "answered_by"),
     ("duration (s)", lambda call: "" if call.duration is None else call.duration),
-    ("dialled", lambda call: call.did),
-    ("crm link", lambda call: call.url),
-    ("ivrid", lambda call: call.ivrid),
-    ("direction", lambda call: call.direction),
-    ("status", lambda call: call.status),
-    ("line", lambda call: call.did_name),
-    ("recording", lambda call: call.recording),
-    ("mark", lambda call: call.mark),
-    ("note", lambda call: call.note),
+    ("dialled", "did"), ("crm link", "url"), ("ivrid", "ivrid"),
+    ("direction", "direction"), ("status", "status"), ("line", "did_name"),
+    ("recording", "recording"), ("mark", "mark"), ("note", "note"),
     ("called number", lambda call: (call.target or call.caller)
      if call.direction == "outgoing" else ""),
-    ("summary", lambda call: call.summary),
+    ("summary", "summary"),
 )
 
 
@@ -5834,7 +5816,8 @@ def calls_csv_lines(calls):
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(header for header, _ in CALLS_CSV_COLUMNS)
     yield "\ufeff" + out.getvalue()
-    cells = [cell for _, cell in CALLS_CSV_COLUMNS]
+    cells = [operator.attrgetter(cell) if isinstance(cell, str) else cell
+             for _, cell in CALLS_CSV_COLUMNS]
     for call in calls:
         out.seek(0)
         out.truncate()
@@ -6810,9 +6793,9 @@ def _body_fields(environ, max_body, json_fields=None):
     return _form_fields(text, "form body")
 
 
-def _json_fields(body, names=None):
-    """The pop-up's fields (REQUEST_FIELDS) of a JSON body; `names` (a list) gets the
-    names of the first _SENT_NAMES fields it has, for the "what Voicenter sent" page."""
+def _json_object(body, example):
+    """The object a JSON request body holds; any other body is refused (400) in
+    words, with `example` (an object's JSON) as what to send."""
     try:
         data = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
@@ -6822,8 +6805,14 @@ def _json_fields(body, names=None):
     except RecursionError:
         raise bottle.HTTPError(400, "the JSON body is nested too deeply") from None
     if not isinstance(data, dict):
-        raise bottle.HTTPError(400, "the JSON body must be an object, e.g. "
-                                    '{"phone": "0722776772"}')
+        raise bottle.HTTPError(400, f"the JSON body must be an object, e.g. {example}")
+    return data
+
+
+def _json_fields(body, names=None):
+    """The pop-up's fields (REQUEST_FIELDS) of a JSON body; `names` (a list) gets the
+    names of the first _SENT_NAMES fields it has, for the "what Voicenter sent" page."""
+    data = _json_object(body, '{"phone": "0722776772"}')
     if names is not None:
         names.extend(itertools.islice(data, _SENT_NAMES))
     fields = {}
@@ -8347,18 +8336,7 @@ def _cdr_answer(status, message):
 
 def _cdr_json(body):
     """Every field of a JSON CDR, as sent (an object of any fields)."""
-    try:
-        data = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise bottle.HTTPError(400, "the JSON body is not UTF-8") from None
-    except ValueError as error:
-        raise bottle.HTTPError(400, f"the body is not valid JSON ({error})") from None
-    except RecursionError:
-        raise bottle.HTTPError(400, "the JSON body is nested too deeply") from None
-    if not isinstance(data, dict):
-        raise bottle.HTTPError(400, 'the JSON body must be an object, e.g. '
-                                    '{"ivruniqueid": "...", "status": "ANSWER"}')
-    return data
+    return _json_object(body, '{"ivruniqueid": "...", "status": "ANSWER"}')
 
 
 def health_report(holder, recorder, call_log=None, voicenter=None):
@@ -9309,13 +9287,26 @@ def _adopt_old_token(config):
     return None
 
 
+def _copy_database(source, target):
+    """Copy the SQLite database `source` into the new file `target` with SQLite's
+    backup API: whole even with a -wal beside it; `source` is only read."""
+    reading = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=5)
+    try:
+        writing = sqlite3.connect(target)
+        try:
+            reading.backup(writing)
+        finally:
+            writing.close()
+    finally:
+        reading.close()
+
+
 def adopt_old_calls(config):
     """The call history an older version kept (data/calls.sqlite beside the program;
     an installed command's in the user's data folder), copied into the state folder
     when it has none yet and --calls-db is not given. Copied, not used in place: two
     servers must not share one database, and a checkout's folder may be replaced on
-    the next upgrade. SQLite's backup API copies it whole even with a -wal beside it;
-    the old file is left as it was. Logged once: the next start finds the copy."""
+    the next upgrade. The old file is left as it was. Logged once: the next start finds the copy."""
     target = config.calls_path
     if config.calls_db is not None or target is None or target.exists():
         return
@@ -9324,15 +9315,7 @@ def adopt_old_calls(config):
         return
     partial = target.with_name(target.name + ".copying")
     try:
-        source = sqlite3.connect(f"file:{old}?mode=ro", uri=True, timeout=5)
-        try:
-            copy = sqlite3.connect(partial)
-            try:
-                source.backup(copy)
-            finally:
-                copy.close()
-        finally:
-            source.close()
+        _copy_database(old, partial)
         os.replace(partial, target)
     except (sqlite3.Error, OSError) as error:
         with contextlib.suppress(OSError):
@@ -9488,16 +9471,8 @@ def _copy_state(old, new):
             return
         partial = target.with_name(target.name + ".copying")
         try:
-            if source.suffix == ".sqlite":  # whole even with a -wal beside it
-                reading = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=5)
-                try:
-                    writing = sqlite3.connect(partial)
-                    try:
-                        reading.backup(writing)
-                    finally:
-                        writing.close()
-                finally:
-                    reading.close()
+            if source.suffix == ".sqlite":
+                _copy_database(source, partial)
             else:
                 with open(source, "rb") as handle, open(os.open(
                         partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:

@@ -61,7 +61,9 @@ def test_the_state_folder_holds_the_servers_files_owner_only_and_is_printed(tmp_
 
 
 def _printed_password(server):
-    """The office password a first start printed (once)."""
+    """The office password a first start printed (once), in the start-up's closing
+    block (written just after the server begins to answer: waited for)."""
+    server.wait_for_log("State folder:", timeout=10)
     found = re.findall(r"^  Office password: +(\S+) +\(made now", server.log_text(),
                        re.M)
     assert len(found) == 1, server.log_text()

@@ -6580,6 +6580,13 @@ PAGE_TEXTS = {
     "caller.from": ("From {source}, row {row}", "מתוך {source}, שורה {row}"),
     "caller.not_found": ("Nobody in the contacts has this number.",
                          "אין באנשי הקשר אף אחד עם המספר הזה."),
+    "caller.unread": ("{source} could not be read just now, so from it this page shows "
+                      "only what the pop-up knows: a name, a company and a link.",
+                      "לא ניתן היה לקרוא את {source} כרגע, ולכן מוצג ממנו בדף רק מה "
+                      "שהחלון הקופץ יודע: שם, חברה וקישור."),
+    "caller.unread_more": ("Of its {count} contacts holding this number, only the "
+                           "first is shown.",
+                           "מתוך {count} אנשי הקשר בו עם המספר הזה מוצג רק הראשון."),
     "caller.national": ("Local", "מקומי"),
     "caller.international": ("International", "בינלאומי"),
     "caller.call": ("call", "חיוג"),
@@ -6937,28 +6944,53 @@ class CallerRow:
 
 
 def rows_of_number(sources, key, additions_path=None):
-    """Every contact of `sources` (ContactsSources, in order) holding the number `key`,
-    in source then file order, with every column: the same rule as ContactIndex.find()
-    (the exact number, else its last --match-digits digits when no contact anywhere
-    has it exactly). Each source's file is read again in blocks (a page, not a pop-up:
-    the index keeps only what a pop-up answers); a file that cannot be read now gives
-    no rows."""
-    exact, by_suffix = [], []
+    """(rows, unread) for the number `key`: every contact of `sources` (ContactsSources,
+    in order) holding it, in source then file order, with every column: the same rule
+    as ContactIndex.find() (the exact number, else its last --match-digits digits when
+    no contact anywhere has it exactly). Each source's file is read again in blocks (a
+    page, not a pop-up: the index keeps only what a pop-up answers).
+
+    A source whose file cannot be read now, whose last reload failed, or whose file no
+    longer holds a number its index serves (a save not served yet) gives what its
+    index serves instead (_served_rows()), so the page names whom the pop-up names;
+    `unread` lists those sources as (public name, how many of its contacts the index
+    has holding the number)."""
+    exact, by_suffix, unread = [], [], []
     for source in sources:
         index = source.index
-        try:
-            found = _rows_holding(index, key, source.public_name,
-                                  additions_path is not None
-                                  and Path(index.source) == Path(additions_path),
-                                  {name: source.options.get(name)
-                                   for name in READ_SETTINGS})
-        except (ContactsFileError, _ReadAgain, OSError, ValueError) as error:
-            log.warning("the caller's page could not read %s again: %s", source.name,
-                        _first_line(error))
-            continue
+        found = None
+        if source.last_error is None:
+            try:
+                found = _rows_holding(index, key, source.public_name,
+                                      additions_path is not None
+                                      and Path(index.source) == Path(additions_path),
+                                      {name: source.options.get(name)
+                                       for name in READ_SETTINGS})
+            except (ContactsFileError, _ReadAgain, OSError, ValueError) as error:
+                log.warning("the caller's page could not read %s again: %s", source.name,
+                            _first_line(error))
+        served = _served_rows(index, key, source.public_name)
+        if found is None or (served[2] and not found[0] and not found[1]):
+            found = served
+            unread.append((source.public_name, served[2]))
         exact.extend(found[0])
         by_suffix.extend(found[1])
-    return exact or by_suffix
+    return exact or by_suffix, unread
+
+
+def _served_rows(index, key, source_name):
+    """(rows holding `key` exactly, rows holding it by its last digits, how many
+    contacts hold it) as `index` serves them, without its file: the pop-up's contact
+    (the first holding it) with the name, company and link the index keeps, and no
+    other column."""
+    position, total, _ = index.find(_e164(key))
+    if not total:
+        return [], [], 0
+    name, company, url, _ = index.texts_of(position)
+    columns = ((index.columns.url or "URL", url, "link"),) if url else ()
+    row = CallerRow(source_name, position + index.first_row, name or company, company,
+                    columns, {}, False)
+    return ([row], [], total) if index._numbers.find(key)[1] else ([], [row], total)
 
 
 def _rows_holding(index, key, source_name, addition, settings):
@@ -8728,7 +8760,7 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
     def show_caller(number, how, session, query, key, status=200, problem=None,
                     form=None):
         e164 = f"+{key}"
-        contacts = rows_of_number(holder.sources, key, additions.path)
+        contacts, unread = rows_of_number(holder.sources, key, additions.path)
         calls, calls_error = _calls_or_error(recorder, lambda path: calls_of_number(
             path, e164, names=names, limit=CALLER_PAGE_CALLS, **day_options))
         national, international = number_forms(e164, config.region)
@@ -8739,7 +8771,8 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
             "caller", status, session=session, number=number, e164=e164,
             number_path=quote(number, safe="+"),
             national=national, international=international, contacts=contacts,
-            calls=calls or [], calls_error=calls_error, recording=recorder is not None,
+            unread=unread, calls=calls or [], calls_error=calls_error,
+            recording=recorder is not None,
             zone_name=zone_name(zone), by_link=how == "link", link_query=link_query,
             problem=problem, form=form or {"phone": national or international},
             form_token=caller_form_token(door.secret, number, how, session, query, door),

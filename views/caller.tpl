@@ -1,5 +1,6 @@
 %# A caller's page (see show_caller()): number as in the link, e164, national and
-%# international forms; contacts (CallerRow, file order); calls (Call, newest first);
+%# international forms; contacts (CallerRow, file order); unread ((source, count) of
+%# each source shown from the served index: rows_of_number()); calls (Call, newest first);
 %# by_link and link_query (?e=&s= for the forms when opened by a signed link);
 %# form_token (the forms' csrf); problem (None or (text key, values)); form (values).
 % rebase("layout", title=t("caller.title") + " \u2066" + number_text(number) + "\u2069")
@@ -61,6 +62,13 @@
 % end
 
 <div id="contacts">
+% for source, count in unread:
+<p class="error caller-unread" role="status" data-source="{{source}}">{{t("caller.unread", source="\u2068" + source + "\u2069")}}
+%   if count > 1:
+{{t("caller.unread_more", count=count)}}
+%   end
+</p>
+% end
 % if contacts:
 %   if len(contacts) > 1:
 <p>{{t("caller.known", count=len(contacts))}}</p>

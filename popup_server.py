@@ -6937,9 +6937,10 @@ class CallerRow:
     name: str
     company: str
     columns: tuple       # (header, text, kind) of its non-empty cells, in file order;
-                         # kind: "phone" (then text's numbers as E.164 follow: see
+                         # kind: "phone" or "fax" (its label says so: no call, no
+                         # WhatsApp; for both, text's numbers as E.164 follow: see
                          # `numbers`), "email", "link" or "text"
-    numbers: dict        # header -> the E.164 numbers of that phone cell
+    numbers: dict        # header -> the E.164 numbers of that phone or fax cell
     addition: bool       # from the additions file (so it may be edited or removed)
 
 
@@ -7034,10 +7035,10 @@ def _caller_row(block, place, choice, rules, source_name, row, addition):
     for header, text in cells.items():
         if not text:
             continue
-        if header in choice.phones and not (
-                header in labels and _is_fax_label(cells.get(labels[header], ""))):
+        if header in choice.phones:
             numbers[header] = [_e164(found) for found in cell_keys(text, rules)[0]]
-            kind = "phone"
+            kind = "fax" if header in labels and _is_fax_label(
+                cells.get(labels[header], "")) else "phone"
         elif _E_MAIL.fullmatch(text):
             kind = "email"
         elif is_web_link(text) and (header == choice.url or "://" in text[:10]):

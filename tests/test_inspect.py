@@ -454,6 +454,18 @@ def test_a_fax_is_offered_neither_a_call_nor_whatsapp(start_server, tmp_path):
     assert "972355512" not in page  # no tel: and no wa.me link to the fax
 
 
+def test_a_fax_is_written_as_every_other_number_on_the_callers_page(start_server,
+                                                                    tmp_path):
+    path = write_contacts(tmp_path / "google.csv", [
+        ("Dana", "Levi", "Levi Optics", "Mobile", "054-123-4567", "Work Fax",
+         "036001234 ::: +972 3 600 5678", "", "")], header=GOOGLE_HEADER)
+    server = start_server(path)
+    page = server.get("/caller/+972541234567").text
+    faxes = re.findall(r'<span class="fax"><bdi dir="ltr">([^<]*)</bdi></span>', page)
+    assert faxes == ["03-600-1234", "03-600-5678"], page
+    assert "036001234" not in page and "97236001234" not in page  # nor a link to it
+
+
 # The README's proxy examples -------------------------------------------------------
 
 #: What nginx puts in place of the variables the README's block uses, for a browser at

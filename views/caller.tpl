@@ -84,12 +84,16 @@
 <table class="columns">
 %     for header, text, kind in contact.columns:
 <tr><th><bdi>{{t("field." + header.lower(), default=header) if contact.addition else header}}</bdi></th><td>
-%       if kind == "phone":
+%       if kind in ("phone", "fax"):
 %         if not contact.numbers.get(header):
 <bdi dir="ltr">{{text}}</bdi>
 %         end
 %         for number in contact.numbers.get(header, []):
+%           if kind == "fax":
+<span class="fax"><bdi dir="ltr">{{number_text(number)}}</bdi></span>
+%           else:
 <span class="phone"><bdi dir="ltr">{{number_text(number)}}</bdi> <a href="tel:{{number}}">{{t("caller.call")}}</a> · <a href="https://wa.me/{{e164_digits(number)}}" rel="noopener noreferrer" target="_blank">{{t("caller.whatsapp")}}</a></span>
+%           end
 %         end
 %       elif kind == "email":
 <a href="mailto:{{text}}" dir="ltr">{{text}}</a>

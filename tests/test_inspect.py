@@ -3,11 +3,15 @@ escaping, its bound of 200), the calls page's edit form going back to its day, l
 page and row, a locked database on a page's form as an HTML page in the page's
 language, each 405 naming its own route, Latin snippets isolated in Hebrew texts, the
 additions' labels in the page's language, Scientific-formatted .xlsx cells, fax numbers
-kept off the index, and the README's proxy examples giving https:// links. The
+kept off the index, the README's proxy examples giving https:// links, and its
+systemd unit keeping its state where the unit lets it write. The
 browser test of /sent is test_inspect_browser.py."""
+import configparser
 import datetime as dt
 import html
+import os
 import re
+import shlex
 import sqlite3
 import time
 import urllib.parse
@@ -512,3 +516,59 @@ def test_the_readmes_proxy_examples_give_https_links(start_server, headers):
     assert answer["URL"].startswith("https://popup.example.com/caller/+972722776772?e="), \
         (sent, answer)
     assert urllib.parse.urlsplit(answer["URL"]).scheme == "https"
+
+
+# The README's systemd unit --------------------------------------------------------
+
+def _systemd_unit():
+    """The [Service] settings of the README's unit, as a dict."""
+    block = README.read_text(encoding="utf-8")
+    block = block[block.index("### systemd (Linux)"):]
+    block = block[block.index("```ini\n") + 7:]
+    unit = configparser.ConfigParser(interpolation=None)
+    unit.optionxform = str  # systemd's keys are CamelCase
+    unit.read_string(block[:block.index("```")])
+    return dict(unit["Service"])
+
+
+def test_the_readmes_systemd_unit_keeps_its_state_where_protectsystem_lets_it_write(
+        tmp_path):
+    """The unit's command line as systemd runs it: ProtectSystem=strict leaves it only
+    its StateDirectory= (and any ReadWritePaths=) to write, and the user's home is
+    read-only. The system's folders are mapped into tmp_path; the home stays empty."""
+    unit = _systemd_unit()
+    assert unit["ProtectSystem"] == "strict" and unit["User"] == "popup", unit
+    root, home = tmp_path / "root", tmp_path / "home"
+    writable = [f"/var/lib/{unit['StateDirectory']}",
+                *unit.get("ReadWritePaths", "").split()]
+    state = root / writable[0].lstrip("/")
+    state.mkdir(parents=True, mode=int(unit.get("StateDirectoryMode", "0755"), 8))
+    home.mkdir()
+    python, program, *args = shlex.split(unit["ExecStart"])
+    assert python == f"{unit['WorkingDirectory']}/.venv/bin/python", python
+    assert program == "popup_server.py", program
+    args = [str(root / arg.lstrip("/")) if arg.startswith("/") else arg for arg in args]
+    contacts = Path(args[0])
+    contacts.parent.mkdir(parents=True)
+    import openpyxl
+    book = openpyxl.Workbook()
+    book.active.append(["Name", "Company", "Phone"])
+    book.active.append(["Avi Barak", "Barak Ltd", "03-555-6789"])
+    book.save(contacts)
+    if os.geteuid() != 0:
+        home.chmod(0o555)  # as the unit has it (root would write anyway: see below)
+    from test_state_dir import _start_as_a_user_would
+    server = _start_as_a_user_would(tmp_path, *args, env={
+        "HOME": str(home), "XDG_DATA_HOME": str(home / ".local" / "share")})
+    try:
+        assert f"state folder: {state}\n" in server.log_text(), server.log_text()
+        token = (state / ".popup-token").read_text().strip()
+        answer = server.lookup("035556789", token=token, ivrid="unit-call",
+                               statusCall="Ringing")
+        assert answer["CLIENTNAME"] == "Avi Barak", answer
+    finally:
+        server.stop()
+    assert server.proc.returncode == 0, server.log_text()
+    assert {p.name for p in state.iterdir()} >= {
+        ".popup-token", "page-secret", "office-password", "calls.sqlite", "server.lock"}
+    assert not list(home.rglob("*")), list(home.rglob("*"))  # nothing outside it

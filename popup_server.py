@@ -5845,18 +5845,46 @@ def hash_password(password, salt=None):
         base64.b64encode(part).decode("ascii") for part in (salt, digest))
 
 
+_SCRYPT_MAXMEM = 64 * 1024 * 1024  # bytes a password check may take (16 MiB for _SCRYPT)
+
+
 def password_matches(password, stored):
     """Whether `password` is the one `stored` (hash_password's text) was made from."""
     try:
-        kind, n, r, p, salt, digest = stored.split("$")
-        salt, digest = base64.b64decode(salt), base64.b64decode(digest)
-        if kind != "scrypt":
-            return False
-        given = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=int(n), r=int(r),
-                               p=int(p), dklen=len(digest), maxmem=64 * 1024 * 1024)
+        salt, digest, cost = _scrypt_parts(stored)
+        given = hashlib.scrypt(password.encode("utf-8"), salt=salt, dklen=len(digest),
+                               maxmem=_SCRYPT_MAXMEM, **cost)
     except (ValueError, binascii.Error, UnicodeError):
         return False
     return hmac.compare_digest(given, digest)
+
+
+def _scrypt_parts(stored):
+    """(salt, digest, {n, r, p}) of hash_password()'s text; ValueError (or
+    binascii.Error) when it is no hash a password can be checked against: so that
+    a damaged file is refused when read, not met with "Wrong password" at every
+    login."""
+    kind, *cost, salt, digest = stored.split("$")
+    if kind != "scrypt" or len(cost) != 3 or not all(
+            part.isascii() and part.isdigit() and len(part) < 10 for part in cost):
+        raise ValueError("not scrypt$n$r$p$salt$hash")
+    n, r, p = map(int, cost)
+    salt = base64.b64decode(salt, validate=True)
+    digest = base64.b64decode(digest, validate=True)
+    # OpenSSL's bounds: n a power of 2 above 1, and 128·r·(n + p + 2) bytes of memory.
+    if n < 2 or n & (n - 1) or not r or not p or len(digest) < 16 or not salt \
+            or 128 * r * (n + p + 2) > _SCRYPT_MAXMEM:
+        raise ValueError("scrypt's cost or lengths out of bounds")
+    return salt, digest, {"n": n, "r": r, "p": p}
+
+
+def password_hash_usable(stored):
+    """Whether `stored` is a password hash this server can check a password against."""
+    try:
+        _scrypt_parts(stored)
+    except (ValueError, binascii.Error):
+        return False
+    return True
 
 
 def _signature(secret, *parts):
@@ -6195,8 +6223,11 @@ class OfficeDoor:
                 except PopupError as error:
                     kept = None
                     log.error("%s; the office password stays as it was", error)
-                if kept is not None and kept.startswith("scrypt$") \
-                        and kept != self._password_hash:
+                if kept is not None and not password_hash_usable(kept):
+                    log.error("%s: %s does not hold a password hash; the office password "
+                              "stays as it was (%s)", self.password_file,
+                              PASSWORD_FILE.what, PASSWORD_FILE.renewal(self.password_file))
+                elif kept is not None and kept != self._password_hash:
                     self._password_hash = kept
                     with self.revoked.lock:  # the next start must not revoke them again
                         self.revoked.password = password_tag(self.secret, kept)
@@ -9798,11 +9829,19 @@ _WEAK_TOKEN_LENGTH = 16  # characters; a made token has 32 (192 random bits)
 @dataclasses.dataclass(frozen=True)
 class SecretFile:
     """One of the server's secret files: what the messages call it, the option that
-    puts it elsewhere, and what deleting it does."""
+    puts it elsewhere, what deleting it does, and the command that writes a new one
+    (then named instead of deleting it: the office password, which the office needs)."""
 
     what: str
     option: str
     if_deleted: str
+    command: str | None = None
+
+    def renewal(self, path):
+        """How to put a good file in place of the one at `path`."""
+        if self.command is not None:
+            return f"set a new one: {_command_name()} {self.command} --state-dir {path.parent}"
+        return f"delete it to have a new one made ({self.if_deleted})"
 
 
 TOKEN_FILE = SecretFile("the token file", "--token-file",
@@ -9810,7 +9849,8 @@ TOKEN_FILE = SecretFile("the token file", "--token-file",
 PAGE_SECRET_FILE = SecretFile("the page secret file", "--state-dir",
                               "a new one is made, and links already sent stop working")
 PASSWORD_FILE = SecretFile("the office password file", "--state-dir",
-                           "a new password is made and printed at the next start")
+                           "a new password is made and printed at the next start",
+                           command="password")
 PAGE_SECRET_NAME = "page-secret"
 PASSWORD_FILE_NAME = "office-password"
 
@@ -10107,9 +10147,9 @@ def open_state(config):
             made = password
             log.info("made the office password; only its hash is kept, in %s (the "
                      "password is shown once, at the end of the start-up)", path)
-    elif not password_hash.startswith("scrypt$"):
+    elif not password_hash_usable(password_hash):
         raise ConfigError(f"{path}: {PASSWORD_FILE.what} does not hold a password hash; "
-                          f"set a new password: {_command_name()} password")
+                          f"{PASSWORD_FILE.renewal(path)}")
     return secret.encode("utf-8"), password_hash, made
 
 
@@ -10134,14 +10174,14 @@ def _read_secret_file(path, kind):
             raise ConfigError(
                 f"{path}: {kind.what} can be read or changed by other users (mode "
                 f"{stat.S_IMODE(mode):03o}); make it the owner's only: chmod 600 {path} "
-                f"(if others may have read it, delete it instead: {kind.if_deleted})")
+                f"(if others may have read it, {kind.renewal(path)} instead)")
     try:
         text = data.decode("utf-8").strip()
     except UnicodeDecodeError:
         text = None
     if text is None or len(data) > 4096 or not text.isprintable():
-        raise ConfigError(f"{path}: {kind.what} does not hold one line of text; delete "
-                          f"it to have a new one made ({kind.if_deleted})")
+        raise ConfigError(f"{path}: {kind.what} does not hold one line of text; "
+                          f"{kind.renewal(path)}")
     if not text:  # an empty file: made anew below, so nothing of its mode survives
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
@@ -10342,6 +10382,7 @@ def set_office_password(argv, environ, stdin=None):
             raise ConfigError(f"a password has at least {MIN_PASSWORD_LENGTH} characters "
                               "(letters, digits, spaces, signs); nothing was changed")
         folder = _owner_only_folder(config.state_path)
+        _refuse_a_folder_of_another_user(folder)
         path = folder / PASSWORD_FILE_NAME
         partial = folder / f".{PASSWORD_FILE_NAME}.{os.getpid()}.new"
         with contextlib.suppress(FileNotFoundError):
@@ -10361,6 +10402,24 @@ def set_office_password(argv, environ, stdin=None):
           "Every browser signed in must sign in again with it; a running server takes "
           "it within a second.")
     return ExitStatus.SUCCESS
+
+
+def _refuse_a_folder_of_another_user(folder):
+    """A ConfigError when the state folder is another user's (a service's, and this
+    is root): a password file written by this user would be its own, mode 600, and
+    the server could not read it."""
+    owner = None if os.name == "nt" else folder.stat().st_uid
+    if owner is None or owner == os.geteuid():
+        return
+    try:
+        import pwd
+        owner = pwd.getpwuid(owner).pw_name
+    except (ImportError, KeyError):
+        pass
+    raise ConfigError(f"{folder}: the state folder belongs to user {owner}, whose server "
+                      "could not read a password file this user writes; run this command "
+                      f"as that user: sudo -u {owner} {_command_name()} password "
+                      f"--state-dir {folder}")
 
 
 def main(argv=None, environ=None):
@@ -10394,6 +10453,7 @@ def main(argv=None, environ=None):
     except PopupError as error:
         if state_lock is not None:
             state_lock.close()
+        log_output.close()  # the lines logged so far first: the error ends the output
         print(f"popup_server: {error}", file=sys.stderr)  # one line, no traceback
         return ExitStatus.ERROR
     recorder = None
@@ -10428,6 +10488,7 @@ def main(argv=None, environ=None):
     except KeyboardInterrupt:
         log.info("stopped")
     except OSError as error:
+        log_output.close()  # as above: the error ends the output
         print(f"popup_server: cannot listen on {config.host}:{config.port}: "
               f"{error.strerror or error}", file=sys.stderr)
         if made_password:  # its hash is kept: this is the only time it can be shown

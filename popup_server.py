@@ -7613,7 +7613,7 @@ class SentRow(typing.NamedTuple):
     caller_link: bool    # the answer's URL was the caller's signed page link
     flag: str | None     # what was not understood
     others: tuple        # names of the other fields sent (this server ignores them)
-    started: str         # a CDR's call start as read
+    started: dt.datetime | None  # a CDR's call start as read, in `when`'s zone
 
 
 #: Fields a pop-up is read by: not listed among the others it sent (nor the token).
@@ -7674,7 +7674,7 @@ def sent_rows(entries, region, zone, hidden=()):
                 at, kind, how, shown(ivrid), shown(sent),
                 "phase.unknown" if phase is None else f"phase.{phase or 'none'}",
                 shown(number), e164, matched, shown(name), said, shown(text),
-                caller_link, _popup_flag(sent, ivrid, status), others, ""))
+                caller_link, _popup_flag(sent, ivrid, status), others, None))
             continue
         try:
             row = cdr_row(values, region, when)
@@ -7691,8 +7691,7 @@ def sent_rows(entries, region, zone, hidden=()):
             shown(number), row[7] if row is not None else "", None, "",
             "Err 0" if status == 200 else f"Err {1 if status >= 500 else status}",
             shown(answer), False, problem, (),
-            "" if row is None or problem else
-            _local_time(row[2], zone).strftime("%Y-%m-%d %H:%M:%S")))
+            None if row is None or problem else _local_time(row[2], zone)))
     return rows
 
 
@@ -8685,7 +8684,8 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
         session = door.admit(bottle.request.environ, asked_path())
         rows = sent_rows(sent.entries, config.region, zone, hidden=(config.token,))
         return render_page("sent", session=session, rows=rows, kept=SENT_KEPT,
-                           flags=sent.flags())
+                           flags=sent.flags(), today=today_in(zone),
+                           zone_name=zone_name(zone))
 
     @app.post("/calls/mark")
     @office_page

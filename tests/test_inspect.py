@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 import popup_server as ps
-from conftest import OFFICE_PASSWORD, SAMPLE_CONTACTS, wait_until, write_contacts
+from conftest import (OFFICE_PASSWORD, SAMPLE_CONTACTS, TEST_ZONE, wait_until,
+                      write_contacts)
 
 TOKEN = "inspect-token-0123456789"
 HEBREW = {"Accept-Language": "he-IL,he;q=0.9"}
@@ -165,6 +166,29 @@ def test_a_queue_cdr_is_read_as_an_incoming_call_not_flagged(office):
     assert server.post_json(f"/cdr?token={TOKEN}", cdr).status == 200
     page = client.get("/sent", headers={"Accept-Language": "en"}).text
     assert "direction not understood" not in page and "incoming" in page, page
+
+
+
+def test_sent_writes_its_times_as_every_page_does_in_the_pages_language_and_zone(office):
+    server, client = office
+    assert server.get("/popup", {"token": TOKEN, "phone": "0541234567", "ivrid": "w-1",
+                                 "statusCall": "Ringing"}).status == 200
+    assert server.post_json(f"/cdr?token={TOKEN}", {
+        "ivruniqueid": "w-0", "type": "Incoming Call", "status": "ANSWER",
+        "caller": "0541234567", "time": int(time.time()) - 3 * 86400,
+        "duration": 42}).status == 200
+    for headers, month, zone in (
+            ({"Accept-Language": "en"}, r"[A-Z][a-z]+", "Times in"),
+            (HEBREW, r"ב[א-ת]+", "השעות לפי")):
+        page = client.get("/sent", headers=headers).text
+        assert f'id="time-zone">{zone} \u2068{TEST_ZONE}\u2069</p>' in page, page
+        assert not re.search(r"\d{4}-\d\d-\d\d", page), page  # nothing ISO-style
+        received = re.findall(r'<td class="when">([^<]*)</td>', page)
+        assert len(received) == 2 and all(re.fullmatch(r"\d\d:\d\d:\d\d", when)
+                                          for when in received), received  # today's
+        started = re.search(r'<bdi class="started">([^<]*)</bdi>', page).group(1)
+        assert re.fullmatch(r"\d{1,2} " + month + r" \d{4}, \d\d:\d\d:\d\d", started), \
+            started  # three days ago: with its date, in the page's language
 
 
 def test_a_hostile_value_is_shown_as_text(office):

@@ -165,7 +165,8 @@ def test_while_a_file_cannot_be_read_the_callers_page_names_whom_the_pop_up_name
         start_server, tmp_path, log_in, breaking):
     path = write_contacts(tmp_path / "office" / "customers.csv", [
         ("", "Bakery Ltd", "077-444-5555", "https://crm.example.com/c/7"),
-        ("Other Person", "", "050-111-1111", "")],
+        ("Other Person", "", "050-111-1111", ""),
+        ("Its Baker", "Bakery Ltd", "077-444-5555", "")],
         header=("name", "company", "phone", "crm"))
     other = write_contacts(tmp_path / "office" / "more.csv", [("More", "", "050-222-2222")])
     server = start_server(path, other, "--office-password", OFFICE_PASSWORD)
@@ -177,10 +178,11 @@ def test_while_a_file_cannot_be_read_the_callers_page_names_whom_the_pop_up_name
     wait_until(lambda: server.health()["last_error"], what="the source's failure")
 
     answer = server.lookup("0774445555")
-    assert (answer["TOTAL"], answer["CLIENTNAME"]) == (1, "Bakery Ltd")
+    assert (answer["TOTAL"], answer["CLIENTNAME"]) == (2, "Bakery Ltd")
     assert answer["URL"] == "https://crm.example.com/c/7"
     text = _office_page(client, "+972774445555")
     _assert_named_from_the_served_index(server, text, "customers.csv")
+    assert "Of its 2 contacts holding this number, only the first is shown." in text
     hebrew = _office_page(client, "+972774445555", **HEBREW)
     assert '<bdi id="caller-name">Bakery Ltd</bdi>' in hebrew
     assert "לא ניתן היה לקרוא את \u2068customers.csv\u2069 כרגע" in hebrew

@@ -9840,7 +9840,8 @@ class SecretFile:
     def renewal(self, path):
         """How to put a good file in place of the one at `path`."""
         if self.command is not None:
-            return f"set a new one: {_command_name()} {self.command} --state-dir {path.parent}"
+            return (f"set a new one: {_command_name()} {self.command} "
+                    f"--state-dir {path.parent}")
         return f"delete it to have a new one made ({self.if_deleted})"
 
 

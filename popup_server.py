@@ -349,14 +349,29 @@ def _day_bounds(day, zone):
 _WEAK_TOKEN_LENGTH = 16  # characters; a made token has 32 (192 random bits)
 
 
+def _command_name():
+    """How the person typed this program, for --help: `popup-server` when installed."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return name if name.startswith("popup-server") else "python popup_server.py"
+
+
 @dataclasses.dataclass(frozen=True)
 class SecretFile:
     """One of the server's secret files: what the messages call it, the option that
-    puts it elsewhere, and what deleting it does."""
+    puts it elsewhere, what deleting it does, and the command that writes a new one
+    (then named instead of deleting it: the office password, which the office needs)."""
 
     what: str
     option: str
     if_deleted: str
+    command: str | None = None
+
+    def renewal(self, path):
+        """How to put a good file in place of the one at `path`."""
+        if self.command is not None:
+            return (f"set a new one: {_command_name()} {self.command} "
+                    f"--state-dir {path.parent}")
+        return f"delete it to have a new one made ({self.if_deleted})"
 
 
 TOKEN_FILE = SecretFile("the token file", "--token-file",
@@ -364,7 +379,8 @@ TOKEN_FILE = SecretFile("the token file", "--token-file",
 PAGE_SECRET_FILE = SecretFile("the page secret file", "--state-dir",
                               "a new one is made, and links already sent stop working")
 PASSWORD_FILE = SecretFile("the office password file", "--state-dir",
-                           "a new password is made and printed at the next start")
+                           "a new password is made and printed at the next start",
+                           command="password")
 PAGE_SECRET_NAME = "page-secret"
 PASSWORD_FILE_NAME = "office-password"
 
@@ -390,14 +406,14 @@ def _read_secret_file(path, kind):
             raise ConfigError(
                 f"{path}: {kind.what} can be read or changed by other users (mode "
                 f"{stat.S_IMODE(mode):03o}); make it the owner's only: chmod 600 {path} "
-                f"(if others may have read it, delete it instead: {kind.if_deleted})")
+                f"(if others may have read it, {kind.renewal(path)} instead)")
     try:
         text = data.decode("utf-8").strip()
     except UnicodeDecodeError:
         text = None
     if text is None or len(data) > 4096 or not text.isprintable():
-        raise ConfigError(f"{path}: {kind.what} does not hold one line of text; delete "
-                          f"it to have a new one made ({kind.if_deleted})")
+        raise ConfigError(f"{path}: {kind.what} does not hold one line of text; "
+                          f"{kind.renewal(path)}")
     if not text:  # an empty file: made anew below, so nothing of its mode survives
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
@@ -1076,12 +1092,6 @@ def build_parser():
                              "of what was found and exit (0 when contacts can be found)")
     parser.add_argument("--version", action="version", version=f"popup-server {__version__}")
     return parser
-
-
-def _command_name():
-    """How the person typed this program, for --help: `popup-server` when installed."""
-    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
-    return name if name.startswith("popup-server") else "python popup_server.py"
 
 
 def _help_epilog(command):
@@ -3341,6 +3351,10 @@ class ContactIndex:
         if not total and key >= self._suffix_modulus:
             position, total = self._suffixes.find(key % self._suffix_modulus)
         return position, total, key
+
+    def holds_exactly(self, key):
+        """Whether a contact holds the number `key` itself (not only its last digits)."""
+        return self._numbers.find(key)[1] > 0
 
     def lookup(self, caller_id):
         """Match(total, first contact in file order, caller's key) for a caller id:
@@ -5792,6 +5806,7 @@ def calls_of_number(path, e164, *, zone=None, ring_timeout=None, names=None, lim
 ###############################################################################
 # /calls.csv's rows, with no cell a spreadsheet would run as a formula.
 
+
 #: /calls.csv's columns: (header, the Call's attribute, or how its cell is made). The
 #: headers are what scripts read: a new column goes at the end.
 CALLS_CSV_COLUMNS = (
@@ -7086,18 +7101,46 @@ def hash_password(password, salt=None):
         base64.b64encode(part).decode("ascii") for part in (salt, digest))
 
 
+_SCRYPT_MAXMEM = 64 * 1024 * 1024  # bytes a password check may take (16 MiB for _SCRYPT)
+
+
 def password_matches(password, stored):
     """Whether `password` is the one `stored` (hash_password's text) was made from."""
     try:
-        kind, n, r, p, salt, digest = stored.split("$")
-        salt, digest = base64.b64decode(salt), base64.b64decode(digest)
-        if kind != "scrypt":
-            return False
-        given = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=int(n), r=int(r),
-                               p=int(p), dklen=len(digest), maxmem=64 * 1024 * 1024)
+        salt, digest, cost = _scrypt_parts(stored)
+        given = hashlib.scrypt(password.encode("utf-8"), salt=salt, dklen=len(digest),
+                               maxmem=_SCRYPT_MAXMEM, **cost)
     except (ValueError, binascii.Error, UnicodeError):
         return False
     return hmac.compare_digest(given, digest)
+
+
+def _scrypt_parts(stored):
+    """(salt, digest, {n, r, p}) of hash_password()'s text; ValueError (or
+    binascii.Error) when it is no hash a password can be checked against: so that
+    a damaged file is refused when read, not met with "Wrong password" at every
+    login."""
+    kind, *cost, salt, digest = stored.split("$")
+    if kind != "scrypt" or len(cost) != 3 or not all(
+            part.isascii() and part.isdigit() and len(part) < 10 for part in cost):
+        raise ValueError("not scrypt$n$r$p$salt$hash")
+    n, r, p = map(int, cost)
+    salt = base64.b64decode(salt, validate=True)
+    digest = base64.b64decode(digest, validate=True)
+    # OpenSSL's bounds: n a power of 2 above 1, and 128·r·(n + p + 2) bytes of memory.
+    if n < 2 or n & (n - 1) or not r or not p or len(digest) < 16 or not salt \
+            or 128 * r * (n + p + 2) > _SCRYPT_MAXMEM:
+        raise ValueError("scrypt's cost or lengths out of bounds")
+    return salt, digest, {"n": n, "r": r, "p": p}
+
+
+def password_hash_usable(stored):
+    """Whether `stored` is a password hash this server can check a password against."""
+    try:
+        _scrypt_parts(stored)
+    except (ValueError, binascii.Error):
+        return False
+    return True
 
 
 def _signature(secret, *parts):
@@ -7428,8 +7471,11 @@ class OfficeDoor:
                 except PopupError as error:
                     kept = None
                     log.error("%s; the office password stays as it was", error)
-                if kept is not None and kept.startswith("scrypt$") \
-                        and kept != self._password_hash:
+                if kept is not None and not password_hash_usable(kept):
+                    log.error("%s: %s does not hold a password hash; the office password "
+                              "stays as it was (%s)", self.password_file,
+                              PASSWORD_FILE.what, PASSWORD_FILE.renewal(self.password_file))
+                elif kept is not None and kept != self._password_hash:
                     self._password_hash = kept
                     with self.revoked.lock:  # the next start must not revoke them again
                         self.revoked.password = password_tag(self.secret, kept)
@@ -7880,7 +7926,7 @@ class SentRow(typing.NamedTuple):
     caller_link: bool    # the answer's URL was the caller's signed page link
     flag: str | None     # what was not understood
     others: tuple        # names of the other fields sent (this server ignores them)
-    started: str         # a CDR's call start as read
+    started: dt.datetime | None  # a CDR's call start as read, in `when`'s zone
 
 
 #: Fields a pop-up is read by: not listed among the others it sent (nor the token).
@@ -7941,7 +7987,7 @@ def sent_rows(entries, region, zone, hidden=()):
                 at, kind, how, shown(ivrid), shown(sent),
                 "phase.unknown" if phase is None else f"phase.{phase or 'none'}",
                 shown(number), e164, matched, shown(name), said, shown(text),
-                caller_link, _popup_flag(sent, ivrid, status), others, ""))
+                caller_link, _popup_flag(sent, ivrid, status), others, None))
             continue
         try:
             row = cdr_row(values, region, when)
@@ -7959,8 +8005,7 @@ def sent_rows(entries, region, zone, hidden=()):
             None, "",
             "Err 0" if status == 200 else f"Err {1 if status >= 500 else status}",
             shown(answer), False, problem, (),
-            "" if row is None or problem else
-            _local_time(row.started, zone).strftime("%Y-%m-%d %H:%M:%S")))
+            None if row is None or problem else _local_time(row.started, zone)))
     return rows
 
 
@@ -8032,35 +8077,61 @@ class CallerRow:
     name: str
     company: str
     columns: tuple       # (header, text, kind) of its non-empty cells, in file order;
-                         # kind: "phone" (then text's numbers as E.164 follow: see
+                         # kind: "phone" or "fax" (its label says so: no call, no
+                         # WhatsApp; for both, text's numbers as E.164 follow: see
                          # `numbers`), "email", "link" or "text"
-    numbers: dict        # header -> the E.164 numbers of that phone cell
+    numbers: dict        # header -> the E.164 numbers of that phone or fax cell
     addition: bool       # from the additions file (so it may be edited or removed)
 
 
 def rows_of_number(sources, key, additions_path=None):
-    """Every contact of `sources` (ContactsSources, in order) holding the number `key`,
-    in source then file order, with every column: the same rule as ContactIndex.find()
-    (the exact number, else its last --match-digits digits when no contact anywhere
-    has it exactly). Each source's file is read again in blocks (a page, not a pop-up:
-    the index keeps only what a pop-up answers); a file that cannot be read now gives
-    no rows."""
-    exact, by_suffix = [], []
+    """(rows, unread) for the number `key`: every contact of `sources` (ContactsSources,
+    in order) holding it, in source then file order, with every column: the same rule
+    as ContactIndex.find() (the exact number, else its last --match-digits digits when
+    no contact anywhere has it exactly). Each source's file is read again in blocks (a
+    page, not a pop-up: the index keeps only what a pop-up answers).
+
+    A source whose file cannot be read now, whose last reload failed, or whose file no
+    longer holds a number its index serves (a save not served yet) gives what its
+    index serves instead (_served_rows()), so the page names whom the pop-up names;
+    `unread` lists those sources as (public name, how many of its contacts the index
+    has holding the number)."""
+    exact, by_suffix, unread = [], [], []
     for source in sources:
         index = source.index
-        try:
-            found = _rows_holding(index, key, source.public_name,
-                                  additions_path is not None
-                                  and Path(index.source) == Path(additions_path),
-                                  {name: source.options.get(name)
-                                   for name in READ_SETTINGS})
-        except (ContactsFileError, _ReadAgain, OSError, ValueError) as error:
-            log.warning("the caller's page could not read %s again: %s", source.name,
-                        _first_line(error))
-            continue
+        found = None
+        if source.last_error is None:
+            try:
+                found = _rows_holding(index, key, source.public_name,
+                                      additions_path is not None
+                                      and Path(index.source) == Path(additions_path),
+                                      {name: source.options.get(name)
+                                       for name in READ_SETTINGS})
+            except (ContactsFileError, _ReadAgain, OSError, ValueError) as error:
+                log.warning("the caller's page could not read %s again: %s", source.name,
+                            _first_line(error))
+        served = _served_rows(index, key, source.public_name)
+        if found is None or (served[2] and not found[0] and not found[1]):
+            found = served
+            unread.append((source.public_name, served[2]))
         exact.extend(found[0])
         by_suffix.extend(found[1])
-    return exact or by_suffix
+    return exact or by_suffix, unread
+
+
+def _served_rows(index, key, source_name):
+    """(rows holding `key` exactly, rows holding it by its last digits, how many
+    contacts hold it) as `index` serves them, without its file: the pop-up's contact
+    (the first holding it) with the name, company and link the index keeps, and no
+    other column."""
+    position, total, _ = index.find(_e164(key))
+    if not total:
+        return [], [], 0
+    name, company, url, _ = index.texts_of(position)
+    columns = ((index.columns.url or "URL", url, "link"),) if url else ()
+    row = CallerRow(source_name, position + index.first_row, name or company, company,
+                    columns, {}, False)
+    return ([row], [], total) if index.holds_exactly(key) else ([], [row], total)
 
 
 def _rows_holding(index, key, source_name, addition, settings):
@@ -8104,10 +8175,10 @@ def _caller_row(block, place, choice, rules, source_name, row, addition):
     for header, text in cells.items():
         if not text:
             continue
-        if header in choice.phones and not (
-                header in labels and _is_fax_label(cells.get(labels[header], ""))):
+        if header in choice.phones:
             numbers[header] = [_e164(found) for found in cell_keys(text, rules)[0]]
-            kind = "phone"
+            kind = "fax" if header in labels and _is_fax_label(
+                cells.get(labels[header], "")) else "phone"
         elif _E_MAIL.fullmatch(text):
             kind = "email"
         elif is_web_link(text) and (header == choice.url or "://" in text[:10]):
@@ -8826,7 +8897,8 @@ def show_sent(site):
     config = site.config
     rows = sent_rows(site.sent.entries, config.region, site.zone, hidden=(config.token,))
     return site.render_page("sent", session=session, rows=rows, kept=SENT_KEPT,
-                            flags=site.sent.flags())
+                            flags=site.sent.flags(), today=today_in(site.zone),
+                            zone_name=zone_name(site.zone))
 
 
 def mark_a_call(site):
@@ -8897,7 +8969,7 @@ def caller_page(site, number, how, session, query, key, status=200, problem=None
     was refused."""
     config = site.config
     e164 = f"+{key}"
-    contacts = rows_of_number(site.holder.sources, key, site.additions.path)
+    contacts, unread = rows_of_number(site.holder.sources, key, site.additions.path)
     calls, calls_error = site.calls_or_error(lambda path: calls_of_number(
         path, e164, names=site.names, limit=CALLER_PAGE_CALLS, **site.day_options))
     national, international = number_forms(e164, config.region)
@@ -8908,7 +8980,8 @@ def caller_page(site, number, how, session, query, key, status=200, problem=None
         "caller", status, session=session, number=number, e164=e164,
         number_path=quote(number, safe="+"),
         national=national, international=international, contacts=contacts,
-        calls=calls or [], calls_error=calls_error, recording=site.recorder is not None,
+        unread=unread, calls=calls or [], calls_error=calls_error,
+        recording=site.recorder is not None,
         zone_name=zone_name(site.zone), by_link=how == "link", link_query=link_query,
         problem=problem, form=form or {"phone": national or international},
         form_token=caller_form_token(site.door.secret, number, how, session, query,
@@ -9527,9 +9600,9 @@ def open_state(config):
             made = password
             log.info("made the office password; only its hash is kept, in %s (the "
                      "password is shown once, at the end of the start-up)", path)
-    elif not password_hash.startswith("scrypt$"):
+    elif not password_hash_usable(password_hash):
         raise ConfigError(f"{path}: {PASSWORD_FILE.what} does not hold a password hash; "
-                          f"set a new password: {_command_name()} password")
+                          f"{PASSWORD_FILE.renewal(path)}")
     return secret.encode("utf-8"), password_hash, made
 
 
@@ -10250,6 +10323,7 @@ def set_office_password(argv, environ, stdin=None):
             raise ConfigError(f"a password has at least {MIN_PASSWORD_LENGTH} characters "
                               "(letters, digits, spaces, signs); nothing was changed")
         folder = _owner_only_folder(config.state_path)
+        _refuse_a_folder_of_another_user(folder)
         path = folder / PASSWORD_FILE_NAME
         partial = folder / f".{PASSWORD_FILE_NAME}.{os.getpid()}.new"
         with contextlib.suppress(FileNotFoundError):
@@ -10269,6 +10343,24 @@ def set_office_password(argv, environ, stdin=None):
           "Every browser signed in must sign in again with it; a running server takes "
           "it within a second.")
     return ExitStatus.SUCCESS
+
+
+def _refuse_a_folder_of_another_user(folder):
+    """A ConfigError when the state folder is another user's (a service's, and this
+    is root): a password file written by this user would be its own, mode 600, and
+    the server could not read it."""
+    owner = None if os.name == "nt" else folder.stat().st_uid
+    if owner is None or owner == os.geteuid():
+        return
+    try:
+        import pwd
+        owner = pwd.getpwuid(owner).pw_name
+    except (ImportError, KeyError):
+        pass
+    raise ConfigError(f"{folder}: the state folder belongs to user {owner}, whose server "
+                      "could not read a password file this user writes; run this command "
+                      f"as that user: sudo -u {owner} {_command_name()} password "
+                      f"--state-dir {folder}")
 
 
 def main(argv=None, environ=None):
@@ -10302,6 +10394,7 @@ def main(argv=None, environ=None):
     except PopupError as error:
         if state_lock is not None:
             state_lock.close()
+        log_output.close()  # the lines logged so far first: the error ends the output
         print(f"popup_server: {error}", file=sys.stderr)  # one line, no traceback
         return ExitStatus.ERROR
     recorder = None
@@ -10336,6 +10429,7 @@ def main(argv=None, environ=None):
     except KeyboardInterrupt:
         log.info("stopped")
     except OSError as error:
+        log_output.close()  # as above: the error ends the output
         print(f"popup_server: cannot listen on {config.host}:{config.port}: "
               f"{error.strerror or error}", file=sys.stderr)
         if made_password:  # its hash is kept: this is the only time it can be shown

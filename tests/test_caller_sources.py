@@ -14,7 +14,7 @@ import pytest
 
 import libreoffice
 import vcards
-from conftest import MODULE, wait_until, write_contacts
+from conftest import MODULE, OFFICE_PASSWORD, wait_until, write_contacts
 from linksite import LinkSite, Page
 from test_caller_page import _path_of, _post
 from test_state_dir import _start_as_a_user_would
@@ -130,6 +130,87 @@ def test_a_ragged_csv_row_does_not_empty_the_callers_page(start_server, tmp_path
     assert answer["CLIENTNAME"] == "Ragged Person"
     assert '<bdi id="caller-name">Ragged Person</bdi>' in text
 
+
+# A source that cannot be read now ----------------------------------------------------
+# A source that fails keeps its last good contacts in service (README, "Reloading"): the
+# pop-up still names the caller, so the caller's page names them too, from what the
+# served index holds, and says which source could not be read.
+
+HEBREW = {"Accept-Language": "he-IL,he;q=0.9"}
+
+
+def _unread_note(source):
+    """The caller's page's line saying `source` could not be read (caller.unread)."""
+    return (f'data-source="{source}">\u2068{source}\u2069 could not be read just now, '
+            "so from it this page shows only what the pop-up knows")
+
+
+def _office_page(client, number, **headers):
+    """The caller's page of `number` (E.164) as the office sees it, asserted 200."""
+    page = client.get(f"/caller/{number}", headers=headers)
+    assert page.status == 200, (page, client.server.log_text()[-2000:])
+    return page.text
+
+
+def _assert_named_from_the_served_index(server, text, source):
+    assert '<bdi id="caller-name">Bakery Ltd</bdi>' in text, server.log_text()[-2000:]
+    assert _unread_note(source) in text
+    assert 'href="https://crm.example.com/c/7"' in text  # its link, as the pop-up has it
+    assert "Nobody in the contacts has this number" not in text
+    assert 'id="add-form"' not in text and "Add as a contact" not in text
+
+
+@pytest.mark.parametrize("breaking", ["deleted", "only its header"])
+def test_while_a_file_cannot_be_read_the_callers_page_names_whom_the_pop_up_names(
+        start_server, tmp_path, log_in, breaking):
+    path = write_contacts(tmp_path / "office" / "customers.csv", [
+        ("", "Bakery Ltd", "077-444-5555", "https://crm.example.com/c/7"),
+        ("Other Person", "", "050-111-1111", ""),
+        ("Its Baker", "Bakery Ltd", "077-444-5555", "")],
+        header=("name", "company", "phone", "crm"))
+    other = write_contacts(tmp_path / "office" / "more.csv", [("More", "", "050-222-2222")])
+    server = start_server(path, other, "--office-password", OFFICE_PASSWORD)
+    client = log_in(server)
+    if breaking == "deleted":
+        path.unlink()
+    else:
+        path.write_text("name,company,phone,crm\n", "utf-8")
+    wait_until(lambda: server.health()["last_error"], what="the source's failure")
+
+    answer = server.lookup("0774445555")
+    assert (answer["TOTAL"], answer["CLIENTNAME"]) == (2, "Bakery Ltd")
+    assert answer["URL"] == "https://crm.example.com/c/7"
+    text = _office_page(client, "+972774445555")
+    _assert_named_from_the_served_index(server, text, "customers.csv")
+    assert "Of its 2 contacts holding this number, only the first is shown." in text
+    hebrew = _office_page(client, "+972774445555", **HEBREW)
+    assert '<bdi id="caller-name">Bakery Ltd</bdi>' in hebrew
+    assert "לא ניתן היה לקרוא את \u2068customers.csv\u2069 כרגע" in hebrew
+    assert "הוספה כאיש קשר" not in hebrew
+
+    _, text = _caller_page(server, "0502222222")  # another source's contact, read whole
+    assert '<bdi id="caller-name">More</bdi>' in text and _from("more.csv", 2) in text
+    assert _unread_note("customers.csv") in text  # the failing source is still named
+
+
+def test_while_a_link_fails_the_callers_page_names_whom_the_pop_up_names(
+        start_server, site, log_in):
+    site.pages["/c.csv"] = Page("name,company,phone,crm\n,Bakery Ltd,077-444-5555,"
+                                "https://crm.example.com/c/7\n")
+    link = f"http://user:pw-9s3cr3t@127.0.0.1:{site.port}/c.csv?key=k3y-9s3cr3t"
+    server = start_server(link, "--url-interval", "0.2", "--office-password",
+                          OFFICE_PASSWORD)
+    client = log_in(server)
+    site.pages["/c.csv"] = Page("boom", status=500)
+    failing = wait_until(lambda: server.health()["sources"][0]["last_error"],
+                         what="the link's failure")
+    shown = server.health()["sources"][0]["source"]  # as /health names it: redacted
+    assert "9s3cr3t" not in shown, failing
+
+    assert server.lookup("0774445555")["CLIENTNAME"] == "Bakery Ltd"
+    text = _office_page(client, "+972774445555")
+    _assert_named_from_the_served_index(server, text, shown)
+    assert "9s3cr3t" not in text
 
 # The additions file has settings of its own ------------------------------------------
 

@@ -3,11 +3,15 @@ escaping, its bound of 200), the calls page's edit form going back to its day, l
 page and row, a locked database on a page's form as an HTML page in the page's
 language, each 405 naming its own route, Latin snippets isolated in Hebrew texts, the
 additions' labels in the page's language, Scientific-formatted .xlsx cells, fax numbers
-kept off the index, and the README's proxy examples giving https:// links. The
+kept off the index, the README's proxy examples giving https:// links, and its
+systemd unit keeping its state where the unit lets it write. The
 browser test of /sent is test_inspect_browser.py."""
+import configparser
 import datetime as dt
 import html
+import os
 import re
+import shlex
 import sqlite3
 import time
 import urllib.parse
@@ -16,7 +20,8 @@ from pathlib import Path
 import pytest
 
 import popup_server as ps
-from conftest import OFFICE_PASSWORD, SAMPLE_CONTACTS, wait_until, write_contacts
+from conftest import (OFFICE_PASSWORD, SAMPLE_CONTACTS, TEST_ZONE, wait_until,
+                      write_contacts)
 
 TOKEN = "inspect-token-0123456789"
 HEBREW = {"Accept-Language": "he-IL,he;q=0.9"}
@@ -161,6 +166,29 @@ def test_a_queue_cdr_is_read_as_an_incoming_call_not_flagged(office):
     assert server.post_json(f"/cdr?token={TOKEN}", cdr).status == 200
     page = client.get("/sent", headers={"Accept-Language": "en"}).text
     assert "direction not understood" not in page and "incoming" in page, page
+
+
+
+def test_sent_writes_its_times_as_every_page_does_in_the_pages_language_and_zone(office):
+    server, client = office
+    assert server.get("/popup", {"token": TOKEN, "phone": "0541234567", "ivrid": "w-1",
+                                 "statusCall": "Ringing"}).status == 200
+    assert server.post_json(f"/cdr?token={TOKEN}", {
+        "ivruniqueid": "w-0", "type": "Incoming Call", "status": "ANSWER",
+        "caller": "0541234567", "time": int(time.time()) - 3 * 86400,
+        "duration": 42}).status == 200
+    for headers, month, zone in (
+            ({"Accept-Language": "en"}, r"[A-Z][a-z]+", "Times in"),
+            (HEBREW, r"ב[א-ת]+", "השעות לפי")):
+        page = client.get("/sent", headers=headers).text
+        assert f'id="time-zone">{zone} \u2068{TEST_ZONE}\u2069</p>' in page, page
+        assert not re.search(r"\d{4}-\d\d-\d\d", page), page  # nothing ISO-style
+        received = re.findall(r'<td class="when">([^<]*)</td>', page)
+        assert len(received) == 2 and all(re.fullmatch(r"\d\d:\d\d:\d\d", when)
+                                          for when in received), received  # today's
+        started = re.search(r'<bdi class="started">([^<]*)</bdi>', page).group(1)
+        assert re.fullmatch(r"\d{1,2} " + month + r" \d{4}, \d\d:\d\d:\d\d", started), \
+            started  # three days ago: with its date, in the page's language
 
 
 def test_a_hostile_value_is_shown_as_text(office):
@@ -454,6 +482,18 @@ def test_a_fax_is_offered_neither_a_call_nor_whatsapp(start_server, tmp_path):
     assert "972355512" not in page  # no tel: and no wa.me link to the fax
 
 
+def test_a_fax_is_written_as_every_other_number_on_the_callers_page(start_server,
+                                                                    tmp_path):
+    path = write_contacts(tmp_path / "google.csv", [
+        ("Dana", "Levi", "Levi Optics", "Mobile", "054-123-4567", "Work Fax",
+         "036001234 ::: +972 3 600 5678", "", "")], header=GOOGLE_HEADER)
+    server = start_server(path)
+    page = server.get("/caller/+972541234567").text
+    faxes = re.findall(r'<span class="fax"><bdi dir="ltr">([^<]*)</bdi></span>', page)
+    assert faxes == ["03-600-1234", "03-600-5678"], page
+    assert "036001234" not in page and "97236001234" not in page  # nor a link to it
+
+
 # The README's proxy examples -------------------------------------------------------
 
 #: What nginx puts in place of the variables the README's block uses, for a browser at
@@ -500,3 +540,59 @@ def test_the_readmes_proxy_examples_give_https_links(start_server, headers):
     assert answer["URL"].startswith("https://popup.example.com/caller/+972722776772?e="), \
         (sent, answer)
     assert urllib.parse.urlsplit(answer["URL"]).scheme == "https"
+
+
+# The README's systemd unit --------------------------------------------------------
+
+def _systemd_unit():
+    """The [Service] settings of the README's unit, as a dict."""
+    block = README.read_text(encoding="utf-8")
+    block = block[block.index("### systemd (Linux)"):]
+    block = block[block.index("```ini\n") + 7:]
+    unit = configparser.ConfigParser(interpolation=None)
+    unit.optionxform = str  # systemd's keys are CamelCase
+    unit.read_string(block[:block.index("```")])
+    return dict(unit["Service"])
+
+
+def test_the_readmes_systemd_unit_keeps_its_state_where_protectsystem_lets_it_write(
+        tmp_path):
+    """The unit's command line as systemd runs it: ProtectSystem=strict leaves it only
+    its StateDirectory= (and any ReadWritePaths=) to write, and the user's home is
+    read-only. The system's folders are mapped into tmp_path; the home stays empty."""
+    unit = _systemd_unit()
+    assert unit["ProtectSystem"] == "strict" and unit["User"] == "popup", unit
+    root, home = tmp_path / "root", tmp_path / "home"
+    writable = [f"/var/lib/{unit['StateDirectory']}",
+                *unit.get("ReadWritePaths", "").split()]
+    state = root / writable[0].lstrip("/")
+    state.mkdir(parents=True, mode=int(unit.get("StateDirectoryMode", "0755"), 8))
+    home.mkdir()
+    python, program, *args = shlex.split(unit["ExecStart"])
+    assert python == f"{unit['WorkingDirectory']}/.venv/bin/python", python
+    assert program == "popup_server.py", program
+    args = [str(root / arg.lstrip("/")) if arg.startswith("/") else arg for arg in args]
+    contacts = Path(args[0])
+    contacts.parent.mkdir(parents=True)
+    import openpyxl
+    book = openpyxl.Workbook()
+    book.active.append(["Name", "Company", "Phone"])
+    book.active.append(["Avi Barak", "Barak Ltd", "03-555-6789"])
+    book.save(contacts)
+    if os.geteuid() != 0:
+        home.chmod(0o555)  # as the unit has it (root would write anyway: see below)
+    from test_state_dir import _start_as_a_user_would
+    server = _start_as_a_user_would(tmp_path, *args, env={
+        "HOME": str(home), "XDG_DATA_HOME": str(home / ".local" / "share")})
+    try:
+        assert f"state folder: {state}\n" in server.log_text(), server.log_text()
+        token = (state / ".popup-token").read_text().strip()
+        answer = server.lookup("035556789", token=token, ivrid="unit-call",
+                               statusCall="Ringing")
+        assert answer["CLIENTNAME"] == "Avi Barak", answer
+    finally:
+        server.stop()
+    assert server.proc.returncode == 0, server.log_text()
+    assert {p.name for p in state.iterdir()} >= {
+        ".popup-token", "page-secret", "office-password", "calls.sqlite", "server.lock"}
+    assert not list(home.rglob("*")), list(home.rglob("*"))  # nothing outside it

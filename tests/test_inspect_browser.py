@@ -1,15 +1,17 @@
 """Issue 21 in a real browser (Debian's headless Chromium, Selenium), in English and in
 Hebrew: the calls page flags a phase it does not know and leads to "what Voicenter
-sent", which shows each request as it was read; paths such as /cdr read left to right
-on the Hebrew page; the edit form of a call goes back to its day, line and row. The
-screenshots go to docs/sent-en.png and docs/sent-he.png."""
+sent", which shows each request as it was read (its times in the page's language and
+zone); paths such as /cdr read left to right on the Hebrew page; the edit form of a
+call goes back to its day, line and row. The screenshots go to docs/sent-en.png and
+docs/sent-he.png."""
 import datetime as dt
+import re
 import time
 import urllib.parse
 
 import pytest
 
-from conftest import OFFICE_PASSWORD, write_contacts
+from conftest import OFFICE_PASSWORD, TEST_ZONE, write_contacts
 from test_login_browser import DOCS, By, WebDriverWait, _browser, expected_conditions
 
 TOKEN = "inspect-browser-token-42"
@@ -98,6 +100,9 @@ def test_the_calls_page_flags_an_unknown_phase_and_leads_to_what_voicenter_sent(
         assert "Connected" in rows[4].text and "+972527654321" in rows[4].text
         assert TOKEN not in browser.page_source and "not-the-token" not in browser.page_source
         assert "ERROR" in rows[2].text
+        # Times as on every page: in the page's language, the zone named, never ISO.
+        assert TEST_ZONE in browser.find_element(By.ID, "time-zone").text
+        assert not re.search(r"\d{4}-\d\d-\d\d", browser.find_element(By.ID, "sent").text)
         if direction == "rtl":
             assert _reads_left_to_right(browser, "sent", "+972527654321") is True
         DOCS.mkdir(exist_ok=True)

@@ -15,6 +15,7 @@ import urllib.parse
 
 import pytest
 
+import conftest
 import popup_server as ps
 from conftest import (MODULE, OFFICE_PASSWORD, SAMPLE_CONTACTS, Response, subprocess_env,
                       wait_until)
@@ -176,6 +177,82 @@ def test_the_password_command_refuses_what_it_cannot_use(tmp_path):
     assert not (state / "office-password").exists()
     given = _password_command(state, "--office-password", "x" * 20, stdin=b"y" * 20)
     assert given.returncode == 2 and b"given by --office-password" in given.stderr
+
+
+
+#: office-password files a server cannot use: not one line of text, not a hash, and
+#: hashes no password can be checked against (each login would say "Wrong password").
+DAMAGED_PASSWORD_FILES = {
+    "binary": b"\x00\xff\xfe scrypt$" * 8,
+    "plain text": b"hunter2-the-password-itself\n",
+    "scrypt$bad": b"scrypt$bad\n",
+    "cost not a power of 2": ps.hash_password("x" * 12).replace(
+        "scrypt$16384$", "scrypt$16383$").encode() + b"\n",
+    "cost beyond memory": ps.hash_password("x" * 12).replace(
+        "scrypt$16384$", "scrypt$1048576$").encode() + b"\n",
+    "hash not base64": ps.hash_password("x" * 12)[:-8].encode() + b"!!!!!!!!\n",
+    "hash cut short": ps.hash_password("x" * 12)[:-30].encode() + b"\n",
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGED_PASSWORD_FILES))
+def test_a_damaged_password_file_stops_the_start_pointing_to_the_password_command(
+        run_cli, tmp_path, damage):
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    password_file = state / "office-password"
+    password_file.write_bytes(DAMAGED_PASSWORD_FILES[damage])
+    password_file.chmod(0o600)
+    start = ("--state-dir", state, "--host", "127.0.0.1", "--port", conftest.free_port(),
+             "--token", "", "--calls-db", "", SAMPLE_CONTACTS)
+    refused = run_cli(*start)
+    lines = [line for line in refused.stderr.decode().splitlines()
+             if not re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO ", line)]
+    assert refused.returncode == 2 and len(lines) == 1, (refused.stderr, refused.stdout)
+    assert lines[0].startswith(f"popup_server: {password_file}: the office password "
+                               "file does not hold "), lines
+    assert lines[0].endswith(f"set a new one: python popup_server.py password "
+                             f"--state-dir {state}"), lines
+    assert "delete" not in lines[0], lines
+    assert password_file.read_bytes() == DAMAGED_PASSWORD_FILES[damage]  # left alone
+
+
+def test_a_damaged_password_file_written_while_the_server_runs_keeps_the_password(
+        tmp_path):
+    state = tmp_path / "state"
+    server = start_as_a_user_would(tmp_path, SAMPLE_CONTACTS, "--state-dir", state,
+                                   "--calls-db", "", "--token", "")
+    try:
+        made = re.search(r"  Office password: +(\S+)  \(made now",
+                         server.wait_for_log("State folder:")).group(1)
+        (state / "office-password").write_bytes(DAMAGED_PASSWORD_FILES["scrypt$bad"])
+        wait_until(lambda: _login(server, made).status == 303 and "does not hold a "
+                   "password hash; the office password stays as it was" in
+                   server.log_text(), what="the damaged file to be read and refused")
+        assert f"(set a new one: python popup_server.py password --state-dir {state})" \
+            in server.log_text()
+        mended = _password_command(state, stdin=b"a mended password 42\n")  # as it says
+        assert mended.returncode == 0, mended.stderr
+        wait_until(lambda: _login(server, "a mended password 42").status == 303,
+                   what="the mended password")
+    finally:
+        server.stop()
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="needs root, to give the state folder to another user")
+def test_the_password_command_refuses_a_state_folder_of_another_user(tmp_path):
+    """As root on a service's folder (README, "systemd"): a password file root wrote
+    would be root's own, mode 600, and the service's server could not read it."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    os.chown(state, 65534, 65534)
+    refused = _password_command(state, stdin=b"a new office password 42\n")
+    assert refused.returncode == 2, refused
+    assert refused.stderr.decode().startswith(f"popup_server: {state}: the state folder "
+                                              "belongs to user "), refused.stderr
+    assert b"run this command as that user: sudo -u " in refused.stderr
+    assert list(state.iterdir()) == []
 
 
 def _typed(argv, lines, timeout=60.0):

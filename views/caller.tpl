@@ -1,5 +1,6 @@
 %# A caller's page (see show_caller()): number as in the link, e164, national and
-%# international forms; contacts (CallerRow, file order); calls (Call, newest first);
+%# international forms; contacts (CallerRow, file order); unread ((source, count) of
+%# each source shown from the served index: rows_of_number()); calls (Call, newest first);
 %# by_link and link_query (?e=&s= for the forms when opened by a signed link);
 %# form_token (the forms' csrf); problem (None or (text key, values)); form (values).
 % rebase("layout", title=t("caller.title") + " \u2066" + number_text(number) + "\u2069")
@@ -61,6 +62,13 @@
 % end
 
 <div id="contacts">
+% for source, count in unread:
+<p class="error caller-unread" role="status" data-source="{{source}}">{{t("caller.unread", source="\u2068" + source + "\u2069")}}
+%   if count > 1:
+{{t("caller.unread_more", count=count)}}
+%   end
+</p>
+% end
 % if contacts:
 %   if len(contacts) > 1:
 <p>{{t("caller.known", count=len(contacts))}}</p>
@@ -76,12 +84,16 @@
 <table class="columns">
 %     for header, text, kind in contact.columns:
 <tr><th><bdi>{{t("field." + header.lower(), default=header) if contact.addition else header}}</bdi></th><td>
-%       if kind == "phone":
+%       if kind in ("phone", "fax"):
 %         if not contact.numbers.get(header):
 <bdi dir="ltr">{{text}}</bdi>
 %         end
 %         for number in contact.numbers.get(header, []):
+%           if kind == "fax":
+<span class="fax"><bdi dir="ltr">{{number_text(number)}}</bdi></span>
+%           else:
 <span class="phone"><bdi dir="ltr">{{number_text(number)}}</bdi> <a href="tel:{{number}}">{{t("caller.call")}}</a> · <a href="https://wa.me/{{e164_digits(number)}}" rel="noopener noreferrer" target="_blank">{{t("caller.whatsapp")}}</a></span>
+%           end
 %         end
 %       elif kind == "email":
 <a href="mailto:{{text}}" dir="ltr">{{text}}</a>

@@ -1,5 +1,6 @@
 %# What Voicenter sent (see sent_page()): rows (SentRow, newest first), kept (how many
-%# are kept), flags ((pop-ups whose phase was not read, CDRs whose time was not read)).
+%# are kept), flags ((pop-ups whose phase was not read, CDRs whose time was not read)),
+%# today (the date in the pages' zone) and zone_name.
 % rebase("layout", title=t("sent.title"))
 <style nonce="{{nonce}}">
   tr.flagged td { background: #fef3f2; }
@@ -9,6 +10,7 @@
 <h1>{{t("sent.title")}}</h1>
 <p class="nav"><a href="/calls" id="calls-link">{{t("sent.back")}}</a></p>
 <p class="muted" id="sent-help">{{t("sent.help", kept=kept)}}</p>
+<p class="muted" id="time-zone">{{t("status.zone", zone="\u2068" + zone_name + "\u2069")}}</p>
 % if flags[0] or flags[1]:
 <p class="status" id="sent-flags">
   % if flags[0]:
@@ -28,7 +30,7 @@
 <tbody>
 % for row in rows:
 <tr class="{{row.kind}}{{' flagged' if row.flag else ''}}" data-kind="{{row.kind}}" data-flag="{{row.flag or ''}}">
-  <td dir="ltr">{{row.when.strftime("%Y-%m-%d %H:%M:%S")}}</td>
+  <td class="when">{{t.time(row.when, today, seconds=True)}}</td>
   <td>{{t("sent." + row.kind)}}<br><span class="muted">{{t(row.how)}}</span>
     % if row.ivrid:
     <br><bdi dir="ltr" class="muted ivrid">{{row.ivrid}}</bdi>
@@ -40,7 +42,7 @@
     % end
     {{t(row.phase_read)}}
     % if row.started:
-    <br><span class="muted">{{t("sent.started")}} <bdi dir="ltr">{{row.started}}</bdi></span>
+    <br><span class="muted">{{t("sent.started")}} <bdi class="started">{{t.time(row.started, today, seconds=True)}}</bdi></span>
     % end
     % if row.flag:
     <br><span class="flag">{{t(row.flag)}}</span>

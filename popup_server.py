@@ -3527,7 +3527,7 @@ class Call:
     answered_by: str      # the agent's name (--agents), else the id as sent
     ended_at: dt.datetime | None
     outcome: str          # one of OUTCOMES
-    tries: int = 1        # calls from the same number that day
+    tries: int = 1        # calls from the same number that day (calls to it are no tries)
     direction: str = "incoming"   # incoming, outgoing or internal
     status: str = ""      # the CDR's status as sent (ABANDONE, ...); "" without a CDR
     record: str = ""      # the recording's URL as sent (see `recording`)
@@ -4410,7 +4410,9 @@ def iter_calls_of_day(path, day, *, zone=None, ring_timeout=None, did=None, name
              _OUTCOME_ORDER + ", {alias}.started DESC, {alias}.ivrid")
     # Tries: one grouped count of the day's calls of the numbers shown (a range of
     # calls_by_number each), joined to the rows: never a count for each row, which
-    # made one number calling N times cost N x N for the day's CSV.
+    # made one number calling N times cost N x N for the day's CSV. Only the number's
+    # own calls to the office count (its state is in calls_by_number): a call-back is
+    # no try of the client's.
     sql = f"""
         WITH p AS MATERIALIZED (
             SELECT {_ROW_COLUMNS} FROM calls c WHERE {_OF_DAY.format(alias="c")}
@@ -4418,13 +4420,15 @@ def iter_calls_of_day(path, day, *, zone=None, ring_timeout=None, did=None, name
         ), tries AS MATERIALIZED (
             SELECT t.e164, COUNT(*) AS tries FROM calls t
             WHERE t.e164 IN (SELECT e164 FROM p WHERE e164 != '')
+              AND t.state NOT IN ('outgoing', 'internal')
               AND {_OF_DAY.format(alias="t")} GROUP BY t.e164
         )
         SELECT {", ".join(f"p.{name}" for name in (
                 "ivrid", "started", "caller", "e164", "did", "direction", "name",
                 "company", "url", "answered_at", "agent", "ended_at", "status",
                 "duration", "record", "outcome", "target", "summary"))},
-               coalesce(tries.tries, 1), coalesce(n.mark, ''), coalesce(n.note, '')
+               coalesce(tries.tries, p.direction = 'incoming'), coalesce(n.mark, ''),
+               coalesce(n.note, '')
         FROM p LEFT JOIN tries ON tries.e164 = p.e164
         LEFT JOIN call_notes n ON n.ivrid = p.ivrid
         ORDER BY {order.format(alias="p")}"""

@@ -11,6 +11,7 @@ import csv
 import datetime as dt
 import io
 import json
+import re
 import sqlite3
 import time
 import zoneinfo
@@ -269,6 +270,43 @@ def test_click2call_legs_after_a_missed_call_are_one_outgoing_call_that_calls_ba
     # The missed caller is resolved: called back, no longer waiting.
     assert 'class="resolved called-back" data-number="+972501234567"' in page
     assert 'class="waiting"' not in page
+
+
+def test_call_backs_are_no_tries_of_the_client(office):
+    """A number's tries are its calls to the office. Before: every call-back (Click2Call
+    leg 2, Extension Outgoing) counted too, so a ring group nobody answered, called back
+    once, read "Tries today: 2" on the calls page and in /calls.csv."""
+    phases = fixture("ring-group.json")["unanswered"]  # 054-1234567, nobody answers
+    for fields in phases:
+        send_phase(office, "json", fields)
+    missed = phases[0]["ivrid"]
+    wait_until(lambda: by_ivrid(office).get(missed, {}).get("outcome") == "missed",
+               what="the missed call")
+    time.sleep(1.1)  # then the office calls back: twice by Click2Call, once by hand
+    leg2 = fixture("cdr-outgoing.json")["click2call_leg2"]
+    for n, status in enumerate(("NOANSWER", "ANSWER")):
+        post_cdr(office, leg2, ivruniqueid=f"C2C-{n}", status=status,
+                 target="972541234567", time=israel_epoch(time.time()))
+    outgoing = fixture("cdr-outgoing.json")["cdr"]
+    post_cdr(office, outgoing, ivruniqueid="OUT-NOA", target="0541234567",
+             time=israel_epoch(time.time()))
+    post_cdr(office, outgoing, ivruniqueid="OUT-NEW", target="0509876543",
+             time=israel_epoch(time.time()))  # a number that never called
+    rows = by_ivrid(office)
+    assert {ivrid: row["tries"] for ivrid, row in rows.items()} == {
+        missed: "1", "C2C-0": "1", "C2C-1": "1", "OUT-NOA": "1", "OUT-NEW": "0"}
+    page = office.get("/").text
+    assert "Tries today: " not in page
+    resolved = re.search(r'<tr class="resolved called-back" data-number="\+972541234567">'
+                         r'.*?</tr>', page, re.S).group(0)
+    assert '<td class="tries">1</td>' in resolved
+    # The client's own calls still count: she calls again, and it is her second try.
+    post_cdr(office, fixture("cdr-queue.json")["cdr"], ivruniqueid="Q-NOA",
+             caller="0541234567", status="ABANDONE", time=recent(20))
+    rows = by_ivrid(office)
+    assert {ivrid: row["tries"] for ivrid, row in rows.items() if ivrid != "OUT-NEW"} \
+        == dict.fromkeys((missed, "Q-NOA", "C2C-0", "C2C-1", "OUT-NOA"), "2")
+    assert office.get("/").text.count("Tries today: 2") == 5
 
 
 def test_an_unanswered_call_back_leaves_the_missed_caller_waiting(office):

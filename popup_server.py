@@ -4096,6 +4096,10 @@ class CdrError(PopupError):
 _CDR_AGENT_FIELDS = ("extenUser", "representative_name", "RepresentativeName",
                      "representativeName", "representative_code", "RepresentativeCode",
                      "representativeCode", "representative", "extension", "Extension")
+#: Where an outgoing call's CDR names the agent who made it: the calling extension
+#: first (Voicenter's guide's Extension Outgoing example names the agent only there,
+#: and a pulled record's Callerextension comes as it), then as any CDR.
+_CDR_CALLER_AGENT_FIELDS = ("callerextension", *_CDR_AGENT_FIELDS)
 
 #: CDR types (_cdr_type: lower case, no spaces) of a call the office made to a client
 #: (the target), and of the agent's own leg of one (Voicenter rings the agent first):
@@ -4222,8 +4226,9 @@ def cdr_row(fields, region, received_at, *, true_time=False):
     (CDR_OUTGOING_TYPES are calls to the target; an agent's leg and a transfer of a
     call already known are no client's call: `role`, stored as ivruniqueid#role so
     that they never take the call's own record's place), its status (answered, or
-    missed: CDR_MISSED_STATUSES, VoiceMail), its time (cdr_start), who answered
-    (_CDR_AGENT_FIELDS), the talk time and Voicenter's AI summary."""
+    missed: CDR_MISSED_STATUSES, VoiceMail), its time (cdr_start), who answered an
+    incoming call (_CDR_AGENT_FIELDS) or made an outgoing one (_CDR_CALLER_AGENT_FIELDS),
+    the talk time and Voicenter's AI summary."""
     ivrid = _cdr_text(fields.get("ivruniqueid"))
     if not ivrid:
         raise CdrError("the CDR has no ivruniqueid")
@@ -4261,7 +4266,8 @@ def cdr_row(fields, region, received_at, *, true_time=False):
     started = _cdr_number(fields.get("time"), 946684800, 253402300799)  # years 2000-9999
     duration = _cdr_number(fields.get("duration"), 0, 10 ** 7)
     talk = _cdr_number(fields.get("actualCallDuration"), 0, 10 ** 7)
-    agent = next((text for text in map(_cdr_text, map(fields.get, _CDR_AGENT_FIELDS))
+    agent = next((text for text in map(_cdr_text, map(fields.get, (
+        _CDR_CALLER_AGENT_FIELDS if direction == "outgoing" else _CDR_AGENT_FIELDS)))
                   if text), "")
     return (f"{ivrid}#{role.replace(' ', '-')}" if role else ivrid, received_at,
             received_at if started is None else started if true_time else
@@ -7860,9 +7866,11 @@ def call_log_record(record):
     ivruniqueid, Date -> time as true Unix seconds, DialStatus -> status, Type (else
     CdrType's name) -> type, CallerNumber -> caller, TargetNumber -> target, DID ->
     did, Duration -> duration, RecordURL -> record, RepresentativeName/Code ->
-    representative_name/code, the extensions -> callerextension, targetextension and
-    extenUser (the agent's: the caller's on an outgoing call, else the target's),
-    QueueName -> queuename, RingTime -> dialtime, CustomData's OriginalIvrUniqueID).
+    representative_name/code, the extensions -> callerextension and targetextension,
+    Targetextension -> extenUser too (the extension the call was put through to: who
+    answered an incoming call; an outgoing call's agent is its callerextension, as
+    cdr_row reads any CDR), QueueName -> queuename, RingTime -> dialtime, CustomData's
+    OriginalIvrUniqueID).
     Field names are read in any case (the guide asks for "Callerextension" and shows
     "CallerExtension"). None when the record has no CallID or no date."""
     if not isinstance(record, dict):
@@ -7890,8 +7898,7 @@ def call_log_record(record):
         "representative_name": _cdr_text(by_name.get("representativename")),
         "representative_code": _cdr_text(by_name.get("representativecode")),
         "callerextension": caller_extension, "targetextension": target_extension,
-        "extenUser": caller_extension if cdr_direction(kind) == "outgoing"
-        or _cdr_type({"type": kind}) in CDR_OUTGOING_TYPES else target_extension,
+        "extenUser": target_extension,
         "queuename": _cdr_text(by_name.get("queuename")),
         "dialtime": by_name.get("ringtime"),
     })

@@ -324,14 +324,53 @@ def test_an_unanswered_call_back_leaves_the_missed_caller_waiting(office):
     assert 'class="waiting" data-number="+972501234567"' in office.get("/").text
 
 
-def test_an_extension_outgoing_call_is_to_its_target(office):
+def test_an_extension_outgoing_call_is_to_its_target_by_its_calling_extension(office):
+    """Before: its agent was the representative_name ("John Doe"), while the same call
+    pulled from the Call Log was its CallerExtension's."""
     record = fixture("cdr-outgoing.json")["cdr"]
     post_cdr(office, record, time=recent(11))
     (row,) = csv_rows(office)
     assert (row["direction"], row["called number"], row["answered by"],
-            row["duration (s)"]) == ("outgoing", "0501234567", "John Doe", "11")
+            row["duration (s)"]) == ("outgoing", "0501234567", "Yossi Mor", "11")
     assert row["caller"] == "0722776772"
     assert office.get("/caller/+972501234567").status == 200
+
+
+def test_a_pushed_and_a_pulled_outgoing_call_name_the_same_agent(office, tmp_path):
+    """One rule (cdr_row) for both ways a CDR comes: an outgoing call's agent is its
+    calling extension, an incoming call's who answered (extenUser), then the
+    representative. Before: a pushed Click2Call leg 2 named its representative, or
+    nobody, the pulled one its CallerExtension."""
+    leg2 = fixture("cdr-outgoing.json")["click2call_leg2"]
+    pushed = {"Extension Outgoing": fixture("cdr-outgoing.json")["cdr"],
+              "Click2Call leg2": {**leg2, "representative_name": ""}}
+    for n, record in enumerate(pushed.values()):
+        post_cdr(office, record, time=recent(12), ivruniqueid=f"PUSH-{n}")
+    rows = by_ivrid(office)
+    assert [rows[f"PUSH-{n}"]["answered by"] for n in range(2)] == ["Yossi Mor"] * 2
+    # The same calls as the Call Log gives them (call-log SKILL.md's field names and
+    # the casing of its example answer; our values), stored through cdr_row too.
+    date = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(
+        minutes=5)
+    pulled = [ps.call_log_record({
+        "CallID": f"PULL-{n}", "Date": date.isoformat().replace("+00:00", "Z"),
+        "Type": kind, "DialStatus": "ANSWER", "Duration": 12,
+        "CallerNumber": record["caller"], "TargetNumber": record["target"],
+        "CallerExtension": record["callerextension"], "TargetExtension": "",
+        "RepresentativeName": record["representative_name"]})
+        for n, (kind, record) in enumerate(pushed.items())]
+    db = tmp_path / "pulled.sqlite"
+    assert ps.store_cdrs(db, pulled, true_time=True) == 2
+    assert [call.agent_id for call in ps.calls_of_day(
+        db, date.date(), zone=dt.timezone.utc, newest_first=True)] == ["SIPSIP"] * 2
+    # Who answered an incoming call is still extenUser, then the representative.
+    queue = {**fixture("cdr-queue.json")["cdr"], "callerextension": "SIP103"}
+    post_cdr(office, queue, time=recent(20), extenUser="SIP101", ivruniqueid="IN-1")
+    post_cdr(office, queue, time=recent(20), representative_name="Sales desk",
+             ivruniqueid="IN-2")
+    rows = by_ivrid(office)
+    assert (rows["IN-1"]["answered by"], rows["IN-2"]["answered by"]) == (
+        "Avi Cohen", "Sales desk")
 
 
 def test_a_transfer_is_not_a_second_call(office):

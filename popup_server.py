@@ -3538,6 +3538,7 @@ class Call:
     note: str = ""
     target: str = ""      # the CDR's target as sent: whom an outgoing call went to
     summary: str = ""     # Voicenter's AI summary of the call (aiData), as text
+    answered: bool = False  # answered: by the office, or by the client it called
 
     @property
     def duration(self):
@@ -4367,8 +4368,8 @@ _OUTCOME_ORDER = "CASE outcome " + " ".join(
 _ROW_COLUMNS = ", ".join(f"c.{name}" for name in (
     "ivrid", "started", "caller", "e164", "did", "direction", "name", "company", "url",
     "answered_at", "agent", "ended_at", "status", "duration", "record")) + (
-    f", {_OUTCOME} AS outcome, c.target, c.summary")
-_ROW_WIDTH = 18  # the columns of _ROW_COLUMNS, as _call_of_row() reads them
+    f", {_OUTCOME} AS outcome, c.target, c.summary, c.answered")
+_ROW_WIDTH = 19  # the columns of _ROW_COLUMNS, as _call_of_row() reads them
 #: The day's calls (to line :did when given); a call belongs to the day it began on,
 #: even when it ends after midnight.
 _OF_DAY = ("{alias}.started >= :start AND {alias}.started < :end "
@@ -4389,7 +4390,7 @@ def _settle_seconds(ring_timeout):
 
 def _call_of_row(row, zone, names, tries=1, note=("", "")):
     (ivrid, started, caller, e164, did, direction, name, company, url, answered_at,
-     agent, ended_at, status, duration, record, outcome, target, summary) = row
+     agent, ended_at, status, duration, record, outcome, target, summary, answered) = row
 
     def at(seconds):
         return None if seconds is None else _local_time(seconds, zone)
@@ -4399,7 +4400,8 @@ def _call_of_row(row, zone, names, tries=1, note=("", "")):
                 ended_at=at(ended_at), outcome=outcome, tries=tries,
                 direction=direction, status=status, record=record,
                 cdr_duration=duration, did_name=names.line(did), agent_id=agent,
-                mark=note[0], note=note[1], target=target, summary=summary)
+                mark=note[0], note=note[1], target=target, summary=summary,
+                answered=bool(answered))
 
 
 def iter_calls_of_day(path, day, *, zone=None, ring_timeout=None, did=None, names=None,
@@ -4432,7 +4434,7 @@ def iter_calls_of_day(path, day, *, zone=None, ring_timeout=None, did=None, name
         SELECT {", ".join(f"p.{name}" for name in (
                 "ivrid", "started", "caller", "e164", "did", "direction", "name",
                 "company", "url", "answered_at", "agent", "ended_at", "status",
-                "duration", "record", "outcome", "target", "summary"))},
+                "duration", "record", "outcome", "target", "summary", "answered"))},
                coalesce(tries.tries, p.direction = 'incoming'), coalesce(n.mark, ''),
                coalesce(n.note, '')
         FROM p LEFT JOIN tries ON tries.e164 = p.e164
@@ -6612,6 +6614,18 @@ PAGE_TEXTS = {
                         "לא נרשמו שיחות עם המספר הזה."),
     "caller.note": ("Note", "הערה"),
     "caller.summary": ("Voicenter's summary of the call:", "סיכום השיחה של Voicenter:"),
+    # An outgoing call on a caller's page: an agent made it, the client answered it or
+    # not, and Voicenter's status says why not.
+    "caller.called_back": ("called back", "חזרו אליו"),
+    "caller.called_back_by": ("called back by \u2068{agent}\u2069",
+                              "חיוג חוזר על ידי \u2068{agent}\u2069"),
+    "caller.not_reached": ("outgoing call, not answered", "שיחה יוצאת שלא נענתה"),
+    "caller.not_reached_by": ("called by \u2068{agent}\u2069, not answered",
+                              "שיחה יוצאת של \u2068{agent}\u2069, לא נענתה"),
+    "call_status.NOANSWER": ("no answer", "אין מענה"),
+    "call_status.BUSY": ("busy", "תפוס"),
+    "call_status.CANCEL": ("hung up while ringing", "נותקה בזמן צלצול"),
+    "call_status.NOTCALLED": ("not dialled", "לא חויגה"),
     "caller.mark": ("Mark", "סימון"),
     "caller.keep_note": ("Keep", "שמירה"),
     "caller.need_name": ("Give a name or a company.", "נא למלא שם או חברה."),

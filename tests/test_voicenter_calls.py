@@ -309,6 +309,40 @@ def test_call_backs_are_no_tries_of_the_client(office):
     assert office.get("/").text.count("Tries today: 2") == 5
 
 
+def _caller_calls(server, number, language):
+    """{ivrid: (outcome, answered by)} of a caller's page's calls, as text."""
+    page = server.get(f"/caller/{number}", headers={"Accept-Language": language}).text
+    table = re.search(r'<table id="caller-calls">.*?</table>', page, re.S).group(0)
+    text = lambda cell: " ".join(re.sub(r"<[^>]+>", "", cell).split())  # noqa: E731
+    return {ivrid: tuple(text(cell) for cell in re.findall(
+                r"<td[^>]*>(.*?)</td>", row, re.S)[1:3])
+            for ivrid, row in re.findall(r'data-ivrid="([^"]+)">(.*?)</tr>', table, re.S)}
+
+
+@pytest.mark.parametrize("language", ["en", "he"])
+def test_the_callers_page_tells_an_answered_call_back_from_an_unanswered_one(office,
+                                                                            language):
+    """An outgoing call was made by an agent and answered, or not, by the client.
+    Before: each read "answered by" its agent, with no status, answered or not."""
+    leg2 = fixture("cdr-outgoing.json")["click2call_leg2"]  # by SIPSIP: Yossi Mor
+    post_cdr(office, fixture("cdr-queue.json")["cdr"], ivruniqueid="IN",
+             caller="0541234567", extenUser="SIP101", time=recent(20, ago=90))
+    for n, changes in enumerate(({"status": "BUSY", "actualCallDuration": 0},
+                                 {"status": "TE", "callerextension": "",
+                                  "representative_name": "", "representative_code": ""},
+                                 {"status": "ANSWER"})):
+        post_cdr(office, leg2, **changes, ivruniqueid=f"C2C-{changes['status']}",
+                 target="972541234567", time=israel_epoch(time.time() - 60 + 20 * n))
+    column = 0 if language == "en" else 1
+    text = lambda key, **values: ps.PAGE_TEXTS[key][column].format(**values)  # noqa: E731
+    assert _caller_calls(office, NOA, language) == {
+        "IN": (text("outcome.answered"), "Avi Cohen"),
+        "C2C-BUSY": (text("caller.not_reached_by", agent="Yossi Mor") + " (" +
+                     text("call_status.BUSY") + ")", ""),
+        "C2C-TE": (text("caller.not_reached") + " (TE)", ""),  # a status as sent
+        "C2C-ANSWER": (text("caller.called_back_by", agent="Yossi Mor"), "")}
+
+
 def test_an_unanswered_call_back_leaves_the_missed_caller_waiting(office):
     for phase in ("Ringing", "Hangup"):
         send_phase(office, "get", {"phone": "0501234567", "ivrid": "2026030109000002miss",

@@ -2,8 +2,9 @@
 Hangup in its three formats, ring groups (one request a phase and station), CDR types
 and statuses, CDR times in Israel's wall-clock, Voicenter's AI summary, the CDR
 acknowledgement in both spellings and the Chrome extension's preflight. Every payload
-is a fixture in tests/fixtures/voicenter/, each saying where its shape comes from; the
-server is the real one, over HTTP on loopback."""
+said to be Voicenter's is a fixture in tests/fixtures/voicenter/, each saying where it
+comes from (verbatim from a guide, or ours with a guide's names); those built here are
+said to be ours. The server is the real one, over HTTP on loopback."""
 from __future__ import annotations
 
 import copy
@@ -28,7 +29,7 @@ OK = {"Err": 0, "Errdesc": "OK", "err": 0, "errdesc": "OK"}
 JOHN = "+972722776772"  # John Doe in data/contacts.csv
 NOA = "+972541234567"   # נועה כהן
 AGENTS = ("extension,name\nSIP101,Avi Cohen\nSIP102,Bat-El Levi\nSIP103,Carmel Ron\n"
-          "KGpK4iWq,Dana Levi\nSIPSIP,Yossi Mor\nSIPSIPl,Gil Tal\n")
+          "KGpK4iWq,Dana Levi\nSIPSIP,Yossi Mor\nNaDzw5Ol,Gil Tal\n")
 
 
 def fixture(name):
@@ -616,7 +617,8 @@ def test_a_ring_group_is_one_call_answered_by_its_talking_station_or_missed(
 
 def test_pulled_click2call_legs_are_one_outgoing_call_by_the_calling_agent(tmp_path):
     """The Call Log's records go through the same rules (cdr_row): both legs share the
-    CallID; leg 1 never takes leg 2's place, and leg 2's agent is the caller's extension."""
+    CallID; leg 1 never takes leg 2's place, and leg 2's agent is the caller's extension.
+    The records are ours, with call-log SKILL.md's field names."""
     db = tmp_path / "calls.sqlite"
     date = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(
         minutes=5)

@@ -508,6 +508,48 @@ def test_cdr_times_near_midnight_and_clock_changes_land_on_their_day(tmp_path, m
     assert ps.calls_of_day(db, moment.date() + dt.timedelta(days=1), zone=ISRAEL) == []
 
 
+#: Calls near midnight and across the night the clocks went forward in Israel (27 March
+#: 2026, 02:00 became 03:00): winter (UTC+2) before, summer (UTC+3) after.
+AROUND_MARCH_2026 = [
+    dt.datetime(2026, 3, 26, 23, 59, 30, tzinfo=ISRAEL),
+    dt.datetime(2026, 3, 27, 0, 0, 30, tzinfo=ISRAEL),
+    dt.datetime(2026, 3, 27, 1, 59, 50, tzinfo=ISRAEL),
+    dt.datetime(2026, 3, 27, 3, 0, 10, tzinfo=ISRAEL),
+    dt.datetime(2026, 3, 27, 23, 59, 50, tzinfo=ISRAEL),
+    dt.datetime(2026, 3, 28, 0, 0, 10, tzinfo=ISRAEL),
+]
+
+
+def test_cdrs_in_israel_wall_clock_land_on_their_israel_day_over_http(office):
+    """The server started with --timezone Asia/Jerusalem gets the CDRs of those calls as
+    Voicenter documents their `time` (an epoch of Israel's wall-clock), months later (a
+    re-sent or pulled record): each is on the calls page and in /calls.csv of its own
+    Israel day, at its Israel time. Each call comes twice: with an ivruniqueid that
+    begins with the call's Israel-local yyyymmddhhmmss as Voicenter's do, and with one
+    that does not (the arrival alone must decide)."""
+    queue = fixture("cdr-queue.json")["cdr"]
+    for n, moment in enumerate(AROUND_MARCH_2026):
+        for ivrid in (moment.strftime("%Y%m%d%H%M%S") + f"vc{n}", f"plain-{n}"):
+            post_cdr(office, queue, ivruniqueid=ivrid, time=israel_epoch(moment.timestamp()),
+                     status="ABANDONE", caller=f"05012300{n:02d}")
+    for day in ("2026-03-26", "2026-03-27", "2026-03-28"):
+        expected = {(n, moment.strftime("%Y-%m-%d %H:%M:%S"))
+                    for n, moment in enumerate(AROUND_MARCH_2026)
+                    if moment.date().isoformat() == day}
+        rows = csv_rows(office, day=day)
+        assert len(rows) == 2 * len(expected), (day, rows)
+        for row in rows:
+            n = int(re.search(r"\d+$", row["ivrid"]).group(0))
+            assert (n, row["time"]) in expected, (day, row)
+        page = office.get("/calls", {"day": day}).text
+        for n, moment in enumerate(AROUND_MARCH_2026):
+            shown = f'id="call-plain-{n}"' in page
+            assert shown == (moment.date().isoformat() == day), (day, n)
+            if shown:
+                row = page.split(f'id="call-plain-{n}"')[1].split("</tr>")[0]
+                assert f"<td>{moment.strftime('%H:%M:%S')}</td>" in row, row
+
+
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
 

@@ -129,8 +129,10 @@ def test_answer_and_answered_are_the_talking_phase_whatever_their_case(office):
         for phase in ("Ringing", word, "Hangup"):
             send_phase(office, "get", {"phone": "0722776772", "ivrid": ivrid,
                                        "statusCall": phase, "extenUser": "SIP101"})
-    rows = wait_until(lambda: (lambda r: r if len(r) == 4 else None)(by_ivrid(office)),
-                      what="four calls")
+    # The pop-up's phases are recorded off its request path: wait for each call's last.
+    rows = wait_until(lambda: (lambda r: r if len(r) == 4 and all(
+        row["duration (s)"] for row in r.values()) else None)(by_ivrid(office)),
+        what="four calls, ended")
     assert {row["outcome"] for row in rows.values()} == {"answered"}
     assert {row["answered by"] for row in rows.values()} == {"Avi Cohen"}
 

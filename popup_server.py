@@ -4511,6 +4511,10 @@ class CdrError(PopupError):
 _CDR_AGENT_FIELDS = ("extenUser", "representative_name", "RepresentativeName",
                      "representativeName", "representative_code", "RepresentativeCode",
                      "representativeCode", "representative", "extension", "Extension")
+#: Where an outgoing call's CDR names the agent who made it: the calling extension
+#: first (Voicenter's guide's Extension Outgoing example names the agent only there,
+#: and a pulled record's Callerextension comes as it), then as any CDR.
+_CDR_CALLER_AGENT_FIELDS = ("callerextension", *_CDR_AGENT_FIELDS)
 
 #: CDR types (_cdr_type: lower case, no spaces) of a call the office made to a client
 #: (the target), and of the agent's own leg of one (Voicenter rings the agent first):
@@ -4645,8 +4649,9 @@ def cdr_row(fields, region, received_at, *, true_time=False):
     (CDR_OUTGOING_TYPES are calls to the target; an agent's leg and a transfer of a
     call already known are no client's call: `role`, stored as ivruniqueid#role so
     that they never take the call's own record's place), its status (answered, or
-    missed: CDR_MISSED_STATUSES, VoiceMail), its time (cdr_start), who answered
-    (_CDR_AGENT_FIELDS), the talk time and Voicenter's AI summary."""
+    missed: CDR_MISSED_STATUSES, VoiceMail), its time (cdr_start), who answered an
+    incoming call (_CDR_AGENT_FIELDS) or made an outgoing one (_CDR_CALLER_AGENT_FIELDS),
+    the talk time and Voicenter's AI summary."""
     ivrid = _cdr_text(fields.get("ivruniqueid"))
     if not ivrid:
         raise CdrError("the CDR has no ivruniqueid")
@@ -4684,7 +4689,8 @@ def cdr_row(fields, region, received_at, *, true_time=False):
     started = _cdr_number(fields.get("time"), 946684800, 253402300799)  # years 2000-9999
     duration = _cdr_number(fields.get("duration"), 0, 10 ** 7)
     talk = _cdr_number(fields.get("actualCallDuration"), 0, 10 ** 7)
-    agent = next((text for text in map(_cdr_text, map(fields.get, _CDR_AGENT_FIELDS))
+    agent = next((text for text in map(_cdr_text, map(fields.get, (
+        _CDR_CALLER_AGENT_FIELDS if direction == "outgoing" else _CDR_AGENT_FIELDS)))
                   if text), "")
     return CdrRow(
         f"{ivrid}#{role.replace(' ', '-')}" if role else ivrid, received_at,
@@ -4909,7 +4915,7 @@ class Call:
     answered_by: str      # the agent's name (--agents), else the id as sent
     ended_at: dt.datetime | None
     outcome: str          # one of OUTCOMES
-    tries: int = 1        # calls from the same number that day
+    tries: int = 1        # calls from the same number that day (calls to it are no tries)
     direction: str = "incoming"   # incoming, outgoing or internal
     status: str = ""      # the CDR's status as sent (ABANDONE, ...); "" without a CDR
     record: str = ""      # the recording's URL as sent (see `recording`)
@@ -4920,6 +4926,7 @@ class Call:
     note: str = ""
     target: str = ""      # the CDR's target as sent: whom an outgoing call went to
     summary: str = ""     # Voicenter's AI summary of the call (aiData), as text
+    answered: bool = False  # answered: by the office, or by the client it called
 
     @property
     def duration(self):
@@ -5525,7 +5532,7 @@ _OUTCOME_ORDER = "CASE outcome " + " ".join(
 #: The columns a Call is read from (_call_of_row()), as every query of calls names them.
 CALL_COLUMNS = ("ivrid", "started", "caller", "e164", "did", "direction", "name",
                 "company", "url", "answered_at", "agent", "ended_at", "status",
-                "duration", "record", "outcome", "target", "summary")
+                "duration", "record", "outcome", "target", "summary", "answered")
 _ROW_COLUMNS = ", ".join(f"{_OUTCOME} AS outcome" if name == "outcome" else f"c.{name}"
                          for name in CALL_COLUMNS)
 #: The day's calls (to line :did when given); a call belongs to the day it began on,
@@ -5562,7 +5569,7 @@ def _call_of_row(row, zone, names):
                 cdr_duration=row["duration"], did_name=names.line(row["did"]),
                 agent_id=row["agent"], mark=row["mark"] if "mark" in read else "",
                 note=row["note"] if "note" in read else "", target=row["target"],
-                summary=row["summary"])
+                summary=row["summary"], answered=bool(row["answered"]))
 
 
 def iter_calls_of_day(path, day, *, zone=None, ring_timeout=None, did=None, names=None,
@@ -5579,7 +5586,9 @@ def iter_calls_of_day(path, day, *, zone=None, ring_timeout=None, did=None, name
              _OUTCOME_ORDER + ", {alias}.started DESC, {alias}.ivrid")
     # Tries: one grouped count of the day's calls of the numbers shown (a range of
     # calls_by_number each), joined to the rows: never a count for each row, which
-    # made one number calling N times cost N x N for the day's CSV.
+    # made one number calling N times cost N x N for the day's CSV. Only the number's
+    # own calls to the office count (its state is in calls_by_number): a call-back is
+    # no try of the client's.
     sql = f"""
         WITH p AS MATERIALIZED (
             SELECT {_ROW_COLUMNS} FROM calls c WHERE {_OF_DAY.format(alias="c")}
@@ -5587,10 +5596,12 @@ def iter_calls_of_day(path, day, *, zone=None, ring_timeout=None, did=None, name
         ), tries AS MATERIALIZED (
             SELECT t.e164, COUNT(*) AS tries FROM calls t
             WHERE t.e164 IN (SELECT e164 FROM p WHERE e164 != '')
+              AND t.state NOT IN ('outgoing', 'internal')
               AND {_OF_DAY.format(alias="t")} GROUP BY t.e164
         )
         SELECT {", ".join(f"p.{name}" for name in CALL_COLUMNS)},
-               coalesce(tries.tries, 1) AS tries, coalesce(n.mark, '') AS mark,
+               coalesce(tries.tries, p.direction = 'incoming') AS tries,
+               coalesce(n.mark, '') AS mark,
                coalesce(n.note, '') AS note
         FROM p LEFT JOIN tries ON tries.e164 = p.e164
         LEFT JOIN call_notes n ON n.ivrid = p.ivrid
@@ -6093,9 +6104,11 @@ def call_log_record(record):
     ivruniqueid, Date -> time as true Unix seconds, DialStatus -> status, Type (else
     CdrType's name) -> type, CallerNumber -> caller, TargetNumber -> target, DID ->
     did, Duration -> duration, RecordURL -> record, RepresentativeName/Code ->
-    representative_name/code, the extensions -> callerextension, targetextension and
-    extenUser (the agent's: the caller's on an outgoing call, else the target's),
-    QueueName -> queuename, RingTime -> dialtime, CustomData's OriginalIvrUniqueID).
+    representative_name/code, the extensions -> callerextension and targetextension,
+    Targetextension -> extenUser too (the extension the call was put through to: who
+    answered an incoming call; an outgoing call's agent is its callerextension, as
+    cdr_row reads any CDR), QueueName -> queuename, RingTime -> dialtime, CustomData's
+    OriginalIvrUniqueID).
     Field names are read in any case (the guide asks for "Callerextension" and shows
     "CallerExtension"). None when the record has no CallID or no date."""
     if not isinstance(record, dict):
@@ -6123,8 +6136,7 @@ def call_log_record(record):
         "representative_name": _cdr_text(by_name.get("representativename")),
         "representative_code": _cdr_text(by_name.get("representativecode")),
         "callerextension": caller_extension, "targetextension": target_extension,
-        "extenUser": caller_extension if cdr_direction(kind) == "outgoing"
-        or _cdr_type({"type": kind}) in CDR_OUTGOING_TYPES else target_extension,
+        "extenUser": target_extension,
         "queuename": _cdr_text(by_name.get("queuename")),
         "dialtime": by_name.get("ringtime"),
     })

@@ -275,6 +275,7 @@ def page_request(port, path, cookie, language="en"):
 
 
 def cdr_fields(ivrid):
-    """A CDR as Voicenter sends it (JSON body, fields of voicenter-cdr.md)."""
+    """A small CDR of our own for loads (a JSON body): the field names and the type of
+    Voicenter's CDR guide (voicenter-cdr.md), our values, no time (the arrival is)."""
     return {"ivruniqueid": ivrid, "caller": "0722776772", "target": "0722776773",
             "status": "ANSWER", "type": "Incoming Call", "duration": 30}

@@ -398,8 +398,10 @@ def test_a_record_is_mapped_to_a_pushed_cdrs_fields(israel_local_time):
         "caller": record["CallerNumber"], "target": record["TargetNumber"],
         "did": record["DID"], "duration": record["Duration"],
         "record": record["RecordURL"], "representative_name": "John Doe",
-        "callerextension": "SIPSIP1", "extenUser": "SIPSIP1",
+        "callerextension": "SIPSIP1", "extenUser": record["Targetextension"],
         "OriginalIvrUniqueID": "2024061012000011aa"}
+    # The agent of an outgoing call is its calling extension, a push's rule (cdr_row).
+    assert popup_server.cdr_row(fields, "IL", 1718010400, true_time=True)[11] == "SIPSIP1"
     assert all(fields[key] == value for key, value in record.items())  # kept whole
     without_type = dict(record, Type="", CdrType=8)
     assert popup_server.call_log_record(without_type)["type"] == "Queue"

@@ -114,7 +114,8 @@ def test_the_morning_view_empties_as_the_office_works_through_it(
         DOCS.mkdir(exist_ok=True)
         assert browser.save_screenshot(str(DOCS / f"calls-{language[:2]}.png"))
 
-        # The stranger is called back; Voicenter's CDR of that call says so.
+        # The stranger is called back; a CDR of that call says so (our own, with a
+        # plain "Outgoing Call" type and no time: the server takes its arrival).
         resp = server.post_json(f"/cdr?token={TOKEN}", {
             "ivruniqueid": "call-back-1", "type": "Outgoing Call", "caller": "201",
             "target": STRANGER, "status": "ANSWER", "duration": 42,

@@ -1,8 +1,9 @@
 """The calls page and the caller's page after a ring-group day sent as Voicenter's
-guides print it (issue 20), in headless Chromium, in English and in Hebrew: the ring
-group answered by one station is one answered call by that agent with its talk time,
-the one nobody answered is one missed call, one try, with no duration; the caller's
-page shows Voicenter's AI summary as text. Screenshots go to artifacts/."""
+guides describe it (issue 20; the fixtures say what is verbatim), in headless Chromium,
+in English and in Hebrew: the ring group answered by one station is one answered call
+by that agent with its talk time, the one nobody answered is one missed call, one try,
+with no duration; the caller's page shows Voicenter's AI summary as text, and tells a
+call-back that reached the caller from one that did not. Screenshots go to artifacts/."""
 import time
 from pathlib import Path
 
@@ -78,5 +79,49 @@ def test_the_pages_after_a_ring_group_day(start_server, tmp_path, language):
         assert "<b>not bold</b>" in summary.text  # shown as text, never as markup
         assert not summary.find_elements(By.TAG_NAME, "b")
         assert browser.save_screenshot(str(ARTIFACTS / f"ring-group-caller-{language[:2]}.png"))
+    finally:
+        browser.quit()
+
+
+@pytest.mark.parametrize("language", ["en-US", "he-IL"])
+def test_the_callers_page_tells_a_call_back_that_reached_them_from_one_that_did_not(
+        start_server, tmp_path, language):
+    """A ring group nobody answered, then two Click2Call call-backs by the same agent:
+    busy, then answered. The caller's page says which reached them, in its language;
+    no outgoing call is "answered by" the agent who made it."""
+    agents = tmp_path / "agents.csv"
+    agents.write_text("SIPSIP,יוסי מור\n", encoding="utf-8")
+    server = start_server(SAMPLE_CONTACTS, "--calls-db", tmp_path / "calls.sqlite",
+                          "--agents", agents)
+    ring = fixture("ring-group.json")["unanswered"]  # נועה כהן, 054-1234567
+    for fields in ring:
+        send_phase(server, "json", fields)
+    wait_until(lambda: by_ivrid(server).get(ring[0]["ivrid"], {}).get("outcome")
+               == "missed", what="the missed call")
+    time.sleep(1.1)
+    leg2 = fixture("cdr-outgoing.json")["click2call_leg2"]
+    for status in ("BUSY", "ANSWER"):
+        assert server.post_json("/cdr", {**leg2, "ivruniqueid": f"C2C-{status}",
+                                         "status": status, "target": "972541234567",
+                                         "time": israel_epoch(time.time())}).json()[
+            "Err"] == 0
+    hebrew = language.startswith("he")
+    text = lambda key, **values: ps.page_texts()[key][hebrew].format(  # noqa: E731
+        **values).translate(dict.fromkeys(range(0x2066, 0x206A)))
+    browser = _browser(language)
+    try:
+        browser.set_window_size(1200, 900)
+        browser.get(server.url + "/caller/+972541234567")
+        rows = {row.get_attribute("data-ivrid"): [
+                    cell.text.translate(dict.fromkeys(range(0x2066, 0x206A)))
+                    for cell in row.find_elements(By.TAG_NAME, "td")[1:3]]
+                for row in browser.find_elements(By.CSS_SELECTOR, "#caller-calls tbody tr")}
+        assert rows == {
+            ring[0]["ivrid"]: [text("outcome.missed"), ""],
+            "C2C-BUSY": [text("caller.not_reached_by", agent="יוסי מור") + " (" +
+                         text("call_status.BUSY") + ")", ""],
+            "C2C-ANSWER": [text("caller.called_back_by", agent="יוסי מור"), ""]}
+        ARTIFACTS.mkdir(exist_ok=True)
+        assert browser.save_screenshot(str(ARTIFACTS / f"call-backs-caller-{language[:2]}.png"))
     finally:
         browser.quit()

@@ -2,8 +2,9 @@
 Hangup in its three formats, ring groups (one request a phase and station), CDR types
 and statuses, CDR times in Israel's wall-clock, Voicenter's AI summary, the CDR
 acknowledgement in both spellings and the Chrome extension's preflight. Every payload
-is a fixture in tests/fixtures/voicenter/, each saying where its shape comes from; the
-server is the real one, over HTTP on loopback."""
+said to be Voicenter's is a fixture in tests/fixtures/voicenter/, each saying where it
+comes from (verbatim from a guide, or ours with a guide's names); those built here are
+said to be ours. The server is the real one, over HTTP on loopback."""
 from __future__ import annotations
 
 import copy
@@ -11,6 +12,7 @@ import csv
 import datetime as dt
 import io
 import json
+import re
 import sqlite3
 import time
 import zoneinfo
@@ -27,7 +29,7 @@ OK = {"Err": 0, "Errdesc": "OK", "err": 0, "errdesc": "OK"}
 JOHN = "+972722776772"  # John Doe in data/contacts.csv
 NOA = "+972541234567"   # נועה כהן
 AGENTS = ("extension,name\nSIP101,Avi Cohen\nSIP102,Bat-El Levi\nSIP103,Carmel Ron\n"
-          "KGpK4iWq,Dana Levi\nSIPSIP,Yossi Mor\nSIPSIPl,Gil Tal\n")
+          "KGpK4iWq,Dana Levi\nSIPSIP,Yossi Mor\nNaDzw5Ol,Gil Tal\n")
 
 
 def fixture(name):
@@ -127,8 +129,10 @@ def test_answer_and_answered_are_the_talking_phase_whatever_their_case(office):
         for phase in ("Ringing", word, "Hangup"):
             send_phase(office, "get", {"phone": "0722776772", "ivrid": ivrid,
                                        "statusCall": phase, "extenUser": "SIP101"})
-    rows = wait_until(lambda: (lambda r: r if len(r) == 4 else None)(by_ivrid(office)),
-                      what="four calls")
+    # The pop-up's phases are recorded off its request path: wait for each call's last.
+    rows = wait_until(lambda: (lambda r: r if len(r) == 4 and all(
+        row["duration (s)"] for row in r.values()) else None)(by_ivrid(office)),
+        what="four calls, ended")
     assert {row["outcome"] for row in rows.values()} == {"answered"}
     assert {row["answered by"] for row in rows.values()} == {"Avi Cohen"}
 
@@ -271,6 +275,77 @@ def test_click2call_legs_after_a_missed_call_are_one_outgoing_call_that_calls_ba
     assert 'class="waiting"' not in page
 
 
+def test_call_backs_are_no_tries_of_the_client(office):
+    """A number's tries are its calls to the office. Before: every call-back (Click2Call
+    leg 2, Extension Outgoing) counted too, so a ring group nobody answered, called back
+    once, read "Tries today: 2" on the calls page and in /calls.csv."""
+    phases = fixture("ring-group.json")["unanswered"]  # 054-1234567, nobody answers
+    for fields in phases:
+        send_phase(office, "json", fields)
+    missed = phases[0]["ivrid"]
+    wait_until(lambda: by_ivrid(office).get(missed, {}).get("outcome") == "missed",
+               what="the missed call")
+    time.sleep(1.1)  # then the office calls back: twice by Click2Call, once by hand
+    leg2 = fixture("cdr-outgoing.json")["click2call_leg2"]
+    for n, status in enumerate(("NOANSWER", "ANSWER")):
+        post_cdr(office, leg2, ivruniqueid=f"C2C-{n}", status=status,
+                 target="972541234567", time=israel_epoch(time.time()))
+    outgoing = fixture("cdr-outgoing.json")["cdr"]
+    post_cdr(office, outgoing, ivruniqueid="OUT-NOA", target="0541234567",
+             time=israel_epoch(time.time()))
+    post_cdr(office, outgoing, ivruniqueid="OUT-NEW", target="0509876543",
+             time=israel_epoch(time.time()))  # a number that never called
+    rows = by_ivrid(office)
+    assert {ivrid: row["tries"] for ivrid, row in rows.items()} == {
+        missed: "1", "C2C-0": "1", "C2C-1": "1", "OUT-NOA": "1", "OUT-NEW": "0"}
+    page = office.get("/").text
+    assert "Tries today: " not in page
+    resolved = re.search(r'<tr class="resolved called-back" data-number="\+972541234567">'
+                         r'.*?</tr>', page, re.S).group(0)
+    assert '<td class="tries">1</td>' in resolved
+    # The client's own calls still count: she calls again, and it is her second try.
+    post_cdr(office, fixture("cdr-queue.json")["cdr"], ivruniqueid="Q-NOA",
+             caller="0541234567", status="ABANDONE", time=recent(20))
+    rows = by_ivrid(office)
+    assert {ivrid: row["tries"] for ivrid, row in rows.items() if ivrid != "OUT-NEW"} \
+        == dict.fromkeys((missed, "Q-NOA", "C2C-0", "C2C-1", "OUT-NOA"), "2")
+    assert office.get("/").text.count("Tries today: 2") == 5
+
+
+def _caller_calls(server, number, language):
+    """{ivrid: (outcome, answered by)} of a caller's page's calls, as text."""
+    page = server.get(f"/caller/{number}", headers={"Accept-Language": language}).text
+    table = re.search(r'<table id="caller-calls">.*?</table>', page, re.S).group(0)
+    text = lambda cell: " ".join(re.sub(r"<[^>]+>", "", cell).split())  # noqa: E731
+    return {ivrid: tuple(text(cell) for cell in re.findall(
+                r"<td[^>]*>(.*?)</td>", row, re.S)[1:3])
+            for ivrid, row in re.findall(r'data-ivrid="([^"]+)">(.*?)</tr>', table, re.S)}
+
+
+@pytest.mark.parametrize("language", ["en", "he"])
+def test_the_callers_page_tells_an_answered_call_back_from_an_unanswered_one(office,
+                                                                            language):
+    """An outgoing call was made by an agent and answered, or not, by the client.
+    Before: each read "answered by" its agent, with no status, answered or not."""
+    leg2 = fixture("cdr-outgoing.json")["click2call_leg2"]  # by SIPSIP: Yossi Mor
+    post_cdr(office, fixture("cdr-queue.json")["cdr"], ivruniqueid="IN",
+             caller="0541234567", extenUser="SIP101", time=recent(20, ago=90))
+    for n, changes in enumerate(({"status": "BUSY", "actualCallDuration": 0},
+                                 {"status": "TE", "callerextension": "",
+                                  "representative_name": "", "representative_code": ""},
+                                 {"status": "ANSWER"})):
+        post_cdr(office, leg2, **changes, ivruniqueid=f"C2C-{changes['status']}",
+                 target="972541234567", time=israel_epoch(time.time() - 60 + 20 * n))
+    column = 0 if language == "en" else 1
+    text = lambda key, **values: ps.page_texts()[key][column].format(**values)  # noqa: E731
+    assert _caller_calls(office, NOA, language) == {
+        "IN": (text("outcome.answered"), "Avi Cohen"),
+        "C2C-BUSY": (text("caller.not_reached_by", agent="Yossi Mor") + " (" +
+                     text("call_status.BUSY") + ")", ""),
+        "C2C-TE": (text("caller.not_reached") + " (TE)", ""),  # a status as sent
+        "C2C-ANSWER": (text("caller.called_back_by", agent="Yossi Mor"), "")}
+
+
 def test_an_unanswered_call_back_leaves_the_missed_caller_waiting(office):
     for phase in ("Ringing", "Hangup"):
         send_phase(office, "get", {"phone": "0501234567", "ivrid": "2026030109000002miss",
@@ -286,14 +361,53 @@ def test_an_unanswered_call_back_leaves_the_missed_caller_waiting(office):
     assert 'class="waiting" data-number="+972501234567"' in office.get("/").text
 
 
-def test_an_extension_outgoing_call_is_to_its_target(office):
+def test_an_extension_outgoing_call_is_to_its_target_by_its_calling_extension(office):
+    """Before: its agent was the representative_name ("John Doe"), while the same call
+    pulled from the Call Log was its CallerExtension's."""
     record = fixture("cdr-outgoing.json")["cdr"]
     post_cdr(office, record, time=recent(11))
     (row,) = csv_rows(office)
     assert (row["direction"], row["called number"], row["answered by"],
-            row["duration (s)"]) == ("outgoing", "0501234567", "John Doe", "11")
+            row["duration (s)"]) == ("outgoing", "0501234567", "Yossi Mor", "11")
     assert row["caller"] == "0722776772"
     assert office.get("/caller/+972501234567").status == 200
+
+
+def test_a_pushed_and_a_pulled_outgoing_call_name_the_same_agent(office, tmp_path):
+    """One rule (cdr_row) for both ways a CDR comes: an outgoing call's agent is its
+    calling extension, an incoming call's who answered (extenUser), then the
+    representative. Before: a pushed Click2Call leg 2 named its representative, or
+    nobody, the pulled one its CallerExtension."""
+    leg2 = fixture("cdr-outgoing.json")["click2call_leg2"]
+    pushed = {"Extension Outgoing": fixture("cdr-outgoing.json")["cdr"],
+              "Click2Call leg2": {**leg2, "representative_name": ""}}
+    for n, record in enumerate(pushed.values()):
+        post_cdr(office, record, time=recent(12), ivruniqueid=f"PUSH-{n}")
+    rows = by_ivrid(office)
+    assert [rows[f"PUSH-{n}"]["answered by"] for n in range(2)] == ["Yossi Mor"] * 2
+    # The same calls as the Call Log gives them (call-log SKILL.md's field names and
+    # the casing of its example answer; our values), stored through cdr_row too.
+    date = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(
+        minutes=5)
+    pulled = [ps.call_log_record({
+        "CallID": f"PULL-{n}", "Date": date.isoformat().replace("+00:00", "Z"),
+        "Type": kind, "DialStatus": "ANSWER", "Duration": 12,
+        "CallerNumber": record["caller"], "TargetNumber": record["target"],
+        "CallerExtension": record["callerextension"], "TargetExtension": "",
+        "RepresentativeName": record["representative_name"]})
+        for n, (kind, record) in enumerate(pushed.items())]
+    db = tmp_path / "pulled.sqlite"
+    assert ps.store_cdrs(db, pulled, true_time=True) == 2
+    assert [call.agent_id for call in ps.calls_of_day(
+        db, date.date(), zone=dt.timezone.utc, newest_first=True)] == ["SIPSIP"] * 2
+    # Who answered an incoming call is still extenUser, then the representative.
+    queue = {**fixture("cdr-queue.json")["cdr"], "callerextension": "SIP103"}
+    post_cdr(office, queue, time=recent(20), extenUser="SIP101", ivruniqueid="IN-1")
+    post_cdr(office, queue, time=recent(20), representative_name="Sales desk",
+             ivruniqueid="IN-2")
+    rows = by_ivrid(office)
+    assert (rows["IN-1"]["answered by"], rows["IN-2"]["answered by"]) == (
+        "Avi Cohen", "Sales desk")
 
 
 def test_a_transfer_is_not_a_second_call(office):
@@ -394,6 +508,48 @@ def test_cdr_times_near_midnight_and_clock_changes_land_on_their_day(tmp_path, m
     (call,) = ps.calls_of_day(db, moment.date(), zone=ISRAEL)
     assert call.started == moment and call.started.utcoffset() == moment.utcoffset()
     assert ps.calls_of_day(db, moment.date() + dt.timedelta(days=1), zone=ISRAEL) == []
+
+
+#: Calls near midnight and across the night the clocks went forward in Israel (27 March
+#: 2026, 02:00 became 03:00): winter (UTC+2) before, summer (UTC+3) after.
+AROUND_MARCH_2026 = [
+    dt.datetime(2026, 3, 26, 23, 59, 30, tzinfo=ISRAEL),
+    dt.datetime(2026, 3, 27, 0, 0, 30, tzinfo=ISRAEL),
+    dt.datetime(2026, 3, 27, 1, 59, 50, tzinfo=ISRAEL),
+    dt.datetime(2026, 3, 27, 3, 0, 10, tzinfo=ISRAEL),
+    dt.datetime(2026, 3, 27, 23, 59, 50, tzinfo=ISRAEL),
+    dt.datetime(2026, 3, 28, 0, 0, 10, tzinfo=ISRAEL),
+]
+
+
+def test_cdrs_in_israel_wall_clock_land_on_their_israel_day_over_http(office):
+    """The server started with --timezone Asia/Jerusalem gets the CDRs of those calls as
+    Voicenter documents their `time` (an epoch of Israel's wall-clock), months later (a
+    re-sent or pulled record): each is on the calls page and in /calls.csv of its own
+    Israel day, at its Israel time. Each call comes twice: with an ivruniqueid that
+    begins with the call's Israel-local yyyymmddhhmmss as Voicenter's do, and with one
+    that does not (the arrival alone must decide)."""
+    queue = fixture("cdr-queue.json")["cdr"]
+    for n, moment in enumerate(AROUND_MARCH_2026):
+        for ivrid in (moment.strftime("%Y%m%d%H%M%S") + f"vc{n}", f"plain-{n}"):
+            post_cdr(office, queue, ivruniqueid=ivrid, time=israel_epoch(moment.timestamp()),
+                     status="ABANDONE", caller=f"05012300{n:02d}")
+    for day in ("2026-03-26", "2026-03-27", "2026-03-28"):
+        expected = {(n, moment.strftime("%Y-%m-%d %H:%M:%S"))
+                    for n, moment in enumerate(AROUND_MARCH_2026)
+                    if moment.date().isoformat() == day}
+        rows = csv_rows(office, day=day)
+        assert len(rows) == 2 * len(expected), (day, rows)
+        for row in rows:
+            n = int(re.search(r"\d+$", row["ivrid"]).group(0))
+            assert (n, row["time"]) in expected, (day, row)
+        page = office.get("/calls", {"day": day}).text
+        for n, moment in enumerate(AROUND_MARCH_2026):
+            shown = f'id="call-plain-{n}"' in page
+            assert shown == (moment.date().isoformat() == day), (day, n)
+            if shown:
+                row = page.split(f'id="call-plain-{n}"')[1].split("</tr>")[0]
+                assert f"<td>{moment.strftime('%H:%M:%S')}</td>" in row, row
 
 
 from hypothesis import given, settings, strategies as st  # noqa: E402
@@ -505,7 +661,8 @@ def test_a_ring_group_is_one_call_answered_by_its_talking_station_or_missed(
 
 def test_pulled_click2call_legs_are_one_outgoing_call_by_the_calling_agent(tmp_path):
     """The Call Log's records go through the same rules (cdr_row): both legs share the
-    CallID; leg 1 never takes leg 2's place, and leg 2's agent is the caller's extension."""
+    CallID; leg 1 never takes leg 2's place, and leg 2's agent is the caller's extension.
+    The records are ours, with call-log SKILL.md's field names."""
     db = tmp_path / "calls.sqlite"
     date = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(
         minutes=5)

@@ -158,8 +158,23 @@
 %   for call in calls:
 <tr class="{{call.outcome.replace(' ', '-')}}" data-ivrid="{{call.ivrid}}">
   <td>{{t.time(call.started)}}</td>
+%     if call.direction == "outgoing":
+%       # an agent made it: whether the client answered, and if not Voicenter's why
+%       if call.answered:
+%         said = "caller.called_back_by" if call.answered_by else "caller.called_back"
+%       else:
+%         said = "caller.not_reached_by" if call.answered_by else "caller.not_reached"
+%       end
+  <td class="outcome">{{t(said, agent=call.answered_by)}}
+%       if call.status and not call.answered:
+    <span class="call-status">(<bdi>{{t("call_status." + call.status.upper(), default=call.status)}}</bdi>)</span>
+%       end
+  </td>
+  <td></td>
+%     else:
   <td class="outcome">{{t("outcome." + call.outcome, default=call.outcome)}}</td>
   <td><bdi>{{call.answered_by}}</bdi></td>
+%     end
   <td dir="ltr">{{"" if call.duration is None else "%d:%02d" % divmod(call.duration, 60)}}</td>
   <td>
 %     if call.summary:

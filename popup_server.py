@@ -832,7 +832,8 @@ CONTACTS = Option("contacts", "contacts files or links: a CSV or text export, .x
                   "several are served as one, the first named winning the pop-up "
                   f"(POPUP_CONTACTS separates them with {SOURCE_SEPARATOR}) (default: "
                   "data/contacts.csv beside the program, the sample)", parse=_source,
-                  default=(DEFAULT_CONTACTS,), separator=SOURCE_SEPARATOR)
+                  default=(DEFAULT_CONTACTS,), separator=SOURCE_SEPARATOR,
+                  field="sources")
 
 
 #: Set but empty, these mean "off" rather than "not set".
@@ -944,7 +945,7 @@ CALLS_OPTIONS = (
            _int_between(1, 3650), 90),
     Option("--ring-timeout", "minutes after which a call that never hung up is shown "
            "as 'no answer recorded' and counted with the missed", "10",
-           _int_between(1, 24 * 60), 10),
+           _int_between(1, 24 * 60), 10, field="ring_timeout_minutes"),
     Option("--timezone", "time zone of the pages' days and times (default: the zone "
            "of --region when the country has one, as IL has Asia/Jerusalem; else this "
            "machine's)", "Asia/Jerusalem", _time_zone),
@@ -1015,7 +1016,7 @@ class _ConfigMethods:
     def contacts_file(self):
         """The first source that is a file (versions before --state-dir kept the token
         beside it); with links only, a name in the state folder."""
-        for source in self.contacts:
+        for source in self.sources:
             if isinstance(source, Path):
                 return source
         return self.state_path / "links"
@@ -1302,7 +1303,8 @@ class Table:
 
     headers: list
     blocks: typing.Iterable
-    encoding: str
+    kind: str              # "csv", "xlsx", "ods", "xls" or "vcard" (_file_kind())
+    encoding: str | None   # a text file's: the codec it is read with; None: a workbook
     delimiter: str | None
     warnings: list
     skipped: list          # (row, reason) for lines the reader could not split
@@ -1958,7 +1960,8 @@ def _sheet_table(path, rows, usecols, kind):
             columns[name] = values
     blocks = [{name: values[start:start + _READ_ROWS] for name, values in columns.items()}
               for start in range(0, max(len(body), 1), _READ_ROWS)]
-    return Table(list(columns), blocks, kind, None, [], [], first_row=header_row + 2,
+    return Table(list(columns), blocks, kind, None, None, [], [],
+                 first_row=header_row + 2,
                  oversized=[(row, header[column], size) for row, column, size in oversized
                             if column < width])
 
@@ -2092,7 +2095,6 @@ def _ole2_other(path):
 
 
 #: The label `encoding` carries for a vCard (its delimiter is None, as a workbook's).
-_VCARD_TAG = " (vCard)"
 
 #: Properties whose value is a file (a photo is hundreds of lines): never kept.
 _VCARD_BLOB = re.compile(rb"[ \t]*(?:[A-Za-z0-9_-]+\.)?(?:PHOTO|LOGO|SOUND|KEY)[ \t]*[;:]", re.I)
@@ -2114,10 +2116,6 @@ _VCARD_PARTS = re.compile(r"(?<!\\);")  # between the parts of N and ORG
 _APPLE_LABEL = re.compile(r"_\$!<(.*)>!\$_")  # Apple's own labels: _$!<Mobile>!$_
 _VCARD_COLUMNS = ("Name", "Company", "E-mail", "URL", "Note")
 _NO_CARD = ("", "", "", "", "", ())  # a damaged card keeps its number, and nothing else
-
-
-def _is_vcard(encoding):
-    return encoding.endswith(_VCARD_TAG)
 
 
 def _read_vcard(path, encoding):
@@ -2154,7 +2152,7 @@ def _read_vcard(path, encoding):
               for start in range(0, len(arrays["Name"]), _READ_ROWS)]
     label = encoding or " and ".join(name for name in ("utf-8", "windows-1255")
                                      if decoded[name]) or "utf-8"
-    return Table(list(arrays), blocks, label + _VCARD_TAG, None, [], skipped, first_row=1)
+    return Table(list(arrays), blocks, "vcard", label, None, [], skipped, first_row=1)
 
 
 def _vcard_open(path, encoding):
@@ -2412,7 +2410,8 @@ def read_table(path, *, encoding=None, delimiter=None, sheet=None, usecols=None,
     skipped, oversized = [], []
     blocks = _csv_blocks(path, delimiter, encoding, usecols, engine, provisional, skipped,
                          oversized, names)
-    return Table([], blocks, encoding, delimiter, warnings, skipped, oversized=oversized)
+    return Table([], blocks, "csv", encoding, delimiter, warnings, skipped,
+                 oversized=oversized)
 
 
 ###############################################################################
@@ -3319,7 +3318,8 @@ class ContactIndex:
     """
 
     source: Path
-    encoding: str
+    kind: str              # the file's kind, as Table.kind
+    encoding: str | None   # a text file's encoding (a vCard's: maybe two); None: a workbook
     delimiter: str | None
     loaded_at: dt.datetime
     columns: ColumnChoice
@@ -3351,6 +3351,14 @@ class ContactIndex:
         if not total and key >= self._suffix_modulus:
             position, total = self._suffixes.find(key % self._suffix_modulus)
         return position, total, key
+
+    @property
+    def read_as(self):
+        """How the file was read, as --check writes it: a text file's encoding (a
+        vCard's: "utf-8 (vCard)"), else its kind ("xlsx")."""
+        if self.kind == "vcard":
+            return f"{self.encoding} (vCard)"
+        return self.encoding or self.kind
 
     def holds_exactly(self, key):
         """Whether a contact holds the number `key` itself (not only its last digits)."""
@@ -3395,7 +3403,7 @@ def load_index(path, *, region=DEFAULTS["region"], encoding=None, delimiter=None
 
     def choose(headers, table=None):
         choice = choose_columns(headers, **columns)
-        if not choice.phones and table and _is_vcard(table.encoding):
+        if not choice.phones and table and table.kind == "vcard":
             cards = sum(len(block["Name"]) for block in table.blocks)
             raise ContactsFileError(path, f"is a vCard file with no phone numbers "
                                           f"({cards} cards, none with a TEL line): a "
@@ -3493,7 +3501,7 @@ def _build_index(path, table, choice, keep, rules, match_digits):
     skipped = sorted(table.skipped + skipped, key=lambda item: (item[0] is None,
                                                                  item[0] or 0))
     return ContactIndex(
-        source=path, encoding=table.encoding, delimiter=table.delimiter,
+        source=path, kind=table.kind, encoding=table.encoding, delimiter=table.delimiter,
         loaded_at=dt.datetime.now(dt.timezone.utc).astimezone(), columns=choice,
         rows_read=count, contacts=int(sum(int(f.sum()) for f in findable)),
         numbers=int(numbers.keys.size), shared_numbers=numbers.shared,
@@ -3550,11 +3558,11 @@ def require_contacts(index, hint=""):
 def load_report(index):
     """The lines --check prints and the server logs after loading a file."""
     columns = index.columns
-    unit = "card" if _is_vcard(index.encoding) else "row"  # a vCard's contacts by number
+    unit = "card" if index.kind == "vcard" else "row"  # a vCard's contacts by number
     lines = [
         f"file: {index.source}",
-        f"encoding: {index.encoding}",
-        f"delimiter: {_show_delimiter(index.delimiter, index.encoding)}",
+        f"encoding: {index.read_as}",
+        f"delimiter: {_show_delimiter(index)}",
         f"name column: {' + '.join(columns.name) or '(none)'}",
         f"company column: {columns.company or '(none)'}",
         f"phone columns: {', '.join(columns.phones) or '(none)'}",
@@ -3584,10 +3592,10 @@ def _report_section(title, items, line):
     return lines
 
 
-def _show_delimiter(delimiter, encoding="xlsx"):
-    if delimiter is None:  # a workbook or a vCard
-        return "(vCard)" if _is_vcard(encoding) else f"({encoding})"
-    return repr(delimiter)
+def _show_delimiter(index):
+    if index.delimiter is None:  # a workbook or a vCard
+        return "(vCard)" if index.kind == "vcard" else f"({index.kind})"
+    return repr(index.delimiter)
 
 
 def merge_indexes(indexes):
@@ -3608,7 +3616,8 @@ def merge_indexes(indexes):
     headers = list(headers.values())
     numbers = _merge_tables([index._numbers for index in indexes], offsets)
     return ContactIndex(
-        source=first.source, encoding=first.encoding, delimiter=first.delimiter,
+        source=first.source, kind=first.kind, encoding=first.encoding,
+        delimiter=first.delimiter,
         loaded_at=dt.datetime.now(dt.timezone.utc).astimezone(), columns=first.columns,
         rows_read=sum(sizes), contacts=sum(index.contacts for index in indexes),
         numbers=int(numbers.keys.size), shared_numbers=numbers.shared, skipped=(),
@@ -4219,7 +4228,7 @@ class ContactsHolder:
         self.sources = []
         self._merging = threading.Lock()
         self._watchers = None   # an ExitStack of running watchers, while watching()
-        for location in config.contacts:  # at start-up a bad source is fatal
+        for location in config.sources:  # at start-up a bad source is fatal
             self.sources.append(self._started(location))
         self._serve_merged()
         self._warn_missing_template_columns()
@@ -5542,15 +5551,15 @@ _OF_DAY = ("{alias}.started >= :start AND {alias}.started < :end "
 _MISSED = "(c.state = 'missed' OR (c.state = 'pending' AND c.started < :settled))"
 
 
-def _day_params(day, zone, ring_timeout, did, now):
+def _day_params(day, zone, ring_timeout_seconds, did, now):
     """The parameters of a query over `day`'s calls (:start, :end, :settled, :did)."""
     start, end = _day_bounds(day, zone)
-    settled = (time.time() if now is None else now) - _settle_seconds(ring_timeout)
+    settled = (time.time() if now is None else now) - _settle_seconds(ring_timeout_seconds)
     return {"start": start, "end": end, "settled": settled, "did": did or None}
 
 
-def _settle_seconds(ring_timeout):
-    return DEFAULTS["ring_timeout"] * 60 if ring_timeout is None else ring_timeout
+def _settle_seconds(ring_timeout_seconds):
+    return DEFAULTS["ring_timeout_minutes"] * 60 if ring_timeout_seconds is None else ring_timeout_seconds
 
 
 def _call_of_row(row, zone, names):
@@ -5572,7 +5581,7 @@ def _call_of_row(row, zone, names):
                 summary=row["summary"], answered=bool(row["answered"]))
 
 
-def iter_calls_of_day(path, day, *, zone=None, ring_timeout=None, did=None, names=None,
+def iter_calls_of_day(path, day, *, zone=None, ring_timeout_seconds=None, did=None, names=None,
                       index=None, limit=None, offset=0, now=None, newest_first=False):
     """The calls that began on `day` (in `zone`; None: this machine's), missed first,
     then newest first (`newest_first`: in time order only, read straight off the
@@ -5606,7 +5615,7 @@ def iter_calls_of_day(path, day, *, zone=None, ring_timeout=None, did=None, name
         FROM p LEFT JOIN tries ON tries.e164 = p.e164
         LEFT JOIN call_notes n ON n.ivrid = p.ivrid
         ORDER BY {order.format(alias="p")}"""
-    params = _day_params(day, zone, ring_timeout, did, now)
+    params = _day_params(day, zone, ring_timeout_seconds, did, now)
     params.update(limit=-1 if limit is None else limit, offset=offset)
     if not Path(path).exists():
         return iter(())
@@ -5648,13 +5657,13 @@ def calls_of_day(path, day, **options):
     return list(iter_calls_of_day(path, day, **options))
 
 
-def day_summary(path, day, *, zone=None, ring_timeout=None, did=None, now=None):
+def day_summary(path, day, *, zone=None, ring_timeout_seconds=None, did=None, now=None):
     """The day's calls counted by outcome, its missed callers open and resolved, and
     the lines called that day (all lines, whatever `did`)."""
     with _reading(path) as connection:
         if connection is None:
             return DaySummary({}, 0, 0, ())
-        params = _day_params(day, zone, ring_timeout, did, now)
+        params = _day_params(day, zone, ring_timeout_seconds, did, now)
         counts = dict(connection.execute(
             _MISSED_CALLERS + "SELECT resolved = '', COUNT(*) FROM callers GROUP BY 1",
             params).fetchall())
@@ -5707,7 +5716,7 @@ WITH grouped AS (
 )"""
 
 
-def missed_callers(path, day, *, index=None, zone=None, ring_timeout=None, did=None,
+def missed_callers(path, day, *, index=None, zone=None, ring_timeout_seconds=None, did=None,
                    names=None, open_only=False, limit=None, offset=0, now=None):
     """The day's missed callers, one row a number: those still waiting for the office
     first (newest last try first), then those resolved. Who they are comes from
@@ -5716,7 +5725,7 @@ def missed_callers(path, day, *, index=None, zone=None, ring_timeout=None, did=N
     with _reading(path) as connection:
         if connection is None:
             return []
-        params = _day_params(day, zone, ring_timeout, did, now)
+        params = _day_params(day, zone, ring_timeout_seconds, did, now)
         rows = _missed_caller_rows(connection, params, limit, offset, open_only)
     return [_missed_caller(row, zone, index, names or NO_NAMES) for row in rows]
 
@@ -5766,7 +5775,7 @@ class DayPage(typing.NamedTuple):
 
 
 def day_page(path, day, *, size, callers_from=0, calls_from=0, zone=None,
-             ring_timeout=None, did=None, names=None, index=None, now=None):
+             ring_timeout_seconds=None, did=None, names=None, index=None, now=None):
     """The calls page's data in three queries, whatever the day's size: one sweep of
     the day's calls for the counts, one of its missed calls for the callers (and
     their counts), and `size` calls read straight off the table's time order."""
@@ -5774,7 +5783,7 @@ def day_page(path, day, *, size, callers_from=0, calls_from=0, zone=None,
     with _reading(path) as connection:
         if connection is None:
             return DayPage(DaySummary({}, 0, 0, ()), [], [])
-        params = _day_params(day, zone, ring_timeout, did, now)
+        params = _day_params(day, zone, ring_timeout_seconds, did, now)
         rows = _missed_caller_rows(connection, params, size, callers_from)
         if rows:
             open_callers, resolved_callers = (rows[0]["open_callers"],
@@ -5785,14 +5794,14 @@ def day_page(path, day, *, size, callers_from=0, calls_from=0, zone=None,
                 params).fetchall())
             open_callers, resolved_callers = counted.get(1, 0), counted.get(0, 0)
         summary = _day_counts(connection, params, open_callers, resolved_callers)
-    calls = calls_of_day(path, day, zone=zone, ring_timeout=ring_timeout, did=did,
+    calls = calls_of_day(path, day, zone=zone, ring_timeout_seconds=ring_timeout_seconds, did=did,
                          names=names, index=index, limit=size, offset=calls_from,
                          now=now, newest_first=True)
     return DayPage(summary, [_missed_caller(row, zone, index, names) for row in rows],
                    calls)
 
 
-def calls_of_number(path, e164, *, zone=None, ring_timeout=None, names=None, limit=50,
+def calls_of_number(path, e164, *, zone=None, ring_timeout_seconds=None, names=None, limit=50,
                     now=None):
     """One number's latest calls, incoming and outgoing, newest first (a caller's
     page). `e164` as normalize_number() writes it ("+972722776772")."""
@@ -5800,7 +5809,7 @@ def calls_of_number(path, e164, *, zone=None, ring_timeout=None, names=None, lim
     with _reading(path) as connection:
         if connection is None or not e164:
             return []
-        settled = (time.time() if now is None else now) - _settle_seconds(ring_timeout)
+        settled = (time.time() if now is None else now) - _settle_seconds(ring_timeout_seconds)
         cursor = connection.cursor()
         cursor.row_factory = sqlite3.Row
         rows = cursor.execute(
@@ -8569,7 +8578,8 @@ class Site:
         self.names = CallNames.from_config(config)
         self.names.extensions = voicenter
         #: The calls' queries' options: the pages' zone, --ring-timeout in seconds.
-        self.day_options = dict(zone=self.zone, ring_timeout=config.ring_timeout * 60)
+        self.day_options = dict(zone=self.zone,
+                                ring_timeout_seconds=config.ring_timeout_minutes * 60)
         self.extension_cookie = ("popup_extension_"
                                  + _signature(self.door.secret, "extension")[:8])
         #: One CDR stored at a time (take_cdr()).
@@ -10269,7 +10279,7 @@ def _run_check(config):
     with several, the total; the worst outcome decides the exit status."""
     status, indexes = ExitStatus.SUCCESS, []
     additions = kept_additions(config)
-    locations = [*config.contacts, *additions]
+    locations = [*config.sources, *additions]
     several = len(locations) > 1
     with tempfile.TemporaryDirectory(prefix="popup-check-") as downloads:
         for location in locations:

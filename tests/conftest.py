@@ -240,12 +240,13 @@ def launch_server(contacts_path, *extra_args, env: dict | None = None,
 
     if not _has_flag(extra, "--host") and "POPUP_HOST" not in env:
         argv += ["--host", "127.0.0.1"]
+    port_chosen_here = False
     if _has_flag(extra, "--port"):
         port = int(_flag_value(extra, "--port"))
     elif "POPUP_PORT" in env:
         port = int(env["POPUP_PORT"])
     else:
-        port = free_port()
+        port, port_chosen_here = free_port(), True
         argv += ["--port", str(port)]
     if disable_token and not _has_flag(extra, "--token") and "POPUP_TOKEN" not in env:
         argv += ["--token", ""]
@@ -265,6 +266,16 @@ def launch_server(contacts_path, *extra_args, env: dict | None = None,
     deadline = time.monotonic() + startup_timeout
     while True:
         rc = proc.poll()
+        if rc is not None and port_chosen_here and "Address already in use" in \
+                handle.stderr_text() and time.monotonic() < deadline:
+            # Another program took the free port between free_port() and the bind.
+            port = free_port()
+            argv[argv.index("--port") + 1] = str(port)
+            with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
+                proc = subprocess.Popen(argv, cwd=str(cwd), stdout=out, stderr=err,
+                                        stdin=subprocess.DEVNULL, env=subprocess_env(env))
+            handle = ServerHandle(proc, port, stdout_path, stderr_path, argv)
+            continue
         if rc is not None:
             pytest.fail(f"server exited with status {rc} before answering /health\n"
                         f"argv: {argv}\nstderr:\n{handle.stderr_text()}\n"

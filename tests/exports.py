@@ -30,8 +30,9 @@ class Expected:
 
     contacts: dicts {row, name, company, numbers}; ``numbers`` are caller ids
         as the phone system sends them, each written differently from the cell.
-    encoding / delimiter: what ``ContactIndex.encoding`` / ``.delimiter`` say
-        (delimiter None: not asserted, e.g. for .xlsx).
+    read_as / delimiter: what ``ContactIndex.read_as`` / ``.delimiter`` say (how
+        --check writes the file's encoding or kind; delimiter None: not asserted,
+        e.g. for .xlsx).
     name_columns / company_column: exact ColumnChoice values, or None when
         several choices would be right (then only ``not_columns`` is checked).
     phone_columns: columns that must be among ``ColumnChoice.phones``.
@@ -46,7 +47,7 @@ class Expected:
     """
 
     contacts: list[dict]
-    encoding: str
+    read_as: str
     delimiter: str | None
     rows_read: int
     name_columns: tuple[str, ...] | None = None
@@ -181,7 +182,7 @@ def write_google_csv(directory: Path, *, newline: str = CRLF,
             contact(6, "John Smith", "Acme Inc.", "0012125550147", "+12125550147",
                     "0501234567"),
         ],
-        encoding="utf-8",
+        read_as="utf-8",
         delimiter=",",
         rows_read=5,
         company_column="Organization Name",
@@ -271,7 +272,7 @@ def write_google_csv_old(directory: Path, *, encoding: str = "utf-16",
             contact(3, "Sunrise Hostel", "Sunrise Hostel", "086371234", "97286371234"),
             contact(4, "Moshe Katz", "", "0502223333", "972502223333"),
         ],
-        encoding=encoding,
+        read_as=encoding,
         delimiter=",",
         rows_read=4,
         company_column="Organization 1 - Name",
@@ -362,7 +363,7 @@ def write_outlook_csv(directory: Path, *,
             contact(4, "יוסי כהן", company, "97235551515"),
             contact(5, "מוסך הדר", "מוסך הדר", "048123456", "97248123456"),
         ],
-        encoding="windows-1255",
+        read_as="windows-1255",
         delimiter=",",
         rows_read=5,
         company_column="Company",
@@ -410,7 +411,7 @@ def write_excel_csv_ansi(directory: Path, *,
             contact(4, "יעל גבאי", "", "0541234567", "+972541234567"),
             contact(6, "אורית חדד", "חדד קוסמטיקה", "97297654321", "0549876543"),
         ],
-        encoding="windows-1255",
+        read_as="windows-1255",
         delimiter=",",
         rows_read=5,
         name_columns=("שם",),
@@ -446,7 +447,7 @@ def write_excel_csv_semicolon(directory: Path, *,
             contact(3, "עידו שטרן", firm, "0526090910"),
             contact(4, "מיכל רז", "", "0501212121"),
         ],
-        encoding="windows-1255",
+        read_as="windows-1255",
         delimiter=";",
         rows_read=3,
         name_columns=("איש קשר",),
@@ -476,7 +477,7 @@ def write_excel_csv_utf8(directory: Path, *,
             contact(3, "ליאת שמיר", "", "972544040404"),
             contact(4, "קפה נחת", "קפה נחת", "035050505"),
         ],
-        encoding="utf-8-sig",
+        read_as="utf-8-sig",
         delimiter=",",
         rows_read=3,
         name_columns=("שם פרטי", "שם משפחה"),
@@ -506,7 +507,7 @@ def write_excel_unicode_text(directory: Path, *,
             contact(3, "שירה לב", "", "0547005678"),
             contact(4, "Tamar Oz", "Oz Studio", "+97248005678"),
         ],
-        encoding="utf-16",
+        read_as="utf-16",
         delimiter="\t",
         rows_read=3,
         name_columns=("שם מלא",),
@@ -549,7 +550,7 @@ def write_xlsx(directory: Path, *, filename: str = "clients.xlsx") -> tuple[Path
             contact(4, "Ronen Paz", "Paz Garage", "035557788"),
             contact(5, "Tali Erez", "", "0528889999"),
         ],
-        encoding="xlsx",
+        read_as="xlsx",
         delimiter=None,
         rows_read=5,
         name_columns=("Client Name",),
@@ -651,7 +652,7 @@ def write_messy_numbers_csv(directory: Path, *,
             contact(14, "Maya Sharon", "", "0527654322", "0527654323"),
             contact(15, "Nir Adam", "", "+972527654324"),
         ],
-        encoding="utf-8",
+        read_as="utf-8",
         delimiter=",",
         rows_read=14,
         name_columns=("Name",),

@@ -74,7 +74,7 @@ def test_the_number_of_distinct_numbers_indexed_is_counted(loaded):
 
 def test_the_encoding_is_detected(loaded):
     index, expected, _ = loaded
-    assert index.encoding == expected.encoding
+    assert index.read_as == expected.read_as
 
 
 def test_the_delimiter_is_detected(loaded):
@@ -243,7 +243,7 @@ def test_outlook_colleagues_sharing_the_company_main_phone_count_as_two(tmp_path
 def test_xlsx_numbers_that_lost_their_leading_zero_are_found(tmp_path):
     path, _ = exports.write_xlsx(tmp_path)
     index = ps.load_index(path)
-    assert index.encoding == "xlsx"
+    assert index.kind == "xlsx" and index.read_as == "xlsx"
     assert index.lookup("0541234567").contact.name == "Ofer Sade"
     assert index.lookup("035553399").contact.name == "Galit Noy"
     assert index.lookup("0541234568").contact.name == "Galit Noy"

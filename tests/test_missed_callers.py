@@ -38,9 +38,9 @@ def test_a_call_that_never_hangs_up_settles_as_no_answer_recorded(tmp_path):
     record(db, ("R", "Ringing"))
     started = ps.calls_of_day(db, TODAY)[0].started.timestamp()
     outcome = lambda minutes: ps.calls_of_day(  # noqa: E731
-        db, TODAY, ring_timeout=600, now=started + minutes * 60)[0].outcome
+        db, TODAY, ring_timeout_seconds=600, now=started + minutes * 60)[0].outcome
     assert (outcome(9), outcome(11)) == ("in progress", "no answer recorded")
-    summary = ps.day_summary(db, TODAY, ring_timeout=600, now=started + 11 * 60)
+    summary = ps.day_summary(db, TODAY, ring_timeout_seconds=600, now=started + 11 * 60)
     assert summary.missed == 1 and summary.open_callers == 1
 
 

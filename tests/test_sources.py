@@ -257,7 +257,7 @@ def test_a_libreoffice_workbook_loads_with_numbers_repaired_and_hebrew_names(
     magic = path.read_bytes()[:8]
     assert magic.startswith(b"PK\x03\x04" if kind == "ods" else b"\xd0\xcf\x11\xe0")
     index = ps.load_index(path)
-    assert index.encoding == kind and index.delimiter is None
+    assert index.kind == kind and index.delimiter is None
     assert index.contacts == 3
     for caller_id, name, company, url, row in WORKBOOK_CONTACTS:
         found = index.lookup(caller_id).contact
@@ -306,7 +306,7 @@ def test_a_workbook_is_known_by_its_content_not_its_name(workbooks, tmp_path, ki
     path = tmp_path / "contacts.xlsx"   # saved under the wrong name
     shutil.copy(workbooks[kind], path)
     index = ps.load_index(path)
-    assert index.encoding == kind
+    assert index.kind == kind
     assert index.lookup("0541234567").contact.name == "נועה כהן"
 
 

@@ -650,7 +650,7 @@ def test_a_ring_group_is_one_call_answered_by_its_talking_station_or_missed(
                          "extenUser": station, "cause": cause,
                          "isAnswered": "false"}, john)
     recorder.close()
-    (call,) = ps.calls_of_day(db, dt.date.today(), ring_timeout=3600)
+    (call,) = ps.calls_of_day(db, dt.date.today(), ring_timeout_seconds=3600)
     assert call.tries == 1
     if answerer:
         assert (call.outcome, call.agent_id) == ("answered", answerer)

@@ -4,7 +4,9 @@
 A stand-in for Voicenter's /hub/cdr/ (tests/voicenter_calllog_standin.py, in a process
 of its own) holds a day of RECORDS records (12,000 by default: over one answer's
 10,000, so the window is split). popup_server.py starts with a calls database and
---voicenter-code; the stand-in holds the first request 5 s, then answers. Client
+--voicenter-code, every API of Voicenter's at the stand-in (it answers the extension
+list too: nothing goes to Voicenter itself); the stand-in holds the first Call Log
+request 5 s, then answers. Client
 threads send /popup lookups (a keep-alive connection each, one request at a time)
 the whole while; each answer's latency is kept with its time. Phases:
 
@@ -103,7 +105,8 @@ def run_once(args, contacts, phones, folder):
             [sys.executable, str(args.server), str(contacts), "--host", "127.0.0.1",
              "--port", str(port), "--token", "", "--office-password", "",
              "--state-dir", str(Path(folder) / f"state-{port}"), "--calls-db", str(db),
-             "--voicenter-code", CODE, "--voicenter-api", url, "--call-log-every", "3600"],
+             "--voicenter-code", CODE, "--voicenter-api", url, "--voicenter-monitor", url,
+             "--call-log-every", "3600"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
         while True:

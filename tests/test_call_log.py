@@ -43,7 +43,8 @@ def pulling(start_server, standin, db):
     def start(*args, every=1, **options):
         return start_server(SAMPLE_CONTACTS, "--calls-db", db, "--timezone", "UTC",
                             "--voicenter-code", CODE, "--voicenter-api", standin.url,
-                            "--call-log-every", every, *args, **options)
+                            "--voicenter-monitor", standin.url, "--call-log-every", every,
+                            *args, **options)
     return start
 
 
@@ -76,11 +77,30 @@ def csv_rows(server, day):
     return list(csv.DictReader(io.StringIO(resp.body.decode("utf-8-sig"))))
 
 
+def test_a_test_server_with_a_code_asks_stand_ins_only(start_server, standin):
+    """A server given the code asks Voicenter's APIs at once: a test that names a
+    stand-in for one of them and not the other is stopped before the server starts."""
+    with pytest.raises(pytest.fail.Exception, match="--voicenter-monitor"):
+        start_server(SAMPLE_CONTACTS, "--voicenter-code", CODE, "--voicenter-api",
+                     standin.url)
+    with pytest.raises(pytest.fail.Exception, match="--voicenter-api"):
+        start_server(SAMPLE_CONTACTS, env={"POPUP_VOICENTER_CODE": CODE,
+                                           "POPUP_VOICENTER_MONITOR": standin.url})
+    with pytest.raises(pytest.fail.Exception, match="--voicenter-monitor"):
+        start_server(SAMPLE_CONTACTS, "--voicenter-code", CODE, "--voicenter-api",
+                     standin.url, "--voicenter-monitor", "https://monitor.voicenter.co.il")
+    assert standin.requests == [] and standin.extension_requests == 0
+
+
 def test_every_record_of_the_day_arrives_with_every_field_asked_for(pulling, standin, db):
     now = time.time()
     standin.records = day_of_records(300, end=now - 300)
     server = pulling()
     pulled(server)
+    # The agents' names come from the stand-in too, never from Voicenter itself.
+    wait_until(lambda: health(server)["voicenter"].startswith("ok: 4 extensions"),
+               what="the stand-in's extension list")
+    assert standin.extension_requests >= 1
     kept = stored(db)
     assert set(kept) == {record["CallID"] for record in standin.records}
     for record in standin.records:
@@ -200,12 +220,13 @@ def test_a_push_then_its_pull_is_one_call(start_server, standin, db):
     standin.records = [record]
     server = start_server(SAMPLE_CONTACTS, "--calls-db", db, "--timezone", "UTC",
                           "--voicenter-code", CODE, "--voicenter-api", standin.url,
+                          "--voicenter-monitor", standin.url,
                           "--call-log-every", "0")  # no pull yet: the push first
     assert server.post_json("/cdr", _push(record, now - 600)).json()["Err"] == 0
     server.stop()
     server = start_server(SAMPLE_CONTACTS, "--calls-db", db, "--timezone", "UTC",
                           "--voicenter-code", CODE, "--voicenter-api", standin.url,
-                          "--call-log-every", "3600")
+                          "--voicenter-monitor", standin.url, "--call-log-every", "3600")
     pulled(server)
     assert len(standin.requests) == 1 and standin.requests[0]["returned"] == 1
     (kept,) = stored(db).values()
@@ -363,7 +384,7 @@ def test_a_restart_does_not_pull_the_same_window_twice(pulling, standin, db):
 def test_without_a_code_or_with_every_0_nothing_is_pulled(start_server, standin, db):
     for args in ((), ("--voicenter-code", CODE, "--call-log-every", "0")):
         server = start_server(SAMPLE_CONTACTS, "--calls-db", db, "--voicenter-api",
-                              standin.url, *args)
+                              standin.url, "--voicenter-monitor", standin.url, *args)
         body = server.health()
         assert body["call_log"] == "off" and body["status"] == "ok"
         assert 'id="call-log"' not in server.get("/calls").text

@@ -6459,6 +6459,12 @@ PAGE_TEXTS = {
                       "pull goes on.",
                       "מגבלת הקצב של Voicenter (שגיאה 1) דחתה כל ניסיון; המשיכה הבאה "
                       "תמשיך."),
+    "call_log.forbidden": ("Voicenter refused this server (HTTP {detail}): its address is "
+                           "not authorised; authorise this server's public IP address in "
+                           "Voicenter's CPanel, under API Settings.",
+                           "Voicenter דחה את השרת הזה (HTTP {detail}): הכתובת שלו אינה "
+                           "מאושרת; אשרו את כתובת ה-IP הציבורית של השרת ב-CPanel של "
+                           "Voicenter, תחת הגדרות API."),
     "call_log.refused": ("Voicenter's Call Log refused the request ({detail}).",
                          "יומן השיחות של Voicenter דחה את הבקשה ({detail})."),
     "call_log.unreachable": ("Voicenter's Call Log could not be reached ({detail}).",
@@ -6656,6 +6662,12 @@ PAGE_TEXTS = {
                              "דבר."),
     "callback.unreachable": ("Voicenter could not be reached; nothing was dialled.",
                              "לא ניתן היה להגיע ל-Voicenter; לא חויג דבר."),
+    "callback.refused": ("Voicenter refused this server: its address is not authorised "
+                         "for Voicenter's API. Authorise this server's public IP address "
+                         "in Voicenter's CPanel, under API Settings. Nothing was dialled.",
+                         "Voicenter דחה את השרת הזה: הכתובת שלו אינה מאושרת ל-API של "
+                         "Voicenter. אשרו את כתובת ה-IP הציבורית של השרת ב-CPanel של "
+                         "Voicenter, תחת הגדרות API. לא חויג דבר."),
     "callback.busy": ("A call-back from this browser is being placed; wait for its "
                       "answer.", "חיוג חוזר מהדפדפן הזה כבר מתבצע; חכו לתשובה."),
     "callback.busy_all": ("Other call-backs are being placed right now; try again in a "
@@ -6695,6 +6707,11 @@ PAGE_TEXTS = {
                         "\u2066--voicenter-code\u2069 נכון?"),
     "voicenter.failed": ("the extension list could not be fetched at {time}",
                          "לא ניתן היה לטעון את רשימת השלוחות ב-{time}"),
+    "voicenter.refused": ("this server was refused at {time}: its address is not "
+                          "authorised; authorise this server's public IP address in "
+                          "Voicenter's CPanel, under API Settings",
+                          "השרת הזה נדחה ב-{time}: הכתובת שלו אינה מאושרת; אשרו את כתובת "
+                          "ה-IP הציבורית של השרת ב-CPanel של Voicenter, תחת הגדרות API"),
     "voicenter.kept": ("still using the {count} extensions fetched at {time}",
                        "עדיין בשימוש {count} השלוחות שנטענו ב-{time}"),
     "voicenter.by_code": ("agents are shown by their extension",
@@ -7648,6 +7665,24 @@ class EmptyExtensionList(VoicenterUnreachable):
     """Voicenter answered an empty extension list: what a wrong code gets."""
 
 
+class VoicenterRefused(VoicenterUnreachable):
+    """Voicenter answered 401 or 403 without its JSON: its guides' troubleshooting
+    says this server's public IP address is not authorised for its API (CPanel, API
+    Settings). Reached, then: said as a refusal, never as "could not be reached"."""
+
+    def __init__(self, status):
+        super().__init__(VOICENTER_REFUSED.format(status=status))
+        self.status = status
+
+
+#: What Voicenter's 401 or 403 means, in words for /health and the log (the pages
+#: have theirs in PAGE_TEXTS: "callback.refused", "voicenter.refused",
+#: "call_log.forbidden").
+VOICENTER_REFUSED = ("Voicenter refused this server (HTTP {status}): its address is not "
+                     "authorised; authorise this server's public IP address in "
+                     "Voicenter's CPanel, under API Settings")
+
+
 #: Seconds a request for the office's pages (Click2Call) or the extension list may
 #: take in all, connection to last byte.
 VOICENTER_TIMEOUT = 10.0
@@ -7660,9 +7695,10 @@ def voicenter_request(url: str, payload: dict, *, timeout: float,
                       whole: float | None = None) -> dict:
     """POST `payload` as JSON to one of Voicenter's APIs and return its JSON answer;
     raises VoicenterUnreachable (a PopupError) for a refused connection, a timeout, a
-    non-2xx status or an answer that is not a JSON object. Never logs the payload (it
-    holds the account's code). A non-2xx status whose body is Voicenter's JSON object
-    (the Call Log answers its errors with 403 or 404) is returned like any answer.
+    non-2xx status or an answer that is not a JSON object, VoicenterRefused (one of
+    them) for a 401 or 403 that is not. Never logs the payload (it holds the account's
+    code). A non-2xx status whose body is Voicenter's JSON object (the Call Log
+    answers its errors with 403 or 404) is returned like any answer.
     `timeout` bounds each wait for the network; `whole` (default: 3 x timeout) the
     whole request, so that an answer trickling in never holds the caller longer."""
     request = urllib.request.Request(
@@ -7707,6 +7743,8 @@ def voicenter_request(url: str, payload: dict, *, timeout: float,
     except (UnicodeDecodeError, ValueError, RecursionError):
         data = None
     if not isinstance(data, dict):
+        if status in (401, 403):
+            raise VoicenterRefused(status)
         raise VoicenterUnreachable(f"it answered HTTP {status}" if status >= 300 else
                                    "its answer is not JSON")
     return data
@@ -7775,6 +7813,7 @@ CALL_LOG_TROUBLES = types.MappingProxyType({
     "dates": "Voicenter refused the dates asked for (error 5, date range invalid): "
              "check this machine's clock",
     "rate": "Voicenter's rate limit (error 1) refused every try; the next pull goes on",
+    "forbidden": VOICENTER_REFUSED.replace("{status}", "{detail}"),
     "refused": "Voicenter's Call Log refused the request ({detail})",
     "unreachable": "Voicenter's Call Log could not be reached ({detail})",
     "answer": "Voicenter's Call Log answered something that is not its record list "
@@ -8002,6 +8041,8 @@ class CallLogPuller:
             self.requests += 1
             try:
                 answer = voicenter_request(self.url, payload, timeout=CALL_LOG_TIMEOUT)
+            except VoicenterRefused as error:
+                raise _PullFailed("forbidden", str(error.status)) from None
             except VoicenterUnreachable as error:
                 raise _PullFailed("unreachable", _call_log_text(str(error))) from None
             number = answer.get("ERROR_NUMBER")
@@ -8148,7 +8189,8 @@ class VoicenterExtensions:
         self.names = {}               # SIP code -> name
         self.fetched_at = None        # when the list in use came (aware datetime)
         self.problem = None           # why the last fetch failed, or None
-        self.problem_kind = None      # "empty" (a wrong code?) or "failed"
+        self.problem_kind = None      # "empty" (a wrong code?), "refused" (401/403:
+        #                               the address) or "failed"
         self.failed_at = None
         self._stop = threading.Event()
 
@@ -8169,8 +8211,9 @@ class VoicenterExtensions:
         except VoicenterUnreachable as error:
             again = self.problem == str(error)  # said once, not every minute
             self.problem, self.failed_at = str(error), dt.datetime.now().astimezone()
-            self.problem_kind = "empty" if isinstance(error, EmptyExtensionList) \
-                else "failed"
+            self.problem_kind = ("empty" if isinstance(error, EmptyExtensionList) else
+                                 "refused" if isinstance(error, VoicenterRefused) else
+                                 "failed")
             (log.debug if again else log.warning)(
                 "cannot use Voicenter's extension list: %s%s", error,
                 f"; still naming {len(self.extensions)} extensions fetched at "
@@ -8232,6 +8275,8 @@ def click2call(config, extension, target, language):
         answer = voicenter_request(config.voicenter_api + "/ForwardDialer/click2call.aspx",
                                    payload, timeout=VOICENTER_TIMEOUT,
                                    whole=VOICENTER_TIMEOUT)
+    except VoicenterRefused as error:
+        return "callback.refused", {"why": str(error)}
     except VoicenterUnreachable as error:
         return "callback.unreachable", {"why": str(error)}
     return click2call_answer(answer)
@@ -8256,7 +8301,7 @@ def _click2call_log_text(outcome, values):
     if outcome == "callback.ringing":
         return ("Voicenter is ringing the extension (CALLID "
                 f"{_loggable(values['callid'], 60)})")
-    if outcome == "callback.unreachable":
+    if outcome in ("callback.unreachable", "callback.refused"):
         return f"nothing dialled: {values['why']}"
     return (f"refused by Voicenter (ERRORCODE {values['code']}: "
             f"{_loggable(values['message'], 100)})")

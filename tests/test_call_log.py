@@ -302,6 +302,9 @@ def test_a_pushed_and_a_pulled_transfer_are_one_record_and_no_clients_call(
     ("html", "could not be reached (its answer is not JSON)",
      ("could not be reached", "לא ניתן היה להגיע")),
     ("nolist", "not its record list", ("not its record list", "אינו רשימת הרשומות")),
+    ("403", "Voicenter refused this server (HTTP 403): its address is not authorised; "
+     "authorise this server's public IP address in Voicenter's CPanel, under API Settings",
+     ("refused this server (HTTP 403)", "הכתובת שלו אינה מאושרת")),
 ])
 def test_each_error_is_said_on_health_and_the_calls_page_and_popups_go_on(
         pulling, standin, db, fail, health_words, page_words):
@@ -318,6 +321,8 @@ def test_each_error_is_said_on_health_and_the_calls_page_and_popups_go_on(
     for words, language in zip(page_words, ("en", "he")):
         page = server.get("/calls", headers={"Accept-Language": language}).text
         assert 'id="call-log"' in page and words in page, language
+        if fail == "403":  # reached, and refused: not "could not be reached"
+            assert "could not be reached" not in page and "לא ניתן היה להגיע" not in page
     assert server.lookup("0722776772")["STATUS"] == "OK"
     # It mends by itself: the next pull succeeds, and the time of the last good pull
     # stays shown when it fails again.

@@ -190,6 +190,54 @@ def test_voicenter_down_says_nothing_was_dialled_never_a_500(office, mode):
     assert server.lookup("0722776772", token=TOKEN)["TOTAL"] == 1
 
 
+@pytest.mark.parametrize("status", ["403", "401"])
+def test_voicenter_refusing_this_servers_address_is_said_as_a_refusal(office, status):
+    """Voicenter's guide: "403/401 from Voicenter: server IP not whitelisted, add IP in
+    CPanel -> API Settings". Reached, and refused: never "could not be reached"."""
+    server, client, voicenter = office
+    _missed(server, client)
+    _with_extension(client, "SIPSIP1")
+    voicenter.mode["click2call"] = status
+    mark = server.log_mark()
+    assert _call_back(client) == (
+        "Voicenter refused this server: its address is not authorised for Voicenter's "
+        "API. Authorise this server's public IP address in Voicenter's CPanel, under API "
+        "Settings. Nothing was dialled.")
+    logged = server.wait_for_log(f"HTTP {status}", mark)
+    assert re.search(r"call-back by session \S+ from extension SIPSIP1 to \*+772: nothing "
+                     rf"dialled: Voicenter refused this server \(HTTP {status}\): its "
+                     r"address is not authorised", logged), logged
+    resp = client.post_form("/callback", {"number": JOHN, "next": "/calls"},
+                            headers={"Accept-Language": "he"})
+    hebrew = _answer(client.get(resp.header("Location"),
+                                headers={"Accept-Language": "he"}).text)
+    assert hebrew.startswith("Voicenter דחה את השרת הזה") and "הגדרות API" in hebrew
+    assert "being called back" not in client.get("/").text
+
+
+def test_an_extension_list_refused_for_the_address_is_said_so(start_server, tmp_path,
+                                                              voicenter, log_in):
+    voicenter.mode["extensions"] = "403"
+    server = start_server(SAMPLE_CONTACTS, "--calls-db", tmp_path / "calls.sqlite",
+                          "--token", TOKEN, "--office-password", OFFICE_PASSWORD,
+                          *_voicenter_args(voicenter))
+    client = log_in(server)
+    health = wait_until(lambda: "failed" in server.health()["voicenter"] and
+                        server.health(), what="the refusal on /health")
+    assert ("Voicenter refused this server (HTTP 403): its address is not authorised; "
+            "authorise this server's public IP address in Voicenter's CPanel, under API "
+            "Settings") in health["voicenter"]
+    page = client.get("/", headers={"Accept-Language": "en"}).text
+    assert re.search(r'id="voicenter-status" class="error">Voicenter:\s+this server was '
+                     r"refused at \d\d:\d\d: its address is not authorised; authorise "
+                     r"this server's public IP address in Voicenter's CPanel, under API "
+                     r"Settings\s+\(agents are shown by their extension\)",
+                     html.unescape(page)), page
+    assert "could not be fetched" not in page
+    hebrew = client.get("/", headers={"Accept-Language": "he"}).text
+    assert "השרת הזה נדחה ב-" in hebrew and "תחת הגדרות API" in hebrew
+
+
 def test_an_xml_answer_is_not_taken_for_success(office):
     """Without format=json Voicenter answers XML; the server always asks for JSON, and
     an XML answer (a proxy, an old endpoint) reads as 'could not be reached'."""

@@ -28,7 +28,10 @@ API a server with --voicenter-code asks: give it as --voicenter-api and
 And for tests: `fail` set to an error number, "hang" (the request is held until
 released or the stand-in stops), "500" (an HTML error page), "html" (200 with a page
 that is not JSON), "nolist" (JSON without a list of records) or "trickle" (a byte
-every 0.2 s, never the whole answer); `fail_first` answers the first N requests so;
+every 0.2 s, never the whole answer), "403" (an HTML 403, what Voicenter's other
+APIs answer a server whose address is not authorised, says the Click2Call guide's
+troubleshooting: the Call Log's own guide documents error 4 for it, in its JSON);
+`fail_first` answers the first N requests so;
 every request is kept in `requests` (when, the body, what was answered).
 """
 
@@ -141,7 +144,8 @@ class CallLogStandin:
     def __init__(self, records=(), code="test-code-1234", hold_for: float = 60.0):
         self.code = code
         self.records = list(records)
-        self.fail = None        # an ERROR_NUMBER, "hang", "500" or "html"; None: answer
+        self.fail = None        # an ERROR_NUMBER, "hang", "500", "html", "nolist",
+        #                         "403" or "trickle"; None: answer
         self.fail_first = 0     # with `fail` set: only the first N requests fail so
         self.hold_for = hold_for  # seconds a "hang" holds a request at most
         self.max_hits = MAX_HITS  # records an answer holds at most (the guide's 10,000)
@@ -205,6 +209,10 @@ class CallLogStandin:
         elif fail == "html":
             entry["answered"] = "html"
             return 200, "text/html", b"<!DOCTYPE html><html><body>Maintenance</body></html>"
+        elif fail == "403":
+            from voicenter_standin import REFUSED_PAGES
+            entry["answered"] = 403
+            return 403, "text/html", REFUSED_PAGES[403]
         elif fail == "nolist":
             entry["answered"] = "nolist"
             return 200, "application/json", b'{"ERROR_NUMBER": 0, "CDR_LIST": "none"}'

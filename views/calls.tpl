@@ -44,8 +44,8 @@
   % if callback is not None:
   <span id="voicenter-status"{{!' class="error"' if callback.problem else ""}}>{{t("voicenter.status")}}
   % if callback.problem:
-    {{t("voicenter." + callback.problem_kind, time=clock(callback.problem_at))}}{{"" if callback.problem_kind == "empty" else ":"}}
-    % if callback.problem_kind != "empty":
+    {{t("voicenter." + callback.problem_kind, time=clock(callback.problem_at))}}{{":" if callback.problem_kind == "failed" else ""}}
+    % if callback.problem_kind == "failed":
     <bdi dir="ltr">{{callback.problem}}</bdi>
     % end
     ({{t("voicenter.kept", count=len(callback.extensions), time=clock(callback.fetched)) if callback.extensions else t("voicenter.by_code")}})

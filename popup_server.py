@@ -6514,7 +6514,7 @@ PAGE_TEXTS = {
     "outcome.in progress": ("in progress", "בתהליך"),
     "caller.unknown": ("unknown caller", "מתקשר לא ידוע"),
     "caller.withheld": ("withheld", "חסוי"),
-    "link.call_back": ("call back", "חיוג חוזר"),
+    "link.call_back": ("dial from this device", "חיוג מהמכשיר הזה"),
     "link.crm": ("CRM", "CRM"),
     "calls.footer": ("This page refreshes itself every minute (not while a note is "
                      "being written). Status for monitors:",
@@ -6588,7 +6588,7 @@ PAGE_TEXTS = {
                          "אין באנשי הקשר אף אחד עם המספר הזה."),
     "caller.national": ("Local", "מקומי"),
     "caller.international": ("International", "בינלאומי"),
-    "caller.call": ("call", "חיוג"),
+    "caller.call": ("dial from this device", "חיוג מהמכשיר הזה"),
     "caller.whatsapp": ("WhatsApp", "וואטסאפ"),
     "caller.email": ("e-mail", "דוא״ל"),
     "caller.add": ("Add as a contact", "הוספה כאיש קשר"),
@@ -6632,7 +6632,7 @@ PAGE_TEXTS = {
     "caller.by_link": ("Opened from a pop-up link: this caller's page only.",
                        "נפתח מקישור בחלון קופץ: הדף של המתקשר הזה בלבד."),
     # Calling back (Click2Call) and Voicenter's extension list
-    "callback.button": ("Call back", "חיוג חוזר"),
+    "callback.button": ("Call back from my extension", "חיוג חוזר מהשלוחה שלי"),
     "callback.button_help": ("Voicenter rings your phone first, then dials this number.",
                              "Voicenter יצלצל קודם לטלפון שלך, ואז יחייג למספר הזה."),
     "callback.my_extension": ("My extension:", "השלוחה שלי:"),

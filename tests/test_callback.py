@@ -67,6 +67,16 @@ def _answer(page):
     return html.unescape(found.group(1)) if found else None
 
 
+def _can_only_dial_from_this_device(client):
+    """The calls page and John's page offer the tel: link and no call-back button."""
+    page = client.get("/", headers={"Accept-Language": "en"}).text
+    waiting = re.search(r'<table id="waiting">.*?</table>', page, re.S).group(0)
+    assert f'<a href="tel:{JOHN}">dial from this device</a>' in waiting
+    assert 'action="/callback"' not in page and 'id="extension-form"' not in page
+    caller = client.get("/caller/0722776772").text
+    assert f'href="tel:{JOHN}"' in caller and 'action="/callback"' not in caller
+
+
 def _call_back(client, number=JOHN, **fields):
     resp = client.post_form("/callback", {"number": number, "next": "/calls", **fields},
                             headers={"Accept-Language": "en"})
@@ -143,6 +153,25 @@ def test_a_missed_caller_is_called_back_and_resolved_by_the_leg_2_cdr(office):
     wait_until(lambda: 'class="waiting"' not in client.get("/").text,
                what="the caller resolved by the leg-2 CDR")
     assert 'class="resolved called-back"' in client.get("/").text
+
+
+@pytest.mark.parametrize("language,dial,button", [
+    ("en", "dial from this device", "Call back from my extension"),
+    ("he", "חיוג מהמכשיר הזה", "חיוג חוזר מהשלוחה שלי"),
+])
+def test_the_tel_link_and_the_call_back_button_say_which_phone_rings(office, language,
+                                                                     dial, button):
+    """The day's calls dial from the browser's own device (tel:); the waiting caller's
+    button has Voicenter ring the agent's extension: their words differ."""
+    server, client, voicenter = office
+    _missed(server, client)
+    page = client.get("/", headers={"Accept-Language": language}).text
+    waiting = re.search(r'<table id="waiting">.*?</table>', page, re.S).group(0)
+    calls = re.search(r'<table id="calls">.*?</table>', page, re.S).group(0)
+    assert re.search(rf'<button type="submit" title="[^"]+">{button}</button>', waiting)
+    assert f'<a href="tel:{JOHN}">{dial}</a>' in calls and button not in calls
+    caller = client.get("/caller/0722776772", headers={"Accept-Language": language}).text
+    assert f'<a href="tel:{JOHN}">{dial}</a>' in caller and f">{button}</button>" in caller
 
 
 def test_the_extension_may_be_named_in_the_post_and_hebrew_is_passed_on(office):
@@ -236,6 +265,8 @@ def test_an_extension_list_refused_for_the_address_is_said_so(start_server, tmp_
     assert "could not be fetched" not in page
     hebrew = client.get("/", headers={"Accept-Language": "he"}).text
     assert "השרת הזה נדחה ב-" in hebrew and "תחת הגדרות API" in hebrew
+    _missed(server, client)
+    _can_only_dial_from_this_device(client)
 
 
 def test_an_xml_answer_is_not_taken_for_success(office):
@@ -333,6 +364,10 @@ def test_a_wrong_code_is_reported_and_the_code_never_shown(start_server, tmp_pat
     assert "רשימת השלוחות התקבלה ריקה" in hebrew
     assert _call_back(client, extension="SIPSIP1").startswith(
         "Voicenter's extension list has not come yet")
+    # No list, so no extension could ring: the waiting caller keeps the link that dials
+    # from this device, and no button that cannot work is shown.
+    _missed(server, client)
+    _can_only_dial_from_this_device(client)
     for text in (page, hebrew, str(health), server.get("/health").text,
                  client.get("/calls.csv").text, client.get("/caller/0722776772").text,
                  server.get("/popup", {"token": TOKEN, "phone": "0722776772"}).text):

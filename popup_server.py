@@ -8382,7 +8382,15 @@ class CallBacks:
         return None
 
     def tell(self, browser, key, values):
+        """Keep `key` as this browser's next answer; a double click's second answer
+        ("not dialled again", "being placed") leaves the first's "Voicenter is ringing
+        your phone" to be shown, when it has not been yet."""
         with self.lock:
+            kept = self.answers.get(browser)
+            if (key in ("callback.repeat", "callback.busy") and kept
+                    and kept[0] == "callback.ringing"
+                    and kept[1].get("who") == values.get("who")):
+                return
             self._keep(self.answers, browser, (key, values))
 
     def answer_for(self, browser):
@@ -8941,6 +8949,13 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
         raise bottle.HTTPResponse(status=303, headers={
             "Location": goal, "Cache-Control": "no-store", **dict(headers)})
 
+    def not_placed(browser, sip, masked, goal, key, values=None, headers=()):
+        """A call-back refused before Voicenter is asked: logged like one placed (who,
+        the extension, the number masked), then answered."""
+        log.info("call-back by %s from extension %s to %s not placed: %s", browser,
+                 _loggable(sip or "-", 70), masked, key)
+        answered(browser, goal, key, values, headers)
+
     @app.post("/callback/extension")
     @office_page
     def choose_extension():
@@ -8967,22 +8982,21 @@ def create_app(config, holder, recorder=None, access_log=None, page_secret=None,
         sip = sip or my_extension(environ)
         number = fields.get("number") or ""
         key = number_key(number, holder.index.rules)[0] if len(number) <= 40 else None
+        masked = _mask(number[:40] if key is None else str(key), config.log_numbers)
         if not voicenter.known(sip):
-            answered(browser, goal, "callback.choose_first" if voicenter.extensions
-                     else "callback.no_extensions", headers=headers)
+            not_placed(browser, sip, masked, goal, "callback.choose_first"
+                       if voicenter.extensions else "callback.no_extensions",
+                       headers=headers)
         if key is None:
-            answered(browser, goal, "callback.bad_number", headers=headers)
+            not_placed(browser, sip, masked, goal, "callback.bad_number", headers=headers)
         e164 = f"+{key}"
         match = holder.index.lookup(e164)
         who = match.contact.name if match.total and match.contact.name else \
             number_forms(e164, config.region)[0]
         now = time.time()
         refused = callbacks.begin(browser, e164, now)
-        masked = _mask(str(key), config.log_numbers)
         if refused:
-            log.info("call-back by %s from extension %s to %s not placed: %s", browser,
-                     sip, masked, refused)
-            answered(browser, goal, refused, {"who": who}, headers)
+            not_placed(browser, sip, masked, goal, refused, {"who": who}, headers)
         placed = False
         try:
             language = choose_language(environ.get("HTTP_ACCEPT_LANGUAGE"), config.lang)

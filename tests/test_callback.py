@@ -303,6 +303,41 @@ def test_a_double_click_dials_once_and_call_backs_are_rate_limited(office):
     assert len(voicenter.requests_to("/ForwardDialer/click2call.aspx")) == 6
 
 
+def test_a_double_clicks_second_answer_leaves_the_first_shown(office):
+    """Both clicks' answers come before the page: it says what the first did."""
+    server, client, voicenter = office
+    _with_extension(client, "SIPSIP1")
+    for _ in range(2):
+        resp = client.post_form("/callback", {"number": JOHN, "next": "/calls"},
+                                headers={"Accept-Language": "en"})
+        assert resp.status == 303, resp
+    page = client.get("/calls", headers={"Accept-Language": "en"}).text
+    assert _answer(page) == "Voicenter is ringing your phone, then John Doe."
+    assert len(voicenter.requests_to("/ForwardDialer/click2call.aspx")) == 1
+    # Once said, a click again is told it was not dialled again.
+    assert _call_back(client) == ("John Doe was called back from this browser moments "
+                                  "ago; not dialled again.")
+
+
+def test_call_backs_refused_before_voicenter_is_asked_are_logged(office):
+    server, client, voicenter = office
+    mark = server.log_mark()
+    assert _call_back(client).startswith("Choose your extension first")
+    _with_extension(client, "SIPSIP1")
+    assert _call_back(client, "abc-555").startswith("That is not a phone number")
+    for n in range(7):
+        said = _call_back(client, f"050-123-45{n:02d}")
+    assert said.startswith("Too many call-backs")
+    logged = server.wait_for_log("callback.too_many", mark)
+    assert re.search(r"call-back by session (\S+) from extension - to \*+772 not placed: "
+                     r"callback\.choose_first", logged), logged
+    assert re.search(r"call-back by session \S+ from extension SIPSIP1 to 555 not "
+                     r"placed: callback\.bad_number", logged), logged
+    assert re.search(r"call-back by session \S+ from extension SIPSIP1 to \*+506 not "
+                     r"placed: callback\.too_many", logged), logged
+    assert "722776772" not in logged and "501234506" not in logged
+
+
 def test_refusals_without_login_origin_csrf_or_from_a_signed_link(office):
     server, client, voicenter = office
     form = {"number": JOHN, "extension": "SIPSIP1", "next": "/calls"}

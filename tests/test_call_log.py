@@ -337,6 +337,23 @@ def test_each_error_is_said_on_health_and_the_calls_page_and_popups_go_on(
     assert CODE not in server.log_text() + page + json.dumps(body)
 
 
+def test_a_field_name_voicenter_does_not_take_is_said_and_nothing_is_lost(
+        pulling, standin, db):
+    """The server asks for each field it keeps by the name the guide lists; were
+    Voicenter to stop taking one, the pull is refused, said in Voicenter's words."""
+    standin.records = day_of_records(10, end=time.time() - 300)
+    standin.fields = standin.fields - {"DepartmentName"}
+    server = pulling()
+    body = wait_until(lambda: (lambda b: b if "refused" in b["call_log"] else None)(
+        health(server)), what="the refusal on /health")
+    assert body["call_log"] == ("Voicenter's Call Log refused the request (error 3: "
+                                "Invalid fields)")
+    assert [r["answered"] for r in standin.requests][:1] == [3]
+    standin.fields = standin.fields | {"DepartmentName"}
+    pulled(server)
+    assert len(stored(db)) == 10
+
+
 def test_a_hung_call_log_is_cut_at_its_timeout_and_popups_go_on(pulling, standin, db):
     standin.records = day_of_records(10, end=time.time() - 300)
     standin.fail = "hang"

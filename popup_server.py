@@ -7792,8 +7792,10 @@ CALL_LOG_FIRST = 86400  # seconds pulled on the first start: the last day
 CALL_LOG_CHUNK = 86400  # the longest window one request asks (the guide's advice)
 CALL_LOG_RATE_WAIT = 5.0  # seconds waited after Voicenter's "rate limit" (its advice)
 CALL_LOG_RATE_TRIES = 5  # tries of one window Voicenter refuses as too frequent
-CALL_LOG_BATCH = 250  # records a transaction: the database is never held for long
-CALL_LOG_PAUSE = 0.05  # seconds between two batches (10,000 records: 2 s in all)
+#: Records a transaction: the database is never held for long, and the batch's one
+#: JSON text (json.dumps holds the GIL throughout) takes well under a millisecond.
+CALL_LOG_BATCH = 50
+CALL_LOG_PAUSE = 0.01  # seconds between two batches (10,000 records: 2 s in all)
 
 #: The Call Log's CdrType numbers, as its guide lists them, for a record without Type.
 CALL_LOG_TYPES = types.MappingProxyType({
@@ -8096,7 +8098,7 @@ class CallLogPuller:
             except (sqlite3.Error, OSError) as error:
                 raise _PullFailed("database", _database_words(error)) from None
             # A pause between batches: the pop-ups' threads have the GIL to themselves
-            # for a while (a batch's Python work holds it in 5 ms turns).
+            # for a while (a batch's Python work holds it in SWITCH_INTERVAL turns).
             if self._stop.wait(CALL_LOG_PAUSE):
                 raise _PullStopped
         return new, skipped
@@ -9805,11 +9807,22 @@ def _return_freed_memory():
             pass
 
 
+#: Seconds a thread may run Python before the interpreter hands the GIL to another
+#: that waits for it (Python's default: 0.005). A request's thread takes the GIL back
+#: several times (after reading the request, after each write); behind a background
+#: thread's Python work (a Call Log pull storing its records, a contacts reload) each
+#: of those waits lasted up to this long. A pop-up's own Python work is far shorter,
+#: so requests are not cut into more turns by it.
+SWITCH_INTERVAL = 0.001
+
+
 def tune_for_serving():
     """Once start-up is over: what it made (modules, phonenumbers' metadata) lives as
     long as the process, so it is frozen out of the collector's full passes, which
-    otherwise walk it every few thousand requests (a latency spike each time)."""
+    otherwise walk it every few thousand requests (a latency spike each time); and a
+    request waits for the GIL behind background work SWITCH_INTERVAL at most."""
     gc.freeze()
+    sys.setswitchinterval(SWITCH_INTERVAL)
 
 
 ###############################################################################

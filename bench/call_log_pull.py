@@ -91,7 +91,18 @@ def figures(latencies):
             "p99": ordered[int(len(ordered) * 0.99) - 1] * 1000, "max": ordered[-1] * 1000}
 
 
+def phones_of(contacts, count=2000):
+    """The phone column of the first `count` rows of a gen_contacts.py file, as a
+    query string holds them, and one number no contact has."""
+    with open(contacts, encoding="utf-8") as handle:
+        next(handle)
+        phones = [line.split(",")[2].strip('"') for line, _ in zip(handle, range(count))]
+    return [p.replace(" ", "%20").replace("+", "%2B") for p in phones] + ["0501112233"]
+
+
 def run_once(args, contacts, phones, folder):
+    """(pull figures, rest figures, the pull's seconds, records stored, failed answers)
+    of one server pulling `args.records` records (args.server, args.clients)."""
     standin = subprocess.Popen(
         [sys.executable, "-c", STANDIN.format(tests=str(ROOT / "tests"),
                                                records=args.records, code=CODE)],
@@ -164,10 +175,7 @@ def main():
         contacts = Path(folder) / "contacts.csv"
         subprocess.run([sys.executable, str(HERE / "gen_contacts.py"), str(args.contacts),
                         str(contacts)], check=True, stdout=subprocess.DEVNULL)
-        with open(contacts, encoding="utf-8") as handle:
-            next(handle)
-            phones = [line.split(",")[2].strip('"') for line, _ in zip(handle, range(2000))]
-        phones = [p.replace(" ", "%20").replace("+", "%2B") for p in phones] + ["0501112233"]
+        phones = phones_of(contacts)
         ratios = []
         for repeat in range(args.repeats):
             pull, rest, seconds, stored, failed = run_once(args, contacts, phones, folder)

@@ -9811,8 +9811,9 @@ def _return_freed_memory():
 #: that waits for it (Python's default: 0.005). A request's thread takes the GIL back
 #: several times (after reading the request, after each write); behind a background
 #: thread's Python work (a Call Log pull storing its records, a contacts reload) each
-#: of those waits lasted up to this long. A pop-up's own Python work is far shorter,
-#: so requests are not cut into more turns by it.
+#: of those waits lasts up to the interval. A pop-up's own Python work is far shorter,
+#: so a short interval does not cut requests into more turns (bench/README.md,
+#: "Voicenter's Call Log").
 SWITCH_INTERVAL = 0.001
 
 

@@ -2093,8 +2093,8 @@ def _ole2_other(path):
 # One pass, line by line: only the properties a pop-up uses are kept, and a photo's
 # hundreds of lines are dropped as they are read.
 
-
 #: The label `encoding` carries for a vCard (its delimiter is None, as a workbook's).
+
 
 #: Properties whose value is a file (a photo is hundreds of lines): never kept.
 _VCARD_BLOB = re.compile(rb"[ \t]*(?:[A-Za-z0-9_-]+\.)?(?:PHOTO|LOGO|SOUND|KEY)[ \t]*[;:]", re.I)
@@ -3109,11 +3109,23 @@ def _return_freed_memory():
             pass
 
 
+#: Seconds a thread may run Python before the interpreter hands the GIL to another
+#: that waits for it (Python's default: 0.005). A request's thread takes the GIL back
+#: several times (after reading the request, after each write); behind a background
+#: thread's Python work (a Call Log pull storing its records, a contacts reload) each
+#: of those waits lasts up to the interval. A pop-up's own Python work is far shorter,
+#: so a short interval does not cut requests into more turns (bench/README.md,
+#: "Voicenter's Call Log").
+SWITCH_INTERVAL = 0.001
+
+
 def tune_for_serving():
     """Once start-up is over: what it made (modules, phonenumbers' metadata) lives as
     long as the process, so it is frozen out of the collector's full passes, which
-    otherwise walk it every few thousand requests (a latency spike each time)."""
+    otherwise walk it every few thousand requests (a latency spike each time); and a
+    request waits for the GIL behind background work SWITCH_INTERVAL at most."""
     gc.freeze()
+    sys.setswitchinterval(SWITCH_INTERVAL)
 
 
 ###############################################################################
@@ -5907,6 +5919,24 @@ class EmptyExtensionList(VoicenterUnreachable):
     """Voicenter answered an empty extension list: what a wrong code gets."""
 
 
+class VoicenterRefused(VoicenterUnreachable):
+    """Voicenter answered 401 or 403 without its JSON: its guides' troubleshooting
+    says this server's public IP address is not authorised for its API (CPanel, API
+    Settings). Reached, then: said as a refusal, never as "could not be reached"."""
+
+    def __init__(self, status):
+        super().__init__(VOICENTER_REFUSED.format(status=status))
+        self.status = status
+
+
+#: What Voicenter's 401 or 403 means, in words for /health and the log (the pages
+#: have theirs in views/texts.toml: "callback.refused", "voicenter.refused",
+#: "call_log.forbidden").
+VOICENTER_REFUSED = ("Voicenter refused this server (HTTP {status}): its address is not "
+                     "authorised; authorise this server's public IP address in "
+                     "Voicenter's CPanel, under API Settings")
+
+
 #: Seconds a request for the office's pages (Click2Call) or the extension list may
 #: take in all, connection to last byte.
 VOICENTER_TIMEOUT = 10.0
@@ -5919,9 +5949,10 @@ def voicenter_request(url: str, payload: dict, *, timeout: float,
                       whole: float | None = None) -> dict:
     """POST `payload` as JSON to one of Voicenter's APIs and return its JSON answer;
     raises VoicenterUnreachable (a PopupError) for a refused connection, a timeout, a
-    non-2xx status or an answer that is not a JSON object. Never logs the payload (it
-    holds the account's code). A non-2xx status whose body is Voicenter's JSON object
-    (the Call Log answers its errors with 403 or 404) is returned like any answer.
+    non-2xx status or an answer that is not a JSON object, VoicenterRefused (one of
+    them) for a 401 or 403 that is not. Never logs the payload (it holds the account's
+    code). A non-2xx status whose body is Voicenter's JSON object (the Call Log
+    answers its errors with 403 or 404) is returned like any answer.
     `timeout` bounds each wait for the network; `whole` (default: 3 x timeout) the
     whole request, so that an answer trickling in never holds the caller longer."""
     request = urllib.request.Request(
@@ -5966,6 +5997,8 @@ def voicenter_request(url: str, payload: dict, *, timeout: float,
     except (UnicodeDecodeError, ValueError, RecursionError):
         data = None
     if not isinstance(data, dict):
+        if status in (401, 403):
+            raise VoicenterRefused(status)
         raise VoicenterUnreachable(f"it answered HTTP {status}" if status >= 300 else
                                    "its answer is not JSON")
     return data
@@ -6011,8 +6044,10 @@ CALL_LOG_FIRST = 86400  # seconds pulled on the first start: the last day
 CALL_LOG_CHUNK = 86400  # the longest window one request asks (the guide's advice)
 CALL_LOG_RATE_WAIT = 5.0  # seconds waited after Voicenter's "rate limit" (its advice)
 CALL_LOG_RATE_TRIES = 5  # tries of one window Voicenter refuses as too frequent
-CALL_LOG_BATCH = 250  # records a transaction: the database is never held for long
-CALL_LOG_PAUSE = 0.05  # seconds between two batches (10,000 records: 2 s in all)
+#: Records a transaction: the database is never held for long, and the batch's one
+#: JSON text (json.dumps holds the GIL throughout) takes well under a millisecond.
+CALL_LOG_BATCH = 50
+CALL_LOG_PAUSE = 0.01  # seconds between two batches (10,000 records: 2 s in all)
 
 #: The Call Log's CdrType numbers, as its guide lists them, for a record without Type.
 CALL_LOG_TYPES = types.MappingProxyType({
@@ -6032,6 +6067,7 @@ CALL_LOG_TROUBLES = types.MappingProxyType({
     "dates": "Voicenter refused the dates asked for (error 5, date range invalid): "
              "check this machine's clock",
     "rate": "Voicenter's rate limit (error 1) refused every try; the next pull goes on",
+    "forbidden": VOICENTER_REFUSED.replace("{status}", "{detail}"),
     "refused": "Voicenter's Call Log refused the request ({detail})",
     "unreachable": "Voicenter's Call Log could not be reached ({detail})",
     "answer": "Voicenter's Call Log answered something that is not its record list "
@@ -6260,6 +6296,8 @@ class CallLogPuller:
             self.requests += 1
             try:
                 answer = voicenter_request(self.url, payload, timeout=CALL_LOG_TIMEOUT)
+            except VoicenterRefused as error:
+                raise _PullFailed("forbidden", str(error.status)) from None
             except VoicenterUnreachable as error:
                 raise _PullFailed("unreachable", _call_log_text(str(error))) from None
             number = answer.get("ERROR_NUMBER")
@@ -6313,7 +6351,7 @@ class CallLogPuller:
             except (sqlite3.Error, OSError) as error:
                 raise _PullFailed("database", _database_words(error)) from None
             # A pause between batches: the pop-ups' threads have the GIL to themselves
-            # for a while (a batch's Python work holds it in 5 ms turns).
+            # for a while (a batch's Python work holds it in SWITCH_INTERVAL turns).
             if self._stop.wait(CALL_LOG_PAUSE):
                 raise _PullStopped
         return new, skipped
@@ -6403,7 +6441,8 @@ class VoicenterExtensions:
         self.names = {}               # SIP code -> name
         self.fetched_at = None        # when the list in use came (aware datetime)
         self.problem = None           # why the last fetch failed, or None
-        self.problem_kind = None      # "empty" (a wrong code?) or "failed"
+        self.problem_kind = None      # "empty" (a wrong code?), "refused" (401/403:
+        #                               the address) or "failed"
         self.failed_at = None
         self._stop = threading.Event()
 
@@ -6424,8 +6463,9 @@ class VoicenterExtensions:
         except VoicenterUnreachable as error:
             again = self.problem == str(error)  # said once, not every minute
             self.problem, self.failed_at = str(error), dt.datetime.now().astimezone()
-            self.problem_kind = "empty" if isinstance(error, EmptyExtensionList) \
-                else "failed"
+            self.problem_kind = ("empty" if isinstance(error, EmptyExtensionList) else
+                                 "refused" if isinstance(error, VoicenterRefused) else
+                                 "failed")
             (log.debug if again else log.warning)(
                 "cannot use Voicenter's extension list: %s%s", error,
                 f"; still naming {len(self.extensions)} extensions fetched at "
@@ -6484,6 +6524,8 @@ def click2call(config, extension, target, language):
         answer = voicenter_request(config.voicenter_api + "/ForwardDialer/click2call.aspx",
                                    payload, timeout=VOICENTER_TIMEOUT,
                                    whole=VOICENTER_TIMEOUT)
+    except VoicenterRefused as error:
+        return "callback.refused", {"why": str(error)}
     except VoicenterUnreachable as error:
         return "callback.unreachable", {"why": str(error)}
     return click2call_answer(answer)
@@ -6508,7 +6550,7 @@ def _click2call_log_text(outcome, values):
     if outcome == "callback.ringing":
         return ("Voicenter is ringing the extension (CALLID "
                 f"{_loggable(values['callid'], 60)})")
-    if outcome == "callback.unreachable":
+    if outcome in ("callback.unreachable", "callback.refused"):
         return f"nothing dialled: {values['why']}"
     return (f"refused by Voicenter (ERRORCODE {values['code']}: "
             f"{_loggable(values['message'], 100)})")
@@ -6589,7 +6631,15 @@ class CallBacks:
         return None
 
     def tell(self, browser, key, values):
+        """Keep `key` as this browser's next answer; a double click's second answer
+        ("not dialled again", "being placed") leaves the first's "Voicenter is ringing
+        your phone" to be shown, when it has not been yet."""
         with self.lock:
+            kept = self.answers.get(browser)
+            if (key in ("callback.repeat", "callback.busy") and kept
+                    and kept[0] == "callback.ringing"
+                    and kept[1].get("who") == values.get("who")):
+                return
             self._keep(self.answers, browser, (key, values))
 
     def answer_for(self, browser):
@@ -9128,6 +9178,14 @@ def answer_on_page(site, browser, goal, key, values=None, headers=()):
         "Location": goal, "Cache-Control": "no-store", **dict(headers)})
 
 
+def not_placed(site, browser, sip, masked, goal, key, values=None, headers=()):
+    """A call-back refused before Voicenter is asked: logged like one placed (who,
+    the extension, the number masked), then answered."""
+    log.info("call-back by %s from extension %s to %s not placed: %s", browser,
+             _loggable(sip or "-", 70), masked, key)
+    answer_on_page(site, browser, goal, key, values, headers)
+
+
 def choose_extension(site):
     """POST /callback/extension: this browser's own extension, kept in a cookie for
     its call-backs."""
@@ -9154,22 +9212,21 @@ def call_back(site):
     sip = sip or site.my_extension()
     number = fields.get("number") or ""
     key = number_key(number, site.holder.index.rules)[0] if len(number) <= 40 else None
+    masked = _mask(number[:40] if key is None else str(key), config.log_numbers)
     if not voicenter.known(sip):
-        answer_on_page(site, browser, goal, "callback.choose_first" if voicenter.extensions
-                 else "callback.no_extensions", headers=headers)
+        not_placed(site, browser, sip, masked, goal, "callback.choose_first"
+                   if voicenter.extensions else "callback.no_extensions", headers=headers)
     if key is None:
-        answer_on_page(site, browser, goal, "callback.bad_number", headers=headers)
+        not_placed(site, browser, sip, masked, goal, "callback.bad_number",
+                   headers=headers)
     e164 = f"+{key}"
     match = site.holder.index.lookup(e164)
     who = match.contact.name if match.total and match.contact.name else \
         number_forms(e164, config.region)[0]
     now = time.time()
     refused = callbacks.begin(browser, e164, now)
-    masked = _mask(str(key), config.log_numbers)
     if refused:
-        log.info("call-back by %s from extension %s to %s not placed: %s", browser,
-                 sip, masked, refused)
-        answer_on_page(site, browser, goal, refused, {"who": who}, headers)
+        not_placed(site, browser, sip, masked, goal, refused, {"who": who}, headers)
     placed = False
     try:
         language = choose_language(environ.get("HTTP_ACCEPT_LANGUAGE"), config.lang)

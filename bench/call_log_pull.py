@@ -4,7 +4,9 @@
 A stand-in for Voicenter's /hub/cdr/ (tests/voicenter_calllog_standin.py, in a process
 of its own) holds a day of RECORDS records (12,000 by default: over one answer's
 10,000, so the window is split). popup_server.py starts with a calls database and
---voicenter-code; the stand-in holds the first request 5 s, then answers. Client
+--voicenter-code, every API of Voicenter's at the stand-in (it answers the extension
+list too: nothing goes to Voicenter itself); the stand-in holds the first Call Log
+request 5 s, then answers. Client
 threads send /popup lookups (a keep-alive connection each, one request at a time)
 the whole while; each answer's latency is kept with its time. Phases:
 
@@ -89,7 +91,18 @@ def figures(latencies):
             "p99": ordered[int(len(ordered) * 0.99) - 1] * 1000, "max": ordered[-1] * 1000}
 
 
+def phones_of(contacts, count=2000):
+    """The phone column of the first `count` rows of a gen_contacts.py file, as a
+    query string holds them, and one number no contact has."""
+    with open(contacts, encoding="utf-8") as handle:
+        next(handle)
+        phones = [line.split(",")[2].strip('"') for line, _ in zip(handle, range(count))]
+    return [p.replace(" ", "%20").replace("+", "%2B") for p in phones] + ["0501112233"]
+
+
 def run_once(args, contacts, phones, folder):
+    """(pull figures, rest figures, the pull's seconds, records stored, failed answers)
+    of one server pulling `args.records` records (args.server, args.clients)."""
     standin = subprocess.Popen(
         [sys.executable, "-c", STANDIN.format(tests=str(ROOT / "tests"),
                                                records=args.records, code=CODE)],
@@ -103,7 +116,8 @@ def run_once(args, contacts, phones, folder):
             [sys.executable, str(args.server), str(contacts), "--host", "127.0.0.1",
              "--port", str(port), "--token", "", "--office-password", "",
              "--state-dir", str(Path(folder) / f"state-{port}"), "--calls-db", str(db),
-             "--voicenter-code", CODE, "--voicenter-api", url, "--call-log-every", "3600"],
+             "--voicenter-code", CODE, "--voicenter-api", url, "--voicenter-monitor", url,
+             "--call-log-every", "3600"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
         while True:
@@ -161,10 +175,7 @@ def main():
         contacts = Path(folder) / "contacts.csv"
         subprocess.run([sys.executable, str(HERE / "gen_contacts.py"), str(args.contacts),
                         str(contacts)], check=True, stdout=subprocess.DEVNULL)
-        with open(contacts, encoding="utf-8") as handle:
-            next(handle)
-            phones = [line.split(",")[2].strip('"') for line, _ in zip(handle, range(2000))]
-        phones = [p.replace(" ", "%20").replace("+", "%2B") for p in phones] + ["0501112233"]
+        phones = phones_of(contacts)
         ratios = []
         for repeat in range(args.repeats):
             pull, rest, seconds, stored, failed = run_once(args, contacts, phones, folder)

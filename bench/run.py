@@ -14,6 +14,10 @@ Parts (each compares popup_server with a yardstick measured in the same run):
            in a fresh process; RSS when ready vs RSS right after that read_csv.
   reload   the contacts file is touched / replaced while clients send lookups: failed
            or wrong answers (must be 0) and latency during reload vs at rest.
+  pull     only with --pull: Voicenter's Call Log pulled and stored (--pull-records,
+           12,000: over one answer's 10,000) from a stand-in on loopback while
+           clients send lookups: latency during the pull vs the same server at rest
+           right after (bench/call_log_pull.py, which also runs it alone).
 Ratios are printed last, as median [min-max] over the repeats.
 Everything runs on 127.0.0.1; every load run is bounded in time; every process this
 script starts is ended before it exits. Needs wrk for the http part
@@ -48,6 +52,7 @@ THREADS = 4  # waitress threads of both servers (popup_server's default); --thre
 TARGETS = {  # name -> (op, value)
     "http": (">=", 0.9), "inproc": ("<=", 1.5), "startup_time": ("<=", 2.0),
     "startup_rss": ("<=", 1.2), "reload_p99": ("<=", 5.0), "reload_fail": ("==", 0),
+    "pull_p50": ("<=", 1.5), "pull_fail": ("==", 0),
 }
 
 
@@ -656,6 +661,32 @@ def part_reload(args, procs, server, csv_path, q_path, R, workdir):
     return res
 
 
+# --------------------------------------------------------------------------- part 6: pull
+
+def part_pull(args, server, csv_path, R, workdir):
+    """The pop-up's p50 and p99 while a Call Log pull is stored, as ratios to the same
+    server at rest in the same repeat (call_log_pull.run_once, its stand-in answering
+    every API of Voicenter's on loopback)."""
+    import call_log_pull
+    say(f"\n== 6. The pop-up while Voicenter's Call Log is pulled ({args.pull_records} "
+        f"records, {args.reload_clients} clients) ==")
+    options = argparse.Namespace(records=args.pull_records, clients=args.reload_clients,
+                                 server=server)
+    phones = call_log_pull.phones_of(csv_path)
+    res = {"p50": [], "p99": [], "fail": 0, "seconds": []}
+    for r in range(R):
+        pull, rest, seconds, stored, failed = call_log_pull.run_once(
+            options, csv_path, phones, workdir)
+        res["p50"].append(pull["p50"] / rest["p50"])
+        res["p99"].append(pull["p99"] / rest["p99"])
+        res["fail"] += failed
+        res["seconds"].append(seconds)
+        say(f"  repeat {r + 1}: {stored} records stored in {seconds:.1f} s; pull p50/p99 "
+            f"{pull['p50']:.2f}/{pull['p99']:.2f} ms, rest {rest['p50']:.2f}/"
+            f"{rest['p99']:.2f} ms; failed answers {failed}")
+    return res
+
+
 # --------------------------------------------------------------------------- report
 
 def verdict(key, value):
@@ -675,7 +706,7 @@ def latencies(runs):
     return f"{med([w.get('p50', 0) for w in runs]):.2f}/{med([w.get('p99', 0) for w in runs]):.2f}"
 
 
-def report(args, R, n, http_res, inproc_res, startup_res, reload_res):
+def report(args, R, n, http_res, inproc_res, startup_res, reload_res, pull_res=None):
     if http_res:
         say("\n== 5. Floors vs popup_server side by side (wrk, req/s median [min–max]; "
             "latency ms median) ==")
@@ -730,6 +761,10 @@ def report(args, R, n, http_res, inproc_res, startup_res, reload_res):
         rows.append(("3. RSS when ready / RSS after read_csv", startup_res["rss"], "startup_rss"))
     if reload_res:
         rows.append(("4. p99 latency during reload / at rest", reload_res["ratio"], "reload_p99"))
+    if pull_res:
+        rows.append(("6. p50 latency during a Call Log pull / at rest", pull_res["p50"],
+                     "pull_p50"))
+        rows.append(("6. (p99 latency during the pull / at rest)", pull_res["p99"], None))
     say(f"\n== Ratios ({n} contacts, {R} repeats; median [min–max]; "
         f"load average now {os.getloadavg()[0]:.2f}) ==")
     say(f"  {'figure':<46} {'median [min–max]':>24}  {'target':>7}  verdict")
@@ -743,6 +778,10 @@ def report(args, R, n, http_res, inproc_res, startup_res, reload_res):
         f, total = reload_res["fail"], reload_res["total"]
         say(f"  {'4. failed or wrong answers (reload test)':<46} {f'{f} of {total}':>24}  "
             f"{'==0':>7}  {verdict('reload_fail', f)}")
+    if pull_res:
+        f = pull_res["fail"]
+        say(f"  {'6. failed answers during the pulls':<46} {f:>24}  {'==0':>7}  "
+            f"{verdict('pull_fail', f)}")
     if inproc_res:
         w = inproc_res["wrong"]
         say(f"  {'2. wrong answers in-process (all queries)':<46} {w:>24}  {'==0':>7}  "
@@ -774,6 +813,10 @@ def main(argv=None):
     ap.add_argument("--wrk-threads", type=int, default=1)
     ap.add_argument("--inproc-iters", type=int, default=INPROC_ITERS)
     ap.add_argument("--skip", default="", help="comma list of parts: http,inproc,startup,reload")
+    ap.add_argument("--pull", action="store_true",
+                    help="also part 6: the pop-up while Voicenter's Call Log is pulled")
+    ap.add_argument("--pull-records", type=int, default=12_000,
+                    help="records of that pull (default %(default)s)")
     ap.add_argument("--reload-modes", default="touch,replace",
                     help="touch, replace (write a copy, rename over), inplace (truncate+rewrite)")
     ap.add_argument("--reload-clients", type=int, default=4)
@@ -810,7 +853,7 @@ def main(argv=None):
     workdir = tempfile.mkdtemp(prefix="popup-bench-")
     procs = Procs(workdir)
     old_term = signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
-    http_res = inproc_res = startup_res = reload_res = None
+    http_res = inproc_res = startup_res = reload_res = pull_res = None
     try:
         if have_wrk and "http" not in skip:
             http_res = part_http(args, procs, server, csv_path, q_path, R, workdir)
@@ -826,12 +869,18 @@ def main(argv=None):
                 reload_res = part_reload(args, procs, server, csv_path, q_path, R, workdir)
             except RuntimeError as e:
                 say(f"  failed: {e}")
-        report(args, R, n, http_res, inproc_res, startup_res, reload_res)
+        if server and args.pull:
+            try:
+                pull_res = part_pull(args, server, csv_path, R, workdir)
+            except (RuntimeError, SystemExit) as e:
+                say(f"  failed: {e}")
+        report(args, R, n, http_res, inproc_res, startup_res, reload_res, pull_res)
         if args.json:
             args.json.write_text(json.dumps(
                 {"contacts": n, "repeats": R, "duration": args.duration, "threads": THREADS,
                  "http": {str(k): v for k, v in (http_res or {}).items()}, "inproc": inproc_res,
-                 "startup": startup_res, "reload": reload_res}, indent=1, default=str))
+                 "startup": startup_res, "reload": reload_res, "pull": pull_res}, indent=1,
+                default=str))
             say(f"\nall figures written to {args.json}")
     finally:
         procs.stop_all()

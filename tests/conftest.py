@@ -438,6 +438,50 @@ _hypothesis_settings.register_profile(
 _hypothesis_settings.load_profile("random")
 
 
+# Never the real Voicenter (issues 24 and 25) ----------------------------------------
+# A server given an API code asks Voicenter's APIs at once and then every minute or
+# so: the Call Log and Click2Call at --voicenter-api, the extension list at
+# --voicenter-monitor, each https://...voicenter... by default. A test that names one
+# stand-in and forgets the other sends its code to Voicenter's production API (and,
+# where there is no internet, puts an error of its own on the pages it screenshots).
+# So every server a test starts with a code must name a loopback address for both.
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _config_file_settings(args, env) -> dict:
+    """The --config (else POPUP_CONFIG) file's settings, {} when there is none or it
+    does not read (the server then refuses to start anyway)."""
+    import tomllib
+    path = _flag_value(args, "--config") or env.get("POPUP_CONFIG")
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except (TypeError, OSError, ValueError):
+        return {}
+
+
+def refuse_real_voicenter(args, env) -> None:
+    """Fail the test when a server would start with a Voicenter API code
+    (--voicenter-code, POPUP_VOICENTER_CODE or the config file's voicenter-code) and
+    either of --voicenter-api and --voicenter-monitor is not on loopback."""
+    args = [str(a) for a in args]
+    config = _config_file_settings(args, env)
+
+    def setting(flag):
+        given = _flag_value(args, flag)
+        if given is None:
+            given = env.get("POPUP_" + flag.lstrip("-").replace("-", "_").upper())
+        return config.get(flag.lstrip("-")) if given is None else given
+    if not setting("--voicenter-code"):
+        return
+    for flag in ("--voicenter-api", "--voicenter-monitor"):
+        url = str(setting(flag) or "")
+        if urllib.parse.urlsplit(url).hostname not in _LOOPBACK_HOSTS:
+            pytest.fail(f"a server with --voicenter-code must ask a stand-in on loopback: "
+                        f"give {flag} a stand-in's http://127.0.0.1:PORT (it is "
+                        f"{url or 'not given, so Voicenter itself'})", pytrace=False)
+
+
 # The state folder and the office login (issue 14) ---------------------------------
 # Every server a test starts keeps its state (token, page secret, password hash,
 # calls) in a temporary folder, never in ~/.local/share (tmp_path/state, or the next
@@ -480,6 +524,7 @@ def launch_server(contacts_path, *extra_args, env: dict | None = None, cwd: Path
                   log_dir: Path, office_zone: bool = True, **options) -> ServerHandle:
     extra = [str(a) for a in extra_args]
     env = dict(env or {})
+    refuse_real_voicenter(extra, env)
     if office_zone and not _has_flag(extra, "--timezone") and "POPUP_TIMEZONE" not in env:
         extra += ["--timezone", TEST_ZONE]  # see "A test's day"
     if not _has_flag(extra, "--state-dir") and "POPUP_STATE_DIR" not in env:
@@ -497,6 +542,8 @@ def run_cli(tmp_path):
 
     def _run(*args, env=None, timeout=30):
         env = dict(env or {})
+        if not {"--help", "--check"} & {str(a) for a in args}:  # those ask no one
+            refuse_real_voicenter(args, env)
         if not _has_flag(args, "--state-dir"):
             env.setdefault("POPUP_STATE_DIR", str(tmp_path / "state"))
         argv = [sys.executable, str(MODULE), *[str(a) for a in args]]

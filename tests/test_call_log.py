@@ -43,7 +43,8 @@ def pulling(start_server, standin, db):
     def start(*args, every=1, **options):
         return start_server(SAMPLE_CONTACTS, "--calls-db", db, "--timezone", "UTC",
                             "--voicenter-code", CODE, "--voicenter-api", standin.url,
-                            "--call-log-every", every, *args, **options)
+                            "--voicenter-monitor", standin.url, "--call-log-every", every,
+                            *args, **options)
     return start
 
 
@@ -76,11 +77,30 @@ def csv_rows(server, day):
     return list(csv.DictReader(io.StringIO(resp.body.decode("utf-8-sig"))))
 
 
+def test_a_test_server_with_a_code_asks_stand_ins_only(start_server, standin):
+    """A server given the code asks Voicenter's APIs at once: a test that names a
+    stand-in for one of them and not the other is stopped before the server starts."""
+    with pytest.raises(pytest.fail.Exception, match="--voicenter-monitor"):
+        start_server(SAMPLE_CONTACTS, "--voicenter-code", CODE, "--voicenter-api",
+                     standin.url)
+    with pytest.raises(pytest.fail.Exception, match="--voicenter-api"):
+        start_server(SAMPLE_CONTACTS, env={"POPUP_VOICENTER_CODE": CODE,
+                                           "POPUP_VOICENTER_MONITOR": standin.url})
+    with pytest.raises(pytest.fail.Exception, match="--voicenter-monitor"):
+        start_server(SAMPLE_CONTACTS, "--voicenter-code", CODE, "--voicenter-api",
+                     standin.url, "--voicenter-monitor", "https://monitor.voicenter.co.il")
+    assert standin.requests == [] and standin.extension_requests == 0
+
+
 def test_every_record_of_the_day_arrives_with_every_field_asked_for(pulling, standin, db):
     now = time.time()
     standin.records = day_of_records(300, end=now - 300)
     server = pulling()
     pulled(server)
+    # The agents' names come from the stand-in too, never from Voicenter itself.
+    wait_until(lambda: health(server)["voicenter"].startswith("ok: 4 extensions"),
+               what="the stand-in's extension list")
+    assert standin.extension_requests >= 1
     kept = stored(db)
     assert set(kept) == {record["CallID"] for record in standin.records}
     for record in standin.records:
@@ -200,12 +220,13 @@ def test_a_push_then_its_pull_is_one_call(start_server, standin, db):
     standin.records = [record]
     server = start_server(SAMPLE_CONTACTS, "--calls-db", db, "--timezone", "UTC",
                           "--voicenter-code", CODE, "--voicenter-api", standin.url,
+                          "--voicenter-monitor", standin.url,
                           "--call-log-every", "0")  # no pull yet: the push first
     assert server.post_json("/cdr", _push(record, now - 600)).json()["Err"] == 0
     server.stop()
     server = start_server(SAMPLE_CONTACTS, "--calls-db", db, "--timezone", "UTC",
                           "--voicenter-code", CODE, "--voicenter-api", standin.url,
-                          "--call-log-every", "3600")
+                          "--voicenter-monitor", standin.url, "--call-log-every", "3600")
     pulled(server)
     assert len(standin.requests) == 1 and standin.requests[0]["returned"] == 1
     (kept,) = stored(db).values()
@@ -281,6 +302,9 @@ def test_a_pushed_and_a_pulled_transfer_are_one_record_and_no_clients_call(
     ("html", "could not be reached (its answer is not JSON)",
      ("could not be reached", "לא ניתן היה להגיע")),
     ("nolist", "not its record list", ("not its record list", "אינו רשימת הרשומות")),
+    ("403", "Voicenter refused this server (HTTP 403): its address is not authorised; "
+     "authorise this server's public IP address in Voicenter's CPanel, under API Settings",
+     ("refused this server (HTTP 403)", "הכתובת שלו אינה מאושרת")),
 ])
 def test_each_error_is_said_on_health_and_the_calls_page_and_popups_go_on(
         pulling, standin, db, fail, health_words, page_words):
@@ -297,6 +321,8 @@ def test_each_error_is_said_on_health_and_the_calls_page_and_popups_go_on(
     for words, language in zip(page_words, ("en", "he")):
         page = server.get("/calls", headers={"Accept-Language": language}).text
         assert 'id="call-log"' in page and words in page, language
+        if fail == "403":  # reached, and refused: not "could not be reached"
+            assert "could not be reached" not in page and "לא ניתן היה להגיע" not in page
     assert server.lookup("0722776772")["STATUS"] == "OK"
     # It mends by itself: the next pull succeeds, and the time of the last good pull
     # stays shown when it fails again.
@@ -309,6 +335,23 @@ def test_each_error_is_said_on_health_and_the_calls_page_and_popups_go_on(
     page = server.get("/calls", headers={"Accept-Language": "en"}).text
     assert "Last good pull:" in page
     assert CODE not in server.log_text() + page + json.dumps(body)
+
+
+def test_a_field_name_voicenter_does_not_take_is_said_and_nothing_is_lost(
+        pulling, standin, db):
+    """The server asks for each field it keeps by the name the guide lists; were
+    Voicenter to stop taking one, the pull is refused, said in Voicenter's words."""
+    standin.records = day_of_records(10, end=time.time() - 300)
+    standin.fields = standin.fields - {"DepartmentName"}
+    server = pulling()
+    body = wait_until(lambda: (lambda b: b if "refused" in b["call_log"] else None)(
+        health(server)), what="the refusal on /health")
+    assert body["call_log"] == ("Voicenter's Call Log refused the request (error 3: "
+                                "Invalid fields)")
+    assert [r["answered"] for r in standin.requests][:1] == [3]
+    standin.fields = standin.fields | {"DepartmentName"}
+    pulled(server)
+    assert len(stored(db)) == 10
 
 
 def test_a_hung_call_log_is_cut_at_its_timeout_and_popups_go_on(pulling, standin, db):
@@ -363,7 +406,7 @@ def test_a_restart_does_not_pull_the_same_window_twice(pulling, standin, db):
 def test_without_a_code_or_with_every_0_nothing_is_pulled(start_server, standin, db):
     for args in ((), ("--voicenter-code", CODE, "--call-log-every", "0")):
         server = start_server(SAMPLE_CONTACTS, "--calls-db", db, "--voicenter-api",
-                              standin.url, *args)
+                              standin.url, "--voicenter-monitor", standin.url, *args)
         body = server.health()
         assert body["call_log"] == "off" and body["status"] == "ok"
         assert 'id="call-log"' not in server.get("/calls").text

@@ -34,10 +34,12 @@ def test_the_status_line_says_what_to_authorise_then_the_pulled_calls_show(
         server = start_server(SAMPLE_CONTACTS, "--calls-db", tmp_path / "calls.sqlite",
                               "--office-password", OFFICE_PASSWORD, "--timezone", "UTC",
                               "--voicenter-code", CODE, "--voicenter-api", standin.url,
-                              "--call-log-every", "2")
+                              "--voicenter-monitor", standin.url, "--call-log-every", "2")
         client = log_in(server)
         wait_until(lambda: 'data-trouble="address"' in client.get("/calls").text,
                    what="the refusal on the calls page")
+        wait_until(lambda: server.health()["voicenter"].startswith("ok"),
+                   what="the stand-in's extension list")
         day = time.strftime("%Y-%m-%d", time.gmtime(now - 1800))
         browser = _browser(language)
         browser.set_window_size(1280, 900)
@@ -50,6 +52,11 @@ def test_the_status_line_says_what_to_authorise_then_the_pulled_calls_show(
                 expected_conditions.presence_of_element_located((By.ID, "call-log")))
             assert words in status.text and "class" in status.get_attribute("outerHTML")
             assert status.get_attribute("data-trouble") == "address"
+            # The extension list came from the stand-in: the only trouble shown is the
+            # one this screenshot is about.
+            extensions = browser.find_element(By.ID, "voicenter-status")
+            assert extensions.get_attribute("class") != "error", extensions.text
+            assert len(browser.find_elements(By.CSS_SELECTOR, "#status .error")) == 1
             assert browser.find_element(By.TAG_NAME, "html").get_attribute("dir") == direction
             assert browser.save_screenshot(str(DOCS / f"call-log-{language[:2]}.png"))
             standin.fail = None  # the office authorises the address in the CPanel

@@ -68,6 +68,16 @@ def _answer(page):
     return html.unescape(found.group(1)) if found else None
 
 
+def _can_only_dial_from_this_device(client):
+    """The calls page and John's page offer the tel: link and no call-back button."""
+    page = client.get("/", headers={"Accept-Language": "en"}).text
+    waiting = re.search(r'<table id="waiting">.*?</table>', page, re.S).group(0)
+    assert f'<a href="tel:{JOHN}">dial from this device</a>' in waiting
+    assert 'action="/callback"' not in page and 'id="extension-form"' not in page
+    caller = client.get("/caller/0722776772").text
+    assert f'href="tel:{JOHN}"' in caller and 'action="/callback"' not in caller
+
+
 def _call_back(client, number=JOHN, **fields):
     resp = client.post_form("/callback", {"number": number, "next": "/calls", **fields},
                             headers={"Accept-Language": "en"})
@@ -150,6 +160,25 @@ def test_a_missed_caller_is_called_back_and_resolved_by_the_leg_2_cdr(office):
     assert 'class="resolved called-back"' in client.get("/").text
 
 
+@pytest.mark.parametrize("language,dial,button", [
+    ("en", "dial from this device", "Call back from my extension"),
+    ("he", "חיוג מהמכשיר הזה", "חיוג חוזר מהשלוחה שלי"),
+])
+def test_the_tel_link_and_the_call_back_button_say_which_phone_rings(office, language,
+                                                                     dial, button):
+    """The day's calls dial from the browser's own device (tel:); the waiting caller's
+    button has Voicenter ring the agent's extension: their words differ."""
+    server, client, voicenter = office
+    _missed(server, client)
+    page = client.get("/", headers={"Accept-Language": language}).text
+    waiting = re.search(r'<table id="waiting">.*?</table>', page, re.S).group(0)
+    calls = re.search(r'<table id="calls">.*?</table>', page, re.S).group(0)
+    assert re.search(rf'<button type="submit" title="[^"]+">{button}</button>', waiting)
+    assert f'<a href="tel:{JOHN}">{dial}</a>' in calls and button not in calls
+    caller = client.get("/caller/0722776772", headers={"Accept-Language": language}).text
+    assert f'<a href="tel:{JOHN}">{dial}</a>' in caller and f">{button}</button>" in caller
+
+
 def test_the_extension_may_be_named_in_the_post_and_hebrew_is_passed_on(office):
     server, client, voicenter = office
     resp = client.post_form("/callback", {"number": "0722776772", "extension": "KGpK4iWq"},
@@ -195,6 +224,56 @@ def test_voicenter_down_says_nothing_was_dialled_never_a_500(office, mode):
     assert server.lookup("0722776772", token=TOKEN)["TOTAL"] == 1
 
 
+@pytest.mark.parametrize("status", ["403", "401"])
+def test_voicenter_refusing_this_servers_address_is_said_as_a_refusal(office, status):
+    """Voicenter's guide: "403/401 from Voicenter: server IP not whitelisted, add IP in
+    CPanel -> API Settings". Reached, and refused: never "could not be reached"."""
+    server, client, voicenter = office
+    _missed(server, client)
+    _with_extension(client, "SIPSIP1")
+    voicenter.mode["click2call"] = status
+    mark = server.log_mark()
+    assert _call_back(client) == (
+        "Voicenter refused this server: its address is not authorised for Voicenter's "
+        "API. Authorise this server's public IP address in Voicenter's CPanel, under API "
+        "Settings. Nothing was dialled.")
+    logged = server.wait_for_log(f"HTTP {status}", mark)
+    assert re.search(r"call-back by session \S+ from extension SIPSIP1 to \*+772: nothing "
+                     rf"dialled: Voicenter refused this server \(HTTP {status}\): its "
+                     r"address is not authorised", logged), logged
+    resp = client.post_form("/callback", {"number": JOHN, "next": "/calls"},
+                            headers={"Accept-Language": "he"})
+    hebrew = _answer(client.get(resp.header("Location"),
+                                headers={"Accept-Language": "he"}).text)
+    assert hebrew.startswith("Voicenter דחה את השרת הזה") and "הגדרות API" in hebrew
+    assert "being called back" not in client.get("/").text
+
+
+def test_an_extension_list_refused_for_the_address_is_said_so(start_server, tmp_path,
+                                                              voicenter, log_in):
+    voicenter.mode["extensions"] = "403"
+    server = start_server(SAMPLE_CONTACTS, "--calls-db", tmp_path / "calls.sqlite",
+                          "--token", TOKEN, "--office-password", OFFICE_PASSWORD,
+                          *_voicenter_args(voicenter))
+    client = log_in(server)
+    health = wait_until(lambda: "failed" in server.health()["voicenter"] and
+                        server.health(), what="the refusal on /health")
+    assert ("Voicenter refused this server (HTTP 403): its address is not authorised; "
+            "authorise this server's public IP address in Voicenter's CPanel, under API "
+            "Settings") in health["voicenter"]
+    page = client.get("/", headers={"Accept-Language": "en"}).text
+    assert re.search(r'id="voicenter-status" class="error">Voicenter:\s+this server was '
+                     r"refused at \d\d:\d\d: its address is not authorised; authorise "
+                     r"this server's public IP address in Voicenter's CPanel, under API "
+                     r"Settings\s+\(agents are shown by their extension\)",
+                     html.unescape(page)), page
+    assert "could not be fetched" not in page
+    hebrew = client.get("/", headers={"Accept-Language": "he"}).text
+    assert "השרת הזה נדחה ב-" in hebrew and "תחת הגדרות API" in hebrew
+    _missed(server, client)
+    _can_only_dial_from_this_device(client)
+
+
 def test_an_xml_answer_is_not_taken_for_success(office):
     """Without format=json Voicenter answers XML; the server always asks for JSON, and
     an XML answer (a proxy, an old endpoint) reads as 'could not be reached'."""
@@ -227,6 +306,41 @@ def test_a_double_click_dials_once_and_call_backs_are_rate_limited(office):
     said = [_call_back(client, f"050-123-45{n:02d}") for n in range(6)]
     assert said[-1].startswith("Too many call-backs from this browser")
     assert len(voicenter.requests_to("/ForwardDialer/click2call.aspx")) == 6
+
+
+def test_a_double_clicks_second_answer_leaves_the_first_shown(office):
+    """Both clicks' answers come before the page: it says what the first did."""
+    server, client, voicenter = office
+    _with_extension(client, "SIPSIP1")
+    for _ in range(2):
+        resp = client.post_form("/callback", {"number": JOHN, "next": "/calls"},
+                                headers={"Accept-Language": "en"})
+        assert resp.status == 303, resp
+    page = client.get("/calls", headers={"Accept-Language": "en"}).text
+    assert _answer(page) == "Voicenter is ringing your phone, then John Doe."
+    assert len(voicenter.requests_to("/ForwardDialer/click2call.aspx")) == 1
+    # Once said, a click again is told it was not dialled again.
+    assert _call_back(client) == ("John Doe was called back from this browser moments "
+                                  "ago; not dialled again.")
+
+
+def test_call_backs_refused_before_voicenter_is_asked_are_logged(office):
+    server, client, voicenter = office
+    mark = server.log_mark()
+    assert _call_back(client).startswith("Choose your extension first")
+    _with_extension(client, "SIPSIP1")
+    assert _call_back(client, "abc-555").startswith("That is not a phone number")
+    for n in range(7):
+        said = _call_back(client, f"050-123-45{n:02d}")
+    assert said.startswith("Too many call-backs")
+    logged = server.wait_for_log("callback.too_many", mark)
+    assert re.search(r"call-back by session (\S+) from extension - to \*+772 not placed: "
+                     r"callback\.choose_first", logged), logged
+    assert re.search(r"call-back by session \S+ from extension SIPSIP1 to 555 not "
+                     r"placed: callback\.bad_number", logged), logged
+    assert re.search(r"call-back by session \S+ from extension SIPSIP1 to \*+506 not "
+                     r"placed: callback\.too_many", logged), logged
+    assert "722776772" not in logged and "501234506" not in logged
 
 
 def test_refusals_without_login_origin_csrf_or_from_a_signed_link(office):
@@ -290,6 +404,10 @@ def test_a_wrong_code_is_reported_and_the_code_never_shown(start_server, tmp_pat
     assert "רשימת השלוחות התקבלה ריקה" in hebrew
     assert _call_back(client, extension="SIPSIP1").startswith(
         "Voicenter's extension list has not come yet")
+    # No list, so no extension could ring: the waiting caller keeps the link that dials
+    # from this device, and no button that cannot work is shown.
+    _missed(server, client)
+    _can_only_dial_from_this_device(client)
     for text in (page, hebrew, str(health), server.get("/health").text,
                  client.get("/calls.csv").text, client.get("/caller/0722776772").text,
                  server.get("/popup", {"token": TOKEN, "phone": "0722776772"}).text):

@@ -3,7 +3,10 @@ Selenium), in English and in Hebrew, against the Voicenter stand-in: sign in, ch
 "my extension" from Voicenter's list, click "Call back" on the waiting caller, the
 stand-in gets one correct Click2Call, the page says so and shows who is calling back;
 an offline phone is a sentence; the leg-2 CDR resolves the caller. The screenshots go
-to docs/callback-LANG.png and docs/callback-offline-LANG.png (shown in the README)."""
+to docs/ (shown in the README): callback-LANG.png (ringing, the caller being called
+back), callback-caller-LANG.png (the caller's own page and its button),
+callback-offline-LANG.png (a refusal) and callback-done-LANG.png (the caller called
+back, once the leg-2 CDR came)."""
 import time
 
 import pytest
@@ -37,17 +40,20 @@ def _answer(browser):
     return browser.find_element(By.ID, "callback-answer").text
 
 
-@pytest.mark.parametrize("language,ringing,pending,offline,repeat,direction", [
+@pytest.mark.parametrize("language,ringing,pending,offline,repeat,direction,button,"
+                         "called_back", [
     ("en-US", "Voicenter is ringing your phone, then John Doe.",
      "being called back by Walter Melon, ", "Your phone is offline",
-     "John Doe was called back from this browser moments ago; not dialled again.", "ltr"),
+     "John Doe was called back from this browser moments ago; not dialled again.", "ltr",
+     "Call back from my extension", "called back, "),
     ("he-IL", "Voicenter מצלצל לטלפון שלך, ואחר כך מחייג אל John Doe.",
      "בחיוג חוזר על ידי Walter Melon, ", "הטלפון שלך לא מחובר",
-     "כבר חייגו בחזרה אל John Doe מהדפדפן הזה לפני רגע; לא חויג שוב.", "rtl"),
+     "כבר חייגו בחזרה אל John Doe מהדפדפן הזה לפני רגע; לא חויג שוב.", "rtl",
+     "חיוג חוזר מהשלוחה שלי", "חזרו אליו, "),
 ], ids=["en", "he"])
 def test_a_missed_caller_called_back_from_the_calls_page(
         start_server, tmp_path, log_in, voicenter, language, ringing, pending, offline,
-        repeat, direction):
+        repeat, direction, button, called_back):
     server = start_server(SAMPLE_CONTACTS, "--calls-db", tmp_path / "calls.sqlite",
                           "--token", TOKEN, "--office-password", OFFICE_PASSWORD,
                           "--voicenter-code", CODE, "--voicenter-api", voicenter.url,
@@ -97,6 +103,8 @@ def test_a_missed_caller_called_back_from_the_calls_page(
         WebDriverWait(browser, 10).until(
             expected_conditions.presence_of_element_located((By.ID, "callback-form")))
         assert pending in browser.find_element(By.ID, "callback-pending").text
+        assert browser.find_element(By.CSS_SELECTOR, "#callback-form button").text == button
+        assert browser.save_screenshot(str(DOCS / f"callback-caller-{language[:2]}.png"))
         _submit(browser, browser.find_element(By.CSS_SELECTOR, "#callback-form button"))
         assert _answer(browser) == repeat
         assert "/caller/" in browser.current_url
@@ -130,9 +138,12 @@ def test_a_missed_caller_called_back_from_the_calls_page(
             browser.refresh()
             return browser.find_elements(
                 By.CSS_SELECTOR, "#resolved tr.called-back[data-number='+972722776772']")
-        wait_until(john_resolved, what="John resolved by the leg-2 CDR")
+        [john] = wait_until(john_resolved, what="John resolved by the leg-2 CDR")
+        assert called_back in john.find_element(By.CSS_SELECTOR, "td.how").text
         assert [row.get_attribute("data-number") for row in browser.find_elements(
             By.CSS_SELECTOR, "#waiting tbody tr")] == ["+972541234567"]
+        browser.execute_script("arguments[0].scrollIntoView()", john)
+        assert browser.save_screenshot(str(DOCS / f"callback-done-{language[:2]}.png"))
         assert CODE not in browser.page_source
     finally:
         browser.quit()

@@ -15,10 +15,23 @@ What it does as the guide says:
 - Errors with their STATUS_CODE as the HTTP status: 1 (403) rate limit, past 30
   requests in a minute; 2 (403) a wrong code; 4 (403) the IP not authorised; 5 (404)
   a date range that is not one.
+- `fields`: "the request has two parts: search criteria (what to filter) and fields
+  (what to return)", the fields named from the guide's list of "Returnable Fields"
+  (FIELDS below). The guide does not say what a request without `fields`, or naming a
+  field not in that list, gets: the stand-in refuses both, with ERROR_NUMBER 3 and
+  HTTP 400 (a guess: the guide's table skips 3), so that every test sees the server
+  ask for what it keeps by the names Voicenter documents.
+It also answers the extension list (POST /Comet/api/GetExtensions, as
+tests/voicenter_standin.py does, the guide's list), so that one stand-in serves every
+API a server with --voicenter-code asks: give it as --voicenter-api and
+--voicenter-monitor.
 And for tests: `fail` set to an error number, "hang" (the request is held until
 released or the stand-in stops), "500" (an HTML error page), "html" (200 with a page
 that is not JSON), "nolist" (JSON without a list of records) or "trickle" (a byte
-every 0.2 s, never the whole answer); `fail_first` answers the first N requests so;
+every 0.2 s, never the whole answer), "403" (an HTML 403, what Voicenter's other
+APIs answer a server whose address is not authorised, says the Click2Call guide's
+troubleshooting: the Call Log's own guide documents error 4 for it, in its JSON);
+`fail_first` answers the first N requests so;
 every request is kept in `requests` (when, the body, what was answered).
 """
 
@@ -35,7 +48,16 @@ MAX_HITS = 10_000
 RATE = (30, 60.0)
 
 ERRORS = {1: (403, "Rate limit exceeded"), 2: (403, "Authorization failed"),
+          3: (400, "Invalid fields"),  # not in the guide: see "fields" above
           4: (403, "IP not authorized"), 5: (404, "Date range invalid")}
+
+#: The guide's "Returnable Fields", as a request names them.
+FIELDS = frozenset((
+    "CallerNumber", "TargetNumber", "Date", "DateEpoch", "Duration", "CallID", "Type",
+    "CdrType", "DialStatus", "Targetextension", "Callerextension", "DID", "QueueName",
+    "RecordURL", "RecordExpect", "Price", "RingTime", "RepresentativeName",
+    "RepresentativeCode", "UserName", "UserId", "DTMFData", "CustomData",
+    "DepartmentName", "DepartmentId", "TargetPrefixName"))
 
 #: The CdrType numbers of the guide's table, with the Type names it gives them.
 TYPES = {1: "Incoming Call", 4: "Extension Outgoing", 8: "Queue", 9: "Click2Call leg1",
@@ -122,11 +144,15 @@ class CallLogStandin:
     def __init__(self, records=(), code="test-code-1234", hold_for: float = 60.0):
         self.code = code
         self.records = list(records)
-        self.fail = None        # an ERROR_NUMBER, "hang", "500" or "html"; None: answer
+        self.fail = None        # an ERROR_NUMBER, "hang", "500", "html", "nolist",
+        #                         "403" or "trickle"; None: answer
         self.fail_first = 0     # with `fail` set: only the first N requests fail so
         self.hold_for = hold_for  # seconds a "hang" holds a request at most
         self.max_hits = MAX_HITS  # records an answer holds at most (the guide's 10,000)
         self.rate = RATE  # (requests, seconds): more are answered error 1
+        self.fields = FIELDS  # the names a request may ask for
+        self.extensions = None  # GetExtensions' list: None, the guide's
+        self.extension_requests = 0
         self.requests = []      # dicts: at, body, answered (error number or status)
         self.rate_refusals = 0  # requests over 30 a minute (answered error 1)
         self._lock = threading.Lock()
@@ -183,6 +209,10 @@ class CallLogStandin:
         elif fail == "html":
             entry["answered"] = "html"
             return 200, "text/html", b"<!DOCTYPE html><html><body>Maintenance</body></html>"
+        elif fail == "403":
+            from voicenter_standin import REFUSED_PAGES
+            entry["answered"] = 403
+            return 403, "text/html", REFUSED_PAGES[403]
         elif fail == "nolist":
             entry["answered"] = "nolist"
             return 200, "application/json", b'{"ERROR_NUMBER": 0, "CDR_LIST": "none"}'
@@ -199,13 +229,14 @@ class CallLogStandin:
         if start is None or end is None or start > end:
             return self._error(entry, 5)
         fields = request.get("fields")
+        if not isinstance(fields, list) or not fields or not all(
+                isinstance(name, str) and name in self.fields for name in fields):
+            return self._error(entry, 3)
         found = [r for r in self.records if start <= r["DateEpoch"] <= end]
         order = (request.get("sort") or [{}])[0].get("order", "desc")
         found.sort(key=lambda r: r["DateEpoch"], reverse=order != "asc")
-        shown = found[:self.max_hits]
-        if isinstance(fields, list):
-            shown = [{SPELLED.get(name, name): record[name] for name in fields
-                      if name in record} for record in shown]
+        shown = [{SPELLED.get(name, name): record[name] for name in fields
+                  if name in record} for record in found[:self.max_hits]]
         entry["answered"] = 0
         entry["total"], entry["returned"] = len(found), len(shown)
         return 200, "application/json", json.dumps({
@@ -220,6 +251,20 @@ class CallLogStandin:
             "ERROR_NUMBER": number, "ERROR_DESCRIPTION": words, "STATUS_CODE": status,
         }).encode("utf-8")
 
+    def extension_list(self, body: bytes):
+        """(HTTP status, content type, body bytes) of GetExtensions for one request's
+        body, as tests/voicenter_standin.py answers it."""
+        from voicenter_standin import EXTENSIONS, extension_list_answer
+        try:
+            fields = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            fields = None
+        with self._lock:
+            self.extension_requests += 1
+        answer = extension_list_answer(fields if isinstance(fields, dict) else {},
+                                       self.code, self.extensions or EXTENSIONS)
+        return 200, "application/json", json.dumps(answer, ensure_ascii=False).encode()
+
     def _handler(self):
         standin = self
 
@@ -232,7 +277,9 @@ class CallLogStandin:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(min(length, 1 << 20))
-                if self.path.split("?")[0] != "/hub/cdr/":
+                if self.path.split("?")[0] == "/Comet/api/GetExtensions":
+                    status, kind, data = standin.extension_list(body)
+                elif self.path.split("?")[0] != "/hub/cdr/":
                     status, kind, data = 404, "text/html", b"<html>Not Found</html>"
                 elif standin.fail == "trickle":  # a byte now and then, never the end
                     standin.requests.append({"at": time.monotonic(), "body": None,

@@ -15,6 +15,11 @@ skills/...):
   "AccountID", "AccountName", "UserName", "UserEmail"}]}``; "an invalid code value
   returns ERR 0 with an empty EXTENSIONS array"; ERR 1 "invalid code format" with
   DESC "Unauthorized".
+- docs/skills/click2call/README.md and docs/skills/extension-list/README.md,
+  "Troubleshooting": "`403`/`401` from Voicenter: Server IP not whitelisted, add IP in
+  CPanel -> API Settings" (Click2Call), "`403`: IP not whitelisted" (the extension
+  list). The guides show no body for them: the modes "403" and "401" answer an HTML
+  page as IIS does (a guess), never Voicenter's JSON.
 
 The Call Log (``/hub/cdr/``) is answered by ``standin.call_log``, a CallLogStandin
 (tests/voicenter_calllog_standin.py, which says where its answers come from) used for
@@ -22,7 +27,8 @@ its answers only, with the same code: one stand-in answers the three APIs a serv
 with --voicenter-code calls.
 
 Configure it per test (``standin.click2call_error = 3``, ``standin.mode["click2call"]
-= "hang"``) and read ``standin.requests`` (every request as (method, path, fields)).
+= "hang"``, ``standin.mode["extensions"] = "403"``) and read ``standin.requests``
+(every request as (method, path, fields)).
 """
 
 from __future__ import annotations
@@ -57,6 +63,28 @@ ERROR_MESSAGES = {0: "OK", 1: "Invalid request parameters", 2: "Application erro
 
 HANG_AT_MOST = 30.0  # seconds a "hang" holds its request (the stop ends it sooner)
 
+#: What a server whose address Voicenter does not accept gets (401 or 403): the
+#: guides name the status only; this body is IIS's own page for it.
+REFUSED_PAGES = {
+    403: b"<html><head><title>403 - Forbidden: Access is denied.</title></head><body>"
+         b"<h2>403 - Forbidden: Access is denied.</h2><h3>You do not have permission to "
+         b"view this directory or page using the credentials that you supplied.</h3>"
+         b"</body></html>",
+    401: b"<html><head><title>401 - Unauthorized: Access is denied due to invalid "
+         b"credentials.</title></head><body><h2>401 - Unauthorized</h2></body></html>",
+}
+
+
+def extension_list_answer(fields, code, extensions):
+    """GetExtensions' answer to a request's `fields` when the account's code is `code`:
+    ERR 1 "Unauthorized" for no code at all, an empty list for a wrong one."""
+    given = str(fields.get("code") or "")
+    if not given.strip():
+        return {"ERR": 1, "DESC": "Unauthorized", "EXTENSIONS": []}
+    if given != code:
+        return {"ERR": 0, "DESC": "OK", "EXTENSIONS": []}
+    return {"ERR": 0, "DESC": "OK", "EXTENSIONS": extensions}
+
 
 class VoicenterStandIn:
     """Voicenter's Click2Call and extension list on 127.0.0.1, in a thread."""
@@ -65,7 +93,8 @@ class VoicenterStandIn:
         self.code = CODE
         self.extensions = [dict(item) for item in EXTENSIONS]
         self.click2call_error = 0
-        #: "ok", "hang", "500" or "not-json", per API ("click2call", "extensions").
+        #: "ok", "hang", "500", "not-json", "403" or "401", per API ("click2call",
+        #: "extensions").
         self.mode = {"click2call": "ok", "extensions": "ok"}
         self.requests: list[tuple[str, str, dict]] = []
         self.call_log = CallLogStandin(code=CODE)  # its answer() only: never started
@@ -144,6 +173,9 @@ class VoicenterStandIn:
             self._send(handler, 200, "text/html", b"<html><body>Service Unavailable"
                                                   b"</body></html>")
             return True
+        if mode in ("403", "401"):
+            self._send(handler, int(mode), "text/html", REFUSED_PAGES[int(mode)])
+            return True
         return False
 
     def _click2call(self, handler, fields):
@@ -171,13 +203,7 @@ class VoicenterStandIn:
     def _extensions(self, handler, fields):
         if self._trouble(handler, "extensions"):
             return
-        code = str(fields.get("code") or "")
-        if not code.strip():
-            answer = {"ERR": 1, "DESC": "Unauthorized", "EXTENSIONS": []}
-        elif code != self.code:
-            answer = {"ERR": 0, "DESC": "OK", "EXTENSIONS": []}
-        else:
-            answer = {"ERR": 0, "DESC": "OK", "EXTENSIONS": self.extensions}
+        answer = extension_list_answer(fields, self.code, self.extensions)
         self._send(handler, 200, "application/json",
                    json.dumps(answer, ensure_ascii=False).encode("utf-8"))
 

@@ -47,6 +47,7 @@
 % if pending:
 <p class="callback-pending" id="callback-pending">{{t("callback.pending", agent=pending[0], time=pending[1].strftime("%H:%M"))}}</p>
 % end
+% if callback.extensions:
 <form method="post" action="/callback" class="callback-form" id="callback-form">
   <input type="hidden" name="csrf" value="{{csrf}}">
   <input type="hidden" name="number" value="{{e164}}">
@@ -56,6 +57,7 @@
   % end
   <button type="submit" title="{{t('callback.button_help')}}">{{t("callback.button")}}</button>
 </form>
+% end
 % end
 % if problem:
 <p class="error" id="caller-problem" role="alert">{{t(problem[0], **problem[1])}}</p>

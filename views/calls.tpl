@@ -44,8 +44,8 @@
   % if callback is not None:
   <span id="voicenter-status"{{!' class="error"' if callback.problem else ""}}>{{t("voicenter.status")}}
   % if callback.problem:
-    {{t("voicenter." + callback.problem_kind, time=clock(callback.problem_at))}}{{"" if callback.problem_kind == "empty" else ":"}}
-    % if callback.problem_kind != "empty":
+    {{t("voicenter." + callback.problem_kind, time=clock(callback.problem_at))}}{{":" if callback.problem_kind == "failed" else ""}}
+    % if callback.problem_kind == "failed":
     <bdi dir="ltr">{{callback.problem}}</bdi>
     % end
     ({{t("voicenter.kept", count=len(callback.extensions), time=clock(callback.fetched)) if callback.extensions else t("voicenter.by_code")}})
@@ -78,6 +78,10 @@
 </div>
 % if callback is not None:
 % include("callback_answer", t=t, callback=callback)
+% end
+%# Calling back needs Voicenter's extension list: without one (a wrong code, an address
+%# Voicenter refuses) no button could ring anyone, and the tel: links stay instead.
+% if callback is not None and callback.extensions:
 <form method="post" action="/callback/extension" id="extension-form">
   <input type="hidden" name="csrf" value="{{csrf}}">
   <input type="hidden" name="next" value="{{here}}">
@@ -145,7 +149,7 @@
 % for caller in waiting:
 <tr class="waiting" data-number="{{caller.e164}}">
   <td class="name">
-  % who(caller.name, caller.company, caller.caller, caller.e164, dial=callback is None)
+  % who(caller.name, caller.company, caller.caller, caller.e164, dial=callback is None or not callback.extensions)
   % pending = callback.pending(caller.e164, caller.last.timestamp()) if callback is not None and caller.e164 else None
   % if pending:
   <br><span class="callback-pending">{{t("callback.pending", agent=pending[0], time=clock(pending[1]))}}</span>
@@ -156,7 +160,7 @@
   <td>{{clock(caller.last)}}</td>
   <td><bdi>{{caller.did_name or number_text(caller.did)}}</bdi></td>
   <td>
-    % if callback is not None and caller.e164:
+    % if callback is not None and callback.extensions and caller.e164:
     <form method="post" action="/callback" class="callback-form">
       <input type="hidden" name="csrf" value="{{csrf}}">
       <input type="hidden" name="number" value="{{caller.e164}}">

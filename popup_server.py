@@ -7222,16 +7222,6 @@ def _signature(secret, *parts):
         .rstrip(b"=").decode("ascii")
 
 
-def caller_link(base_url, number, secret, days=30, now=None):
-    """An absolute link to /caller/<number> that opens that caller's page only, for
-    `days`: ?e= its expiry (epoch seconds), &s= an HMAC bound to the number and the
-    expiry. Never the Voicenter token. `number` as it should appear in the path."""
-    expires = int(time.time() if now is None else now) + days * 86400
-    in_path = number if number.lstrip("+").isdigit() else quote(number, safe="+")
-    return (f"{base_url}/caller/{in_path}?e={expires}"
-            f"&s={_signature(secret, 'caller', number, expires)}")
-
-
 def verify_caller_link(secret, number, expires, signature, now=None):
     """"ok", or why the link does not open `number`'s page: "tampered" (the number,
     the expiry or the signature changed; compared in constant time) or "expired"."""
@@ -8112,19 +8102,21 @@ def additions_options(config):
 
 
 class CallerLinks:
-    """The signed links pop-ups carry: caller_link()'s, for numbers written "+digits",
-    made with the key's HMAC state prepared once (verify_caller_link() checks them; a
-    test pins the two equal), and kept for the hour: the phases of a call (ringing,
-    answer, hang-up) share one, and a repeat costs a dict look-up. A link is dated from
-    the start of its hour, so it lasts at most an hour less than --link-days."""
+    """The signed links pop-ups carry: an absolute link to /caller/<number> (written
+    "+digits") that opens that caller's page only, for `days`: ?e= its expiry (epoch
+    seconds), &s= an HMAC bound to the number and the expiry (_signature()'s, which
+    verify_caller_link() checks); never the Voicenter token. Made with the key's HMAC
+    state prepared once, and kept for the hour: the phases of a call (ringing, answer,
+    hang-up) share one, and a repeat costs a dict look-up. A link is dated from the
+    start of its hour, so it lasts at most an hour less than --link-days."""
 
     def __init__(self, secret, days, kept=4096):
         self.days, self.kept = days, kept
         self.keyed = hmac.new(secret, digestmod="sha256")  # copied, never updated
         self.made = {}  # (base, number) -> (hour, link); cleared whole when full
 
-    def link(self, base, number):
-        hour = int(time.time()) // 3600
+    def link(self, base, number, now=None):
+        hour = int(time.time() if now is None else now) // 3600
         made = self.made.get((base, number))
         if made is not None and made[0] == hour:
             return made[1]

@@ -17,7 +17,8 @@ def _parts(link):
 
 def test_a_link_verifies_for_its_number_until_it_expires():
     now = 1_800_000_000
-    link = ps.caller_link("https://popup.example.com", "+972722776772", SECRET, now=now)
+    link = ps.CallerLinks(SECRET, 30).link("https://popup.example.com", "+972722776772",
+                                          now=now)
     parts, expires, signature = _parts(link)
     assert link.startswith("https://popup.example.com/caller/+972722776772?e=")
     assert int(expires) == now + 30 * 86400
@@ -37,7 +38,7 @@ def test_a_link_verifies_for_its_number_until_it_expires():
                                       ("9" * 40, signature)):
         assert verify(SECRET, "+972722776772", bad_expiry, bad_signature,
                       now=now) == "tampered"
-    short = ps.caller_link("http://h:8080", "0722776772", SECRET, days=1, now=now)
+    short = ps.CallerLinks(SECRET, 1).link("http://h:8080", "0722776772", now=now)
     assert int(_parts(short)[1]) == now + 86400
 
 
@@ -51,7 +52,7 @@ def _server_and_secret(start_server, tmp_path, *args):
 def test_a_signed_link_opens_that_callers_page_only_without_a_login(start_server,
                                                                      tmp_path):
     server, secret = _server_and_secret(start_server, tmp_path)
-    link = ps.caller_link(server.url, "+972722776772", secret)
+    link = ps.CallerLinks(secret, 30).link(server.url, "+972722776772")
     assert "voicenter-token-123" not in link
     path = link[len(server.url):]
     page = server.get(path)
@@ -73,8 +74,8 @@ def test_a_signed_link_opens_that_callers_page_only_without_a_login(start_server
 
 def test_an_expired_link_is_refused_saying_so(start_server, tmp_path):
     server, secret = _server_and_secret(start_server, tmp_path, "--link-days", "7")
-    old = ps.caller_link(server.url, "+972722776772", secret, days=7,
-                         now=time.time() - 8 * 86400)
+    old = ps.CallerLinks(secret, 7).link(server.url, "+972722776772",
+                                         now=time.time() - 8 * 86400)
     resp = server.get(old[len(server.url):])
     assert resp.status == 403 and 'data-reason="expired"' in resp.text
     assert "valid for 7 days" in resp.text and "John" not in resp.text

@@ -1,28 +1,41 @@
 #!/usr/bin/env python3
 """popup-server: pop up the caller's details from the office's contacts file.
 
-Voicenter calls a URL of your choosing on every phase of an incoming call (Ringing,
-Answer, Hangup); this server answers with the caller's name, company and CRM link,
-looked up in a file of contacts (CSV, Excel, LibreOffice or a phone's vCard) that it
-loads at start-up and reloads whenever the file changes.
+Voicenter calls a URL of your choosing on every phase of a call (Ringing, Talking,
+Hangup); this server answers with the caller's name, company and CRM link, looked up
+in the office's contacts (CSV, Excel, LibreOffice, a phone's vCard or a link to one)
+that it loads at start-up and reloads whenever they change; it keeps the day's calls
+for the office's pages, and with the account's code calls Voicenter back (Click2Call,
+the extension list, the Call Log).
 
 Run it (installed with pip or pipx, the command is `popup-server`, the same program):
     python popup_server.py [CONTACTS ...] [options]       (python popup_server.py --help)
     python popup_server.py contacts.xlsx --check          (report how the file loads)
     python popup_server.py --config /etc/popup-server.toml
+    python popup_server.py password                       (set the office password)
     python popup_server.py --version
 
-Endpoints:
-    GET|POST /popup   the pop-up answer: {"STATUS", "TOTAL", "CLIENTNAME", "COMPANY", "URL"}
-    GET /health       load status for monitors (never contact data, never a token)
-    GET / or /calls   the day's calls, missed first (HTML); /calls.csv?day=YYYY-MM-DD
-    POST /callback    call a missed caller back with Voicenter's Click2Call (the office
-                      pages' forms; with --voicenter-code)
-    GET /sent         what Voicenter sent: the last pop-ups and CDRs, as read (HTML)
+Routes (ROUTES, in chapter V, is the table):
+    GET|POST /popup          the pop-up's answer: {"STATUS", "TOTAL", "CLIENTNAME",
+                             "COMPANY", "URL"}; OPTIONS /popup, the CORS preflight
+    GET /health              status for monitors (never contact data, never a secret)
+    POST /cdr                Voicenter's CDR after each call ({"Err": 0, ...})
+    GET / or /calls          the day's calls, missed callers first (HTML)
+    GET /calls.csv           the day's calls as CSV; POST /calls/mark, a call's mark
+    GET /sent                what Voicenter sent: the last pop-ups and CDRs, as read
+    GET /caller/<number>     a caller's page (a pop-up's signed link, or the login);
+                             POST .../contact and .../call, its forms
+    POST /callback           call a caller back (Click2Call; POST /callback/extension
+                             chooses this browser's own extension)
+    GET|POST /login, POST /logout   the office pages' login
 
-Options: each one in the settings table OPTIONS (section "Configuration") also has an
-environment variable, POPUP_ + its name in capitals (POPUP_PORT for --port, POPUP_CONTACTS
-for the file), and a key in the --config file (POPUP_CONFIG), TOML, named as the option
+The module reads top to bottom in six chapters, each using only itself and those
+above: I. foundations, II. configuration, III. contacts, IV. calls, V. the web,
+VI. running (docs/code.md has the map).
+
+Options: each one in the settings table OPTIONS (chapter II) also has an environment
+variable, POPUP_ + its name in capitals (POPUP_PORT for --port, POPUP_CONTACTS for the
+sources), and a key in the --config file (POPUP_CONFIG), TOML, named as the option
 without its dashes (port = 8080, url-template = "..."); `--help` lists them all with
 their defaults. A setting comes from the first of: its flag, its variable, the config
 file, its default.
@@ -4373,7 +4386,7 @@ class FileWatcher:
                                         daemon=True)
         self._served = source.signature  # taken before the load: a later edit is seen
         self._seen, self._seen_at = self._served, time.monotonic()  # unchanged since
-        self._read = None                # holder.read() of the file as _seen, unserved
+        self._read = None                # source.read() of the file as _seen, unserved
         self._watcher_error = False      # last_error is the watcher's own (missing, locked)
 
     def __enter__(self):
@@ -4437,7 +4450,7 @@ class FileWatcher:
             log.error("%s", error)
 
     def _read_file(self):
-        """holder.read() of the file, or None when it cannot be opened yet."""
+        """source.read() of the file, or None when it cannot be opened yet."""
         try:
             with open(self.path, "rb"):
                 pass
@@ -4489,8 +4502,9 @@ class LinkPoller:
 # IV. Calls ###################################################################
 ###############################################################################
 ###############################################################################
-# Every pop-up request and CDR kept in SQLite off the request path, the day's calls read
-# from it, and what this server asks of Voicenter's APIs.
+# The calls: every pop-up request kept in SQLite off the request path and every CDR
+# committed before it is acknowledged, the day's calls read from them, and what this
+# server asks of Voicenter's APIs.
 
 
 ###############################################################################
@@ -7494,8 +7508,8 @@ class OfficeDoor:
     secret, so nothing is kept for them but the sessions ended early (RevokedSessions,
     in the state folder). A session is bound to the password's hash too, and a start
     with a new password revokes them all (a return to an old one brings none back).
-    Without a password (--office-password ""), the pages are served as before the
-    login existed: to --allow-ip addresses, or to this machine."""
+    Without a password (--office-password ""), the pages are served with no login,
+    to --allow-ip addresses or to this machine only, under its own names."""
 
     def __init__(self, config, guard, secret, password_hash, revoked=None,
                  password_file=None):

@@ -41,7 +41,10 @@ def _midday_zone_name(now: dt.datetime) -> str:
     return "UTC" if ahead == 0 else f"Etc/GMT{-ahead:+d}"
 
 
-TEST_ZONE = _midday_zone_name(dt.datetime.now(dt.timezone.utc))
+# POPUP_TEST_ZONE names another (the screenshots for docs/ are taken with
+# POPUP_TEST_ZONE=Asia/Jerusalem, at a time of day far from midnight there).
+TEST_ZONE = (os.environ.get("POPUP_TEST_ZONE")
+             or _midday_zone_name(dt.datetime.now(dt.timezone.utc)))
 os.environ["TZ"] = TEST_ZONE
 time.tzset()
 

@@ -47,6 +47,7 @@ import base64
 import functools
 import gc
 import hashlib
+import heapq
 import hmac
 import http.client
 import io
@@ -9837,23 +9838,36 @@ def _quiet_channel_class():
     return QuietChannel
 
 
+def _bytes_waiting(channel):
+    """Whether the connection has bytes the main loop has not read yet (a closed one
+    counts as not: closing it frees its place at no cost)."""
+    try:
+        return bool(channel.socket.recv(1, socket.MSG_PEEK))
+    except OSError:  # BlockingIOError: nothing waits; anything else: it is gone
+        return False
+
+
 class ConnectionGuard:
-    """Keeps one client from taking every connection. Waitress alone stops accepting
+    """Keeps clients from taking every connection. Waitress alone stops accepting
     anyone once connection_limit sockets are open, and never drops a client that
     sends a byte every few seconds. So, for each waitress server:
 
     - an address holds at most --max-connections-per-ip connections (an IPv6 client
       its /64, which one subscriber usually gets whole); more are reset as soon as
       they are accepted. Trusted proxies are exempt: they carry every client.
+    - at connection_limit a new connection still gets in: the connection doing least
+      for anyone is closed to make room (room()), so that clients from many
+      addresses (an IPv6 /48 holds 65,536 /64s) cannot keep a pop-up out.
     - a request must arrive whole within REQUEST_DEADLINE seconds of its first byte,
       and a new connection's first request within REQUEST_DEADLINE of connecting;
       between requests a keep-alive connection may idle channel_timeout seconds.
 
-    Both run in waitress' main loop (accepting, and its maintenance pass once a
-    second), so a request that arrives whole pays nothing for them.
+    All of it runs in waitress' main loop (accepting, and its maintenance pass once a
+    second), so a request that arrives whole pays nothing for it.
     """
 
     WARN_EVERY = 60  # seconds between warnings about refused connections
+    ROOM_AT_ONCE = 64  # connections room() ranks at a time (one pass over all)
 
     def __init__(self, server, config):
         self.server = server
@@ -9861,11 +9875,17 @@ class ConnectionGuard:
         self.trusted = config.trusted_proxy
         self.open = {}                          # address -> its channels
         self.refused = collections.Counter()    # address -> refused since the last warning
+        self.made_room = 0                      # connections closed for new ones, since then
         self.warned_at = 0.0
         # channel -> (its partial request, seen since, its last answer, seen since)
         self.seen = {}
+        # The next connections to close for new ones, the longest idle last (room())
+        self.idle = []
+        self.leaving = []     # chosen by room() for the connections accepted this turn
+        self.no_room = False  # every connection does something: accept nothing more
         server.handle_accept = self.accept
         server.maintenance = self.close_stalled
+        server.readable = self.listening
 
     def address_of(self, host):
         """The key an address is counted under; None for a trusted proxy."""
@@ -9879,39 +9899,62 @@ class ConnectionGuard:
             return ipaddress.ip_network((address, 64), strict=False)
         return address
 
+    def listening(self):
+        """The listener's readable(), instead of waitress' (which stops listening at
+        connection_limit): its maintenance pass every cleanup_interval, and new
+        connections taken at the limit too, unless no room could be made since the
+        last pass (they then wait in the kernel's backlog, as with waitress)."""
+        server = self.server
+        now = time.time()
+        if now >= server.next_channel_cleanup:
+            server.next_channel_cleanup = now + server.adj.cleanup_interval
+            server.maintenance(now)
+        return server.accepting and (
+            not self.no_room or len(server._map) < server.adj.connection_limit)
+
     def accept(self):
-        """Accept what waits, refusing connections beyond their address' share.
+        """Accept what waits, refusing connections beyond their address' share, and
+        at connection_limit closing one that does least for anyone for each one taken.
         Up to 64 at a time: waitress takes one a loop turn, and under a flood of
         connects the kernel's backlog would fill, where a new client waits unseen."""
         server = self.server
-        for _ in range(64):
-            if len(server._map) >= server.adj.connection_limit:
-                return  # waitress stops listening until some close
-            try:
-                accepted = server.accept()
-            except OSError:  # e.g. out of descriptors: try again next turn
-                return
-            if accepted is None:
-                return
-            conn, addr = accepted
-            key = self.address_of(addr[0]) if isinstance(addr, tuple) else None
-            peers = None
-            if key is not None:
-                peers = self.open.setdefault(key, set())
-                if len(peers) >= self.per_address:
-                    peers.difference_update([c for c in peers if c.socket is None])
+        try:
+            for _ in range(64):
+                room = None
+                if len(server._map) - len(self.leaving) >= server.adj.connection_limit:
+                    room = self.room()
+                    if room is None:  # all being answered: the next pass looks again
+                        self.no_room = True
+                        return
+                try:
+                    accepted = server.accept()
+                except OSError:  # e.g. out of descriptors: try again next turn
+                    return
+                if accepted is None:
+                    return
+                conn, addr = accepted
+                key = self.address_of(addr[0]) if isinstance(addr, tuple) else None
+                peers = None
+                if key is not None:
+                    peers = self.open.setdefault(key, set())
                     if len(peers) >= self.per_address:
-                        self.refuse(conn, key)
-                        continue
-            try:  # an error here would reach wasyncore, which closes the listener
-                server.set_socket_options(conn)
-                channel = server.channel_class(server, conn, server.fix_addr(addr),
-                                               server.adj, map=server._map)
-            except OSError:  # the client left already
-                conn.close()
-                continue
-            if peers is not None:
-                peers.add(channel)
+                        peers.difference_update([c for c in peers if c.socket is None])
+                        if len(peers) >= self.per_address:
+                            self.refuse(conn, key)  # nobody is closed for it
+                            continue
+                if room is not None:
+                    self.leaving.append(self.idle.pop()[2])
+                try:  # an error here would reach wasyncore, which closes the listener
+                    server.set_socket_options(conn)
+                    channel = server.channel_class(server, conn, server.fix_addr(addr),
+                                                   server.adj, map=server._map)
+                except OSError:  # the client left already
+                    conn.close()
+                    continue
+                if peers is not None:
+                    peers.add(channel)
+        finally:
+            self.make_room()
 
     def refuse(self, conn, key):
         try:  # a reset, not a close: nothing lingers in TIME_WAIT by the thousand
@@ -9920,6 +9963,68 @@ class ConnectionGuard:
             pass
         conn.close()
         self.refused[key] += 1
+
+    def room(self):
+        """The connection to close for a new one at connection_limit, or None when
+        every connection is doing something: the one idle longest (its last answer
+        sent, or never asked anything since it connected) or trickling its request
+        the longest (since its first byte), never one whose request a thread
+        answers, or whose answer is being sent. HTTP lets a server close an idle
+        keep-alive connection whenever it likes: its client opens another.
+
+        Ranked ROOM_AT_ONCE at a time (one pass over the connections, ~2 us each),
+        then taken from that list while each is as it was when ranked, and has no
+        bytes waiting to be read (a request this loop has not read yet)."""
+        while True:
+            while self.idle:
+                _since, _n, channel, partial, answer = self.idle[-1]
+                if (channel.socket is not None and not channel.requests
+                        and not channel.total_outbufs_len and channel.request is partial
+                        and channel.outbufs[-1] is answer and not _bytes_waiting(channel)):
+                    return channel
+                self.idle.pop()
+            leaving = set(self.leaving)
+            ranked = [(since, n, channel, channel.request, channel.outbufs[-1])
+                      for n, channel in enumerate(list(self.server.active_channels.values()))
+                      if channel not in leaving
+                      and (since := self.idle_since(channel)) is not None]
+            self.idle = sorted(heapq.nsmallest(self.ROOM_AT_ONCE, ranked), reverse=True)
+            if not self.idle:
+                return None
+
+    def idle_since(self, channel):
+        """Since when `channel` has done nothing for anyone (room()), or None while
+        it does. Its last answer's and partial request's times are those the last
+        maintenance pass saw (close_stalled); one not yet seen counts as new."""
+        if channel.requests or channel.total_outbufs_len:
+            return None
+        if channel.will_close or channel.close_when_flushed:
+            return -math.inf  # it closes on the loop's next turn anyway
+        before = self.seen.get(channel)
+        if channel.request is not None:
+            return before[1] if before and before[0] is channel.request else time.time()
+        if not channel.current_outbuf_count:
+            return channel.creation_time
+        return before[3] if before and before[2] is channel.outbufs[-1] else \
+            channel.last_activity
+
+    def make_room(self):
+        """Close the connections accept() chose (room()) for those it took. Only after
+        them: a descriptor closed before an accept() would be the new connection's
+        number, and this turn's poll() answer for the old one would be read as its."""
+        leaving, self.leaving = self.leaving, []
+        for channel in leaving:
+            with channel.requests_lock:  # a thread ending its answer holds it meanwhile
+                if channel.requests or channel.socket is None:
+                    continue
+                if channel.request is not None or not channel.current_outbuf_count:
+                    # It never asked for anything, or sends its request byte by byte:
+                    # a reset, as refuse(). An idle keep-alive one gets a plain close.
+                    with contextlib.suppress(OSError):
+                        channel.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                                  struct.pack("ii", 1, 0))
+                channel.handle_close()
+            self.made_room += 1
 
     def close_stalled(self, now):
         """Waitress' maintenance pass (every cleanup_interval, replacing its own): close
@@ -9958,16 +10063,25 @@ class ConnectionGuard:
             peers.difference_update([c for c in peers if c.socket is None])
             if not peers:
                 del self.open[key]
-        if self.refused and now - self.warned_at >= self.WARN_EVERY:
+        self.idle, self.no_room = [], False  # ranked again with what this pass saw
+        if (self.refused or self.made_room) and now - self.warned_at >= self.WARN_EVERY:
             self.warn_refused(now)
 
     def warn_refused(self, now):
-        worst = ", ".join(f"{count} from {key}" for key, count in self.refused.most_common(3))
-        more = len(self.refused) - 3
-        log.warning("refused %d connections (%s%s): an address may hold %d at once "
-                    "(--max-connections-per-ip)", sum(self.refused.values()), worst,
-                    f", and {more} more addresses" if more > 0 else "", self.per_address)
+        if self.refused:
+            worst = ", ".join(f"{count} from {key}"
+                              for key, count in self.refused.most_common(3))
+            more = len(self.refused) - 3
+            log.warning("refused %d connections (%s%s): an address may hold %d at once "
+                        "(--max-connections-per-ip)", sum(self.refused.values()), worst,
+                        f", and {more} more addresses" if more > 0 else "",
+                        self.per_address)
+        if self.made_room:
+            log.warning("closed %d connections, idle or sending a request byte by byte, "
+                        "to let new ones in: all %d places were taken (the connection "
+                        "limit)", self.made_room, self.server.adj.connection_limit)
         self.refused.clear()
+        self.made_room = 0
         self.warned_at = now
 
 
@@ -10159,11 +10273,12 @@ _WAITRESS_INTERNALS = (
         "last_activity", "request", "socket")),
     ("waitress.server", "BaseWSGIServer", (
         "handle_accept", "maintenance", "accept", "set_socket_options", "channel_class",
-        "fix_addr", "adj", "_map", "active_channels")),
+        "fix_addr", "adj", "_map", "active_channels", "readable", "accepting",
+        "next_channel_cleanup")),
     ("waitress.utilities", "Error", ("to_response", "code", "reason", "body")),
     ("waitress.channel", "HTTPChannel", (
         "service", "cancel", "write_soon", "_flush_outbufs_below_high_watermark",
-        "requests_lock")),
+        "requests_lock", "handle_close")),
     ("waitress.parser", "HTTPRequestParser", ("error", "close")),
     ("waitress.task", "ThreadedTaskDispatcher", (
         "set_thread_count", "add_task", "shutdown")),

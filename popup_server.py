@@ -218,7 +218,6 @@ _LINK_START = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 #: A link's host, path, query and fragment in a text: up to a space, the sources'
 #: separator (a URL carries it only encoded) or the next link.
 _AUTHORITY = re.compile(r"[^/?#]*")
-_AUTHORITY_OR_PATH = re.compile(r"\S*")
 _LINK_REST = re.compile(r"(?:(?![A-Za-z][A-Za-z0-9+.-]*://)[^\s|])*")
 
 
@@ -228,18 +227,20 @@ def redact_url(text):
     gid, ...), become ***. The one function that hides a link's secrets.
 
     The user name and password are found whatever characters they hold (quotes, < > |,
-    spaces, @): they run to the last @ before the end of the link's authority, the
-    first / ? or # (where urllib, which sends them, ends it too), or, failing that
-    (an unencoded / ? or # in the password), to the last @ before a space. Text that
-    only looks like them is hidden too: hiding too much is safe, too little is not."""
+    spaces, @ / ? #): they run to the last @ of the text after the link's start
+    (_credentials_end()). Text that only looks like them is hidden too (an @ in a
+    query, a later link's password): hiding too much is safe, too little is not."""
     text, shown, at = str(text), [], 0
     while (start := _LINK_START.search(text, at)) is not None:
         shown.append(text[at:start.start()])
         rest = start.end()
         after = _credentials_end(text, rest)
         tail = _LINK_REST.match(text, after).end()
-        link = text[start.start():rest] + ("***@" if after > rest else "") + text[after:tail]
-        shown.append(_redact_link(link))
+        if _past_the_authority(text[rest:after]):  # what follows the @ may be a query
+            shown.append(text[start.start():rest] + "***@" + _redact_query(text[after:tail]))
+        else:
+            shown.append(_redact_link(text[start.start():rest] + (
+                "***@" if after > rest else "") + text[after:tail]))
         at = max(tail, start.end())
     shown.append(text[at:])
     return "".join(shown)
@@ -247,11 +248,16 @@ def redact_url(text):
 
 def _credentials_end(text, start):
     """Where the user:password@ of the link whose authority begins at `start` ends
-    (just after its @), or `start` when it has none."""
-    authority = _AUTHORITY.match(text, start).group(0)
-    if "@" not in authority:  # a / ? or # in the password, unencoded
-        authority = _AUTHORITY_OR_PATH.match(text, start).group(0)
-    return start + authority.rindex("@") + 1 if "@" in authority else start
+    (just after its @), or `start` when it has none: the last @ after `start`, as a
+    password may hold any character. Urllib ends a link's authority at its first / ?
+    or #: a password holding one unencoded is never sent, but is still not shown."""
+    return text.rfind("@", start) + 1 or start
+
+
+def _past_the_authority(credentials):
+    """Whether the text taken as a link's credentials holds a ? or #: its @ may then
+    be one of a query or fragment, whose values the text after it may go on with."""
+    return "?" in credentials or "#" in credentials
 
 
 def _redact_link(link):
@@ -3677,9 +3683,12 @@ def public_link(url):
     """A link as /health shows it to anyone: its site and a short hash telling two
     links apart, never any part of its path, query or password (a shared sheet's or a
     share link's path is the key to it)."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    return f"{parts.scheme}://{host}/ (link {hashlib.sha256(url.encode()).hexdigest()[:8]})"
+    start = _LINK_START.match(url)
+    rest = start.end() if start else 0
+    after = _credentials_end(url, rest)
+    host = "***" if _past_the_authority(url[rest:after]) else \
+        _AUTHORITY.match(url, after).group(0)
+    return f"{url[:rest]}{host}/ (link {hashlib.sha256(url.encode()).hexdigest()[:8]})"
 
 
 def sheet_export_url(url):

@@ -7094,9 +7094,14 @@ LOGIN_FREE_TRIES = 3                 # wrong passwords from one address before a
 LOGIN_LONGEST_WAIT = 60              # seconds: the right password works again within it
 LOGIN_FORGET_AFTER = 15 * 60         # seconds without a wrong one: the address starts over
 LOGIN_ADDRESSES_KEPT = 10_000        # failing addresses remembered (the oldest go first)
-#: Password checks running at once (scrypt: ~50 ms of a core and 16 MiB each); a login
-#: beyond them is refused at once with "busy", so a flood never queues up the workers.
-LOGIN_CHECKS_AT_ONCE = 2
+#: Password checks a second from everyone together (scrypt: ~50 ms of a core and 16 MiB
+#: each; the login lane runs one at a time), and how many may be saved up for a burst
+#: (a morning's sign-ins): beyond them a sign-in is answered "busy" at once, unchecked,
+#: so that guesses from ever new addresses (an IPv6 /48 holds 65,536 /64s) neither
+#: queue up the login lane nor take more than a fifth of a core (LoginChecks).
+LOGIN_CHECKS_A_SECOND = 4
+LOGIN_CHECKS_SAVED = 8
+LOGIN_BUSY_REMEMBERED = 60           # seconds an address told "busy" is one trying again
 LOGIN_REFUSALS_LOGGED = 20           # refusals logged one by one a minute; then counted
 MIN_PASSWORD_LENGTH = 8              # characters of a password the password command takes
 SESSIONS_ENDED_KEPT = 10_000         # logged-out sessions kept (revoked_sessions) until they expire
@@ -7241,6 +7246,43 @@ class LoginLimiter:
     def succeeded(self, address):
         with self.lock:
             self.failures.pop(self.key(address), None)
+
+
+class LoginChecks:
+    """The bound on password checks from everyone (LOGIN_CHECKS_A_SECOND, at most
+    LOGIN_CHECKS_SAVED saved up), which per-address waits cannot give against many
+    addresses. Half of what is saved is kept for an address told "busy" in the last
+    LOGIN_BUSY_REMEMBERED seconds that tries again: a flood from a new address each
+    time (as from a /48, or many machines) takes only the other half, and the office,
+    trying again after a "busy", is checked then, unless as many others tried again
+    in the same moment. At most LOGIN_ADDRESSES_KEPT addresses told "busy" are kept."""
+
+    def __init__(self, rate=LOGIN_CHECKS_A_SECOND, saved=LOGIN_CHECKS_SAVED,
+                 remembered=LOGIN_BUSY_REMEMBERED, kept=LOGIN_ADDRESSES_KEPT):
+        self.rate, self.saved, self.remembered, self.kept = rate, saved, remembered, kept
+        self.checks, self.counted_at = float(saved), time.monotonic()
+        self.told_busy = collections.OrderedDict()  # key -> when, the oldest first
+        self.lock = threading.Lock()
+
+    def take(self, address, now=None):
+        """Whether a password from `address` may be checked now (one check taken);
+        when not, the address is told "busy" and remembered as such."""
+        now = time.monotonic() if now is None else now
+        key = LoginLimiter.key(address)
+        with self.lock:
+            gained = max(0.0, now - self.counted_at) * self.rate
+            self.checks = min(self.saved, self.checks + gained)
+            self.counted_at = now
+            told = self.told_busy.pop(key, None)
+            kept_back = 0 if told is not None and now - told < self.remembered \
+                else self.saved / 2
+            if self.checks - 1 >= kept_back:
+                self.checks -= 1
+                return True
+            self.told_busy[key] = now
+            while len(self.told_busy) > self.kept:
+                self.told_busy.popitem(last=False)
+            return False
 
 
 class RefusalLog:
@@ -7459,7 +7501,7 @@ class OfficeDoor:
         self.cookie_name = "popup_session_" + _signature(secret, "cookie")[:8]
         self.limiter = LoginLimiter()
         self.refusals = RefusalLog()
-        self.checks = threading.BoundedSemaphore(LOGIN_CHECKS_AT_ONCE)
+        self.checks = LoginChecks()
         self.revoked = revoked or RevokedSessions.open(
             config.state_path / REVOKED_SESSIONS_NAME, password_tag(secret, password_hash))
 
@@ -8826,15 +8868,12 @@ def log_in(site):
                               _loggable(client), wait)
         return site.render_page("login", 429, goal=goal, problem=("login.too_many", {
             "wait": wait_in_words(texts, wait)}), headers={"Retry-After": str(wait)})
-    if not door.checks.acquire(blocking=False):
-        door.refusals.refused("%s: %d password checks already running",
-                              _loggable(client), LOGIN_CHECKS_AT_ONCE)
+    if not door.checks.take(client):
+        door.refusals.refused("%s: over %d password checks a second from everyone",
+                              _loggable(client), LOGIN_CHECKS_A_SECOND)
         return site.render_page("login", 503, goal=goal, problem=("login.busy", {}),
                                 headers={"Retry-After": "1"})
-    try:
-        right = password_matches(fields.get("password") or "", door.password_hash)
-    finally:
-        door.checks.release()
+    right = password_matches(fields.get("password") or "", door.password_hash)
     if not right:
         wait = door.limiter.failed(client)
         door.refusals.refused("wrong password from %s%s", _loggable(client),

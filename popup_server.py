@@ -8071,6 +8071,11 @@ ADDITIONS_FILE_NAME = "additions.csv"
 ADDITIONS_HEADER = ("Name", "Company", "Phone", "Notes")
 #: Longest value of each field of the add-contact form, in characters.
 ADDITION_LIMITS = {"name": 200, "company": 200, "phone": 100, "notes": 2000}
+#: Contacts the additions file may hold, in all and with one number: the form is open
+#: to anyone holding a caller's link (which adds only that caller's number), and each
+#: change rewrites the whole file and merges it again (at most ~25 MB of fields).
+ADDITIONS_MAX = 10_000
+ADDITIONS_PER_NUMBER = 20
 CALLER_PAGE_CALLS = 50  # the caller's latest calls shown (and that may be marked)
 
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -8300,7 +8305,9 @@ class Additions:
     def add(self, key, fields):
         with self._turn():
             before = self.rows()
-            self._write([*before, self._checked(key, fields)], before)
+            added = self._checked(key, fields)
+            self._room_for(key, before)
+            self._write([*before, added], before)
 
     def edit(self, key, row, fields):
         with self._turn():
@@ -8341,6 +8348,17 @@ class Additions:
                 rows[place][2], self.holder.index.rules)[0]:
             raise AdditionRefused("caller.gone")
         return place
+
+    def _room_for(self, key, rows):
+        """Refuse a contact beyond ADDITIONS_MAX, or beyond ADDITIONS_PER_NUMBER with
+        the number `key`; a cell is parsed only when its digits may hold it."""
+        if len(rows) >= ADDITIONS_MAX:
+            raise AdditionRefused("caller.too_many", limit=ADDITIONS_MAX)
+        rules, tail = self.holder.index.rules, str(key)[-7:]
+        if sum(tail in "".join(filter(str.isdigit, row[2]))
+               and key in cell_keys(row[2], rules)[0] for row in rows) \
+                >= ADDITIONS_PER_NUMBER:
+            raise AdditionRefused("caller.too_many_here", limit=ADDITIONS_PER_NUMBER)
 
     def _checked(self, key, fields):
         values = {}

@@ -8868,8 +8868,9 @@ def show_login(site):
 
 
 def log_in(site):
-    """POST /login: the office password checked (at most LOGIN_CHECKS_AT_ONCE at
-    once; an address that sent wrong ones waits, told so at once), then a session."""
+    """POST /login: the office password checked (at most LOGIN_CHECKS_A_SECOND from
+    everyone, LoginChecks; an address that sent wrong ones waits, told so at once),
+    then a session."""
     environ = bottle.request.environ
     door, config = site.door, site.config
     fields = _body_fields(environ, config.max_body)

@@ -9935,6 +9935,10 @@ class ConnectionGuard:
 
     WARN_EVERY = 60  # seconds between warnings about refused connections
     ROOM_AT_ONCE = 64  # connections room() ranks at a time (one pass over all)
+    #: Seconds a new connection may wait for its request's first byte, or a request
+    #: take to arrive, and still rank with the keep-alive ones (room()): one round
+    #: trip, with room to spare; an attacker's are older, a browser's are not.
+    ROOM_GRACE = 0.5
 
     def __init__(self, server, config):
         self.server = server
@@ -9946,7 +9950,7 @@ class ConnectionGuard:
         self.warned_at = 0.0
         # channel -> (its partial request, seen since, its last answer, seen since)
         self.seen = {}
-        # The next connections to close for new ones, the longest idle last (room())
+        # The next connections to close for new ones, the first to go last (room())
         self.idle = []
         self.leaving = []     # chosen by room() for the connections accepted this turn
         self.no_room = False  # every connection does something: accept nothing more
@@ -10033,47 +10037,53 @@ class ConnectionGuard:
 
     def room(self):
         """The connection to close for a new one at connection_limit, or None when
-        every connection is doing something: the one idle longest (its last answer
-        sent, or never asked anything since it connected) or trickling its request
-        the longest (since its first byte), never one whose request a thread
-        answers, or whose answer is being sent. HTTP lets a server close an idle
-        keep-alive connection whenever it likes: its client opens another.
+        every connection is doing something: first the one that has asked nothing
+        the longest since it connected, or trickled its request the longest (past
+        ROOM_GRACE), then the one idle longest since its last answer; never one
+        whose request a thread answers, or whose answer is being sent. HTTP lets a
+        server close an idle keep-alive connection whenever it likes: its client
+        opens another (a browser sends its request again by itself).
 
         Ranked ROOM_AT_ONCE at a time (one pass over the connections, ~2 us each),
         then taken from that list while each is as it was when ranked, and has no
         bytes waiting to be read (a request this loop has not read yet)."""
         while True:
             while self.idle:
-                _since, _n, channel, partial, answer = self.idle[-1]
+                _rank, _n, channel, partial, answer = self.idle[-1]
                 if (channel.socket is not None and not channel.requests
                         and not channel.total_outbufs_len and channel.request is partial
                         and channel.outbufs[-1] is answer and not _bytes_waiting(channel)):
                     return channel
                 self.idle.pop()
-            leaving = set(self.leaving)
-            ranked = [(since, n, channel, channel.request, channel.outbufs[-1])
+            leaving, now = set(self.leaving), time.time()
+            ranked = [(rank, n, channel, channel.request, channel.outbufs[-1])
                       for n, channel in enumerate(list(self.server.active_channels.values()))
                       if channel not in leaving
-                      and (since := self.idle_since(channel)) is not None]
+                      and (rank := self.rank(channel, now)) is not None]
             self.idle = sorted(heapq.nsmallest(self.ROOM_AT_ONCE, ranked), reverse=True)
             if not self.idle:
                 return None
 
-    def idle_since(self, channel):
-        """Since when `channel` has done nothing for anyone (room()), or None while
-        it does. Its last answer's and partial request's times are those the last
+    def rank(self, channel, now):
+        """Where `channel` stands among those room() may close, the least first, or
+        None while it is used: (0, since) when it has asked nothing since it
+        connected, or has been sending its request, for over ROOM_GRACE (a request
+        was due at once); (1, since) for the others, idle since their last answer, or
+        new. Its last answer's and partial request's times are those the last
         maintenance pass saw (close_stalled); one not yet seen counts as new."""
         if channel.requests or channel.total_outbufs_len:
             return None
         if channel.will_close or channel.close_when_flushed:
-            return -math.inf  # it closes on the loop's next turn anyway
-        before = self.seen.get(channel)
-        if channel.request is not None:
-            return before[1] if before and before[0] is channel.request else time.time()
-        if not channel.current_outbuf_count:
-            return channel.creation_time
-        return before[3] if before and before[2] is channel.outbufs[-1] else \
-            channel.last_activity
+            return 0, -math.inf  # it closes on the loop's next turn anyway
+        before, partial = self.seen.get(channel), channel.request
+        if partial is not None:
+            since = before[1] if before and before[0] is partial else now
+        elif not channel.current_outbuf_count:
+            since = channel.creation_time
+        else:
+            return 1, (before[3] if before and before[2] is channel.outbufs[-1]
+                       else channel.last_activity)
+        return (0 if now - since > self.ROOM_GRACE else 1), since
 
     def make_room(self):
         """Close the connections accept() chose (room()) for those it took. Only after

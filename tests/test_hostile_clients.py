@@ -190,28 +190,32 @@ def _health_request(sock):
 def test_clients_from_many_addresses_at_the_connection_limit_cannot_keep_a_pop_up_out(
         start_server, contacts):
     # The server may hold 46 connections (a descriptor limit of 304). Eight addresses,
-    # each well within its share, open 64 keep-alive connections, each asking one
-    # thing and then sitting idle (as a keep-alive client may for 30 s). A pop-up
-    # from another address is answered all the same: the connection idle the longest
-    # is closed to make room. Before, the server stopped accepting anyone at its
-    # limit and the pop-up waited in the kernel's backlog until idle ones timed out.
+    # each well within its share, open 64 keep-alive connections one after another,
+    # each asking one thing and then sitting idle (as a keep-alive client may for
+    # 30 s), then one connection that asks nothing. A pop-up from another address is
+    # answered all the same: at the limit, a connection is closed to make room, first
+    # one that has asked nothing for over a second, then the one idle longest. Before,
+    # the server stopped accepting anyone at its limit and the pop-up waited in the
+    # kernel's backlog until idle ones timed out.
     srv = start_server(contacts, preexec_fn=_descriptor_limit(304))
     held = []
     try:
-        for n in range(64):  # one after another: the first is the one idle longest
+        for n in range(64):
             sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10,
                                             source_address=(f"127.0.5.{1 + n % 8}", 0))
             held.append(sock)
-            if n < 46:  # beyond, the server accepts only by closing another
-                _health_request(sock)
-                assert _one_answer(sock).startswith(b"HTTP/1.1 200")
+            _health_request(sock)
+            assert _one_answer(sock).startswith(b"HTTP/1.1 200")
+        silent = socket.create_connection(("127.0.0.1", srv.port), timeout=10,
+                                          source_address=("127.0.6.1", 0))
+        held.append(silent)
+        time.sleep(2 * ps.ConnectionGuard.ROOM_GRACE)  # it has asked nothing since
         resp = srv.get("/popup", {"phone": "0722776772"}, timeout=10)  # a hang guard
         assert resp.status == 200 and resp.json()["CLIENTNAME"] == "John Doe", resp
-        # The first went first, closed with nothing more said; the newest of those
-        # answered is still open, and answered on.
-        assert _read_to_its_end(held[0]) == b""
-        _health_request(held[45])
-        assert _one_answer(held[45]).startswith(b"HTTP/1.1 200")
+        assert _read_to_its_end(silent) == b""  # made room for the pop-up
+        assert _read_to_its_end(held[0]) == b""  # made room for the 47th
+        _health_request(held[63])  # the newest is still open, and answered on
+        assert _one_answer(held[63]).startswith(b"HTTP/1.1 200")
     finally:
         for sock in held:
             sock.close()

@@ -60,6 +60,7 @@ import base64
 import functools
 import gc
 import hashlib
+import heapq
 import hmac
 import http.client
 import io
@@ -230,7 +231,6 @@ _LINK_START = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 #: A link's host, path, query and fragment in a text: up to a space, the sources'
 #: separator (a URL carries it only encoded) or the next link.
 _AUTHORITY = re.compile(r"[^/?#]*")
-_AUTHORITY_OR_PATH = re.compile(r"\S*")
 _LINK_REST = re.compile(r"(?:(?![A-Za-z][A-Za-z0-9+.-]*://)[^\s|])*")
 
 
@@ -240,18 +240,20 @@ def redact_url(text):
     gid, ...), become ***. The one function that hides a link's secrets.
 
     The user name and password are found whatever characters they hold (quotes, < > |,
-    spaces, @): they run to the last @ before the end of the link's authority, the
-    first / ? or # (where urllib, which sends them, ends it too), or, failing that
-    (an unencoded / ? or # in the password), to the last @ before a space. Text that
-    only looks like them is hidden too: hiding too much is safe, too little is not."""
+    spaces, @ / ? #): they run to the last @ of the text after the link's start
+    (_credentials_end()). Text that only looks like them is hidden too (an @ in a
+    query, a later link's password): hiding too much is safe, too little is not."""
     text, shown, at = str(text), [], 0
     while (start := _LINK_START.search(text, at)) is not None:
         shown.append(text[at:start.start()])
         rest = start.end()
         after = _credentials_end(text, rest)
         tail = _LINK_REST.match(text, after).end()
-        link = text[start.start():rest] + ("***@" if after > rest else "") + text[after:tail]
-        shown.append(_redact_link(link))
+        if _past_the_authority(text[rest:after]):  # what follows the @ may be a query
+            shown.append(text[start.start():rest] + "***@" + _redact_query(text[after:tail]))
+        else:
+            shown.append(_redact_link(text[start.start():rest] + (
+                "***@" if after > rest else "") + text[after:tail]))
         at = max(tail, start.end())
     shown.append(text[at:])
     return "".join(shown)
@@ -259,11 +261,16 @@ def redact_url(text):
 
 def _credentials_end(text, start):
     """Where the user:password@ of the link whose authority begins at `start` ends
-    (just after its @), or `start` when it has none."""
-    authority = _AUTHORITY.match(text, start).group(0)
-    if "@" not in authority:  # a / ? or # in the password, unencoded
-        authority = _AUTHORITY_OR_PATH.match(text, start).group(0)
-    return start + authority.rindex("@") + 1 if "@" in authority else start
+    (just after its @), or `start` when it has none: the last @ after `start`, as a
+    password may hold any character. Urllib ends a link's authority at its first / ?
+    or #: a password holding one unencoded is never sent, but is still not shown."""
+    return text.rfind("@", start) + 1 or start
+
+
+def _past_the_authority(credentials):
+    """Whether the text taken as a link's credentials holds a ? or #: its @ may then
+    be one of a query or fragment, whose values the text after it may go on with."""
+    return "?" in credentials or "#" in credentials
 
 
 def _redact_link(link):
@@ -3710,9 +3717,12 @@ def public_link(url):
     """A link as /health shows it to anyone: its site and a short hash telling two
     links apart, never any part of its path, query or password (a shared sheet's or a
     share link's path is the key to it)."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    return f"{parts.scheme}://{host}/ (link {hashlib.sha256(url.encode()).hexdigest()[:8]})"
+    start = _LINK_START.match(url)
+    rest = start.end() if start else 0
+    after = _credentials_end(url, rest)
+    host = "***" if _past_the_authority(url[rest:after]) else \
+        _AUTHORITY.match(url, after).group(0)
+    return f"{url[:rest]}{host}/ (link {hashlib.sha256(url.encode()).hexdigest()[:8]})"
 
 
 def sheet_export_url(url):
@@ -7169,9 +7179,14 @@ LOGIN_FREE_TRIES = 3                 # wrong passwords from one address before a
 LOGIN_LONGEST_WAIT = 60              # seconds: the right password works again within it
 LOGIN_FORGET_AFTER = 15 * 60         # seconds without a wrong one: the address starts over
 LOGIN_ADDRESSES_KEPT = 10_000        # failing addresses remembered (the oldest go first)
-#: Password checks running at once (scrypt: ~50 ms of a core and 16 MiB each); a login
-#: beyond them is refused at once with "busy", so a flood never queues up the workers.
-LOGIN_CHECKS_AT_ONCE = 2
+#: Password checks a second from everyone together (scrypt: ~50 ms of a core and 16 MiB
+#: each; the login lane runs one at a time), and how many may be saved up for a burst
+#: (a morning's sign-ins): beyond them a sign-in is answered "busy" at once, unchecked,
+#: so that guesses from ever new addresses (an IPv6 /48 holds 65,536 /64s) neither
+#: queue up the login lane nor take more than a fifth of a core (LoginChecks).
+LOGIN_CHECKS_A_SECOND = 4
+LOGIN_CHECKS_SAVED = 8
+LOGIN_BUSY_REMEMBERED = 60           # seconds an address told "busy" is one trying again
 LOGIN_REFUSALS_LOGGED = 20           # refusals logged one by one a minute; then counted
 MIN_PASSWORD_LENGTH = 8              # characters of a password the password command takes
 SESSIONS_ENDED_KEPT = 10_000         # logged-out sessions kept (revoked_sessions) until they expire
@@ -7306,6 +7321,43 @@ class LoginLimiter:
     def succeeded(self, address):
         with self.lock:
             self.failures.pop(self.key(address), None)
+
+
+class LoginChecks:
+    """The bound on password checks from everyone (LOGIN_CHECKS_A_SECOND, at most
+    LOGIN_CHECKS_SAVED saved up), which per-address waits cannot give against many
+    addresses. Half of what is saved is kept for an address told "busy" in the last
+    LOGIN_BUSY_REMEMBERED seconds that tries again: a flood from a new address each
+    time (as from a /48, or many machines) takes only the other half, and the office,
+    trying again after a "busy", is checked then, unless as many others tried again
+    in the same moment. At most LOGIN_ADDRESSES_KEPT addresses told "busy" are kept."""
+
+    def __init__(self, rate=LOGIN_CHECKS_A_SECOND, saved=LOGIN_CHECKS_SAVED,
+                 remembered=LOGIN_BUSY_REMEMBERED, kept=LOGIN_ADDRESSES_KEPT):
+        self.rate, self.saved, self.remembered, self.kept = rate, saved, remembered, kept
+        self.checks, self.counted_at = float(saved), time.monotonic()
+        self.told_busy = collections.OrderedDict()  # key -> when, the oldest first
+        self.lock = threading.Lock()
+
+    def take(self, address, now=None):
+        """Whether a password from `address` may be checked now (one check taken);
+        when not, the address is told "busy" and remembered as such."""
+        now = time.monotonic() if now is None else now
+        key = LoginLimiter.key(address)
+        with self.lock:
+            gained = max(0.0, now - self.counted_at) * self.rate
+            self.checks = min(self.saved, self.checks + gained)
+            self.counted_at = now
+            told = self.told_busy.pop(key, None)
+            kept_back = 0 if told is not None and now - told < self.remembered \
+                else self.saved / 2
+            if self.checks - 1 >= kept_back:
+                self.checks -= 1
+                return True
+            self.told_busy[key] = now
+            while len(self.told_busy) > self.kept:
+                self.told_busy.popitem(last=False)
+            return False
 
 
 class RefusalLog:
@@ -7524,7 +7576,7 @@ class OfficeDoor:
         self.cookie_name = "popup_session_" + _signature(secret, "cookie")[:8]
         self.limiter = LoginLimiter()
         self.refusals = RefusalLog()
-        self.checks = threading.BoundedSemaphore(LOGIN_CHECKS_AT_ONCE)
+        self.checks = LoginChecks()
         self.revoked = revoked or RevokedSessions.open(
             config.state_path / REVOKED_SESSIONS_NAME, password_tag(secret, password_hash))
 
@@ -8094,6 +8146,11 @@ ADDITIONS_FILE_NAME = "additions.csv"
 ADDITIONS_HEADER = ("Name", "Company", "Phone", "Notes")
 #: Longest value of each field of the add-contact form, in characters.
 ADDITION_LIMITS = {"name": 200, "company": 200, "phone": 100, "notes": 2000}
+#: Contacts the additions file may hold, in all and with one number: the form is open
+#: to anyone holding a caller's link (which adds only that caller's number), and each
+#: change rewrites the whole file and merges it again (at most ~25 MB of fields).
+ADDITIONS_MAX = 10_000
+ADDITIONS_PER_NUMBER = 20
 CALLER_PAGE_CALLS = 50  # the caller's latest calls shown (and that may be marked)
 
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -8325,7 +8382,9 @@ class Additions:
     def add(self, key, fields):
         with self._turn():
             before = self.rows()
-            self._write([*before, self._checked(key, fields)], before)
+            added = self._checked(key, fields)
+            self._room_for(key, before)
+            self._write([*before, added], before)
 
     def edit(self, key, row, fields):
         with self._turn():
@@ -8366,6 +8425,17 @@ class Additions:
                 rows[place][2], self.holder.index.rules)[0]:
             raise AdditionRefused("caller.gone")
         return place
+
+    def _room_for(self, key, rows):
+        """Refuse a contact beyond ADDITIONS_MAX, or beyond ADDITIONS_PER_NUMBER with
+        the number `key`; a cell is parsed only when its digits may hold it."""
+        if len(rows) >= ADDITIONS_MAX:
+            raise AdditionRefused("caller.too_many", limit=ADDITIONS_MAX)
+        rules, tail = self.holder.index.rules, str(key)[-7:]
+        if sum(tail in "".join(filter(str.isdigit, row[2]))
+               and key in cell_keys(row[2], rules)[0] for row in rows) \
+                >= ADDITIONS_PER_NUMBER:
+            raise AdditionRefused("caller.too_many_here", limit=ADDITIONS_PER_NUMBER)
 
     def _checked(self, key, fields):
         values = {}
@@ -8876,8 +8946,9 @@ def show_login(site):
 
 
 def log_in(site):
-    """POST /login: the office password checked (at most LOGIN_CHECKS_AT_ONCE at
-    once; an address that sent wrong ones waits, told so at once), then a session."""
+    """POST /login: the office password checked (at most LOGIN_CHECKS_A_SECOND from
+    everyone, LoginChecks; an address that sent wrong ones waits, told so at once),
+    then a session."""
     environ = bottle.request.environ
     door, config = site.door, site.config
     fields = _body_fields(environ, config.max_body)
@@ -8894,15 +8965,12 @@ def log_in(site):
                               _loggable(client), wait)
         return site.render_page("login", 429, goal=goal, problem=("login.too_many", {
             "wait": wait_in_words(texts, wait)}), headers={"Retry-After": str(wait)})
-    if not door.checks.acquire(blocking=False):
-        door.refusals.refused("%s: %d password checks already running",
-                              _loggable(client), LOGIN_CHECKS_AT_ONCE)
+    if not door.checks.take(client):
+        door.refusals.refused("%s: over %d password checks a second from everyone",
+                              _loggable(client), LOGIN_CHECKS_A_SECOND)
         return site.render_page("login", 503, goal=goal, problem=("login.busy", {}),
                                 headers={"Retry-After": "1"})
-    try:
-        right = password_matches(fields.get("password") or "", door.password_hash)
-    finally:
-        door.checks.release()
+    right = password_matches(fields.get("password") or "", door.password_hash)
     if not right:
         wait = door.limiter.failed(client)
         door.refusals.refused("wrong password from %s%s", _loggable(client),
@@ -9922,23 +9990,40 @@ def _quiet_channel_class():
     return QuietChannel
 
 
+def _bytes_waiting(channel):
+    """Whether the connection has bytes the main loop has not read yet (a closed one
+    counts as not: closing it frees its place at no cost)."""
+    try:
+        return bool(channel.socket.recv(1, socket.MSG_PEEK))
+    except OSError:  # BlockingIOError: nothing waits; anything else: it is gone
+        return False
+
+
 class ConnectionGuard:
-    """Keeps one client from taking every connection. Waitress alone stops accepting
+    """Keeps clients from taking every connection. Waitress alone stops accepting
     anyone once connection_limit sockets are open, and never drops a client that
     sends a byte every few seconds. So, for each waitress server:
 
     - an address holds at most --max-connections-per-ip connections (an IPv6 client
       its /64, which one subscriber usually gets whole); more are reset as soon as
       they are accepted. Trusted proxies are exempt: they carry every client.
+    - at connection_limit a new connection still gets in: the connection doing least
+      for anyone is closed to make room (room()), so that clients from many
+      addresses (an IPv6 /48 holds 65,536 /64s) cannot keep a pop-up out.
     - a request must arrive whole within REQUEST_DEADLINE seconds of its first byte,
       and a new connection's first request within REQUEST_DEADLINE of connecting;
       between requests a keep-alive connection may idle channel_timeout seconds.
 
-    Both run in waitress' main loop (accepting, and its maintenance pass once a
-    second), so a request that arrives whole pays nothing for them.
+    All of it runs in waitress' main loop (accepting, and its maintenance pass once a
+    second), so a request that arrives whole pays nothing for it.
     """
 
     WARN_EVERY = 60  # seconds between warnings about refused connections
+    ROOM_AT_ONCE = 64  # connections room() ranks at a time (one pass over all)
+    #: Seconds a new connection may wait for its request's first byte, or a request
+    #: take to arrive, and still rank with the keep-alive ones (room()): one round
+    #: trip, with room to spare; an attacker's are older, a browser's are not.
+    ROOM_GRACE = 0.5
 
     def __init__(self, server, config):
         self.server = server
@@ -9946,11 +10031,17 @@ class ConnectionGuard:
         self.trusted = config.trusted_proxy
         self.open = {}                          # address -> its channels
         self.refused = collections.Counter()    # address -> refused since the last warning
+        self.made_room = 0                      # connections closed for new ones, since then
         self.warned_at = 0.0
         # channel -> (its partial request, seen since, its last answer, seen since)
         self.seen = {}
+        # The next connections to close for new ones, the first to go last (room())
+        self.idle = []
+        self.leaving = []     # chosen by room() for the connections accepted this turn
+        self.no_room = False  # every connection does something: accept nothing more
         server.handle_accept = self.accept
         server.maintenance = self.close_stalled
+        server.readable = self.listening
 
     def address_of(self, host):
         """The key an address is counted under; None for a trusted proxy."""
@@ -9964,39 +10055,62 @@ class ConnectionGuard:
             return ipaddress.ip_network((address, 64), strict=False)
         return address
 
+    def listening(self):
+        """The listener's readable(), instead of waitress' (which stops listening at
+        connection_limit): its maintenance pass every cleanup_interval, and new
+        connections taken at the limit too, unless no room could be made since the
+        last pass (they then wait in the kernel's backlog, as with waitress)."""
+        server = self.server
+        now = time.time()
+        if now >= server.next_channel_cleanup:
+            server.next_channel_cleanup = now + server.adj.cleanup_interval
+            server.maintenance(now)
+        return server.accepting and (
+            not self.no_room or len(server._map) < server.adj.connection_limit)
+
     def accept(self):
-        """Accept what waits, refusing connections beyond their address' share.
+        """Accept what waits, refusing connections beyond their address' share, and
+        at connection_limit closing one that does least for anyone for each one taken.
         Up to 64 at a time: waitress takes one a loop turn, and under a flood of
         connects the kernel's backlog would fill, where a new client waits unseen."""
         server = self.server
-        for _ in range(64):
-            if len(server._map) >= server.adj.connection_limit:
-                return  # waitress stops listening until some close
-            try:
-                accepted = server.accept()
-            except OSError:  # e.g. out of descriptors: try again next turn
-                return
-            if accepted is None:
-                return
-            conn, addr = accepted
-            key = self.address_of(addr[0]) if isinstance(addr, tuple) else None
-            peers = None
-            if key is not None:
-                peers = self.open.setdefault(key, set())
-                if len(peers) >= self.per_address:
-                    peers.difference_update([c for c in peers if c.socket is None])
+        try:
+            for _ in range(64):
+                room = None
+                if len(server._map) - len(self.leaving) >= server.adj.connection_limit:
+                    room = self.room()
+                    if room is None:  # all being answered: the next pass looks again
+                        self.no_room = True
+                        return
+                try:
+                    accepted = server.accept()
+                except OSError:  # e.g. out of descriptors: try again next turn
+                    return
+                if accepted is None:
+                    return
+                conn, addr = accepted
+                key = self.address_of(addr[0]) if isinstance(addr, tuple) else None
+                peers = None
+                if key is not None:
+                    peers = self.open.setdefault(key, set())
                     if len(peers) >= self.per_address:
-                        self.refuse(conn, key)
-                        continue
-            try:  # an error here would reach wasyncore, which closes the listener
-                server.set_socket_options(conn)
-                channel = server.channel_class(server, conn, server.fix_addr(addr),
-                                               server.adj, map=server._map)
-            except OSError:  # the client left already
-                conn.close()
-                continue
-            if peers is not None:
-                peers.add(channel)
+                        peers.difference_update([c for c in peers if c.socket is None])
+                        if len(peers) >= self.per_address:
+                            self.refuse(conn, key)  # nobody is closed for it
+                            continue
+                if room is not None:
+                    self.leaving.append(self.idle.pop()[2])
+                try:  # an error here would reach wasyncore, which closes the listener
+                    server.set_socket_options(conn)
+                    channel = server.channel_class(server, conn, server.fix_addr(addr),
+                                                   server.adj, map=server._map)
+                except OSError:  # the client left already
+                    conn.close()
+                    continue
+                if peers is not None:
+                    peers.add(channel)
+        finally:
+            self.make_room()
 
     def refuse(self, conn, key):
         try:  # a reset, not a close: nothing lingers in TIME_WAIT by the thousand
@@ -10005,6 +10119,74 @@ class ConnectionGuard:
             pass
         conn.close()
         self.refused[key] += 1
+
+    def room(self):
+        """The connection to close for a new one at connection_limit, or None when
+        every connection is doing something: first the one that has asked nothing
+        the longest since it connected, or trickled its request the longest (past
+        ROOM_GRACE), then the one idle longest since its last answer; never one
+        whose request a thread answers, or whose answer is being sent. HTTP lets a
+        server close an idle keep-alive connection whenever it likes: its client
+        opens another (a browser sends its request again by itself).
+
+        Ranked ROOM_AT_ONCE at a time (one pass over the connections, ~2 us each),
+        then taken from that list while each is as it was when ranked, and has no
+        bytes waiting to be read (a request this loop has not read yet)."""
+        while True:
+            while self.idle:
+                _rank, _n, channel, partial, answer = self.idle[-1]
+                if (channel.socket is not None and not channel.requests
+                        and not channel.total_outbufs_len and channel.request is partial
+                        and channel.outbufs[-1] is answer and not _bytes_waiting(channel)):
+                    return channel
+                self.idle.pop()
+            leaving, now = set(self.leaving), time.time()
+            ranked = [(rank, n, channel, channel.request, channel.outbufs[-1])
+                      for n, channel in enumerate(list(self.server.active_channels.values()))
+                      if channel not in leaving
+                      and (rank := self.rank(channel, now)) is not None]
+            self.idle = sorted(heapq.nsmallest(self.ROOM_AT_ONCE, ranked), reverse=True)
+            if not self.idle:
+                return None
+
+    def rank(self, channel, now):
+        """Where `channel` stands among those room() may close, the least first, or
+        None while it is used: (0, since) when it has asked nothing since it
+        connected, or has been sending its request, for over ROOM_GRACE (a request
+        was due at once); (1, since) for the others, idle since their last answer, or
+        new. Its last answer's and partial request's times are those the last
+        maintenance pass saw (close_stalled); one not yet seen counts as new."""
+        if channel.requests or channel.total_outbufs_len:
+            return None
+        if channel.will_close or channel.close_when_flushed:
+            return 0, -math.inf  # it closes on the loop's next turn anyway
+        before, partial = self.seen.get(channel), channel.request
+        if partial is not None:
+            since = before[1] if before and before[0] is partial else now
+        elif not channel.current_outbuf_count:
+            since = channel.creation_time
+        else:
+            return 1, (before[3] if before and before[2] is channel.outbufs[-1]
+                       else channel.last_activity)
+        return (0 if now - since > self.ROOM_GRACE else 1), since
+
+    def make_room(self):
+        """Close the connections accept() chose (room()) for those it took. Only after
+        them: a descriptor closed before an accept() would be the new connection's
+        number, and this turn's poll() answer for the old one would be read as its."""
+        leaving, self.leaving = self.leaving, []
+        for channel in leaving:
+            with channel.requests_lock:  # a thread ending its answer holds it meanwhile
+                if channel.requests or channel.socket is None:
+                    continue
+                if channel.request is not None or not channel.current_outbuf_count:
+                    # It never asked for anything, or sends its request byte by byte:
+                    # a reset, as refuse(). An idle keep-alive one gets a plain close.
+                    with contextlib.suppress(OSError):
+                        channel.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                                  struct.pack("ii", 1, 0))
+                channel.handle_close()
+            self.made_room += 1
 
     def close_stalled(self, now):
         """Waitress' maintenance pass (every cleanup_interval, replacing its own): close
@@ -10043,16 +10225,25 @@ class ConnectionGuard:
             peers.difference_update([c for c in peers if c.socket is None])
             if not peers:
                 del self.open[key]
-        if self.refused and now - self.warned_at >= self.WARN_EVERY:
+        self.idle, self.no_room = [], False  # ranked again with what this pass saw
+        if (self.refused or self.made_room) and now - self.warned_at >= self.WARN_EVERY:
             self.warn_refused(now)
 
     def warn_refused(self, now):
-        worst = ", ".join(f"{count} from {key}" for key, count in self.refused.most_common(3))
-        more = len(self.refused) - 3
-        log.warning("refused %d connections (%s%s): an address may hold %d at once "
-                    "(--max-connections-per-ip)", sum(self.refused.values()), worst,
-                    f", and {more} more addresses" if more > 0 else "", self.per_address)
+        if self.refused:
+            worst = ", ".join(f"{count} from {key}"
+                              for key, count in self.refused.most_common(3))
+            more = len(self.refused) - 3
+            log.warning("refused %d connections (%s%s): an address may hold %d at once "
+                        "(--max-connections-per-ip)", sum(self.refused.values()), worst,
+                        f", and {more} more addresses" if more > 0 else "",
+                        self.per_address)
+        if self.made_room:
+            log.warning("closed %d connections, idle or sending a request byte by byte, "
+                        "to let new ones in: all %d places were taken (the connection "
+                        "limit)", self.made_room, self.server.adj.connection_limit)
         self.refused.clear()
+        self.made_room = 0
         self.warned_at = now
 
 
@@ -10244,11 +10435,12 @@ _WAITRESS_INTERNALS = (
         "last_activity", "request", "socket")),
     ("waitress.server", "BaseWSGIServer", (
         "handle_accept", "maintenance", "accept", "set_socket_options", "channel_class",
-        "fix_addr", "adj", "_map", "active_channels")),
+        "fix_addr", "adj", "_map", "active_channels", "readable", "accepting",
+        "next_channel_cleanup")),
     ("waitress.utilities", "Error", ("to_response", "code", "reason", "body")),
     ("waitress.channel", "HTTPChannel", (
         "service", "cancel", "write_soon", "_flush_outbufs_below_high_watermark",
-        "requests_lock")),
+        "requests_lock", "handle_close")),
     ("waitress.parser", "HTTPRequestParser", ("error", "close")),
     ("waitress.task", "ThreadedTaskDispatcher", (
         "set_thread_count", "add_task", "shutdown")),

@@ -1,19 +1,25 @@
 #!/usr/bin/env python3
-"""Hostile connections: can one client lock everyone else out?
+"""Hostile connections: can clients lock everyone else out?
 
 usage: python bench/fault_connections.py [--hostile 2000] [--seconds 40]
                                          [--server popup_server.py] [--per-ip N]
+                                         [--addresses 41] [--phases ...]
 
 Starts the real server as a process on 127.0.0.1 (the sample contacts, a token, no
-calls database) and runs three phases of --seconds each (the first, at rest, 10 s):
+calls database) and runs these phases of --seconds each (the first, at rest, 10 s):
 
   at rest    nobody hostile;
   trickling  --hostile connections from 127.0.0.2, each sending one byte of a request
              that never ends every 2-5 s;
-  idle       --hostile connections from 127.0.0.2 that connect and send nothing.
+  idle       --hostile connections from 127.0.0.2 that connect and send nothing;
+  addresses  --addresses loopback addresses (127.0.9.1, ...) each holding --per-ip
+             (default 100, the server's share for one address) connections that send
+             nothing: 41 x 100 is more than the server's 4,000 in all, every address
+             within its share.
 
 In the hostile phases a connection the server closes is opened again after
---reconnect-delay seconds, as an attacker would. Meanwhile, in every phase:
+--reconnect-delay seconds (at once in the addresses phase), as an attacker would.
+Meanwhile, in every phase:
 
   new client  a fresh connection from 127.0.0.1 looks a caller up every 0.1 s
               (timeout 5 s; a timeout counts as 5 s and as a failure);
@@ -25,7 +31,8 @@ under 1 s?), the keep-alive client's (answered, errors, reconnects), and the
 hostile side (connects, connections the server closed, open at the end).
 Everything is bounded in time and targets loopback only; every process started is
 ended before the script exits. --server points at another copy of popup_server.py
-(e.g. the code before the fix) to measure it the same way.
+(e.g. the code before the fix) to measure it the same way; --phases runs some of
+the phases only (at rest always runs: the others' yardstick).
 """
 import argparse
 import http.client
@@ -58,6 +65,10 @@ TRICKLE = (b"GET " + LOOKUP.encode() + b" HTTP/1.1\r\nHost: x\r\nX-Padding: "
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux
 
 
+#: The hostile phases: name -> what the attacker does.
+PHASES = {"trickling": "trickle", "idle": "idle", "addresses": "addresses"}
+
+
 def raise_fd_limit(wanted):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < wanted:
@@ -66,9 +77,10 @@ def raise_fd_limit(wanted):
 
 # ------------------------------------------------------------------- the attacker
 
-def attacker(port, count, mode, seconds, reconnect_delay, results):
-    """Holds `count` connections from HOSTILE_SOURCE for `seconds`, reopening each one
-    the server closes after `reconnect_delay`; puts its counts in `results`."""
+def attacker(port, count, mode, seconds, reconnect_delay, results,
+             sources=(HOSTILE_SOURCE,)):
+    """Holds `count` connections for `seconds`, from `sources` in turn, reopening each
+    one the server closes after `reconnect_delay`; puts its counts in `results`."""
     raise_fd_limit(count + 256)
     selector = selectors.DefaultSelector()
     stats = {"connects": 0, "closed_by_server": 0, "open_at_end": 0, "max_open": 0}
@@ -95,7 +107,7 @@ def attacker(port, count, mode, seconds, reconnect_delay, results):
             sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
         except OSError:
             pass
-        sock.bind((HOSTILE_SOURCE, 0))
+        sock.bind((sources[slot % len(sources)], 0))
         sock.connect_ex(("127.0.0.1", port))
         sockets[slot] = sock
         sent[slot] = 0
@@ -227,10 +239,14 @@ def run_phase(port, name, mode, seconds, args):
     counts = {"answered": 0, "errors": 0, "reconnects": 0}
     results = multiprocessing.Queue()
     hostile = None
+    if mode == "addresses":
+        sources = [f"127.0.9.{1 + n}" for n in range(args.addresses)]
+        attack = (port, len(sources) * (args.per_ip or 100), "idle", seconds, 0.0,
+                  results, sources)
+    else:
+        attack = (port, args.hostile, mode, seconds, args.reconnect_delay, results)
     if mode:
-        hostile = multiprocessing.Process(
-            target=attacker, args=(port, args.hostile, mode, seconds, args.reconnect_delay,
-                                   results), daemon=True)
+        hostile = multiprocessing.Process(target=attacker, args=attack, daemon=True)
         hostile.start()
     threads = [threading.Thread(target=new_client_lookups,
                                 args=(port, stop, latencies, failures)),
@@ -286,18 +302,23 @@ def main():
                         help="the popup_server.py to measure (default: this one)")
     parser.add_argument("--per-ip", type=int, default=0,
                         help="pass --max-connections-per-ip N to the server")
+    parser.add_argument("--addresses", type=int, default=41,
+                        help="addresses of the addresses phase (default 41)")
+    parser.add_argument("--phases", default=",".join(PHASES),
+                        help=f"some of: {','.join(PHASES)} (default: all)")
     args = parser.parse_args()
-    raise_fd_limit(args.hostile + 512)
+    raise_fd_limit(max(args.hostile, args.addresses * (args.per_ip or 100)) + 512)
     say(f"server: {args.server}; {args.hostile} hostile connections from {HOSTILE_SOURCE}, "
+        f"{args.addresses} x {args.per_ip or 100} from as many addresses, "
         f"{args.seconds:g} s a phase; load average {os.getloadavg()[0]:.2f}")
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="popup-fault-") as tmp:
         workdir = Path(tmp)
         proc = start_server(args.server, port, workdir, args.per_ip)
         try:
-            passed = [run_phase(port, "at rest", None, 10, args),
-                      run_phase(port, "trickling", "trickle", args.seconds, args),
-                      run_phase(port, "idle", "idle", args.seconds, args)]
+            passed = [run_phase(port, "at rest", None, 10, args)]
+            passed += [run_phase(port, name, PHASES[name], args.seconds, args)
+                       for name in args.phases.split(",") if name != "at rest"]
         finally:
             proc.terminate()
             try:

@@ -227,13 +227,15 @@ class ServerHandle:
 def launch_server(contacts_path, *extra_args, env: dict | None = None,
                   cwd: Path, log_dir: Path,
                   startup_timeout: float = STARTUP_TIMEOUT,
-                  disable_token: bool = True) -> ServerHandle:
+                  disable_token: bool = True, preexec_fn=None) -> ServerHandle:
     """Start ``popup_server.py`` and wait until GET /health answers.
 
     Unless the caller gives them (as flag or POPUP_* variable), the server is
     started with ``--host 127.0.0.1 --port <free> --token "" --calls-db ""``.
     ``contacts_path=None`` starts it without a CONTACTS_FILE argument;
-    ``disable_token=False`` leaves out the default ``--token ""`` (token generation).
+    ``disable_token=False`` leaves out the default ``--token ""`` (token generation);
+    ``preexec_fn`` runs in the server's process before it starts (e.g. to lower a
+    resource limit).
     """
     env = dict(env or {})
     extra = [str(a) for a in extra_args]
@@ -263,7 +265,8 @@ def launch_server(contacts_path, *extra_args, env: dict | None = None,
     stderr_path = log_dir / f"server-{n}.stderr"
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
         proc = subprocess.Popen(argv, cwd=str(cwd), stdout=out, stderr=err,
-                                stdin=subprocess.DEVNULL, env=subprocess_env(env))
+                                stdin=subprocess.DEVNULL, env=subprocess_env(env),
+                                preexec_fn=preexec_fn)
     handle = ServerHandle(proc, port, stdout_path, stderr_path, argv)
 
     deadline = time.monotonic() + startup_timeout
@@ -300,18 +303,19 @@ def start_server(tmp_path):
     """Factory: ``start_server(contacts_path, *extra_args, env=None)`` -> ServerHandle.
 
     Keyword ``disable_token=False`` starts it without the default ``--token ""``;
-    ``office_zone=False`` without the test's --timezone (see "A test's day").
+    ``office_zone=False`` without the test's --timezone (see "A test's day");
+    ``preexec_fn`` as launch_server's.
 
     Every server started through it is stopped at teardown.
     """
     started: list[ServerHandle] = []
 
     def _start(contacts_path, *extra_args, env=None, startup_timeout=STARTUP_TIMEOUT,
-               disable_token=True, office_zone=True):
+               disable_token=True, office_zone=True, preexec_fn=None):
         handle = launch_server(contacts_path, *extra_args, env=env, cwd=tmp_path,
                                log_dir=tmp_path / "server-logs",
                                startup_timeout=startup_timeout, disable_token=disable_token,
-                               office_zone=office_zone)
+                               office_zone=office_zone, preexec_fn=preexec_fn)
         started.append(handle)
         return handle
 

@@ -314,6 +314,46 @@ def test_hostile_text_in_an_addition_stays_one_contact(start_server, tmp_path):
     assert server.health()["sources"][1]["contacts"] == 1
 
 
+def test_the_additions_are_bounded_for_a_number_and_in_all(start_server, tmp_path):
+    # Anyone holding one caller's link may add contacts with that caller's number:
+    # ADDITIONS_PER_NUMBER of them, then a sentence in the page's language; removing
+    # one makes room. The file as a whole holds ADDITIONS_MAX.
+    server = start_server(_office(tmp_path))
+    _, url = _link(server, "0509999871")
+    for n in range(ps.ADDITIONS_PER_NUMBER):
+        assert _post(server, url, "/contact", {"name": f"Person {n}",
+                                               "phone": "050-999-9871"}).status == 303
+    additions = tmp_path / "state" / "additions.csv"
+    kept = additions.read_bytes()
+    page = server.get(_path_of(url)).text
+    parts = urllib.parse.urlsplit(url)
+    for language, sentence in (
+            ("en", f"this number already has {ps.ADDITIONS_PER_NUMBER} added contacts"),
+            ("he", f"למספר הזה כבר יש {ps.ADDITIONS_PER_NUMBER} אנשי קשר שנוספו")):
+        refused = server.post_form(
+            parts.path + "/contact?" + parts.query,
+            {"csrf": _form_token(page), "name": "One more", "phone": "050-999-9871"},
+            headers={"Origin": server.url, "Accept-Language": language})
+        assert refused.status == 400 and sentence in refused.text, refused
+        assert f'<html lang="{language}"' in refused.text
+    assert additions.read_bytes() == kept
+    assert server.lookup("0509999871")["TOTAL"] == ps.ADDITIONS_PER_NUMBER
+    assert _post(server, url, "/contact", {"row": "2", "remove": "1"}).status == 303
+    assert _post(server, url, "/contact", {"name": "One more",
+                                           "phone": "050-999-9871"}).status == 303
+
+    full = tmp_path / "full"
+    write_contacts(full / "state" / "additions.csv", [
+        (f"Added {n}", "", f"03-{n:07d}", "") for n in range(ps.ADDITIONS_MAX)],
+        header=("Name", "Company", "Phone", "Notes"))
+    server = start_server(_office(tmp_path), "--state-dir", full / "state")
+    _, url = _link(server, "0501234567")
+    refused = _post(server, url, "/contact", {"name": "Newcomer", "phone": "0501234567"})
+    assert refused.status == 400, refused
+    assert f"the added contacts are full ({ps.ADDITIONS_MAX} of them)" in refused.text
+    assert server.lookup("0501234567")["TOTAL"] == 0
+
+
 # Notes on calls -----------------------------------------------------------------------
 
 def test_a_note_and_mark_on_a_call_show_on_the_page_and_in_calls_csv(start_server,

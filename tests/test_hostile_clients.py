@@ -7,6 +7,7 @@ import csv
 import datetime as dt
 import http.client
 import io
+import resource
 import select
 import socket
 import time
@@ -148,6 +149,78 @@ def test_a_client_that_never_finishes_a_request_is_dropped(start_server, contact
         keepalive.close()
         for sock in (silent, trickling, blank_lines):
             sock.close()
+
+
+def _descriptor_limit(count):
+    """A preexec_fn: the server may open `count` descriptors, no more (its
+    connection limit is then count - 256, the descriptors it keeps for itself)."""
+    def lower():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
+    return lower
+
+
+def _read_to_its_end(sock, timeout=10):
+    """What `sock` received until the server closed it (a reset ends it too); the
+    test fails if it is still open after `timeout` seconds of silence."""
+    sock.settimeout(timeout)
+    received = []
+    try:
+        while chunk := sock.recv(65536):
+            received.append(chunk)
+    except ConnectionResetError:
+        pass
+    except socket.timeout:
+        pytest.fail(f"still open after {timeout} s: {b''.join(received)[:200]!r}")
+    return b"".join(received)
+
+
+def _one_answer(sock):
+    """One whole answer read from `sock` (its headers and Content-Length bytes)."""
+    stream = sock.makefile("rb")
+    head = b"".join(iter(stream.readline, b"\r\n"))
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")))
+    return head + b"\r\n" + stream.read(length)
+
+
+def _health_request(sock):
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+
+
+def test_clients_from_many_addresses_at_the_connection_limit_cannot_keep_a_pop_up_out(
+        start_server, contacts):
+    # The server may hold 46 connections (a descriptor limit of 304). Eight addresses,
+    # each well within its share, open 64 keep-alive connections one after another,
+    # each asking one thing and then sitting idle (as a keep-alive client may for
+    # 30 s), then one connection that asks nothing. A pop-up from another address is
+    # answered all the same: at the limit, a connection is closed to make room, first
+    # one that has asked nothing for over a second, then the one idle longest. Before,
+    # the server stopped accepting anyone at its limit and the pop-up waited in the
+    # kernel's backlog until idle ones timed out.
+    srv = start_server(contacts, preexec_fn=_descriptor_limit(304))
+    held = []
+    try:
+        for n in range(64):
+            sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10,
+                                            source_address=(f"127.0.5.{1 + n % 8}", 0))
+            held.append(sock)
+            _health_request(sock)
+            assert _one_answer(sock).startswith(b"HTTP/1.1 200")
+        silent = socket.create_connection(("127.0.0.1", srv.port), timeout=10,
+                                          source_address=("127.0.6.1", 0))
+        held.append(silent)
+        time.sleep(2 * ps.ConnectionGuard.ROOM_GRACE)  # it has asked nothing since
+        resp = srv.get("/popup", {"phone": "0722776772"}, timeout=10)  # a hang guard
+        assert resp.status == 200 and resp.json()["CLIENTNAME"] == "John Doe", resp
+        assert _read_to_its_end(silent) == b""  # made room for the pop-up
+        assert _read_to_its_end(held[0]) == b""  # made room for the 47th
+        _health_request(held[63])  # the newest is still open, and answered on
+        assert _one_answer(held[63]).startswith(b"HTTP/1.1 200")
+    finally:
+        for sock in held:
+            sock.close()
+    log = srv.wait_for_log("to let new ones in", timeout=5)
+    assert "all 48 places were taken (the connection limit)" in log, log
 
 
 # --------------------------------------------------------------------------

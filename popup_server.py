@@ -2134,8 +2134,13 @@ _VCARD_NAME = re.compile(r"[ \t]*(?:([A-Za-z0-9_-]+)\.)?([A-Za-z0-9_-]+)[ \t]*(?
 _VCARD_ESCAPE = re.compile(r"\\(.)")
 _VCARD_PARTS = re.compile(r"(?<!\\);")  # between the parts of N and ORG
 _APPLE_LABEL = re.compile(r"_\$!<(.*)>!\$_")  # Apple's own labels: _$!<Mobile>!$_
-_VCARD_COLUMNS = ("Name", "Company", "E-mail", "URL", "Note")
-_NO_CARD = ("", "", "", "", "", ())  # a damaged card keeps its number, and nothing else
+#: What a card gives its row (_vcard_fields()): its texts, then its (number, label)s.
+VCard = collections.namedtuple("VCard", "name company email url note numbers")
+#: The columns of a vCard file's table, and the field of a card each holds; its
+#: numbers follow as "Phone N" and "Phone N - Label".
+_VCARD_COLUMNS = {"Name": "name", "Company": "company", "E-mail": "email", "URL": "url",
+                  "Note": "note"}
+_NO_CARD = VCard("", "", "", "", "", ())  # a damaged card keeps its number, nothing else
 
 
 def _read_vcard(path, encoding):
@@ -2156,11 +2161,12 @@ def _read_vcard(path, encoding):
     if all(card is _NO_CARD for card in cards):
         raise ContactsFileError(path, f"none of its {len(cards)} vCards can be read "
                                       f"(card 1: {next(r for c, r in skipped if c)})")
-    width = max(len(card[5]) for card in cards)
-    columns = {header: [card[n] for card in cards]
-               for n, header in enumerate(_VCARD_COLUMNS)}
+    width = max(len(card.numbers) for card in cards)
+    columns = {header: [getattr(card, field) for card in cards]
+               for header, field in _VCARD_COLUMNS.items()}
     for n in range(width):
-        numbers = [card[5][n] if n < len(card[5]) else ("", "") for card in cards]
+        numbers = [card.numbers[n] if n < len(card.numbers) else ("", "")
+                   for card in cards]
         columns[f"Phone {n + 1}"] = [number for number, _label in numbers]
         columns[f"Phone {n + 1} - Label"] = [label for _number, label in numbers]
     del cards
@@ -2344,7 +2350,7 @@ def _vcard_fields(properties):
             labels[group] = apple[1] if apple else label
     numbers = tuple((number, labels.get(group) or label) if group else (number, label)
                     for group, number, label in phones)
-    return full_name or structured_name, company, email, url, note, numbers
+    return VCard(full_name or structured_name, company, email, url, note, numbers)
 
 
 @functools.lru_cache(maxsize=4096)  # a file repeats a few dozen kinds over and over

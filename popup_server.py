@@ -6065,7 +6065,6 @@ CALL_LOG_FIELDS = ("CallID", "Date", "DateEpoch", "Type", "CdrType", "DialStatus
                    "Callerextension", "Targetextension", "RepresentativeName",
                    "RepresentativeCode", "QueueName", "RecordURL", "DTMFData",
                    "CustomData", "DepartmentName")
-CALL_LOG_MAX_HITS = 10_000  # records one answer holds at most (Voicenter's limit)
 #: Voicenter's limit: 30 requests a minute, whatever --call-log-every says.
 CALL_LOG_RATE = (30, 60.0)
 CALL_LOG_TIMEOUT = 20.0  # seconds a request may wait for Voicenter, each step

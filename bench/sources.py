@@ -11,7 +11,7 @@ ready /health (the same measure as bench/run.py's start-up):
   workbook  the same ROWS contacts as .ods and .xls vs as .xlsx, all three written by
             LibreOffice from one CSV (skipped without soffice).
 With vobject installed (pip install vobject; not a requirement), also the time
-vobject takes to parse the 10,000-card file, for the README's comparison.
+vobject takes to parse the 10,000-card file, for docs/contact-files.md's comparison.
 Runs on 127.0.0.1 only; every process it starts is ended before it exits.
 """
 import argparse

@@ -3,8 +3,8 @@ escaping, its bound of 200), the calls page's edit form going back to its day, l
 page and row, a locked database on a page's form as an HTML page in the page's
 language, each 405 naming its own route, Latin snippets isolated in Hebrew texts, the
 additions' labels in the page's language, Scientific-formatted .xlsx cells, fax numbers
-kept off the index, the README's proxy examples giving https:// links, and its
-systemd unit keeping its state where the unit lets it write. The
+kept off the index, the proxy examples of docs/production.md giving https:// links, and
+its systemd unit keeping its state where the unit lets it write. The
 browser test of /sent is test_inspect_browser.py."""
 import configparser
 import datetime as dt
@@ -25,7 +25,7 @@ from conftest import (OFFICE_PASSWORD, SAMPLE_CONTACTS, TEST_ZONE, wait_until,
 
 TOKEN = "inspect-token-0123456789"
 HEBREW = {"Accept-Language": "he-IL,he;q=0.9"}
-README = Path(__file__).resolve().parent.parent / "README.md"
+PRODUCTION = Path(__file__).resolve().parent.parent / "docs" / "production.md"
 
 
 @pytest.fixture
@@ -494,9 +494,9 @@ def test_a_fax_is_written_as_every_other_number_on_the_callers_page(start_server
     assert "036001234" not in page and "97236001234" not in page  # nor a link to it
 
 
-# The README's proxy examples -------------------------------------------------------
+# The proxy examples (docs/production.md) ----------------------------------------
 
-#: What nginx puts in place of the variables the README's block uses, for a browser at
+#: What nginx puts in place of the variables the docs' block uses, for a browser at
 #: 198.51.100.7 asking https://popup.example.com/ (no X-Forwarded-For of its own).
 NGINX_VARIABLES = {"$proxy_add_x_forwarded_for": "198.51.100.7", "$remote_addr":
                    "198.51.100.7", "$host": "popup.example.com", "$http_host":
@@ -507,9 +507,9 @@ CADDY_HEADERS = {"X-Forwarded-For": "198.51.100.7", "X-Forwarded-Proto": "https"
                  "X-Forwarded-Host": "popup.example.com", "Host": "popup.example.com"}
 
 
-def _readme_block(start):
-    text = README.read_text(encoding="utf-8")
-    section = text[text.index("### TLS in front (Caddy or nginx)"):]
+def _docs_block(start):
+    text = PRODUCTION.read_text(encoding="utf-8")
+    section = text[text.index("## TLS in front (Caddy or nginx)"):]
     block = section[section.index(start) + len(start):]
     return block[:block.index("```")]
 
@@ -517,7 +517,7 @@ def _readme_block(start):
 def _nginx_headers():
     headers = {}
     for name, value in re.findall(r"^\s*proxy_set_header\s+(\S+)\s+(.+?);",
-                                  _readme_block("```nginx\n"), re.M):
+                                  _docs_block("```nginx\n"), re.M):
         for variable in re.findall(r"\$\w+", value):
             assert variable in NGINX_VARIABLES, f"the test does not know {variable}"
             value = value.replace(variable, NGINX_VARIABLES[variable])
@@ -526,14 +526,14 @@ def _nginx_headers():
 
 
 def _caddy_headers():
-    block = _readme_block("```\n")
+    block = _docs_block("```\n")
     assert re.search(r"reverse_proxy 127\.0\.0\.1:8080", block)
     assert "header_up" not in block  # nothing changes Caddy's own headers
     return CADDY_HEADERS
 
 
 @pytest.mark.parametrize("headers", [_nginx_headers, _caddy_headers])
-def test_the_readmes_proxy_examples_give_https_links(start_server, headers):
+def test_the_docs_proxy_examples_give_https_links(start_server, headers):
     sent = headers()
     server = start_server(SAMPLE_CONTACTS, "--trusted-proxy", "127.0.0.1")
     answer = server.get("/popup", {"phone": "0722776772"}, headers=sent).json()
@@ -542,12 +542,12 @@ def test_the_readmes_proxy_examples_give_https_links(start_server, headers):
     assert urllib.parse.urlsplit(answer["URL"]).scheme == "https"
 
 
-# The README's systemd unit --------------------------------------------------------
+# The systemd unit (docs/production.md) ------------------------------------------
 
 def _systemd_unit():
-    """The [Service] settings of the README's unit, as a dict."""
-    block = README.read_text(encoding="utf-8")
-    block = block[block.index("### systemd (Linux)"):]
+    """The [Service] settings of the docs' unit, as a dict."""
+    block = PRODUCTION.read_text(encoding="utf-8")
+    block = block[block.index("## systemd (Linux)"):]
     block = block[block.index("```ini\n") + 7:]
     unit = configparser.ConfigParser(interpolation=None)
     unit.optionxform = str  # systemd's keys are CamelCase
@@ -555,7 +555,7 @@ def _systemd_unit():
     return dict(unit["Service"])
 
 
-def test_the_readmes_systemd_unit_keeps_its_state_where_protectsystem_lets_it_write(
+def test_the_docs_systemd_unit_keeps_its_state_where_protectsystem_lets_it_write(
         tmp_path):
     """The unit's command line as systemd runs it: ProtectSystem=strict leaves it only
     its StateDirectory= (and any ReadWritePaths=) to write, and the user's home is

@@ -1304,8 +1304,8 @@ _READ_ROWS = 10_000
 _BLOCK_BYTES = 8 * 1024 * 1024
 
 #: Limits on what a contacts file may hold, so that a damaged or hostile file can
-#: neither exhaust memory nor hold up lookups while it loads (README, "Damaged and
-#: huge files"). A cell longer than MAX_CELL_BYTES is skipped unread and reported; a
+#: neither exhaust memory nor hold up lookups while it loads (docs/reliability.md,
+#: "Damaged and huge files"). A cell longer than MAX_CELL_BYTES is skipped unread and reported; a
 #: phone cell longer than MAX_PHONE_CELL_CHARS is reported, not parsed; a row longer
 #: than MAX_ROW_BYTES without its skipped cells, or a header with a skipped cell,
 #: refuses the file; so does a workbook that unpacks to more than
@@ -2109,7 +2109,7 @@ def _ole2_other(path):
 
 # Read here, not by vobject (the vCard parser on PyPI): it was many times slower,
 # stopped at Android's quoted-printable soft line breaks and at the first damaged
-# card, and kept Google's "https\://" (figures: README, "vCard (.vcf)").
+# card, and kept Google's "https\://" (figures: docs/contact-files.md, "vCard (.vcf)").
 # One pass, line by line: only the properties a pop-up uses are kept, and a photo's
 # hundreds of lines are dropped as they are read.
 
@@ -3082,7 +3082,7 @@ def _keys_from_value(value, ndig, d0, d1, plus, bad, rules):
 ###############################################################################
 # How this process uses memory and the garbage collector, for loads and for requests.
 
-# Figures and the commands that measure them: bench/README.md, "Process tuning".
+# Figures and the commands that measure them: bench/README.md, "Memory while loading".
 
 
 def tune_for_loading():
@@ -5046,7 +5046,7 @@ class CallRecorder:
     """Records pop-up requests off the request path: record() only appends to a deque,
     with no lock and no wake-up; one writer thread owns the database and writes what
     waits every `interval` seconds, up to _WRITE_BATCH events a statement (a
-    queue.Queue's locks cost the requests under load: bench/README.md, "Call history").
+    queue.Queue's locks cost the requests under load: bench/README.md, "The calls store").
 
     Nothing it could keep is lost: a database that is locked, full, read-only or
     cannot be opened is tried again with back-off while the events wait in memory (up
@@ -9905,7 +9905,8 @@ OUTPUT_BOUND = 1024 * 1024
 
 
 def waitress_settings(config):
-    """What waitress is told, and why (the README explains it for operators too)."""
+    """What waitress is told, and why (docs/production.md, "How waitress is set up,
+    and why", explains it for operators too)."""
     return dict(
         host=config.host, port=config.port, threads=config.threads,
         ident="popup-server",

@@ -217,8 +217,8 @@
   <td>{{clock(call.started, seconds=True)}}</td>
   <td>{{t("direction." + call.direction, default=call.direction)}}</td>
   <td class="outcome">{{t("outcome." + call.outcome, default=call.outcome)}}
-    % if call.status:
-    <br><span class="muted" dir="ltr">{{call.status}}</span>
+    % if call.status and call.status.upper() != "ANSWER":  # the outcome says so
+    <br><span class="muted call-status" data-status="{{call.status}}"><bdi>{{t("call_status." + call.status.upper(), default=call.status)}}</bdi></span>
     % end
   </td>
   <td class="name">

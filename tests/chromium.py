@@ -28,9 +28,12 @@ if not (CHROMIUM and CHROMEDRIVER):
 
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402,F401  (for the tests)
-from selenium.webdriver.support import expected_conditions  # noqa: E402,F401
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402,F401
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+__all__ = ["ARTIFACTS", "DOCS", "By", "WebDriverWait", "expected_conditions",
+           "open_browser"]
 
 
 def open_browser(language: str = "en-US", window: str = "900,640"):

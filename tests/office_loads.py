@@ -1,5 +1,5 @@
 """The office's own work as a load on a running server, and a pop-up probe asking
-during it (issue 22): tests/test_isolation.py asserts what is answered, and
+during it: tests/test_office_load.py asserts what is answered, and
 bench/office_load.py times the probe.
 
 Every load runs on loopback only, in threads that stop when told (or after a

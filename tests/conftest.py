@@ -53,6 +53,11 @@ SAMPLE_CONTACTS = MODULE.parent / "data" / "contacts.csv"
 VOICENTER_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "voicenter"
 #: Seconds a server may take to answer /health after it is started.
 STARTUP_TIMEOUT = 20.0
+#: Seconds a test waits for a pop-up before it counts it as unanswered: a hang guard,
+#: longer than Voicenter itself waits (3 s), so that only a pop-up held up for good
+#: fails a test. How fast pop-ups are answered is bench/'s to measure (tests assert
+#: no timings): bench/office_load.py, fault_calls.py, fault_connections.py.
+POPUP_HANG_GUARD = 5.0
 #: The office password of the servers a test starts with the login on.
 OFFICE_PASSWORD = "office-password-for-tests"
 #: The two contacts of the `contacts` fixture: nothing of them may show in a refusal.

@@ -21,7 +21,6 @@ from conftest import (OFFICE_PASSWORD, SAMPLE_CONTACTS, free_port, israel_epoch,
 from voicenter_standin import CODE, VoicenterStandIn
 
 TOKEN = "callback-token-123"
-
 JOHN = "+972722776772"  # John Doe in the sample contacts
 
 
@@ -335,9 +334,9 @@ def test_voicenter_down_says_nothing_was_dialled_never_a_500(office, mode):
     server, client, voicenter = office
     _with_extension(client, "SIPSIP1")
     voicenter.mode["click2call"] = mode
-    started = time.monotonic()
+    # A hang guard: the form's answer comes within the client's 15 s timeout, so the
+    # server gave up at its own 10 s limit, not after the hanging stand-in's 30 s.
     assert _call_back(client) == "Voicenter could not be reached; nothing was dialled."
-    assert time.monotonic() - started < 14  # the 10 s limit, not the stand-in's 30 s
     assert server.get("/health").status == 200
     assert server.lookup("0722776772", token=TOKEN)["TOTAL"] == 1
 

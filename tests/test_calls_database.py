@@ -26,9 +26,9 @@ import zoneinfo
 import pytest
 
 import popup_server as ps
-from conftest import (MODULE, SAMPLE_CONTACTS, calls_by_ivrid, free_port, health_of,
-                      http_request, israel_epoch, subprocess_env, voicenter_fixture,
-                      wait_until)
+from conftest import (MODULE, POPUP_HANG_GUARD, SAMPLE_CONTACTS, calls_by_ivrid, free_port,
+                      health_of, http_request, israel_epoch, subprocess_env,
+                      voicenter_fixture, wait_until)
 
 JOHN = "+972722776772"
 
@@ -62,13 +62,13 @@ def test_a_locked_database_never_delays_or_breaks_a_popup(start_server, tmp_path
     blocker = sqlite3.connect(db, timeout=5)
     blocker.execute("BEGIN EXCLUSIVE")  # nobody else can write, nor read in WAL
     try:
-        slowest = 0.0
+        # Each answered within the hang guard (bench/fault_calls.py --only lock times
+        # them): the events wait in the recorder's queue, not on the request.
         for n in range(20):
-            started = time.monotonic()
-            answer = server.lookup("0722776772", ivrid=f"locked-{n}", statusCall="Ringing")
-            slowest = max(slowest, time.monotonic() - started)
+            answer = server.get("/popup", {"phone": "0722776772", "ivrid": f"locked-{n}",
+                                           "statusCall": "Ringing"},
+                                timeout=POPUP_HANG_GUARD).json()
             assert answer["CLIENTNAME"] == "John Doe"
-        assert slowest < 0.5
         time.sleep(1.5)  # the writer's 1 s busy timeout expires
         assert "could not record" in server.log_text()
     finally:
@@ -350,7 +350,7 @@ def test_sigterm_with_stderr_blocked_writes_the_queued_calls_and_exits(tmp_path)
 # Databases of earlier versions --------------------------------------------------------
 
 
-# The schema as it was before issue 14, as databases of earlier versions hold it.
+# The schema of the first versions (pop-up events only), as their databases hold it.
 SCHEMA_BEFORE = """
 CREATE TABLE IF NOT EXISTS events (
     ivrid TEXT NOT NULL, phase TEXT NOT NULL, received_at REAL NOT NULL,

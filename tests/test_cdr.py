@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from conftest import (CDR_OK, SAMPLE_CONTACTS, calls_csv, voicenter_fixture,
-                      wait_until)
+from conftest import (CDR_OK, POPUP_HANG_GUARD, SAMPLE_CONTACTS, calls_csv,
+                      voicenter_fixture, wait_until)
 
 NOW = int(time.time())
 
@@ -188,9 +188,10 @@ def test_a_locked_database_answers_cdrs_with_an_err_and_never_holds_up_pop_ups(
         for sender in senders:
             sender.start()
         time.sleep(0.3)  # the CDRs are waiting on the lock (or their turn) meanwhile
-        started = time.monotonic()
-        assert cdr_server.lookup("0722776772")["CLIENTNAME"] == "John Doe"
-        popup_seconds = time.monotonic() - started
+        # Answered within the hang guard while they wait (bench/office_load.py --only
+        # cdr-held times it): the CDRs wait in a lane of their own, not on its threads.
+        popup = cdr_server.get("/popup", {"phone": "0722776772"}, timeout=POPUP_HANG_GUARD)
+        assert popup.json()["CLIENTNAME"] == "John Doe"
         for sender in senders:
             sender.join(30)
     finally:
@@ -198,6 +199,4 @@ def test_a_locked_database_answers_cdrs_with_an_err_and_never_holds_up_pop_ups(
         holder.close()
     assert all(resp.status == 503 and resp.json()["Err"] != 0 for resp in answers), [
         (resp.status, resp.text) for resp in answers]
-    # Before: 6 CDRs held all 4 request threads for 5 s each; now at most one is busy.
-    assert popup_seconds < 4, popup_seconds
     assert cdr_server.post_json("/cdr", cdr("L9")).json() == CDR_OK  # and it works again

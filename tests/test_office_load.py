@@ -6,7 +6,8 @@ do not read their answers). Every probe must be answered, and answered right, an
 the office must still be served. How fast is bench/office_load.py's to measure (tests
 assert no timings): it says for each of these loads whether the pop-up's targets held,
 the pop-up's worst under 2 s and its median under 250 ms. The only time here is the
-probe's PROBE_GIVES_UP, a hang guard longer than Voicenter itself waits.
+probe's POPUP_HANG_GUARD (conftest.py), a hang guard longer than Voicenter itself
+waits.
 """
 from __future__ import annotations
 

@@ -58,8 +58,8 @@ def test_a_pop_ups_link_opens_the_callers_page_with_every_column(start_server, t
         for header, value in zip(HEADER, ROWS[0]):
             value = written.get(value, value)
             assert header in shown and value in shown, (header, value)
-        assert browser.find_element(By.CSS_SELECTOR, 'a[href="mailto:noa@example.com"]')
-        assert browser.find_element(By.CSS_SELECTOR, 'a[href="https://wa.me/972541234567"]')
+        assert browser.find_elements(By.CSS_SELECTOR, 'a[href="mailto:noa@example.com"]')
+        assert browser.find_elements(By.CSS_SELECTOR, 'a[href="https://wa.me/972541234567"]')
         assert _right_to_left(browser) == language.startswith("he")
         DOCS.mkdir(exist_ok=True)
         assert browser.save_screenshot(str(DOCS / f"caller-known-{language[:2]}.png"))
@@ -83,7 +83,7 @@ def test_adding_an_unknown_caller_from_the_page(start_server, tmp_path, language
     browser = open_browser(language)
     try:
         browser.get(answer["URL"])
-        assert browser.find_element(By.ID, "not-found")
+        assert browser.find_elements(By.ID, "not-found")
         assert browser.find_element(By.ID, "caller-national").text == "050-999-9871"
         assert _right_to_left(browser) == language.startswith("he")
         assert browser.save_screenshot(str(DOCS / f"caller-unknown-{language[:2]}.png"))

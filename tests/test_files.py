@@ -105,7 +105,7 @@ def test_rows_without_a_number_are_skipped_with_their_spreadsheet_row(loaded):
     index, expected, _ = loaded
     assert [row for row, _reason in index.skipped] == expected.skipped_rows
     for _row, reason in index.skipped:
-        assert isinstance(reason, str) and reason
+        assert reason == "no usable phone number"
 
 
 def test_a_shared_number_counts_every_contact_and_answers_the_first_in_file_order(loaded):
@@ -645,7 +645,7 @@ def test_a_vcard_answers_pop_ups_over_http_with_hebrew_names(tmp_path, start_ser
         assert (answer["TOTAL"], answer["CLIENTNAME"], answer["COMPANY"]) \
             == (1, person["name"], person["company"])
         assert answer["URL"] == person["url"] if person["url"] else \
-            answer["URL"].startswith(server.url + "/caller/")  # its own page (issue 13)
+            answer["URL"].startswith(server.url + "/caller/")  # its own page
     assert server.health()["contacts"] == len(contacts)
 
 
@@ -794,7 +794,6 @@ def test_mangled_vcards_load_what_they_can_and_never_raise_anything_else(tmp_pat
 # .ods and .xls, written by LibreOffice ------------------------------------------------
 
 CUSTOMERS = "לקוחות"
-
 SUPPLIERS = "ספקים"
 
 
@@ -881,7 +880,7 @@ def test_a_libreoffice_workbook_answers_pop_ups_over_http(workbooks, start_serve
         assert (answer["TOTAL"], answer["CLIENTNAME"], answer["COMPANY"]) \
             == (1, name, company)
         assert answer["URL"] == url if url else \
-            answer["URL"].startswith(server.url + "/caller/")  # its own page (issue 13)
+            answer["URL"].startswith(server.url + "/caller/")  # its own page
 
 
 @pytest.mark.parametrize("kind", ["ods", "xls"])
@@ -970,26 +969,26 @@ def _assert_file_error(path, problem_pattern, **kwargs):
 
 
 def test_a_missing_file_is_a_file_error_naming_it(tmp_path):
-    _assert_file_error(tmp_path / "nowhere.csv",
-                       r"not found|no such|does not exist|missing|cannot open|can't open")
+    _assert_file_error(tmp_path / "nowhere.csv", r"nowhere\.csv: no such file$")
 
 
 def test_an_empty_file_is_a_file_error_saying_it_is_empty(tmp_path):
     path = tmp_path / "contacts.csv"
     path.write_bytes(b"")
-    _assert_file_error(path, r"empty")
+    _assert_file_error(path, r"contacts\.csv: the file is empty$")
 
 
 def test_a_header_only_file_is_a_file_error(tmp_path):
     path = tmp_path / "contacts.csv"
     path.write_bytes("שם,חברה,טלפון\r\n".encode("windows-1255"))
-    _assert_file_error(path, r"no (contact|row|data|record)|empty|only|header")
+    _assert_file_error(path, r"contacts\.csv: has no contacts: only a header row$")
 
 
 def test_a_file_without_a_phone_column_is_a_file_error_mentioning_phone(tmp_path):
     path = tmp_path / "contacts.csv"
     path.write_bytes(b"Name,Company,E-mail\r\nDana Levi,Levi Ltd,dana@levi.example\r\n")
-    _assert_file_error(path, r"phone")
+    _assert_file_error(path, r"contacts\.csv: has no phone column \(columns: 'Name', "
+                             r"'Company', 'E-mail'\); name it with --phone-columns$")
 
 
 def test_a_google_file_with_only_labels_and_no_phone_values_has_no_phone_column(tmp_path):
@@ -997,17 +996,19 @@ def test_a_google_file_with_only_labels_and_no_phone_values_has_no_phone_column(
     path.write_bytes(
         b"First Name,Last Name,Labels,E-mail 1 - Label,E-mail 1 - Value\r\n"
         b"Dana,Levi,* myContacts,* Work,dana@levi.example\r\n")
-    _assert_file_error(path, r"phone")
+    _assert_file_error(path, r"contacts\.csv: has no phone column \(columns: 'First Name', "
+                             r".*\); name it with --phone-columns$")
 
 
 def test_a_truncated_workbook_is_a_file_error(tmp_path):
     good, _ = exports.write_xlsx(tmp_path)
     path = tmp_path / "half-saved.xlsx"
     path.write_bytes(good.read_bytes()[:300])
-    _assert_file_error(path, r".")
+    _assert_file_error(path, r"half-saved\.xlsx: cannot be read as an Excel workbook")
 
 
 def test_an_unknown_override_column_message_is_one_line(tmp_path):
     path, _ = exports.write_excel_csv_ansi(tmp_path)
-    message = _assert_file_error(path, r"כתובת|column", name_column="כתובת")
+    message = _assert_file_error(path, r"--name-column 'כתובת' is not a column of this "
+                                       r"file \(columns: ", name_column="כתובת")
     assert "כתובת" in message

@@ -16,11 +16,8 @@ import pytest
 from conftest import health_of, http_request, wait_until, write_contacts
 
 INTERVAL = "0.2"
-
 HEADER = "name,company,phone\n"
-
 ALICE = "Alice Old,Old Co,050-111-1111\n"
-
 BOB = "Bob New,New Co,050-222-2222\n"
 
 
@@ -117,17 +114,22 @@ def _break_deleted(path):
     os.remove(path)
 
 
-@pytest.mark.parametrize("breaker", [_break_empty, _break_garbage, _break_header_only,
-                                     _break_no_phone_column, _break_deleted],
-                         ids=["empty", "garbage", "header-only", "no-phone-column", "deleted"])
-def test_bad_file_keeps_old_contacts_reports_last_error_and_recovers(reload_setup, breaker):
+@pytest.mark.parametrize("breaker, problem", [
+    (_break_empty, "the file is empty"),
+    (_break_garbage, "contains binary data, not text"),
+    (_break_header_only, "has no contacts: only a header row"),
+    (_break_no_phone_column, "has no phone column"),
+    (_break_deleted, "the file is missing"),
+], ids=["empty", "garbage", "header-only", "no-phone-column", "deleted"])
+def test_bad_file_keeps_old_contacts_reports_last_error_and_recovers(reload_setup, breaker,
+                                                                     problem):
     srv, path = reload_setup
     assert srv.health()["last_error"] is None
     time.sleep(0.05)
     breaker(path)
     health = wait_until(lambda: (lambda h: h if h["last_error"] is not None else None)(
         srv.health()), what="last_error after breaking the file")
-    assert isinstance(health["last_error"], str) and health["last_error"], health
+    assert health["last_error"].startswith(f"contacts.csv: {problem}"), health
     assert health["contacts"] == 1, health
     # Old contacts keep answering, across several reload intervals.
     for _ in range(3):
@@ -178,9 +180,7 @@ def test_health_names_the_problem_without_quoting_the_file(start_server, tmp_pat
 # A file half written, while its writer pauses -----------------------------------------
 
 OLD = HEADER + "Alice Old,Old Co,050-111-1111\n"
-
 NEW = HEADER + "Bob New,New Co,050-222-2222\n" + "Carol New,New Co,050-333-3333\n"
-
 PAUSE = 1.2  # well under the 3 s bound, far over the 0.2 s poll interval
 
 
@@ -235,7 +235,6 @@ def test_a_file_cut_in_its_header_reports_no_error_while_its_writer_pauses(serve
 # A large file reloaded under load -----------------------------------------------------
 
 ROWS = 200_000
-
 TARGET = ("Target Person", "Target Co", "053-999-9999")
 
 

@@ -331,7 +331,6 @@ def test_the_page_is_in_hebrew_right_to_left_for_a_hebrew_browser_or_lang_he(
 
 #: The first sheet's contact, and the one on the sheet named "Contacts" (the second).
 FIRST_SHEET = ("Sheet Person", "Sheet Co", "050-333-3333", "0503333333")
-
 NAMED_SHEET = ("Named Sheet Person", "Named Co", "050-444-4444", "0504444444")
 
 

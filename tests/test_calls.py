@@ -29,13 +29,9 @@ from conftest import (CDR_OK, SAMPLE_CONTACTS, calls_by_ivrid, calls_csv, israel
                       send_phase, voicenter_fixture, wait_until)
 
 TODAY = dt.date.today()
-
 ISRAEL = zoneinfo.ZoneInfo("Asia/Jerusalem")
-
 ANSWER = ps.PopupAnswer(1, "John Doe", "Voicenter", "", 972722776772)
-
 JOHN = "+972722776772"  # John Doe in data/contacts.csv
-
 NOA = "+972541234567"   # נועה כהן
 
 AGENTS = ("extension,name\nSIP101,Avi Cohen\nSIP102,Bat-El Levi\nSIP103,Carmel Ron\n"

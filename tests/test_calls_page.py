@@ -345,7 +345,6 @@ def test_a_day_far_outside_the_calendar_is_a_400_not_a_crash(start_server, day):
 # A day where one number called thousands of times -------------------------------------
 
 TODAY = dt.date.today()
-
 DIALLER = "0501234567"
 
 

@@ -22,7 +22,6 @@ from conftest import (OFFICE_PASSWORD, SAMPLE_CONTACTS, calls_by_ivrid, israel_e
                       wait_until)
 
 TOKEN = "calls-page-browser-token"
-
 JOHN, NOA, STRANGER = "0722776772", "0541234567", "0509999999"
 
 

@@ -217,7 +217,6 @@ def test_a_number_too_short_to_be_a_phone_is_reported():
 # Foreign numbers, as Voicenter writes them --------------------------------------------
 
 FOREIGN_REGIONS = sorted(set(phonenumbers.SUPPORTED_REGIONS) - {"IL"})
-
 TYPES = [phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE]
 
 

@@ -239,7 +239,7 @@ def test_empty_or_withheld_caller_id_is_ok_with_no_match(server, phone):
 def test_unknown_number_is_ok_with_total_zero_and_empty_fields(server):
     answer = server.lookup("0509999871")
     assert_not_found(answer)
-    # No --no-match-url: the link to the caller's own page (issue 13).
+    # No --no-match-url: the link to the caller's own page.
     assert answer["URL"].startswith(server.url + "/caller/+972509999871?e="), answer
 
 
@@ -326,7 +326,7 @@ def test_the_popup_sends_only_web_links_from_the_url_column(start_server, links_
     srv = start_server(links_file)
     for phone, cell, sent in LINKS:
         answer = srv.lookup(phone)
-        # A link refused leaves the URL to the caller's own page (issue 13).
+        # A link refused leaves the URL to the caller's own page.
         sent = sent or f"{srv.url}/caller/+972{phone[1:]}?e="
         assert answer["TOTAL"] == 1 and answer["URL"].startswith(sent), (cell, answer)
 

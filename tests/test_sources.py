@@ -19,26 +19,17 @@ from linksite import LinkSite, Page
 from vcards import write_iphone
 
 HEADER = "name,company,phone\n"
-
 ALICE = HEADER + "Alice Link,Link Co,050-111-1111\n"
-
 BOB = HEADER + "Bob Link,Link Co,050-222-2222\n"
-
 SECRETS = ("pw-s3cret", "tok-s3cret", "key-s3cret")
 
 
 @pytest.fixture
 def state(tmp_path):
-    """The server's state folder for the test, as POPUP_STATE_DIR (issue 14's
-    --state-dir). Until that lands, the state folder is the checkout's data/: what a test
-    downloads there is removed afterwards."""
-    env = {"POPUP_STATE_DIR": str(tmp_path / "state")}
-    downloads = ps.parse_config([], environ=env).state_path / "downloads"
-    before = set(downloads.glob("*"))
-    yield env
-    if tmp_path not in downloads.parents:
-        for path in set(downloads.glob("*")) - before:
-            path.unlink(missing_ok=True)
+    """The environment naming the test's state folder (POPUP_STATE_DIR), where a
+    link's last good download is kept: the servers and `--check` runs given it share
+    that folder."""
+    return {"POPUP_STATE_DIR": str(tmp_path / "state")}
 
 
 def name_of(server, phone):
@@ -52,7 +43,6 @@ def answers(server, phone, name):
 # A link's shape and its secrets (pure functions) --------------------------------------
 
 SHEET = "1AbC-dEf_123"
-
 PUBLISHED = "2PACX-1vQxyz_AB-c"
 
 

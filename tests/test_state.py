@@ -22,7 +22,6 @@ from conftest import (MODULE, SAMPLE_CONTACTS, LoggedIn, ServerHandle, caller_pa
                       subprocess_env, wait_until, write_contacts)
 
 JOHN = ["John Doe", "Voicenter", "072-277-6772"]
-
 OLD_TOKEN = "Qm9fR2l2ZVRoaXNUb2tlblRvVm9pY2VudGVy"
 
 

@@ -6,7 +6,8 @@ calls database in a temporary folder, sends pop-up requests (one ivrid each) at 
 steady rate while the fault happens, stops the server with SIGTERM and counts the
 ivrids in the database against the ones answered:
 
-  lock       another process holds the database's write lock for 10 s
+  lock       another process holds the database's write lock for 10 s (and how long
+             each pop-up took meanwhile: the median and the worst)
   deleted    the database (and its -wal, -shm) deleted mid-run
   replaced   a new, empty database moved over it mid-run
   readonly   the database on a read-only mount at start, made writable 4 s later
@@ -34,6 +35,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -101,13 +103,14 @@ class Server:
 
 class Caller(threading.Thread):
     """Sends GET /popup?ivrid=... at `rate` per second for `seconds`; keeps the
-    ivrids answered 200 and when each was sent."""
+    ivrids answered 200, when each was sent and how long its answer took."""
 
     def __init__(self, port, rate, seconds, prefix, ivrid_padding=""):
         super().__init__(daemon=True)
         self.port, self.rate, self.seconds = port, rate, seconds
         self.prefix, self.padding = prefix, ivrid_padding
         self.answered = []  # (monotonic time sent, ivrid)
+        self.took = []  # seconds to each 200
         self.failed = 0
 
     def run(self):
@@ -127,6 +130,7 @@ class Caller(threading.Thread):
                 response.read()
                 if response.status == 200:
                     self.answered.append((sent, ivrid))
+                    self.took.append(time.monotonic() - sent)
                 else:
                     self.failed += 1
             except (OSError, http.client.HTTPException):
@@ -155,20 +159,24 @@ def counted_losses(log):
                for match in _LOSS_LINES.finditer(log) for number in match.groups() if number)
 
 
-def report(name, answered, kept, stop_seconds, log, note=""):
+def report(name, answered, kept, stop_seconds, log, note="", took=None):
     lost = len(answered - kept)
     stopped = "did not exit" if stop_seconds is None else f"exit {stop_seconds:.1f} s"
     print(f"{name:<10} calls answered {len(answered):>6,}  lost {lost:>6,}  "
           f"lost by the log's count {counted_losses(log):>6,}  SIGTERM: {stopped}  {note}")
+    if took:
+        print(f"{'':<10} pop-ups answered in: median {statistics.median(took) * 1000:.1f} ms,"
+              f" worst {max(took) * 1000:.1f} ms")
 
 
-def finish(name, server, db, answered, note, settle=3.0, check=None):
+def finish(name, server, db, answered, note, settle=3.0, check=None, took=None):
     """Give the writer `settle` s for its next try, stop the server, count; `check()`
-    adds to the note what it finds in the database then."""
+    adds to the note what it finds in the database then; `took`, the seconds each
+    pop-up took, adds their median and worst."""
     time.sleep(settle)
     seconds = server.stop()
     report(name, answered, recorded(db), seconds, server.log(),
-           note + (check() if check else ""))
+           note + (check() if check else ""), took)
 
 
 @contextlib.contextmanager
@@ -228,7 +236,7 @@ def scenario_lock(module, folder, rate):
     caller, _ = run_calls_during(server, rate, 14, 1, lock, "lock-")
     holder.wait(30)
     finish("lock", server, db, {i for _, i in caller.answered},
-           "(another process held the write lock 10 s)")
+           "(another process held the write lock 10 s)", took=caller.took)
 
 
 def scenario_moved(module, folder, rate, how):

@@ -1,7 +1,28 @@
-"""Shared fixtures for the HTTP-level tests: start the real server as a subprocess.
+"""What every test file shares: the real server started as a subprocess, clients for
+it, and the few readers several files need (the day's calls as /calls.csv gives them,
+Voicenter's fixtures, a CDR's `time`).
 
-Nothing here imports popup_server: every test talks to a running
-``python popup_server.py ...`` over a socket, the way Voicenter does.
+Most tests talk to a running ``python popup_server.py ...`` over a socket, the way
+Voicenter does. The tests of one function import popup_server from this checkout
+(put first on sys.path here, however pytest was started).
+
+Fixtures (each documented where it is defined):
+  start_server         start_server(contacts, *args, env=None, ...) -> ServerHandle
+  server               a server on the shipped data/contacts.csv
+  start_module_server  start_server for a whole module (hypothesis tests)
+  make_contacts        make_contacts(rows, header=..., name=...) -> a small CSV's path
+  contacts             a CSV of JOHN_ROW and MASKED_ROW (see assert_no_contact_data)
+  run_cli              run_cli(*args, env=None) -> the finished process
+  log_in               log_in(server) -> a LoggedIn client of the office pages
+  voicenter            a stand-in for Voicenter's APIs on loopback
+  site                 a contacts site on loopback (tests/linksite.py)
+  json_error, popup_answer: assert_json_error and assert_popup_answer
+
+Every server a test starts (start_server, start_module_server) gets, unless the test
+gives them: --host 127.0.0.1, a free --port, --token "" (no token), --calls-db ""
+(no calls kept), --office-password "" (the login off), --timezone of "A test's day"
+below, and a --state-dir of its own under the test's temporary folder; it is never
+given a Voicenter API code without loopback stand-ins (refuse_real_voicenter).
 """
 
 from __future__ import annotations
@@ -9,21 +30,45 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import http.client
+import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.parse
+import zoneinfo
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings as hypothesis_settings
 
+#: The program under test (bench/office_load.py --server points it at another copy).
 MODULE = Path(__file__).resolve().parent.parent / "popup_server.py"
 SAMPLE_CONTACTS = MODULE.parent / "data" / "contacts.csv"
-
+#: What Voicenter sends, copied from its guides and SDK (each file says from where).
+VOICENTER_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "voicenter"
+#: Seconds a server may take to answer /health after it is started.
 STARTUP_TIMEOUT = 20.0
+#: Seconds a test waits for a pop-up before it counts it as unanswered: a hang guard,
+#: longer than Voicenter itself waits (3 s), so that only a pop-up held up for good
+#: fails a test. How fast pop-ups are answered is bench/'s to measure (tests assert
+#: no timings): bench/office_load.py, fault_calls.py, fault_connections.py.
+POPUP_HANG_GUARD = 5.0
+#: The office password of the servers a test starts with the login on.
+OFFICE_PASSWORD = "office-password-for-tests"
+#: The two contacts of the `contacts` fixture: nothing of them may show in a refusal.
+JOHN_ROW = ["John Doe", "Widget Works", "072-277-6772"]
+MASKED_ROW = ["Masked Caller", "Privacy Ltd", "050-123-4987"]
+#: The Accept-Language of a browser set to Hebrew.
+HEBREW = {"Accept-Language": "he-IL,he;q=0.9"}
+#: Voicenter's acknowledgement of a CDR, in both spellings (its guide's and its SDK's).
+CDR_OK = {"Err": 0, "Errdesc": "OK", "err": 0, "errdesc": "OK"}
+
+sys.path.insert(0, str(MODULE.parent))
 
 
 # A test's day ------------------------------------------------------------------------
@@ -48,6 +93,22 @@ TEST_ZONE = (os.environ.get("POPUP_TEST_ZONE")
 os.environ["TZ"] = TEST_ZONE
 time.tzset()
 
+
+# Hypothesis ----------------------------------------------------------------------------
+# Hypothesis searches at random on every run (a property must hold for all inputs, so
+# each run may find what earlier ones missed); no deadline and no too_slow check, as
+# timings of a loaded machine are not what these tests test. A failure prints the
+# blob that replays it (@reproduce_failure). `--hypothesis-profile repeatable` tries
+# the same examples every run and keeps none between runs.
+hypothesis_settings.register_profile(
+    "random", deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.register_profile(
+    "repeatable", derandomize=True, database=None, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.load_profile("random")
+
+
+# Waiting and HTTP ----------------------------------------------------------------------
 
 def wait_until(predicate, timeout: float = 20.0, what: str = "the condition"):
     """Poll `predicate` until it gives a true value, and return that value; the test
@@ -112,32 +173,10 @@ def http_request(method: str, url: str, body: bytes | str | None = None,
         conn.close()
 
 
-def _has_flag(args, flag: str) -> bool:
-    return any(a == flag or str(a).startswith(flag + "=") for a in args)
-
-
-def _flag_value(args, flag: str):
-    args = [str(a) for a in args]
-    value = None
-    for i, a in enumerate(args):
-        if a == flag and i + 1 < len(args):
-            value = args[i + 1]
-        elif a.startswith(flag + "="):
-            value = a.split("=", 1)[1]
-    return value
-
-
-def subprocess_env(env: dict | None = None) -> dict:
-    """The test runner's environment without any POPUP_* variable, plus ``env``."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("POPUP_")}
-    base["PYTHONUNBUFFERED"] = "1"
-    base["PYTHONIOENCODING"] = "utf-8"
-    base.update(env or {})
-    return base
-
+# A running server ---------------------------------------------------------------------
 
 class ServerHandle:
-    """One running ``popup_server.py`` subprocess."""
+    """One running ``popup_server.py`` subprocess, its logs and an HTTP client of it."""
 
     def __init__(self, proc: subprocess.Popen, port: int, stdout_path: Path,
                  stderr_path: Path, argv: list[str]):
@@ -209,9 +248,14 @@ class ServerHandle:
         return resp.json()
 
     def health(self) -> dict:
+        """/health's body. It answers 503 (the same JSON) when the contacts fail to
+        load or calls cannot be recorded, 200 only when all is well: the code and
+        the body's "status" are checked to agree."""
         resp = self.get("/health")
-        assert resp.status == 200, resp
-        return resp.json()
+        assert resp.status in (200, 503), resp
+        body = resp.json()
+        assert (resp.status == 200) == (body["status"] == "ok"), resp
+        return body
 
     # ---- life cycle ---------------------------------------------------------
     def stop(self) -> None:
@@ -224,87 +268,230 @@ class ServerHandle:
                 self.proc.wait(timeout=10)
 
 
-def launch_server(contacts_path, *extra_args, env: dict | None = None,
-                  cwd: Path, log_dir: Path,
-                  startup_timeout: float = STARTUP_TIMEOUT,
-                  disable_token: bool = True, preexec_fn=None) -> ServerHandle:
-    """Start ``popup_server.py`` and wait until GET /health answers.
+# Starting a server --------------------------------------------------------------------
 
-    Unless the caller gives them (as flag or POPUP_* variable), the server is
-    started with ``--host 127.0.0.1 --port <free> --token "" --calls-db ""``.
-    ``contacts_path=None`` starts it without a CONTACTS_FILE argument;
-    ``disable_token=False`` leaves out the default ``--token ""`` (token generation);
-    ``preexec_fn`` runs in the server's process before it starts (e.g. to lower a
-    resource limit).
-    """
-    env = dict(env or {})
-    extra = [str(a) for a in extra_args]
+def _has_flag(args, flag: str) -> bool:
+    return any(a == flag or str(a).startswith(flag + "=") for a in args)
+
+
+def _flag_value(args, flag: str):
+    args = [str(a) for a in args]
+    value = None
+    for i, a in enumerate(args):
+        if a == flag and i + 1 < len(args):
+            value = args[i + 1]
+        elif a.startswith(flag + "="):
+            value = a.split("=", 1)[1]
+    return value
+
+
+def subprocess_env(env: dict | None = None) -> dict:
+    """The test runner's environment without any POPUP_* variable, plus ``env``."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("POPUP_")}
+    base["PYTHONUNBUFFERED"] = "1"
+    base["PYTHONIOENCODING"] = "utf-8"
+    base.update(env or {})
+    return base
+
+
+# Never the real Voicenter: a server given an API code asks Voicenter's APIs at once
+# and then every minute or so: the Call Log and Click2Call at --voicenter-api, the
+# extension list at --voicenter-monitor, each https://...voicenter... by default. A
+# test that names one stand-in and forgets the other sends its code to Voicenter's
+# production API (and, where there is no internet, puts an error of its own on the
+# pages it screenshots). So every server a test starts with a code must name a
+# loopback address for both.
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _config_file_settings(args, env) -> dict:
+    """The --config (else POPUP_CONFIG) file's settings, {} when there is none or it
+    does not read (the server then refuses to start anyway)."""
+    path = _flag_value(args, "--config") or env.get("POPUP_CONFIG")
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except (TypeError, OSError, ValueError):
+        return {}
+
+
+def refuse_real_voicenter(args, env) -> None:
+    """Fail the test when a server would start with a Voicenter API code
+    (--voicenter-code, POPUP_VOICENTER_CODE or the config file's voicenter-code) and
+    either of --voicenter-api and --voicenter-monitor is not on loopback."""
+    args = [str(a) for a in args]
+    config = _config_file_settings(args, env)
+
+    def setting(flag):
+        given = _flag_value(args, flag)
+        if given is None:
+            given = env.get("POPUP_" + flag.lstrip("-").replace("-", "_").upper())
+        return config.get(flag.lstrip("-")) if given is None else given
+    if not setting("--voicenter-code"):
+        return
+    for flag in ("--voicenter-api", "--voicenter-monitor"):
+        url = str(setting(flag) or "")
+        if urllib.parse.urlsplit(url).hostname not in _LOOPBACK_HOSTS:
+            pytest.fail(f"a server with --voicenter-code must ask a stand-in on loopback: "
+                        f"give {flag} a stand-in's http://127.0.0.1:PORT (it is "
+                        f"{url or 'not given, so Voicenter itself'})", pytrace=False)
+
+
+def _lock_is_held(path: Path) -> bool:
+    """Whether a running server holds the state folder lock file `path` (its flock)."""
+    if os.name == "nt":
+        return False  # the tests that start servers at once run on Linux (CI)
+    import fcntl
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return False
+
+
+def free_state_folder(cwd: Path) -> Path:
+    """cwd/state, else state-2, state-3, ...: the first no running server holds (a
+    server locks its state folder while it runs), so that a test running two servers
+    at once gives each its own, while a server started again finds its state."""
+    for number in range(1, 100):
+        folder = Path(cwd) / ("state" if number == 1 else f"state-{number}")
+        if not _lock_is_held(folder / "server.lock"):
+            return folder
+    raise RuntimeError("99 servers at once in one test")
+
+
+def _server_argv(contacts_path, extra: list[str], env: dict, cwd: Path,
+                 office_zone: bool, disable_token: bool) -> tuple[list[str], bool]:
+    """The command line of a test's server: what the test gives, and the defaults of
+    this module's docstring for what it does not (as flag or POPUP_* variable).
+    Returns it and whether the port is one chosen here."""
     argv = [sys.executable, str(MODULE)]
     if contacts_path is not None:
         argv.append(str(contacts_path))
-
     if not _has_flag(extra, "--host") and "POPUP_HOST" not in env:
         argv += ["--host", "127.0.0.1"]
-    port_chosen_here = False
-    if _has_flag(extra, "--port"):
-        port = int(_flag_value(extra, "--port"))
-    elif "POPUP_PORT" in env:
-        port = int(env["POPUP_PORT"])
-    else:
-        port, port_chosen_here = free_port(), True
-        argv += ["--port", str(port)]
+    port_chosen_here = not _has_flag(extra, "--port") and "POPUP_PORT" not in env
+    if port_chosen_here:
+        argv += ["--port", str(free_port())]
     if disable_token and not _has_flag(extra, "--token") and "POPUP_TOKEN" not in env:
         argv += ["--token", ""]
     if not _has_flag(extra, "--calls-db") and "POPUP_CALLS_DB" not in env:
         argv += ["--calls-db", ""]
-    argv += extra
+    if office_zone and not _has_flag(extra, "--timezone") and "POPUP_TIMEZONE" not in env:
+        argv += ["--timezone", TEST_ZONE]  # see "A test's day"
+    if not _has_flag(extra, "--state-dir") and "POPUP_STATE_DIR" not in env:
+        argv += ["--state-dir", str(free_state_folder(cwd))]
+    if not _has_flag(extra, "--office-password") and "POPUP_OFFICE_PASSWORD" not in env:
+        argv += ["--office-password", ""]
+    return argv + extra, port_chosen_here
 
+
+def launch_server(contacts_path, *extra_args, env: dict | None = None, cwd: Path,
+                  log_dir: Path, startup_timeout: float = STARTUP_TIMEOUT,
+                  disable_token: bool = True, office_zone: bool = True,
+                  preexec_fn=None) -> ServerHandle:
+    """Start ``popup_server.py`` with the defaults of this module's docstring and wait
+    until GET /health answers; the caller stops it.
+
+    ``contacts_path=None`` starts it without a CONTACTS_FILE argument;
+    ``disable_token=False`` leaves out the default ``--token ""`` (token generation);
+    ``office_zone=False`` the default --timezone (the server's own default applies);
+    ``preexec_fn`` runs in the server's process before it starts (e.g. to lower a
+    resource limit). A port chosen here that another program takes before the server
+    binds it is replaced by another, and the server started again.
+    """
+    env = dict(env or {})
+    extra = [str(a) for a in extra_args]
+    refuse_real_voicenter(extra, env)
+    argv, port_chosen_here = _server_argv(contacts_path, extra, env, cwd, office_zone,
+                                          disable_token)
+    port = int(_flag_value(argv, "--port") or env["POPUP_PORT"])
     log_dir.mkdir(parents=True, exist_ok=True)
     n = len(list(log_dir.glob("server-*.stdout")))
     stdout_path = log_dir / f"server-{n}.stdout"
     stderr_path = log_dir / f"server-{n}.stderr"
-    with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
-        proc = subprocess.Popen(argv, cwd=str(cwd), stdout=out, stderr=err,
-                                stdin=subprocess.DEVNULL, env=subprocess_env(env),
-                                preexec_fn=preexec_fn)
-    handle = ServerHandle(proc, port, stdout_path, stderr_path, argv)
-
     deadline = time.monotonic() + startup_timeout
     while True:
-        rc = proc.poll()
+        with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
+            proc = subprocess.Popen(argv, cwd=str(cwd), stdout=out, stderr=err,
+                                    stdin=subprocess.DEVNULL, env=subprocess_env(env),
+                                    preexec_fn=preexec_fn)
+        handle = ServerHandle(proc, port, stdout_path, stderr_path, argv)
+        if _answers_health(handle, deadline, startup_timeout, port_chosen_here):
+            return handle
+        # Another program took the free port between free_port() and the bind.
+        port = free_port()
+        argv[argv.index("--port") + 1] = str(port)
+
+
+def _answers_health(handle: ServerHandle, deadline: float, startup_timeout: float,
+                    port_chosen_here: bool) -> bool:
+    """True once `handle` answers /health; False when it exited because its port,
+    chosen by launch_server, was taken meanwhile and there is time to try another.
+    The test fails on any other exit, or at the deadline."""
+    while True:
+        rc = handle.proc.poll()
         if rc is not None and port_chosen_here and "Address already in use" in \
                 handle.stderr_text() and time.monotonic() < deadline:
-            # Another program took the free port between free_port() and the bind.
-            port = free_port()
-            argv[argv.index("--port") + 1] = str(port)
-            with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
-                proc = subprocess.Popen(argv, cwd=str(cwd), stdout=out, stderr=err,
-                                        stdin=subprocess.DEVNULL, env=subprocess_env(env))
-            handle = ServerHandle(proc, port, stdout_path, stderr_path, argv)
-            continue
+            return False
         if rc is not None:
             pytest.fail(f"server exited with status {rc} before answering /health\n"
-                        f"argv: {argv}\nstderr:\n{handle.stderr_text()}\n"
+                        f"argv: {handle.argv}\nstderr:\n{handle.stderr_text()}\n"
                         f"stdout:\n{handle.stdout_text()}")
         try:
             http_request("GET", handle.url + "/health", timeout=1.0)
-            return handle
+            return True
         except (OSError, http.client.HTTPException):
             pass
         if time.monotonic() > deadline:
             handle.stop()
             pytest.fail(f"server did not answer /health within {startup_timeout} s\n"
-                        f"argv: {argv}\nstderr:\n{handle.stderr_text()}")
+                        f"argv: {handle.argv}\nstderr:\n{handle.stderr_text()}")
         time.sleep(0.05)
 
 
+def start_as_a_user_would(tmp_path, *args, module=MODULE, env=None, port=None):
+    """The server started with only `args` (no --state-dir, --calls-db, --token,
+    --timezone or --office-password added, unlike start_server), on a loopback port;
+    stopped by the caller."""
+    port = port or free_port()
+    log_dir = tmp_path / "server-logs"
+    log_dir.mkdir(exist_ok=True)
+    number = len(list(log_dir.glob("*.stdout")))
+    out, err = log_dir / f"raw-{number}.stdout", log_dir / f"raw-{number}.stderr"
+    argv = [sys.executable, str(module), *map(str, args), "--host", "127.0.0.1",
+            "--port", str(port)]
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        proc = subprocess.Popen(argv, cwd=tmp_path, stdout=stdout, stderr=stderr,
+                                stdin=subprocess.DEVNULL, env=subprocess_env(env))
+    handle = ServerHandle(proc, port, out, err, argv)
+
+    def answers():
+        assert proc.poll() is None, handle.log_text()
+        try:
+            return http_request("GET", handle.url + "/health", timeout=1)
+        except OSError:
+            return None
+    wait_until(answers, what="the server to start")
+    return handle
+
+
+# Fixtures ------------------------------------------------------------------------------
+
 @pytest.fixture
 def start_server(tmp_path):
-    """Factory: ``start_server(contacts_path, *extra_args, env=None)`` -> ServerHandle.
+    """Factory: ``start_server(contacts_path, *extra_args, env=None)`` -> ServerHandle,
+    started by launch_server in tmp_path (its logs in tmp_path/server-logs).
 
     Keyword ``disable_token=False`` starts it without the default ``--token ""``;
     ``office_zone=False`` without the test's --timezone (see "A test's day");
-    ``preexec_fn`` as launch_server's.
+    ``preexec_fn`` and ``startup_timeout`` as launch_server's.
 
     Every server started through it is stopped at teardown.
     """
@@ -332,7 +519,8 @@ def server(start_server):
 
 @pytest.fixture(scope="module")
 def start_module_server(tmp_path_factory):
-    """Module-scoped variant of ``start_server`` (for hypothesis tests)."""
+    """start_server for a whole module, in a temporary folder of its own (for
+    hypothesis tests, whose examples share one server)."""
     base = tmp_path_factory.mktemp("module-server")
     started: list[ServerHandle] = []
 
@@ -374,182 +562,22 @@ def make_contacts(tmp_path):
 
 
 @pytest.fixture
-def run_cli(tmp_path):
-    """Run ``popup_server.py *args`` to completion (for --help and start-up errors)."""
-
-    def _run(*args, env=None, timeout=30):
-        argv = [sys.executable, str(MODULE), *[str(a) for a in args]]
-        return subprocess.run(argv, cwd=str(tmp_path), env=subprocess_env(env),
-                              stdin=subprocess.DEVNULL, capture_output=True,
-                              timeout=timeout)
-
-    return _run
-
-
-def assert_popup_answer(answer: dict) -> None:
-    """The five Voicenter fields are there with the right JSON types."""
-    assert answer["STATUS"] == "OK", answer
-    assert isinstance(answer["TOTAL"], int) and not isinstance(answer["TOTAL"], bool), answer
-    for key in ("CLIENTNAME", "COMPANY", "URL"):
-        assert isinstance(answer[key], str), (key, answer)
-
-
-def assert_json_error(resp: Response, status: int) -> dict:
-    """A 4xx answer is JSON {"STATUS": "ERROR", "MESSAGE": <non-empty str>}."""
-    assert resp.status == status, resp
-    ctype = (resp.header("Content-Type") or "").lower()
-    assert ctype.startswith("application/json"), (ctype, resp)
-    body = resp.json()
-    assert isinstance(body, dict), body
-    assert body.get("STATUS") == "ERROR", body
-    assert isinstance(body.get("MESSAGE"), str) and body["MESSAGE"].strip(), body
-    return body
-
-
-@pytest.fixture
-def json_error():
-    return assert_json_error
-
-
-@pytest.fixture
-def popup_answer():
-    return assert_popup_answer
-
-
-# /health answers 503 (same JSON body) when the contacts file fails to load or calls
-# cannot be recorded, 200 only when all is well: every health() call checks that the
-# code and the body's "status" agree, then returns the body.
-def _health_with_matching_status(self) -> dict:
-    resp = self.get("/health")
-    assert resp.status in (200, 503), resp
-    body = resp.json()
-    assert (resp.status == 200) == (body["status"] == "ok"), resp
-    return body
-
-
-ServerHandle.health = _health_with_matching_status
-
-
-# Hypothesis searches at random on every run (a property must hold for all inputs, so
-# each run may find what earlier ones missed); no deadline and no too_slow check, as
-# timings of a loaded machine are not what these tests test. A failure prints the
-# blob that replays it (@reproduce_failure). `--hypothesis-profile repeatable` tries
-# the same examples every run and keeps none between runs.
-from hypothesis import HealthCheck, settings as _hypothesis_settings  # noqa: E402
-
-_hypothesis_settings.register_profile(
-    "random", deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow])
-_hypothesis_settings.register_profile(
-    "repeatable", derandomize=True, database=None, deadline=None, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow])
-_hypothesis_settings.load_profile("random")
-
-
-# Never the real Voicenter (issues 24 and 25) ----------------------------------------
-# A server given an API code asks Voicenter's APIs at once and then every minute or
-# so: the Call Log and Click2Call at --voicenter-api, the extension list at
-# --voicenter-monitor, each https://...voicenter... by default. A test that names one
-# stand-in and forgets the other sends its code to Voicenter's production API (and,
-# where there is no internet, puts an error of its own on the pages it screenshots).
-# So every server a test starts with a code must name a loopback address for both.
-_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-
-
-def _config_file_settings(args, env) -> dict:
-    """The --config (else POPUP_CONFIG) file's settings, {} when there is none or it
-    does not read (the server then refuses to start anyway)."""
-    import tomllib
-    path = _flag_value(args, "--config") or env.get("POPUP_CONFIG")
-    try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
-    except (TypeError, OSError, ValueError):
-        return {}
-
-
-def refuse_real_voicenter(args, env) -> None:
-    """Fail the test when a server would start with a Voicenter API code
-    (--voicenter-code, POPUP_VOICENTER_CODE or the config file's voicenter-code) and
-    either of --voicenter-api and --voicenter-monitor is not on loopback."""
-    args = [str(a) for a in args]
-    config = _config_file_settings(args, env)
-
-    def setting(flag):
-        given = _flag_value(args, flag)
-        if given is None:
-            given = env.get("POPUP_" + flag.lstrip("-").replace("-", "_").upper())
-        return config.get(flag.lstrip("-")) if given is None else given
-    if not setting("--voicenter-code"):
-        return
-    for flag in ("--voicenter-api", "--voicenter-monitor"):
-        url = str(setting(flag) or "")
-        if urllib.parse.urlsplit(url).hostname not in _LOOPBACK_HOSTS:
-            pytest.fail(f"a server with --voicenter-code must ask a stand-in on loopback: "
-                        f"give {flag} a stand-in's http://127.0.0.1:PORT (it is "
-                        f"{url or 'not given, so Voicenter itself'})", pytrace=False)
-
-
-# The state folder and the office login (issue 14) ---------------------------------
-# Every server a test starts keeps its state (token, page secret, password hash,
-# calls) in a temporary folder, never in ~/.local/share (tmp_path/state, or the next
-# free one while another server of the test runs: free_state_folder()); and, like
-# --token "", the office login is off (--office-password "") unless the test gives a
-# password.
-_launch_server_as_given = launch_server
-
-
-def _lock_is_held(path: Path) -> bool:
-    """Whether a running server holds the state folder lock file `path` (its flock)."""
-    if os.name == "nt":
-        return False  # the tests that start servers at once run on Linux (CI)
-    import fcntl
-    try:
-        handle = open(path, "rb")
-    except FileNotFoundError:
-        return False
-    with handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-        return False
-
-
-def free_state_folder(cwd: Path) -> Path:
-    """cwd/state, else state-2, state-3, ...: the first no running server holds (a
-    server locks its state folder while it runs), so that a test running two servers
-    at once gives each its own, while a server started again finds its state."""
-    for number in range(1, 100):
-        folder = Path(cwd) / ("state" if number == 1 else f"state-{number}")
-        if not _lock_is_held(folder / "server.lock"):
-            return folder
-    raise RuntimeError("99 servers at once in one test")
-
-
-def launch_server(contacts_path, *extra_args, env: dict | None = None, cwd: Path,
-                  log_dir: Path, office_zone: bool = True, **options) -> ServerHandle:
-    extra = [str(a) for a in extra_args]
-    env = dict(env or {})
-    refuse_real_voicenter(extra, env)
-    if office_zone and not _has_flag(extra, "--timezone") and "POPUP_TIMEZONE" not in env:
-        extra += ["--timezone", TEST_ZONE]  # see "A test's day"
-    if not _has_flag(extra, "--state-dir") and "POPUP_STATE_DIR" not in env:
-        extra += ["--state-dir", str(free_state_folder(cwd))]
-    if not _has_flag(extra, "--office-password") and "POPUP_OFFICE_PASSWORD" not in env:
-        extra += ["--office-password", ""]
-    return _launch_server_as_given(contacts_path, *extra, env=env, cwd=cwd,
-                                   log_dir=log_dir, **options)
+def contacts(make_contacts):
+    """A CSV of JOHN_ROW and MASKED_ROW (see assert_no_contact_data)."""
+    return make_contacts([JOHN_ROW, MASKED_ROW])
 
 
 @pytest.fixture
 def run_cli(tmp_path):
-    """Run ``popup_server.py *args`` to completion (for --help and start-up errors),
-    its state in tmp_path/state unless the test names one."""
+    """``run_cli(*args, env=None, timeout=30)``: run ``popup_server.py *args`` to
+    completion in tmp_path (for --help, --check, commands and start-up errors) and
+    return the CompletedProcess; its state in tmp_path/state unless the test names
+    one, and never a Voicenter API code without loopback stand-ins (except with
+    --help and --check, which ask no one)."""
 
     def _run(*args, env=None, timeout=30):
         env = dict(env or {})
-        if not {"--help", "--check"} & {str(a) for a in args}:  # those ask no one
+        if not {"--help", "--check"} & {str(a) for a in args}:
             refuse_real_voicenter(args, env)
         if not _has_flag(args, "--state-dir"):
             env.setdefault("POPUP_STATE_DIR", str(tmp_path / "state"))
@@ -559,9 +587,6 @@ def run_cli(tmp_path):
                               timeout=timeout)
 
     return _run
-
-
-OFFICE_PASSWORD = "office-password-for-tests"
 
 
 class LoggedIn:
@@ -602,7 +627,6 @@ def log_in():
     return LoggedIn
 
 
-# Voicenter's APIs (issue 24) -------------------------------------------------------
 @pytest.fixture
 def voicenter():
     """A started VoicenterStandIn (tests/voicenter_standin.py): give the server
@@ -612,3 +636,147 @@ def voicenter():
     standin = VoicenterStandIn().start()
     yield standin
     standin.stop()
+
+
+@pytest.fixture
+def site():
+    """A started LinkSite (tests/linksite.py): a contacts site on loopback whose
+    pages the test sets (``site.pages["/c.csv"] = Page(...)``); stopped at teardown."""
+    from linksite import LinkSite
+    running = LinkSite().start()
+    yield running
+    running.stop()
+
+
+# What a test asserts of an answer -------------------------------------------------------
+
+def assert_popup_answer(answer: dict) -> None:
+    """The five Voicenter fields are there with the right JSON types."""
+    assert answer["STATUS"] == "OK", answer
+    assert isinstance(answer["TOTAL"], int) and not isinstance(answer["TOTAL"], bool), answer
+    for key in ("CLIENTNAME", "COMPANY", "URL"):
+        assert isinstance(answer[key], str), (key, answer)
+
+
+def assert_json_error(resp: Response, status: int) -> dict:
+    """A 4xx answer is JSON {"STATUS": "ERROR", "MESSAGE": <non-empty str>}."""
+    assert resp.status == status, resp
+    ctype = (resp.header("Content-Type") or "").lower()
+    assert ctype.startswith("application/json"), (ctype, resp)
+    body = resp.json()
+    assert isinstance(body, dict), body
+    assert body.get("STATUS") == "ERROR", body
+    assert isinstance(body.get("MESSAGE"), str) and body["MESSAGE"].strip(), body
+    return body
+
+
+def assert_no_contact_data(resp: Response) -> None:
+    """Nothing of the `contacts` fixture's contacts (a name, a company) is in `resp`."""
+    for secret in (b"John Doe", b"Widget Works", b"Masked Caller", b"Privacy Ltd"):
+        assert secret not in resp.body, resp
+
+
+@pytest.fixture
+def json_error():
+    """assert_json_error, as a fixture."""
+    return assert_json_error
+
+
+@pytest.fixture
+def popup_answer():
+    """assert_popup_answer, as a fixture."""
+    return assert_popup_answer
+
+
+# What several test files send and read ---------------------------------------------------
+
+def health_of(server) -> tuple[int, dict]:
+    """/health's status and body, whatever the status (503 while something is wrong)."""
+    resp = server.get("/health")
+    return resp.status, resp.json()
+
+
+def send_phase(server, how: str, fields: dict) -> None:
+    """One pop-up request of a call's phase, as Voicenter sends it: how="get" (the
+    query), "form" or "json" (a POST); asserts it was answered 200 with STATUS OK."""
+    if how == "get":
+        resp = server.get("/popup", fields)
+    elif how == "form":
+        resp = server.post_form("/popup", fields)
+    else:
+        resp = server.post_json("/popup", fields)
+    assert resp.status == 200 and resp.json()["STATUS"] == "OK", resp
+
+
+def send_a_day_of_calls(server):
+    """Three callers through the three request formats Voicenter uses."""
+    # John Doe rings twice (GET) and nobody answers either call.
+    for ivrid in ("20261126100000aaaa", "20261126110000bbbb"):
+        server.get("/popup", {"phone": "0722776772", "ivrid": ivrid, "statusCall": "Ringing",
+                              "did": "0722776773"})
+        server.get("/popup", {"phone": "0722776772", "ivrid": ivrid, "statusCall": "Hangup"})
+    # Noa Cohen (form POST) is answered by extension 201.
+    for phase, exten in (("Ringing", ""), ("Answer", "201"), ("Hangup", "201")):
+        server.post_form("/popup", {"phone": "0541234567", "ivrid": "20261126120000cccc",
+                                    "status": phase, "extenUser": exten})
+    # An unknown caller (JSON POST) is still ringing; the Ringing arrives twice.
+    for _ in range(2):
+        server.post_json("/popup", {"phone": "972509999999", "ivrid": "20261126130000dddd",
+                                    "status": "Ringing", "direction": "Incoming",
+                                    "isAnswered": False, "currentCall": {"x": 1}})
+
+
+def wait_for_calls(server, expected, path="/calls.csv", timeout=5.0):
+    """(the download, its rows) once `path` holds `expected` calls, or after `timeout`
+    seconds (the test's asserts then say what is missing)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = server.get(path)
+        rows = list(csv.DictReader(io.StringIO(resp.body.decode("utf-8-sig"))))
+        if len(rows) >= expected or time.monotonic() > deadline:
+            return resp, rows
+        time.sleep(0.1)
+
+
+def calls_csv(client, **params) -> list[dict]:
+    """The rows of /calls.csv (of the day in `params`, else today) as dicts, read by
+    a ServerHandle or a LoggedIn client; asserts the download answered 200."""
+    resp = client.get("/calls.csv", params or None)
+    assert resp.status == 200, resp
+    return list(csv.DictReader(io.StringIO(resp.body.decode("utf-8-sig"))))
+
+
+def calls_by_ivrid(client, **params) -> dict[str, dict]:
+    """calls_csv's rows by their ivrid."""
+    return {row["ivrid"]: row for row in calls_csv(client, **params)}
+
+
+def voicenter_fixture(name: str):
+    """A JSON fixture of tests/fixtures/voicenter/ (what Voicenter sends)."""
+    return json.loads((VOICENTER_FIXTURES / name).read_text(encoding="utf-8"))
+
+
+def israel_epoch(seconds: float) -> int:
+    """The true Unix time `seconds` as Voicenter's CDR `time` documents it: Israel's
+    wall-clock written as if it were UTC (a CDR that comes long after its call is
+    read that way)."""
+    local = dt.datetime.fromtimestamp(seconds, zoneinfo.ZoneInfo("Asia/Jerusalem"))
+    return int(local.replace(tzinfo=dt.timezone.utc).timestamp())
+
+
+def caller_page_path(url: str) -> str:
+    """The path and query of a pop-up's link to a caller's page."""
+    parts = urllib.parse.urlsplit(url)
+    return parts.path + "?" + parts.query
+
+
+def post_caller_form(server, url, path_suffix, fields, origin=None):
+    """POST a caller page's form as its browser would: to the page's path + suffix,
+    with the link's ?e=&s= and the page's own CSRF token."""
+    page = server.get(caller_page_path(url))
+    assert page.status == 200, page
+    token = re.search(r'name="csrf" value="([^"]*)"', page.text).group(1)
+    parts = urllib.parse.urlsplit(url)
+    return server.post_form(parts.path + path_suffix + "?" + parts.query,
+                            {"csrf": token, **fields},
+                            headers={"Origin": origin or server.url})

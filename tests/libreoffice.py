@@ -24,6 +24,18 @@ def required() -> bool:
                 or os.environ.get("POPUP_TEST_REQUIRE_BROWSER"))
 
 
+def needed() -> None:
+    """Skip the calling test (or fixture) when soffice is missing; fail it instead
+    where LibreOffice is required()."""
+    if SOFFICE:
+        return
+    import pytest  # only the tests ask; bench/sources.py calls convert() alone
+    if required():
+        pytest.fail("LibreOffice (soffice) is required here and missing "
+                    "(apt-get install libreoffice-calc-nogui)", pytrace=False)
+    pytest.skip("needs LibreOffice (Debian's libreoffice-calc-nogui)")
+
+
 def convert(source: Path, kind: str, outdir: Path, timeout: float = 180) -> Path:
     """``soffice --headless --convert-to KIND SOURCE`` into `outdir`, with a profile of
     its own (LibreOffice processes sharing a profile wait for each other or fail).

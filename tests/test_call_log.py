@@ -1,4 +1,4 @@
-"""Voicenter's Call Log pulled into the calls page (issue 25): every record of the day
+"""Voicenter's Call Log pulled into the calls page: every record of the day
 arrives, a day over 10,000 records arrives whole, never more than 30 requests a
 minute, a pushed and a pulled record of one call are one call, every error is said on
 /health and the calls page while pop-ups go on, and a restart goes on from where the
@@ -6,9 +6,7 @@ last pull got to. The real server against a real HTTP stand-in on loopback
 (tests/voicenter_calllog_standin.py) answering as Voicenter's guide documents."""
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import json
 import logging
 import sqlite3
@@ -20,7 +18,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import popup_server
-from conftest import SAMPLE_CONTACTS, wait_until
+from conftest import SAMPLE_CONTACTS, calls_csv, wait_until
 from voicenter_calllog_standin import CallLogStandin, day_of_records, make_record, utc
 
 CODE = "test-code-1234"
@@ -57,24 +55,11 @@ def stored(db):
         connection.close()
 
 
-def health(server):
-    """/health's body, whatever its status (503 while a pull fails)."""
-    resp = server.get("/health")
-    assert resp.status in (200, 503), resp
-    return resp.json()
-
-
 def pulled(server):
     """/health's body once a pull has succeeded."""
     return wait_until(lambda: (lambda body: body if body["call_log_pulled_at"] and
-                               body["call_log"] == "ok" else None)(health(server)),
+                               body["call_log"] == "ok" else None)(server.health()),
                       timeout=60, what="a good pull of the Call Log")
-
-
-def csv_rows(server, day):
-    resp = server.get("/calls.csv", {"day": day})
-    assert resp.status == 200, resp
-    return list(csv.DictReader(io.StringIO(resp.body.decode("utf-8-sig"))))
 
 
 def test_a_test_server_with_a_code_asks_stand_ins_only(start_server, standin):
@@ -98,7 +83,7 @@ def test_every_record_of_the_day_arrives_with_every_field_asked_for(pulling, sta
     server = pulling()
     pulled(server)
     # The agents' names come from the stand-in too, never from Voicenter itself.
-    wait_until(lambda: health(server)["voicenter"].startswith("ok: 4 extensions"),
+    wait_until(lambda: server.health()["voicenter"].startswith("ok: 4 extensions"),
                what="the stand-in's extension list")
     assert standin.extension_requests >= 1
     kept = stored(db)
@@ -119,7 +104,7 @@ def test_every_record_of_the_day_arrives_with_every_field_asked_for(pulling, sta
     assert now - 86400 - 5 <= start <= now - 86400 + 60
     # The calls page lists them: an answered queue call with its agent, a missed one.
     day = dt.datetime.fromtimestamp(standin.records[0]["DateEpoch"], dt.timezone.utc)
-    rows = {row["ivrid"]: row for row in csv_rows(server, day.date().isoformat())}
+    rows = {row["ivrid"]: row for row in calls_csv(server, day=day.date().isoformat())}
     of_day = [r for r in standin.records if utc(r["DateEpoch"])[:10] == str(day.date())]
     assert {r["CallID"] for r in of_day} <= set(rows)
     answered = next(r for r in of_day if r["DialStatus"] == "ANSWER"
@@ -204,7 +189,7 @@ def test_pushed_and_pulled_records_of_one_call_are_one_call(pulling, standin, db
     day = dt.datetime.fromtimestamp(now - 900, dt.timezone.utc).date().isoformat()
 
     def rows():
-        found = [row["ivrid"] for row in csv_rows(server, day)]
+        found = [row["ivrid"] for row in calls_csv(server, day=day)]
         return found if popup_and_pull["CallID"] in found and len(found) >= 3 else None
     found = wait_until(rows, what="the calls on the calls page")
     assert sorted(found) == sorted(r["CallID"] for r in standin.records)  # 3 calls
@@ -233,7 +218,7 @@ def test_a_push_then_its_pull_is_one_call(start_server, standin, db):
     assert kept[2]["aiData"] == {"insights": {"summary": "pushed"}}  # the first is kept
     assert (kept[0], kept[1]) == (now - 600, "ANSWER")
     day = dt.datetime.fromtimestamp(now - 600, dt.timezone.utc).date().isoformat()
-    assert [(row["ivrid"], row["summary"]) for row in csv_rows(server, day)] == [
+    assert [(row["ivrid"], row["summary"]) for row in calls_csv(server, day=day)] == [
         (record["CallID"], "pushed")]
 
 
@@ -260,7 +245,7 @@ def test_a_push_after_its_pull_fills_in_what_the_call_log_lacks(pulling, standin
     assert raw["aiData"] == {"insights": {"summary": "pushed"}} and raw["CallID"] == \
         record["CallID"]  # the fields as received joined, the pull's kept
     day = dt.datetime.fromtimestamp(now - 900, dt.timezone.utc).date().isoformat()
-    (row,) = csv_rows(server, day)
+    (row,) = calls_csv(server, day=day)
     assert row["ivrid"] == record["CallID"] and row["outcome"] == "answered"
     assert (row["duration (s)"], row["summary"]) == (str(record["Duration"] - 7), "pushed")
     assert "SIPSIP7" in row["answered by"]
@@ -288,7 +273,7 @@ def test_a_pushed_and_a_pulled_transfer_are_one_record_and_no_clients_call(
     assert server.post_json("/cdr", pushed).json()["Err"] == 0
     assert sorted(stored(db)) == sorted([first["CallID"], transfer["CallID"] + "#transfer"])
     day = dt.datetime.fromtimestamp(now - 900, dt.timezone.utc).date().isoformat()
-    assert [row["ivrid"] for row in csv_rows(server, day)] == [first["CallID"]]
+    assert [row["ivrid"] for row in calls_csv(server, day=day)] == [first["CallID"]]
     assert f'data-ivrid="{transfer["CallID"]}' not in server.get("/calls", {"day": day}).text
 
 
@@ -313,7 +298,7 @@ def test_each_error_is_said_on_health_and_the_calls_page_and_popups_go_on(
     server = pulling()
 
     def failing():
-        body = health(server)
+        body = server.health()
         return body if health_words in body["call_log"] else None
     body = wait_until(failing, timeout=30, what="the error on /health")
     assert server.get("/health").status == 503 and body["status"] == "error"
@@ -345,7 +330,7 @@ def test_a_field_name_voicenter_does_not_take_is_said_and_nothing_is_lost(
     standin.fields = standin.fields - {"DepartmentName"}
     server = pulling()
     body = wait_until(lambda: (lambda b: b if "refused" in b["call_log"] else None)(
-        health(server)), what="the refusal on /health")
+        server.health()), what="the refusal on /health")
     assert body["call_log"] == ("Voicenter's Call Log refused the request (error 3: "
                                 "Invalid fields)")
     assert [r["answered"] for r in standin.requests][:1] == [3]
@@ -362,7 +347,7 @@ def test_a_hung_call_log_is_cut_at_its_timeout_and_popups_go_on(pulling, standin
     for _ in range(20):  # the pull waits for Voicenter; the pop-ups do not
         assert server.lookup("0722776772")["STATUS"] == "OK"
     body = wait_until(lambda: (lambda b: b if "timed out" in b["call_log"] else None)(
-        health(server)), timeout=popup_server.CALL_LOG_TIMEOUT + 30,
+        server.health()), timeout=popup_server.CALL_LOG_TIMEOUT + 30,
         what="the timeout on /health")
     assert "could not be reached" in body["call_log"]
     standin.fail = None

@@ -1,16 +1,19 @@
-"""The calls page of an office with no public address (issue 25), in headless Chromium,
-in English and in Hebrew: while Voicenter refuses the server's address (error 4) the
-status line says where to authorise it (the screenshots docs/call-log-en.png and
-docs/call-log-he.png, in the README); once it is authorised, the next pull brings the
-day's calls, abandoned in a queue or not, and the status line the time of the pull."""
+"""The calls page of an office with no public address, in a real browser (headless
+Chromium, tests/chromium.py), in English and in Hebrew: while Voicenter refuses the
+server's address (error 4) the status line says where to authorise it (the
+screenshots docs/call-log-en.png and docs/call-log-he.png, in the README); once it is
+authorised, the next pull of the Call Log brings the day's calls, abandoned in a
+queue or not, and the status line the time of the pull."""
+from __future__ import annotations
+
 import random
 import re
 import time
 
 import pytest
 
+from chromium import DOCS, By, WebDriverWait, expected_conditions, open_browser
 from conftest import OFFICE_PASSWORD, SAMPLE_CONTACTS, wait_until
-from test_login_browser import DOCS, By, WebDriverWait, _browser, expected_conditions
 from voicenter_calllog_standin import CallLogStandin, make_record
 
 CODE = "browser-test-code-5678"
@@ -41,7 +44,7 @@ def test_the_status_line_says_what_to_authorise_then_the_pulled_calls_show(
         wait_until(lambda: server.health()["voicenter"].startswith("ok"),
                    what="the stand-in's extension list")
         day = time.strftime("%Y-%m-%d", time.gmtime(now - 1800))
-        browser = _browser(language)
+        browser = open_browser(language)
         browser.set_window_size(1280, 900)
         try:
             browser.get(f"{server.url}/login?next=/calls?day={day}")

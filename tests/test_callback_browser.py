@@ -1,22 +1,22 @@
-"""Calling a missed caller back (issue 24) in a real browser (headless Chromium,
-Selenium), in English and in Hebrew, against the Voicenter stand-in: sign in, choose
-"my extension" from Voicenter's list, click "Call back" on the waiting caller, the
+"""Calling a missed caller back in a real browser (headless Chromium, tests/chromium.py),
+in English and in Hebrew, against the Voicenter stand-in: sign in, choose "my
+extension" from Voicenter's list, click "Call back" on the waiting caller, the
 stand-in gets one correct Click2Call, the page says so and shows who is calling back;
 an offline phone is a sentence; the leg-2 CDR resolves the caller. The screenshots go
 to docs/ (shown in the README): callback-LANG.png (ringing, the caller being called
 back), callback-caller-LANG.png (the caller's own page and its button),
 callback-offline-LANG.png (a refusal) and callback-done-LANG.png (the caller called
 back, once the leg-2 CDR came)."""
+from __future__ import annotations
+
 import time
 
 import pytest
+from selenium.webdriver.support.ui import Select
 
+from chromium import DOCS, By, WebDriverWait, expected_conditions, open_browser
 from conftest import OFFICE_PASSWORD, SAMPLE_CONTACTS, wait_until
-from test_callback import wait_for_leg_2_cdrs
-from test_login_browser import DOCS, By, WebDriverWait, _browser, expected_conditions
 from voicenter_standin import CODE
-
-from selenium.webdriver.support.ui import Select  # noqa: E402
 
 TOKEN = "callback-browser-token"
 
@@ -65,7 +65,7 @@ def test_a_missed_caller_called_back_from_the_calls_page(
                what="two missed callers")
     wait_until(lambda: server.health()["voicenter"].startswith("ok"), what="the list")
 
-    browser = _browser(language)
+    browser = open_browser(language)
     browser.set_window_size(1280, 1100)
     try:
         browser.get(f"{server.url}/calls")
@@ -122,7 +122,6 @@ def test_a_missed_caller_called_back_from_the_calls_page(
         assert noa.find_elements(By.CSS_SELECTOR, ".callback-pending") == []
         assert browser.save_screenshot(str(DOCS / f"callback-offline-{language[:2]}.png"))
 
-        wait_for_leg_2_cdrs()
         # The call's second leg ends: its CDR resolves John as called back. The leg
         # began when the agent answered, a second or more after the click (a CDR's
         # time is in whole seconds).

@@ -1,22 +1,22 @@
-"""Voicenter's CDR notifications (issue 14 item 3): POST /cdr as JSON and as a form,
-stored before it is acknowledged, idempotent by ivruniqueid, every field kept, behind
-the pop-up's token; hostile bodies get a non-zero Err, never a 5xx. Real server, real
-HTTP, a real calls database in a temporary folder."""
+"""Voicenter's CDR notifications at POST /cdr, as JSON and as a form: stored before they
+are acknowledged (in both of Voicenter's spellings), once for each ivruniqueid, every
+field kept as sent, behind the pop-up's token; a CDR and the pop-up's phases of its
+call are one call; hostile bodies and every refusal get a non-zero Err, never a 5xx;
+a database another program holds answers CDRs with an Err while pop-ups go on. The
+real server over HTTP, with a real calls database in a temporary folder."""
+
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sqlite3
 import threading
 import time
-import urllib.parse
 
 import pytest
 
-from conftest import SAMPLE_CONTACTS, wait_until
+from conftest import (CDR_OK, POPUP_HANG_GUARD, SAMPLE_CONTACTS, calls_csv,
+                      voicenter_fixture, wait_until)
 
-OK = {"Err": 0, "Errdesc": "OK", "err": 0, "errdesc": "OK"}  # the guide's and the SDK's
 NOW = int(time.time())
 
 
@@ -35,12 +35,6 @@ def stored(db):
         connection.close()
 
 
-def csv_rows(server, **params):
-    resp = server.get("/calls.csv", params or None)
-    assert resp.status == 200, resp
-    return list(csv.DictReader(io.StringIO(resp.body.decode("utf-8-sig"))))
-
-
 @pytest.fixture
 def db(tmp_path):
     return tmp_path / "state" / "calls.sqlite"
@@ -54,11 +48,11 @@ def cdr_server(start_server, db):
 def test_json_and_form_cdrs_are_stored_before_the_ok_with_every_field(cdr_server, db):
     as_json = cdr("J1", queue={"id": 7, "path": ["ivr", "sales"]}, aiSummary="שלום")
     resp = cdr_server.post_json("/cdr", as_json)
-    assert (resp.status, resp.json()) == (200, OK)
+    assert (resp.status, resp.json()) == (200, CDR_OK)
     as_form = {k: str(v) for k, v in cdr("F1", status="NOANSWER", newField="x").items()}
     resp = cdr_server.post_form("/cdr", as_form)
-    assert (resp.status, resp.json()) == (200, OK)
-    # Read at once, no waiting: the OK came only once the record was committed.
+    assert (resp.status, resp.json()) == (200, CDR_OK)
+    # Read at once, no waiting: the CDR_OK came only once the record was committed.
     assert stored(db) == {"J1": as_json, "F1": as_form}
 
 
@@ -68,13 +62,13 @@ def test_a_cdr_and_the_popup_phases_of_its_call_are_one_call(cdr_server):
         cdr_server.get("/popup", {"phone": "0722776772", "ivrid": ivrid,
                                   "statusCall": phase})
     # Both phases recorded (the writer may take them in two batches): a missed call.
-    wait_until(lambda: [row["outcome"] for row in csv_rows(cdr_server)] == ["missed"],
+    wait_until(lambda: [row["outcome"] for row in calls_csv(cdr_server)] == ["missed"],
                what="the pop-up's call, missed")
     record = "https://recordings.example/abcd.mp3"
     resp = cdr_server.post_json("/cdr", cdr(ivrid, status="ANSWER", record=record,
                                             representative_code="201"))
-    assert resp.json() == OK
-    (row,) = csv_rows(cdr_server)  # one call, not two
+    assert resp.json() == CDR_OK
+    (row,) = calls_csv(cdr_server)  # one call, not two
     assert (row["ivrid"], row["name"], row["outcome"], row["status"], row["recording"],
             row["answered by"]) == (ivrid, "John Doe", "answered", "ANSWER", record, "201")
 
@@ -84,8 +78,8 @@ def test_a_call_only_a_cdr_tells_of_is_listed_and_unknown_statuses_are_kept(cdr_
     for ivrid, status in (("Q1", "ABANDONE"), ("Q2", "SOMETHING_NEW")):
         resp = cdr_server.post_json("/cdr", cdr(ivrid, status=status, caller="0541234567",
                                                 record="javascript:alert(1)"))
-        assert resp.json() == OK
-    rows = {row["ivrid"]: row for row in csv_rows(cdr_server)}
+        assert resp.json() == CDR_OK
+    rows = {row["ivrid"]: row for row in calls_csv(cdr_server)}
     assert {ivrid: (row["outcome"], row["status"]) for ivrid, row in rows.items()} == {
         "Q1": ("missed", "ABANDONE"), "Q2": ("missed", "SOMETHING_NEW")}
     assert rows["Q1"]["recording"] == ""  # only http(s) links are shown
@@ -95,10 +89,10 @@ def test_a_call_only_a_cdr_tells_of_is_listed_and_unknown_statuses_are_kept(cdr_
 def test_a_cdr_sent_again_is_acknowledged_and_stored_once(cdr_server, db):
     first = cdr("D1")
     for _ in range(3):
-        assert cdr_server.post_json("/cdr", first).json() == OK
-    assert cdr_server.post_json("/cdr", cdr("D1", status="BUSY")).json() == OK
+        assert cdr_server.post_json("/cdr", first).json() == CDR_OK
+    assert cdr_server.post_json("/cdr", cdr("D1", status="BUSY")).json() == CDR_OK
     assert stored(db) == {"D1": first}
-    assert len(csv_rows(cdr_server)) == 1
+    assert len(calls_csv(cdr_server)) == 1
 
 
 def test_cdrs_need_the_popup_token(start_server, db):
@@ -107,9 +101,9 @@ def test_cdrs_need_the_popup_token(start_server, db):
         resp = server.post_json(path, cdr("T1"))
         assert resp.status == 403 and resp.json()["Err"] != 0, resp
     assert not db.exists() or stored(db) == {}
-    assert server.post_json("/cdr?token=cdr-secret-42", cdr("T1")).json() == OK
+    assert server.post_json("/cdr?token=cdr-secret-42", cdr("T1")).json() == CDR_OK
     assert server.post_json("/cdr", cdr("T2"),
-                            headers={"X-Popup-Token": "cdr-secret-42"}).json() == OK
+                            headers={"X-Popup-Token": "cdr-secret-42"}).json() == CDR_OK
     assert set(stored(db)) == {"T1", "T2"}
 
 
@@ -118,6 +112,27 @@ def test_without_a_calls_database_a_cdr_is_refused_so_that_it_is_sent_again(star
     resp = server.post_json("/cdr", cdr("N1"))
     assert resp.json()["Err"] != 0 and "not recorded" in resp.json()["Errdesc"]
 
+
+def test_the_acknowledgement_and_every_refusal_carry_both_spellings(start_server, db,
+                                                                    cdr_server):
+    record = voicenter_fixture("cdr-queue.json")["cdr"]
+    assert cdr_server.post_json("/cdr", record).json() == CDR_OK
+    assert cdr_server.post_json("/cdr", record).json() == CDR_OK  # sent again: stored once
+    refusals = [
+        cdr_server.post_json("/cdr", {"caller": "0722776772"}),           # no ivruniqueid
+        cdr_server.request("POST", "/cdr", body=b"{", headers={"Content-Type":
+                                                           "application/json"}),
+        cdr_server.request("GET", "/cdr"),                                 # 405
+        cdr_server.post_json("/cdr", {"ivruniqueid": "x", "pad": "a" * 70_000}),  # too big
+    ]
+    guarded = start_server(SAMPLE_CONTACTS, "--calls-db", db.parent / "other.sqlite",
+                           "--token", "the-token-20")
+    refusals.append(guarded.post_json("/cdr", record))                # 403
+    for resp in refusals:
+        answer = resp.json()
+        assert answer["Err"] != 0 and answer["err"] == answer["Err"], resp
+        assert answer["Errdesc"] and answer["errdesc"] == answer["Errdesc"], resp
+        assert 400 <= resp.status < 500, resp
 
 HOSTILE = [
     ("not JSON", b'{"ivruniqueid": ', "application/json"),
@@ -149,9 +164,9 @@ def test_hostile_bodies_get_an_err_never_a_5xx(cdr_server, db, what, body, conte
 def test_fields_of_the_wrong_type_are_kept_as_sent_and_never_refused(cdr_server, db):
     odd = {"ivruniqueid": 20261126, "time": "yesterday", "duration": [1, 2],
            "status": None, "caller": 972722776772, "type": 5, "record": {"url": "x"}}
-    assert cdr_server.post_json("/cdr", odd).json() == OK
+    assert cdr_server.post_json("/cdr", odd).json() == CDR_OK
     assert stored(db) == {"20261126": odd}
-    (row,) = csv_rows(cdr_server)  # its time: when it came
+    (row,) = calls_csv(cdr_server)  # its time: when it came
     assert row["caller"] == "972722776772" and row["name"] == "John Doe"
 
 
@@ -163,7 +178,7 @@ def test_a_refusal_before_the_route_still_answers_an_err(cdr_server):
 
 def test_a_locked_database_answers_cdrs_with_an_err_and_never_holds_up_pop_ups(
         cdr_server, db):
-    assert cdr_server.post_json("/cdr", cdr("L0")).json() == OK  # the database exists
+    assert cdr_server.post_json("/cdr", cdr("L0")).json() == CDR_OK  # the database exists
     holder = sqlite3.connect(db, isolation_level=None, timeout=10)
     holder.execute("BEGIN IMMEDIATE")  # another program holding the write lock
     try:
@@ -173,9 +188,10 @@ def test_a_locked_database_answers_cdrs_with_an_err_and_never_holds_up_pop_ups(
         for sender in senders:
             sender.start()
         time.sleep(0.3)  # the CDRs are waiting on the lock (or their turn) meanwhile
-        started = time.monotonic()
-        assert cdr_server.lookup("0722776772")["CLIENTNAME"] == "John Doe"
-        popup_seconds = time.monotonic() - started
+        # Answered within the hang guard while they wait (bench/office_load.py --only
+        # cdr-held times it): the CDRs wait in a lane of their own, not on its threads.
+        popup = cdr_server.get("/popup", {"phone": "0722776772"}, timeout=POPUP_HANG_GUARD)
+        assert popup.json()["CLIENTNAME"] == "John Doe"
         for sender in senders:
             sender.join(30)
     finally:
@@ -183,6 +199,4 @@ def test_a_locked_database_answers_cdrs_with_an_err_and_never_holds_up_pop_ups(
         holder.close()
     assert all(resp.status == 503 and resp.json()["Err"] != 0 for resp in answers), [
         (resp.status, resp.text) for resp in answers]
-    # Before: 6 CDRs held all 4 request threads for 5 s each; now at most one is busy.
-    assert popup_seconds < 4, popup_seconds
-    assert cdr_server.post_json("/cdr", cdr("L9")).json() == OK  # and it works again
+    assert cdr_server.post_json("/cdr", cdr("L9")).json() == CDR_OK  # and it works again

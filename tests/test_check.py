@@ -1,33 +1,26 @@
-"""`popup_server.py FILE --check`: the report a user reads before going live (issue 3).
-
-Runs the module as a user does, in a subprocess, on files written by
-tests/exports.py.
+"""`popup_server.py FILE --check`: the report a user reads before going live, line by
+line (the file, its encoding and delimiter, the columns chosen, the rows skipped and
+the numbers reported, with their spreadsheet rows), and its exit status. Runs the
+module as a user does, in a subprocess, on files written by tests/exports.py.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import exports  # noqa: E402
-
-MODULE = Path(__file__).parent.parent / "popup_server.py"
+import exports
+from conftest import MODULE, subprocess_env
 
 
 def run_check(tmp_path, *args, env_extra=None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("POPUP_")}
-    env.update(env_extra or {})
     return subprocess.run(
-        [sys.executable, str(MODULE.resolve()), *map(str, args),
+        [sys.executable, str(MODULE), *map(str, args),
          "--token", "", "--calls-db", "", "--check"],
-        cwd=tmp_path, env=env, capture_output=True, encoding="utf-8",
-        errors="replace", timeout=120,
+        cwd=tmp_path, env=subprocess_env(env_extra), capture_output=True,
+        encoding="utf-8", errors="replace", timeout=120,
     )
 
 

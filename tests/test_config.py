@@ -1,9 +1,9 @@
-"""Issue 15: --version, the --config file (precedence, errors) and the installed layout.
-
-Everything runs the real program: ``python popup_server.py ...`` as a process, a TOML
-file on disk, HTTP on a free loopback port. What the built wheel does once installed
-is checked by .ci/installed-check.sh (it needs a wheel build and PyPI).
-"""
+"""Starting the program: each setting from its flag, else its POPUP_* variable, else the
+--config file, else its default; --help and --version; a setting it cannot use
+refused in one line naming it, with exit status 2; the layout a wheel installs (its
+package data read, nothing written there; what the built wheel does once installed
+is checked by .ci/installed-check.sh); and the internals of waitress and bottle the
+module reaches into, still there."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
-from conftest import (MODULE, SAMPLE_CONTACTS, free_port, http_request, subprocess_env,
-                      write_contacts)
+import popup_server as ps
+from conftest import (MODULE, SAMPLE_CONTACTS, assert_json_error, free_port,
+                      http_request, subprocess_env, write_contacts)
 
 ROOT = MODULE.parent
 
@@ -38,9 +40,8 @@ def _report_value(done, label: str) -> str:
     raise AssertionError(f"no {label!r} line in:\n{out}")
 
 
-# --------------------------------------------------------------------------
-# --version
-# --------------------------------------------------------------------------
+# --version and --help -----------------------------------------------------------------
+
 
 def test_version_is_the_changelogs_first_entry_and_the_packages(run_cli):
     done = run_cli("--version")
@@ -54,10 +55,35 @@ def test_version_is_the_changelogs_first_entry_and_the_packages(run_cli):
     assert project["tool"]["setuptools"]["dynamic"]["version"] == {
         "attr": "popup_server.__version__"}
 
+ALL_FLAGS = [
+    "--host", "--port", "--region", "--url-template", "--no-match-url", "--match-digits",
+    "--encoding", "--delimiter", "--sheet", "--name-column", "--company-column",
+    "--phone-columns", "--url-column", "--token", "--token-file", "--allow-ip",
+    "--trusted-proxy", "--max-body", "--reload-interval", "--log-numbers", "--threads",
+    "--calls-db", "--calls-keep-days", "--check",
+]
 
-# --------------------------------------------------------------------------
-# --config: values, precedence
-# --------------------------------------------------------------------------
+
+def test_help_exits_zero_and_mentions_every_flag(run_cli):
+    done = run_cli("--help")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.decode("utf-8", "replace")
+    missing = [flag for flag in ALL_FLAGS if flag not in out]
+    assert not missing, (missing, out)
+
+
+def test_help_shows_the_config_file_and_the_precedence(run_cli):
+    done = run_cli("--help")
+    assert done.returncode == 0, done.stderr
+    out = " ".join(done.stdout.decode("utf-8", "replace").split())
+    for words in ("--config FILE", "POPUP_CONFIG", "--version",
+                  "Each setting comes from the first of: its flag, its environment "
+                  "variable (POPUP_...), the --config file, its default."):
+        assert words in out, (words, out)
+
+
+# A flag, else its variable, else the --config file, else the default ------------------
+
 
 @pytest.fixture
 def columns_file(tmp_path):
@@ -143,9 +169,62 @@ def test_an_allowlist_from_the_file_refuses_other_clients(start_server, tmp_path
     assert srv.get("/popup", {"phone": "0722776772"}).status == 403
 
 
-# --------------------------------------------------------------------------
-# --config: errors
-# --------------------------------------------------------------------------
+def test_popup_port_variable_sets_the_port(start_server, make_contacts):
+    path = make_contacts([["John Doe", "Voicenter", "072-277-6772"]])
+    port = free_port()
+    srv = start_server(path, env={"POPUP_PORT": str(port)})
+    assert srv.port == port
+    assert srv.lookup("0722776772")["CLIENTNAME"] == "John Doe"
+
+
+def test_port_flag_wins_over_popup_port_variable(start_server, make_contacts):
+    path = make_contacts([["John Doe", "Voicenter", "072-277-6772"]])
+    env_port, flag_port = free_port(), free_port()
+    while flag_port == env_port:
+        flag_port = free_port()
+    srv = start_server(path, "--port", str(flag_port), env={"POPUP_PORT": str(env_port)})
+    assert srv.lookup("0722776772")["CLIENTNAME"] == "John Doe"
+    with pytest.raises(OSError):
+        http_request("GET", f"http://127.0.0.1:{env_port}/health", timeout=2)
+
+
+def test_url_template_and_no_match_url_variables_apply(start_server, make_contacts):
+    path = make_contacts([["John Doe", "Voicenter", "072-277-6772"]])
+    srv = start_server(path, env={"POPUP_URL_TEMPLATE": "https://env.example/c/{phone}",
+                                  "POPUP_NO_MATCH_URL": "https://env.example/new/{phone}"})
+    assert srv.lookup("0722776772")["URL"] == "https://env.example/c/0722776772"
+    assert srv.lookup("0509999871")["URL"] == "https://env.example/new/0509999871"
+
+
+def test_url_template_flag_wins_over_its_variable(start_server, make_contacts):
+    path = make_contacts([["John Doe", "Voicenter", "072-277-6772"]])
+    srv = start_server(path, "--url-template", "https://flag.example/{phone}",
+                       env={"POPUP_URL_TEMPLATE": "https://env.example/{phone}"})
+    assert srv.lookup("0722776772")["URL"] == "https://flag.example/0722776772"
+
+
+def test_token_variable_applies_and_token_flag_wins_over_it(start_server, make_contacts):
+    path = make_contacts([["John Doe", "Voicenter", "072-277-6772"]])
+    srv = start_server(path, env={"POPUP_TOKEN": "envsecret"})
+    assert srv.get("/popup", {"phone": "0722776772"}).status == 403
+    assert srv.lookup("0722776772", token="envsecret")["CLIENTNAME"] == "John Doe"
+
+    srv2 = start_server(path, "--token", "flagsecret", env={"POPUP_TOKEN": "envsecret"})
+    assert srv2.get("/popup", {"phone": "0722776772", "token": "envsecret"}).status == 403
+    assert srv2.lookup("0722776772", token="flagsecret")["CLIENTNAME"] == "John Doe"
+
+
+def test_max_body_variable_applies(start_server, make_contacts):
+    path = make_contacts([["John Doe", "Voicenter", "072-277-6772"]])
+    srv = start_server(path, env={"POPUP_MAX_BODY": "1024"})
+    small = srv.post_json("/popup", {"phone": "0722776772"})
+    assert small.status == 200, small
+    big = srv.post_json("/popup", {"phone": "0722776772", "pad": "x" * 2000})
+    assert_json_error(big, 413)
+
+
+# A setting it cannot use: one line, exit status 2 -------------------------------------
+
 
 @pytest.mark.parametrize("text, line, words", [
     pytest.param('# popup-server\nport = 8080\nprot = 9000\n', 3,
@@ -186,19 +265,54 @@ def test_a_missing_config_file_is_one_line_naming_it(run_cli, tmp_path):
     assert "nowhere.toml" in lines[0] and "cannot read" in lines[0], lines
 
 
-def test_help_shows_the_config_file_and_the_precedence(run_cli):
-    done = run_cli("--help")
-    assert done.returncode == 0, done.stderr
-    out = " ".join(done.stdout.decode("utf-8", "replace").split())
-    for words in ("--config FILE", "POPUP_CONFIG", "--version",
-                  "Each setting comes from the first of: its flag, its environment "
-                  "variable (POPUP_...), the --config file, its default."):
-        assert words in out, (words, out)
+def _assert_one_line_startup_error(done, name: str) -> None:
+    stderr = done.stderr.decode("utf-8", "replace")
+    assert done.returncode == 2, (done.returncode, stderr)
+    assert "Traceback" not in stderr, stderr
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, stderr
+    assert name in lines[0], stderr
 
 
-# --------------------------------------------------------------------------
-# The installed layout: what a wheel installs, run without building one
-# --------------------------------------------------------------------------
+def test_missing_contacts_file_exits_2_with_one_line_naming_it(run_cli, tmp_path):
+    missing = tmp_path / "no-such-dir" / "missing-contacts.csv"
+    done = run_cli(missing, "--host", "127.0.0.1", "--port", free_port(),
+                   "--token", "", "--calls-db", "")
+    _assert_one_line_startup_error(done, "missing-contacts.csv")
+
+
+def test_file_without_phone_column_exits_2_with_one_line_naming_it(run_cli, make_contacts):
+    path = make_contacts([["Alice", "Acme"], ["Bob", "Beta"]], header=("name", "company"),
+                         name="nophones.csv")
+    done = run_cli(path, "--host", "127.0.0.1", "--port", free_port(),
+                   "--token", "", "--calls-db", "")
+    _assert_one_line_startup_error(done, "nophones.csv")
+
+
+def test_an_agents_file_that_cannot_be_read_is_one_line(run_cli, tmp_path):
+    bad = tmp_path / "agents.csv"
+    bad.write_text("101\n", encoding="utf-8")
+    result = run_cli(SAMPLE_CONTACTS, "--agents", bad, "--check")
+    assert result.returncode == 2
+    assert f"{bad}, line 1: write agents as two columns" in result.stderr.decode()
+
+
+def test_an_unknown_time_zone_is_refused_in_one_line(run_cli):
+    result = run_cli(SAMPLE_CONTACTS, "--timezone", "Mars/Olympus", "--check")
+    assert result.returncode == 2
+    assert result.stderr.decode().strip().splitlines()[-1].endswith(
+        "'Mars/Olympus' is not a time zone this machine knows (e.g. Asia/Jerusalem, "
+        "Europe/London, UTC)")
+
+
+def test_public_url_must_be_an_http_address(run_cli):
+    for bad in ("popup.example.com", "ftp://x", "https://x/?a=1", "https://u@x"):
+        result = run_cli(SAMPLE_CONTACTS, "--public-url", bad, "--check")
+        assert result.returncode == 2 and b"--public-url" in result.stderr, (bad, result)
+
+
+# The installed layout: what a wheel installs, run without building one ----------------
+
 
 def test_a_copy_laid_out_as_installed_uses_its_package_data_and_writes_nothing_there(
         tmp_path):
@@ -255,3 +369,34 @@ def test_a_copy_laid_out_as_installed_uses_its_package_data_and_writes_nothing_t
                   if p.is_file()) == shipped
     assert not (site / "views").exists() and not (site / "data").exists()
     assert not (run_dir / "calls.sqlite").exists()
+
+
+# The internals of waitress and bottle the module reaches into -------------------------
+
+
+def test_the_installed_waitress_has_every_internal_the_patches_use():
+    assert ps.waitress_differences() == []
+
+
+def test_another_waitress_version_or_a_missing_internal_is_reported():
+    missing = (("waitress.channel", "HTTPChannel", ("outbuf_lock", "no_such_attribute")),
+               ("waitress.server", "NoSuchServer", ()))
+    assert ps.waitress_differences("4.0.0", missing) == [
+        "waitress 4.0.0, not 3.0.x", "HTTPChannel has no no_such_attribute",
+        "waitress.server.NoSuchServer is gone"]
+
+
+def test_bottle_keeps_headers_where_popup_writes_them():
+    assert ps.bottle_headers_direct()
+
+
+def test_the_package_allows_only_the_waitress_series_the_patches_were_written_for():
+    # Another series would run with stock waitress: pop-ups sharing the office's
+    # threads. The package must not let `pip install` pick one.
+    project = tomllib.loads((MODULE.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    wanted = Requirement(next(spec for spec in project["project"]["dependencies"]
+                              if spec.startswith("waitress")))
+    major, minor = (int(part) for part in ps._WAITRESS_SERIES.split(".")[:2])
+    assert wanted.specifier.contains(f"{major}.{minor}.2")
+    assert not wanted.specifier.contains(f"{major}.{minor + 1}.0")
+    assert not wanted.specifier.contains(f"{major + 1}.0.0")

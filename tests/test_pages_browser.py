@@ -1,9 +1,11 @@
-"""Issue 21 in a real browser (Debian's headless Chromium, Selenium), in English and in
-Hebrew: the calls page flags a phase it does not know and leads to "what Voicenter
-sent", which shows each request as it was read (its times in the page's language and
-zone); paths such as /cdr read left to right on the Hebrew page; the edit form of a
-call goes back to its day, line and row. The screenshots go to docs/sent-en.png and
-docs/sent-he.png."""
+""""What Voicenter sent" and the calls page's forms in a real browser (headless Chromium,
+tests/chromium.py), in English and in Hebrew: the calls page flags a phase it does not
+know and leads to /sent, which shows each request as it was read (its times in the
+page's language and zone); paths such as /cdr read left to right on the Hebrew page;
+the edit form of a call brings the browser back to its day, line and row. The
+screenshots go to docs/sent-en.png and docs/sent-he.png."""
+from __future__ import annotations
+
 import datetime as dt
 import re
 import time
@@ -11,8 +13,8 @@ import urllib.parse
 
 import pytest
 
+from chromium import DOCS, By, WebDriverWait, expected_conditions, open_browser
 from conftest import OFFICE_PASSWORD, TEST_ZONE, write_contacts
-from test_login_browser import DOCS, By, WebDriverWait, _browser, expected_conditions
 
 TOKEN = "inspect-browser-token-42"
 
@@ -77,7 +79,7 @@ def test_the_calls_page_flags_an_unknown_phase_and_leads_to_what_voicenter_sent(
         "ivruniqueid": "20261204103000d", "type": "Queue", "status": "ABANDONE",
         "caller": "0527654321", "time": "04/12/2026 10:30"}).status == 200
 
-    browser = _browser(language)
+    browser = open_browser(language)
     browser.set_window_size(1280, 1100)
     try:
         _sign_in(browser, server, "/calls")
@@ -122,7 +124,7 @@ def test_the_edit_form_brings_the_browser_back_to_its_day_line_and_row(
             "ivruniqueid": f"old-{n}", "type": "Incoming Call", "status": "ANSWER",
             "caller": "0527654321", "did": "0722776773", "time": int(noon) + 60 * n,
             "duration": 20}).status == 200
-    browser = _browser(language)
+    browser = open_browser(language)
     try:
         shown = f"/calls?day={day.isoformat()}&did=0722776773&calls=1"
         _sign_in(browser, server, shown)

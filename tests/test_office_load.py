@@ -1,16 +1,18 @@
-"""The pop-up never waits behind the office's work (issue 22): a probe asks for a
+"""The pop-up never waits behind the office's work: a probe asks for a
 pop-up five times a second while the office's own work loads the real server on
 loopback (CDRs and marks against a database another process holds, a flood of wrong
 passwords from many addresses, page views and downloads of a big day, clients that
 do not read their answers). Every probe must be answered, and answered right, and
 the office must still be served. How fast is bench/office_load.py's to measure (tests
-assert no timings): it says for each of these loads whether the issue's targets held,
+assert no timings): it says for each of these loads whether the pop-up's targets held,
 the pop-up's worst under 2 s and its median under 250 ms. The only time here is the
-probe's PROBE_GIVES_UP, a hang guard longer than Voicenter itself waits.
+probe's POPUP_HANG_GUARD (conftest.py), a hang guard longer than Voicenter itself
+waits.
 """
+from __future__ import annotations
+
 import csv
 import io
-import re
 
 import pytest
 

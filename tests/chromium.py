@@ -1,0 +1,52 @@
+"""Headless Chromium for the browser tests (the *_browser.py files): Debian's
+``chromium`` and ``chromium-driver``, driven by Selenium.
+
+Importing this module skips the test file that imports it when they are missing, or
+fails it when POPUP_TEST_REQUIRE_BROWSER (set by CI) asks for them. The screenshots
+the README shows go to docs/ (``git checkout docs/`` after a run you did not mean to
+change them), the others to artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+if not (CHROMIUM and CHROMEDRIVER):
+    if os.environ.get("POPUP_TEST_REQUIRE_BROWSER"):
+        pytest.fail("chromium and chromium-driver are required here "
+                    "(apt-get install chromium chromium-driver)", pytrace=False)
+    pytest.skip("needs Debian's chromium and chromium-driver", allow_module_level=True)
+
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+__all__ = ["ARTIFACTS", "DOCS", "By", "WebDriverWait", "expected_conditions",
+           "open_browser"]
+
+
+def open_browser(language: str = "en-US", window: str = "900,640"):
+    """A headless Chromium asking for pages in `language`, its window `window` pixels
+    wide and high; the caller quits it. The driver is Debian's: Selenium must not
+    try to download one."""
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                     f"--window-size={window}", f"--lang={language}"):
+        options.add_argument(argument)
+    options.add_experimental_option("prefs", {"intl.accept_languages": language})
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER),
+                              options=options)
+    driver.set_page_load_timeout(20)
+    return driver

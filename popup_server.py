@@ -5699,19 +5699,6 @@ def calls_of_day(path, day, **options):
     return list(iter_calls_of_day(path, day, **options))
 
 
-def day_summary(path, day, *, zone=None, ring_timeout_seconds=None, did=None, now=None):
-    """The day's calls counted by outcome, its missed callers open and resolved, and
-    the lines called that day (all lines, whatever `did`)."""
-    with _reading(path) as connection:
-        if connection is None:
-            return DaySummary({}, 0, 0, ())
-        params = _day_params(day, zone, ring_timeout_seconds, did, now)
-        counts = dict(connection.execute(
-            _MISSED_CALLERS + "SELECT resolved = '', COUNT(*) FROM callers GROUP BY 1",
-            params).fetchall())
-        return _day_counts(connection, params, counts.get(1, 0), counts.get(0, 0))
-
-
 def _day_counts(connection, params, open_callers, resolved_callers):
     """A DaySummary from one sweep of the day's calls (all lines: the list of lines
     comes from it), counted for line :did only when one is given."""
@@ -5901,11 +5888,6 @@ def calls_csv_lines(calls):
         writer.writerow([_no_formula(value) if isinstance(value, str) else value
                          for value in (cell(call) for cell in cells)])
         yield out.getvalue()
-
-
-def calls_csv(calls):
-    """The calls as one CSV text (calls_csv_lines() joined)."""
-    return "".join(calls_csv_lines(calls))
 
 
 #: What makes a spreadsheet read a cell as a formula (OWASP, CSV injection): = + - @

@@ -191,7 +191,8 @@ def test_a_call_that_never_hangs_up_settles_as_no_answer_recorded(tmp_path):
     outcome = lambda minutes: ps.calls_of_day(  # noqa: E731
         db, TODAY, ring_timeout_seconds=600, now=started + minutes * 60)[0].outcome
     assert (outcome(9), outcome(11)) == ("in progress", "no answer recorded")
-    summary = ps.day_summary(db, TODAY, ring_timeout_seconds=600, now=started + 11 * 60)
+    summary = ps.day_page(db, TODAY, size=500, ring_timeout_seconds=600,
+                           now=started + 11 * 60).summary
     assert summary.missed == 1 and summary.open_callers == 1
 
 
@@ -714,10 +715,10 @@ def test_a_caller_who_tried_twice_is_one_row_resolved_by_a_later_answered_call(t
     db = tmp_path / "calls.sqlite"
     record(db, ("M1", "Ringing"), ("M1", "Hangup"), ("M2", "Ringing"), ("M2", "Hangup"))
     assert missed(db) == [(JOHN, 2, "")]
-    assert ps.day_summary(db, TODAY).open_callers == 1
+    assert ps.day_page(db, TODAY, size=500).summary.open_callers == 1
     record(db, ("A3", "Ringing"), ("A3", "Answer", {"extenUser": "201"}))
     assert missed(db) == [(JOHN, 2, "answered")]
-    assert ps.day_summary(db, TODAY).open_callers == 0
+    assert ps.day_page(db, TODAY, size=500).summary.open_callers == 0
     record(db, ("M4", "Ringing"), ("M4", "Hangup"))  # rings again, missed: open again
     assert missed(db) == [(JOHN, 3, "")]
 
@@ -744,7 +745,7 @@ def test_a_missed_caller_is_resolved_by_a_mark_and_the_note_is_in_the_csv(tmp_pa
     assert ps.mark_call(db, "no-such-call", "handled") is False
     with pytest.raises(ValueError):
         ps.mark_call(db, "M1", "whatever")
-    rows = list(csv.DictReader(io.StringIO(ps.calls_csv(ps.calls_of_day(db, TODAY))[1:])))
+    rows = list(csv.DictReader(io.StringIO("".join(ps.calls_csv_lines(ps.calls_of_day(db, TODAY)))[1:])))
     assert (rows[0]["mark"], rows[0]["note"]) == ("called back", "spoke to him")
 
 
@@ -901,7 +902,7 @@ def test_the_csv_has_a_bom_and_the_hebrew_names(tmp_path):
     db = tmp_path / "calls.sqlite"
     record_all(db, [(call("H", "Ringing", phone="0541234567"), "נועה כהן"),
                     (call("H", "Hangup", phone="0541234567"), "נועה כהן")])
-    text = ps.calls_csv(ps.calls_of_day(db, TODAY))
+    text = "".join(ps.calls_csv_lines(ps.calls_of_day(db, TODAY)))
     assert text.startswith("\ufeff")
     rows = list(csv.DictReader(io.StringIO(text[1:])))
     assert rows[0]["name"] == "נועה כהן" and rows[0]["outcome"] == "missed"

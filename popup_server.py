@@ -10628,6 +10628,27 @@ def _refuse_a_folder_of_another_user(folder):
                       f"--state-dir {folder}")
 
 
+def _start_calls(config):
+    """(the CallRecorder, the CallLogPuller) the configuration asks for, started (None
+    for either it does not): the calls of an older version's folder adopted first."""
+    recorder = call_log = None
+    adopt_old_calls(config)
+    if config.calls_path is not None:
+        recorder = CallRecorder(config.calls_path, config.calls_keep_days,
+                                region=config.region).start()
+        log.info("recording calls in %s (kept %d days)", config.calls_path,
+                 config.calls_keep_days)
+    if config.voicenter_code and config.call_log_every:
+        if recorder is None:
+            log.warning("Voicenter's Call Log is not pulled: calls are not recorded "
+                        "(--calls-db \"\")")
+        else:
+            call_log = CallLogPuller(config, recorder.path).start()
+            log.info("pulling Voicenter's Call Log every %d s into %s",
+                     config.call_log_every, recorder.path)
+    return recorder, call_log
+
+
 def main(argv=None, environ=None):
     """Run the program; returns the exit status."""
     environ = os.environ if environ is None else environ
@@ -10662,22 +10683,7 @@ def main(argv=None, environ=None):
         log_output.close()  # the lines logged so far first: the error ends the output
         print(f"popup_server: {error}", file=sys.stderr)  # one line, no traceback
         return ExitStatus.ERROR
-    recorder = None
-    adopt_old_calls(config)
-    if config.calls_path is not None:
-        recorder = CallRecorder(config.calls_path, config.calls_keep_days,
-                                region=config.region).start()
-        log.info("recording calls in %s (kept %d days)", config.calls_path,
-                 config.calls_keep_days)
-    call_log = None
-    if config.voicenter_code and config.call_log_every:
-        if recorder is None:
-            log.warning("Voicenter's Call Log is not pulled: calls are not recorded "
-                        "(--calls-db \"\")")
-        else:
-            call_log = CallLogPuller(config, recorder.path).start()
-            log.info("pulling Voicenter's Call Log every %d s into %s",
-                     config.call_log_every, recorder.path)
+    recorder, call_log = _start_calls(config)
     access_log = AccessLog(log_output, config.log_numbers)
     additions = Additions(config.state_path / ADDITIONS_FILE_NAME, holder).start()
     password_file = config.state_path / PASSWORD_FILE_NAME \

@@ -72,9 +72,16 @@ def test_the_status_line_says_what_to_authorise_then_the_pulled_calls_show(
             # The pull's time as every time of the pages: in their zone and language.
             assert re.search(r"\d\d:\d\d", status.text), status.text
             assert time.strftime("%Y-%m-%d", time.gmtime()) not in status.text
-            for record in (abandoned, answered):
-                row = browser.find_element(By.ID, f"call-{record['CallID']}")
-                assert record["DialStatus"] in row.text
+            # The abandoned call says why in the page's language, the status as sent
+            # in data-status; the answered one says so by its outcome alone.
+            row = browser.find_element(By.ID, f"call-{abandoned['CallID']}")
+            said = row.find_element(By.CSS_SELECTOR, ".call-status")
+            assert said.get_attribute("data-status") == "ABANDONE"
+            assert said.text and "ABANDONE" not in said.text, said.text
+            assert "missed" in row.get_attribute("class").split()
+            row = browser.find_element(By.ID, f"call-{answered['CallID']}")
+            assert row.find_elements(By.CSS_SELECTOR, ".call-status") == []
+            assert "answered" in row.get_attribute("class").split()
         finally:
             browser.quit()
         assert CODE not in server.log_text()

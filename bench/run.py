@@ -220,8 +220,10 @@ def start_floor(procs, threads, mode="tuned", extra=()):
 
 
 def server_cmd(server, csv_path, port, extra=()):
+    # A state folder for each server: two servers may not share one (the second stops).
     return [PY, str(server), str(csv_path), "--host", "127.0.0.1", "--port", str(port),
-            "--token", "", "--calls-db", "", "--threads", str(THREADS), *extra]
+            "--token", "", "--calls-db", "", "--threads", str(THREADS),
+            "--state-dir", str(Path(BENCH_DATA_HOME) / f"state-{port}"), *extra]
 
 
 def start_server(procs, server, csv_path, extra=(), timeout=600):

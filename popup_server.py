@@ -6283,7 +6283,8 @@ class CallLogPuller:
             log.warning("%d records of Voicenter's Call Log had no CallID or no date "
                         "(or could not be stored as sent) and were left out", skipped)
         if stored:
-            log.info("pulled %d new calls from Voicenter's Call Log", stored)
+            log.info("pulled %d new %s from Voicenter's Call Log", stored,
+                     "call" if stored == 1 else "calls")
         if self.trouble is not None:
             log.info("Voicenter's Call Log is pulled again")
             self.trouble = None
@@ -6291,9 +6292,9 @@ class CallLogPuller:
     def _failed(self, failure):
         trouble = (failure.kind, failure.detail)
         if trouble != self.trouble:
-            log.error("%s; the last good pull was %s",
-                      CALL_LOG_TROUBLES[failure.kind].format(detail=failure.detail),
-                      _utc_iso(self.pulled_at) + " UTC" if self.pulled_at else "never")
+            log.error("%s; %s", CALL_LOG_TROUBLES[failure.kind].format(detail=failure.detail),
+                      f"the last good pull was at {_utc_iso(self.pulled_at)} UTC"
+                      if self.pulled_at else "no pull has succeeded yet")
         self.trouble = trouble
 
     def _ask(self, begin, end):
@@ -9242,8 +9243,12 @@ def answer_on_page(site, browser, goal, key, values=None, headers=()):
 def not_placed(site, browser, sip, masked, goal, key, values=None, headers=()):
     """A call-back refused before Voicenter is asked: logged like one placed (who,
     the extension, the number masked), then answered."""
-    log.info("call-back by %s from extension %s to %s not placed: %s", browser,
-             _loggable(sip or "-", 70), masked, key)
+    # In words, as the page says it, the caller named by the masked number (a log
+    # holds no names); the text's key after it, for searching logs.
+    said = PageTexts("en")(key, **{**(values or {}), "who": masked})
+    log.info("call-back by %s from extension %s to %s not placed: %s [%s]", browser,
+             _loggable(sip or "-", 70), masked,
+             said.replace("\u2068", "").replace("\u2069", ""), key)
     answer_on_page(site, browser, goal, key, values, headers)
 
 

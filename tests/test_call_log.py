@@ -7,6 +7,7 @@ last pull got to. The real server against a real HTTP stand-in on loopback
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 import logging
 import sqlite3
@@ -388,15 +389,22 @@ def test_a_restart_does_not_pull_the_same_window_twice(pulling, standin, db):
     assert len(stored(db)) == 505
 
 
-def test_without_a_code_or_with_every_0_nothing_is_pulled(start_server, standin, db):
+def test_without_a_code_or_with_every_0_nothing_is_pulled(start_server, standin, db,
+                                                          pulling):
     for args in ((), ("--voicenter-code", CODE, "--call-log-every", "0")):
         server = start_server(SAMPLE_CONTACTS, "--calls-db", db, "--voicenter-api",
                               standin.url, "--voicenter-monitor", standin.url, *args)
         body = server.health()
         assert body["call_log"] == "off" and body["status"] == "ok"
-        assert 'id="call-log"' not in server.get("/calls").text
+        page = html.unescape(server.get("/calls").text)
+        assert 'id="call-log"' not in page
+        # Without the pull, the calls known from CDRs alone come only by the push.
+        assert "come from Voicenter's CDR notifications" in page
         server.stop()
     assert standin.requests == []
+    server = pulling(every=3600)
+    page = html.unescape(server.get("/calls").text)
+    assert "come to this page from Voicenter's Call Log, which this server pulls" in page
 
 
 @pytest.fixture

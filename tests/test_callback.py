@@ -177,7 +177,7 @@ def test_a_missed_caller_is_called_back_and_resolved_by_the_leg_2_cdr(office):
     assert 'value="SIPSIP2" selected' in client.get("/").text
     mark = server.log_mark()
     assert _call_back(client, "072-277-6772") == \
-        "Voicenter is ringing your phone, then John Doe."
+        "Voicenter is ringing your phone, then \u2068John Doe\u2069."
     [asked] = voicenter.requests_to("/ForwardDialer/click2call.aspx")
     assert asked == {"code": CODE, "phone": "SIPSIP2", "target": "972722776772",
                      "action": "call", "format": "json", "language": "en",
@@ -187,7 +187,7 @@ def test_a_missed_caller_is_called_back_and_resolved_by_the_leg_2_cdr(office):
     assert "722776772" not in logged
     row = re.search(r'<tr class="waiting" data-number="\+972722776772">.*?</tr>',
                     client.get("/").text, re.S).group(0)
-    assert re.search(r"being called back by Walter Melon, \d\d:\d\d", row)
+    assert re.search(r"being called back by \u2068Walter Melon\u2069, \d\d:\d\d", row)
     assert _answer(client.get("/").text) is None  # said once
     # The CDR of the call's second leg once the call ends: our construction with the
     # names of Voicenter's CDR guide (cdr-notification SKILL.md: the type 'Click2Call
@@ -214,7 +214,7 @@ def test_an_unanswered_call_back_leaves_the_caller_waiting_without_the_note(offi
     _missed(server, client)
     _with_extension(client, "SIPSIP1")
     assert _call_back(client).startswith("Voicenter is ringing your phone")
-    assert "being called back by John Doe" in client.get("/").text
+    assert "being called back by \u2068John Doe\u2069" in client.get("/").text
     time.sleep(1.1)  # the leg begins a second or more after the click
     assert server.post_json(f"/cdr?token={TOKEN}", {
         "ivruniqueid": "20261204c2c000001", "type": "Click2Call leg2",
@@ -253,7 +253,7 @@ def test_the_extension_may_be_named_in_the_post_and_hebrew_is_passed_on(office):
     assert resp.status == 303 and resp.header("Location") == "/calls"
     assert "popup_extension_" in resp.header("Set-Cookie")
     page = client.get("/calls", headers={"Accept-Language": "he"}).text
-    assert _answer(page) == "Voicenter מצלצל לטלפון שלך, ואחר כך מחייג אל John Doe."
+    assert _answer(page) == "Voicenter מצלצל לטלפון שלך, ואחר כך מחייג אל \u2068John Doe\u2069."
     [asked] = voicenter.requests_to("/ForwardDialer/click2call.aspx")
     assert (asked["phone"], asked["language"]) == ("KGpK4iWq", "he")
 
@@ -267,8 +267,8 @@ def test_the_callers_page_calls_back_for_a_signed_in_user(office):
                             headers={"Accept-Language": "en"})
     assert resp.header("Location") == "/caller/%2B972722776772"
     after = client.get(resp.header("Location"), headers={"Accept-Language": "en"}).text
-    assert _answer(after) == "Voicenter is ringing your phone, then John Doe."
-    assert re.search(r"being called back by דנה לוי, \d\d:\d\d", after)
+    assert _answer(after) == "Voicenter is ringing your phone, then \u2068John Doe\u2069."
+    assert re.search(r"being called back by \u2068דנה לוי\u2069, \d\d:\d\d", after)
 
 
 def test_with_the_login_off_this_machine_calls_back_from_its_own_pages(
@@ -283,7 +283,7 @@ def test_with_the_login_off_this_machine_calls_back_from_its_own_pages(
     assert resp.status == 303
     cookie = resp.header("Set-Cookie").split(";")[0]
     page = server.get("/calls", headers={"Cookie": cookie, "Accept-Language": "en"}).text
-    assert _answer(page) == "Voicenter is ringing your phone, then John Doe."
+    assert _answer(page) == "Voicenter is ringing your phone, then \u2068John Doe\u2069."
     assert 'value="SIPSIP1" selected' in page
     assert len(voicenter.requests_to("/ForwardDialer/click2call.aspx")) == 1
 
@@ -410,7 +410,7 @@ def test_a_double_click_dials_once_and_call_backs_are_rate_limited(office):
     server, client, voicenter = office
     _with_extension(client, "SIPSIP1")
     assert _call_back(client).startswith("Voicenter is ringing")
-    assert _call_back(client) == ("John Doe was called back from this browser moments "
+    assert _call_back(client) == ("\u2068John Doe\u2069 was called back from this browser moments "
                                   "ago; not dialled again.")
     assert len(voicenter.requests_to("/ForwardDialer/click2call.aspx")) == 1
     said = [_call_back(client, f"050-123-45{n:02d}") for n in range(6)]
@@ -427,10 +427,10 @@ def test_a_double_clicks_second_answer_leaves_the_first_shown(office):
                                 headers={"Accept-Language": "en"})
         assert resp.status == 303, resp
     page = client.get("/calls", headers={"Accept-Language": "en"}).text
-    assert _answer(page) == "Voicenter is ringing your phone, then John Doe."
+    assert _answer(page) == "Voicenter is ringing your phone, then \u2068John Doe\u2069."
     assert len(voicenter.requests_to("/ForwardDialer/click2call.aspx")) == 1
     # Once said, a click again is told it was not dialled again.
-    assert _call_back(client) == ("John Doe was called back from this browser moments "
+    assert _call_back(client) == ("\u2068John Doe\u2069 was called back from this browser moments "
                                   "ago; not dialled again.")
 
 
@@ -444,12 +444,15 @@ def test_call_backs_refused_before_voicenter_is_asked_are_logged(office):
         said = _call_back(client, f"050-123-45{n:02d}")
     assert said.startswith("Too many call-backs")
     logged = server.wait_for_log("callback.too_many", mark)
+    # Why, in the page's English words, then the text's key.
     assert re.search(r"call-back by session (\S+) from extension - to \*+772 not placed: "
-                     r"callback\.choose_first", logged), logged
+                     r"Choose your extension first .*\[callback\.choose_first\]",
+                     logged), logged
     assert re.search(r"call-back by session \S+ from extension SIPSIP1 to 555 not "
-                     r"placed: callback\.bad_number", logged), logged
+                     r"placed: That is not a phone number.*\[callback\.bad_number\]",
+                     logged), logged
     assert re.search(r"call-back by session \S+ from extension SIPSIP1 to \*+506 not "
-                     r"placed: callback\.too_many", logged), logged
+                     r"placed: Too many call-backs.*\[callback\.too_many\]", logged), logged
     assert "722776772" not in logged and "501234506" not in logged
 
 

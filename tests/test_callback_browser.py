@@ -42,13 +42,13 @@ def _answer(browser):
 
 @pytest.mark.parametrize("language,ringing,pending,offline,repeat,direction,button,"
                          "called_back", [
-    ("en-US", "Voicenter is ringing your phone, then John Doe.",
-     "being called back by Walter Melon, ", "Your phone is offline",
-     "John Doe was called back from this browser moments ago; not dialled again.", "ltr",
+    ("en-US", "Voicenter is ringing your phone, then \u2068John Doe\u2069.",
+     "being called back by \u2068Walter Melon\u2069, ", "Your phone is offline",
+     "\u2068John Doe\u2069 was called back from this browser moments ago; not dialled again.", "ltr",
      "Call back from my extension", "called back, "),
-    ("he-IL", "Voicenter מצלצל לטלפון שלך, ואחר כך מחייג אל John Doe.",
-     "בחיוג חוזר על ידי Walter Melon, ", "הטלפון שלך לא מחובר",
-     "כבר חייגו בחזרה אל John Doe מהדפדפן הזה לפני רגע; לא חויג שוב.", "rtl",
+    ("he-IL", "Voicenter מצלצל לטלפון שלך, ואחר כך מחייג אל \u2068John Doe\u2069.",
+     "בחיוג חוזר על ידי \u2068Walter Melon\u2069, ", "הטלפון שלך לא מחובר",
+     "כבר חייגו בחזרה אל \u2068John Doe\u2069 מהדפדפן הזה לפני רגע; לא חויג שוב.", "rtl",
      "חיוג חוזר מהשלוחה שלי", "חזרו אליו, "),
 ], ids=["en", "he"])
 def test_a_missed_caller_called_back_from_the_calls_page(

@@ -235,6 +235,10 @@ def test_a_signed_in_office_opens_any_callers_page_without_a_link(start_server, 
     client = log_in(server)
     page = client.get("/caller/050-111-1111")
     assert page.status == 200 and "Ann Office" in page.text
+    # The way back to the day's calls, which a signed link alone does not open.
+    assert '<a href="/calls" id="calls-link">' in page.text
+    _, url = _link(server, "0501111111")
+    assert 'id="calls-link"' not in server.get(caller_page_path(url)).text
     assert client.get("/caller/not-a-number").status == 404
 
 

@@ -81,6 +81,25 @@ def test_a_day_of_calls_in_three_formats_shows_on_the_page_and_in_the_csv(
     assert html.index("John Doe") < html.index("נועה כהן")  # missed first
 
 
+@pytest.mark.parametrize("language,one_call,one_caller,many_calls,many_callers", [
+    ("en", "1 call:", "1 missed caller: 1 still waiting", "2 calls:", "2 missed callers:"),
+    ("he", "שיחה אחת:", "מתקשר אחד שלא נענה: 1 עדיין ממתינים", "2 שיחות:",
+     "2 מתקשרים שלא נענו:"),
+])
+def test_the_counts_say_one_call_and_one_caller_in_the_singular(
+        office, language, one_call, one_caller, many_calls, many_callers):
+    server, client = office
+    headers = {"Accept-Language": language}
+    _ring(server, "0722776772", "one-1", "Ringing", "Hangup")
+    _recorded(client, "one-1", "missed")
+    page = client.get("/", headers=headers).text
+    assert one_call in page and one_caller in page, page
+    _ring(server, "0541234567", "one-2", "Ringing", "Hangup")
+    _recorded(client, "one-2", "missed")
+    page = client.get("/", headers=headers).text
+    assert many_calls in page and many_callers in page and one_call not in page
+
+
 def test_the_lookup_box_shows_what_voicenter_would_get(start_server):
     server = start_server(SAMPLE_CONTACTS)
     html = server.get("/", {"try": "+972-72-277-6772"}).text

@@ -38,6 +38,9 @@
   <span>{{t("caller.international")}}: <bdi dir="ltr" id="caller-international">{{international}}</bdi></span>
   <span><a href="tel:{{e164}}">{{t("caller.call")}}</a> · <a href="https://wa.me/{{e164_digits(e164)}}" rel="noopener noreferrer" target="_blank">{{t("caller.whatsapp")}}</a></span>
 </p>
+% if signed_in or not by_link:  # a signed link alone does not open the calls page
+<p class="nav"><a href="/calls" id="calls-link">{{t("nav.calls_page")}}</a></p>
+% end
 % if by_link:
 <p class="muted">{{t("caller.by_link")}}</p>
 % end
@@ -65,7 +68,7 @@
 
 <div id="contacts">
 % for source, count in unread:
-<p class="error caller-unread" role="status" data-source="{{source}}">{{t("caller.unread", source="\u2068" + source + "\u2069")}}
+<p class="error caller-unread" role="status" data-source="{{source}}">{{t("caller.unread", source=source)}}
 %   if count > 1:
 {{t("caller.unread_more", count=count)}}
 %   end
@@ -82,7 +85,7 @@
  · <bdi>{{contact.company}}</bdi>
 %     end
 </h2>
-<p class="muted">{{t("caller.from", source="\u2068" + contact.source + "\u2069", row=contact.row)}}</p>
+<p class="muted">{{t("caller.from", source=contact.source, row=contact.row)}}</p>
 <table class="columns">
 %     for header, text, kind in contact.columns:
 <tr><th><bdi>{{t("field." + header.lower(), default=header) if contact.addition else header}}</bdi></th><td>

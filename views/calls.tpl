@@ -127,14 +127,14 @@
 % else:
 % callers_total = summary.open_callers + summary.resolved_callers
 <p id="summary">
-  <b>{{t("summary.calls", total=summary.total)}}</b>
+  <b>{{t("summary.calls_one" if summary.total == 1 else "summary.calls", total=summary.total)}}</b>
   % for outcome, count in summary.outcomes.items():
   <span class="count {{outcome.replace(' ', '-')}}" data-outcome="{{outcome}}"><b>{{count}}</b> {{t("outcome." + outcome)}}</span>
   % end
   % if "no answer recorded" in summary.outcomes:
   <span class="muted" id="missed-total">({{t("summary.missed_total", count=summary.missed)}})</span>
   % end
-  <br><span id="callers-summary">{{t("summary.callers", total=callers_total, open=summary.open_callers, resolved=summary.resolved_callers)}}</span>
+  <br><span id="callers-summary">{{t("summary.callers_one" if callers_total == 1 else "summary.callers", total=callers_total, open=summary.open_callers, resolved=summary.resolved_callers)}}</span>
 </p>
 
 % waiting = [caller for caller in missed_callers if not caller.resolved]
@@ -297,7 +297,7 @@
 % end
 
 <h2 id="cdr-heading">{{t("cdr.heading")}}</h2>
-<p class="muted" id="cdr-help">{{t("cdr.help")}}</p>
+<p class="muted" id="cdr-help">{{t("cdr.help_pulled" if call_log else "cdr.help")}}</p>
 <pre dir="ltr" id="cdr-url">{{cdr_url}}…</pre>
 <p class="muted">{{t("cdr.answers")}} <code dir="ltr">{"Err": 0, "Errdesc": "OK", "err": 0, "errdesc": "OK"}</code></p>
 <p class="muted">{{t("calls.footer")}} <a href="health" dir="ltr" id="health-link">/health</a>.</p>

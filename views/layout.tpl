@@ -8,6 +8,8 @@
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+%# No icon: without this line every page's load also asks /favicon.ico (a 404 logged).
+<link rel="icon" href="data:,">
 % if refresh:
 <meta http-equiv="refresh" content="{{refresh}}">
 % end

@@ -8,7 +8,7 @@
   td .others { font-size: .85rem; }
 </style>
 <h1>{{t("sent.title")}}</h1>
-<p class="nav"><a href="/calls" id="calls-link">{{t("sent.back")}}</a></p>
+<p class="nav"><a href="/calls" id="calls-link">{{t("nav.calls_page")}}</a></p>
 <p class="muted" id="sent-help">{{t("sent.help", kept=kept)}}</p>
 <p class="muted" id="time-zone">{{t("status.zone", zone="\u2068" + zone_name + "\u2069")}}</p>
 % if flags[0] or flags[1]:

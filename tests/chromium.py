@@ -28,12 +28,14 @@ if not (CHROMIUM and CHROMEDRIVER):
 
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    StaleElementReferenceException, WebDriverException)
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 __all__ = ["ARTIFACTS", "DOCS", "By", "WebDriverWait", "expected_conditions",
-           "open_browser"]
+           "open_browser", "replaced", "sign_in"]
 
 
 def open_browser(language: str = "en-US", window: str = "900,640"):
@@ -50,3 +52,30 @@ def open_browser(language: str = "en-US", window: str = "900,640"):
                               options=options)
     driver.set_page_load_timeout(20)
     return driver
+
+
+def sign_in(browser, password: str, until_id: str):
+    """Sign in on the login page the browser shows, then wait for the page it leads
+    to (its element `until_id`, returned): the click returns before that page comes."""
+    browser.find_element(By.ID, "password").send_keys(password)
+    browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
+    return WebDriverWait(browser, 10).until(
+        expected_conditions.presence_of_element_located((By.ID, until_id)))
+
+
+def replaced(element):
+    """A wait condition: the page holding `element` has been replaced by the next one.
+    Chromium says so of an element either as stale or, while the next page is being
+    put in, as an inspector error ("Node with given id does not belong to the
+    document"), which expected_conditions.staleness_of lets through."""
+    def gone(_browser):
+        try:
+            element.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as error:
+            if "does not belong to the document" in str(error):
+                return True
+            raise
+        return False
+    return gone

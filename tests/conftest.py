@@ -456,6 +456,16 @@ def _answers_health(handle: ServerHandle, deadline: float, startup_timeout: floa
         time.sleep(0.05)
 
 
+def printed_password(server):
+    """The office password a first start printed (once), in the start-up's closing
+    block (written just after the server begins to answer: waited for)."""
+    server.wait_for_log("State folder:", timeout=10)
+    found = re.findall(r"^  Office password: +(\S+) +\(made now", server.log_text(),
+                       re.M)
+    assert len(found) == 1, server.log_text()
+    return found[0]
+
+
 def start_as_a_user_would(tmp_path, *args, module=MODULE, env=None, port=None):
     """The server started with only `args` (no --state-dir, --calls-db, --token,
     --timezone or --office-password added, unlike start_server), on a loopback port;

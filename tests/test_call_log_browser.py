@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from chromium import DOCS, By, WebDriverWait, expected_conditions, open_browser
+from chromium import DOCS, By, open_browser, sign_in
 from conftest import OFFICE_PASSWORD, SAMPLE_CONTACTS, wait_until
 from voicenter_calllog_standin import CallLogStandin, make_record
 
@@ -48,11 +48,7 @@ def test_the_status_line_says_what_to_authorise_then_the_pulled_calls_show(
         browser.set_window_size(1280, 900)
         try:
             browser.get(f"{server.url}/login?next=/calls?day={day}")
-            browser.find_element(By.ID, "password").send_keys(OFFICE_PASSWORD)
-            browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
-            # The click returns before the calls page has come: wait for it.
-            status = WebDriverWait(browser, 10).until(
-                expected_conditions.presence_of_element_located((By.ID, "call-log")))
+            status = sign_in(browser, OFFICE_PASSWORD, "call-log")
             assert words in status.text and "class" in status.get_attribute("outerHTML")
             assert status.get_attribute("data-trouble") == "address"
             # The extension list came from the stand-in: the only trouble shown is the

@@ -14,7 +14,8 @@ import time
 import pytest
 from selenium.webdriver.support.ui import Select
 
-from chromium import DOCS, By, WebDriverWait, expected_conditions, open_browser
+from chromium import (DOCS, By, WebDriverWait, expected_conditions, open_browser, replaced,
+                      sign_in)
 from conftest import OFFICE_PASSWORD, SAMPLE_CONTACTS, wait_until
 from voicenter_standin import CODE
 
@@ -31,7 +32,7 @@ def _submit(browser, button):
     """Click a form's button and wait until the page it leads to replaced this one."""
     page = browser.find_element(By.TAG_NAME, "html")
     button.click()
-    WebDriverWait(browser, 15).until(expected_conditions.staleness_of(page))
+    WebDriverWait(browser, 15).until(replaced(page))
 
 
 def _answer(browser):
@@ -69,10 +70,7 @@ def test_a_missed_caller_called_back_from_the_calls_page(
     browser.set_window_size(1280, 1100)
     try:
         browser.get(f"{server.url}/calls")
-        browser.find_element(By.ID, "password").send_keys(OFFICE_PASSWORD)
-        browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
-        WebDriverWait(browser, 10).until(
-            expected_conditions.presence_of_element_located((By.ID, "waiting")))
+        sign_in(browser, OFFICE_PASSWORD, "waiting")
         assert browser.find_element(By.TAG_NAME, "html").get_attribute("dir") == direction
         # The page runs no script: the Content-Security-Policy allows none.
         assert browser.find_elements(By.TAG_NAME, "script") == []

@@ -16,7 +16,7 @@ import pytest
 
 import popup_server as ps
 from chromium import (ARTIFACTS, DOCS, By, WebDriverWait, expected_conditions,
-                      open_browser)
+                      open_browser, replaced, sign_in)
 from conftest import (OFFICE_PASSWORD, SAMPLE_CONTACTS, calls_by_ivrid, israel_epoch,
                       send_a_day_of_calls, send_phase, voicenter_fixture, wait_for_calls,
                       wait_until)
@@ -79,10 +79,7 @@ def test_the_morning_view_empties_as_the_office_works_through_it(
         # A browser without a session is sent to the login page, which leads back.
         browser.get(f"{server.url}/calls")
         assert "/login?next=" in browser.current_url
-        browser.find_element(By.ID, "password").send_keys(OFFICE_PASSWORD)
-        browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
-        WebDriverWait(browser, 10).until(
-            expected_conditions.presence_of_element_located((By.ID, "waiting")))
+        sign_in(browser, OFFICE_PASSWORD, "waiting")
         assert browser.current_url == f"{server.url}/calls"
         html = browser.find_element(By.TAG_NAME, "html")
         assert html.get_attribute("dir") == direction
@@ -109,7 +106,7 @@ def test_the_morning_view_empties_as_the_office_works_through_it(
                                    "#waiting tr[data-number='+972541234567']")
         noa.find_element(By.CSS_SELECTOR, "form.mark-handled button").click()
         # The page the form returns to replaces this one (#resolved is there already).
-        WebDriverWait(browser, 10).until(expected_conditions.staleness_of(noa))
+        WebDriverWait(browser, 10).until(replaced(noa))
         WebDriverWait(browser, 10).until(
             expected_conditions.presence_of_element_located((By.ID, "resolved")))
         assert [row.get_attribute("data-number") for row in _rows(browser, "waiting")] \
@@ -157,10 +154,7 @@ def test_a_note_is_written_on_a_call_from_the_page(start_server, tmp_path, log_i
     browser = open_browser("he-IL")
     try:
         browser.get(f"{server.url}/login?next=/calls")
-        browser.find_element(By.ID, "password").send_keys(OFFICE_PASSWORD)
-        browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
-        WebDriverWait(browser, 10).until(
-            expected_conditions.presence_of_element_located((By.ID, "call-john-1")))
+        sign_in(browser, OFFICE_PASSWORD, "call-john-1")
         browser.find_element(By.CSS_SELECTOR, "#call-john-1 a.edit-mark").click()
         form = WebDriverWait(browser, 10).until(
             expected_conditions.presence_of_element_located(

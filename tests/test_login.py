@@ -22,7 +22,8 @@ import pytest
 
 import popup_server as ps
 from conftest import (MODULE, OFFICE_PASSWORD, SAMPLE_CONTACTS, Response, free_port,
-                      start_as_a_user_would, subprocess_env, wait_until)
+                      printed_password, start_as_a_user_would, subprocess_env,
+                      wait_until)
 from office_loads import LoginFlood
 
 
@@ -399,8 +400,7 @@ def test_the_password_command_from_stdin_ends_every_session_of_a_running_server(
     server = start_as_a_user_would(tmp_path, SAMPLE_CONTACTS, "--state-dir", state,
                                    "--calls-db", "", "--token", "")
     try:
-        made = re.search(r"  Office password: +(\S+)  \(made now",
-                         server.wait_for_log("State folder:")).group(1)
+        made = printed_password(server)
         signed_in = _login(server, made)
         assert signed_in.status == 303
         cookie = signed_in.header("Set-Cookie").split(";")[0]
@@ -480,8 +480,7 @@ def test_a_damaged_password_file_written_while_the_server_runs_keeps_the_passwor
     server = start_as_a_user_would(tmp_path, SAMPLE_CONTACTS, "--state-dir", state,
                                    "--calls-db", "", "--token", "")
     try:
-        made = re.search(r"  Office password: +(\S+)  \(made now",
-                         server.wait_for_log("State folder:")).group(1)
+        made = printed_password(server)
         (state / "office-password").write_bytes(DAMAGED_PASSWORD_FILES["scrypt$bad"])
         wait_until(lambda: _login(server, made).status == 303 and "does not hold a "
                    "password hash; the office password stays as it was" in

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import popup_server as ps
 from conftest import (MODULE, SAMPLE_CONTACTS, LoggedIn, ServerHandle, caller_page_path,
-                      free_port, http_request, post_caller_form, start_as_a_user_would,
+                      free_port, http_request, post_caller_form, printed_password,
+                      start_as_a_user_would,
                       subprocess_env, wait_until, write_contacts)
 
 JOHN = ["John Doe", "Voicenter", "072-277-6772"]
@@ -44,16 +45,6 @@ def test_the_state_folder_holds_the_servers_files_owner_only_and_is_printed(tmp_
         assert stat.S_IMODE(state.stat().st_mode) == 0o700
         for name in (".popup-token", "page-secret", "office-password"):
             assert stat.S_IMODE((state / name).stat().st_mode) == 0o600, name
-
-
-def _printed_password(server):
-    """The office password a first start printed (once), in the start-up's closing
-    block (written just after the server begins to answer: waited for)."""
-    server.wait_for_log("State folder:", timeout=10)
-    found = re.findall(r"^  Office password: +(\S+) +\(made now", server.log_text(),
-                       re.M)
-    assert len(found) == 1, server.log_text()
-    return found[0]
 
 
 def _user_env(tmp_path, name="xdg"):
@@ -91,7 +82,7 @@ def test_the_default_is_one_folder_per_user_and_a_moved_port_keeps_everything(tm
     try:
         assert f"state folder: {state}" in first.wait_for_log("state folder")
         token = (state / ".popup-token").read_text().strip()
-        password = _printed_password(first)
+        password = printed_password(first)
         link_path = _office_day(first, token, password)
     finally:
         first.stop()
@@ -166,7 +157,7 @@ def test_two_first_starts_at_once_leave_one_server_and_its_printed_password(tmp_
         assert len(refused) == 1 and str(state) in refused[0], refused
         assert f"process {winner.proc.pid}" in refused[0] and "remove" not in refused[0]
         assert "password" not in loser.log_text()
-        password = _printed_password(winner)
+        password = printed_password(winner)
         assert LoggedIn(winner, password).get("/calls").status == 200
     finally:
         for handle in procs:
@@ -227,7 +218,7 @@ def _port_folder_of_an_earlier_version(tmp_path, data_home, port):
     server = start_as_a_user_would(tmp_path, path, "--state-dir", folder)
     try:
         token = (folder / ".popup-token").read_text().strip()
-        password = _printed_password(server)
+        password = printed_password(server)
         link_path = _office_day(server, token, password)
     finally:
         server.stop()
